@@ -13,14 +13,14 @@ type Code int
 
 // Error codes.
 const (
-	Internal        Code = iota // 500 / INTERNAL
-	InvalidArgument             // 400 / INVALID_ARGUMENT
-	NotFound                    // 404 / NOT_FOUND
-	TooLarge                    // 413 / RESOURCE_EXHAUSTED
-	Unavailable                 // 503 / UNAVAILABLE
-	DeadlineExceeded            // 504 / DEADLINE_EXCEEDED
-	FailedPrecondition          // 409 / FAILED_PRECONDITION
-	ResourceExhausted           // 429 / RESOURCE_EXHAUSTED
+	Internal           Code = iota // 500 / INTERNAL
+	InvalidArgument                // 400 / INVALID_ARGUMENT
+	NotFound                       // 404 / NOT_FOUND
+	TooLarge                       // 413 / RESOURCE_EXHAUSTED
+	Unavailable                    // 503 / UNAVAILABLE
+	DeadlineExceeded               // 504 / DEADLINE_EXCEEDED
+	FailedPrecondition             // 409 / FAILED_PRECONDITION
+	ResourceExhausted              // 429 / RESOURCE_EXHAUSTED
 )
 
 // Error is a protocol error with a message meant for the caller.
