@@ -1,6 +1,7 @@
 package oip
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -21,7 +22,12 @@ const (
 	DeadlineExceeded               // 504 / DEADLINE_EXCEEDED
 	FailedPrecondition             // 409 / FAILED_PRECONDITION
 	ResourceExhausted              // 429 / RESOURCE_EXHAUSTED
+	Canceled                       // 499 / CANCELLED (the caller went away)
 )
+
+// StatusClientClosedRequest is the (non-standard, nginx) HTTP status for a
+// request its caller canceled.
+const StatusClientClosedRequest = 499
 
 // Error is a protocol error with a message meant for the caller.
 type Error struct {
@@ -54,6 +60,8 @@ func (c Code) HTTPStatus() int {
 		return http.StatusConflict
 	case ResourceExhausted:
 		return http.StatusTooManyRequests
+	case Canceled:
+		return StatusClientClosedRequest
 	}
 	return http.StatusInternalServerError
 }
@@ -73,6 +81,8 @@ func (c Code) GRPCCode() codes.Code {
 		return codes.DeadlineExceeded
 	case FailedPrecondition:
 		return codes.FailedPrecondition
+	case Canceled:
+		return codes.Canceled
 	}
 	return codes.Internal
 }
@@ -82,11 +92,76 @@ func Errorf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
 }
 
-// CodeOf returns the code of err if it is (or wraps) an *Error, else Internal.
+// CodeOf returns the code of err if it is (or wraps) an *Error; context
+// deadline and cancellation errors map to DeadlineExceeded and Canceled;
+// anything else is Internal.
 func CodeOf(err error) Code {
 	var e *Error
-	if errors.As(err, &e) {
+	switch {
+	case errors.As(err, &e):
 		return e.Code
+	case errors.Is(err, context.DeadlineExceeded):
+		return DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		return Canceled
+	}
+	return Internal
+}
+
+// AsError returns err as an *Error: itself if it is (or wraps) one,
+// otherwise an *Error with CodeOf(err) and err's message. nil stays nil.
+func AsError(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Code: CodeOf(err), Msg: err.Error()}
+}
+
+// CodeFromGRPC maps a gRPC status code back onto a Code (RESOURCE_EXHAUSTED
+// becomes ResourceExhausted).
+func CodeFromGRPC(c codes.Code) Code {
+	switch c {
+	case codes.InvalidArgument, codes.OutOfRange:
+		return InvalidArgument
+	case codes.NotFound:
+		return NotFound
+	case codes.ResourceExhausted:
+		return ResourceExhausted
+	case codes.Unavailable:
+		return Unavailable
+	case codes.DeadlineExceeded:
+		return DeadlineExceeded
+	case codes.FailedPrecondition, codes.AlreadyExists, codes.Aborted:
+		return FailedPrecondition
+	case codes.Canceled:
+		return Canceled
+	}
+	return Internal
+}
+
+// CodeFromHTTPStatus maps an HTTP status back onto a Code.
+func CodeFromHTTPStatus(status int) Code {
+	switch status {
+	case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusUnsupportedMediaType:
+		return InvalidArgument
+	case http.StatusNotFound:
+		return NotFound
+	case http.StatusRequestEntityTooLarge:
+		return TooLarge
+	case http.StatusServiceUnavailable, http.StatusBadGateway:
+		return Unavailable
+	case http.StatusGatewayTimeout, http.StatusRequestTimeout:
+		return DeadlineExceeded
+	case http.StatusConflict:
+		return FailedPrecondition
+	case http.StatusTooManyRequests:
+		return ResourceExhausted
+	case StatusClientClosedRequest:
+		return Canceled
 	}
 	return Internal
 }

@@ -1,0 +1,396 @@
+package oip
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// DefaultMaxBodyBytes bounds a REST request body (and is the suggested
+// gRPC grpc.MaxRecvMsgSize, whose own default is only 4 MiB).
+const DefaultMaxBodyBytes = 64 << 20
+
+// HTTPOptions configures NewHTTPHandler.
+type HTTPOptions struct {
+	// MaxBodyBytes refuses larger request bodies with 413; 0 means
+	// DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// Logger receives internal (5xx) errors; nil discards them.
+	Logger *slog.Logger
+}
+
+// RouteKind names an OIP v2 REST endpoint.
+type RouteKind int
+
+// The REST endpoints.
+const (
+	RouteUnknown        RouteKind = iota
+	RouteHealthLive               // GET  /v2/health/live
+	RouteHealthReady              // GET  /v2/health/ready
+	RouteServerMetadata           // GET  /v2
+	RouteModelMetadata            // GET  /v2/models/{name}[/versions/{v}]
+	RouteModelReady               // GET  /v2/models/{name}[/versions/{v}]/ready
+	RouteInfer                    // POST /v2/models/{name}[/versions/{v}]/infer
+	RouteRepositoryIndex          // POST /v2/repository/index
+	RouteRepositoryLoad           // POST /v2/repository/models/{name}/load
+	RouteRepositoryUnload         // POST /v2/repository/models/{name}/unload
+)
+
+// Method is the HTTP method the endpoint accepts.
+func (k RouteKind) Method() string {
+	switch k {
+	case RouteInfer, RouteRepositoryIndex, RouteRepositoryLoad, RouteRepositoryUnload:
+		return http.MethodPost
+	case RouteUnknown:
+		return ""
+	}
+	return http.MethodGet
+}
+
+// HTTPRoute is a parsed OIP v2 REST path.
+type HTTPRoute struct {
+	Kind    RouteKind
+	Model   string // unescaped; empty for server-wide endpoints
+	Version string // unescaped; empty when the path names none
+}
+
+// ParseHTTPPath parses an escaped URL path (url.URL.EscapedPath) into an OIP
+// v2 route. Unknown paths give RouteUnknown. It allocates only when a path
+// segment is percent-encoded.
+func ParseHTTPPath(path string) HTTPRoute {
+	rest, ok := strings.CutPrefix(path, "/v2")
+	if !ok {
+		return HTTPRoute{}
+	}
+	switch rest {
+	case "":
+		return HTTPRoute{Kind: RouteServerMetadata}
+	case "/health/live":
+		return HTTPRoute{Kind: RouteHealthLive}
+	case "/health/ready":
+		return HTTPRoute{Kind: RouteHealthReady}
+	case "/repository/index":
+		return HTTPRoute{Kind: RouteRepositoryIndex}
+	}
+	if r, ok := strings.CutPrefix(rest, "/repository/models/"); ok {
+		name, action, ok := strings.Cut(r, "/")
+		if !ok || name == "" {
+			return HTTPRoute{}
+		}
+		var kind RouteKind
+		switch action {
+		case "load":
+			kind = RouteRepositoryLoad
+		case "unload":
+			kind = RouteRepositoryUnload
+		default:
+			return HTTPRoute{}
+		}
+		name, err := url.PathUnescape(name)
+		if err != nil {
+			return HTTPRoute{}
+		}
+		return HTTPRoute{Kind: kind, Model: name}
+	}
+	r, ok := strings.CutPrefix(rest, "/models/")
+	if !ok {
+		return HTTPRoute{}
+	}
+	name, r, _ := strings.Cut(r, "/")
+	if name == "" {
+		return HTTPRoute{}
+	}
+	var version string
+	if v, ok := strings.CutPrefix(r, "versions/"); ok {
+		version, r, _ = strings.Cut(v, "/")
+		if version == "" {
+			return HTTPRoute{}
+		}
+	} else if r == "versions" {
+		return HTTPRoute{}
+	}
+	var kind RouteKind
+	switch r {
+	case "":
+		if strings.HasSuffix(path, "/") {
+			return HTTPRoute{}
+		}
+		kind = RouteModelMetadata
+	case "ready":
+		kind = RouteModelReady
+	case "infer":
+		kind = RouteInfer
+	default:
+		return HTTPRoute{}
+	}
+	var err error
+	if name, err = url.PathUnescape(name); err != nil {
+		return HTTPRoute{}
+	}
+	if version, err = url.PathUnescape(version); err != nil {
+		return HTTPRoute{}
+	}
+	return HTTPRoute{Kind: kind, Model: name, Version: version}
+}
+
+// NewHTTPHandler serves the OIP v2 REST protocol from s: health, server and
+// model metadata, model readiness, inference (JSON, and the binary tensor
+// data extension) and the model repository extension. Errors are JSON
+// {"error": "..."} with the status of their *Error code; unknown paths are
+// 404, wrong methods 405, bodies over MaxBodyBytes 413.
+func NewHTTPHandler(s Server, opts HTTPOptions) http.Handler {
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &httpHandler{s: s, opts: opts}
+}
+
+type httpHandler struct {
+	s    Server
+	opts HTTPOptions
+}
+
+// bufPool holds body and response buffers; buffers that grew past
+// maxPooledBuf are dropped rather than kept.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+const maxPooledBuf = 4 << 20
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > maxPooledBuf {
+		return
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}
+
+func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	route := ParseHTTPPath(r.URL.EscapedPath())
+	if route.Kind == RouteUnknown {
+		h.writeError(w, Errorf(NotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+		return
+	}
+	if m := route.Kind.Method(); r.Method != m && !(m == http.MethodGet && r.Method == http.MethodHead) {
+		w.Header().Set("Allow", m)
+		h.writeErrorStatus(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed on "+r.URL.Path+"; use "+m)
+		return
+	}
+	ctx := r.Context()
+	switch route.Kind {
+	case RouteHealthLive:
+		h.writeBool(w, "live", h.s.Live(ctx))
+	case RouteHealthReady:
+		h.writeBool(w, "ready", h.s.Ready(ctx))
+	case RouteServerMetadata:
+		h.writeJSON(w, h.s.ServerMetadata(ctx))
+	case RouteModelMetadata:
+		md, err := h.s.ModelMetadata(ctx, route.Model, route.Version)
+		if err != nil {
+			h.writeError(w, err)
+			return
+		}
+		h.writeJSON(w, md)
+	case RouteModelReady:
+		ok, err := h.s.ModelReady(ctx, route.Model, route.Version)
+		if err != nil {
+			h.writeError(w, err)
+			return
+		}
+		h.writeBool(w, "ready", ok)
+	case RouteInfer:
+		h.infer(w, r, route)
+	case RouteRepositoryIndex:
+		var body struct {
+			Ready bool `json:"ready"`
+		}
+		if err := h.readSmallJSON(r, &body); err != nil {
+			h.writeError(w, err)
+			return
+		}
+		models, err := h.s.RepositoryIndex(ctx, body.Ready)
+		if err != nil {
+			h.writeError(w, err)
+			return
+		}
+		if models == nil {
+			models = []RepositoryModel{}
+		}
+		h.writeJSON(w, models)
+	case RouteRepositoryLoad, RouteRepositoryUnload:
+		var body struct {
+			Parameters map[string]any `json:"parameters"`
+		}
+		if err := h.readSmallJSON(r, &body); err != nil {
+			h.writeError(w, err)
+			return
+		}
+		var err error
+		if route.Kind == RouteRepositoryLoad {
+			err = h.s.LoadModel(ctx, route.Model)
+		} else {
+			err = h.s.UnloadModel(ctx, route.Model)
+		}
+		if err != nil {
+			h.writeError(w, err)
+			return
+		}
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+func (h *httpHandler) infer(w http.ResponseWriter, r *http.Request, route HTTPRoute) {
+	headerLen := 0
+	if v := r.Header.Get(HeaderContentLength); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			h.writeError(w, Errorf(InvalidArgument, "%s: %q is not a non-negative integer", HeaderContentLength, v))
+			return
+		}
+		headerLen = n
+	}
+	buf := getBuf()
+	body, err := readBody(r, h.opts.MaxBodyBytes, buf)
+	if err != nil {
+		putBuf(buf)
+		h.writeError(w, err)
+		return
+	}
+	req, err := DecodeInferRequest(body, headerLen)
+	*buf = body
+	putBuf(buf) // the decoded request does not alias the body
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	req.ModelName, req.ModelVersion = route.Model, route.Version
+	resp, err := h.s.Infer(r.Context(), req)
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	if resp.ModelName == "" {
+		resp.ModelName = req.ModelName
+	}
+	if resp.ID == "" {
+		resp.ID = req.ID
+	}
+	out := getBuf()
+	defer putBuf(out)
+	b, hl, err := AppendInferResponse(*out, resp, req)
+	*out = b
+	if err != nil {
+		h.writeError(w, err)
+		return
+	}
+	hdr := w.Header()
+	if hl < len(b) {
+		hdr.Set("Content-Type", "application/octet-stream")
+		hdr.Set(HeaderContentLength, strconv.Itoa(hl))
+	} else {
+		hdr.Set("Content-Type", "application/json")
+	}
+	hdr.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+// readBody reads the request body into *buf, refusing bodies over max with
+// a TooLarge error.
+func readBody(r *http.Request, max int64, buf *[]byte) ([]byte, error) {
+	if r.ContentLength > max {
+		return nil, Errorf(TooLarge, "request body of %d bytes exceeds the limit of %d bytes", r.ContentLength, max)
+	}
+	b := (*buf)[:0]
+	if r.ContentLength > 0 && int64(cap(b)) < r.ContentLength+1 {
+		b = make([]byte, 0, r.ContentLength+1)
+	}
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if int64(len(b)) > max {
+			*buf = b
+			return nil, Errorf(TooLarge, "request body exceeds the limit of %d bytes", max)
+		}
+		if err == io.EOF {
+			*buf = b
+			return b, nil
+		}
+		if err != nil {
+			*buf = b
+			return nil, Errorf(InvalidArgument, "reading request body: %v", err)
+		}
+	}
+}
+
+// readSmallJSON decodes an optional JSON body (empty is fine) into v.
+func (h *httpHandler) readSmallJSON(r *http.Request, v any) error {
+	buf := getBuf()
+	defer putBuf(buf)
+	body, err := readBody(r, min(h.opts.MaxBodyBytes, 1<<20), buf)
+	if err != nil {
+		return err
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return Errorf(InvalidArgument, "malformed JSON body: %v", err)
+	}
+	return nil
+}
+
+func (h *httpHandler) writeBool(w http.ResponseWriter, key string, ok bool) {
+	status := http.StatusOK
+	body := `{"` + key + `":true}`
+	if !ok {
+		status = http.StatusServiceUnavailable
+		body = `{"` + key + `":false}`
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body)
+}
+
+func (h *httpHandler) writeJSON(w http.ResponseWriter, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		h.writeError(w, Errorf(Internal, "encoding response: %v", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+func (h *httpHandler) writeError(w http.ResponseWriter, err error) {
+	e := AsError(err)
+	if e.Code == Internal {
+		h.opts.Logger.Error("oip: internal error", "err", e.Msg)
+	}
+	h.writeErrorStatus(w, e.HTTPStatus(), e.Msg)
+}
+
+func (h *httpHandler) writeErrorStatus(w http.ResponseWriter, status int, msg string) {
+	b := appendJSONString([]byte(`{"error":`), msg)
+	b = append(b, '}')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
