@@ -1,0 +1,280 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/oip"
+)
+
+// job is one request's trip through a batcher. Jobs are pooled; the caller
+// owns a job from get until it has read the result after done.
+type job struct {
+	ctx    context.Context
+	inputs []*oip.Tensor // bound, in signature order
+	rows   int64         // dimension 0 of every input
+	enq    time.Time
+
+	done    chan struct{} // cap 1; one send per trip
+	outputs []oip.Tensor
+	err     error
+	queued  time.Duration
+	compute time.Duration
+}
+
+func (b *batcher) getJob() *job {
+	if j, ok := b.pool.Get().(*job); ok {
+		return j
+	}
+	return &job{done: make(chan struct{}, 1)}
+}
+
+func (b *batcher) putJob(j *job) {
+	j.ctx, j.inputs, j.outputs, j.err = nil, nil, nil, nil
+	b.pool.Put(j)
+}
+
+// runFunc runs the model once on bound inputs.
+type runFunc func(inputs []*oip.Tensor) ([]oip.Tensor, error)
+
+// batcher joins concurrent requests to one model version along dimension 0:
+// one goroutine collects up to maxRows rows (waiting at most delay after the
+// first request, and stopping early at a preferred size), runs the model
+// once and splits the outputs back. Requests whose non-batch dimensions
+// differ are never joined. A batch of one runs on the request's own tensors.
+type batcher struct {
+	queue     chan *job
+	maxRows   int64
+	delay     time.Duration
+	preferred map[int64]bool
+	run       runFunc
+	observe   func(rows int)
+	stopped   chan struct{}
+	pool      sync.Pool // of *job
+}
+
+func newBatcher(maxRows int, delay time.Duration, preferred []int, run runFunc, observe func(rows int)) *batcher {
+	b := &batcher{
+		queue:     make(chan *job, 4*maxRows),
+		maxRows:   int64(maxRows),
+		delay:     delay,
+		preferred: map[int64]bool{},
+		run:       run,
+		observe:   observe,
+		stopped:   make(chan struct{}),
+	}
+	for _, p := range preferred {
+		b.preferred[int64(p)] = true
+	}
+	go b.loop()
+	return b
+}
+
+// submit queues j and waits for its result. The caller must not submit
+// after stop.
+func (b *batcher) submit(j *job) {
+	j.enq = time.Now()
+	b.queue <- j
+	<-j.done
+}
+
+// stop ends the batcher once every queued job has been answered. Only call
+// it when no submit can start any more (the version is drained).
+func (b *batcher) stop() {
+	close(b.queue)
+	<-b.stopped
+}
+
+func (b *batcher) loop() {
+	defer close(b.stopped)
+	var (
+		carry *job
+		batch []*job
+		timer = time.NewTimer(time.Hour)
+	)
+	timer.Stop()
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			var ok bool
+			if first, ok = <-b.queue; !ok {
+				return
+			}
+		}
+		batch = append(batch[:0], first)
+		rows := first.rows
+		closed := false
+		waiting := false
+	collect:
+		for rows < b.maxRows {
+			var j *job
+			var ok bool
+			select {
+			case j, ok = <-b.queue:
+			default:
+				if b.delay <= 0 || (b.preferred[rows] && len(b.queue) == 0) {
+					break collect
+				}
+				if !waiting {
+					timer.Reset(b.delay - time.Since(first.enq))
+					waiting = true
+				}
+				select {
+				case j, ok = <-b.queue:
+				case <-timer.C:
+					waiting = false
+					break collect
+				}
+			}
+			if !ok {
+				closed = true
+				break collect
+			}
+			if rows+j.rows > b.maxRows || !joinable(first, j) {
+				carry = j
+				break collect
+			}
+			batch = append(batch, j)
+			rows += j.rows
+			if b.preferred[rows] && len(b.queue) == 0 {
+				break collect
+			}
+		}
+		if waiting {
+			timer.Stop() // Go 1.23+: no stale tick is delivered after Stop
+		}
+		b.execute(batch, rows)
+		clear(batch)
+		if closed {
+			if carry != nil {
+				b.execute([]*job{carry}, carry.rows)
+			}
+			return
+		}
+	}
+}
+
+// joinable reports whether two requests can share a run: every input has the
+// same non-batch dimensions.
+func joinable(a, b *job) bool {
+	for i := range a.inputs {
+		sa, sb := a.inputs[i].Shape, b.inputs[i].Shape
+		if len(sa) != len(sb) {
+			return false
+		}
+		for d := 1; d < len(sa); d++ {
+			if sa[d] != sb[d] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (b *batcher) execute(batch []*job, rows int64) {
+	start := time.Now()
+	// Skip requests whose caller has gone.
+	live := batch[:0]
+	for _, j := range batch {
+		if err := j.ctx.Err(); err != nil {
+			j.err = oip.Errorf(oip.DeadlineExceeded, "request cancelled while queued: %v", err)
+			j.queued = start.Sub(j.enq)
+			j.done <- struct{}{}
+			continue
+		}
+		live = append(live, j)
+	}
+	if len(live) == 0 {
+		return
+	}
+	rows = 0
+	for _, j := range live {
+		rows += j.rows
+	}
+	if len(live) == 1 {
+		j := live[0]
+		j.queued = start.Sub(j.enq)
+		j.outputs, j.err = safeRun(b.run, j.inputs)
+		j.compute = time.Since(start)
+		b.observe(int(rows))
+		j.done <- struct{}{}
+		return
+	}
+	outs, err := b.runJoined(live, rows)
+	compute := time.Since(start)
+	if err != nil {
+		// The model did not keep the batch dimension (or the joined run
+		// failed): answer each request on its own so one bad request
+		// cannot fail the others.
+		for _, j := range live {
+			s := time.Now()
+			j.queued = s.Sub(j.enq)
+			j.outputs, j.err = safeRun(b.run, j.inputs)
+			j.compute = time.Since(s)
+			b.observe(int(j.rows))
+			j.done <- struct{}{}
+		}
+		return
+	}
+	b.observe(int(rows))
+	var off int64
+	for _, j := range live {
+		j.queued = start.Sub(j.enq)
+		j.compute = compute
+		j.outputs = make([]oip.Tensor, len(outs))
+		for k := range outs {
+			o := &outs[k]
+			rowBytes := int64(len(o.Raw)) / rows
+			lo, hi := off*rowBytes, (off+j.rows)*rowBytes
+			shape := append([]int64{j.rows}, o.Shape[1:]...)
+			j.outputs[k] = oip.Tensor{Name: o.Name, Datatype: o.Datatype, Shape: shape, Raw: o.Raw[lo:hi:hi]}
+		}
+		off += j.rows
+		j.done <- struct{}{}
+	}
+}
+
+// runJoined concatenates the batch's inputs along dimension 0, runs once, and
+// checks every output kept the batch dimension.
+func (b *batcher) runJoined(batch []*job, rows int64) ([]oip.Tensor, error) {
+	first := batch[0]
+	joined := make([]oip.Tensor, len(first.inputs))
+	ptrs := make([]*oip.Tensor, len(first.inputs))
+	for i, in := range first.inputs {
+		size := 0
+		for _, j := range batch {
+			size += len(j.inputs[i].Raw)
+		}
+		raw := make([]byte, 0, size)
+		for _, j := range batch {
+			raw = append(raw, j.inputs[i].Raw...)
+		}
+		shape := append([]int64{rows}, in.Shape[1:]...)
+		joined[i] = oip.Tensor{Name: in.Name, Datatype: in.Datatype, Shape: shape, Raw: raw}
+		ptrs[i] = &joined[i]
+	}
+	outs, err := safeRun(b.run, ptrs)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range outs {
+		if len(o.Shape) == 0 || o.Shape[0] != rows || o.Datatype == oip.BYTES || int64(len(o.Raw))%rows != 0 {
+			return nil, fmt.Errorf("output %q has shape %v for a batch of %d rows", o.Name, o.Shape, rows)
+		}
+	}
+	return outs, nil
+}
+
+// safeRun calls run, turning a panic into an Internal error: no input may
+// take the server down.
+func safeRun(run runFunc, inputs []*oip.Tensor) (outs []oip.Tensor, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			outs, err = nil, oip.Errorf(oip.Internal, "internal error running the model: %v", r)
+		}
+	}()
+	return run(inputs)
+}
