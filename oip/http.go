@@ -29,16 +29,16 @@ type RouteKind int
 
 // The REST endpoints.
 const (
-	RouteUnknown        RouteKind = iota
-	RouteHealthLive               // GET  /v2/health/live
-	RouteHealthReady              // GET  /v2/health/ready
-	RouteServerMetadata           // GET  /v2
-	RouteModelMetadata            // GET  /v2/models/{name}[/versions/{v}]
-	RouteModelReady               // GET  /v2/models/{name}[/versions/{v}]/ready
-	RouteInfer                    // POST /v2/models/{name}[/versions/{v}]/infer
-	RouteRepositoryIndex          // POST /v2/repository/index
-	RouteRepositoryLoad           // POST /v2/repository/models/{name}/load
-	RouteRepositoryUnload         // POST /v2/repository/models/{name}/unload
+	RouteUnknown          RouteKind = iota
+	RouteHealthLive                 // GET  /v2/health/live
+	RouteHealthReady                // GET  /v2/health/ready
+	RouteServerMetadata             // GET  /v2
+	RouteModelMetadata              // GET  /v2/models/{name}[/versions/{v}]
+	RouteModelReady                 // GET  /v2/models/{name}[/versions/{v}]/ready
+	RouteInfer                      // POST /v2/models/{name}[/versions/{v}]/infer
+	RouteRepositoryIndex            // POST /v2/repository/index
+	RouteRepositoryLoad             // POST /v2/repository/models/{name}/load
+	RouteRepositoryUnload           // POST /v2/repository/models/{name}/unload
 )
 
 // Method is the HTTP method the endpoint accepts.
