@@ -300,6 +300,8 @@ func codeName(c oip.Code) string {
 		return "failed_precondition"
 	case oip.ResourceExhausted:
 		return "resource_exhausted"
+	case oip.Canceled:
+		return "canceled"
 	}
 	return "internal"
 }
@@ -565,7 +567,8 @@ func checkBatchable(s *Session) error {
 }
 
 // warmup runs n synthetic requests: zeros (empty strings for BYTES) with
-// every dynamic dimension 1, through the same path as real requests.
+// every dynamic dimension 1, straight on the session (not counted in the
+// request metrics).
 func (v *version) warmup(n int) error {
 	if n == 0 {
 		return nil
@@ -593,9 +596,12 @@ func (v *version) warmup(n int) error {
 		}
 		inputs[i] = oip.Tensor{Name: spec.Name, Datatype: spec.Datatype, Shape: shape, Raw: raw}
 	}
-	req := &oip.InferRequest{ModelName: v.model, Inputs: inputs}
+	bound := make([]*oip.Tensor, len(inputs))
+	if err := v.sess.bindInputs(v.model, inputs, bound); err != nil {
+		return err
+	}
 	for range n {
-		if _, err := v.infer(context.Background(), req); err != nil {
+		if _, err := safeRun(v.sess.run, bound); err != nil {
 			return err
 		}
 	}

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -180,7 +181,11 @@ func (b *batcher) execute(batch []*job, rows int64) {
 	live := batch[:0]
 	for _, j := range batch {
 		if err := j.ctx.Err(); err != nil {
-			j.err = oip.Errorf(oip.DeadlineExceeded, "request cancelled while queued: %v", err)
+			code := oip.Canceled
+			if errors.Is(err, context.DeadlineExceeded) {
+				code = oip.DeadlineExceeded
+			}
+			j.err = oip.Errorf(code, "request ended while queued for a batch: %v", err)
 			j.queued = start.Sub(j.enq)
 			j.done <- struct{}{}
 			continue

@@ -1,0 +1,208 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+
+	"github.com/switchyard-dev/switchyard/oip"
+)
+
+// ServerConfig configures a Server: the backend and its two listeners.
+type ServerConfig struct {
+	Backend Options
+	// HTTPAddr and GRPCAddr are listen addresses (port 0 picks a free
+	// port); "" disables that transport.
+	HTTPAddr string
+	GRPCAddr string
+	// MaxBodyBytes bounds REST bodies (413 beyond) and gRPC messages; 0
+	// means oip.DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// Registry receives the metrics served at /metrics on the HTTP port;
+	// nil creates one with the Go and process collectors.
+	Registry *prometheus.Registry
+	// ShutdownTimeout bounds graceful shutdown (default 10s).
+	ShutdownTimeout time.Duration
+}
+
+// Server is a Backend on OIP v2 REST (with /metrics) and gRPC listeners.
+type Server struct {
+	Backend *Backend
+
+	log      *slog.Logger
+	cfg      ServerConfig
+	httpLn   net.Listener
+	grpcLn   net.Listener
+	httpSrv  *http.Server
+	grpcSrv  *grpc.Server
+	serveErr chan error
+	wg       sync.WaitGroup
+	shutOnce sync.Once
+	started  bool
+}
+
+// NewServer creates the backend (initialising ONNX Runtime) and binds the
+// listeners; nothing is served until Start.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = oip.DefaultMaxBodyBytes
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	reg := cfg.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if cfg.Backend.Metrics == nil {
+		cfg.Backend.Metrics = NewMetrics(reg)
+	}
+	log := cfg.Backend.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+		cfg.Backend.Logger = log
+	}
+	b, err := New(cfg.Backend)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Backend: b, log: log, cfg: cfg, serveErr: make(chan error, 2)}
+	if cfg.HTTPAddr != "" {
+		if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.Handle("/", oip.NewHTTPHandler(b, oip.HTTPOptions{MaxBodyBytes: cfg.MaxBodyBytes, Logger: log}))
+		s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	}
+	if cfg.GRPCAddr != "" {
+		if s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+			if s.httpLn != nil {
+				s.httpLn.Close()
+			}
+			return nil, fmt.Errorf("listen grpc %s: %w", cfg.GRPCAddr, err)
+		}
+		s.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(int(cfg.MaxBodyBytes)), grpc.MaxSendMsgSize(int(cfg.MaxBodyBytes)))
+		oip.RegisterGRPC(s.grpcSrv, b)
+	}
+	return s, nil
+}
+
+// HTTPAddr is the bound REST address ("" if disabled).
+func (s *Server) HTTPAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
+
+// GRPCAddr is the bound gRPC address ("" if disabled).
+func (s *Server) GRPCAddr() string {
+	if s.grpcLn == nil {
+		return ""
+	}
+	return s.grpcLn.Addr().String()
+}
+
+// Start serves both transports (live at once, ready once loading is done)
+// and then loads every model in the repository; it returns when loading is
+// done. Serving errors are reported by Wait.
+func (s *Server) Start(ctx context.Context) {
+	s.started = true
+	s.log.Info("backend listening", "http", s.HTTPAddr(), "grpc", s.GRPCAddr(), "model_repository", s.cfg.Backend.ModelRepository)
+	if s.httpSrv != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.serveErr <- fmt.Errorf("serve http: %w", err)
+			}
+		}()
+	}
+	if s.grpcSrv != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.grpcSrv.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				s.serveErr <- fmt.Errorf("serve grpc: %w", err)
+			}
+		}()
+	}
+	failed := s.Backend.LoadAll(ctx)
+	s.log.Info("backend ready", "http", s.HTTPAddr(), "grpc", s.GRPCAddr(), "failed_models", failed)
+}
+
+// Wait blocks until ctx is done or a listener fails.
+func (s *Server) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-s.serveErr:
+		return err
+	}
+}
+
+// Shutdown stops accepting work, lets requests in flight finish (bounded by
+// ctx and ShutdownTimeout), then unloads every model.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	s.shutOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
+		defer cancel()
+		s.Backend.ready.Store(false)
+		s.Backend.closing.Store(true)
+		if !s.started {
+			for _, ln := range []net.Listener{s.httpLn, s.grpcLn} {
+				if ln != nil {
+					ln.Close()
+				}
+			}
+		}
+		if s.httpSrv != nil {
+			if e := s.httpSrv.Shutdown(ctx); e != nil {
+				err = errors.Join(err, fmt.Errorf("http shutdown: %w", e))
+				s.httpSrv.Close()
+			}
+		}
+		if s.grpcSrv != nil {
+			done := make(chan struct{})
+			go func() { s.grpcSrv.GracefulStop(); close(done) }()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				s.grpcSrv.Stop()
+				<-done
+				err = errors.Join(err, fmt.Errorf("grpc shutdown: %w", ctx.Err()))
+			}
+		}
+		s.wg.Wait()
+		s.Backend.Close()
+		s.log.Info("backend stopped")
+	})
+	return err
+}
+
+// Run serves until ctx is cancelled (e.g. by SIGINT/SIGTERM in the
+// command), then shuts down gracefully.
+func Run(ctx context.Context, cfg ServerConfig) error {
+	s, err := NewServer(cfg)
+	if err != nil {
+		return err
+	}
+	s.Start(ctx)
+	werr := s.Wait(ctx)
+	serr := s.Shutdown(context.WithoutCancel(ctx))
+	return errors.Join(werr, serr)
+}
