@@ -1,0 +1,122 @@
+// Package store persists Switchyard's desired state: the current Model
+// documents, every earlier revision of each (what rollback restores), and an
+// audit log of every change.
+//
+// Store is the narrow interface callers use; Bolt is the embedded default
+// (one bbolt file). An etcd implementation can follow without touching
+// callers: revisions are one global, strictly increasing counter (etcd's
+// mod_revision), writes are compare-and-swap on a model's revision, and
+// Watch delivers the newest revision.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/routing"
+)
+
+// Errors callers branch on (use errors.Is).
+var (
+	// ErrNotFound: no such model (or revision).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the precondition (expected revision, must not exist)
+	// does not hold; nothing was changed.
+	ErrConflict = errors.New("conflict")
+	// ErrClosed: the store is closed.
+	ErrClosed = errors.New("store closed")
+)
+
+// Record is one revision of one model.
+type Record struct {
+	Model routing.Model `json:"model"`
+	// Revision is the global store revision of this change (the ETag).
+	Revision int64 `json:"revision"`
+	// CreateRevision is the revision that created the model (since its
+	// last deletion).
+	CreateRevision int64 `json:"createRevision"`
+	// Deleted marks a tombstone in history: the model was deleted at
+	// Revision (Model holds what was deleted).
+	Deleted bool      `json:"deleted,omitempty"`
+	Time    time.Time `json:"time"`
+	Subject string    `json:"subject,omitempty"`
+	Action  string    `json:"action,omitempty"`
+	Reason  string    `json:"reason,omitempty"`
+}
+
+// Change describes who makes a change and why; it goes into the audit log.
+type Change struct {
+	// Subject is the authenticated caller (a token's subject).
+	Subject string
+	// Action names the operation: "put", "weights", "rollback", "delete",
+	// and later "canary", "shadow", ...
+	Action string
+	// Reason is free text from the caller (optional).
+	Reason string
+}
+
+// Precondition guards a write. The zero value writes unconditionally.
+type Precondition struct {
+	// IfRevision, when > 0, requires the model's current revision to equal
+	// it (If-Match).
+	IfRevision int64
+	// MustNotExist requires that the model does not exist (create only;
+	// If-None-Match: *).
+	MustNotExist bool
+	// MustExist requires that the model exists (If-Match: *).
+	MustExist bool
+}
+
+// AuditEntry is one change in the audit log.
+type AuditEntry struct {
+	Revision int64          `json:"revision"`
+	Time     time.Time      `json:"time"`
+	Subject  string         `json:"subject"`
+	Action   string         `json:"action"`
+	Model    string         `json:"model"`
+	Reason   string         `json:"reason,omitempty"`
+	Before   *routing.Model `json:"before,omitempty"`
+	After    *routing.Model `json:"after,omitempty"`
+}
+
+// AuditQuery selects audit entries, newest first.
+type AuditQuery struct {
+	// Model restricts to one model ("" for all).
+	Model string
+	// Before returns entries with Revision < Before (0: from the newest),
+	// for paging.
+	Before int64
+	// Limit caps the number of entries (0: 100).
+	Limit int
+}
+
+// Store is the desired-state store.
+type Store interface {
+	// Get returns the current record of a model, or ErrNotFound.
+	Get(ctx context.Context, name string) (Record, error)
+	// List returns every current model sorted by name, and the store
+	// revision the list reflects.
+	List(ctx context.Context) ([]Record, int64, error)
+	// Put validates m (defaults applied by the caller) and stores it as a
+	// new revision if the precondition holds (else ErrConflict, nothing
+	// changed). It returns once the change is durable.
+	Put(ctx context.Context, m routing.Model, pre Precondition, ch Change) (Record, error)
+	// Delete removes a model if the precondition holds; its history stays.
+	Delete(ctx context.Context, name string, pre Precondition, ch Change) (Record, error)
+	// History returns the revisions of a model, newest first, including
+	// tombstones of deletions (limit 0: all kept).
+	History(ctx context.Context, name string, limit int) ([]Record, error)
+	// Revision returns one revision of a model from its history, or
+	// ErrNotFound.
+	Revision(ctx context.Context, name string, rev int64) (Record, error)
+	// Audit returns audit entries, newest first.
+	Audit(ctx context.Context, q AuditQuery) ([]AuditEntry, error)
+	// Watch returns a channel that receives the store revision now and
+	// after every change, until ctx is done (then it is closed).
+	// Revisions may be coalesced: a slow reader sees only the newest, and
+	// re-reads the state with List.
+	Watch(ctx context.Context) <-chan int64
+	// Close releases the store. Watch channels are closed.
+	Close() error
+}
