@@ -3,6 +3,7 @@ package oip
 import (
 	"encoding/binary"
 	"math"
+	"slices"
 	"strconv"
 )
 
@@ -394,7 +395,7 @@ func (s *scanner) data(t *Tensor, path string) error {
 			match = int64(p.lens[d]) == t.Shape[d]
 		}
 		if !match {
-			return Errorf(InvalidArgument, "%s.data: nested array of dims %v does not match shape %v", path, p.lens[:p.depth], t.Shape)
+			return Errorf(InvalidArgument, "%s.data: nested array of dims %v does not match shape %v", path, slices.Clone(p.lens[:p.depth]), t.Shape)
 		}
 	}
 	if int64(p.count) != want {

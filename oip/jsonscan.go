@@ -18,6 +18,9 @@ type scanner struct {
 	// floating-point tensor data (used when reading responses, as some
 	// Python servers write them).
 	lenient bool
+	// kbuf holds the current object key; a nested object reuses it, so a
+	// key is valid only until its value is read.
+	kbuf []byte
 }
 
 // maxNesting bounds the nesting of any JSON value, so hostile input cannot
@@ -78,15 +81,15 @@ func (s *scanner) object(path string, f func(key []byte) error) error {
 		s.i++
 		return nil
 	}
-	var kbuf [64]byte
 	for {
 		if s.peek() != '"' {
 			return s.syntax("expected an object key")
 		}
-		key, err := s.appendString(kbuf[:0])
+		key, err := s.appendString(s.kbuf[:0])
 		if err != nil {
 			return err
 		}
+		s.kbuf = key[:0]
 		if s.peek() != ':' {
 			return s.syntax("expected ':' after object key")
 		}
@@ -325,6 +328,9 @@ func (s *scanner) float(bits int) (float64, string) {
 	if !ok {
 		return 0, s.badValue("a number")
 	}
+	if f, ok := fastFloat(tok, bits); ok {
+		return f, ""
+	}
 	f, err := strconv.ParseFloat(unsafe.String(&tok[0], len(tok)), bits)
 	if err != nil || math.IsInf(f, 0) {
 		return 0, string(tok) + " is out of range for FP" + strconv.Itoa(bits)
@@ -438,4 +444,89 @@ func (s *scanner) end() error {
 		return s.syntax("unexpected data after the JSON value")
 	}
 	return nil
+}
+
+// pow10 holds the powers of ten that float64 represents exactly.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+	1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+
+// fastFloat converts a JSON number token exactly when it can (Clinger's fast
+// path: at most 15 significant digits and a power of ten within 1e±22, so a
+// single correctly rounded multiply or divide gives the float64). For
+// float32 the float64 result is rounded again, which is exact unless it lies
+// on a float32 rounding midpoint; then, and whenever the fast path does not
+// apply, it reports false and the caller uses strconv.
+func fastFloat(tok []byte, bits int) (float64, bool) {
+	i := 0
+	neg := tok[0] == '-'
+	if neg {
+		i++
+	}
+	var mant uint64
+	digits, exp := 0, 0
+	for ; i < len(tok) && tok[i] >= '0' && tok[i] <= '9'; i++ {
+		if mant != 0 || tok[i] != '0' {
+			digits++
+		}
+		mant = mant*10 + uint64(tok[i]-'0')
+		if digits > 15 {
+			return 0, false
+		}
+	}
+	if i < len(tok) && tok[i] == '.' {
+		for i++; i < len(tok) && tok[i] >= '0' && tok[i] <= '9'; i++ {
+			if mant != 0 || tok[i] != '0' {
+				digits++
+			}
+			mant = mant*10 + uint64(tok[i]-'0')
+			exp--
+			if digits > 15 {
+				return 0, false
+			}
+		}
+	}
+	if i < len(tok) { // exponent
+		i++
+		eneg := false
+		if tok[i] == '+' || tok[i] == '-' {
+			eneg = tok[i] == '-'
+			i++
+		}
+		e := 0
+		for ; i < len(tok); i++ {
+			e = e*10 + int(tok[i]-'0')
+			if e > 400 {
+				return 0, false
+			}
+		}
+		if eneg {
+			e = -e
+		}
+		exp += e
+	}
+	f := float64(mant)
+	switch {
+	case mant == 0:
+	case exp >= 0 && exp <= 22:
+		f *= pow10[exp]
+	case exp < 0 && exp >= -22:
+		f /= pow10[-exp]
+	default:
+		return 0, false
+	}
+	if bits == 32 {
+		if f > math.MaxFloat32 {
+			return 0, false
+		}
+		// A float64 with its low 29 mantissa bits equal to 1<<28 sits on a
+		// float32 midpoint: double rounding could be off by one ulp there.
+		if math.Float64bits(f)&(1<<29-1) == 1<<28 {
+			return 0, false
+		}
+		f = float64(float32(f))
+	}
+	if neg {
+		f = -f
+	}
+	return f, true
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"strconv"
 
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 )
@@ -33,7 +34,7 @@ func InferRequestFromProto(m *pb.ModelInferRequest) (*InferRequest, error) {
 		t.Name = in.GetName()
 		t.Shape = in.GetShape()
 		t.Parameters = paramsFromProto(in.GetParameters())
-		path := fmt.Sprintf("inputs[%d]", i)
+		path := "inputs[" + strconv.Itoa(i) + "]"
 		if t.Name == "" {
 			return nil, Errorf(InvalidArgument, "%s.name: missing", path)
 		}
@@ -134,7 +135,7 @@ func InferResponseFromProto(m *pb.ModelInferResponse) (*InferResponse, error) {
 		t.Name = o.GetName()
 		t.Shape = o.GetShape()
 		t.Parameters = paramsFromProto(o.GetParameters())
-		path := fmt.Sprintf("outputs[%d]", i)
+		path := "outputs[" + strconv.Itoa(i) + "]"
 		dt, err := ParseDatatype(o.GetDatatype())
 		if err != nil {
 			return nil, Errorf(InvalidArgument, "%s (%q).datatype: %v", path, t.Name, err)
