@@ -92,8 +92,10 @@ func InitORT(path string) (string, error) {
 		return "", err // not sticky: a later call may pass a path
 	}
 	if !ort.IsInitialized() {
+		// ONNX Runtime's own log goes to stderr; keep it to fatal errors:
+		// every failure is returned as an error and logged by the backend.
 		ort.SetSharedLibraryPath(lib)
-		if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+		if err := ort.InitializeEnvironment(ort.WithLogLevelFatal()); err != nil {
 			ortEnv.err = fmt.Errorf("initialise onnx runtime from %s (need ONNX Runtime 1.24 or newer): %w", lib, err)
 			return "", ortEnv.err
 		}

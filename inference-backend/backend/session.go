@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"unsafe"
 
 	ort "github.com/yalue/onnxruntime_go"
@@ -102,6 +103,11 @@ type Session struct {
 	inIndex  map[string]int
 	outIndex map[string]int
 	provider string // the provider actually used
+
+	// preallocMismatch is set once a run with preallocated outputs failed
+	// and one without succeeded: the declared output shapes are not the
+	// real ones.
+	preallocMismatch atomic.Bool
 }
 
 // NewSession loads the model file at path. InitORT must have succeeded.
@@ -130,6 +136,10 @@ func NewSession(path string, opts SessionOptions) (*Session, error) {
 	}
 	if len(s.outputs) == 0 {
 		return nil, fmt.Errorf("model %s declares no outputs", path)
+	}
+	if len(s.inputs) == 0 {
+		// The binding cannot run a session without inputs.
+		return nil, fmt.Errorf("model %s declares no inputs; models without inputs are not served", path)
 	}
 	inNames := make([]string, len(s.inputs))
 	for i, t := range s.inputs {
@@ -304,9 +314,10 @@ func (s *Session) run(inputs []*oip.Tensor) ([]oip.Tensor, error) {
 	// that becomes the response's data without a copy. Rank-0 outputs must
 	// be: the binding cannot convert an ONNX-Runtime-allocated scalar.
 	prealloc := false
+	noStatic := s.preallocMismatch.Load()
 	for i := range s.outputs {
 		spec := &s.outputs[i]
-		if !spec.static() {
+		if !spec.static() || (noStatic && len(spec.Shape) > 0) {
 			continue
 		}
 		if v, err := newOutputValue(spec); err == nil {
@@ -325,6 +336,11 @@ func (s *Session) run(inputs []*oip.Tensor) ([]oip.Tensor, error) {
 			}
 		}
 		err = s.sess.Run(ins, outs)
+		if err == nil {
+			// Stop preallocating outputs the model's declared shapes
+			// cannot predict (rank-0 ones still must be).
+			s.preallocMismatch.Store(true)
+		}
 	}
 	if err != nil {
 		return nil, oip.Errorf(oip.Internal, "onnx runtime: %v", err)
