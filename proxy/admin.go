@@ -1,0 +1,141 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/pprof"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/switchyard-dev/switchyard/proxy/xdsclient"
+	"github.com/switchyard-dev/switchyard/routing"
+)
+
+// ConfigDump is the answer of /config_dump.
+type ConfigDump struct {
+	Version string `json:"version"`
+	// Source is xds, persisted (loaded from StateDir because the control
+	// plane has not answered yet) or static.
+	Source        string            `json:"source"`
+	AppliedAt     time.Time         `json:"appliedAt"`
+	PersistedFrom string            `json:"persistedFrom,omitempty"`
+	Note          string            `json:"note,omitempty"`
+	XDS           *xdsclient.Status `json:"xds,omitempty"`
+	Models        []routing.Model   `json:"models"`
+}
+
+// Stats is the answer of /stats.
+type Stats struct {
+	Models []ModelStats `json:"models"`
+}
+
+// ModelStats are one route's live upstream numbers.
+type ModelStats struct {
+	Model    string         `json:"model"`
+	Variants []VariantStats `json:"variants"`
+}
+
+// VariantStats are one variant's breaker and endpoints.
+type VariantStats struct {
+	Variant   string          `json:"variant"`
+	Weight    int             `json:"weight"`
+	Breaker   string          `json:"breaker"`
+	Endpoints []EndpointStats `json:"endpoints"`
+}
+
+// EndpointStats are one endpoint's counters.
+type EndpointStats struct {
+	Addr      string `json:"addr"`
+	InFlight  int64  `json:"inFlight"`
+	Attempts  int64  `json:"attempts"`
+	Failures  int64  `json:"failures"`
+	Ejected   bool   `json:"ejected"`
+	Ejections int    `json:"ejections"`
+}
+
+// ConfigDump returns the active configuration and where it came from.
+func (p *Proxy) ConfigDump() ConfigDump {
+	s := p.snap.Load()
+	d := ConfigDump{Models: []routing.Model{}}
+	if s != nil {
+		d.Version, d.Source, d.AppliedAt, d.Models = s.version, s.source, s.applied, s.models
+		if s.source == SourcePersisted {
+			d.PersistedFrom = p.persisted
+			d.Note = "serving the persisted last good configuration: the control plane has not answered since start"
+		}
+	} else {
+		d.Note = "no configuration yet"
+	}
+	if p.xds != nil {
+		st := p.xds.Status()
+		d.XDS = &st
+	}
+	return d
+}
+
+// Stats returns live per-variant upstream numbers.
+func (p *Proxy) Stats() Stats {
+	s := p.snap.Load()
+	out := Stats{Models: []ModelStats{}}
+	if s == nil {
+		return out
+	}
+	now := time.Now().UnixNano()
+	names := make([]string, 0, len(s.routes))
+	for n := range s.routes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		r := s.routes[n]
+		ms := ModelStats{Model: n}
+		for i, v := range r.Variants {
+			vs := VariantStats{Variant: v.Name, Weight: r.Picker.Weight(i), Breaker: v.Breaker.State()}
+			for _, e := range v.Endpoints {
+				total, failures := e.Counts()
+				vs.Endpoints = append(vs.Endpoints, EndpointStats{Addr: e.Addr, InFlight: e.InFlight(), Attempts: total,
+					Failures: failures, Ejected: e.Ejected(now), Ejections: e.Ejections()})
+			}
+			ms.Variants = append(ms.Variants, vs)
+		}
+		out.Models = append(out.Models, ms)
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+func (p *Proxy) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(p.cfg.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, p.ConfigDump())
+	})
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, p.Stats())
+	})
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
+		s := p.snap.Load()
+		if s == nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": "no configuration yet"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"ready": true, "version": s.version, "source": s.source})
+	})
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	return mux
+}

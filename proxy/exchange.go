@@ -1,0 +1,153 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/oip"
+	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+	"github.com/switchyard-dev/switchyard/routing"
+)
+
+// Exchange is one inference request on its way through a route. The request
+// is held in the form it arrived in (a REST body or a gRPC message) and is
+// parsed only when something asks for it (Request), so a plain route streams
+// bytes without decoding JSON.
+type Exchange struct {
+	Route  *Route
+	Choice routing.Choice
+	// Start is when the proxy received the request; Deadline is Start plus
+	// the route's timeout: the whole budget, retries included.
+	Start, Deadline time.Time
+	// StickyKey is the sticky header's value ("" when absent).
+	StickyKey string
+	// TraceParent and TraceState are the W3C trace context sent upstream.
+	TraceParent, TraceState string
+	// Retries counts retried attempts of this exchange.
+	Retries int
+
+	// REST form: body (JSON, or JSON header + binary tensors when
+	// headerLen > 0) and its content type.
+	body        []byte
+	headerLen   int
+	contentType string
+	// gRPC form.
+	pbReq *pb.ModelInferRequest
+
+	parsed   *oip.InferRequest
+	parseErr error
+	restBuf  []byte // REST re-encoding of a gRPC request, for HTTP upstreams
+}
+
+// Request returns the parsed request, decoding it on first use.
+func (x *Exchange) Request() (*oip.InferRequest, error) {
+	if x.parsed != nil || x.parseErr != nil {
+		return x.parsed, x.parseErr
+	}
+	switch {
+	case x.pbReq != nil:
+		x.parsed, x.parseErr = oip.InferRequestFromProto(x.pbReq)
+	default:
+		x.parsed, x.parseErr = oip.DecodeInferRequest(x.body, x.headerLen)
+	}
+	if x.parseErr != nil {
+		x.parseErr = &oip.Error{Code: oip.InvalidArgument, Msg: fmt.Sprintf("model %q: %v", x.Route.Name, x.parseErr)}
+	}
+	return x.parsed, x.parseErr
+}
+
+// RawBody returns the REST body as received (nil for gRPC requests) and its
+// Inference-Header-Content-Length.
+func (x *Exchange) RawBody() ([]byte, int) { return x.body, x.headerLen }
+
+// GRPCRequest returns the gRPC request as received (nil for REST requests).
+func (x *Exchange) GRPCRequest() *pb.ModelInferRequest { return x.pbReq }
+
+func (x *Exchange) reset() {
+	body, rest := x.body[:0], x.restBuf[:0]
+	*x = Exchange{body: body, restBuf: rest}
+}
+
+// Result is the answer to an exchange: either a REST response (Status,
+// ContentType, Body, HeaderLen), or a gRPC response (PB), or an error.
+type Result struct {
+	// Variant is the version that answered (after a fallback: the one that
+	// actually answered, e.g. the backup).
+	Variant *Variant
+	// Fallback names the fallback step that produced the answer ("" for a
+	// normal answer); it is sent as x-switchyard-fallback.
+	Fallback string
+
+	Status      int
+	ContentType string
+	HeaderLen   int
+	Body        []byte
+	PB          *pb.ModelInferResponse
+
+	parsed *oip.InferResponse
+}
+
+// OK reports whether the result is a successful answer.
+func (r *Result) OK() bool { return r.PB != nil || (r.Status >= 200 && r.Status < 300) }
+
+// Response returns the parsed response, decoding it on demand (for caches,
+// validators and shadow comparisons).
+func (r *Result) Response() (*oip.InferResponse, error) {
+	if r.parsed != nil {
+		return r.parsed, nil
+	}
+	var err error
+	switch {
+	case r.PB != nil:
+		r.parsed, err = oip.InferResponseFromProto(r.PB)
+	case r.OK():
+		r.parsed, err = oip.DecodeInferResponse(r.Body, r.HeaderLen)
+	default:
+		return nil, fmt.Errorf("response is status %d, not an answer", r.Status)
+	}
+	return r.parsed, err
+}
+
+// SetResponse replaces the result with a parsed answer (e.g. from a cache
+// or a static fallback); the transports encode it.
+func (r *Result) SetResponse(v *Variant, resp *oip.InferResponse) {
+	r.Variant, r.parsed, r.PB = v, resp, nil
+	r.Status, r.ContentType, r.HeaderLen, r.Body = 200, "", 0, r.Body[:0]
+}
+
+func (r *Result) reset() {
+	body := r.Body[:0]
+	*r = Result{Body: body}
+}
+
+// Invoker answers an exchange with variant v, filling res. It returns an
+// *oip.Error when no answer could be had (timeout, no healthy upstream,
+// breaker open); an upstream's own HTTP error answer (e.g. 400) is not an
+// error: it is a Result with that status, passed through unchanged.
+type Invoker interface {
+	Invoke(ctx context.Context, x *Exchange, v *Variant, res *Result) error
+}
+
+// InvokerFunc adapts a function to Invoker.
+type InvokerFunc func(ctx context.Context, x *Exchange, v *Variant, res *Result) error
+
+// Invoke calls f.
+func (f InvokerFunc) Invoke(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
+	return f(ctx, x, v, res)
+}
+
+// Extension is the hook for per-route features that sit between variant
+// choice and the upstream call: a prediction cache, a fallback chain, shadow
+// mirroring. Wrap is called once per route each time a configuration is
+// applied (never per request) and returns the invoker the route uses;
+// returning next unchanged turns the extension off for that route. The
+// upstream invoker at the bottom of the chain can be called for any variant
+// of the route (e.g. a backup), and Route.Invoker gives it directly.
+//
+// Extensions that hold resources (workers, queues) may also implement
+// io.Closer; Proxy.Close closes them.
+type Extension interface {
+	Name() string
+	Wrap(r *Route, next Invoker) Invoker
+}

@@ -1,0 +1,389 @@
+// Package proxy is Switchyard's data plane: the sidecar that serves the Open
+// Inference Protocol v2 (REST and gRPC) for virtual models, picks a version
+// per request (routing.Picker), and calls the version's backends through
+// pooled connections with a latency budget, retries within a budget, outlier
+// ejection and a circuit breaker. Its configuration comes from the control
+// plane over xDS (proxy/xdsclient), from a persisted last good configuration,
+// or from Config.Models.
+//
+// Embedding it (e.g. in end-to-end tests):
+//
+//	p, err := proxy.New(proxy.Config{HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
+//		AdminAddr: "127.0.0.1:0", XDSAddr: cpAddr, NodeID: "test", StateDir: dir})
+//	err = p.Start(ctx)         // binds; p.HTTPAddr(), p.GRPCAddr(), p.AdminAddr()
+//	defer p.Close()
+//
+// or without a control plane: Config.Models, or p.Apply(models, version, source).
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+
+	"github.com/switchyard-dev/switchyard/oip"
+	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+	"github.com/switchyard-dev/switchyard/proxy/upstream"
+	"github.com/switchyard-dev/switchyard/proxy/xdsclient"
+	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/telemetry"
+)
+
+// Config configures a Proxy. Zero values get defaults; an empty address
+// turns that listener off.
+type Config struct {
+	// HTTPAddr, GRPCAddr and AdminAddr are the listen addresses of the OIP
+	// v2 REST front-end, the gRPC front-end and the admin server
+	// (/metrics, /config_dump, /ready, /stats). Use 127.0.0.1:0 in tests.
+	HTTPAddr, GRPCAddr, AdminAddr string
+
+	// XDSAddr is the control plane's ADS address (host:port); empty means
+	// no xDS client (configure through Models or Apply).
+	XDSAddr string
+	// NodeID identifies this proxy to the control plane.
+	NodeID string
+	// StateDir, if set, holds the last good configuration; it is loaded at
+	// Start so a proxy whose control plane is down still serves.
+	StateDir string
+
+	// Models is an initial static configuration (source "static").
+	Models []routing.Model
+
+	// Extensions wrap each route's invoker (cache, fallback, shadow).
+	Extensions []Extension
+
+	// Logger for structured logs (nil: discard). Successful requests are
+	// logged one in LogSampleEvery (default 100); errors always.
+	Logger         *slog.Logger
+	LogSampleEvery int
+
+	// Registry receives the metrics and is served at /metrics (nil: a new
+	// registry).
+	Registry *prometheus.Registry
+
+	// TracerProvider records spans per request and per upstream attempt
+	// (nil or no-op: incoming W3C trace context is passed to backends
+	// unchanged, and nothing is recorded).
+	TracerProvider trace.TracerProvider
+
+	// Outlier ejection policy (zero: upstream.DefaultOutlier).
+	Outlier upstream.Outlier
+	// MaxBodyBytes bounds request bodies (default oip.DefaultMaxBodyBytes).
+	MaxBodyBytes int64
+	// MaxIdleConnsPerEndpoint bounds each HTTP upstream pool (default 256).
+	MaxIdleConnsPerEndpoint int
+	// XDSBackoff bounds the reconnect backoff (default 100ms..5s).
+	XDSBackoffMin, XDSBackoffMax time.Duration
+}
+
+// Proxy is a running (or ready to start) sidecar.
+type Proxy struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *Metrics
+	reg     *registry
+	sampler *telemetry.Sampler
+	tracing bool
+	tracer  trace.Tracer
+	prop    propagation.TextMapPropagator
+
+	ctJSON  []string // shared Content-Type header value (never modified)
+	snap    atomic.Pointer[snapshot]
+	applyMu sync.Mutex
+
+	httpFront *httpFront
+	httpSrv   *http.Server
+	grpcSrv   *grpc.Server
+	adminSrv  *http.Server
+	listeners [3]net.Listener
+	xds       *xdsclient.Client
+	persisted string // path of the persisted config loaded at start ("" if none)
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+}
+
+// New checks cfg and builds a Proxy; Start binds and serves.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.LogSampleEvery == 0 {
+		cfg.LogSampleEvery = 100
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.Outlier == (upstream.Outlier{}) {
+		cfg.Outlier = upstream.DefaultOutlier
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = oip.DefaultMaxBodyBytes
+	}
+	if cfg.XDSAddr != "" && cfg.NodeID == "" {
+		return nil, errors.New("proxy: an xDS address needs a node id")
+	}
+	if cfg.XDSBackoffMin <= 0 {
+		cfg.XDSBackoffMin = 100 * time.Millisecond
+	}
+	if cfg.XDSBackoffMax <= 0 {
+		cfg.XDSBackoffMax = 5 * time.Second
+	}
+	p := &Proxy{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		metrics: NewMetrics(cfg.Registry),
+		sampler: telemetry.NewSampler(cfg.LogSampleEvery),
+		prop:    telemetry.Propagator(),
+		ctJSON:  []string{"application/json"},
+	}
+	if telemetry.Enabled(cfg.TracerProvider) {
+		p.tracing = true
+		p.tracer = cfg.TracerProvider.Tracer("github.com/switchyard-dev/switchyard/proxy")
+	}
+	p.reg = newRegistry(cfg.MaxIdleConnsPerEndpoint, p.onBreakerChange, nil)
+	p.httpFront = &httpFront{p: p}
+	if len(cfg.Models) > 0 {
+		if err := p.Apply(cfg.Models, "static", SourceStatic); err != nil {
+			return nil, fmt.Errorf("proxy: static models: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// Configuration sources.
+const (
+	SourceXDS       = "xds"
+	SourcePersisted = "persisted"
+	SourceStatic    = "static"
+)
+
+// Apply validates models and makes them the active configuration atomically.
+// On error the active configuration is unchanged. Models are defaulted
+// first; the slice is not modified.
+func (p *Proxy) Apply(models []routing.Model, version, source string) error {
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	ms := make([]routing.Model, len(models))
+	for i := range models {
+		ms[i] = models[i].Clone()
+		ms[i].Defaults()
+		if err := ms[i].Validate(); err != nil {
+			p.metrics.ConfigUpdates.WithLabelValues("rejected").Inc()
+			return fmt.Errorf("model %q: %w", ms[i].Metadata.Name, err)
+		}
+	}
+	ms = sortedModels(ms)
+	s, err := p.compile(ms, version, source)
+	if err != nil {
+		p.metrics.ConfigUpdates.WithLabelValues("rejected").Inc()
+		return err
+	}
+	old := p.snap.Swap(s)
+	p.reg.mu.Lock()
+	p.reg.prune(s)
+	p.reg.mu.Unlock()
+	if old != nil {
+		p.metrics.ConfigInfo.DeleteLabelValues(old.version, old.source)
+	}
+	p.metrics.ConfigInfo.WithLabelValues(version, source).Set(1)
+	p.metrics.ConfigTimestamp.Set(float64(s.applied.Unix()))
+	p.metrics.ConfigUpdates.WithLabelValues("applied").Inc()
+	for _, r := range s.routes {
+		for _, v := range r.Variants {
+			p.metrics.BreakerState.WithLabelValues(r.Name, v.Name).Set(breakerValue(v.Breaker.State()))
+		}
+	}
+	p.log.Info("configuration applied", "version", version, "source", source, "models", len(ms))
+	return nil
+}
+
+func (p *Proxy) onBreakerChange(name, from, to string) {
+	model, variant, _ := cut(name, '/')
+	p.metrics.BreakerState.WithLabelValues(model, variant).Set(breakerValue(to))
+	p.log.Warn("circuit breaker state change", "model", model, "variant", variant, "from", from, "to", to)
+}
+
+func cut(s string, sep byte) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// Models returns the active configuration (nil before the first one), its
+// version and source.
+func (p *Proxy) Models() ([]routing.Model, string, string) {
+	s := p.snap.Load()
+	if s == nil {
+		return nil, "", ""
+	}
+	return s.models, s.version, s.source
+}
+
+// Route returns the compiled route of a model in the active configuration.
+func (p *Proxy) Route(name string) *Route {
+	if s := p.snap.Load(); s != nil {
+		return s.routes[name]
+	}
+	return nil
+}
+
+// Metrics returns the proxy's metrics.
+func (p *Proxy) Metrics() *Metrics { return p.metrics }
+
+// Start binds the listeners, starts serving, loads the persisted
+// configuration (if any and if nothing newer is active) and starts the xDS
+// client. It returns once the listeners are bound.
+func (p *Proxy) Start(ctx context.Context) error {
+	if p.cfg.StateDir != "" && p.snap.Load() == nil {
+		if err := p.loadPersisted(); err != nil {
+			p.log.Warn("no usable persisted configuration", "dir", p.cfg.StateDir, "error", err)
+		}
+	}
+	addrs := []string{p.cfg.HTTPAddr, p.cfg.GRPCAddr, p.cfg.AdminAddr}
+	for i, a := range addrs {
+		if a == "" {
+			continue
+		}
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			for _, l := range p.listeners {
+				if l != nil {
+					l.Close()
+				}
+			}
+			return fmt.Errorf("proxy: listen %s: %w", a, err)
+		}
+		p.listeners[i] = l
+	}
+	ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if l := p.listeners[0]; l != nil {
+		p.httpSrv = &http.Server{Handler: p.httpFront, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute,
+			ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn)}
+		p.serve(func() error { return p.httpSrv.Serve(l) })
+	}
+	if l := p.listeners[1]; l != nil {
+		p.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(int(p.cfg.MaxBodyBytes)))
+		pb.RegisterGRPCInferenceServiceServer(p.grpcSrv, &grpcFront{p: p})
+		p.serve(func() error { return p.grpcSrv.Serve(l) })
+	}
+	if l := p.listeners[2]; l != nil {
+		p.adminSrv = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		p.serve(func() error { return p.adminSrv.Serve(l) })
+	}
+	if p.cfg.XDSAddr != "" {
+		p.xds = xdsclient.New(xdsclient.Config{
+			Addr:       p.cfg.XDSAddr,
+			NodeID:     p.cfg.NodeID,
+			Logger:     p.log,
+			BackoffMin: p.cfg.XDSBackoffMin,
+			BackoffMax: p.cfg.XDSBackoffMax,
+			Apply: func(models []routing.Model, version string) error {
+				if err := p.Apply(models, version, SourceXDS); err != nil {
+					return err
+				}
+				p.persist(models, version)
+				return nil
+			},
+		})
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.xds.Run(ctx)
+		}()
+	}
+	return nil
+}
+
+func (p *Proxy) serve(f func() error) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) && !p.closed.Load() {
+			p.log.Error("listener stopped", "error", err)
+		}
+	}()
+}
+
+func addrOf(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
+}
+
+// HTTPAddr is the bound REST address ("" if off or not started).
+func (p *Proxy) HTTPAddr() string { return addrOf(p.listeners[0]) }
+
+// GRPCAddr is the bound gRPC address.
+func (p *Proxy) GRPCAddr() string { return addrOf(p.listeners[1]) }
+
+// AdminAddr is the bound admin address.
+func (p *Proxy) AdminAddr() string { return addrOf(p.listeners[2]) }
+
+// XDSStatus reports the xDS client's state (zero value without xDS).
+func (p *Proxy) XDSStatus() xdsclient.Status {
+	if p.xds == nil {
+		return xdsclient.Status{}
+	}
+	return p.xds.Status()
+}
+
+// Shutdown stops accepting, lets requests in flight finish (until ctx ends),
+// stops the xDS client and closes upstream connections.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	if !p.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if p.cancel != nil {
+		p.cancel()
+	}
+	var errs []error
+	if p.httpSrv != nil {
+		errs = append(errs, p.httpSrv.Shutdown(ctx))
+	}
+	if p.grpcSrv != nil {
+		stopped := make(chan struct{})
+		go func() { p.grpcSrv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			p.grpcSrv.Stop()
+			<-stopped
+		}
+	}
+	if p.adminSrv != nil {
+		errs = append(errs, p.adminSrv.Shutdown(ctx))
+	}
+	p.wg.Wait()
+	p.reg.closeAll()
+	for _, e := range p.cfg.Extensions {
+		if c, ok := e.(io.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close shuts down with a 5 s grace period.
+func (p *Proxy) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return p.Shutdown(ctx)
+}

@@ -1,0 +1,302 @@
+package proxy
+
+import (
+	"fmt"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/switchyard-dev/switchyard/proxy/upstream"
+	"github.com/switchyard-dev/switchyard/routing"
+)
+
+// Route is the compiled, immutable form of one model's configuration.
+type Route struct {
+	// Name is the virtual model name.
+	Name string
+	// Model is the configuration the route was built from (do not modify).
+	Model  *routing.Model
+	Picker *routing.Picker
+	// Variants are the model's versions in document order (Picker indices).
+	Variants []*Variant
+	Timeout  time.Duration
+	Retries  int
+	Budget   *upstream.RetryBudget
+
+	stickyHTTP, overrideHTTP string // canonical header keys
+	stickyMD, overrideMD     string // lowercase gRPC metadata keys
+	invoker                  Invoker
+	base                     Invoker
+}
+
+// Invoker is the route's upstream invoker without extensions: it calls the
+// variant's endpoints with retries, breaker and ejection.
+func (r *Route) Invoker() Invoker { return r.base }
+
+// Variant returns the variant with this version name, or nil.
+func (r *Route) Variant(name string) *Variant {
+	if i := r.Picker.Index(name); i >= 0 {
+		return r.Variants[i]
+	}
+	return nil
+}
+
+// Variant is one version of a route.
+type Variant struct {
+	Route          *Route
+	Name           string
+	Index          int
+	Protocol       string
+	BackendModel   string
+	BackendVersion string
+	Endpoints      []*upstream.Endpoint
+	Breaker        upstream.Breaker
+
+	inferPath, metadataPath, readyPath string
+	headerValue                        []string // for x-switchyard-variant
+	metrics                            *variantMetrics
+}
+
+// snapshot is one applied configuration. Requests load it once and use it
+// throughout, so a request sees the old or the new configuration, never a
+// mix.
+type snapshot struct {
+	version string
+	source  string
+	applied time.Time
+	models  []routing.Model
+	routes  map[string]*Route
+	names   string // "a, b, c" for 404 messages
+}
+
+// registry keeps long-lived upstream state across configurations: endpoint
+// pools (by protocol and address), breakers and retry budgets (by model and
+// version), so a new configuration keeps warm connections, ejections and
+// breaker state.
+type registry struct {
+	mu        sync.Mutex
+	endpoints map[string]*upstream.Endpoint
+	breakers  map[string]breakerEntry
+	budgets   map[string]budgetEntry
+	retired   []retiredEndpoint
+	maxIdle   int
+	grpcOpts  []grpc.DialOption
+	onBreaker func(name, from, to string)
+}
+
+type breakerEntry struct {
+	cfg routing.Breaker
+	b   upstream.Breaker
+}
+
+type budgetEntry struct {
+	percent float64
+	b       *upstream.RetryBudget
+}
+
+func newRegistry(maxIdle int, onBreaker func(name, from, to string), grpcOpts []grpc.DialOption) *registry {
+	return &registry{
+		endpoints: map[string]*upstream.Endpoint{},
+		breakers:  map[string]breakerEntry{},
+		budgets:   map[string]budgetEntry{},
+		maxIdle:   maxIdle,
+		grpcOpts:  append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, grpcOpts...),
+		onBreaker: onBreaker,
+	}
+}
+
+func (g *registry) endpoint(protocol, addr string) (*upstream.Endpoint, error) {
+	key := protocol + "://" + addr
+	if e, ok := g.endpoints[key]; ok {
+		return e, nil
+	}
+	var e *upstream.Endpoint
+	if protocol == routing.ProtocolGRPC {
+		var err error
+		if e, err = upstream.NewGRPCEndpoint(addr, g.grpcOpts...); err != nil {
+			return nil, err
+		}
+	} else {
+		e = upstream.NewHTTPEndpoint(addr, g.maxIdle)
+	}
+	g.endpoints[key] = e
+	return e, nil
+}
+
+// prune closes endpoints no route of s uses. Pools close idle connections
+// at once; connections in use close when their request finishes.
+func (g *registry) prune(s *snapshot) {
+	used := map[*upstream.Endpoint]bool{}
+	for _, r := range s.routes {
+		for _, v := range r.Variants {
+			for _, e := range v.Endpoints {
+				used[e] = true
+			}
+		}
+	}
+	now := time.Now()
+	kept := g.retired[:0]
+	for _, r := range g.retired {
+		if now.Sub(r.at) > retireGrace {
+			r.e.Close()
+		} else {
+			kept = append(kept, r)
+		}
+	}
+	g.retired = kept
+	for k, e := range g.endpoints {
+		if !used[e] {
+			delete(g.endpoints, k)
+			g.retired = append(g.retired, retiredEndpoint{e: e, at: now})
+		}
+	}
+}
+
+// retireGrace is how long a dropped endpoint stays open for requests that
+// still hold an older snapshot; it is closed at a later prune or at Close.
+const retireGrace = 30 * time.Second
+
+type retiredEndpoint struct {
+	e  *upstream.Endpoint
+	at time.Time
+}
+
+func (g *registry) closeAll() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for k, e := range g.endpoints {
+		e.Close()
+		delete(g.endpoints, k)
+	}
+	for _, r := range g.retired {
+		r.e.Close()
+	}
+	g.retired = nil
+}
+
+func (g *registry) breaker(model, version string, cfg routing.Breaker) upstream.Breaker {
+	key := model + "/" + version
+	if e, ok := g.breakers[key]; ok && e.cfg == cfg {
+		return e.b
+	}
+	b := upstream.NewBreaker(key, cfg, g.onBreaker)
+	g.breakers[key] = breakerEntry{cfg: cfg, b: b}
+	return b
+}
+
+func (g *registry) budget(model string, percent float64) *upstream.RetryBudget {
+	if e, ok := g.budgets[model]; ok && e.percent == percent {
+		return e.b
+	}
+	b := upstream.NewRetryBudget(percent, 10)
+	g.budgets[model] = budgetEntry{percent: percent, b: b}
+	return b
+}
+
+// compile builds a snapshot from validated models.
+func (p *Proxy) compile(models []routing.Model, version, source string) (*snapshot, error) {
+	s := &snapshot{version: version, source: source, applied: time.Now(), models: models, routes: map[string]*Route{}}
+	g := p.reg
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	names := make([]string, 0, len(models))
+	for i := range models {
+		m := &models[i]
+		if _, dup := s.routes[m.Metadata.Name]; dup {
+			return nil, fmt.Errorf("model %q configured twice", m.Metadata.Name)
+		}
+		picker, err := routing.NewPicker(m)
+		if err != nil {
+			return nil, err
+		}
+		r := &Route{
+			Name:    m.Metadata.Name,
+			Model:   m,
+			Picker:  picker,
+			Timeout: m.Spec.Timeout.D(),
+		}
+		if r.Timeout <= 0 {
+			r.Timeout = routing.DefaultTimeout.D()
+		}
+		percent := float64(routing.DefaultRetryBudgetPercent)
+		if rt := m.Spec.Retries; rt != nil {
+			r.Retries = rt.Attempts
+			if rt.BudgetPercent > 0 {
+				percent = rt.BudgetPercent
+			}
+		}
+		r.Budget = g.budget(r.Name, percent)
+		if h := m.Spec.Traffic.StickyHeader; h != "" {
+			r.stickyHTTP, r.stickyMD = textproto.CanonicalMIMEHeaderKey(h), strings.ToLower(h)
+		}
+		override := m.Spec.Traffic.OverrideHeader
+		if override == "" {
+			override = routing.DefaultOverrideHeader
+		}
+		r.overrideHTTP, r.overrideMD = textproto.CanonicalMIMEHeaderKey(override), strings.ToLower(override)
+		var bcfg routing.Breaker
+		if f := m.Spec.Fallback; f != nil {
+			bcfg = f.Breaker
+		}
+		for j, ver := range m.Spec.Versions {
+			v := &Variant{
+				Route: r, Name: ver.Name, Index: j, Protocol: ver.Protocol,
+				BackendModel: ver.BackendModel, BackendVersion: ver.BackendVersion,
+				headerValue: []string{ver.Name},
+			}
+			if v.Protocol == "" {
+				v.Protocol = routing.ProtocolHTTP
+			}
+			if v.BackendModel == "" {
+				v.BackendModel = r.Name
+			}
+			base := "/v2/models/" + url.PathEscape(v.BackendModel)
+			if v.BackendVersion != "" {
+				base += "/versions/" + url.PathEscape(v.BackendVersion)
+			}
+			v.inferPath, v.metadataPath, v.readyPath = base+"/infer", base, base+"/ready"
+			if len(ver.Endpoints) == 0 {
+				return nil, fmt.Errorf("model %q version %q: no endpoints", r.Name, v.Name)
+			}
+			for _, addr := range ver.Endpoints {
+				e, err := g.endpoint(v.Protocol, addr)
+				if err != nil {
+					return nil, fmt.Errorf("model %q version %q: %w", r.Name, v.Name, err)
+				}
+				v.Endpoints = append(v.Endpoints, e)
+			}
+			v.Breaker = g.breaker(r.Name, v.Name, bcfg)
+			v.metrics = p.metrics.variant(r.Name, v.Name)
+			r.Variants = append(r.Variants, v)
+		}
+		r.base = &upstreamInvoker{p: p}
+		r.invoker = r.base
+		for _, ext := range p.cfg.Extensions {
+			r.invoker = ext.Wrap(r, r.invoker)
+		}
+		s.routes[r.Name] = r
+		names = append(names, r.Name)
+	}
+	sort.Strings(names)
+	s.names = strings.Join(names, ", ")
+	if s.names == "" {
+		s.names = "(none)"
+	}
+	return s, nil
+}
+
+func sortedModels(models []routing.Model) []routing.Model {
+	out := slices.Clone(models)
+	sort.Slice(out, func(i, j int) bool { return out[i].Metadata.Name < out[j].Metadata.Name })
+	return out
+}
+
+var _ http.Handler = (*httpFront)(nil)

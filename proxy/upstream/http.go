@@ -1,0 +1,453 @@
+// Package upstream holds the proxy's connections to inference backends: a
+// lean pooled HTTP/1.1 client, gRPC connections, power-of-two-choices
+// least-request balancing, outlier ejection, a retry budget and circuit
+// breakers.
+package upstream
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// ErrConnect marks a failure to open a connection: nothing reached the
+// backend, so the request is always safe to retry.
+var ErrConnect = errors.New("connect failed")
+
+// ErrTimeout marks an attempt that ran out of its deadline.
+var ErrTimeout = errors.New("upstream timed out")
+
+// ErrProtocol marks a response the client could not parse.
+var ErrProtocol = errors.New("malformed upstream response")
+
+// Request is one HTTP/1.1 request to an upstream. Path is the request target
+// (e.g. /v2/models/recommender-v1/infer); Body is sent as is. Header lines in
+// Extra ("Name: value", no CRLF) are appended verbatim.
+type Request struct {
+	Method      string // default POST
+	Path        string
+	ContentType string
+	// HeaderLen is the Inference-Header-Content-Length of a binary-extension
+	// body (0: none).
+	HeaderLen int
+	Body      []byte
+	// TraceParent and TraceState are W3C trace context values ("" to omit).
+	TraceParent, TraceState string
+}
+
+// Response is an upstream's answer. Body is appended to the slice the caller
+// passes in (reuse it through a pool).
+type Response struct {
+	Status      int
+	ContentType string // "" unless the upstream sent one
+	HeaderLen   int    // Inference-Header-Content-Length, 0 if absent
+	Body        []byte
+
+	keepAlive bool
+}
+
+const maxHeaderLines = 100
+
+// MaxResponseBody bounds an upstream response body.
+const MaxResponseBody = 256 << 20
+
+// HTTPPool is a pool of keep-alive HTTP/1.1 connections to one endpoint. It
+// writes requests and parses responses itself on pooled buffered connections:
+// no goroutine per request or connection, and no allocation per request on
+// the common path.
+type HTTPPool struct {
+	addr    string
+	host    string // Host header line value
+	dialer  net.Dialer
+	maxIdle int
+
+	mu     sync.Mutex
+	idle   []*conn
+	closed bool
+}
+
+type conn struct {
+	nc      net.Conn
+	br      *bufio.Reader
+	bw      *bufio.Writer
+	scratch [32]byte
+}
+
+// NewHTTPPool returns a pool for addr (host:port) keeping at most maxIdle idle
+// connections.
+func NewHTTPPool(addr string, maxIdle int) *HTTPPool {
+	if maxIdle <= 0 {
+		maxIdle = 256
+	}
+	return &HTTPPool{
+		addr: addr, host: addr, maxIdle: maxIdle,
+		dialer: net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second},
+	}
+}
+
+// Addr is the endpoint's address.
+func (p *HTTPPool) Addr() string { return p.addr }
+
+// Close closes idle connections; connections in use are closed when returned.
+func (p *HTTPPool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.nc.Close()
+	}
+}
+
+func (p *HTTPPool) get() *conn {
+	p.mu.Lock()
+	n := len(p.idle)
+	if n == 0 {
+		p.mu.Unlock()
+		return nil
+	}
+	c := p.idle[n-1]
+	p.idle[n-1] = nil
+	p.idle = p.idle[:n-1]
+	p.mu.Unlock()
+	return c
+}
+
+func (p *HTTPPool) put(c *conn) {
+	p.mu.Lock()
+	if p.closed || len(p.idle) >= p.maxIdle {
+		p.mu.Unlock()
+		c.nc.Close()
+		return
+	}
+	p.idle = append(p.idle, c)
+	p.mu.Unlock()
+}
+
+func (p *HTTPPool) dial(deadline time.Time) (*conn, error) {
+	d := p.dialer
+	if !deadline.IsZero() {
+		d.Deadline = deadline
+	}
+	nc, err := d.Dial("tcp", p.addr)
+	if err != nil {
+		if isTimeout(err) {
+			return nil, fmt.Errorf("%w: connect %s: %w", ErrTimeout, p.addr, err)
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrConnect, p.addr, err)
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 16<<10)}, nil
+}
+
+// Do sends req and reads the response into resp (resp.Body is appended to).
+// A connection that fails before any response byte arrived on a reused
+// keep-alive connection is retried once on a fresh connection (the backend
+// closed an idle connection). Errors wrap ErrConnect, ErrTimeout or
+// ErrProtocol, or are I/O errors.
+func (p *HTTPPool) Do(deadline time.Time, req *Request, resp *Response) error {
+	c := p.get()
+	reused := c != nil
+	if c == nil {
+		var err error
+		if c, err = p.dial(deadline); err != nil {
+			return err
+		}
+	}
+	err := p.roundTrip(c, deadline, req, resp)
+	if err != nil && reused && errors.Is(err, errStale) {
+		c.nc.Close()
+		if c, err = p.dial(deadline); err != nil {
+			return err
+		}
+		err = p.roundTrip(c, deadline, req, resp)
+	}
+	if err != nil {
+		c.nc.Close()
+		if errors.Is(err, errStale) {
+			return fmt.Errorf("%w: %s closed the connection before answering", ErrConnect, p.addr)
+		}
+		return err
+	}
+	if resp.keepAlive {
+		p.put(c)
+	} else {
+		c.nc.Close()
+	}
+	return nil
+}
+
+var errStale = errors.New("connection closed before response")
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (p *HTTPPool) roundTrip(c *conn, deadline time.Time, req *Request, resp *Response) error {
+	if err := c.nc.SetDeadline(deadline); err != nil {
+		return err
+	}
+	bw := c.bw
+	method := req.Method
+	if method == "" {
+		method = "POST"
+	}
+	bw.WriteString(method)
+	bw.WriteByte(' ')
+	bw.WriteString(req.Path)
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(p.host)
+	if req.ContentType != "" {
+		bw.WriteString("\r\nContent-Type: ")
+		bw.WriteString(req.ContentType)
+	}
+	if method == "POST" || len(req.Body) > 0 {
+		bw.WriteString("\r\nContent-Length: ")
+		bw.Write(strconv.AppendInt(c.scratch[:0], int64(len(req.Body)), 10))
+	}
+	if req.HeaderLen > 0 {
+		bw.WriteString("\r\nInference-Header-Content-Length: ")
+		bw.Write(strconv.AppendInt(c.scratch[:0], int64(req.HeaderLen), 10))
+	}
+	if req.TraceParent != "" {
+		bw.WriteString("\r\nTraceparent: ")
+		bw.WriteString(req.TraceParent)
+		if req.TraceState != "" {
+			bw.WriteString("\r\nTracestate: ")
+			bw.WriteString(req.TraceState)
+		}
+	}
+	bw.WriteString("\r\n\r\n")
+	bw.Write(req.Body)
+	if err := bw.Flush(); err != nil {
+		return classify(err, true)
+	}
+	return readResponse(c.br, resp)
+}
+
+// classify maps an I/O error before any response byte to errStale (a dead
+// keep-alive connection) or a timeout.
+func classify(err error, beforeResponse bool) error {
+	if isTimeout(err) {
+		return fmt.Errorf("%w: %w", ErrTimeout, err)
+	}
+	if beforeResponse {
+		return fmt.Errorf("%w: %w", errStale, err)
+	}
+	return err
+}
+
+var (
+	hdrContentLength    = []byte("content-length")
+	hdrContentType      = []byte("content-type")
+	hdrTransferEncoding = []byte("transfer-encoding")
+	hdrConnection       = []byte("connection")
+	hdrInferenceHeader  = []byte("inference-header-content-length")
+)
+
+func readResponse(br *bufio.Reader, resp *Response) error {
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return classify(err, len(line) == 0)
+	}
+	// HTTP/1.1 200 OK
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
+		return fmt.Errorf("%w: status line %q", ErrProtocol, trim(line))
+	}
+	status, ok := atoi(line[9:12])
+	if !ok || status < 100 {
+		return fmt.Errorf("%w: status line %q", ErrProtocol, trim(line))
+	}
+	resp.Status = status
+	resp.keepAlive = line[7] == '1'
+	resp.ContentType = ""
+	resp.HeaderLen = 0
+	contentLength, chunked := -1, false
+	for i := 0; ; i++ {
+		if i > maxHeaderLines {
+			return fmt.Errorf("%w: too many header lines", ErrProtocol)
+		}
+		line, err = br.ReadSlice('\n')
+		if err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				return fmt.Errorf("%w: header line too long", ErrProtocol)
+			}
+			return classify(err, false)
+		}
+		line = trim(line)
+		if len(line) == 0 {
+			break
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			return fmt.Errorf("%w: header line %q", ErrProtocol, line)
+		}
+		name, value := line[:colon], bytes.TrimSpace(line[colon+1:])
+		switch {
+		case equalFold(name, hdrContentLength):
+			n, ok := atoi(value)
+			if !ok {
+				return fmt.Errorf("%w: content-length %q", ErrProtocol, value)
+			}
+			contentLength = n
+		case equalFold(name, hdrContentType):
+			resp.ContentType = internContentType(value)
+		case equalFold(name, hdrTransferEncoding):
+			chunked = bytes.EqualFold(value, []byte("chunked"))
+		case equalFold(name, hdrConnection):
+			if bytes.EqualFold(value, []byte("close")) {
+				resp.keepAlive = false
+			}
+		case equalFold(name, hdrInferenceHeader):
+			if n, ok := atoi(value); ok {
+				resp.HeaderLen = n
+			}
+		}
+	}
+	if status < 200 || status == 204 || status == 304 {
+		if status < 200 {
+			return fmt.Errorf("%w: unexpected informational status %d", ErrProtocol, status)
+		}
+		return nil
+	}
+	switch {
+	case chunked:
+		return readChunked(br, resp)
+	case contentLength >= 0:
+		if contentLength > MaxResponseBody {
+			return fmt.Errorf("%w: body of %d bytes exceeds %d", ErrProtocol, contentLength, MaxResponseBody)
+		}
+		start := len(resp.Body)
+		resp.Body = grow(resp.Body, contentLength)
+		if _, err := io.ReadFull(br, resp.Body[start:start+contentLength]); err != nil {
+			return classify(err, false)
+		}
+	default:
+		resp.keepAlive = false
+		for {
+			resp.Body = grow(resp.Body, 4096)
+			n, err := br.Read(resp.Body[len(resp.Body):cap(resp.Body)])
+			resp.Body = resp.Body[:len(resp.Body)+n]
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return classify(err, false)
+			}
+			if len(resp.Body) > MaxResponseBody {
+				return fmt.Errorf("%w: body exceeds %d bytes", ErrProtocol, MaxResponseBody)
+			}
+		}
+	}
+	return nil
+}
+
+func readChunked(br *bufio.Reader, resp *Response) error {
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return classify(err, false)
+		}
+		line = trim(line)
+		if i := bytes.IndexByte(line, ';'); i >= 0 {
+			line = line[:i]
+		}
+		n, err := strconv.ParseUint(string(line), 16, 32)
+		if err != nil {
+			return fmt.Errorf("%w: chunk size %q", ErrProtocol, line)
+		}
+		if n == 0 {
+			// Trailers until an empty line.
+			for {
+				line, err = br.ReadSlice('\n')
+				if err != nil {
+					return classify(err, false)
+				}
+				if len(trim(line)) == 0 {
+					return nil
+				}
+			}
+		}
+		if len(resp.Body)+int(n) > MaxResponseBody {
+			return fmt.Errorf("%w: body exceeds %d bytes", ErrProtocol, MaxResponseBody)
+		}
+		start := len(resp.Body)
+		resp.Body = grow(resp.Body, int(n))
+		if _, err := io.ReadFull(br, resp.Body[start:start+int(n)]); err != nil {
+			return classify(err, false)
+		}
+		if _, err := br.Discard(2); err != nil {
+			return classify(err, false)
+		}
+	}
+}
+
+// grow extends b by n bytes of length (contents undefined).
+func grow(b []byte, n int) []byte {
+	if cap(b)-len(b) < n {
+		nb := make([]byte, len(b), 2*cap(b)+n)
+		copy(nb, b)
+		b = nb
+	}
+	return b[:len(b)+n]
+}
+
+func trim(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func atoi(b []byte) (int, bool) {
+	if len(b) == 0 || len(b) > 12 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
+}
+
+func equalFold(a, lower []byte) bool {
+	if len(a) != len(lower) {
+		return false
+	}
+	for i, c := range a {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// internContentType avoids allocating for the common content types.
+func internContentType(v []byte) string {
+	switch string(v) {
+	case "application/json":
+		return "application/json"
+	case "application/octet-stream":
+		return "application/octet-stream"
+	case "text/plain; charset=utf-8":
+		return "text/plain; charset=utf-8"
+	}
+	return string(v)
+}
+
