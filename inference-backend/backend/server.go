@@ -49,6 +49,9 @@ type Server struct {
 	wg       sync.WaitGroup
 	shutOnce sync.Once
 	started  bool
+
+	connMu  sync.Mutex
+	newConn map[net.Conn]bool // HTTP connections that have not sent a request yet
 }
 
 // NewServer creates the backend (initialising ONNX Runtime) and binds the
@@ -85,7 +88,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		mux.Handle("/", oip.NewHTTPHandler(b, oip.HTTPOptions{MaxBodyBytes: cfg.MaxBodyBytes, Logger: log}))
-		s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		s.newConn = map[net.Conn]bool{}
+		s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn), ConnState: s.trackConn}
 	}
 	if cfg.GRPCAddr != "" {
 		if s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
@@ -98,6 +103,29 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		oip.RegisterGRPC(s.grpcSrv, b)
 	}
 	return s, nil
+}
+
+// trackConn remembers connections that were opened but have sent no
+// request: http.Server.Shutdown waits 5 s before it treats those as idle,
+// and clients' transports often hold such spare connections.
+func (s *Server) trackConn(c net.Conn, st http.ConnState) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if st == http.StateNew {
+		s.newConn[c] = true
+	} else {
+		delete(s.newConn, c)
+	}
+}
+
+// closeNewConns closes connections still waiting for their first request.
+func (s *Server) closeNewConns() {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	for c := range s.newConn {
+		c.Close()
+		delete(s.newConn, c)
+	}
 }
 
 // HTTPAddr is the bound REST address ("" if disabled).
@@ -171,7 +199,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}
 		if s.httpSrv != nil {
-			if e := s.httpSrv.Shutdown(ctx); e != nil {
+			done := make(chan error, 1)
+			go func() { done <- s.httpSrv.Shutdown(ctx) }()
+			var e error
+			select {
+			case e = <-done:
+			case <-time.After(100 * time.Millisecond):
+				// Requests in flight have had their chance to start; spare
+				// connections that never sent one are closed.
+				s.closeNewConns()
+				e = <-done
+			}
+			if e != nil {
 				err = errors.Join(err, fmt.Errorf("http shutdown: %w", e))
 				s.httpSrv.Close()
 			}
