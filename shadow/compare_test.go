@@ -44,12 +44,12 @@ func TestCompareModes(t *testing.T) {
 	cfg := func(r Rule) Config { return Config{Rule: r}.Defaults() }
 	nan := float32(math.NaN())
 	cases := []struct {
-		name    string
-		p, s    Result
-		cfg     Config
-		agree   bool
-		reason  string
-		check   func(t *testing.T, d OutputDiff)
+		name   string
+		p, s   Result
+		cfg    Config
+		agree  bool
+		reason string
+		check  func(t *testing.T, d OutputDiff)
 	}{
 		{name: "numeric within tolerance", p: resp(scores("y", 1, 1, 2, 3)), s: resp(scores("y", 1, 1.0005, 2, 3)), cfg: cfg(Rule{}), agree: true,
 			check: func(t *testing.T, d OutputDiff) {

@@ -1,0 +1,242 @@
+package shadow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/oip"
+)
+
+// Job is one mirrored request. The proxy fills it after answering the
+// client; nothing in it may be modified after Enqueue.
+type Job struct {
+	// Kind is KindShadow (call the shadow version) or KindNoiseFloor (call
+	// the primary version a second time).
+	Kind           string
+	RequestID      string
+	Model          string
+	PrimaryVersion string
+	// TargetVersion is the version to call: the shadow version, or the
+	// primary version for a noise-floor job.
+	TargetVersion string
+	Request       *oip.InferRequest
+	// Primary is the primary's outcome as the client got it.
+	Primary Result
+	// Time is when the primary request arrived.
+	Time time.Time
+}
+
+// CallFunc calls job.TargetVersion with job.Request (the proxy supplies it:
+// the real upstream call, marked as shadow traffic). It must respect ctx.
+type CallFunc func(ctx context.Context, job *Job) (*oip.InferResponse, error)
+
+// MirrorConfig configures a Mirror (plain values; zero fields take
+// defaults).
+type MirrorConfig struct {
+	QueueSize int           // bounded queue (default 1024)
+	Workers   int           // fixed worker pool (default 4)
+	Timeout   time.Duration // per mirrored call (default 1s)
+	Compare   Config        // how answers are compared
+	// RecordAgreements is the share of agreeing pairs written to the
+	// record sink, 0..1 (default 0.01; disagreements are always written).
+	RecordAgreements float64
+	// RingSize is how many recent records the in-memory ring keeps
+	// (default 1024).
+	RingSize int
+}
+
+func (c MirrorConfig) defaults() MirrorConfig {
+	if c.QueueSize <= 0 {
+		c.QueueSize = 1024
+	}
+	if c.Workers <= 0 {
+		c.Workers = 4
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = time.Second
+	}
+	if c.RecordAgreements == 0 {
+		c.RecordAgreements = 0.01
+	}
+	c.Compare = c.Compare.Defaults()
+	return c
+}
+
+// Mirror runs mirrored calls off the request path: a bounded queue and a
+// fixed pool of workers. Enqueue never blocks; a full queue drops the job
+// and counts it. Each worker calls the target with a timeout, compares the
+// answers, updates metrics, keeps the record in its ring and writes it to
+// the sink (disagreements always, agreements sampled).
+type Mirror struct {
+	cfg   MirrorConfig
+	call  CallFunc
+	sink  RecordSink
+	m     *Metrics
+	log   *slog.Logger
+	ring  *Ring
+	queue chan *Job
+
+	mu     sync.RWMutex
+	closed bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewMirror starts the workers. sink, m and log may be nil.
+func NewMirror(cfg MirrorConfig, call CallFunc, sink RecordSink, m *Metrics, log *slog.Logger) *Mirror {
+	cfg = cfg.defaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	mr := &Mirror{
+		cfg: cfg, call: call, sink: sink, m: m, log: log,
+		ring:  NewRing(cfg.RingSize),
+		queue: make(chan *Job, cfg.QueueSize),
+		ctx:   ctx, cancel: cancel,
+	}
+	mr.wg.Add(cfg.Workers)
+	for i := 0; i < cfg.Workers; i++ {
+		go mr.worker()
+	}
+	return mr
+}
+
+// Enqueue offers a job without blocking; false means it was dropped
+// (queue full or mirror closed) and counted.
+func (mr *Mirror) Enqueue(j *Job) bool {
+	if j.Kind == "" {
+		j.Kind = KindShadow
+	}
+	mr.mu.RLock()
+	defer mr.mu.RUnlock()
+	if mr.closed {
+		mr.drop(j, "closed")
+		return false
+	}
+	select {
+	case mr.queue <- j:
+		if mr.m != nil {
+			mr.m.mirrored.WithLabelValues(j.Model, j.TargetVersion, j.Kind).Inc()
+		}
+		return true
+	default:
+		mr.drop(j, "queue_full")
+		return false
+	}
+}
+
+func (mr *Mirror) drop(j *Job, reason string) {
+	if mr.m != nil {
+		mr.m.dropped.WithLabelValues(j.Model, j.TargetVersion, j.Kind, reason).Inc()
+	}
+}
+
+// QueueLen is the number of jobs waiting.
+func (mr *Mirror) QueueLen() int { return len(mr.queue) }
+
+// Ring is the in-memory ring of recent records (Ring.Summary gives the
+// report without the file).
+func (mr *Mirror) Ring() *Ring { return mr.ring }
+
+// Close stops accepting jobs and lets the workers drain the queue until
+// ctx ends; then in-flight calls are cancelled, the rest of the queue is
+// dropped, and Close returns ctx's error after the workers have stopped.
+func (mr *Mirror) Close(ctx context.Context) error {
+	mr.mu.Lock()
+	if !mr.closed {
+		mr.closed = true
+		close(mr.queue)
+	}
+	mr.mu.Unlock()
+	done := make(chan struct{})
+	go func() { mr.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		mr.cancel()
+		return nil
+	case <-ctx.Done():
+		mr.cancel()
+		<-done
+		return fmt.Errorf("shadow mirror: queue not drained: %w", ctx.Err())
+	}
+}
+
+func (mr *Mirror) worker() {
+	defer mr.wg.Done()
+	for j := range mr.queue {
+		if mr.ctx.Err() != nil {
+			mr.drop(j, "closed")
+			continue
+		}
+		mr.process(j)
+	}
+}
+
+func (mr *Mirror) process(j *Job) {
+	ctx, cancel := context.WithTimeout(mr.ctx, mr.cfg.Timeout)
+	start := time.Now()
+	resp, err := mr.callSafe(ctx, j)
+	s := Result{Response: resp, Err: err, Latency: time.Since(start)}
+	cancel()
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.Err = fmt.Errorf("shadow call timed out after %s", mr.cfg.Timeout)
+	}
+	c := Compare(j.Primary, s, mr.cfg.Compare)
+	mr.m.observe(j, &c, j.Primary, s)
+	rec := NewRecord(j, &c, s, 1)
+	mr.ring.Add(rec)
+	if mr.sink == nil || !KeepRecord(c.Agree, mr.cfg.RecordAgreements, rand.Float64()) {
+		return
+	}
+	rec.Weight = RecordWeight(c.Agree, mr.cfg.RecordAgreements)
+	result := "written"
+	if err := mr.sink.Write(rec); err != nil {
+		result = "error"
+		mr.log.Warn("shadow record not written", "model", j.Model, "err", err)
+	}
+	if mr.m != nil {
+		mr.m.records.WithLabelValues(j.Model, result).Inc()
+	}
+}
+
+func (mr *Mirror) callSafe(ctx context.Context, j *Job) (resp *oip.InferResponse, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("shadow call panicked: %v", r)
+		}
+	}()
+	return mr.call(ctx, j)
+}
+
+// NewRecord builds the record of one compared pair.
+func NewRecord(j *Job, c *Comparison, s Result, weight float64) Record {
+	kind := j.Kind
+	if kind == "" {
+		kind = KindShadow
+	}
+	r := Record{
+		Time: j.Time, RequestID: j.RequestID, Model: j.Model,
+		PrimaryVersion: j.PrimaryVersion, ShadowVersion: j.TargetVersion, Kind: kind,
+		InputDigest: InputDigest(j.Request), Weight: weight,
+		Agree: c.Agree, Reason: c.Reason, Diff: c.Outputs,
+		Primary: Side{LatencyMS: ms(j.Primary.Latency), Error: c.PrimaryError, NaN: c.PrimaryNaN},
+		Shadow:  Side{LatencyMS: ms(s.Latency), Error: c.ShadowError, NaN: c.ShadowNaN},
+	}
+	if j.Primary.Err == nil {
+		r.Primary.Outputs = Summarise(j.Primary.Response)
+	}
+	if s.Err == nil {
+		r.Shadow.Outputs = Summarise(s.Response)
+	}
+	return r
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -1,0 +1,288 @@
+package shadow
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/switchyard-dev/switchyard/oip"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// model is a tiny scoring "model" served over HTTP on 127.0.0.1: the body is
+// the FP32 input, the answer the FP32 scores.
+type model func(x []float32) []float32
+
+func serve(t *testing.T, f model, hold <-chan struct{}) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hold != nil {
+			select {
+			case <-hold:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		b, _ := io.ReadAll(r.Body)
+		out := f(oip.Values[float32](b))
+		w.Write(oip.NewTensor("s", nil, out).Raw)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// httpCall is the CallFunc: a real HTTP round trip to the version's server.
+func httpCall(client *http.Client, urls map[string]string) CallFunc {
+	return func(ctx context.Context, j *Job) (*oip.InferResponse, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, urls[j.TargetVersion], bytes.NewReader(j.Request.Inputs[0].Raw))
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return nil, err
+		}
+		return &oip.InferResponse{Outputs: []oip.Tensor{{Name: "scores", Datatype: oip.FP32, Shape: []int64{1, int64(len(b) / 4)}, Raw: b}}}, nil
+	}
+}
+
+func input(x ...float32) *oip.InferRequest {
+	return &oip.InferRequest{Inputs: []oip.Tensor{oip.NewTensor("x", []int64{1, int64(len(x))}, x)}}
+}
+
+func identity(x []float32) []float32 { return x }
+
+// candidate agrees with identity except when x[0] < 0 (reversed scores) and
+// answers NaN when x[0] > 100.
+func candidate(x []float32) []float32 {
+	out := append([]float32(nil), x...)
+	switch {
+	case x[0] < 0:
+		for i := range out {
+			out[i] = -out[i]
+		}
+	case x[0] > 100:
+		out[1] = float32(math.NaN())
+	}
+	return out
+}
+
+func TestMirrorComparesOverRealSockets(t *testing.T) {
+	primary := serve(t, identity, nil)
+	shadow := serve(t, candidate, nil)
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+	call := httpCall(client, map[string]string{"v1": primary.URL, "v2": shadow.URL})
+
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	path := filepath.Join(t.TempDir(), "shadow.jsonl")
+	w, err := NewRotatingWriter(path, 1<<20, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr := NewMirror(MirrorConfig{Workers: 3, QueueSize: 64, Timeout: 5 * time.Second,
+		Compare: Config{Rule: Rule{Mode: TopK, K: 3}}, RecordAgreements: 1e-12}, call, w, m, nil)
+
+	t0 := time.Now()
+	const n = 40
+	wantDisagree, wantNaN := 0, 0
+	for i := 0; i < n; i++ {
+		x := []float32{1, 0.5, 0.25, 0.125, float32(i) / 100}
+		switch i % 8 {
+		case 0:
+			x[0] = -1
+			wantDisagree++
+		case 1:
+			x[0] = 200
+			wantDisagree++
+			wantNaN++
+		}
+		req := input(x...)
+		// the primary's answer, as the proxy would have it
+		job := &Job{RequestID: fmt.Sprint(i), Model: "rec", PrimaryVersion: "v1", TargetVersion: "v2", Request: req, Time: t0}
+		job.TargetVersion = "v1"
+		pr, err := call(context.Background(), job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		job.TargetVersion = "v2"
+		job.Primary = Result{Response: pr, Latency: time.Millisecond}
+		if !mr.Enqueue(job) {
+			t.Fatalf("job %d dropped with an empty queue", i)
+		}
+		// noise floor: a second call of the primary
+		if i%4 == 0 {
+			nf := *job
+			nf.Kind, nf.TargetVersion = KindNoiseFloor, "v1"
+			mr.Enqueue(&nf)
+		}
+	}
+	if err := mr.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l := []string{"rec", "v2", KindShadow}
+	if got := testutil.ToFloat64(m.compared.WithLabelValues(l...)); got != n {
+		t.Fatalf("compared %v, want %d", got, n)
+	}
+	if got := testutil.ToFloat64(m.agreement.WithLabelValues("rec", "v2", KindShadow, "topk", "disagree")); got != float64(wantDisagree) {
+		t.Errorf("disagreements %v, want %d", got, wantDisagree)
+	}
+	if got := testutil.ToFloat64(m.nan.WithLabelValues("rec", "v2", KindShadow, "shadow")); got != float64(wantNaN) {
+		t.Errorf("shadow NaN %v, want %d", got, wantNaN)
+	}
+	if got := testutil.CollectAndCount(m.latency); got != 4 {
+		t.Errorf("latency series %d, want primary and shadow for both kinds", got)
+	}
+
+	rep := mr.Ring().Summary(time.Time{}, time.Time{}, 3)
+	if rep.Shadow.Compared != n || rep.Shadow.Agreed != float64(n-wantDisagree) || rep.Shadow.ShadowNaN != float64(wantNaN) {
+		t.Errorf("ring report %+v", rep.Shadow)
+	}
+	if rep.NoiseFloor.Compared != n/4 || rep.NoiseFloor.AgreementRate != 1 {
+		t.Errorf("noise floor %+v", rep.NoiseFloor)
+	}
+	if len(rep.Worst) != 3 || !rep.Worst[0].Shadow.NaN {
+		t.Errorf("worst %+v", rep.Worst)
+	}
+
+	// the file: every disagreement, (practically) no agreement
+	recs, _, err := ReadRecords(path, time.Time{}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != wantDisagree {
+		t.Fatalf("records written %d, want %d disagreements", len(recs), wantDisagree)
+	}
+	for _, r := range recs {
+		if r.Agree || r.Model != "rec" || r.PrimaryVersion != "v1" || r.ShadowVersion != "v2" || len(r.InputDigest) != 64 ||
+			len(r.Primary.Outputs) != 1 || len(r.Shadow.Outputs) != 1 || len(r.Diff) != 1 || r.Diff[0].K != 3 {
+			t.Fatalf("record %+v", r)
+		}
+	}
+	if got := testutil.ToFloat64(m.records.WithLabelValues("rec", "written")); got != float64(wantDisagree) {
+		t.Errorf("records metric %v", got)
+	}
+}
+
+func TestMirrorFullQueueDrops(t *testing.T) {
+	hold := make(chan struct{})
+	shadow := serve(t, identity, hold)
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+	m := NewMetrics(prometheus.NewRegistry())
+	var calls atomic.Int32
+	base := httpCall(client, map[string]string{"v2": shadow.URL})
+	mr := NewMirror(MirrorConfig{Workers: 1, QueueSize: 2, Timeout: 10 * time.Second}, func(ctx context.Context, j *Job) (*oip.InferResponse, error) {
+		calls.Add(1)
+		return base(ctx, j)
+	}, nil, m, nil)
+	accepted, dropped := 0, 0
+	for i := 0; i < 10; i++ {
+		j := &Job{Model: "rec", TargetVersion: "v2", Request: input(1, 2), Primary: Result{Response: &oip.InferResponse{}}}
+		if mr.Enqueue(j) {
+			accepted++
+		} else {
+			dropped++
+		}
+	}
+	if accepted < 2 || accepted > 3 || dropped != 10-accepted {
+		t.Fatalf("accepted %d dropped %d", accepted, dropped)
+	}
+	if got := testutil.ToFloat64(m.dropped.WithLabelValues("rec", "v2", KindShadow, "queue_full")); got != float64(dropped) {
+		t.Errorf("dropped metric %v, want %d", got, dropped)
+	}
+	close(hold)
+	if err := mr.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if int(calls.Load()) != accepted {
+		t.Errorf("calls %d, want %d", calls.Load(), accepted)
+	}
+	if mr.Enqueue(&Job{Model: "rec", TargetVersion: "v2"}) {
+		t.Error("closed mirror accepted a job")
+	}
+	if got := testutil.ToFloat64(m.dropped.WithLabelValues("rec", "v2", KindShadow, "closed")); got != 1 {
+		t.Errorf("closed drops %v", got)
+	}
+}
+
+func TestMirrorSlowAndDeadShadow(t *testing.T) {
+	hold := make(chan struct{})
+	defer close(hold)
+	slow := serve(t, identity, hold)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+	m := NewMetrics(prometheus.NewRegistry())
+	mr := NewMirror(MirrorConfig{Workers: 2, Timeout: 50 * time.Millisecond}, httpCall(client, map[string]string{"slow": slow.URL, "dead": dead}), nil, m, nil)
+	ok := Result{Response: &oip.InferResponse{Outputs: []oip.Tensor{oip.NewTensor("scores", []int64{1, 2}, []float32{1, 2})}}}
+	mr.Enqueue(&Job{Model: "rec", TargetVersion: "slow", Request: input(1, 2), Primary: ok})
+	mr.Enqueue(&Job{Model: "rec", TargetVersion: "dead", Request: input(1, 2), Primary: ok})
+	if err := mr.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"slow", "dead"} {
+		if got := testutil.ToFloat64(m.errors.WithLabelValues("rec", v, KindShadow, "shadow")); got != 1 {
+			t.Errorf("%s: shadow errors %v", v, got)
+		}
+	}
+	var slowRec Record
+	for _, r := range mr.Ring().Records() {
+		if r.ShadowVersion == "slow" {
+			slowRec = r
+		}
+	}
+	if slowRec.Agree || slowRec.Shadow.Error != "shadow call timed out after 50ms" {
+		t.Errorf("slow record %+v", slowRec)
+	}
+}
+
+func TestMirrorCloseDeadline(t *testing.T) {
+	hold := make(chan struct{})
+	defer close(hold)
+	slow := serve(t, identity, hold)
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+	m := NewMetrics(prometheus.NewRegistry())
+	mr := NewMirror(MirrorConfig{Workers: 1, Timeout: time.Minute}, httpCall(client, map[string]string{"v2": slow.URL}), nil, m, nil)
+	for i := 0; i < 3; i++ {
+		mr.Enqueue(&Job{Model: "rec", TargetVersion: "v2", Request: input(1), Primary: Result{Response: &oip.InferResponse{}}})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := mr.Close(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close = %v, want deadline exceeded", err)
+	}
+	// the in-flight call was cancelled and compared as a failure; the rest dropped
+	dropped := testutil.ToFloat64(m.dropped.WithLabelValues("rec", "v2", KindShadow, "closed"))
+	compared := testutil.ToFloat64(m.compared.WithLabelValues("rec", "v2", KindShadow))
+	if dropped+compared != 3 || compared > 1 {
+		t.Errorf("dropped on close %v, compared %v; want the 3 jobs accounted, at most 1 compared", dropped, compared)
+	}
+}

@@ -1,0 +1,83 @@
+package shadow
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+func TestSummary(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
+	rec := func(sec int, kind string, agree bool, w float64, pl, sl float64, mut func(*Record)) Record {
+		r := Record{Time: t0.Add(time.Duration(sec) * time.Second), Kind: kind, Agree: agree, Weight: w,
+			Primary: Side{LatencyMS: pl}, Shadow: Side{LatencyMS: sl}}
+		ov := 1.0
+		if !agree {
+			ov = 0.5
+		}
+		r.Diff = []OutputDiff{{Name: "s", Mode: TopK, Agree: agree, TopKOverlap: ov, MinTopKOverlap: ov, RankAgreement: ov}}
+		if mut != nil {
+			mut(&r)
+		}
+		return r
+	}
+	recs := []Record{
+		rec(-10, KindShadow, false, 1, 1, 1, nil), // before the window
+		rec(1, KindShadow, true, 10, 2, 3, nil),   // a sampled agreement standing for 10
+		rec(2, KindShadow, false, 1, 2, 4, nil),
+		rec(3, KindShadow, false, 1, 2, 100, func(r *Record) {
+			r.Shadow.Error, r.Diff = "timeout", nil
+		}),
+		rec(4, KindShadow, false, 1, 2, 5, func(r *Record) {
+			r.Shadow.NaN = true
+			r.Diff[0].MinTopKOverlap = 0.9
+		}),
+		rec(5, KindNoiseFloor, true, 1, 2, 2, nil),
+		rec(6, KindNoiseFloor, false, 1, 2, 2, nil),
+		rec(100, KindShadow, false, 1, 1, 1, nil), // after the window
+	}
+	rep := Summary(recs, t0, t0.Add(time.Minute), 2)
+	s := rep.Shadow
+	if s.Records != 4 || s.Compared != 13 || s.Agreed != 10 {
+		t.Fatalf("records %d compared %v agreed %v", s.Records, s.Compared, s.Agreed)
+	}
+	if math.Abs(s.AgreementRate-10.0/13) > 1e-12 {
+		t.Errorf("agreement %v", s.AgreementRate)
+	}
+	if s.ShadowErrors != 1 || math.Abs(s.ShadowErrorRate-1.0/13) > 1e-12 || s.ShadowNaN != 1 {
+		t.Errorf("errors %+v", s)
+	}
+	tk := s.ByMode[TopK]
+	if tk.Outputs != 12 || tk.Agreed != 10 || math.Abs(tk.MeanTopKOverlap-(10+0.5+0.5)/12) > 1e-12 {
+		t.Errorf("topk %+v", tk)
+	}
+	// weighted latency: the agreement (weight 10) dominates the median
+	if s.ShadowP50MS != 3 || s.ShadowP99MS != 5 || s.PrimaryP50MS != 2 {
+		t.Errorf("latency p50 %v p99 %v primary %v (failed shadow calls excluded)", s.ShadowP50MS, s.ShadowP99MS, s.PrimaryP50MS)
+	}
+	if rep.NoiseFloor.Records != 2 || rep.NoiseFloor.AgreementRate != 0.5 {
+		t.Errorf("noise floor %+v", rep.NoiseFloor)
+	}
+	if len(rep.Worst) != 2 || rep.Worst[0].Shadow.Error != "timeout" || !rep.Worst[1].Shadow.NaN {
+		t.Errorf("worst %+v", rep.Worst)
+	}
+	if empty := Summary(nil, time.Time{}, time.Time{}, 5); empty.Shadow.Compared != 0 || empty.Shadow.AgreementRate != 0 {
+		t.Errorf("empty %+v", empty)
+	}
+}
+
+func TestRing(t *testing.T) {
+	r := NewRing(3)
+	for i := 0; i < 5; i++ {
+		r.Add(Record{RequestID: string(rune('a' + i))})
+	}
+	got := r.Records()
+	if len(got) != 3 || got[0].RequestID != "c" || got[2].RequestID != "e" {
+		t.Fatalf("%+v", got)
+	}
+	r2 := NewRing(3)
+	r2.Add(Record{RequestID: "x"})
+	if got := r2.Records(); len(got) != 1 || got[0].RequestID != "x" {
+		t.Fatalf("%+v", got)
+	}
+}
