@@ -1,0 +1,559 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/switchyard-dev/switchyard/controlplane/store"
+	"github.com/switchyard-dev/switchyard/routing"
+)
+
+// DefaultMaxBodyBytes caps request bodies.
+const DefaultMaxBodyBytes = 1 << 20
+
+// maxAckWait caps the waitForAck of a rollback.
+const maxAckWait = 60 * time.Second
+
+// HandlerFunc is an API handler that knows its authenticated caller.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request, caller Identity)
+
+// API is the REST API (JSON) over a Store.
+//
+// Endpoints (role needed in brackets):
+//
+//	GET    /v1/models                      [viewer]   list
+//	GET    /v1/models/{name}               [viewer]   one model; ETag = revision
+//	PUT    /v1/models/{name}               [editor]   create/replace (If-Match / If-None-Match: *)
+//	DELETE /v1/models/{name}               [operator] delete (If-Match)
+//	GET    /v1/models/{name}/history       [viewer]   revisions, newest first (?limit=)
+//	PUT    /v1/models/{name}/weights       [editor]   change weights only
+//	POST   /v1/models/{name}/rollback      [operator] restore the previous or a named revision
+//	GET    /v1/audit                       [viewer]   audit log (?model=&before=&limit=)
+//	GET    /v1/proxies                     [viewer]   connected proxies and their ACK/NACK state
+//	GET    /metrics, /healthz              (no auth)
+//
+// Later features add their endpoints with Handle (see routes below):
+// /v1/models/{name}/canary, /v1/models/{name}/shadow/report, the static
+// fallback replacement.
+type API struct {
+	store    store.Store
+	auth     *Authenticator
+	tracker  *Tracker
+	xds      *xdsServer
+	metrics  *Metrics
+	log      *slog.Logger
+	maxBody  int64
+	mux      *http.ServeMux
+	gatherer prometheus.Gatherer
+}
+
+func newAPI(st store.Store, auth *Authenticator, tr *Tracker, x *xdsServer, m *Metrics, g prometheus.Gatherer, logger *slog.Logger, maxBody int64) *API {
+	if maxBody <= 0 {
+		maxBody = DefaultMaxBodyBytes
+	}
+	a := &API{store: st, auth: auth, tracker: tr, xds: x, metrics: m, log: logger, maxBody: maxBody, mux: http.NewServeMux(), gatherer: g}
+	a.routes()
+	return a
+}
+
+// routes is the one place the API's endpoints are listed.
+func (a *API) routes() {
+	a.Handle("GET /v1/models", RoleViewer, a.listModels)
+	a.Handle("GET /v1/models/{name}", RoleViewer, a.getModel)
+	a.Handle("PUT /v1/models/{name}", RoleEditor, a.putModel)
+	a.Handle("DELETE /v1/models/{name}", RoleOperator, a.deleteModel)
+	a.Handle("GET /v1/models/{name}/history", RoleViewer, a.history)
+	a.Handle("PUT /v1/models/{name}/weights", RoleEditor, a.putWeights)
+	a.Handle("POST /v1/models/{name}/rollback", RoleOperator, a.rollback)
+	a.Handle("GET /v1/audit", RoleViewer, a.audit)
+	a.Handle("GET /v1/proxies", RoleViewer, a.proxies)
+	// Next: "PUT /v1/models/{name}/canary" (RoleEditor), "POST
+	// /v1/models/{name}/canary/{action}" (RoleOperator), "POST
+	// /v1/models/{name}/shadow/report" (proxies), "PUT
+	// /v1/models/{name}/fallback/static" (RoleEditor) — registered by their
+	// packages through Handle.
+	if a.gatherer != nil {
+		a.mux.Handle("GET /metrics", promhttp.HandlerFor(a.gatherer, promhttp.HandlerOpts{}))
+	}
+	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "snapshotVersion": a.xds.Version()})
+	})
+}
+
+// Handle registers an endpoint (a net/http pattern such as
+// "PUT /v1/models/{name}/canary") that needs at least role.
+func (a *API) Handle(pattern string, role Role, h HandlerFunc) {
+	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		id, ok := a.auth.Authenticate(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard"`)
+			writeError(w, http.StatusUnauthorized, "missing or invalid bearer token", nil)
+			return
+		}
+		if id.Role < role {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("%s has role %s; this needs %s", id.Subject, id.Role, role), nil)
+			return
+		}
+		h(w, r, id)
+	})
+}
+
+// ServeHTTP counts and times every request.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	_, pattern := a.mux.Handler(r)
+	a.mux.ServeHTTP(sw, r)
+	if pattern == "" {
+		pattern = "unmatched"
+	}
+	a.metrics.apiRequests.WithLabelValues(r.Method, pattern, strconv.Itoa(sw.code)).Inc()
+	a.metrics.apiDuration.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// ModelResponse is the body of a single-model answer.
+type ModelResponse struct {
+	Revision       int64         `json:"revision"`
+	CreateRevision int64         `json:"createRevision"`
+	Time           time.Time     `json:"time"`
+	Subject        string        `json:"subject,omitempty"`
+	Model          routing.Model `json:"model"`
+	// Proxies is set when the request asked to wait for ACKs.
+	Proxies *AckResult `json:"proxies,omitempty"`
+}
+
+func modelResponse(r store.Record) ModelResponse {
+	return ModelResponse{Revision: r.Revision, CreateRevision: r.CreateRevision, Time: r.Time, Subject: r.Subject, Model: r.Model}
+}
+
+// ErrorResponse is the body of every error.
+type ErrorResponse struct {
+	Error  string               `json:"error"`
+	Fields []routing.FieldError `json:"fields,omitempty"`
+	// Revision is the current revision on a 409.
+	Revision int64 `json:"revision,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string, fields []routing.FieldError) {
+	writeJSON(w, code, ErrorResponse{Error: msg, Fields: fields})
+}
+
+func etag(rev int64) string { return `"` + strconv.FormatInt(rev, 10) + `"` }
+
+// storeError maps store errors to HTTP answers.
+func (a *API) storeError(w http.ResponseWriter, r *http.Request, err error) {
+	var ve routing.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		writeError(w, http.StatusBadRequest, ve.Error(), ve)
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error(), nil)
+	case errors.Is(err, store.ErrConflict):
+		body := ErrorResponse{Error: err.Error()}
+		if cur, gerr := a.store.Get(r.Context(), r.PathValue("name")); gerr == nil {
+			body.Revision = cur.Revision
+			w.Header().Set("ETag", etag(cur.Revision))
+		}
+		writeJSON(w, http.StatusConflict, body)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusServiceUnavailable, err.Error(), nil)
+	default:
+		a.log.Error("store error", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, "store error: "+err.Error(), nil)
+	}
+}
+
+// readBody reads at most maxBody bytes; an empty body is allowed when
+// optional.
+func (a *API) readBody(w http.ResponseWriter, r *http.Request, optional bool) ([]byte, bool) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("body: larger than %d bytes", a.maxBody), []routing.FieldError{{Field: "body", Message: fmt.Sprintf("larger than %d bytes", a.maxBody)}})
+		return nil, false
+	case err != nil:
+		writeError(w, http.StatusBadRequest, "body: "+err.Error(), nil)
+		return nil, false
+	case len(strings.TrimSpace(string(b))) == 0 && !optional:
+		writeError(w, http.StatusBadRequest, "body: empty; want a JSON document", []routing.FieldError{{Field: "body", Message: "empty"}})
+		return nil, false
+	}
+	return b, true
+}
+
+func badDecode(w http.ResponseWriter, err error) {
+	var ve routing.ValidationError
+	if errors.As(err, &ve) {
+		writeError(w, http.StatusBadRequest, ve.Error(), ve)
+		return
+	}
+	writeError(w, http.StatusBadRequest, err.Error(), nil)
+}
+
+// precondition reads If-Match ("N" or *) and If-None-Match (*).
+func precondition(r *http.Request) (store.Precondition, error) {
+	var p store.Precondition
+	if inm := strings.TrimSpace(r.Header.Get("If-None-Match")); inm != "" {
+		if inm != "*" {
+			return p, fmt.Errorf("If-None-Match: only * is supported")
+		}
+		p.MustNotExist = true
+	}
+	im := strings.TrimSpace(r.Header.Get("If-Match"))
+	switch {
+	case im == "":
+	case im == "*":
+		p.MustExist = true
+	default:
+		rev, err := strconv.ParseInt(strings.Trim(strings.TrimPrefix(im, "W/"), `"`), 10, 64)
+		if err != nil || rev <= 0 {
+			return p, fmt.Errorf("If-Match: want a revision ETag such as \"12\", got %s", im)
+		}
+		p.IfRevision = rev
+	}
+	return p, nil
+}
+
+func change(r *http.Request, caller Identity, action, reason string) store.Change {
+	if reason == "" {
+		reason = r.Header.Get("X-Switchyard-Reason")
+	}
+	return store.Change{Subject: caller.Subject, Action: action, Reason: reason}
+}
+
+func (a *API) listModels(w http.ResponseWriter, r *http.Request, _ Identity) {
+	recs, rev, err := a.store.List(r.Context())
+	if err != nil {
+		a.storeError(w, r, err)
+		return
+	}
+	items := make([]ModelResponse, len(recs))
+	for i, rec := range recs {
+		items[i] = modelResponse(rec)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"revision": rev, "items": items})
+}
+
+func (a *API) getModel(w http.ResponseWriter, r *http.Request, _ Identity) {
+	rec, err := a.store.Get(r.Context(), r.PathValue("name"))
+	if err != nil {
+		a.storeError(w, r, err)
+		return
+	}
+	w.Header().Set("ETag", etag(rec.Revision))
+	writeJSON(w, http.StatusOK, modelResponse(rec))
+}
+
+// putModel creates or replaces a model. The body is the Model document in
+// JSON (or YAML with a Content-Type naming yaml).
+func (a *API) putModel(w http.ResponseWriter, r *http.Request, caller Identity) {
+	name := r.PathValue("name")
+	pre, err := precondition(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	body, ok := a.readBody(w, r, false)
+	if !ok {
+		return
+	}
+	var m routing.Model
+	if strings.Contains(r.Header.Get("Content-Type"), "yaml") {
+		m, err = routing.DecodeYAML(body)
+	} else {
+		m, err = routing.DecodeJSON(body)
+	}
+	if err != nil {
+		badDecode(w, err)
+		return
+	}
+	if m.Metadata.Name == "" {
+		m.Metadata.Name = name
+	}
+	if m.Metadata.Name != name {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("metadata.name: %q does not match the name in the URL %q", m.Metadata.Name, name),
+			[]routing.FieldError{{Field: "metadata.name", Message: fmt.Sprintf("%q does not match the name in the URL %q", m.Metadata.Name, name)}})
+		return
+	}
+	if err := routing.Normalize(&m); err != nil {
+		badDecode(w, err)
+		return
+	}
+	rec, err := a.store.Put(r.Context(), m, pre, change(r, caller, "put", ""))
+	if err != nil {
+		a.storeError(w, r, err)
+		return
+	}
+	code := http.StatusOK
+	if rec.CreateRevision == rec.Revision {
+		code = http.StatusCreated
+	}
+	a.log.Info("model stored", "model", name, "revision", rec.Revision, "subject", caller.Subject)
+	w.Header().Set("ETag", etag(rec.Revision))
+	writeJSON(w, code, modelResponse(rec))
+}
+
+func (a *API) deleteModel(w http.ResponseWriter, r *http.Request, caller Identity) {
+	pre, err := precondition(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	rec, err := a.store.Delete(r.Context(), r.PathValue("name"), pre, change(r, caller, "delete", ""))
+	if err != nil {
+		a.storeError(w, r, err)
+		return
+	}
+	a.log.Info("model deleted", "model", r.PathValue("name"), "revision", rec.Revision, "subject", caller.Subject)
+	writeJSON(w, http.StatusOK, map[string]any{"revision": rec.Revision, "deleted": true})
+}
+
+func intParam(r *http.Request, name string, def, maxV int64) (int64, error) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return def, nil
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 || v > maxV {
+		return 0, fmt.Errorf("query parameter %s: want an integer 0..%d, got %q", name, maxV, s)
+	}
+	return v, nil
+}
+
+func (a *API) history(w http.ResponseWriter, r *http.Request, _ Identity) {
+	limit, err := intParam(r, "limit", 0, 100000)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	recs, err := a.store.History(r.Context(), r.PathValue("name"), int(limit))
+	if err != nil {
+		a.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": recs})
+}
+
+// WeightsRequest is the body of PUT /v1/models/{name}/weights.
+type WeightsRequest struct {
+	Weights map[string]int `json:"weights"`
+	Reason  string         `json:"reason,omitempty"`
+}
+
+// casAttempts bounds read-modify-write retries when no If-Match was given.
+const casAttempts = 16
+
+// putWeights replaces spec.traffic.weights atomically: with If-Match it
+// applies to that revision only (else 409); without, it applies to the
+// current revision, retrying if another write lands in between.
+func (a *API) putWeights(w http.ResponseWriter, r *http.Request, caller Identity) {
+	name := r.PathValue("name")
+	pre, err := precondition(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	body, ok := a.readBody(w, r, false)
+	if !ok {
+		return
+	}
+	var req WeightsRequest
+	if err := routing.DecodeJSONInto(body, &req); err != nil {
+		badDecode(w, err)
+		return
+	}
+	if len(req.Weights) == 0 {
+		writeError(w, http.StatusBadRequest, "weights: required", []routing.FieldError{{Field: "weights", Message: "required: version name to integer weight"}})
+		return
+	}
+	for attempt := 0; ; attempt++ {
+		cur, err := a.store.Get(r.Context(), name)
+		if err != nil {
+			a.storeError(w, r, err)
+			return
+		}
+		if pre.IfRevision > 0 && cur.Revision != pre.IfRevision {
+			a.storeError(w, r, fmt.Errorf("model %q is at revision %d, not %d: %w", name, cur.Revision, pre.IfRevision, store.ErrConflict))
+			return
+		}
+		m := cur.Model.Clone()
+		m.Spec.Traffic.Weights = req.Weights
+		if err := m.Validate(); err != nil {
+			badDecode(w, err)
+			return
+		}
+		rec, err := a.store.Put(r.Context(), m, store.Precondition{IfRevision: cur.Revision}, change(r, caller, "weights", req.Reason))
+		if errors.Is(err, store.ErrConflict) && pre.IfRevision == 0 && attempt < casAttempts {
+			continue
+		}
+		if err != nil {
+			a.storeError(w, r, err)
+			return
+		}
+		a.log.Info("weights changed", "model", name, "revision", rec.Revision, "weights", req.Weights, "subject", caller.Subject)
+		w.Header().Set("ETag", etag(rec.Revision))
+		writeJSON(w, http.StatusOK, modelResponse(rec))
+		return
+	}
+}
+
+// RollbackRequest is the (optional) body of POST /v1/models/{name}/rollback.
+type RollbackRequest struct {
+	// Revision to restore (0: the revision before the current one).
+	Revision int64  `json:"revision,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	// WaitForAck, e.g. "5s", waits up to that long for connected proxies to
+	// ACK the restored config and reports which did (at most 60s).
+	WaitForAck routing.Duration `json:"waitForAck,omitempty"`
+}
+
+// rollback writes an earlier revision's document as a new revision. A
+// deleted model can be restored too.
+func (a *API) rollback(w http.ResponseWriter, r *http.Request, caller Identity) {
+	name := r.PathValue("name")
+	pre, err := precondition(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	body, ok := a.readBody(w, r, true)
+	if !ok {
+		return
+	}
+	var req RollbackRequest
+	if len(strings.TrimSpace(string(body))) > 0 {
+		if err := routing.DecodeJSONInto(body, &req); err != nil {
+			badDecode(w, err)
+			return
+		}
+	}
+	if req.Revision < 0 || req.WaitForAck < 0 || req.WaitForAck.D() > maxAckWait {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("revision must be >= 0 and waitForAck 0..%s", maxAckWait), nil)
+		return
+	}
+	hist, err := a.store.History(r.Context(), name, 0)
+	if err != nil {
+		a.storeError(w, r, err)
+		return
+	}
+	head := hist[0]
+	var target *store.Record
+	for i := range hist {
+		h := &hist[i]
+		if req.Revision > 0 && h.Revision == req.Revision {
+			target = h
+			break
+		}
+		if req.Revision == 0 && h.Revision < head.Revision && !h.Deleted {
+			target = h
+			break
+		}
+	}
+	switch {
+	case target == nil && req.Revision > 0:
+		writeError(w, http.StatusNotFound, fmt.Sprintf("model %q has no revision %d in its history", name, req.Revision), nil)
+		return
+	case target == nil:
+		writeError(w, http.StatusConflict, fmt.Sprintf("model %q has no earlier revision to roll back to", name), nil)
+		return
+	case target.Deleted:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("revision %d is a deletion; name a revision that held the model", target.Revision), []routing.FieldError{{Field: "revision", Message: "is a deletion"}})
+		return
+	}
+	if pre == (store.Precondition{}) {
+		pre.IfRevision = head.Revision // roll back from what we looked at
+		if head.Deleted {
+			pre = store.Precondition{MustNotExist: true}
+		}
+	}
+	reason := req.Reason
+	if reason == "" {
+		reason = r.Header.Get("X-Switchyard-Reason")
+	}
+	if reason == "" {
+		reason = fmt.Sprintf("rollback to revision %d", target.Revision)
+	}
+	rec, err := a.store.Put(r.Context(), target.Model, pre, store.Change{Subject: caller.Subject, Action: "rollback", Reason: reason})
+	if err != nil {
+		a.storeError(w, r, err)
+		return
+	}
+	a.log.Warn("model rolled back", "model", name, "to", target.Revision, "revision", rec.Revision, "subject", caller.Subject)
+	resp := modelResponse(rec)
+	if req.WaitForAck > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), req.WaitForAck.D())
+		defer cancel()
+		res := a.WaitApplied(ctx, rec.Revision)
+		resp.Proxies = &res
+	}
+	w.Header().Set("ETag", etag(rec.Revision))
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// WaitApplied waits until the snapshot of store revision rev (or newer) is
+// served and every connected proxy has ACKed or NACKed it, or ctx is done.
+func (a *API) WaitApplied(ctx context.Context, rev int64) AckResult {
+	version := strconv.FormatInt(rev, 10)
+	if err := a.xds.waitPublished(ctx, rev); err != nil {
+		return a.tracker.Status(version)
+	}
+	return a.tracker.Wait(ctx, version)
+}
+
+func (a *API) audit(w http.ResponseWriter, r *http.Request, _ Identity) {
+	before, err := intParam(r, "before", 0, 1<<62)
+	if err == nil {
+		var limit int64
+		limit, err = intParam(r, "limit", 100, 1000)
+		if err == nil {
+			entries, err := a.store.Audit(r.Context(), store.AuditQuery{Model: r.URL.Query().Get("model"), Before: before, Limit: int(limit)})
+			if err != nil {
+				a.storeError(w, r, err)
+				return
+			}
+			if entries == nil {
+				entries = []store.AuditEntry{}
+			}
+			writeJSON(w, http.StatusOK, map[string]any{"items": entries})
+			return
+		}
+	}
+	writeError(w, http.StatusBadRequest, err.Error(), nil)
+}
+
+func (a *API) proxies(w http.ResponseWriter, r *http.Request, _ Identity) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"snapshotVersion": strconv.FormatInt(a.xds.Version(), 10),
+		"proxies":         a.tracker.Proxies(),
+	})
+}

@@ -1,0 +1,235 @@
+// Package controlplane is Switchyard's control plane: the desired state in a
+// store (package controlplane/store), a REST API with roles and an audit
+// log, and an xDS (ADS, state of the world) server that republishes a
+// snapshot — translated by the pure routing/xdsconv — on every store change.
+//
+// The pipeline, one file per step: store (store/) → snapshot publishing on
+// store watch (xds.go) → ADS server with ACK/NACK tracking (acks.go) → REST
+// API (api.go, auth.go).
+//
+// Embedding (tests, `switchyard up`):
+//
+//	cp, err := controlplane.New(controlplane.Config{
+//		StatePath: filepath.Join(dir, "state.db"),
+//		APIAddr:   "127.0.0.1:0",
+//		XDSAddr:   "127.0.0.1:0",
+//		InsecureLoopbackNoAuth: true, // or Tokens: auth
+//	})
+//	err = cp.Start()            // serves; the first snapshot is published
+//	cp.APIURL()                 // "http://127.0.0.1:PORT"
+//	cp.XDSAddr()                // "127.0.0.1:PORT"
+//	cp.Store().Put(...)         // or the REST API
+//	cp.Tracker().WaitForAck(ctx, version)
+//	defer cp.Close()
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchyard-dev/switchyard/controlplane/store"
+	"github.com/switchyard-dev/switchyard/routing/xdsconv"
+)
+
+// Config of a control plane.
+type Config struct {
+	// StatePath is the bbolt state file (used when Store is nil).
+	StatePath string
+	// Store, when set, is used instead of opening StatePath (e.g. etcd).
+	// The control plane closes it on Close.
+	Store store.Store
+	// APIAddr and XDSAddr are listen addresses ("127.0.0.1:0" picks a port).
+	APIAddr string
+	XDSAddr string
+	// Auth authenticates API callers (see LoadTokens). Required unless
+	// InsecureLoopbackNoAuth.
+	Auth *Authenticator
+	// InsecureLoopbackNoAuth lets every API caller in as operator
+	// "anonymous". New refuses it unless APIAddr is a loopback address.
+	InsecureLoopbackNoAuth bool
+	// Listener configures the Listener in the served xDS (edge Envoy).
+	Listener xdsconv.Options
+	// MaxBodyBytes caps API request bodies (0: 1 MiB).
+	MaxBodyBytes int64
+	// Logger (nil: discard).
+	Logger *slog.Logger
+	// Registerer and Gatherer for metrics; nil: a private registry, served
+	// on /metrics.
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+}
+
+// ControlPlane is a running (or ready to run) control plane.
+type ControlPlane struct {
+	cfg     Config
+	store   store.Store
+	tracker *Tracker
+	metrics *Metrics
+	xds     *xdsServer
+	api     *API
+	log     *slog.Logger
+
+	apiLn, xdsLn net.Listener
+	httpSrv      *http.Server
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// New opens the store and binds both listeners (so the addresses are known
+// before Start). It does not serve yet.
+func New(cfg Config) (*ControlPlane, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case cfg.InsecureLoopbackNoAuth && !IsLoopback(cfg.APIAddr):
+		return nil, fmt.Errorf("--insecure-loopback-no-auth needs a loopback --api address (127.0.0.1, ::1, localhost), got %q", cfg.APIAddr)
+	case cfg.InsecureLoopbackNoAuth && cfg.Auth != nil:
+		return nil, errors.New("give either tokens or --insecure-loopback-no-auth, not both")
+	case cfg.InsecureLoopbackNoAuth:
+		cfg.Auth = InsecureLoopback()
+	case cfg.Auth == nil:
+		return nil, errors.New("no API authentication: give --tokens FILE (or --insecure-loopback-no-auth on a loopback --api address)")
+	}
+	if cfg.APIAddr == "" || cfg.XDSAddr == "" {
+		return nil, errors.New("both the API and the xDS listen addresses are required")
+	}
+	if cfg.Registerer == nil && cfg.Gatherer == nil {
+		reg := prometheus.NewRegistry()
+		cfg.Registerer, cfg.Gatherer = reg, reg
+	}
+	st := cfg.Store
+	if st == nil {
+		if cfg.StatePath == "" {
+			return nil, errors.New("no state: give --state FILE")
+		}
+		b, err := store.OpenBolt(cfg.StatePath, store.BoltOptions{})
+		if err != nil {
+			return nil, err
+		}
+		st = b
+	}
+	cp := &ControlPlane{cfg: cfg, store: st, log: cfg.Logger}
+	cp.ctx, cp.cancel = context.WithCancel(context.Background())
+	cp.tracker = NewTracker(nil, nil)
+	cp.metrics = NewMetrics(cfg.Registerer, cp.tracker.Connected)
+	cp.tracker.metrics = cp.metrics
+	timed := timedStore{Store: st, m: cp.metrics}
+	cp.xds = newXDSServer(cp.ctx, timed, cp.tracker, cp.metrics, cfg.Logger.With("component", "xds"), cfg.Listener)
+	cp.api = newAPI(timed, cfg.Auth, cp.tracker, cp.xds, cp.metrics, cfg.Gatherer, cfg.Logger.With("component", "api"), cfg.MaxBodyBytes)
+
+	var err error
+	if cp.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
+		cp.abort()
+		return nil, fmt.Errorf("listen on API address: %w", err)
+	}
+	if cp.xdsLn, err = net.Listen("tcp", cfg.XDSAddr); err != nil {
+		cp.abort()
+		return nil, fmt.Errorf("listen on xDS address: %w", err)
+	}
+	cp.httpSrv = &http.Server{
+		Handler:           cp.api,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	return cp, nil
+}
+
+func (cp *ControlPlane) abort() {
+	cp.cancel()
+	if cp.apiLn != nil {
+		cp.apiLn.Close()
+	}
+	cp.store.Close()
+}
+
+// Start serves the API and xDS in the background and returns once the first
+// snapshot (of the stored state) is published.
+func (cp *ControlPlane) Start() error {
+	ready := make(chan struct{})
+	cp.wg.Add(3)
+	go func() {
+		defer cp.wg.Done()
+		cp.xds.run(cp.ctx, ready)
+	}()
+	go func() {
+		defer cp.wg.Done()
+		if err := cp.xds.grpc.Serve(cp.xdsLn); err != nil {
+			cp.log.Error("xds server stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer cp.wg.Done()
+		if err := cp.httpSrv.Serve(cp.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			cp.log.Error("api server stopped", "err", err)
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		return errors.New("first xDS snapshot not published within 30s")
+	}
+	cp.log.Info("control plane started", "api", cp.APIAddr(), "xds", cp.XDSAddr(), "snapshotVersion", cp.xds.Version())
+	return nil
+}
+
+// Close stops serving (open xDS streams end; proxies keep their last
+// config), waits for the goroutines and closes the store.
+func (cp *ControlPlane) Close() error {
+	var err error
+	cp.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cp.cancel()
+		err = cp.httpSrv.Shutdown(ctx)
+		cp.xds.grpc.Stop()
+		cp.xdsLn.Close()
+		cp.apiLn.Close()
+		if cerr := cp.store.Close(); err == nil {
+			err = cerr
+		}
+		cp.wg.Wait()
+	})
+	return err
+}
+
+// APIAddr is the bound API address (host:port).
+func (cp *ControlPlane) APIAddr() string { return cp.apiLn.Addr().String() }
+
+// APIURL is "http://" + APIAddr.
+func (cp *ControlPlane) APIURL() string { return "http://" + cp.APIAddr() }
+
+// XDSAddr is the bound xDS (ADS gRPC) address.
+func (cp *ControlPlane) XDSAddr() string { return cp.xdsLn.Addr().String() }
+
+// Store is the (instrumented) store, for in-process changes.
+func (cp *ControlPlane) Store() store.Store { return timedStore{Store: cp.store, m: cp.metrics} }
+
+// Tracker reports proxies' ACK/NACK state (WaitForAck, Status, Proxies).
+func (cp *ControlPlane) Tracker() *Tracker { return cp.tracker }
+
+// API is the REST API handler; later features register endpoints with
+// API().Handle before Start.
+func (cp *ControlPlane) API() *API { return cp.api }
+
+// SnapshotVersion is the store revision of the snapshot being served.
+func (cp *ControlPlane) SnapshotVersion() int64 { return cp.xds.Version() }
+
+// WaitApplied waits until the snapshot of store revision rev (or newer) is
+// served and every connected proxy has ACKed or NACKed it, or ctx is done.
+func (cp *ControlPlane) WaitApplied(ctx context.Context, rev int64) AckResult {
+	return cp.api.WaitApplied(ctx, rev)
+}
