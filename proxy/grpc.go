@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"time"
@@ -246,4 +245,3 @@ func (c metadataCarrier) Keys() []string {
 }
 
 var _ propagation.TextMapCarrier = metadataCarrier{}
-var _ = fmt.Sprintf

@@ -10,12 +10,11 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc/metadata"
 	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/oip"
-	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 	"github.com/switchyard-dev/switchyard/telemetry"
 )
@@ -230,4 +229,3 @@ func (u *upstreamInvoker) attemptGRPC(ctx context.Context, x *Exchange, v *Varia
 	return kindOK, oip.ErrorFromGRPC(err)
 }
 
-var _ = pb.ModelInferRequest{}

@@ -450,4 +450,3 @@ func internContentType(v []byte) string {
 	}
 	return string(v)
 }
-
