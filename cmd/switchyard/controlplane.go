@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/switchyard-dev/switchyard/controlplane"
+	"github.com/switchyard-dev/switchyard/routing/xdsconv"
+)
+
+func init() {
+	register("controlplane", "desired state, REST API, xDS (ADS) server", runControlPlane)
+}
+
+func runControlPlane(args []string) error {
+	fs := flag.NewFlagSet("controlplane", flag.ContinueOnError)
+	state := fs.String("state", "switchyard-state.db", "bbolt `FILE` holding the desired state, its history and the audit log")
+	api := fs.String("api", "127.0.0.1:7070", "REST API and /metrics listen `ADDR`")
+	xds := fs.String("xds", "127.0.0.1:18000", "xDS (ADS gRPC) listen `ADDR`")
+	tokens := fs.String("tokens", "", "bearer tokens `FILE` (YAML: tokens: [{subject, role: viewer|editor|operator, token}])")
+	insecure := fs.Bool("insecure-loopback-no-auth", false, "no API authentication, every caller is operator \"anonymous\"; refused unless --api is a loopback address (local demo only)")
+	listenerPort := fs.Uint("envoy-listener-port", xdsconv.DefaultListenerPort, "port of the Listener served to edge Envoys")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %v", err)
+	}
+	if *listenerPort == 0 || *listenerPort > 65535 {
+		return fmt.Errorf("--envoy-listener-port: want 1..65535, got %d", *listenerPort)
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg := controlplane.Config{
+		StatePath:              *state,
+		APIAddr:                *api,
+		XDSAddr:                *xds,
+		InsecureLoopbackNoAuth: *insecure,
+		Listener:               xdsconv.Options{ListenerPort: uint32(*listenerPort)},
+		Logger:                 logger,
+	}
+	if *tokens != "" {
+		auth, err := controlplane.LoadTokens(*tokens)
+		if err != nil {
+			return err
+		}
+		cfg.Auth = auth
+	}
+	cp, err := controlplane.New(cfg)
+	if err != nil {
+		return err
+	}
+	if *insecure {
+		logger.Warn("API authentication is OFF (--insecure-loopback-no-auth): every caller is operator", "api", cp.APIAddr())
+	}
+	if err := cp.Start(); err != nil {
+		cp.Close()
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	logger.Info("shutting down")
+	return cp.Close()
+}
