@@ -196,5 +196,6 @@ func closedAddr(t testing.TB) string {
 	return a
 }
 
-func userHeader(i int) map[string]string { return map[string]string{"x-user-id": "user-" + strconv.Itoa(i)} }
-
+func userHeader(i int) map[string]string {
+	return map[string]string{"x-user-id": "user-" + strconv.Itoa(i)}
+}

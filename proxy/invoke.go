@@ -228,4 +228,3 @@ func (u *upstreamInvoker) attemptGRPC(ctx context.Context, x *Exchange, v *Varia
 	// passed through unchanged.
 	return kindOK, oip.ErrorFromGRPC(err)
 }
-

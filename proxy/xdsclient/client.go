@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -229,11 +230,12 @@ func (c *Client) handle(st discoveryv3.AggregatedDiscoveryService_StreamAggregat
 		if err != nil {
 			return nack(err)
 		}
-		if err := c.cfg.Apply(models, resp.GetVersionInfo()); err != nil {
+		version := combinedVersion(s, typ, resp.GetVersionInfo())
+		if err := c.cfg.Apply(models, version); err != nil {
 			return nack(err)
 		}
 		c.update(func(st *Status) {
-			st.AppliedVersion, st.AppliedAt = resp.GetVersionInfo(), time.Now()
+			st.AppliedVersion, st.AppliedAt = version, time.Now()
 		})
 	} else {
 		c.log.Debug("xds update incomplete; waiting", "type", typ, "waiting_for", waitFor)
@@ -260,6 +262,33 @@ func (c *Client) handle(st discoveryv3.AggregatedDiscoveryService_StreamAggregat
 		}
 	}
 	return nil
+}
+
+// combinedVersion names the applied set: the common version when every
+// type is at the same version (the usual case with one snapshot), else each
+// type's version, e.g. "cds=2 eds=2 lds=2 rds=1".
+func combinedVersion(s *streamState, typ, v string) string {
+	short := map[string]string{resourcev3.ClusterType: "cds", resourcev3.EndpointType: "eds",
+		resourcev3.ListenerType: "lds", resourcev3.RouteType: "rds"}
+	same := true
+	parts := make([]string, 0, 4)
+	for _, t := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType} {
+		tv, ok := s.version[t], s.received[t]
+		if t == typ {
+			tv, ok = v, true
+		}
+		if !ok {
+			continue
+		}
+		if tv != v {
+			same = false
+		}
+		parts = append(parts, short[t]+"="+tv)
+	}
+	if same {
+		return v
+	}
+	return strings.Join(parts, " ")
 }
 
 func decode(m map[string][]*anypb.Any) (xdsconv.Resources, error) {
