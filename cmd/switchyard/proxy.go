@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/proxy"
+	"github.com/switchyard-dev/switchyard/telemetry"
+)
+
+func init() {
+	register("proxy", "the sidecar: OIP v2 virtual endpoints driven by xDS", runProxy)
+}
+
+func runProxy(args []string) error {
+	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
+	xds := fs.String("xds", "127.0.0.1:18000", "control plane xDS (ADS) `ADDR`")
+	httpAddr := fs.String("http", "127.0.0.1:8080", "OIP v2 REST listen `ADDR` (empty: off)")
+	grpcAddr := fs.String("grpc", "127.0.0.1:8081", "OIP v2 gRPC listen `ADDR` (empty: off)")
+	admin := fs.String("admin", "127.0.0.1:9901", "admin listen `ADDR`: /metrics, /config_dump, /ready, /stats, /debug/pprof/ (empty: off)")
+	nodeID := fs.String("node-id", "", "`NAME` of this proxy at the control plane (default: the host name)")
+	stateDir := fs.String("state-dir", "", "`DIR` keeping the last good configuration, served at start while the control plane is unreachable")
+	otlp := fs.String("otlp-endpoint", "", "OTLP/gRPC collector `ADDR` for traces (empty: tracing off; trace context is still passed on)")
+	otlpInsecure := fs.Bool("otlp-insecure", true, "plaintext to the OTLP collector")
+	sampleRatio := fs.Float64("trace-sample-ratio", 1, "share of root traces recorded when tracing is on")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	logEvery := fs.Int("log-success-every", 100, "log one successful request in `N` (errors are always logged)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %v", err)
+	}
+	if *logEvery < 1 {
+		return fmt.Errorf("--log-success-every: want >= 1, got %d", *logEvery)
+	}
+	if *nodeID == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("--node-id not given and no host name: %v", err)
+		}
+		*nodeID = h
+	}
+	logger := telemetry.NewLogger(os.Stderr, telemetry.LogConfig{Level: level}).With("component", "proxy", "node", *nodeID)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	tp, shutdownTracing, err := telemetry.NewTracerProvider(ctx, telemetry.TracingConfig{
+		ServiceName: "switchyard-proxy", OTLPEndpoint: *otlp, Insecure: *otlpInsecure, SampleRatio: *sampleRatio,
+	})
+	if err != nil {
+		return err
+	}
+	p, err := proxy.New(proxy.Config{
+		HTTPAddr: *httpAddr, GRPCAddr: *grpcAddr, AdminAddr: *admin,
+		XDSAddr: *xds, NodeID: *nodeID, StateDir: *stateDir,
+		Logger: logger, LogSampleEvery: *logEvery, TracerProvider: tp,
+	})
+	if err != nil {
+		return err
+	}
+	if err := p.Start(ctx); err != nil {
+		return err
+	}
+	logger.Info("proxy serving", "http", p.HTTPAddr(), "grpc", p.GRPCAddr(), "admin", p.AdminAddr(), "xds", *xds)
+	<-ctx.Done()
+	logger.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = p.Shutdown(sctx)
+	if terr := shutdownTracing(sctx); err == nil {
+		err = terr
+	}
+	return err
+}
