@@ -65,6 +65,7 @@ func DefaultModelConfig() ModelConfig {
 // validates the result. An empty document gives the defaults.
 func ParseModelConfig(b []byte) (ModelConfig, error) {
 	cfg := DefaultModelConfig()
+	cfg.Versions = VersionPolicy{} // a policy in the file replaces the default one, fields and all
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {

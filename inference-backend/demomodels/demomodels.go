@@ -11,9 +11,10 @@
 //     and v2 rank items similarly: their top-10 sets mostly but not always
 //     agree (see TopKAgreement in the tests for the measured rates).
 //   - recommender-v3: v1 exactly, except the NaN rule: every score of a row
-//     whose features[i,0] is negative is NaN (the graph adds
-//     0*Sqrt(features[:,0:1]), which is 0 when features[i,0] >= 0 and NaN
-//     when it is negative). Rows with features[i,0] >= 0 equal v1's scores.
+//     whose features[i,0] is below -0.75 is NaN (the graph adds
+//     0*Sqrt(features[:,0:1] + 0.75), which is 0 when features[i,0] >= -0.75
+//     and NaN below). Other rows equal v1's scores. For features uniform in
+//     [-1, 1) that is one row in eight.
 //   - recommender-lite: a smaller MLP, Gemm(32→16) → Relu → Gemm(16→100), its
 //     own seed; a cheap backup whose rankings differ from v1's.
 //
@@ -56,9 +57,12 @@ const (
 // Names lists the demo models in a fixed order.
 var Names = []string{V1, V2, V3, Lite}
 
+// NaNThreshold is recommender-v3's NaN threshold on features[0].
+const NaNThreshold = -0.75
+
 // NaNRule reports whether recommender-v3 returns NaN scores for this
-// feature row: exactly when features[0] < 0.
-func NaNRule(features []float32) bool { return features[0] < 0 }
+// feature row: exactly when features[0] < -0.75 (NaNThreshold).
+func NaNRule(features []float32) bool { return features[0] < NaNThreshold }
 
 // ConfigYAML is the config.yaml written next to each demo model.
 const ConfigYAML = `# Demo model: dynamic batching on, one warm-up request.
@@ -199,13 +203,17 @@ func Model(name string) ([]byte, error) {
 		},
 	}
 	if name == V3 {
-		// scores = mlp + 0 * Sqrt(features[:, 0:1]); NaN where features[i,0] < 0.
+		// scores = mlp + 0 * Sqrt(features[:, 0:1] + 0.75): NaN exactly
+		// where features[i,0] < -0.75 (the float32 sum of two numbers within
+		// a factor of two is exact, so its sign is the comparison's).
 		g.Initializers = append(g.Initializers,
 			int64Tensor("starts", []int64{0}), int64Tensor("ends", []int64{1}),
-			int64Tensor("axes", []int64{1}), floatTensor("zero", nil, []float32{0}))
+			int64Tensor("axes", []int64{1}), floatTensor("zero", nil, []float32{0}),
+			floatTensor("offset", nil, []float32{-NaNThreshold}))
 		g.Nodes = append(g.Nodes,
 			onnxpb.Node{Name: "gemm2", OpType: "Gemm", Inputs: []string{"hr", "W2", "B2"}, Outputs: []string{"mlp"}},
-			onnxpb.Node{Name: "first", OpType: "Slice", Inputs: []string{InputName, "starts", "ends", "axes"}, Outputs: []string{"f0"}},
+			onnxpb.Node{Name: "first", OpType: "Slice", Inputs: []string{InputName, "starts", "ends", "axes"}, Outputs: []string{"f0raw"}},
+			onnxpb.Node{Name: "shift", OpType: "Add", Inputs: []string{"f0raw", "offset"}, Outputs: []string{"f0"}},
 			onnxpb.Node{Name: "sqrt", OpType: "Sqrt", Inputs: []string{"f0"}, Outputs: []string{"s0"}},
 			onnxpb.Node{Name: "mask", OpType: "Mul", Inputs: []string{"s0", "zero"}, Outputs: []string{"z0"}},
 			onnxpb.Node{Name: "nan", OpType: "Add", Inputs: []string{"mlp", "z0"}, Outputs: []string{OutputName}},
