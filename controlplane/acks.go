@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strconv"
 	"sync"
@@ -131,7 +132,8 @@ func (t *Tracker) onRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
 		}
 	}
 	if t.metrics != nil {
-		if v, err := strconv.ParseInt(summarize(s).AckedVersion, 10, 64); err == nil && v > s.ackedSeen {
+		acked, _, _ := ackState(s)
+		if v, err := strconv.ParseInt(acked, 10, 64); err == nil && v > s.ackedSeen {
 			s.ackedSeen = v
 			if at, ok := t.pushed[v]; ok {
 				t.metrics.ackLatency.Observe(t.now().Sub(at).Seconds())
@@ -190,22 +192,31 @@ func atLeast(v, want string) bool { return v != "" && (v == want || !olderThan(v
 
 func summarize(s *streamState) ProxyStatus {
 	p := ProxyStatus{Node: s.node, Cluster: s.cluster, ConnectedAt: s.connectedAt, Types: map[string]TypeStatus{}}
-	first := true
 	for url, ts := range s.types {
 		p.Types[url] = ts.TypeStatus
+	}
+	p.AckedVersion, p.NackedVersion, p.NackReason = ackState(s)
+	return p
+}
+
+// ackState is the stream's oldest ACKed version over its subscribed types
+// ("" if one has none yet) and its newest NACK, without allocating.
+func ackState(s *streamState) (acked, nacked, reason string) {
+	first := true
+	for _, ts := range s.types {
 		switch {
 		case ts.AckedVersion == "":
-			p.AckedVersion, first = "", false
+			acked, first = "", false
 		case first:
-			p.AckedVersion, first = ts.AckedVersion, false
-		case p.AckedVersion != "" && olderThan(ts.AckedVersion, p.AckedVersion):
-			p.AckedVersion = ts.AckedVersion
+			acked, first = ts.AckedVersion, false
+		case acked != "" && olderThan(ts.AckedVersion, acked):
+			acked = ts.AckedVersion
 		}
-		if ts.NackedVersion != "" && (p.NackedVersion == "" || olderThan(p.NackedVersion, ts.NackedVersion)) {
-			p.NackedVersion, p.NackReason = ts.NackedVersion, ts.NackReason
+		if ts.NackedVersion != "" && (nacked == "" || olderThan(nacked, ts.NackedVersion)) {
+			nacked, reason = ts.NackedVersion, ts.NackReason
 		}
 	}
-	return p
+	return acked, nacked, reason
 }
 
 // Proxies lists the connected proxies that have identified themselves,
@@ -267,12 +278,12 @@ func (t *Tracker) statusLocked(version string) AckResult {
 		if s.node == "" {
 			continue
 		}
-		p := summarize(s)
+		acked, nacked, _ := ackState(s)
 		r.Total++
 		switch {
-		case atLeast(p.AckedVersion, version):
+		case atLeast(acked, version):
 			r.Acked = append(r.Acked, s.node)
-		case p.NackedVersion != "" && atLeast(p.NackedVersion, version):
+		case nacked != "" && atLeast(nacked, version):
 			r.Nacked = append(r.Nacked, s.node)
 		default:
 			r.Pending = append(r.Pending, s.node)
@@ -308,6 +319,30 @@ func (t *Tracker) Wait(ctx context.Context, version string) AckResult {
 		select {
 		case <-ctx.Done():
 			return r
+		case <-ch:
+		}
+	}
+}
+
+// WaitConnected waits until at least n identified proxy streams are
+// connected, or ctx is done.
+func (t *Tracker) WaitConnected(ctx context.Context, n int) error {
+	for {
+		t.mu.Lock()
+		c := 0
+		for _, s := range t.streams {
+			if s.node != "" {
+				c++
+			}
+		}
+		ch := t.changed
+		t.mu.Unlock()
+		if c >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d proxies connected: %w", c, n, ctx.Err())
 		case <-ch:
 		}
 	}
