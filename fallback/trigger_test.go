@@ -146,16 +146,16 @@ func TestClassifyOutcome(t *testing.T) {
 		o    Outcome
 		want Trigger
 	}{
-		"ok http":             {Outcome{HTTPStatus: 200, Response: ok}, None},
-		"nan http":            {Outcome{HTTPStatus: 200, Response: nan}, NaNOutput},
-		"nan grpc":            {Outcome{GRPC: true, Response: nan}, NaNOutput},
-		"grpc unavailable":    {Outcome{GRPC: true, GRPCCode: codes.Unavailable, Err: errors.New("x")}, Unavailable},
-		"grpc invalid":        {Outcome{GRPC: true, GRPCCode: codes.InvalidArgument, Err: errors.New("x")}, None},
-		"deadline":            {Outcome{Err: fmt.Errorf("call: %w", context.DeadlineExceeded)}, Timeout},
-		"caller canceled":     {Outcome{Err: context.Canceled}, None},
-		"oip unavailable":     {Outcome{Err: oip.Errorf(oip.Unavailable, "loading")}, Unavailable},
-		"oip invalid arg":     {Outcome{Err: oip.Errorf(oip.InvalidArgument, "bad")}, None},
-		"other transport err": {Outcome{Err: errors.New("unexpected EOF")}, ConnectError},
+		"ok http":              {Outcome{HTTPStatus: 200, Response: ok}, None},
+		"nan http":             {Outcome{HTTPStatus: 200, Response: nan}, NaNOutput},
+		"nan grpc":             {Outcome{GRPC: true, Response: nan}, NaNOutput},
+		"grpc unavailable":     {Outcome{GRPC: true, GRPCCode: codes.Unavailable, Err: errors.New("x")}, Unavailable},
+		"grpc invalid":         {Outcome{GRPC: true, GRPCCode: codes.InvalidArgument, Err: errors.New("x")}, None},
+		"deadline":             {Outcome{Err: fmt.Errorf("call: %w", context.DeadlineExceeded)}, Timeout},
+		"caller canceled":      {Outcome{Err: context.Canceled}, None},
+		"oip unavailable":      {Outcome{Err: oip.Errorf(oip.Unavailable, "loading")}, Unavailable},
+		"oip invalid arg":      {Outcome{Err: oip.Errorf(oip.InvalidArgument, "bad")}, None},
+		"other transport err":  {Outcome{Err: errors.New("unexpected EOF")}, ConnectError},
 		"status wins over nan": {Outcome{HTTPStatus: 500, Response: nan}, Upstream5xx},
 	}
 	for name, c := range cases {
