@@ -36,7 +36,7 @@ func TestHistogramQuantiles(t *testing.T) {
 	var h Histogram
 	var xs []float64
 	for i := 0; i < 20000; i++ {
-		d := time.Duration(math.Exp(r.NormFloat64()*0.8+math.Log(float64(5*time.Millisecond)))) // log-normal around 5ms
+		d := time.Duration(math.Exp(r.NormFloat64()*0.8 + math.Log(float64(5*time.Millisecond)))) // log-normal around 5ms
 		h.Record(d)
 		xs = append(xs, float64(d))
 	}

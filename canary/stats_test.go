@@ -34,7 +34,7 @@ func TestWindow(t *testing.T) {
 		{rep("p1#a", 2, 2, "v2", 10), false}, // resend
 		{rep("p2#a", 1, 2, "v2", 5), true},
 		{rep("p2#a", 2, 3, "v1", 7), true},
-		{rep("p1#b", 1, 3, "v2", 4), true},    // p1 restarted: new instance, seq from 1 again
+		{rep("p1#b", 1, 3, "v2", 4), true},      // p1 restarted: new instance, seq from 1 again
 		{rep("p3#a", 1, -100, "v2", 99), false}, // older than the retention
 	} {
 		if got := w.Add(c.r, now); got != c.want {
