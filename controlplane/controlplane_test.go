@@ -194,11 +194,11 @@ func TestLoadTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	for s, want := range map[string]string{
-		"tokens:\n  - {subject: a, role: admin, token: " + editorToken + "}\n":                                         `tokens[0].role: unknown role "admin" (allowed: viewer, editor, operator)`,
-		"tokens:\n  - {subject: a, role: viewer, token: short}\n":                                                      "tokens[0].token: at least 16 characters",
-		"tokens:\n  - {subject: '', role: viewer, token: " + editorToken + "}\n":                                       "tokens[0].subject: required",
-		"tokens:\n  - {subject: a, role: viewer, tokn: x}\n":                                                           "field tokn not found",
-		"tokens: []\n":                                                                                                 "no tokens",
+		"tokens:\n  - {subject: a, role: admin, token: " + editorToken + "}\n":   `tokens[0].role: unknown role "admin" (allowed: viewer, editor, operator)`,
+		"tokens:\n  - {subject: a, role: viewer, token: short}\n":                "tokens[0].token: at least 16 characters",
+		"tokens:\n  - {subject: '', role: viewer, token: " + editorToken + "}\n": "tokens[0].subject: required",
+		"tokens:\n  - {subject: a, role: viewer, tokn: x}\n":                     "field tokn not found",
+		"tokens: []\n": "no tokens",
 		"tokens:\n  - {subject: a, role: viewer, token: " + editorToken + "}\n  - {subject: b, role: operator, token: " + editorToken + "}\n": "tokens[1].token: the same token is given twice",
 	} {
 		if _, err := LoadTokens(write(s)); err == nil || !strings.Contains(err.Error(), want) {
