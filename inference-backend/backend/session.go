@@ -97,6 +97,7 @@ type SessionOptions struct {
 // Session is one loaded ONNX model: an ONNX Runtime session and the model's
 // signature read from the model file. Run is safe for concurrent use.
 type Session struct {
+	path     string
 	sess     *ort.DynamicAdvancedSession
 	inputs   []tensorSpec
 	outputs  []tensorSpec
@@ -127,7 +128,7 @@ func NewSession(path string, opts SessionOptions) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read model %s: %w", path, err)
 	}
-	s := &Session{inIndex: map[string]int{}, outIndex: map[string]int{}}
+	s := &Session{path: path, inIndex: map[string]int{}, outIndex: map[string]int{}}
 	if s.inputs, err = specsFrom(ins, "input"); err != nil {
 		return nil, err
 	}
@@ -244,6 +245,17 @@ func listSpecs(specs []tensorSpec) string {
 		parts[i] = t.String()
 	}
 	return strings.Join(parts, ", ")
+}
+
+// Infer validates inputs against the model's signature (like a request to
+// the server) and runs the model once, in-process. It returns every output
+// in signature order.
+func (s *Session) Infer(inputs []oip.Tensor) ([]oip.Tensor, error) {
+	bound := make([]*oip.Tensor, len(s.inputs))
+	if err := s.bindInputs(s.path, inputs, bound); err != nil {
+		return nil, err
+	}
+	return safeRun(s.run, bound)
 }
 
 // bindInputs checks request tensors against the signature and stores them in

@@ -179,12 +179,23 @@ func RandomFeatures(seed uint64, n int) [][]float32 {
 	return rows
 }
 
+// NewMLP returns a seeded 32→hidden→100 MLP with the demo models' weight
+// scales; benchmarks use it for heavier models of the same signature.
+func NewMLP(hidden int, seed uint64) *MLP { return newMLP(hidden, seed) }
+
 // Model returns the ONNX ModelProto bytes of a named demo model.
 func Model(name string) ([]byte, error) {
 	m, err := Weights(name)
 	if err != nil {
 		return nil, err
 	}
+	return MLPModel(name, m, name == V3), nil
+}
+
+// MLPModel builds the ONNX model of an MLP with the demo signature
+// (features FP32 [N,32] → scores FP32 [N,100]); withNaNRule adds v3's NaN
+// rule.
+func MLPModel(name string, m *MLP, withNaNRule bool) []byte {
 	g := onnxpb.Graph{
 		Name: name,
 		Inputs: []onnxpb.ValueInfo{{Name: InputName, ElemType: onnxpb.Float, HasShape: true,
@@ -202,7 +213,7 @@ func Model(name string) ([]byte, error) {
 			{Name: "relu", OpType: "Relu", Inputs: []string{"h"}, Outputs: []string{"hr"}},
 		},
 	}
-	if name == V3 {
+	if withNaNRule {
 		// scores = mlp + 0 * Sqrt(features[:, 0:1] + 0.75): NaN exactly
 		// where features[i,0] < -0.75 (the float32 sum of two numbers within
 		// a factor of two is exact, so its sign is the comparison's).
@@ -230,7 +241,7 @@ func Model(name string) ([]byte, error) {
 		DocString:       "Switchyard demo recommender " + name,
 		Graph:           g,
 	}
-	return model.Marshal(), nil
+	return model.Marshal()
 }
 
 func floatTensor(name string, dims []int64, v []float32) onnxpb.Tensor {
