@@ -6,7 +6,9 @@
 #   - ONNX Runtime 1.30.0 shared library for linux-x64, taken from the npm
 #     package onnxruntime-node@1.30.0 (npm pack, no install scripts), verified
 #     by SHA-256, into third_party/onnxruntime/ (git-ignored)
-#   - Debian's libonnx-testdata (ONNX backend test models, for conformance)
+#   - Debian packages: libonnx-testdata (ONNX backend test models, for
+#     conformance) and prometheus (the canary's PromQL source is tested
+#     against a real server)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -58,6 +60,6 @@ else
 fi
 
 # 3. Debian packages the tests use.
-apt_install libonnx-testdata
+apt_install libonnx-testdata prometheus
 
 touch "$ROOT/third_party/.setup-done"
