@@ -1,0 +1,360 @@
+// Command syctl is Switchyard's operator CLI: it drives the control plane's
+// REST API (apply desired state, change weights, run canaries, roll back,
+// shadow, read history, audit and proxies).
+//
+// Exit codes (stable; scripts may rely on them):
+//
+//	0  success
+//	1  API or other error (validation errors, unreachable server, ...)
+//	2  usage error (unknown command or flag, bad arguments, bad config file)
+//	3  not found (model, revision)
+//	4  conflict (stale revision: the model changed since it was read)
+//	5  unauthorized or forbidden (missing/invalid token, role too low)
+//
+// See docs/cli.md for every command with example output.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/switchyard-dev/switchyard/cmd/syctl/internal/client"
+)
+
+// Exit codes.
+const (
+	exitOK           = 0
+	exitError        = 1
+	exitUsage        = 2
+	exitNotFound     = 3
+	exitConflict     = 4
+	exitUnauthorized = 5
+)
+
+// DefaultServer is the control plane's API address when neither --server,
+// SYCTL_SERVER nor the config file name one.
+const DefaultServer = "http://127.0.0.1:7070"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// usageError is a mistake in the command line (exit 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// notFoundError is a local "not found" (exit 3).
+type notFoundError struct{ msg string }
+
+func (e notFoundError) Error() string { return e.msg }
+
+// app holds what every command needs.
+type app struct {
+	ctx    context.Context
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+
+	// Global flags.
+	server, token, config, output string
+	timeout                       time.Duration
+
+	api *client.Client
+}
+
+type cmdFunc func(a *app, args []string) error
+
+type command struct {
+	name, usage, summary string
+	run                  cmdFunc
+}
+
+func commands() []command {
+	return []command{
+		{"apply", "apply -f FILE|- [--revision N]", "create or replace models from a YAML or JSON desired-state file", cmdApply},
+		{"get", "get models | get model NAME", "list models or show one", cmdGet},
+		{"describe", "describe model NAME [--proxy-admin URL]", "show a model's versions, weights, canary, shadow, fallback and live state", cmdDescribe},
+		{"delete", "delete model NAME [--revision N] [--reason TEXT]", "delete a model", cmdDelete},
+		{"weights", "weights set MODEL v1=80 v2=20 [--reason TEXT] [--revision N]", "change a model's traffic weights", cmdWeights},
+		{"canary", "canary start|pause|resume|promote|abort|status MODEL", "drive a model's canary", cmdCanary},
+		{"rollback", "rollback MODEL [--to REVISION] [--reason TEXT] [--wait 10s]", "restore the previous (or a named) revision", cmdRollback},
+		{"shadow", "shadow set MODEL --version V --percent P [--mode M --k K] | shadow off MODEL | shadow report MODEL [--window 5m]", "mirror traffic to a version and compare", cmdShadow},
+		{"history", "history MODEL [--limit N]", "list a model's revisions", cmdHistory},
+		{"audit", "audit [--model NAME] [--limit N] [--before REVISION]", "show the audit log", cmdAudit},
+		{"proxies", "proxies", "list connected proxies and the config they applied", cmdProxies},
+		{"version", "version", "print syctl's version and the server's state", cmdVersion},
+		loadtestCommand(),
+	}
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: syctl [global flags] <command> [arguments] [flags]")
+	fmt.Fprintln(w, "\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nglobal flags (also accepted after the command):")
+	fs := flag.NewFlagSet("syctl", flag.ContinueOnError)
+	var a app
+	a.globalFlags(fs)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 API/other error, 2 usage, 3 not found, 4 conflict (stale revision), 5 unauthorized/forbidden")
+	fmt.Fprintln(w, "run 'syctl <command> -h' for a command's flags")
+}
+
+func (a *app) globalFlags(fs *flag.FlagSet) {
+	fs.StringVar(&a.server, "server", a.server, "control plane API `URL` (env SYCTL_SERVER, config file; default "+DefaultServer+")")
+	fs.StringVar(&a.token, "token", a.token, "bearer `TOKEN` (env SYCTL_TOKEN, config file)")
+	fs.StringVar(&a.config, "config", a.config, "config `FILE` with server and token (env SYCTL_CONFIG; default ~/.config/syctl/config.yaml)")
+	fs.StringVar(&a.output, "o", a.output, "output format: table, json or yaml")
+	fs.StringVar(&a.output, "output", a.output, "output format: table, json or yaml")
+	fs.DurationVar(&a.timeout, "timeout", a.timeout, "timeout of the whole command")
+}
+
+// run is syctl without the process: it returns the exit code.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	a := &app{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, output: "table", timeout: 2 * time.Minute}
+	// Global flags before the command.
+	gfs := flag.NewFlagSet("syctl", flag.ContinueOnError)
+	gfs.SetOutput(io.Discard)
+	a.globalFlags(gfs)
+	if err := gfs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout)
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "error: %v\n\n", err)
+		printUsage(stderr)
+		return exitUsage
+	}
+	rest := gfs.Args()
+	if len(rest) == 0 {
+		printUsage(stderr)
+		return exitUsage
+	}
+	name := rest[0]
+	if name == "help" {
+		printUsage(stdout)
+		return exitOK
+	}
+	var cmd *command
+	for _, c := range commands() {
+		if c.name == name {
+			cmd = &c
+			break
+		}
+	}
+	if cmd == nil {
+		fmt.Fprintf(stderr, "error: unknown command %q\n\n", name)
+		printUsage(stderr)
+		return exitUsage
+	}
+	err := cmd.run(a, rest[1:])
+	return a.report(err, cmd)
+}
+
+// exitCode lets a command that manages its own output return a code.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit %d", int(e)) }
+func (e exitCode) code() int     { return int(e) }
+
+// report prints err and maps it to an exit code.
+func (a *app) report(err error, cmd *command) int {
+	if err == nil {
+		return exitOK
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	var ec exitCode
+	if errors.As(err, &ec) {
+		return ec.code()
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(a.stderr, "error: %s\nusage: syctl %s\n", ue.msg, cmd.usage)
+		return exitUsage
+	}
+	var nf notFoundError
+	if errors.As(err, &nf) {
+		fmt.Fprintf(a.stderr, "error: %s\n", nf.msg)
+		return exitNotFound
+	}
+	var ae *client.APIError
+	if errors.As(err, &ae) {
+		a.printAPIError(ae)
+		switch {
+		case ae.NoEndpoint:
+			return exitError
+		case ae.Status == http.StatusNotFound:
+			return exitNotFound
+		case ae.Status == http.StatusConflict || ae.Status == http.StatusPreconditionFailed:
+			return exitConflict
+		case ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden:
+			return exitUnauthorized
+		}
+		return exitError
+	}
+	fmt.Fprintf(a.stderr, "error: %v\n", err)
+	return exitError
+}
+
+func (a *app) printAPIError(ae *client.APIError) {
+	if ae.NoEndpoint {
+		fmt.Fprintf(a.stderr, "error: %s\n", ae.Error())
+		return
+	}
+	if len(ae.Fields) > 0 {
+		fmt.Fprintf(a.stderr, "error: the API rejected the request (HTTP %d %s):\n", ae.Status, http.StatusText(ae.Status))
+		for _, f := range ae.Fields {
+			fmt.Fprintf(a.stderr, "  %s: %s\n", f.Field, f.Message)
+		}
+		return
+	}
+	msg := ae.Error()
+	switch ae.Status {
+	case http.StatusConflict:
+		if ae.Revision > 0 {
+			msg += fmt.Sprintf(" (current revision %d; read it again and retry)", ae.Revision)
+		}
+	case http.StatusUnauthorized:
+		msg += " (give a token with --token, SYCTL_TOKEN or the config file)"
+	}
+	fmt.Fprintf(a.stderr, "error: %s (HTTP %d)\n", msg, ae.Status)
+}
+
+// parse parses a command's flags wherever they appear among its positional
+// arguments (kubectl style) and returns the positionals. Global flags are
+// accepted too. -- ends flag parsing.
+func (a *app) parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	a.globalFlags(fs)
+	fs.SetOutput(io.Discard)
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fs.SetOutput(a.stdout)
+				fmt.Fprintf(a.stdout, "usage: syctl %s\n\nflags:\n", fs.Name())
+				fs.PrintDefaults()
+				return nil, flag.ErrHelp
+			}
+			return nil, usageError{err.Error()}
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		// fs.Parse stops at the first positional or after "--".
+		consumed := len(args) - len(rest)
+		if consumed > 0 && args[consumed-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	switch a.output {
+	case "table", "json", "yaml", "wide":
+	default:
+		return nil, usagef("-o: want table, json or yaml, got %q", a.output)
+	}
+	return pos, a.connect()
+}
+
+// connect resolves server and token: flag, then environment, then the
+// config file, then the default.
+func (a *app) connect() error {
+	cfgPath := a.config
+	explicit := cfgPath != ""
+	if cfgPath == "" {
+		cfgPath = a.getenv("SYCTL_CONFIG")
+		explicit = cfgPath != ""
+	}
+	if cfgPath == "" {
+		if dir := a.getenv("XDG_CONFIG_HOME"); dir != "" {
+			cfgPath = filepath.Join(dir, "syctl", "config.yaml")
+		} else if home := a.getenv("HOME"); home != "" {
+			cfgPath = filepath.Join(home, ".config", "syctl", "config.yaml")
+		}
+	}
+	var cfg fileConfig
+	if cfgPath != "" {
+		c, err := readConfig(cfgPath)
+		switch {
+		case errors.Is(err, os.ErrNotExist) && !explicit:
+		case err != nil:
+			return usageError{err.Error()}
+		default:
+			cfg = c
+		}
+	}
+	server := first(a.server, a.getenv("SYCTL_SERVER"), cfg.Server, DefaultServer)
+	token := first(a.token, a.getenv("SYCTL_TOKEN"), cfg.Token)
+	if !strings.Contains(server, "://") {
+		server = "http://" + server
+	}
+	a.api = client.New(server, token)
+	a.api.HTTP.Timeout = a.timeout
+	return nil
+}
+
+func first(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// fileConfig is ~/.config/syctl/config.yaml:
+//
+//	server: http://127.0.0.1:7070
+//	token: "…"
+type fileConfig struct {
+	Server string `yaml:"server"`
+	Token  string `yaml:"token"`
+}
+
+func readConfig(path string) (fileConfig, error) {
+	var c fileConfig
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return c, fmt.Errorf("config file %s: %w", path, os.ErrNotExist)
+		}
+		return c, fmt.Errorf("config file: %w", err)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, fmt.Errorf("config file %s: %v (allowed keys: server, token)", path, err)
+	}
+	return c, nil
+}
+
+// cctx is the command's context with the --timeout applied.
+func (a *app) cctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(a.ctx, a.timeout)
+}

@@ -1,0 +1,485 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/switchyard-dev/switchyard/controlplane"
+	"github.com/switchyard-dev/switchyard/proxy"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// The proxy's and gRPC's background goroutines end asynchronously
+		// after Close; http keep-alive readers of the default transport too.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+const (
+	viewerToken   = "viewer-token-0123456789"
+	editorToken   = "editor-token-0123456789"
+	operatorToken = "operator-token-0123456789"
+)
+
+// startCP starts a real control plane on 127.0.0.1:0 (with tokens when
+// auth is true, else loopback no-auth).
+func startCP(t *testing.T, auth bool) *controlplane.ControlPlane {
+	t.Helper()
+	cfg := controlplane.Config{
+		StatePath: filepath.Join(t.TempDir(), "state.db"),
+		APIAddr:   "127.0.0.1:0",
+		XDSAddr:   "127.0.0.1:0",
+	}
+	if auth {
+		a, err := controlplane.NewAuthenticator([]controlplane.Token{
+			{Subject: "vera", Role: "viewer", Token: viewerToken},
+			{Subject: "eddie", Role: "editor", Token: editorToken},
+			{Subject: "olga", Role: "operator", Token: operatorToken},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Auth = a
+	} else {
+		cfg.InsecureLoopbackNoAuth = true
+	}
+	cp, err := controlplane.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.Start(); err != nil {
+		cp.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cp.Close() })
+	return cp
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// syctl runs the CLI in-process against cp with a clean environment
+// (HOME in a temp folder, so no real config file is read).
+func syctl(t *testing.T, cp *controlplane.ControlPlane, env map[string]string, stdin string, args ...string) result {
+	t.Helper()
+	home := t.TempDir()
+	getenv := func(k string) string {
+		if v, ok := env[k]; ok {
+			return v
+		}
+		switch k {
+		case "SYCTL_SERVER":
+			if cp != nil {
+				return cp.APIURL()
+			}
+		case "HOME":
+			return home
+		}
+		return ""
+	}
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	code := run(ctx, args, strings.NewReader(stdin), &out, &errb, getenv)
+	return result{out.String(), errb.String(), code}
+}
+
+func mustOK(t *testing.T, r result) result {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+func wantCode(t *testing.T, r result, code int, stderrHas ...string) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, code, r.stdout, r.stderr)
+	}
+	for _, s := range stderrHas {
+		if !strings.Contains(r.stderr, s) {
+			t.Errorf("stderr lacks %q:\n%s", s, r.stderr)
+		}
+	}
+}
+
+func revisionOf(t *testing.T, s string) int64 {
+	t.Helper()
+	m := regexp.MustCompile(`revision (\d+)`).FindStringSubmatch(s)
+	if m == nil {
+		t.Fatalf("no revision in %q", s)
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	return n
+}
+
+const exampleYAML = "../../examples/recommender.yaml"
+const exampleJSON = "../../examples/recommender-ab.json"
+
+func TestApplyYAMLJSONAndStdin(t *testing.T) {
+	cp := startCP(t, false)
+
+	r := mustOK(t, syctl(t, cp, nil, "", "apply", "-f", exampleYAML))
+	if !strings.HasPrefix(r.stdout, "model/recommender created (revision ") {
+		t.Fatalf("first apply: %q", r.stdout)
+	}
+	rev1 := revisionOf(t, r.stdout)
+	rec, err := cp.Store().Get(context.Background(), "recommender")
+	if err != nil || rec.Revision != rev1 || rec.Model.Spec.Shadow == nil || rec.Model.Spec.Shadow.Version != "v3" {
+		t.Fatalf("stored: %+v, %v", rec, err)
+	}
+
+	// The same document again writes nothing.
+	r = mustOK(t, syctl(t, cp, nil, "", "apply", "-f", exampleYAML))
+	if want := "model/recommender unchanged (revision " + strconv.FormatInt(rev1, 10) + ")\n"; r.stdout != want {
+		t.Fatalf("re-apply: %q, want %q", r.stdout, want)
+	}
+
+	// JSON replaces it.
+	r = mustOK(t, syctl(t, cp, nil, "", "apply", "-f", exampleJSON))
+	if !strings.HasPrefix(r.stdout, "model/recommender configured (revision ") || revisionOf(t, r.stdout) <= rev1 {
+		t.Fatalf("JSON apply: %q", r.stdout)
+	}
+	rec, _ = cp.Store().Get(context.Background(), "recommender")
+	if rec.Model.Spec.Shadow != nil || len(rec.Model.Spec.Versions) != 3 {
+		t.Fatalf("after JSON apply: %+v", rec.Model.Spec)
+	}
+
+	// YAML from stdin, two documents.
+	stdin := `apiVersion: switchyard.dev/v1
+kind: Model
+metadata: {name: ranker}
+spec:
+  versions: [{name: a, endpoints: ["127.0.0.1:8001"]}]
+---
+apiVersion: switchyard.dev/v1
+kind: Model
+metadata: {name: search}
+spec:
+  versions:
+    - {name: a, endpoints: ["127.0.0.1:8001"]}
+    - {name: b, endpoints: ["127.0.0.1:8002"]}
+  traffic: {weights: {a: 3, b: 1}}
+`
+	r = mustOK(t, syctl(t, cp, nil, stdin, "apply", "-f", "-"))
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "model/ranker created") || !strings.HasPrefix(lines[1], "model/search created") {
+		t.Fatalf("stdin apply: %q", r.stdout)
+	}
+
+	// get models: the table and -o json / -o yaml.
+	r = mustOK(t, syctl(t, cp, nil, "", "get", "models"))
+	for _, want := range []string{"NAME", "recommender", "v1,v2,lite", "v1=80 v2=20", "search", "a=3 b=1"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("get models lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = mustOK(t, syctl(t, cp, nil, "", "get", "models", "-o", "json"))
+	var list struct {
+		Items []struct {
+			Revision int64 `json:"revision"`
+			Model    struct {
+				Metadata struct{ Name string } `json:"metadata"`
+			} `json:"model"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list.Items) != 3 {
+		t.Fatalf("get models -o json: %v\n%s", err, r.stdout)
+	}
+	r = mustOK(t, syctl(t, cp, nil, "", "-o", "yaml", "get", "model", "search"))
+	var y struct {
+		Revision int64 `yaml:"revision"`
+		Model    struct {
+			Spec struct {
+				Traffic struct {
+					Weights map[string]int `yaml:"weights"`
+				} `yaml:"traffic"`
+			} `yaml:"spec"`
+		} `yaml:"model"`
+	}
+	if err := yaml.Unmarshal([]byte(r.stdout), &y); err != nil || y.Revision == 0 || y.Model.Spec.Traffic.Weights["a"] != 3 {
+		t.Fatalf("get model -o yaml: %v %+v\n%s", err, y, r.stdout)
+	}
+}
+
+func TestApplyValidationErrorsShowTheField(t *testing.T) {
+	cp := startCP(t, false)
+	bad := `apiVersion: switchyard.dev/v1
+kind: Model
+metadata: {name: recommender}
+spec:
+  versions: [{name: v1, endpoints: ["127.0.0.1:8001"]}]
+  traffic: {weights: {v1: 50, v9: 50}}
+`
+	r := syctl(t, cp, nil, bad, "apply", "-f", "-")
+	wantCode(t, r, exitError, "HTTP 400", "spec.traffic.weights.v9:")
+
+	// An unknown field, from a JSON file: the API's strict decoder names it.
+	dir := t.TempDir()
+	p := filepath.Join(dir, "m.json")
+	os.WriteFile(p, []byte(`{"apiVersion":"switchyard.dev/v1","kind":"Model","metadata":{"name":"recommender"},
+"spec":{"versions":[{"name":"v1","endpoints":["127.0.0.1:8001"]}],"traffic":{"wieghts":{"v1":1}}}}`), 0o644)
+	r = syctl(t, cp, nil, "", "apply", "-f", p)
+	wantCode(t, r, exitError, "spec.traffic.wieghts: unknown field")
+
+	// Nothing was stored.
+	wantCode(t, syctl(t, cp, nil, "", "get", "model", "recommender"), exitNotFound)
+
+	// No name: a local error naming the field.
+	r = syctl(t, cp, nil, "kind: Model\nspec: {}\n", "apply", "-f", "-")
+	wantCode(t, r, exitError, "metadata.name: required")
+}
+
+func TestWeightsHistoryRollbackWithProxy(t *testing.T) {
+	cp := startCP(t, false)
+	mustOK(t, syctl(t, cp, nil, "", "apply", "-f", exampleJSON))
+
+	// A real proxy connected over xDS, so rollback reports its ACK.
+	p, err := proxy.New(proxy.Config{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", XDSAddr: cp.XDSAddr(),
+		NodeID: "proxy-test", StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+
+	r := mustOK(t, syctl(t, cp, nil, "", "weights", "set", "recommender", "v1=50", "v2=50", "--reason", "A/B even"))
+	if !strings.HasPrefix(r.stdout, "model/recommender weights v1=50 v2=50 (revision ") {
+		t.Fatalf("weights set: %q", r.stdout)
+	}
+	abRev := revisionOf(t, r.stdout)
+	r = mustOK(t, syctl(t, cp, nil, "", "weights", "set", "recommender", "v1=100", "v2=0"))
+	if !strings.Contains(r.stdout, "weights v1=100 (revision") {
+		t.Fatalf("weights set: %q", r.stdout)
+	}
+
+	r = mustOK(t, syctl(t, cp, nil, "", "history", "recommender"))
+	for _, want := range []string{"REVISION", "(current)", "weights", "v1=50 v2=50", "A/B even", "v1=80 v2=20", "put"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("history lacks %q:\n%s", want, r.stdout)
+		}
+	}
+
+	// Rollback to the previous revision, confirmed by the proxy.
+	r = mustOK(t, syctl(t, cp, nil, "", "rollback", "recommender", "--reason", "v2 regressed"))
+	want := "model/recommender rolled back to revision " + strconv.FormatInt(abRev, 10) + " (now revision "
+	if !strings.HasPrefix(r.stdout, want) || !strings.Contains(r.stdout, "weights v1=50 v2=50") ||
+		!strings.Contains(r.stdout, "applied on 1/1 proxies in ") {
+		t.Fatalf("rollback:\n%s\nwant prefix %q", r.stdout, want)
+	}
+	rec, _ := cp.Store().Get(context.Background(), "recommender")
+	if rec.Model.Spec.Traffic.Weights["v2"] != 50 {
+		t.Fatalf("stored weights after rollback: %v", rec.Model.Spec.Traffic.Weights)
+	}
+
+	// The proxy reports it in `proxies`, and describe reads its breakers.
+	r = mustOK(t, syctl(t, cp, nil, "", "proxies"))
+	if !strings.Contains(r.stdout, "proxy-test") || !strings.Contains(r.stdout, strconv.FormatInt(rec.Revision, 10)) {
+		t.Fatalf("proxies:\n%s", r.stdout)
+	}
+	r = mustOK(t, syctl(t, cp, nil, "", "proxies", "-o", "json"))
+	var px struct {
+		Proxies []struct{ Node string } `json:"proxies"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &px); err != nil || len(px.Proxies) != 1 || px.Proxies[0].Node != "proxy-test" {
+		t.Fatalf("proxies -o json: %v\n%s", err, r.stdout)
+	}
+	r = mustOK(t, syctl(t, cp, nil, "", "describe", "model", "recommender", "--proxy-admin", "http://"+p.AdminAddr()))
+	for _, want := range []string{"Name:        recommender", "VERSION", "serving", "backup", "closed", "1/1 proxies have applied revision"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("describe lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	// Without a stats source the live columns say n/a.
+	r = mustOK(t, syctl(t, cp, nil, "", "describe", "model", "recommender"))
+	if !strings.Contains(r.stdout, "n/a") {
+		t.Errorf("describe without stats lacks n/a:\n%s", r.stdout)
+	}
+	r = mustOK(t, syctl(t, cp, nil, "", "describe", "model", "recommender", "-o", "json"))
+	var dv describeView
+	if err := json.Unmarshal([]byte(r.stdout), &dv); err != nil || len(dv.Variants) != 3 || dv.Variants[1].Weight != 50 {
+		t.Fatalf("describe -o json: %v\n%s", err, r.stdout)
+	}
+
+	// Rollback to a named revision; an unknown one is not found.
+	r = mustOK(t, syctl(t, cp, nil, "", "rollback", "recommender", "--to", strconv.FormatInt(abRev-1, 10), "--wait", "0"))
+	if !strings.Contains(r.stdout, "weights v1=80 v2=20") {
+		t.Fatalf("rollback --to: %q", r.stdout)
+	}
+	wantCode(t, syctl(t, cp, nil, "", "rollback", "recommender", "--to", "999"), exitNotFound, "no revision 999")
+
+	// The audit log names every change.
+	r = mustOK(t, syctl(t, cp, nil, "", "audit", "--model", "recommender"))
+	for _, want := range []string{"anonymous", "rollback", "v2 regressed", "weights v1=50 v2=50 → v1=100", "created:"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("audit lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = mustOK(t, syctl(t, cp, nil, "", "audit", "-o", "json"))
+	var au struct {
+		Items []struct{ Action string } `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &au); err != nil || len(au.Items) != 5 {
+		t.Fatalf("audit -o json: %v (%d items)\n%s", err, len(au.Items), r.stdout)
+	}
+}
+
+func TestStaleRevisionIsAConflict(t *testing.T) {
+	cp := startCP(t, false)
+	rev := revisionOf(t, mustOK(t, syctl(t, cp, nil, "", "apply", "-f", exampleJSON)).stdout)
+	mustOK(t, syctl(t, cp, nil, "", "weights", "set", "recommender", "v1=90", "v2=10", "--revision", strconv.FormatInt(rev, 10)))
+
+	// rev is stale now: every write pinned to it is refused with exit 4.
+	stale := strconv.FormatInt(rev, 10)
+	wantCode(t, syctl(t, cp, nil, "", "weights", "set", "recommender", "v1=1", "--revision", stale), exitConflict, "HTTP 409", "current revision")
+	wantCode(t, syctl(t, cp, nil, "", "apply", "-f", exampleYAML, "--revision", stale), exitConflict)
+	wantCode(t, syctl(t, cp, nil, "", "shadow", "set", "recommender", "--version", "v2", "--percent", "5", "--revision", stale), exitConflict)
+	wantCode(t, syctl(t, cp, nil, "", "delete", "model", "recommender", "--revision", stale), exitConflict)
+	rec, _ := cp.Store().Get(context.Background(), "recommender")
+	if rec.Model.Spec.Traffic.Weights["v1"] != 90 || rec.Model.Spec.Shadow != nil {
+		t.Fatalf("a stale write changed the model: %+v", rec.Model.Spec)
+	}
+}
+
+func TestAuth(t *testing.T) {
+	cp := startCP(t, true)
+	// No token: 401 → exit 5.
+	wantCode(t, syctl(t, cp, nil, "", "get", "models"), exitUnauthorized, "HTTP 401")
+	// A wrong token.
+	wantCode(t, syctl(t, cp, nil, "", "get", "models", "--token", "not-a-valid-token-at-all"), exitUnauthorized)
+	// Editor from the environment applies.
+	mustOK(t, syctl(t, cp, map[string]string{"SYCTL_TOKEN": editorToken}, "", "apply", "-f", exampleJSON))
+	// Viewer may read but not write: 403 → exit 5.
+	mustOK(t, syctl(t, cp, nil, "", "--token", viewerToken, "get", "models"))
+	wantCode(t, syctl(t, cp, nil, "", "--token", viewerToken, "weights", "set", "recommender", "v1=1"), exitUnauthorized, "HTTP 403", "vera has role viewer")
+	// Editor may not roll back (operator only).
+	wantCode(t, syctl(t, cp, map[string]string{"SYCTL_TOKEN": editorToken}, "", "rollback", "recommender"), exitUnauthorized, "needs operator")
+
+	// Server and token from the config file (~/.config/syctl/config.yaml).
+	home := t.TempDir()
+	os.MkdirAll(filepath.Join(home, ".config", "syctl"), 0o755)
+	os.WriteFile(filepath.Join(home, ".config", "syctl", "config.yaml"),
+		[]byte("server: "+cp.APIURL()+"\ntoken: "+operatorToken+"\n"), 0o600)
+	r := mustOK(t, syctl(t, nil, map[string]string{"HOME": home}, "", "weights", "set", "recommender", "v1=70", "v2=30"))
+	if !strings.Contains(r.stdout, "v1=70 v2=30") {
+		t.Fatalf("config file: %q", r.stdout)
+	}
+	// A flag beats the environment, which beats the config file.
+	wantCode(t, syctl(t, nil, map[string]string{"HOME": home, "SYCTL_TOKEN": viewerToken}, "", "weights", "set", "recommender", "v1=1"), exitUnauthorized)
+	mustOK(t, syctl(t, nil, map[string]string{"HOME": home, "SYCTL_TOKEN": viewerToken}, "", "--token", operatorToken, "weights", "set", "recommender", "v1=1"))
+	// A broken config file is a usage error.
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("sever: x\n"), 0o600)
+	wantCode(t, syctl(t, cp, nil, "", "--config", bad, "get", "models"), exitUsage, "allowed keys: server, token")
+}
+
+func TestNotFoundAndUsage(t *testing.T) {
+	cp := startCP(t, false)
+	wantCode(t, syctl(t, cp, nil, "", "get", "model", "nope"), exitNotFound, "HTTP 404")
+	wantCode(t, syctl(t, cp, nil, "", "describe", "model", "nope"), exitNotFound)
+	wantCode(t, syctl(t, cp, nil, "", "history", "nope"), exitNotFound)
+	wantCode(t, syctl(t, cp, nil, "", "weights", "set", "nope", "v1=1"), exitNotFound)
+	wantCode(t, syctl(t, cp, nil, "", "delete", "model", "nope"), exitNotFound)
+	wantCode(t, syctl(t, cp, nil, "", "shadow", "off", "nope"), exitNotFound)
+
+	wantCode(t, syctl(t, cp, nil, ""), exitUsage)
+	wantCode(t, syctl(t, cp, nil, "", "frobnicate"), exitUsage, `unknown command "frobnicate"`)
+	wantCode(t, syctl(t, cp, nil, "", "weights", "set", "m", "v1:80"), exitUsage, "want VERSION=WEIGHT")
+	wantCode(t, syctl(t, cp, nil, "", "weights", "set", "m", "v1=eighty"), exitUsage, "must be an integer")
+	wantCode(t, syctl(t, cp, nil, "", "get", "models", "-o", "xml"), exitUsage, "want table, json or yaml")
+	wantCode(t, syctl(t, cp, nil, "", "apply"), exitUsage, "-f FILE is required")
+	wantCode(t, syctl(t, cp, nil, "", "apply", "-f", "x", "--bogus"), exitUsage, "flag provided but not defined: -bogus")
+	wantCode(t, syctl(t, cp, nil, "", "canary", "jump", "m"), exitUsage)
+	wantCode(t, syctl(t, cp, nil, "", "rollback", "m", "--wait", "2m"), exitUsage)
+	mustOK(t, syctl(t, cp, nil, "", "apply", "-h"))
+
+	// An unreachable server is exit 1 with the address in the message.
+	wantCode(t, syctl(t, nil, map[string]string{"SYCTL_SERVER": "http://127.0.0.1:1"}, "", "get", "models"), exitError, "cannot reach the control plane at http://127.0.0.1:1")
+}
+
+func TestShadowSetOffAndDelete(t *testing.T) {
+	cp := startCP(t, false)
+	mustOK(t, syctl(t, cp, nil, "", "apply", "-f", exampleJSON))
+	r := mustOK(t, syctl(t, cp, nil, "", "shadow", "set", "recommender", "--version", "v2", "--percent", "10", "--mode", "topk", "--k", "5", "--reason", "try v2"))
+	if !strings.HasPrefix(r.stdout, "model/recommender shadow v2 at 10% (revision ") {
+		t.Fatalf("shadow set: %q", r.stdout)
+	}
+	rec, _ := cp.Store().Get(context.Background(), "recommender")
+	if sh := rec.Model.Spec.Shadow; sh == nil || sh.Version != "v2" || sh.Percent != 10 || sh.Compare.Mode != "topk" || sh.Compare.K != 5 {
+		t.Fatalf("stored shadow: %+v", rec.Model.Spec.Shadow)
+	}
+	// An invalid shadow is the API's field error.
+	wantCode(t, syctl(t, cp, nil, "", "shadow", "set", "recommender", "--version", "v9", "--percent", "10"), exitError, "spec.shadow.version")
+	mustOK(t, syctl(t, cp, nil, "", "shadow", "off", "recommender"))
+	r = mustOK(t, syctl(t, cp, nil, "", "shadow", "off", "recommender"))
+	if !strings.Contains(r.stdout, "unchanged") {
+		t.Fatalf("second shadow off: %q", r.stdout)
+	}
+	r = mustOK(t, syctl(t, cp, nil, "", "audit", "recommender"))
+	if !strings.Contains(r.stdout, "shadow v2 10%") || !strings.Contains(r.stdout, "shadow off") || !strings.Contains(r.stdout, "try v2") {
+		t.Fatalf("audit after shadow:\n%s", r.stdout)
+	}
+
+	r = mustOK(t, syctl(t, cp, nil, "", "delete", "model", "recommender", "--reason", "retired"))
+	if !strings.HasPrefix(r.stdout, "model/recommender deleted (revision ") {
+		t.Fatalf("delete: %q", r.stdout)
+	}
+	wantCode(t, syctl(t, cp, nil, "", "get", "model", "recommender"), exitNotFound)
+	r = mustOK(t, syctl(t, cp, nil, "", "history", "recommender"))
+	if !strings.Contains(r.stdout, "delete") || !strings.Contains(r.stdout, "retired") {
+		t.Fatalf("history after delete:\n%s", r.stdout)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	cp := startCP(t, false)
+	r := mustOK(t, syctl(t, cp, nil, "", "version"))
+	if !strings.HasPrefix(r.stdout, "syctl ") || !strings.Contains(r.stdout, "reachable, config version") {
+		t.Fatalf("version: %q", r.stdout)
+	}
+	r = mustOK(t, syctl(t, cp, nil, "", "version", "-o", "json"))
+	var v struct {
+		Server struct{ Reachable bool } `json:"server"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || !v.Server.Reachable {
+		t.Fatalf("version -o json: %v %s", err, r.stdout)
+	}
+}
+
+func TestJSONToYAMLQuotesAmbiguousStrings(t *testing.T) {
+	b, err := jsonToYAML([]byte(`{"b":"80","a":true,"s":"yes","n":80,"nested":{"x":[1,"2"]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := yaml.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["b"] != "80" || got["s"] != "yes" || got["n"] != 80 || got["a"] != true {
+		t.Fatalf("round trip changed types: %#v\n%s", got, b)
+	}
+	if !strings.HasPrefix(string(b), "b: ") {
+		t.Fatalf("key order not kept:\n%s", b)
+	}
+}
