@@ -168,7 +168,11 @@ func BenchmarkBatching(b *testing.B) {
 					label = "batched-delay=" + delay
 				}
 				b.Run(fmt.Sprintf("%s/grpc/%s/clients=32", model, label), func(b *testing.B) {
+					before := histogram(b, be.Registry, "switchyard_backend_batch_size", req.ModelName)
+					runs0, rows0 := before.GetSampleCount(), before.GetSampleSum()
 					load(b, 32, func() error { _, err := gc.Infer(ctx, req); return err })
+					h := histogram(b, be.Registry, "switchyard_backend_batch_size", req.ModelName)
+					b.ReportMetric((h.GetSampleSum()-rows0)/float64(h.GetSampleCount()-runs0), "rows/run")
 				})
 			}
 			if delay == "0s" {
@@ -179,6 +183,16 @@ func BenchmarkBatching(b *testing.B) {
 				b.Run(fmt.Sprintf("%s/inprocess-ort/clients=32", model), func(b *testing.B) {
 					load(b, 32, func() error { _, err := sess.Infer(in); return err })
 				})
+				// In-process at batch sizes like the batcher's: rows/s is
+				// the ceiling for batched serving.
+				for _, rows := range []int{8, 16} {
+					batch := []oip.Tensor{featuresTensor(demomodels.RandomFeatures(2, rows))}
+					b.Run(fmt.Sprintf("%s/inprocess-ort-batch=%d/clients=2", model, rows), func(b *testing.B) {
+						start := time.Now()
+						load(b, 2, func() error { _, err := sess.Infer(batch); return err })
+						b.ReportMetric(float64(b.N*rows)/time.Since(start).Seconds(), "rows/s")
+					})
+				}
 				sess.Close()
 			}
 		}
