@@ -104,7 +104,7 @@ type Proxy struct {
 	applyMu sync.Mutex
 
 	httpFront *httpFront
-	httpSrv   *http.Server
+	httpSrv   *fastServer
 	grpcSrv   *grpc.Server
 	adminSrv  *http.Server
 	listeners [3]net.Listener
@@ -274,8 +274,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	}
 	ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if l := p.listeners[0]; l != nil {
-		p.httpSrv = &http.Server{Handler: p.httpFront, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute,
-			ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn)}
+		p.httpSrv = &fastServer{p: p, front: p.httpFront}
 		p.serve(func() error { return p.httpSrv.Serve(l) })
 	}
 	if l := p.listeners[1]; l != nil {
@@ -327,6 +326,11 @@ func addrOf(l net.Listener) string {
 	}
 	return l.Addr().String()
 }
+
+// Handler is the OIP v2 REST front-end as a net/http handler (for embedding
+// in another server; the proxy's own listener uses a leaner HTTP/1.1 server
+// with the same behaviour).
+func (p *Proxy) Handler() http.Handler { return p.httpFront }
 
 // HTTPAddr is the bound REST address ("" if off or not started).
 func (p *Proxy) HTTPAddr() string { return addrOf(p.listeners[0]) }

@@ -23,6 +23,9 @@ var ErrConnect = errors.New("connect failed")
 // ErrTimeout marks an attempt that ran out of its deadline.
 var ErrTimeout = errors.New("upstream timed out")
 
+// ErrTooLarge marks a body over its limit.
+var ErrTooLarge = errors.New("body too large")
+
 // ErrProtocol marks a response the client could not parse.
 var ErrProtocol = errors.New("malformed upstream response")
 
@@ -352,7 +355,19 @@ func readResponse(br *bufio.Reader, resp *Response) error {
 	return nil
 }
 
+// ReadChunked appends a chunked transfer-encoded body from br to dst,
+// refusing more than max bytes.
+func ReadChunked(br *bufio.Reader, dst []byte, max int) ([]byte, error) {
+	r := Response{Body: dst}
+	err := readChunkedMax(br, &r, max)
+	return r.Body, err
+}
+
 func readChunked(br *bufio.Reader, resp *Response) error {
+	return readChunkedMax(br, resp, MaxResponseBody)
+}
+
+func readChunkedMax(br *bufio.Reader, resp *Response, max int) error {
 	for {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
@@ -378,8 +393,8 @@ func readChunked(br *bufio.Reader, resp *Response) error {
 				}
 			}
 		}
-		if len(resp.Body)+int(n) > MaxResponseBody {
-			return fmt.Errorf("%w: body exceeds %d bytes", ErrProtocol, MaxResponseBody)
+		if len(resp.Body)+int(n) > max {
+			return fmt.Errorf("%w: body exceeds %d bytes", ErrTooLarge, max)
 		}
 		start := len(resp.Body)
 		resp.Body = grow(resp.Body, int(n))

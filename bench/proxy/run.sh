@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Side-by-side proxy benchmark on this machine: the same ONNX backend and the
+# same load, (1) direct, (2) nginx reverse proxy with a keep-alive upstream,
+# (3) the Switchyard proxy on a plain weighted route (v1 80 / v2 20, both on
+# the same backend) configured by the real control plane over xDS.
+#
+# For each target: fixed rate (RATE rps, DURATION) for added p50/p99, then
+# closed loop (CONC connections, MAXDUR) for max throughput. CPU per proxy is
+# utime+stime from /proc/PID/stat over the measured window (nginx: master +
+# workers). Everything listens on 127.0.0.1; all load is bounded in time.
+#
+#   bench/proxy/run.sh                 # defaults below
+#   RATE=2000 DURATION=10s CONC=32 MAXDUR=5s PROFILE=1 bench/proxy/run.sh
+set -euo pipefail
+RATE=${RATE:-2000}
+DURATION=${DURATION:-10s}
+CONC=${CONC:-32}
+MAXDUR=${MAXDUR:-5s}
+PROFILE=${PROFILE:-0}
+NGINX_WORKERS=${NGINX_WORKERS:-1}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TMP=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+export SWITCHYARD_ORT_LIB=${SWITCHYARD_ORT_LIB:-$ROOT/third_party/onnxruntime/libonnxruntime.so.1}
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+waitok() { for _ in $(seq 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not ready: $1" >&2; return 1; }
+
+cd "$ROOT"
+go build -o "$TMP/switchyard" ./cmd/switchyard
+go build -o "$TMP/loadgen" ./bench/proxy/loadgen
+"$TMP/switchyard" demo-models --out "$TMP/models" >/dev/null
+
+BE_HTTP=$(freeport); BE_GRPC=$(freeport)
+"$TMP/switchyard" backend --model-repository "$TMP/models" --http 127.0.0.1:$BE_HTTP --grpc 127.0.0.1:$BE_GRPC --log-level warn 2>"$TMP/backend.log" &
+PIDS+=($!)
+waitok http://127.0.0.1:$BE_HTTP/v2/models/recommender-v1/ready
+
+CP_API=$(freeport); CP_XDS=$(freeport)
+"$TMP/switchyard" controlplane --state "$TMP/cp.db" --api 127.0.0.1:$CP_API --xds 127.0.0.1:$CP_XDS --insecure-loopback-no-auth --log-level warn 2>"$TMP/cp.log" &
+PIDS+=($!)
+waitok http://127.0.0.1:$CP_API/v1/models
+curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1/models/recommender -d @- >/dev/null <<JSON
+{"apiVersion":"switchyard.dev/v1","kind":"Model","metadata":{"name":"recommender"},
+ "spec":{"versions":[{"name":"v1","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"recommender-v1"},
+                     {"name":"v2","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"recommender-v2"}],
+         "traffic":{"weights":{"v1":80,"v2":20}},"timeout":"2s","retries":{"attempts":1,"budgetPercent":20}}}
+JSON
+
+PX_HTTP=$(freeport); PX_GRPC=$(freeport); PX_ADMIN=$(freeport)
+"$TMP/switchyard" proxy --xds 127.0.0.1:$CP_XDS --http 127.0.0.1:$PX_HTTP --grpc 127.0.0.1:$PX_GRPC --admin 127.0.0.1:$PX_ADMIN --node-id bench --log-level warn 2>"$TMP/proxy.log" &
+PX_PID=$!
+PIDS+=($PX_PID)
+waitok http://127.0.0.1:$PX_ADMIN/ready
+waitok http://127.0.0.1:$PX_HTTP/v2/models/recommender/ready
+
+NG_PORT=$(freeport)
+mkdir -p "$TMP/nginx/logs"
+cat >"$TMP/nginx/nginx.conf" <<CONF
+worker_processes $NGINX_WORKERS;
+error_log $TMP/nginx/logs/error.log warn;
+pid $TMP/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $TMP/nginx/body;
+  proxy_temp_path $TMP/nginx/proxy;
+  upstream backend { server 127.0.0.1:$BE_HTTP; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NG_PORT;
+    location /v2/models/recommender/infer {
+      proxy_pass http://backend/v2/models/recommender-v1/infer;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering on;
+    }
+  }
+}
+CONF
+nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' &
+NG_PID=$!
+PIDS+=($NG_PID)
+sleep 0.3
+NG_PIDS=$(echo $NG_PID $(pgrep -P $NG_PID) | tr ' ' ',')
+curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' http://127.0.0.1:$NG_PORT/v2/models/recommender/infer \
+  -d '{"inputs":[{"name":"features","datatype":"FP32","shape":[1,32],"data":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}]}'
+
+OUT="$TMP/results.jsonl"
+run() { # name url pids mode-args...
+  local name=$1 url=$2 pids=$3; shift 3
+  "$TMP/loadgen" -name "$name" -url "$url" -pid "$pids" "$@" | tee -a "$OUT"
+}
+echo "# fixed rate $RATE rps for $DURATION"
+run direct     http://127.0.0.1:$BE_HTTP/v2/models/recommender-v1/infer "" -rate $RATE -duration $DURATION -concurrency 64
+run nginx      http://127.0.0.1:$NG_PORT/v2/models/recommender/infer "$NG_PIDS" -rate $RATE -duration $DURATION -concurrency 64
+run switchyard http://127.0.0.1:$PX_HTTP/v2/models/recommender/infer "$PX_PID" -rate $RATE -duration $DURATION -concurrency 64
+echo "# closed loop, $CONC connections, $MAXDUR"
+run direct     http://127.0.0.1:$BE_HTTP/v2/models/recommender-v1/infer "" -concurrency $CONC -duration $MAXDUR
+run nginx      http://127.0.0.1:$NG_PORT/v2/models/recommender/infer "$NG_PIDS" -concurrency $CONC -duration $MAXDUR
+if [ "$PROFILE" = 1 ]; then
+  secs=${MAXDUR%s}
+  curl -fsS -o "$ROOT/bench/proxy/cpu.pprof" "http://127.0.0.1:$PX_ADMIN/debug/pprof/profile?seconds=$((secs>1 ? secs-1 : 1))" &
+  PROF=$!
+fi
+run switchyard http://127.0.0.1:$PX_HTTP/v2/models/recommender/infer "$PX_PID" -concurrency $CONC -duration $MAXDUR
+if [ "$PROFILE" = 1 ]; then wait $PROF; echo "# profile: bench/proxy/cpu.pprof (go tool pprof -top $TMP/switchyard bench/proxy/cpu.pprof)"; cp "$TMP/switchyard" "$ROOT/bench/proxy/switchyard.bin"; fi
+
+python3 - "$OUT" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+def get(name, mode): return next(r for r in rows if r["target"] == name and r["mode"].startswith(mode))
+print("\n| target | mode | rps | p50 ms | p99 ms | proxy CPU s | req / proxy CPU-s | errors |")
+print("|---|---|---|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r['target']} | {r['mode']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r.get('cpu_seconds',0):.2f} | {r.get('requests_per_cpu_second',0):.0f} | {r['errors']} |")
+for mode in ("fixed", "closed"):
+    d, n, s = get("direct", mode), get("nginx", mode), get("switchyard", mode)
+    print(f"\n{mode}: added p50/p99 nginx {n['p50_ms']-d['p50_ms']:+.2f}/{n['p99_ms']-d['p99_ms']:+.2f} ms, switchyard {s['p50_ms']-d['p50_ms']:+.2f}/{s['p99_ms']-d['p99_ms']:+.2f} ms; "
+          f"switchyard/nginx requests per CPU-second = {s['requests_per_cpu_second']/n['requests_per_cpu_second']:.2f}x")
+PY

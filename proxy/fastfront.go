@@ -1,0 +1,675 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/switchyard-dev/switchyard/oip"
+	"github.com/switchyard-dev/switchyard/proxy/upstream"
+	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/telemetry"
+)
+
+// fastServer is the REST front-end's HTTP/1.1 server: one goroutine per
+// connection, pooled buffered readers and writers, request heads parsed in
+// place. POST .../infer is answered on this path without net/http (no
+// per-request goroutine, background read or header maps); every other
+// request is handed to the net/http handler (httpFront) through a small
+// adapter. Measured: net/http's server costs most of the gap to nginx (see
+// docs/benchmarks-proxy.md).
+type fastServer struct {
+	p     *Proxy
+	front *httpFront
+
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+	bufs   sync.Pool
+}
+
+const (
+	maxHeaderBytes  = 64 << 10
+	fastIdleTimeout = 5 * time.Minute
+	fastHeadTimeout = 10 * time.Second
+)
+
+type connBufs struct {
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	head []byte
+	hdrs []hdrRef
+}
+
+type hdrRef struct{ name, value []byte }
+
+func (s *fastServer) Serve(l net.Listener) error {
+	s.mu.Lock()
+	s.ln = l
+	s.conns = map[net.Conn]struct{}{}
+	s.mu.Unlock()
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return http.ErrServerClosed
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(c)
+	}
+}
+
+// Shutdown stops accepting, closes idle connections as they finish their
+// request, and waits (until ctx ends) for connections to finish.
+func (s *fastServer) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	// Wake readers blocked waiting for a next request: they see closed and
+	// leave. A request in progress finishes first (its deadline is reset
+	// per request, not here).
+	for c := range s.conns {
+		c.SetReadDeadline(time.Now())
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+func (s *fastServer) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *fastServer) serveConn(c net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		c.Close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	b, _ := s.bufs.Get().(*connBufs)
+	if b == nil {
+		b = &connBufs{br: bufio.NewReaderSize(nil, 16<<10), bw: bufio.NewWriterSize(nil, 16<<10)}
+	}
+	b.br.Reset(c)
+	b.bw.Reset(c)
+	defer func() {
+		b.br.Reset(nil)
+		b.bw.Reset(nil)
+		if cap(b.head) <= maxHeaderBytes {
+			s.bufs.Put(b)
+		}
+	}()
+	for {
+		if s.isClosed() {
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(fastIdleTimeout))
+		if _, err := b.br.Peek(1); err != nil {
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(fastHeadTimeout))
+		keep, err := s.serveOne(c, b)
+		if err != nil || !keep {
+			return
+		}
+	}
+}
+
+// request is a parsed request head; byte slices point into connBufs.head.
+type request struct {
+	method, target, proto []byte
+	hdrs                  []hdrRef
+	contentLength         int64
+	chunked, close        bool
+	expectContinue        bool
+}
+
+func (r *request) header(lowerName string) []byte {
+	for _, h := range r.hdrs {
+		if equalFoldLower(h.name, lowerName) {
+			return h.value
+		}
+	}
+	return nil
+}
+
+func equalFoldLower(a []byte, lower string) bool {
+	if len(a) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		c := a[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func trimCRLF(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// readHead parses the request line and headers into b.head.
+func readHead(b *connBufs) (*request, error) {
+	b.head = b.head[:0]
+	b.hdrs = b.hdrs[:0]
+	type span struct{ n0, n1, v0, v1 int }
+	var spans [64]span
+	sp := spans[:0]
+	line, err := b.br.ReadSlice('\n')
+	if err != nil {
+		return nil, err
+	}
+	b.head = append(b.head, trimCRLF(line)...)
+	reqLineEnd := len(b.head)
+	for {
+		line, err = b.br.ReadSlice('\n')
+		if err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				return nil, errHeadTooLarge
+			}
+			return nil, err
+		}
+		line = trimCRLF(line)
+		if len(line) == 0 {
+			break
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || line[0] == ' ' || line[0] == '\t' {
+			return nil, fmt.Errorf("malformed header line %q", line)
+		}
+		if len(b.head)+len(line) > maxHeaderBytes {
+			return nil, errHeadTooLarge
+		}
+		start := len(b.head)
+		b.head = append(b.head, line...)
+		v0 := start + colon + 1
+		for v0 < len(b.head) && (b.head[v0] == ' ' || b.head[v0] == '\t') {
+			v0++
+		}
+		v1 := len(b.head)
+		for v1 > v0 && (b.head[v1-1] == ' ' || b.head[v1-1] == '\t') {
+			v1--
+		}
+		sp = append(sp, span{start, start + colon, v0, v1})
+	}
+	for _, s := range sp {
+		b.hdrs = append(b.hdrs, hdrRef{name: b.head[s.n0:s.n1], value: b.head[s.v0:s.v1]})
+	}
+	rl := b.head[:reqLineEnd]
+	i := bytes.IndexByte(rl, ' ')
+	j := bytes.LastIndexByte(rl, ' ')
+	if i <= 0 || j <= i {
+		return nil, fmt.Errorf("malformed request line %q", rl)
+	}
+	r := &request{method: rl[:i], target: rl[i+1 : j], proto: rl[j+1:], hdrs: b.hdrs, contentLength: -1}
+	if !bytes.HasPrefix(r.proto, []byte("HTTP/1.")) {
+		return nil, fmt.Errorf("unsupported protocol %q", r.proto)
+	}
+	r.close = bytes.Equal(r.proto, []byte("HTTP/1.0"))
+	for _, h := range r.hdrs {
+		switch {
+		case equalFoldLower(h.name, "content-length"):
+			n, err := strconv.ParseInt(string(h.value), 10, 64)
+			if err != nil || n < 0 || (r.contentLength >= 0 && r.contentLength != n) {
+				return nil, fmt.Errorf("bad Content-Length %q", h.value)
+			}
+			r.contentLength = n
+		case equalFoldLower(h.name, "transfer-encoding"):
+			if !bytes.EqualFold(h.value, []byte("chunked")) {
+				return nil, fmt.Errorf("unsupported Transfer-Encoding %q", h.value)
+			}
+			r.chunked = true
+		case equalFoldLower(h.name, "connection"):
+			if bytes.EqualFold(h.value, []byte("close")) {
+				r.close = true
+			} else if bytes.EqualFold(h.value, []byte("keep-alive")) {
+				r.close = false
+			}
+		case equalFoldLower(h.name, "expect"):
+			r.expectContinue = bytes.EqualFold(h.value, []byte("100-continue"))
+		}
+	}
+	if r.chunked {
+		r.contentLength = -1
+	}
+	return r, nil
+}
+
+var errHeadTooLarge = errors.New("request head too large")
+
+// readBody reads the request body into dst.
+func (s *fastServer) readBody(b *connBufs, r *request, dst []byte) ([]byte, error) {
+	max := s.p.cfg.MaxBodyBytes
+	if r.expectContinue && (r.contentLength > 0 || r.chunked) {
+		if r.contentLength > max {
+			return dst, oip.Errorf(oip.TooLarge, "request body of %d bytes exceeds the limit of %d bytes", r.contentLength, max)
+		}
+		b.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if err := b.bw.Flush(); err != nil {
+			return dst, err
+		}
+	}
+	switch {
+	case r.chunked:
+		out, err := upstream.ReadChunked(b.br, dst[:0], int(max))
+		if errors.Is(err, upstream.ErrTooLarge) {
+			return out, oip.Errorf(oip.TooLarge, "request body exceeds the limit of %d bytes", max)
+		}
+		return out, err
+	case r.contentLength > max:
+		return dst, oip.Errorf(oip.TooLarge, "request body of %d bytes exceeds the limit of %d bytes", r.contentLength, max)
+	case r.contentLength > 0:
+		n := int(r.contentLength)
+		if cap(dst) < n {
+			dst = make([]byte, n)
+		}
+		dst = dst[:n]
+		_, err := io.ReadFull(b.br, dst)
+		return dst, err
+	}
+	return dst[:0], nil
+}
+
+// serveOne serves one request; it reports whether the connection stays open.
+func (s *fastServer) serveOne(c net.Conn, b *connBufs) (bool, error) {
+	r, err := readHead(b)
+	if err != nil {
+		if !errors.Is(err, io.EOF) && !isTimeout(err) {
+			status := http.StatusBadRequest
+			if errors.Is(err, errHeadTooLarge) {
+				status = http.StatusRequestHeaderFieldsTooLarge
+			}
+			writeSimple(b.bw, status, fmt.Sprintf(`{"error":%q}`, err.Error()), true)
+			b.bw.Flush()
+		}
+		return false, err
+	}
+	c.SetReadDeadline(time.Time{})
+	c.SetWriteDeadline(time.Now().Add(time.Minute))
+	path := r.target
+	if i := bytes.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	if bytes.Equal(r.method, []byte("POST")) && bytes.HasSuffix(path, []byte("/infer")) {
+		rt := oip.ParseHTTPPath(string(path))
+		if rt.Kind == oip.RouteInfer {
+			return s.infer(c, b, r, rt)
+		}
+	}
+	return s.fallback(c, b, r)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func writeSimple(bw *bufio.Writer, status int, body string, close bool) {
+	bw.WriteString("HTTP/1.1 ")
+	bw.WriteString(strconv.Itoa(status))
+	bw.WriteByte(' ')
+	bw.WriteString(http.StatusText(status))
+	bw.WriteString("\r\nContent-Type: application/json\r\nContent-Length: ")
+	bw.WriteString(strconv.Itoa(len(body)))
+	if close {
+		bw.WriteString("\r\nConnection: close")
+	}
+	bw.WriteString("\r\n\r\n")
+	bw.WriteString(body)
+}
+
+func headerString(r *request, lowerName string) string {
+	v := r.header(lowerName)
+	if v == nil {
+		return ""
+	}
+	return string(v)
+}
+
+// infer is the fast path of POST /v2/models/{name}[/versions/{v}]/infer.
+func (s *fastServer) infer(c net.Conn, b *connBufs, r *request, rt oip.HTTPRoute) (bool, error) {
+	p := s.p
+	start := time.Now()
+	snap := p.snap.Load()
+	var route *Route
+	var choice routing.Choice
+	var oerr *oip.Error
+	if snap != nil && rt.Version == "" {
+		if route = snap.routes[rt.Model]; route != nil {
+			key := ""
+			if route.stickyMD != "" {
+				key = headerString(r, route.stickyMD)
+			}
+			choice = route.Picker.Pick(headerString(r, route.overrideMD), key, rand.Uint64())
+		}
+	}
+	if route == nil {
+		route, choice, oerr = p.resolve(snap, rt.Model, rt.Version, "", "")
+	}
+	st := s.front.get()
+	defer s.front.put(st)
+	x := &st.x
+	var err error
+	x.body, err = s.readBody(b, r, x.body)
+	if err != nil {
+		if e, ok := err.(*oip.Error); ok {
+			writeErrorTo(b.bw, e.HTTPStatus(), e.Msg, nil, true)
+			b.bw.Flush()
+		}
+		return false, err
+	}
+	ctx := context.Background()
+	if oerr != nil {
+		writeErrorTo(b.bw, oerr.HTTPStatus(), oerr.Msg, nil, r.close)
+		p.logRequest(ctx, rt.Model, "", oerr.HTTPStatus(), start, oerr, headerString(r, "traceparent"))
+		return !r.close, s.flush(b)
+	}
+	x.Route, x.Choice, x.Start = route, choice, start
+	x.Deadline = start.Add(route.Timeout)
+	if route.stickyMD != "" {
+		x.StickyKey = headerString(r, route.stickyMD)
+	}
+	x.contentType = internCT(r.header("content-type"))
+	v := route.Variants[choice.Index]
+	if hl := r.header("inference-header-content-length"); hl != nil {
+		n, err := strconv.Atoi(string(hl))
+		if err != nil || n < 0 || n > len(x.body) {
+			e := oip.Errorf(oip.InvalidArgument, "%s %q is not an integer in 0..%d (the body size)", hdrInferHeader, hl, len(x.body))
+			writeErrorTo(b.bw, e.HTTPStatus(), e.Msg, v, r.close)
+			v.metrics.request(httpCode(e.HTTPStatus()), time.Since(start).Seconds())
+			return !r.close, s.flush(b)
+		}
+		x.headerLen = n
+	}
+	x.TraceParent = headerString(r, "traceparent")
+	x.TraceState = headerString(r, "tracestate")
+	var span trace.Span
+	if p.tracing {
+		ctx = p.prop.Extract(ctx, headCarrier{r})
+		ctx, span = p.tracer.Start(ctx, "infer "+route.Name, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("switchyard.model", route.Name), attribute.String("switchyard.pick", choice.Reason.String())))
+		x.TraceParent = telemetry.FormatTraceparent(span.SpanContext())
+	}
+	route.Budget.Deposit()
+	res := &st.res
+	err = route.invoker.Invoke(ctx, x, v, res)
+	status := s.respond(b.bw, st, err, r.close)
+	if span != nil {
+		span.SetAttributes(attribute.String("switchyard.variant", variantName(res, v)), attribute.Int("http.response.status_code", status))
+		if status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(status))
+		}
+		span.End()
+	}
+	mv := v.metrics
+	if res.Variant != nil {
+		mv = res.Variant.metrics
+	}
+	mv.request(httpCode(status), time.Since(start).Seconds())
+	if status >= 400 || p.sampler.Keep() {
+		p.logExchange(ctx, x, res, v, status, err)
+	}
+	return !r.close, s.flush(b)
+}
+
+// flush writes out buffered responses unless more pipelined requests are
+// already waiting (then they share one write).
+func (s *fastServer) flush(b *connBufs) error {
+	if b.br.Buffered() > 0 {
+		return nil
+	}
+	return b.bw.Flush()
+}
+
+func internCT(v []byte) string {
+	switch string(v) {
+	case "":
+		return ""
+	case "application/json":
+		return "application/json"
+	case "application/octet-stream":
+		return "application/octet-stream"
+	}
+	return string(v)
+}
+
+func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, fallback string, headerLen, n int, close bool) {
+	if status == 200 {
+		bw.WriteString("HTTP/1.1 200 OK\r\n")
+	} else {
+		bw.WriteString("HTTP/1.1 ")
+		var tmp [8]byte
+		bw.Write(strconv.AppendInt(tmp[:0], int64(status), 10))
+		bw.WriteByte(' ')
+		bw.WriteString(http.StatusText(status))
+		bw.WriteString("\r\n")
+	}
+	if ct != "" {
+		bw.WriteString("Content-Type: ")
+		bw.WriteString(ct)
+		bw.WriteString("\r\n")
+	}
+	if v != nil {
+		bw.WriteString("X-Switchyard-Variant: ")
+		bw.WriteString(v.Name)
+		bw.WriteString("\r\n")
+	}
+	if fallback != "" {
+		bw.WriteString("X-Switchyard-Fallback: ")
+		bw.WriteString(fallback)
+		bw.WriteString("\r\n")
+	}
+	var tmp [20]byte
+	if headerLen > 0 {
+		bw.WriteString("Inference-Header-Content-Length: ")
+		bw.Write(strconv.AppendInt(tmp[:0], int64(headerLen), 10))
+		bw.WriteString("\r\n")
+	}
+	if close {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("Content-Length: ")
+	bw.Write(strconv.AppendInt(tmp[:0], int64(n), 10))
+	bw.WriteString("\r\n\r\n")
+}
+
+func writeErrorTo(bw *bufio.Writer, status int, msg string, v *Variant, close bool) {
+	body := errorJSON(msg)
+	writeHead(bw, status, "application/json", v, "", 0, len(body), close)
+	bw.Write(body)
+}
+
+func errorJSON(msg string) []byte {
+	var sb strings.Builder
+	sb.WriteString(`{"error":`)
+	sb.WriteString(strconv.Quote(msg))
+	sb.WriteString("}")
+	return []byte(sb.String())
+}
+
+// respond writes the result (or error) and returns the status sent.
+func (s *fastServer) respond(bw *bufio.Writer, st *exchangeState, err error, close bool) int {
+	res := &st.res
+	if err != nil {
+		e := oip.AsError(err)
+		body := errorJSON(e.Msg)
+		writeHead(bw, e.HTTPStatus(), "application/json", res.Variant, res.Fallback, 0, len(body), close)
+		bw.Write(body)
+		return e.HTTPStatus()
+	}
+	body, status, ct, headerLen := res.Body, res.Status, res.ContentType, res.HeaderLen
+	if res.PB != nil || (res.parsed != nil && len(res.Body) == 0) {
+		resp, perr := res.Response()
+		var req *oip.InferRequest
+		if perr == nil {
+			req, perr = st.x.Request()
+		}
+		if perr == nil {
+			st.out, headerLen, perr = oip.AppendInferResponse(st.out[:0], resp, req)
+		}
+		if perr != nil {
+			msg := errorJSON(fmt.Sprintf("model %q: cannot encode the upstream answer: %v", st.x.Route.Name, perr))
+			writeHead(bw, http.StatusBadGateway, "application/json", res.Variant, res.Fallback, 0, len(msg), close)
+			bw.Write(msg)
+			return http.StatusBadGateway
+		}
+		body, status, ct = st.out, http.StatusOK, "application/json"
+		if headerLen > 0 {
+			ct = "application/octet-stream"
+		}
+	}
+	writeHead(bw, status, ct, res.Variant, res.Fallback, headerLen, len(body), close)
+	bw.Write(body)
+	return status
+}
+
+// headCarrier reads W3C trace context from a parsed request head.
+type headCarrier struct{ r *request }
+
+func (h headCarrier) Get(k string) string { return headerString(h.r, strings.ToLower(k)) }
+func (h headCarrier) Set(string, string)  {}
+func (h headCarrier) Keys() []string {
+	out := make([]string, 0, len(h.r.hdrs))
+	for _, x := range h.r.hdrs {
+		out = append(out, strings.ToLower(string(x.name)))
+	}
+	return out
+}
+
+var _ propagation.TextMapCarrier = headCarrier{}
+
+// fallback serves any other request through the net/http handler.
+func (s *fastServer) fallback(c net.Conn, b *connBufs, r *request) (bool, error) {
+	body, err := s.readBody(b, r, nil)
+	if err != nil {
+		if e, ok := err.(*oip.Error); ok {
+			writeErrorTo(b.bw, e.HTTPStatus(), e.Msg, nil, true)
+			b.bw.Flush()
+		}
+		return false, err
+	}
+	target := string(r.target)
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		writeErrorTo(b.bw, http.StatusBadRequest, fmt.Sprintf("bad request target %q", target), nil, true)
+		b.bw.Flush()
+		return false, err
+	}
+	hdr := make(http.Header, len(r.hdrs))
+	for _, h := range r.hdrs {
+		hdr.Add(string(h.name), string(h.value))
+	}
+	req := (&http.Request{
+		Method: string(r.method), URL: u, RequestURI: target, Proto: string(r.proto), ProtoMajor: 1, ProtoMinor: 1,
+		Header: hdr, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
+		Host: hdr.Get("Host"), RemoteAddr: c.RemoteAddr().String(),
+	}).WithContext(context.Background())
+	w := &bufferedWriter{header: http.Header{}}
+	s.front.ServeHTTP(w, req)
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	b.bw.WriteString("HTTP/1.1 ")
+	b.bw.WriteString(strconv.Itoa(w.status))
+	b.bw.WriteByte(' ')
+	b.bw.WriteString(http.StatusText(w.status))
+	b.bw.WriteString("\r\n")
+	w.header.Del("Content-Length")
+	w.header.Del("Connection")
+	w.header.Write(b.bw)
+	if r.close {
+		b.bw.WriteString("Connection: close\r\n")
+	}
+	fmt.Fprintf(b.bw, "Content-Length: %d\r\n\r\n", w.buf.Len())
+	if !bytes.Equal(r.method, []byte("HEAD")) {
+		b.bw.Write(w.buf.Bytes())
+	}
+	return !r.close, s.flush(b)
+}
+
+type bufferedWriter struct {
+	header http.Header
+	status int
+	buf    bytes.Buffer
+}
+
+func (w *bufferedWriter) Header() http.Header { return w.header }
+func (w *bufferedWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+}
+func (w *bufferedWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.buf.Write(b)
+}
