@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // Binary tensor data extension: a body may carry a JSON header followed by
@@ -268,8 +269,20 @@ func (s *scanner) params(path string) (map[string]any, error) {
 	return m, err
 }
 
-// tensor reads one input or output tensor object into t.
+// tensor reads one input or output tensor object into t. Once the tensor's
+// name is known, errors name it too: `inputs[0] ("features").data: ...`.
 func (s *scanner) tensor(t *Tensor, kind string, i int) error {
+	err := s.tensorFields(t, kind, i)
+	if e, ok := err.(*Error); ok && t.Name != "" {
+		path := kind + "[" + strconv.Itoa(i) + "]"
+		if strings.HasPrefix(e.Msg, path) && !strings.HasPrefix(e.Msg, path+".name") {
+			e.Msg = path + " (" + strconv.Quote(t.Name) + ")" + e.Msg[len(path):]
+		}
+	}
+	return err
+}
+
+func (s *scanner) tensorFields(t *Tensor, kind string, i int) error {
 	path := kind + "[" + strconv.Itoa(i) + "]"
 	var seenName, seenShape, seenType bool
 	dataAt := -1
