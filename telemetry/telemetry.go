@@ -148,4 +148,3 @@ func (s *Sampler) Keep() bool {
 	}
 	return s.n.Add(1)%s.every == 1
 }
-
