@@ -16,7 +16,8 @@ RATE=${RATE:-2000}
 DURATION=${DURATION:-10s}
 CONC=${CONC:-32}
 MAXDUR=${MAXDUR:-5s}
-PROFILE=${PROFILE:-0}
+PROFILE=${PROFILE:-0}   # 1: CPU profile of the proxy's closed-loop run into $PROFILE_DIR
+PROFILE_DIR=${PROFILE_DIR:-/tmp/switchyard-proxy-profile}
 NGINX_WORKERS=${NGINX_WORKERS:-1}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TMP=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
@@ -104,11 +105,16 @@ run direct     http://127.0.0.1:$BE_HTTP/v2/models/recommender-v1/infer "" -conc
 run nginx      http://127.0.0.1:$NG_PORT/v2/models/recommender/infer "$NG_PIDS" -concurrency $CONC -duration $MAXDUR
 if [ "$PROFILE" = 1 ]; then
   secs=${MAXDUR%s}
-  curl -fsS -o "$ROOT/bench/proxy/cpu.pprof" "http://127.0.0.1:$PX_ADMIN/debug/pprof/profile?seconds=$((secs>1 ? secs-1 : 1))" &
+  mkdir -p "$PROFILE_DIR"
+  curl -fsS -o "$PROFILE_DIR/cpu.pprof" "http://127.0.0.1:$PX_ADMIN/debug/pprof/profile?seconds=$((secs>1 ? secs-1 : 1))" &
   PROF=$!
 fi
 run switchyard http://127.0.0.1:$PX_HTTP/v2/models/recommender/infer "$PX_PID" -concurrency $CONC -duration $MAXDUR
-if [ "$PROFILE" = 1 ]; then wait $PROF; echo "# profile: bench/proxy/cpu.pprof (go tool pprof -top $TMP/switchyard bench/proxy/cpu.pprof)"; cp "$TMP/switchyard" "$ROOT/bench/proxy/switchyard.bin"; fi
+if [ "$PROFILE" = 1 ]; then
+  wait $PROF
+  cp "$TMP/switchyard" "$PROFILE_DIR/switchyard"
+  echo "# profile: go tool pprof -top $PROFILE_DIR/switchyard $PROFILE_DIR/cpu.pprof"
+fi
 
 python3 - "$OUT" <<'PY'
 import json, sys
