@@ -120,7 +120,8 @@ func cmdCanary(a *app, args []string) error {
 		} else if *version != "" || *steps != "" || *stepDur != "" {
 			return usagef("--version, --steps and --step-duration go with canary start")
 		}
-		raw, err = a.api.Raw(ctx, http.MethodPost, path+"/"+action, body)
+		path += "/" + action
+		raw, err = a.api.Raw(ctx, http.MethodPost, path, body)
 	default:
 		return usagef("unknown canary action %q (want start, pause, resume, promote, abort or status)", action)
 	}

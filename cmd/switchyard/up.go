@@ -1,0 +1,668 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
+	"github.com/switchyard-dev/switchyard/routing"
+)
+
+func init() {
+	register("up", "the whole stack locally: control plane, proxy, backends for recommender v1, v2, v3, lite", runUp)
+}
+
+// Default ports of `switchyard up` (all on 127.0.0.1).
+const (
+	upAPIPort        = 7070
+	upXDSPort        = 18000
+	upProxyHTTPPort  = 8080
+	upProxyGRPCPort  = 8081
+	upProxyAdminPort = 9901
+)
+
+var (
+	upBackendHTTPPorts = []int{8001, 8002, 8003, 8004}
+	upBackendGRPCPorts = []int{9001, 9002, 9003, 9004}
+)
+
+// upVersion is one demo model version served by its own backend process.
+type upVersion struct {
+	Name  string `json:"name"`  // version name in the desired state
+	Model string `json:"model"` // backend model name
+}
+
+var upVersions = []upVersion{
+	{"v1", demomodels.V1}, {"v2", demomodels.V2}, {"v3", demomodels.V3}, {"lite", demomodels.Lite},
+}
+
+// upPorts are the listen ports; 0 picks a free one.
+type upPorts struct {
+	API, XDS, ProxyHTTP, ProxyGRPC, ProxyAdmin int
+	BackendHTTP, BackendGRPC                   []int
+}
+
+// upInfo is written to STATE/up.json once the stack is ready (for scripts
+// and tests) and removed when it stops.
+type upInfo struct {
+	PID        int             `json:"pid"`
+	API        string          `json:"api"`
+	XDS        string          `json:"xds"`
+	ProxyHTTP  string          `json:"proxyHttp"`
+	ProxyGRPC  string          `json:"proxyGrpc"`
+	ProxyAdmin string          `json:"proxyAdmin"`
+	Backends   []upBackendInfo `json:"backends"`
+	Processes  map[string]int  `json:"processes"`
+	Revision   int64           `json:"revision"`
+	Model      string          `json:"model"`
+	StartedAt  time.Time       `json:"startedAt"`
+	StateDir   string          `json:"stateDir"`
+}
+
+type upBackendInfo struct {
+	Version string `json:"version"`
+	Model   string `json:"model"`
+	HTTP    string `json:"http"`
+	GRPC    string `json:"grpc"`
+}
+
+func runUp(args []string) error {
+	fs := flag.NewFlagSet("switchyard up", flag.ContinueOnError)
+	stateDir := fs.String("state-dir", ".state", "`DIR` for the control plane's state, demo models, the proxy's last good config and logs (created; reused on the next run)")
+	p := upPorts{}
+	fs.IntVar(&p.API, "api-port", upAPIPort, "control plane REST API port")
+	fs.IntVar(&p.XDS, "xds-port", upXDSPort, "control plane xDS (ADS) port")
+	fs.IntVar(&p.ProxyHTTP, "proxy-http-port", upProxyHTTPPort, "proxy OIP v2 REST port")
+	fs.IntVar(&p.ProxyGRPC, "proxy-grpc-port", upProxyGRPCPort, "proxy OIP v2 gRPC port")
+	fs.IntVar(&p.ProxyAdmin, "proxy-admin-port", upProxyAdminPort, "proxy admin port (/ready, /stats, /config_dump, /metrics)")
+	bHTTP := fs.String("backend-http-ports", joinInts(upBackendHTTPPorts), "REST `PORTS` of the v1,v2,v3,lite backends")
+	bGRPC := fs.String("backend-grpc-ports", joinInts(upBackendGRPCPorts), "gRPC `PORTS` of the v1,v2,v3,lite backends")
+	anyPorts := fs.Bool("any-ports", false, "pick free ports instead of the defaults for every port flag not given (a port flag of 0 does this for one port)")
+	keep := fs.Bool("keep-state", false, "keep a stored recommender model instead of applying the starting state")
+	readyTimeout := fs.Duration("ready-timeout", 90*time.Second, "how long to wait for every process to become ready")
+	ortLib := fs.String("ort-lib", "", "ONNX Runtime shared library for the backends (default: the backend's own lookup)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	var err error
+	if p.BackendHTTP, err = parsePorts("--backend-http-ports", *bHTTP, len(upVersions)); err != nil {
+		return err
+	}
+	if p.BackendGRPC, err = parsePorts("--backend-grpc-ports", *bGRPC, len(upVersions)); err != nil {
+		return err
+	}
+	if *readyTimeout <= 0 {
+		return fmt.Errorf("--ready-timeout: want > 0, got %s", *readyTimeout)
+	}
+	if *anyPorts {
+		// Free ports for every port flag not given explicitly.
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, port := range map[string]*int{"api-port": &p.API, "xds-port": &p.XDS, "proxy-http-port": &p.ProxyHTTP,
+			"proxy-grpc-port": &p.ProxyGRPC, "proxy-admin-port": &p.ProxyAdmin} {
+			if !set[name] {
+				*port = 0
+			}
+		}
+		if !set["backend-http-ports"] {
+			p.BackendHTTP = make([]int, len(upVersions))
+		}
+		if !set["backend-grpc-ports"] {
+			p.BackendGRPC = make([]int, len(upVersions))
+		}
+	}
+	if err := resolvePorts(&p); err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	u := &upStack{ports: p, stateDir: *stateDir, keep: *keep, readyTimeout: *readyTimeout, ortLib: *ortLib,
+		out: os.Stdout, logw: os.Stderr}
+	return u.run(ctx)
+}
+
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
+}
+
+func parsePorts(flagName, s string, n int) ([]int, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) != n {
+		return nil, fmt.Errorf("%s: want %d comma-separated ports (v1,v2,v3,lite), got %q", flagName, n, s)
+	}
+	out := make([]int, n)
+	for i, p := range parts {
+		v, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || v < 0 || v > 65535 {
+			return nil, fmt.Errorf("%s: %q is not a port (0..65535)", flagName, p)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// resolvePorts checks that every fixed port is free on 127.0.0.1 and picks
+// free ports for the zeros. A taken port is a clear error naming its flag.
+func resolvePorts(p *upPorts) error {
+	type slot struct {
+		port *int
+		what string
+		flag string
+	}
+	slots := []slot{
+		{&p.API, "control plane API", "--api-port"}, {&p.XDS, "control plane xDS", "--xds-port"},
+		{&p.ProxyHTTP, "proxy HTTP", "--proxy-http-port"}, {&p.ProxyGRPC, "proxy gRPC", "--proxy-grpc-port"},
+		{&p.ProxyAdmin, "proxy admin", "--proxy-admin-port"},
+	}
+	for i, v := range upVersions {
+		slots = append(slots,
+			slot{&p.BackendHTTP[i], "backend " + v.Name + " HTTP", "--backend-http-ports"},
+			slot{&p.BackendGRPC[i], "backend " + v.Name + " gRPC", "--backend-grpc-ports"})
+	}
+	seen := map[int]string{}
+	// Hold every listener until all are chosen, so free picks never collide.
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	for _, s := range slots {
+		if *s.port != 0 {
+			if other, dup := seen[*s.port]; dup {
+				return fmt.Errorf("port %d is given for both %s and %s", *s.port, other, s.what)
+			}
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(*s.port)))
+		if err != nil {
+			return fmt.Errorf("port %d (%s, %s) is taken on 127.0.0.1: %v; stop what uses it, choose another port with %s, or use --any-ports",
+				*s.port, s.what, s.flag, errors.Unwrap(err), s.flag)
+		}
+		held = append(held, l)
+		*s.port = l.Addr().(*net.TCPAddr).Port
+		seen[*s.port] = s.what
+	}
+	return nil
+}
+
+// upStack runs and supervises the child processes.
+type upStack struct {
+	ports        upPorts
+	stateDir     string
+	keep         bool
+	readyTimeout time.Duration
+	ortLib       string
+	out, logw    io.Writer
+
+	exe      string
+	mu       sync.Mutex
+	children []*upChild
+	stopping bool
+}
+
+type upChild struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+func (u *upStack) run(ctx context.Context) (err error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the switchyard binary: %w", err)
+	}
+	u.exe = exe
+	dirs := map[string]string{}
+	for _, d := range []string{"", "logs", "models", "proxy"} {
+		p := filepath.Join(u.stateDir, d)
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			return fmt.Errorf("state folder: %w", err)
+		}
+		dirs[d] = p
+	}
+	infoPath := filepath.Join(u.stateDir, "up.json")
+	os.Remove(infoPath)
+	defer func() {
+		os.Remove(infoPath)
+		if serr := u.stopAll(); err == nil {
+			err = serr
+		}
+	}()
+
+	// Demo models: one repository per version, so each backend serves one.
+	for _, v := range upVersions {
+		if err := demomodels.WriteModel(filepath.Join(dirs["models"], v.Name), v.Model, "1"); err != nil {
+			return fmt.Errorf("write demo model %s: %w", v.Model, err)
+		}
+	}
+	fmt.Fprintf(u.logw, "switchyard up: state in %s, logs in %s\n", u.stateDir, dirs["logs"])
+
+	p := u.ports
+	if _, err := u.start("controlplane", "controlplane", "--state", filepath.Join(u.stateDir, "controlplane.db"),
+		"--api", addr(p.API), "--xds", addr(p.XDS), "--insecure-loopback-no-auth"); err != nil {
+		return err
+	}
+	for i, v := range upVersions {
+		args := []string{"backend", "--model-repository", filepath.Join(dirs["models"], v.Name),
+			"--http", addr(p.BackendHTTP[i]), "--grpc", addr(p.BackendGRPC[i])}
+		if u.ortLib != "" {
+			args = append(args, "--ort-lib", u.ortLib)
+		}
+		if _, err := u.start("backend-"+v.Name, args...); err != nil {
+			return err
+		}
+	}
+	if _, err := u.start("proxy", "proxy", "--xds", addr(p.XDS), "--http", addr(p.ProxyHTTP), "--grpc", addr(p.ProxyGRPC),
+		"--admin", addr(p.ProxyAdmin), "--node-id", "local-proxy", "--state-dir", dirs["proxy"]); err != nil {
+		return err
+	}
+
+	rctx, cancel := context.WithTimeout(ctx, u.readyTimeout)
+	defer cancel()
+	apiURL := "http://" + addr(p.API)
+	if err := u.waitHTTP(rctx, "controlplane", apiURL+"/healthz", true); err != nil {
+		return err
+	}
+	for i, v := range upVersions {
+		if err := u.waitHTTP(rctx, "backend-"+v.Name, "http://"+addr(p.BackendHTTP[i])+"/v2/health/ready", true); err != nil {
+			return err
+		}
+	}
+	if err := u.waitHTTP(rctx, "proxy", "http://"+addr(p.ProxyAdmin)+"/ready", false); err != nil {
+		return err
+	}
+	rev, verb, err := u.applyStartingState(rctx, apiURL)
+	if err != nil {
+		return err
+	}
+	inferURL := "http://" + addr(p.ProxyHTTP) + "/v2/models/recommender/infer"
+	variant, err := u.waitServing(rctx, inferURL)
+	if err != nil {
+		return err
+	}
+
+	info := upInfo{PID: os.Getpid(), API: apiURL, XDS: addr(p.XDS), ProxyHTTP: "http://" + addr(p.ProxyHTTP),
+		ProxyGRPC: addr(p.ProxyGRPC), ProxyAdmin: "http://" + addr(p.ProxyAdmin), Processes: map[string]int{},
+		Revision: rev, Model: "recommender", StartedAt: time.Now().UTC(), StateDir: u.stateDir}
+	for i, v := range upVersions {
+		info.Backends = append(info.Backends, upBackendInfo{Version: v.Name, Model: v.Model,
+			HTTP: "http://" + addr(p.BackendHTTP[i]), GRPC: addr(p.BackendGRPC[i])})
+	}
+	u.mu.Lock()
+	for _, c := range u.children {
+		info.Processes[c.name] = c.cmd.Process.Pid
+	}
+	u.mu.Unlock()
+	if b, err := json.MarshalIndent(info, "", "  "); err == nil {
+		_ = os.WriteFile(infoPath, append(b, '\n'), 0o644)
+	}
+	u.printBanner(info, rev, verb, variant)
+
+	<-ctx.Done()
+	fmt.Fprintln(u.logw, "\nswitchyard up: stopping")
+	return nil
+}
+
+// start launches `switchyard ARGS...` as a child in its own process group,
+// killed by the kernel if this process dies (Pdeathsig), output to a log.
+func (u *upStack) start(name string, args ...string) (*upChild, error) {
+	logPath := filepath.Join(u.stateDir, "logs", name+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("log file for %s: %w", name, err)
+	}
+	cmd := exec.Command(u.exe, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.stopping {
+		f.Close()
+		return nil, errors.New("stopping")
+	}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	c := &upChild{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	u.children = append(u.children, c)
+	go func() {
+		c.err = cmd.Wait()
+		f.Close()
+		u.mu.Lock()
+		stopping := u.stopping
+		u.mu.Unlock()
+		if !stopping {
+			fmt.Fprintf(u.logw, "switchyard up: %s (pid %d) exited: %v; the rest keeps running (log: %s)\n", name, cmd.Process.Pid, exitText(c.err), logPath)
+		}
+		close(c.done)
+	}()
+	return c, nil
+}
+
+func exitText(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}
+
+// stopAll sends SIGTERM to every child's process group, waits up to 10s,
+// then SIGKILLs what is left and waits for it.
+func (u *upStack) stopAll() error {
+	u.mu.Lock()
+	u.stopping = true
+	children := append([]*upChild(nil), u.children...)
+	u.mu.Unlock()
+	// Proxy first (it drains), then the control plane, then the backends.
+	for i := len(children) - 1; i >= 0; i-- {
+		c := children[i]
+		select {
+		case <-c.done:
+		default:
+			_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGTERM)
+		}
+	}
+	deadline := time.After(10 * time.Second)
+	var stuck []string
+	for _, c := range children {
+		select {
+		case <-c.done:
+		case <-deadline:
+			stuck = append(stuck, c.name)
+			_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+			<-c.done
+		}
+	}
+	// A child's own children (none today) share its group: make sure.
+	for _, c := range children {
+		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+	}
+	if len(children) > 0 {
+		fmt.Fprintf(u.logw, "switchyard up: stopped %d processes\n", len(children))
+	}
+	if len(stuck) > 0 {
+		return fmt.Errorf("killed %s after 10s without stopping", strings.Join(stuck, ", "))
+	}
+	return nil
+}
+
+func (u *upStack) child(name string) *upChild {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, c := range u.children {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// waitHTTP polls url until it answers 200 (or, when need200 is false, any
+// HTTP answer), the child exits, or ctx ends.
+func (u *upStack) waitHTTP(ctx context.Context, name, url string, need200 bool) error {
+	c := u.child(name)
+	hc := &http.Client{Timeout: 2 * time.Second}
+	var last string
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := hc.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+			resp.Body.Close()
+			if !need200 || resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-c.done:
+			return fmt.Errorf("%s exited before it was ready: %v\n%s", name, exitText(c.err), tail(c.log, 15))
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready at %s within %s (last: %s)\n%s", name, url, u.readyTimeout, last, tail(c.log, 15))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// tail returns the last n lines of a log file, indented.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "  last lines of " + path + ":\n    " + strings.Join(lines, "\n    ")
+}
+
+// startingModel is the desired state `up` applies: every demo version
+// behind one virtual model, v1 serving 100 %, lite as backup.
+func (u *upStack) startingModel() routing.Model {
+	m := routing.Model{APIVersion: routing.APIVersion, Kind: routing.KindModel,
+		Metadata: routing.Metadata{Name: "recommender", Labels: map[string]string{"created-by": "switchyard-up"}}}
+	for i, v := range upVersions {
+		m.Spec.Versions = append(m.Spec.Versions, routing.Version{Name: v.Name,
+			Endpoints: []string{addr(u.ports.BackendHTTP[i])}, Protocol: routing.ProtocolHTTP, BackendModel: v.Model})
+	}
+	m.Spec.Traffic = routing.Traffic{Weights: map[string]int{"v1": 100}, StickyHeader: "x-user-id"}
+	m.Spec.Fallback = &routing.Fallback{Chain: []string{routing.FallbackBackup}, Backup: "lite"}
+	return m
+}
+
+// applyStartingState puts the starting model through the REST API (create
+// with If-None-Match, replace with If-Match; nothing when it is already
+// what is stored, or with --keep-state).
+func (u *upStack) applyStartingState(ctx context.Context, apiURL string) (int64, string, error) {
+	want := u.startingModel()
+	if err := routing.Normalize(&want); err != nil {
+		return 0, "", fmt.Errorf("starting state: %w", err)
+	}
+	body, err := json.Marshal(want)
+	if err != nil {
+		return 0, "", err
+	}
+	url := apiURL + "/v1/models/recommender"
+	var cur struct {
+		Revision int64         `json:"revision"`
+		Model    routing.Model `json:"model"`
+	}
+	code, raw, err := upHTTP(ctx, http.MethodGet, url, nil, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	hdr := http.Header{"X-Switchyard-Reason": {"switchyard up: starting state"}}
+	switch code {
+	case http.StatusOK:
+		if err := json.Unmarshal(raw, &cur); err != nil {
+			return 0, "", fmt.Errorf("read stored model: %w", err)
+		}
+		old, _ := json.Marshal(cur.Model)
+		if u.keep {
+			return cur.Revision, "kept (--keep-state)", nil
+		}
+		if bytes.Equal(old, body) {
+			return cur.Revision, "unchanged", nil
+		}
+		hdr.Set("If-Match", `"`+strconv.FormatInt(cur.Revision, 10)+`"`)
+	case http.StatusNotFound:
+		hdr.Set("If-None-Match", "*")
+	default:
+		return 0, "", fmt.Errorf("GET %s: HTTP %d: %s", url, code, bytes.TrimSpace(raw))
+	}
+	code, raw, err = upHTTP(ctx, http.MethodPut, url, body, hdr)
+	if err != nil {
+		return 0, "", err
+	}
+	if code != http.StatusOK && code != http.StatusCreated {
+		return 0, "", fmt.Errorf("apply the starting state: HTTP %d: %s", code, bytes.TrimSpace(raw))
+	}
+	var res struct {
+		Revision int64 `json:"revision"`
+	}
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return 0, "", err
+	}
+	verb := "applied"
+	if cur.Revision > 0 {
+		verb = "re-applied (the stored model differed; `syctl rollback recommender` restores it)"
+	}
+	return res.Revision, verb, nil
+}
+
+func upHTTP(ctx context.Context, method, url string, body []byte, hdr http.Header) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s %s: %w", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	return resp.StatusCode, b, err
+}
+
+// demoFeatures is the [1,32] FP32 request of the printed curl line.
+func demoFeatures() string {
+	v := make([]string, demomodels.Features)
+	for i := range v {
+		v[i] = strconv.FormatFloat(float64(i%8)*0.125, 'f', -1, 64)
+	}
+	return `{"inputs":[{"name":"features","datatype":"FP32","shape":[1,32],"data":[` + strings.Join(v, ",") + `]}]}`
+}
+
+// waitServing sends the demo infer request through the proxy until it
+// answers 200 with x-switchyard-variant (the config reached the proxy).
+func (u *upStack) waitServing(ctx context.Context, url string) (string, error) {
+	c := u.child("proxy")
+	var last string
+	for {
+		code, hdr, body, err := upInfer(ctx, url)
+		if err == nil && code == http.StatusOK && hdr.Get("x-switchyard-variant") != "" {
+			return hdr.Get("x-switchyard-variant"), nil
+		}
+		if err != nil {
+			last = err.Error()
+		} else {
+			last = fmt.Sprintf("HTTP %d %s", code, bytes.TrimSpace(body))
+		}
+		select {
+		case <-c.done:
+			return "", fmt.Errorf("proxy exited: %v\n%s", exitText(c.err), tail(c.log, 15))
+		case <-ctx.Done():
+			return "", fmt.Errorf("the proxy did not serve recommender within %s (last: %s)\n%s", u.readyTimeout, last, tail(c.log, 15))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func upInfer(ctx context.Context, url string) (int, http.Header, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(demoFeatures()))
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("x-user-id", "alice")
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, resp.Header, b, err
+}
+
+// syctlCommand is how to run syctl from here: the binary next to this one
+// when there is one (make build puts both in bin/), else go run.
+func (u *upStack) syctlCommand() string {
+	p := filepath.Join(filepath.Dir(u.exe), "syctl")
+	if _, err := os.Stat(p); err != nil {
+		return "go run ./cmd/syctl"
+	}
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(wd, p); err == nil && !strings.HasPrefix(rel, "..") {
+			if !strings.Contains(rel, "/") {
+				rel = "./" + rel
+			}
+			return rel
+		}
+	}
+	return p
+}
+
+func (u *upStack) printBanner(info upInfo, rev int64, verb, variant string) {
+	w := bufio.NewWriter(u.out)
+	defer w.Flush()
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	pid := func(name string) int { return info.Processes[name] }
+	p("")
+	p("Switchyard is up (state %s; logs %s):", u.stateDir, filepath.Join(u.stateDir, "logs"))
+	p("  control plane   API %s   xDS %s   (pid %d)", info.API, info.XDS, pid("controlplane"))
+	p("  proxy           OIP v2 REST %s   gRPC %s   admin %s   (pid %d)", info.ProxyHTTP, info.ProxyGRPC, info.ProxyAdmin, pid("proxy"))
+	for _, b := range info.Backends {
+		p("  backend %-6s  %-16s  REST %s   gRPC %s   (pid %d)", b.Version, b.Model, b.HTTP, b.GRPC, pid("backend-"+b.Version))
+	}
+	p("")
+	p("Desired state: recommender %s at revision %d: v1 100%%, versions v1 v2 v3 lite, fallback backup lite,", verb, rev)
+	p("sticky by x-user-id. A test request through the proxy was answered by %s.", variant)
+	p("")
+	p("Send a request ([1,32] FP32 features; the answer names the version in x-switchyard-variant):")
+	p("  curl -si %s/v2/models/recommender/infer -H 'content-type: application/json' -H 'x-user-id: alice' \\", info.ProxyHTTP)
+	p("    -d '%s'", demoFeatures())
+	p("")
+	sy := u.syctlCommand()
+	p("Drive it with syctl:")
+	p("  export SYCTL_SERVER=%s", info.API)
+	p("  %s get models", sy)
+	p("  %s describe model recommender --proxy-admin %s", sy, info.ProxyAdmin)
+	p("  %s weights set recommender v1=80 v2=20 --reason 'A/B v2'", sy)
+	p("  %s shadow set recommender --version v3 --percent 10 --mode topk --k 10", sy)
+	p("  %s history recommender", sy)
+	p("  %s rollback recommender", sy)
+	p("  %s proxies", sy)
+	p("")
+	p("Ctrl-C stops everything.")
+}
