@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/inference-backend/backend"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/routing"
 )
@@ -99,7 +100,7 @@ func runUp(args []string) error {
 	anyPorts := fs.Bool("any-ports", false, "pick free ports instead of the defaults for every port flag not given (a port flag of 0 does this for one port)")
 	keep := fs.Bool("keep-state", false, "keep a stored recommender model instead of applying the starting state")
 	readyTimeout := fs.Duration("ready-timeout", 90*time.Second, "how long to wait for every process to become ready")
-	ortLib := fs.String("ort-lib", "", "ONNX Runtime shared library for the backends (default: the backend's own lookup)")
+	ortLib := fs.String("ort-lib", "", "ONNX Runtime shared library for the backends (default: $"+backend.EnvORTLibrary+", else third_party/onnxruntime/ above the working directory or this binary)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -225,6 +226,7 @@ type upStack struct {
 	mu       sync.Mutex
 	children []*upChild
 	stopping bool
+	ready    bool // everything came up; later exits are reported
 }
 
 type upChild struct {
@@ -243,6 +245,11 @@ func (u *upStack) run(ctx context.Context) (err error) {
 		return fmt.Errorf("find the switchyard binary: %w", err)
 	}
 	u.exe = exe
+	// Find ONNX Runtime once, here, so a missing library is one clear
+	// error before anything starts.
+	if u.ortLib, err = backend.FindORTLibrary(u.ortLib); err != nil {
+		return err
+	}
 	dirs := map[string]string{}
 	for _, d := range []string{"", "logs", "models", "proxy"} {
 		p := filepath.Join(u.stateDir, d)
@@ -276,9 +283,7 @@ func (u *upStack) run(ctx context.Context) (err error) {
 	for i, v := range upVersions {
 		args := []string{"backend", "--model-repository", filepath.Join(dirs["models"], v.Name),
 			"--http", addr(p.BackendHTTP[i]), "--grpc", addr(p.BackendGRPC[i])}
-		if u.ortLib != "" {
-			args = append(args, "--ort-lib", u.ortLib)
-		}
+		args = append(args, "--ort-lib", u.ortLib)
 		if _, err := u.start("backend-"+v.Name, args...); err != nil {
 			return err
 		}
@@ -323,6 +328,7 @@ func (u *upStack) run(ctx context.Context) (err error) {
 	for _, c := range u.children {
 		info.Processes[c.name] = c.cmd.Process.Pid
 	}
+	u.ready = true
 	u.mu.Unlock()
 	if b, err := json.MarshalIndent(info, "", "  "); err == nil {
 		_ = os.WriteFile(infoPath, append(b, '\n'), 0o644)
@@ -361,9 +367,9 @@ func (u *upStack) start(name string, args ...string) (*upChild, error) {
 		c.err = cmd.Wait()
 		f.Close()
 		u.mu.Lock()
-		stopping := u.stopping
+		stopping, ready := u.stopping, u.ready
 		u.mu.Unlock()
-		if !stopping {
+		if !stopping && ready {
 			fmt.Fprintf(u.logw, "switchyard up: %s (pid %d) exited: %v; the rest keeps running (log: %s)\n", name, cmd.Process.Pid, exitText(c.err), logPath)
 		}
 		close(c.done)
@@ -655,7 +661,9 @@ func (u *upStack) printBanner(info upInfo, rev int64, verb, variant string) {
 	p("")
 	sy := u.syctlCommand()
 	p("Drive it with syctl:")
-	p("  export SYCTL_SERVER=%s", info.API)
+	if info.API != "http://"+addr(upAPIPort) {
+		p("  export SYCTL_SERVER=%s   # syctl's default is http://127.0.0.1:%d", info.API, upAPIPort)
+	}
 	p("  %s get models", sy)
 	p("  %s describe model recommender --proxy-admin %s", sy, info.ProxyAdmin)
 	p("  %s weights set recommender v1=80 v2=20 --reason 'A/B v2'", sy)

@@ -185,7 +185,7 @@ func TestUpServesAndLeavesNoProcessBehind(t *testing.T) {
 	r := startUp(t, bin, dir)
 	info := readUpInfo(t, dir)
 	for _, want := range []string{"Switchyard is up", "curl -si " + info.ProxyHTTP + "/v2/models/recommender/infer",
-		"export SYCTL_SERVER=" + info.API, "recommender applied at revision", "weights set recommender v1=80 v2=20"} {
+		"export SYCTL_SERVER=" + info.API + " ", "recommender applied at revision", "weights set recommender v1=80 v2=20"} {
 		if !strings.Contains(r.stdout.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, r.stdout)
 		}
