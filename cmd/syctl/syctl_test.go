@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/switchyard-dev/switchyard/cmd/syctl/internal/client"
 	"github.com/switchyard-dev/switchyard/controlplane"
 	"github.com/switchyard-dev/switchyard/proxy"
 )
@@ -475,5 +478,28 @@ func TestJSONToYAMLQuotesAmbiguousStrings(t *testing.T) {
 	}
 	if !strings.HasPrefix(string(b), "b: ") {
 		t.Fatalf("key order not kept:\n%s", b)
+	}
+}
+
+// A route the server lacks (an older control plane) is told apart from a
+// missing model: describe and the canary/shadow commands rely on it.
+func TestClientTellsMissingEndpointFromMissingModel(t *testing.T) {
+	cp := startCP(t, false)
+	c := client.New(cp.APIURL(), "")
+	ctx := context.Background()
+	_, err := c.Raw(ctx, http.MethodGet, "/v1/models/recommender/no-such-endpoint", nil)
+	if !client.IsNoEndpoint(err) || client.IsStatus(err, http.StatusNotFound) {
+		t.Fatalf("unknown route: %v (no endpoint %v)", err, client.IsNoEndpoint(err))
+	}
+	_, _, err = c.GetModel(ctx, "recommender")
+	if client.IsNoEndpoint(err) || !client.IsStatus(err, http.StatusNotFound) {
+		t.Fatalf("missing model: %v", err)
+	}
+	// A command hitting a missing endpoint exits 1 and names it.
+	wantCode(t, syctl(t, cp, nil, "", "apply", "-f", exampleJSON), exitOK)
+	var ae *client.APIError
+	_, err = c.Raw(ctx, http.MethodPost, "/v1/models/recommender/no-such-endpoint", map[string]any{})
+	if !errors.As(err, &ae) || !ae.NoEndpoint || !strings.Contains(ae.Error(), "does not offer POST /v1/models/recommender/no-such-endpoint") {
+		t.Fatalf("POST unknown route: %v", err)
 	}
 }
