@@ -458,6 +458,9 @@ func (u *upStack) waitHTTP(ctx context.Context, name, url string, need200 bool) 
 		case <-c.done:
 			return fmt.Errorf("%s exited before it was ready: %v\n%s", name, exitText(c.err), tail(c.log, 15))
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return errors.New("interrupted while starting")
+			}
 			return fmt.Errorf("%s not ready at %s within %s (last: %s)\n%s", name, url, u.readyTimeout, last, tail(c.log, 15))
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -599,6 +602,9 @@ func (u *upStack) waitServing(ctx context.Context, url string) (string, error) {
 		case <-c.done:
 			return "", fmt.Errorf("proxy exited: %v\n%s", exitText(c.err), tail(c.log, 15))
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return "", errors.New("interrupted while starting")
+			}
 			return "", fmt.Errorf("the proxy did not serve recommender within %s (last: %s)\n%s", u.readyTimeout, last, tail(c.log, 15))
 		case <-time.After(100 * time.Millisecond):
 		}
