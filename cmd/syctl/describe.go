@@ -118,6 +118,12 @@ func cmdDescribe(a *app, args []string) error {
 			v.ProxyStats = raw
 			fillStats(v.Variants, raw, name)
 		}
+		if nums, err := fetchProxyMetrics(ctx, *proxyAdmin, name); err != nil {
+			v.Unavailable = append(v.Unavailable, "proxy metrics: "+err.Error())
+		} else {
+			fillMetrics(v.Variants, nums)
+			v.Unavailable = append(v.Unavailable, "requests, error rate (5xx share) and p99 are from proxy "+*proxyAdmin+" since it started")
+		}
 	} else {
 		v.Unavailable = append(v.Unavailable, "per-variant p99, error rate and breaker state: "+why(err)+"; --proxy-admin URL reads breaker states and counts from a proxy")
 	}
@@ -426,4 +432,22 @@ func oneLine(raw json.RawMessage) string {
 		parts[i] = fmt.Sprintf("%s=%v", k, obj[k])
 	}
 	return strings.Join(parts, ", ")
+}
+
+// fillMetrics sets requests, error rate and p99 from a proxy's metrics.
+func fillMetrics(vs []variantView, nums map[string]*variantNumbers) {
+	for i := range vs {
+		n := nums[vs[i].Version]
+		if n == nil {
+			continue
+		}
+		req := int64(n.Requests)
+		vs[i].Requests = &req
+		vs[i].ErrorRate = nil
+		if n.Requests > 0 {
+			r := float64(n.Errors) / float64(n.Requests)
+			vs[i].ErrorRate = &r
+		}
+		vs[i].P99MS = n.P99MS
+	}
 }

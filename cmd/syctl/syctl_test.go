@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/cmd/syctl/internal/client"
 	"github.com/switchyard-dev/switchyard/controlplane"
+	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/proxy"
 )
 
@@ -95,6 +97,20 @@ func syctl(t *testing.T, cp *controlplane.ControlPlane, env map[string]string, s
 	defer cancel()
 	code := run(ctx, args, strings.NewReader(stdin), &out, &errb, getenv)
 	return result{out.String(), errb.String(), code}
+}
+
+// waitProxyApplied waits (bounded) until one proxy is connected and has
+// applied revision rev.
+func waitProxyApplied(t *testing.T, cp *controlplane.ControlPlane, rev int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for res := cp.WaitApplied(ctx, rev); len(res.Acked) != 1; res = cp.WaitApplied(ctx, rev) {
+		if ctx.Err() != nil {
+			t.Fatalf("proxy did not apply revision %d: %+v", rev, res)
+		}
+		time.Sleep(20 * time.Millisecond) // not connected yet
+	}
 }
 
 func mustOK(t *testing.T, r result) result {
@@ -261,6 +277,8 @@ func TestWeightsHistoryRollbackWithProxy(t *testing.T) {
 	}
 	defer p.Close()
 
+	rec, _ := cp.Store().Get(context.Background(), "recommender")
+	waitProxyApplied(t, cp, rec.Revision)
 	r := mustOK(t, syctl(t, cp, nil, "", "weights", "set", "recommender", "v1=50", "v2=50", "--reason", "A/B even"))
 	if !strings.HasPrefix(r.stdout, "model/recommender weights v1=50 v2=50 (revision ") {
 		t.Fatalf("weights set: %q", r.stdout)
@@ -285,7 +303,7 @@ func TestWeightsHistoryRollbackWithProxy(t *testing.T) {
 		!strings.Contains(r.stdout, "applied on 1/1 proxies in ") {
 		t.Fatalf("rollback:\n%s\nwant prefix %q", r.stdout, want)
 	}
-	rec, _ := cp.Store().Get(context.Background(), "recommender")
+	rec, _ = cp.Store().Get(context.Background(), "recommender")
 	if rec.Model.Spec.Traffic.Weights["v2"] != 50 {
 		t.Fatalf("stored weights after rollback: %v", rec.Model.Spec.Traffic.Weights)
 	}
@@ -501,5 +519,119 @@ func TestClientTellsMissingEndpointFromMissingModel(t *testing.T) {
 	_, err = c.Raw(ctx, http.MethodPost, "/v1/models/recommender/no-such-endpoint", map[string]any{})
 	if !errors.As(err, &ae) || !ae.NoEndpoint || !strings.Contains(ae.Error(), "does not offer POST /v1/models/recommender/no-such-endpoint") {
 		t.Fatalf("POST unknown route: %v", err)
+	}
+}
+
+func TestHistogramQuantile(t *testing.T) {
+	inf := math.Inf(1)
+	tests := map[string]struct {
+		q       float64
+		buckets []bucket
+		want    float64
+		ok      bool
+	}{
+		"empty":             {0.99, nil, 0, false},
+		"no observations":   {0.99, []bucket{{0.01, 0}, {inf, 0}}, 0, false},
+		"interpolates":      {0.5, []bucket{{0.01, 0}, {0.02, 100}, {inf, 100}}, 0.015, true},
+		"first bucket":      {0.5, []bucket{{0.01, 10}, {inf, 10}}, 0.005, true},
+		"p99 in the tail":   {0.99, []bucket{{0.001, 90}, {0.002, 98}, {0.005, 100}, {inf, 100}}, 0.0035, true},
+		"rank in +Inf":      {0.99, []bucket{{0.001, 50}, {inf, 100}}, 0.001, true},
+		"unsorted input":    {0.5, []bucket{{inf, 100}, {0.02, 100}, {0.01, 0}}, 0.015, true},
+		"quantile too high": {1.5, []bucket{{0.01, 1}, {inf, 1}}, 0, false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, ok := histogramQuantile(tc.q, tc.buckets)
+			if ok != tc.ok || math.Abs(got-tc.want) > 1e-12 {
+				t.Fatalf("histogramQuantile(%v) = %v, %v; want %v, %v", tc.q, got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+func TestParseProxyMetrics(t *testing.T) {
+	text := `# TYPE switchyard_proxy_requests_total counter
+switchyard_proxy_requests_total{code="200",model="recommender",variant="v1"} 96
+switchyard_proxy_requests_total{code="503",model="recommender",variant="v1"} 4
+switchyard_proxy_requests_total{code="200",model="recommender",variant="v2"} 10
+switchyard_proxy_requests_total{code="404",model="recommender",variant="v2"} 10
+switchyard_proxy_requests_total{code="200",model="other",variant="v1"} 1000
+# TYPE switchyard_proxy_request_duration_seconds histogram
+switchyard_proxy_request_duration_seconds_bucket{model="recommender",variant="v1",le="0.001"} 50
+switchyard_proxy_request_duration_seconds_bucket{model="recommender",variant="v1",le="0.002"} 100
+switchyard_proxy_request_duration_seconds_bucket{model="recommender",variant="v1",le="+Inf"} 100
+switchyard_proxy_request_duration_seconds_sum{model="recommender",variant="v1"} 0.1
+switchyard_proxy_request_duration_seconds_count{model="recommender",variant="v1"} 100
+`
+	got, err := parseProxyMetrics(strings.NewReader(text), "recommender")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1, v2 := got["v1"], got["v2"]
+	if v1 == nil || v1.Requests != 100 || v1.Errors != 4 || v1.P99MS == nil || math.Abs(*v1.P99MS-1.98) > 1e-9 {
+		t.Fatalf("v1: %+v", v1)
+	}
+	if v2 == nil || v2.Requests != 20 || v2.Errors != 0 || v2.P99MS != nil {
+		t.Fatalf("v2: %+v (4xx are not errors of the version)", v2)
+	}
+	if _, err := parseProxyMetrics(strings.NewReader("not { metrics"), "recommender"); err == nil {
+		t.Fatal("garbage parsed")
+	}
+}
+
+// describe --proxy-admin shows live numbers for real traffic: a real
+// backend (ONNX Runtime), a real proxy fed over xDS, requests over HTTP.
+func TestDescribeLiveNumbersFromAProxy(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	cp := startCP(t, false)
+	doc := `apiVersion: switchyard.dev/v1
+kind: Model
+metadata: {name: recommender}
+spec:
+  versions:
+    - {name: v1, endpoints: ["` + be.HTTPAddr + `"], backendModel: recommender-v1}
+    - {name: v2, endpoints: ["` + be.HTTPAddr + `"], backendModel: recommender-v2}
+  traffic: {weights: {v1: 100}}
+`
+	rev := revisionOf(t, mustOK(t, syctl(t, cp, nil, doc, "apply", "-f", "-")).stdout)
+	p, err := proxy.New(proxy.Config{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", XDSAddr: cp.XDSAddr(), NodeID: "p1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	waitProxyApplied(t, cp, rev)
+	body := `{"inputs":[{"name":"features","datatype":"FP32","shape":[1,32],"data":[` + strings.Repeat("0.5,", 31) + `0.5]}]}`
+	const n = 20
+	for i := 0; i < n; i++ {
+		resp, err := http.Post("http://"+p.HTTPAddr()+"/v2/models/recommender/infer", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("x-switchyard-variant") != "v1" {
+			t.Fatalf("infer %d: %d %q", i, resp.StatusCode, resp.Header.Get("x-switchyard-variant"))
+		}
+	}
+	r := mustOK(t, syctl(t, cp, nil, "", "describe", "model", "recommender", "--proxy-admin", p.AdminAddr(), "-o", "json"))
+	var dv describeView
+	if err := json.Unmarshal([]byte(r.stdout), &dv); err != nil {
+		t.Fatal(err)
+	}
+	v1 := dv.Variants[0]
+	if v1.Version != "v1" || v1.Requests == nil || *v1.Requests != n || v1.ErrorRate == nil || *v1.ErrorRate != 0 ||
+		v1.P99MS == nil || *v1.P99MS <= 0 || v1.Breaker == nil || *v1.Breaker != "closed" {
+		t.Fatalf("v1 live numbers: %s", r.stdout)
+	}
+	if v2 := dv.Variants[1]; v2.Requests != nil && *v2.Requests != 0 {
+		t.Fatalf("v2 got traffic at weight 0: %d", *v2.Requests)
+	}
+	r = mustOK(t, syctl(t, cp, nil, "", "describe", "model", "recommender", "--proxy-admin", p.AdminAddr()))
+	if !strings.Contains(r.stdout, "since it started") || !regexp.MustCompile(`v1 .* closed +20 +0\.00% +\d+\.\dms`).MatchString(r.stdout) {
+		t.Fatalf("describe table:\n%s", r.stdout)
 	}
 }
