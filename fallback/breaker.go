@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 )
 
@@ -141,6 +142,13 @@ var errFailed = fmt.Errorf("upstream failed")
 // it, the state gauge and transition counter of (model, version) follow
 // the breaker.
 func NewBreaker(model, version string, cfg BreakerConfig, m *Metrics) *GoBreaker {
+	return NewBreakerNotify(model, version, cfg, m, nil)
+}
+
+// NewBreakerNotify is NewBreaker that also calls onChange (if not nil) on
+// every state change, after the metrics are updated. The proxy uses it to
+// keep its own per-variant gauge and log line.
+func NewBreakerNotify(model, version string, cfg BreakerConfig, m *Metrics, onChange func(from, to BreakerState)) *GoBreaker {
 	cfg = cfg.Defaults()
 	st := gobreaker.Settings{
 		Name:         model + "/" + version,
@@ -152,13 +160,21 @@ func NewBreaker(model, version string, cfg BreakerConfig, m *Metrics) *GoBreaker
 			return cfg.ShouldTrip(c.ConsecutiveFailures, c.TotalSuccesses, c.TotalFailures)
 		},
 	}
-	if m != nil {
-		gauge := m.breakerState.WithLabelValues(model, version)
-		gauge.Set(float64(StateClosed))
-		st.OnStateChange = func(_ string, _, to gobreaker.State) {
+	if m != nil || onChange != nil {
+		var gauge prometheus.Gauge
+		if m != nil {
+			gauge = m.breakerState.WithLabelValues(model, version)
+			gauge.Set(float64(StateClosed))
+		}
+		st.OnStateChange = func(_ string, from, to gobreaker.State) {
 			s := fromGo(to)
-			gauge.Set(float64(s))
-			m.breakerTransitions.WithLabelValues(model, version, s.String()).Inc()
+			if m != nil {
+				gauge.Set(float64(s))
+				m.breakerTransitions.WithLabelValues(model, version, s.String()).Inc()
+			}
+			if onChange != nil {
+				onChange(fromGo(from), s)
+			}
 		}
 	}
 	return &GoBreaker{cfg: cfg, cb: gobreaker.NewTwoStepCircuitBreaker[struct{}](st)}

@@ -16,6 +16,15 @@ import (
 type Entry struct {
 	Body        []byte
 	ContentType string
+	// HeaderLen is the Inference-Header-Content-Length of a binary-extension
+	// REST answer (0: plain JSON).
+	HeaderLen int
+	// Value holds a decoded form for transports that do not send bytes
+	// (e.g. a *inferencepb.ModelInferResponse for gRPC answers); shared by
+	// every hit, never modified. ValueSize is what it costs, counted against
+	// MaxBytes.
+	Value     any
+	ValueSize int
 }
 
 // entryOverhead approximates the bytes a cache entry costs besides its body
@@ -23,7 +32,7 @@ type Entry struct {
 const entryOverhead = 160
 
 func (e Entry) size(k Key) int64 {
-	return int64(len(e.Body)+len(e.ContentType)+len(k.Model)+len(k.Version)+len(k.Format)) + entryOverhead
+	return int64(len(e.Body)+len(e.ContentType)+e.ValueSize+len(k.Model)+len(k.Version)+len(k.Format)) + entryOverhead
 }
 
 // CacheConfig bounds a cache (plain values; Defaults / LastGoodDefaults

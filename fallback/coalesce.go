@@ -105,3 +105,52 @@ func (c *Coalescer[V]) InFlight() int {
 	defer c.mu.Unlock()
 	return len(c.calls)
 }
+
+// Flight is one shared call in flight, for callers that make the call on
+// their own goroutine (Join / Finish / Wait) instead of through Do.
+type Flight[V any] struct {
+	f *flight[V]
+}
+
+// Join registers a caller for key. The first caller is the leader
+// (leader true): it makes the call itself and must call Finish exactly
+// once, whatever happens. Later callers (followers, counted as coalesced)
+// call Wait. No goroutine is started.
+func (c *Coalescer[V]) Join(key Key) (fl Flight[V], leader bool) {
+	c.mu.Lock()
+	f, ok := c.calls[key]
+	if ok {
+		f.waiters++
+		c.mu.Unlock()
+		inc(c.coalesced)
+		return Flight[V]{f: f}, false
+	}
+	f = &flight[V]{done: make(chan struct{}), waiters: 1, cancel: func() {}}
+	c.calls[key] = f
+	c.mu.Unlock()
+	return Flight[V]{f: f}, true
+}
+
+// Finish publishes the leader's result to the followers and ends the
+// flight: the next caller for key starts a new one.
+func (c *Coalescer[V]) Finish(key Key, fl Flight[V], v V, err error) {
+	c.mu.Lock()
+	if c.calls[key] == fl.f {
+		delete(c.calls, key)
+	}
+	c.mu.Unlock()
+	fl.f.val, fl.f.err = v, err
+	close(fl.f.done)
+}
+
+// Wait returns the leader's result, or ctx's error if ctx ends first (the
+// leader's call goes on for the others).
+func (fl Flight[V]) Wait(ctx context.Context) (V, error) {
+	select {
+	case <-fl.f.done:
+		return fl.f.val, fl.f.err
+	case <-ctx.Done():
+		var zero V
+		return zero, ctx.Err()
+	}
+}

@@ -2,6 +2,7 @@ package shadow
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -177,6 +178,13 @@ type OutputDiff struct {
 // (which must have been through Defaults).
 func Compare(primary, shadow Result, cfg Config) Comparison {
 	c := Comparison{LatencyDiff: shadow.Latency - primary.Latency}
+	// A side whose NaN/Inf answer arrived as an error (ErrNaNOutput) counts
+	// as a NaN answer, not as a failure; its outputs cannot be compared.
+	pNaNErr := primary.Err != nil && errors.Is(primary.Err, ErrNaNOutput)
+	sNaNErr := shadow.Err != nil && errors.Is(shadow.Err, ErrNaNOutput)
+	if pNaNErr || sNaNErr {
+		return compareNaNErrors(c, primary, shadow, pNaNErr, sNaNErr)
+	}
 	if primary.Err != nil {
 		c.PrimaryError = primary.Err.Error()
 	}
@@ -224,6 +232,39 @@ func Compare(primary, shadow Result, cfg Config) Comparison {
 	}
 	if c.Agree && c.ShadowNaN && !c.PrimaryNaN {
 		c.Agree, c.Reason = false, "shadow output has NaN/Inf"
+	}
+	return c
+}
+
+// compareNaNErrors judges a pair where at least one side's NaN/Inf answer
+// arrived as an ErrNaNOutput error.
+func compareNaNErrors(c Comparison, primary, shadow Result, pNaNErr, sNaNErr bool) Comparison {
+	side := func(r Result, nanErr bool) (nan bool, failed string) {
+		switch {
+		case nanErr:
+			return true, ""
+		case r.Err != nil:
+			return false, r.Err.Error()
+		case r.Response != nil:
+			return hasNaN(r.Response.Outputs), ""
+		}
+		return false, "missing response"
+	}
+	var pFail, sFail string
+	c.PrimaryNaN, pFail = side(primary, pNaNErr)
+	c.ShadowNaN, sFail = side(shadow, sNaNErr)
+	c.PrimaryError, c.ShadowError = pFail, sFail
+	switch {
+	case c.PrimaryNaN && c.ShadowNaN:
+		c.Agree = true
+	case sNaNErr && pFail == "":
+		c.Reason = "shadow output has NaN/Inf: " + shadow.Err.Error()
+	case sNaNErr:
+		c.Reason = "primary failed, shadow output has NaN/Inf"
+	case sFail != "":
+		c.Reason = "shadow failed: " + sFail
+	default:
+		c.Reason = "primary output has NaN/Inf: " + primary.Err.Error()
 	}
 	return c
 }

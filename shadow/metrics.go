@@ -63,12 +63,13 @@ func (m *Metrics) observe(j *Job, c *Comparison, p, s Result) {
 		}
 		m.agreement.WithLabelValues(j.Model, j.TargetVersion, j.Kind, string(d.Mode), res).Inc()
 	}
+	pFailed, sFailed := c.PrimaryError != "", c.ShadowError != ""
 	switch {
-	case p.Err != nil && s.Err != nil:
+	case pFailed && sFailed:
 		m.errors.WithLabelValues(j.Model, j.TargetVersion, j.Kind, "both").Inc()
-	case s.Err != nil:
+	case sFailed:
 		m.errors.WithLabelValues(j.Model, j.TargetVersion, j.Kind, "shadow").Inc()
-	case p.Err != nil:
+	case pFailed:
 		m.errors.WithLabelValues(j.Model, j.TargetVersion, j.Kind, "primary").Inc()
 	}
 	if c.ShadowNaN {

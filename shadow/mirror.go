@@ -29,7 +29,25 @@ type Job struct {
 	Primary Result
 	// Time is when the primary request arrived.
 	Time time.Time
+	// Payload is the caller's own data for its CallFunc (e.g. the request
+	// bytes as received and the target's endpoints). When it implements
+	// Preparer, the worker calls Prepare before the call, so that decoding
+	// (Request, Primary.Response) happens off the request path.
+	Payload any
 }
+
+// Preparer is implemented by a Job.Payload that fills the job's decoded
+// fields in the worker. An error ends the job: it is counted as dropped
+// (reason "prepare") and logged.
+type Preparer interface {
+	Prepare(j *Job) error
+}
+
+// ErrNaNOutput marks a call whose answer held NaN/Inf but could not carry
+// it (e.g. an OIP REST JSON answer, which the backend turns into an error
+// naming the output). Wrap it into Result.Err: Compare then counts the side
+// as a NaN answer, not as a failure.
+var ErrNaNOutput = errors.New("output has NaN/Inf")
 
 // CallFunc calls job.TargetVersion with job.Request (the proxy supplies it:
 // the real upstream call, marked as shadow traffic). It must respect ctx.
@@ -181,6 +199,13 @@ func (mr *Mirror) worker() {
 }
 
 func (mr *Mirror) process(j *Job) {
+	if p, ok := j.Payload.(Preparer); ok {
+		if err := p.Prepare(j); err != nil {
+			mr.drop(j, "prepare")
+			mr.log.Warn("shadow job not prepared", "model", j.Model, "err", err)
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(mr.ctx, mr.cfg.Timeout)
 	start := time.Now()
 	resp, err := mr.callSafe(ctx, j)
