@@ -474,6 +474,7 @@ func (s *fastServer) infer(c net.Conn, b *connBufs, r *request, rt oip.HTTPRoute
 		mv = res.Variant.metrics
 	}
 	mv.request(httpCode(status), time.Since(start).Seconds())
+	p.recordStats(v, res, status, start)
 	if status >= 400 || p.sampler.Keep() {
 		p.logExchange(ctx, x, res, v, status, err)
 	}

@@ -208,6 +208,7 @@ func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (
 		mv = res.Variant.metrics
 	}
 	mv.request(code, time.Since(start).Seconds())
+	p.recordStats(v, res, httpStatus, start)
 	if err != nil || p.sampler.Keep() {
 		p.logExchange(ctx, x, res, v, httpStatus, err)
 	}

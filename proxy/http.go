@@ -220,6 +220,7 @@ func (h *httpFront) infer(w http.ResponseWriter, r *http.Request, rt oip.HTTPRou
 		mv = res.Variant.metrics
 	}
 	mv.request(httpCode(status), time.Since(start).Seconds())
+	p.recordStats(v, res, status, start)
 	if status >= 400 || p.sampler.Keep() {
 		p.logExchange(ctx, x, res, v, status, err)
 	}

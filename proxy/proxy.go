@@ -86,6 +86,11 @@ type Config struct {
 	MaxIdleConnsPerEndpoint int
 	// XDSBackoff bounds the reconnect backoff (default 100ms..5s).
 	XDSBackoffMin, XDSBackoffMax time.Duration
+	// StatsInterval is how often per-variant stats are reported to the
+	// control plane's Stats service at StatsAddr (default XDSAddr) for the
+	// canary (0: 1s; negative: off). See report.go.
+	StatsInterval time.Duration
+	StatsAddr     string
 }
 
 // Proxy is a running (or ready to start) sidecar.
@@ -110,6 +115,8 @@ type Proxy struct {
 	listeners [3]net.Listener
 	xds       *xdsclient.Client
 	persisted string // path of the persisted config loaded at start ("" if none)
+	stats     *statsRecorder
+	reporter  *statsReporter
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -149,6 +156,7 @@ func New(cfg Config) (*Proxy, error) {
 		sampler: telemetry.NewSampler(cfg.LogSampleEvery),
 		prop:    telemetry.Propagator(),
 		ctJSON:  []string{"application/json"},
+		stats:   newStatsRecorder(),
 	}
 	if telemetry.Enabled(cfg.TracerProvider) {
 		p.tracing = true
@@ -306,6 +314,9 @@ func (p *Proxy) Start(ctx context.Context) error {
 			defer p.wg.Done()
 			p.xds.Run(ctx)
 		}()
+	}
+	if (p.cfg.XDSAddr != "" || p.cfg.StatsAddr != "") && p.cfg.StatsInterval >= 0 {
+		p.startReporter(ctx)
 	}
 	return nil
 }

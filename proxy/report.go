@@ -1,0 +1,581 @@
+package proxy
+
+// The stats stream: every request's outcome is counted per (model, version)
+// by a lock-free recorder (atomic counters, sharded, no allocation per
+// request), and a reporter goroutine ships the deltas of each interval to
+// the control plane's Stats gRPC service (on its xDS address) as
+// (proxy, boot id, seq) reports, so a resend is counted once and a restart
+// is a new reporter. Unacknowledged reports are kept (bounded: the oldest
+// are dropped first) and resent after a reconnect, which backs off
+// exponentially.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/switchyard-dev/switchyard/canary"
+	"github.com/switchyard-dev/switchyard/controlplane/statspb"
+	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+)
+
+// Error kinds counted per (model, version) for the canary (an answer the
+// caller got as a 5xx / failed gRPC status).
+const (
+	errKind5xx         = "status_5xx"
+	errKindTimeout     = "timeout"
+	errKindUnavailable = "unavailable"
+	errKindNaN         = "nan_output"
+	numErrKinds        = 4
+)
+
+var errKindNames = [numErrKinds]string{errKind5xx, errKindTimeout, errKindUnavailable, errKindNaN}
+
+// statsShards spreads concurrent requests of one variant over several
+// counter sets (picked by the low bits of the latency), so cores do not
+// fight over one cache line.
+const statsShards = 8
+
+type statsShard struct {
+	requests, fallbacks, nan   atomic.Uint64
+	shadowCompared, shadowDiff atomic.Uint64
+	errors                     [numErrKinds]atomic.Uint64
+	buckets                    [canary.NumBuckets]atomic.Uint64
+	total, sumNS               atomic.Uint64
+	maxNS                      atomic.Uint64 // since the last collect (swapped to 0)
+	_                          [64]byte
+}
+
+type statsSlot struct {
+	model, version string
+	shards         [statsShards]statsShard
+}
+
+type statsKey struct{ model, version string }
+
+// statsRecorder holds one slot per (model, version), created on first use
+// and kept for the life of the proxy (so configuration changes do not reset
+// counters). Lookups read an immutable map through an atomic pointer.
+type statsRecorder struct {
+	mu    sync.Mutex // serialises slot creation
+	slots atomic.Pointer[map[statsKey]*statsSlot]
+}
+
+func newStatsRecorder() *statsRecorder {
+	r := &statsRecorder{}
+	m := map[statsKey]*statsSlot{}
+	r.slots.Store(&m)
+	return r
+}
+
+func (r *statsRecorder) slot(model, version string) *statsSlot {
+	if s, ok := (*r.slots.Load())[statsKey{model, version}]; ok {
+		return s
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := *r.slots.Load()
+	if s, ok := cur[statsKey{model, version}]; ok {
+		return s
+	}
+	next := make(map[statsKey]*statsSlot, len(cur)+1)
+	for k, v := range cur {
+		next[k] = v
+	}
+	s := &statsSlot{model: model, version: version}
+	next[statsKey{model, version}] = s
+	r.slots.Store(&next)
+	return s
+}
+
+// outcome is one answered request, as the recorder sees it.
+type outcome struct {
+	latency   time.Duration
+	errKind   int // -1: no error
+	fallback  bool
+	nanOutput bool
+}
+
+func (s *statsSlot) record(o outcome) {
+	ns := uint64(max(o.latency, 0))
+	sh := &s.shards[ns&(statsShards-1)]
+	sh.requests.Add(1)
+	if o.errKind >= 0 {
+		sh.errors[o.errKind].Add(1)
+	}
+	if o.fallback {
+		sh.fallbacks.Add(1)
+	}
+	if o.nanOutput {
+		sh.nan.Add(1)
+	}
+	sh.buckets[canary.BucketIndex(ns)].Add(1)
+	sh.total.Add(1)
+	sh.sumNS.Add(ns)
+	for {
+		m := sh.maxNS.Load()
+		if ns <= m || sh.maxNS.CompareAndSwap(m, ns) {
+			break
+		}
+	}
+}
+
+// snapshot sums the shards into cumulative stats (maxNS: since the last
+// snapshot).
+func (s *statsSlot) snapshot(out *canary.Stats) {
+	*out = canary.Stats{Errors: out.Errors}
+	clear(out.Errors)
+	for i := range s.shards {
+		sh := &s.shards[i]
+		out.Requests += sh.requests.Load()
+		out.Fallbacks += sh.fallbacks.Load()
+		out.NaNOutputs += sh.nan.Load()
+		out.ShadowCompared += sh.shadowCompared.Load()
+		out.ShadowDisagreed += sh.shadowDiff.Load()
+		for k := range sh.errors {
+			if n := sh.errors[k].Load(); n > 0 {
+				if out.Errors == nil {
+					out.Errors = map[string]uint64{}
+				}
+				out.Errors[errKindNames[k]] += n
+			}
+		}
+		for b := range sh.buckets {
+			out.Latency.Counts[b] += sh.buckets[b].Load()
+		}
+		out.Latency.Total += sh.total.Load()
+		out.Latency.SumNS += sh.sumNS.Load()
+		out.Latency.MaxNS = max(out.Latency.MaxNS, sh.maxNS.Swap(0))
+	}
+}
+
+// recordStats counts one finished inference request for the canary: v is
+// the variant the request was routed to (a fallback's answer still counts
+// against it, as a fallback), status the HTTP status sent (gRPC: its HTTP
+// equivalent). Requests that never reached a variant are not counted.
+func (p *Proxy) recordStats(v *Variant, res *Result, status int, start time.Time) {
+	if p.stats == nil || v == nil {
+		return
+	}
+	o := outcome{latency: time.Since(start), errKind: -1, fallback: res.Fallback != ""}
+	o.nanOutput = hasNaNOutput(v.Route, res, status)
+	switch {
+	case o.nanOutput && status >= 500:
+		o.errKind = 3
+	case status == 504:
+		o.errKind = 1
+	case status == 503:
+		o.errKind = 2
+	case status >= 500:
+		o.errKind = 0
+	}
+	p.stats.slot(v.Route.Name, v.Name).record(o)
+}
+
+// nanMessage is how an OIP v2 backend (Switchyard's; Triton's JSON writer
+// also names NaN) says an answer held NaN/Inf that JSON cannot carry.
+var nanMessage = []byte("NaN")
+
+// hasNaNOutput reports a NaN/Inf answer: a backend's 5xx saying so, a
+// decoded answer holding one, or (for routes with a canary, where it is
+// worth the scan) a gRPC answer holding one. REST answers passed through
+// as bytes are not decoded for this.
+func hasNaNOutput(r *Route, res *Result, status int) bool {
+	switch {
+	case status >= 500:
+		return res.Status >= 500 && bytes.Contains(res.Body, nanMessage)
+	case res.parsed != nil:
+		for i := range res.parsed.Outputs {
+			if res.parsed.Outputs[i].HasNaNOrInf() {
+				return true
+			}
+		}
+	case res.PB != nil && r != nil && r.Model != nil && r.Model.Spec.Canary != nil:
+		return pbHasNaN(res.PB)
+	}
+	return false
+}
+
+func pbHasNaN(resp *pb.ModelInferResponse) bool {
+	raw := resp.GetRawOutputContents()
+	for i, o := range resp.GetOutputs() {
+		if i < len(raw) {
+			if rawHasNaN(o.GetDatatype(), raw[i]) {
+				return true
+			}
+			continue
+		}
+		c := o.GetContents()
+		for _, f := range c.GetFp32Contents() {
+			if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+				return true
+			}
+		}
+		for _, f := range c.GetFp64Contents() {
+			if math.IsNaN(f) || math.IsInf(f, 0) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func rawHasNaN(datatype string, b []byte) bool {
+	switch datatype {
+	case "FP32":
+		for i := 0; i+4 <= len(b); i += 4 {
+			if binary.LittleEndian.Uint32(b[i:])&0x7f800000 == 0x7f800000 {
+				return true
+			}
+		}
+	case "FP64":
+		for i := 0; i+8 <= len(b); i += 8 {
+			if binary.LittleEndian.Uint64(b[i:])&0x7ff0000000000000 == 0x7ff0000000000000 {
+				return true
+			}
+		}
+	case "FP16":
+		for i := 0; i+2 <= len(b); i += 2 {
+			if binary.LittleEndian.Uint16(b[i:])&0x7c00 == 0x7c00 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// RecordShadow counts one shadow comparison of (model, version) as the
+// shadow, for the canary's shadow-disagreement gate.
+func (p *Proxy) RecordShadow(model, version string, disagreed bool) {
+	if p.stats == nil {
+		return
+	}
+	sh := &p.stats.slot(model, version).shards[mrand.Uint64()&(statsShards-1)]
+	sh.shadowCompared.Add(1)
+	if disagreed {
+		sh.shadowDiff.Add(1)
+	}
+}
+
+// Defaults of the stats reporter.
+const (
+	DefaultStatsInterval    = time.Second
+	DefaultStatsMaxBuffered = 120
+)
+
+// ReporterStatus is the stats reporter's state, for tests and /stats.
+type ReporterStatus struct {
+	BootID    string `json:"bootId"`
+	Seq       uint64 `json:"seq"`       // newest report made
+	Acked     uint64 `json:"acked"`     // newest report the control plane took
+	Buffered  int    `json:"buffered"`  // made, not yet acknowledged
+	Dropped   uint64 `json:"dropped"`   // dropped unsent when the buffer was full
+	Connected bool   `json:"connected"` // a stream is open
+}
+
+// statsReporter ships the recorder's deltas each interval.
+type statsReporter struct {
+	rec      *statsRecorder
+	addr     string
+	node     string
+	boot     string
+	interval time.Duration
+	maxBuf   int
+	bmin     time.Duration
+	bmax     time.Duration
+	log      *slog.Logger
+
+	last map[*statsSlot]*canary.Stats // cumulative figures at the last collect
+	cur  canary.Stats                 // scratch
+
+	mu     sync.Mutex
+	status ReporterStatus
+	buf    []*statspb.Report // unacknowledged, oldest first
+}
+
+func newBootID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		binary.LittleEndian.PutUint64(b[:], uint64(time.Now().UnixNano()))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+func newStatsReporter(rec *statsRecorder, addr, node string, interval time.Duration, maxBuf int, bmin, bmax time.Duration, log *slog.Logger) *statsReporter {
+	if interval <= 0 {
+		interval = DefaultStatsInterval
+	}
+	if maxBuf <= 0 {
+		maxBuf = DefaultStatsMaxBuffered
+	}
+	r := &statsReporter{rec: rec, addr: addr, node: node, boot: newBootID(), interval: interval, maxBuf: maxBuf,
+		bmin: bmin, bmax: bmax, log: log, last: map[*statsSlot]*canary.Stats{}}
+	r.status.BootID = r.boot
+	return r
+}
+
+// collect turns the counters since the last collect into one report and
+// buffers it (dropping the oldest unacknowledged one when full).
+func (r *statsReporter) collect(now time.Time) {
+	slots := *r.rec.slots.Load()
+	rep := &statspb.Report{Proxy: r.node, BootId: r.boot, AtUnixNano: now.UnixNano()}
+	for _, s := range slots {
+		s.snapshot(&r.cur)
+		prev := r.last[s]
+		if prev == nil {
+			prev = &canary.Stats{}
+			r.last[s] = prev
+		}
+		d := delta(&r.cur, prev)
+		// Keep the cumulative figures (max is per interval already).
+		prev.Requests, prev.Fallbacks, prev.NaNOutputs = r.cur.Requests, r.cur.Fallbacks, r.cur.NaNOutputs
+		prev.ShadowCompared, prev.ShadowDisagreed = r.cur.ShadowCompared, r.cur.ShadowDisagreed
+		prev.Latency = r.cur.Latency
+		if prev.Errors == nil && len(r.cur.Errors) > 0 {
+			prev.Errors = map[string]uint64{}
+		}
+		for k, v := range r.cur.Errors {
+			prev.Errors[k] = v
+		}
+		if d.Requests == 0 && d.ShadowCompared == 0 {
+			continue
+		}
+		rep.Entries = append(rep.Entries, statspb.FromEntry(&canary.Entry{Model: s.model, Version: s.version, Stats: d}))
+	}
+	sort.Slice(rep.Entries, func(i, j int) bool {
+		if rep.Entries[i].Model != rep.Entries[j].Model {
+			return rep.Entries[i].Model < rep.Entries[j].Model
+		}
+		return rep.Entries[i].Version < rep.Entries[j].Version
+	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.status.Seq++
+	rep.Seq = r.status.Seq
+	r.buf = append(r.buf, rep)
+	if over := len(r.buf) - r.maxBuf; over > 0 {
+		r.buf = r.buf[over:]
+		r.status.Dropped += uint64(over)
+	}
+	r.status.Buffered = len(r.buf)
+}
+
+func delta(cur, prev *canary.Stats) canary.Stats {
+	d := canary.Stats{
+		Requests:        cur.Requests - prev.Requests,
+		Fallbacks:       cur.Fallbacks - prev.Fallbacks,
+		NaNOutputs:      cur.NaNOutputs - prev.NaNOutputs,
+		ShadowCompared:  cur.ShadowCompared - prev.ShadowCompared,
+		ShadowDisagreed: cur.ShadowDisagreed - prev.ShadowDisagreed,
+	}
+	for k, v := range cur.Errors {
+		if n := v - prev.Errors[k]; n > 0 {
+			if d.Errors == nil {
+				d.Errors = map[string]uint64{}
+			}
+			d.Errors[k] = n
+		}
+	}
+	for i := range cur.Latency.Counts {
+		d.Latency.Counts[i] = cur.Latency.Counts[i] - prev.Latency.Counts[i]
+	}
+	d.Latency.Total = cur.Latency.Total - prev.Latency.Total
+	d.Latency.SumNS = cur.Latency.SumNS - prev.Latency.SumNS
+	d.Latency.MaxNS = cur.Latency.MaxNS
+	return d
+}
+
+func (r *statsReporter) ack(seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if seq > r.status.Acked {
+		r.status.Acked = seq
+	}
+	n := sort.Search(len(r.buf), func(i int) bool { return r.buf[i].Seq > seq })
+	r.buf = r.buf[n:]
+	r.status.Buffered = len(r.buf)
+}
+
+// pending returns the buffered reports with seq > after.
+func (r *statsReporter) pending(after uint64) []*statspb.Report {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := sort.Search(len(r.buf), func(i int) bool { return r.buf[i].Seq > after })
+	return append([]*statspb.Report(nil), r.buf[n:]...)
+}
+
+func (r *statsReporter) setConnected(c bool) {
+	r.mu.Lock()
+	r.status.Connected = c
+	r.mu.Unlock()
+}
+
+// Status returns the reporter's state.
+func (r *statsReporter) Status() ReporterStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status
+}
+
+// run collects every interval and keeps a stream to the control plane open,
+// resending what it has not acknowledged after each reconnect. On ctx done
+// it makes one last report and sends it if a stream is open.
+func (r *statsReporter) run(ctx context.Context) {
+	conn, err := grpc.NewClient(r.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		r.log.Error("stats reporter: bad control plane address", "addr", r.addr, "error", err)
+		return
+	}
+	defer conn.Close()
+	client := statspb.NewStatsClient(conn)
+	tick := time.NewTicker(r.interval)
+	defer tick.Stop()
+
+	var (
+		stream   grpc.BidiStreamingClient[statspb.Report, statspb.Ack]
+		cancel   context.CancelFunc
+		sent     uint64 // newest seq sent on the current stream
+		streamWG sync.WaitGroup
+		broken   = make(chan struct{}, 1)
+		gotAck   atomic.Bool // the current stream has been acknowledged
+		backoff  = r.bmin
+		retryAt  time.Time
+	)
+	retryLater := func() {
+		if gotAck.Load() {
+			backoff = r.bmin
+		}
+		retryAt = time.Now().Add(jitter(backoff))
+		backoff = min(2*backoff, r.bmax)
+	}
+	closeStream := func() {
+		if cancel != nil {
+			cancel()
+			streamWG.Wait()
+		}
+		stream, cancel = nil, nil
+		r.setConnected(false)
+	}
+	defer closeStream()
+	open := func() {
+		// Not derived from ctx: the last report is sent after ctx is done.
+		sctx, c := context.WithCancel(context.WithoutCancel(ctx))
+		gotAck.Store(false)
+		s, err := client.Stream(sctx)
+		if err != nil {
+			c()
+			r.log.Debug("stats reporter: connect failed", "addr", r.addr, "error", err)
+			retryLater()
+			return
+		}
+		stream, cancel = s, c
+		select { // a stale signal of the previous stream
+		case <-broken:
+		default:
+		}
+		r.setConnected(true)
+		acked := r.Status().Acked
+		sent = acked
+		streamWG.Add(1)
+		go func() {
+			defer streamWG.Done()
+			for {
+				a, err := s.Recv()
+				if err != nil {
+					if !errors.Is(err, io.EOF) && sctx.Err() == nil {
+						r.log.Debug("stats reporter: stream ended", "error", err)
+					}
+					select {
+					case broken <- struct{}{}:
+					default:
+					}
+					return
+				}
+				r.ack(a.GetSeq())
+				gotAck.Store(true)
+			}
+		}()
+	}
+	send := func() bool {
+		for _, rep := range r.pending(sent) {
+			if err := stream.Send(rep); err != nil {
+				return false
+			}
+			sent = rep.Seq
+		}
+		return true
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			r.collect(time.Now())
+			if stream != nil && send() {
+				_ = stream.CloseSend()
+				done := make(chan struct{})
+				go func() { streamWG.Wait(); close(done) }()
+				select { // let the control plane take the last report
+				case <-done:
+				case <-time.After(time.Second):
+				}
+			}
+			return
+		case now := <-tick.C:
+			r.collect(now)
+		case <-broken:
+			closeStream()
+			retryLater()
+		}
+		if stream == nil && !time.Now().Before(retryAt) {
+			open()
+		}
+		if stream != nil && !send() {
+			closeStream()
+			retryLater()
+		}
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + time.Duration(mrand.Int64N(int64(d/2)+1))
+}
+
+// StatsReporterStatus returns the stats reporter's state (zero without
+// one).
+func (p *Proxy) StatsReporterStatus() ReporterStatus {
+	if p.reporter == nil {
+		return ReporterStatus{}
+	}
+	return p.reporter.Status()
+}
+
+// startReporter starts the stats reporter (Start calls it when the proxy has
+// a control plane and reporting is on).
+func (p *Proxy) startReporter(ctx context.Context) {
+	addr := p.cfg.StatsAddr
+	if addr == "" {
+		addr = p.cfg.XDSAddr
+	}
+	p.reporter = newStatsReporter(p.stats, addr, p.cfg.NodeID, p.cfg.StatsInterval, 0, p.cfg.XDSBackoffMin, p.cfg.XDSBackoffMax, p.log)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.reporter.run(ctx)
+	}()
+}
