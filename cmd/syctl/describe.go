@@ -412,25 +412,32 @@ func shadowAgreement(raw json.RawMessage) string {
 		fmtFloat(r.Shadow.AgreementRate*100, 1)+"%", fmtFloat(r.Shadow.Compared, -1), fmtFloat(r.Shadow.ShadowErrors, -1), fmtFloat(r.Shadow.ShadowNaN, -1))
 }
 
-// oneLine renders a small JSON object as "k=v, k=v" (scalars only).
+// oneLine renders a small JSON object as "k=v, a.b=v" (scalars, nested
+// objects flattened with dotted keys; lists and nulls left out).
 func oneLine(raw json.RawMessage) string {
 	var obj map[string]any
 	if json.Unmarshal(raw, &obj) != nil {
 		return strings.TrimSpace(string(raw))
 	}
-	keys := make([]string, 0, len(obj))
-	for k, v := range obj {
-		switch v.(type) {
-		case map[string]any, []any, nil:
-			continue
+	var parts []string
+	var walk func(prefix string, m map[string]any)
+	walk = func(prefix string, m map[string]any) {
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
 		}
-		keys = append(keys, k)
+		sort.Strings(keys)
+		for _, k := range keys {
+			switch v := m[k].(type) {
+			case map[string]any:
+				walk(prefix+k+".", v)
+			case []any, nil:
+			default:
+				parts = append(parts, fmt.Sprintf("%s%s=%v", prefix, k, v))
+			}
+		}
 	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s=%v", k, obj[k])
-	}
+	walk("", obj)
 	return strings.Join(parts, ", ")
 }
 

@@ -635,3 +635,11 @@ spec:
 		t.Fatalf("describe table:\n%s", r.stdout)
 	}
 }
+
+func TestOneLine(t *testing.T) {
+	got := oneLine(json.RawMessage(`{"phase":"Progressing","state":{"step":1,"weight":50,"weights":{"v1":50}},"history":[1],"x":null}`))
+	want := "phase=Progressing, state.step=1, state.weight=50, state.weights.v1=50"
+	if got != want {
+		t.Fatalf("oneLine = %q, want %q", got, want)
+	}
+}
