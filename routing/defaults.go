@@ -21,7 +21,7 @@ const (
 	DefaultCacheTTL            = Duration(30 * time.Second)
 	DefaultCacheMaxEntries     = 10000
 	DefaultCacheMaxBytes       = 64 << 20
-	DefaultCanaryConsecutive   = 1
+	DefaultCanaryConsecutive   = 3
 	defaultSingleVersionWeight = 100
 )
 

@@ -169,7 +169,7 @@ type Canary struct {
 	// MaxNaNRate: share of canary answers with NaN/Inf, 0..1 (default 0.001).
 	MaxNaNRate float64 `json:"maxNaNRate,omitempty" yaml:"maxNaNRate,omitempty"`
 	// ConsecutiveFailures: failed analyses in a row before rollback
-	// (default 1).
+	// (default 3, as canary.Config.FailuresBeforeRollback).
 	ConsecutiveFailures int `json:"consecutiveFailures,omitempty" yaml:"consecutiveFailures,omitempty"`
 }
 

@@ -90,7 +90,7 @@ func TestDefaults(t *testing.T) {
 		Shadow: &Shadow{Version: "v1", Percent: 5, Sampling: "random", QueueSize: 1024, Workers: 4, Timeout: DefaultTimeout,
 			Compare: Compare{Mode: "numeric", AbsTol: DefaultAbsTol, RelTol: DefaultRelTol}},
 		Canary: &Canary{Version: "v1", Steps: []int{20, 50, 80, 100}, StepDuration: DefaultCanaryStepDuration, MinRequests: 500,
-			MaxErrorRate: 0.01, MaxP99Ratio: 1.25, MaxNaNRate: 0.001, ConsecutiveFailures: 1},
+			MaxErrorRate: 0.01, MaxP99Ratio: 1.25, MaxNaNRate: 0.001, ConsecutiveFailures: 3},
 		Fallback: &Fallback{Chain: []string{"empty"}, Breaker: Breaker{ConsecutiveFailures: 5, OpenFor: DefaultBreakerOpenFor}},
 		Cache:    &Cache{Enabled: ptr(true), Coalesce: ptr(true), TTL: DefaultCacheTTL, MaxEntries: 10000, MaxBytes: 64 << 20},
 	}}
