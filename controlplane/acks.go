@@ -18,6 +18,7 @@ import (
 type ProxyStatus struct {
 	Node        string    `json:"node"`
 	Cluster     string    `json:"cluster,omitempty"`
+	Admin       string    `json:"admin,omitempty"` // admin address from node metadata "switchyard.admin" (shadow reports)
 	Stream      int64     `json:"stream"`
 	ConnectedAt time.Time `json:"connectedAt"`
 	// AckedVersion is the newest config version every resource type the
@@ -45,6 +46,7 @@ type typeState struct {
 type streamState struct {
 	node        string
 	cluster     string
+	admin       string
 	connectedAt time.Time
 	types       map[string]*typeState
 	ackedSeen   int64 // newest summarized ACK already observed in metrics
@@ -109,6 +111,9 @@ func (t *Tracker) onRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
 	}
 	if n := req.GetNode(); n != nil {
 		s.node, s.cluster = n.GetId(), n.GetCluster()
+		if a := n.GetMetadata().GetFields()[nodeMetadataAdmin].GetStringValue(); a != "" {
+			s.admin = a
+		}
 	}
 	ts := s.types[req.GetTypeUrl()]
 	if ts == nil {
@@ -191,7 +196,7 @@ func olderThan(a, b string) bool {
 func atLeast(v, want string) bool { return v != "" && (v == want || !olderThan(v, want)) }
 
 func summarize(s *streamState) ProxyStatus {
-	p := ProxyStatus{Node: s.node, Cluster: s.cluster, ConnectedAt: s.connectedAt, Types: map[string]TypeStatus{}}
+	p := ProxyStatus{Node: s.node, Cluster: s.cluster, Admin: s.admin, ConnectedAt: s.connectedAt, Types: map[string]TypeStatus{}}
 	for url, ts := range s.types {
 		p.Types[url] = ts.TypeStatus
 	}

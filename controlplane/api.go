@@ -78,6 +78,8 @@ func (a *API) routes() {
 	a.Handle("POST /v1/models/{name}/rollback", RoleOperator, a.rollback)
 	a.Handle("GET /v1/audit", RoleViewer, a.audit)
 	a.Handle("GET /v1/proxies", RoleViewer, a.proxies)
+	a.fallbackRoutes() // PUT /v1/models/{name}/fallback/static (fallback_api.go)
+	a.shadowRoutes()   // GET /v1/models/{name}/shadow/report (shadow_report.go)
 	// Next: "PUT /v1/models/{name}/canary" (RoleEditor), "POST
 	// /v1/models/{name}/canary/{action}" (RoleOperator), "POST
 	// /v1/models/{name}/shadow/report" (proxies), "PUT

@@ -133,6 +133,11 @@ func (p *Proxy) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"ready": true, "version": s.version, "source": s.source})
 	})
+	for _, e := range p.cfg.Extensions { // e.g. /shadow/report, /fallback
+		if a, ok := e.(interface{ adminRoutes(*http.ServeMux) }); ok {
+			a.adminRoutes(mux)
+		}
+	}
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)

@@ -38,6 +38,10 @@ type Exchange struct {
 	parsed   *oip.InferRequest
 	parseErr error
 	restBuf  []byte // REST re-encoding of a gRPC request, for HTTP upstreams
+
+	// ext is the per-exchange state of the cache, fallback and shadow
+	// extensions (cache_state.go); zeroed with the exchange.
+	ext extState
 }
 
 // Request returns the parsed request, decoding it on first use.
@@ -78,6 +82,11 @@ type Result struct {
 	// Fallback names the fallback step that produced the answer ("" for a
 	// normal answer); it is sent as x-switchyard-fallback.
 	Fallback string
+	// FallbackReason is the trigger that made the fallback answer
+	// (x-switchyard-fallback-reason); Cache is "hit" for an answer from the
+	// prediction cache (x-switchyard-cache).
+	FallbackReason string
+	Cache          string
 
 	Status      int
 	ContentType string

@@ -438,6 +438,7 @@ func (s *fastServer) infer(c net.Conn, b *connBufs, r *request, rt oip.HTTPRoute
 		x.StickyKey = headerString(r, route.stickyMD)
 	}
 	x.contentType = internCT(r.header("content-type"))
+	x.ext.noCache = hasNoCache(r.header("cache-control"))
 	v := route.Variants[choice.Index]
 	if hl := r.header("inference-header-content-length"); hl != nil {
 		n, err := strconv.Atoi(string(hl))
@@ -478,7 +479,9 @@ func (s *fastServer) infer(c net.Conn, b *connBufs, r *request, rt oip.HTTPRoute
 	if status >= 400 || p.sampler.Keep() {
 		p.logExchange(ctx, x, res, v, status, err)
 	}
-	return !r.close, s.flush(b)
+	ferr := s.flush(b)
+	x.ext.answered(x, res) // after the answer is written: shadow enqueue
+	return !r.close, ferr
 }
 
 // flush writes out buffered responses unless more pipelined requests are
@@ -502,7 +505,7 @@ func internCT(v []byte) string {
 	return string(v)
 }
 
-func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, fallback string, headerLen, n int, close bool) {
+func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, res *Result, headerLen, n int, close bool) {
 	if status == 200 {
 		bw.WriteString("HTTP/1.1 200 OK\r\n")
 	} else {
@@ -523,10 +526,8 @@ func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, fallback str
 		bw.WriteString(v.Name)
 		bw.WriteString("\r\n")
 	}
-	if fallback != "" {
-		bw.WriteString("X-Switchyard-Fallback: ")
-		bw.WriteString(fallback)
-		bw.WriteString("\r\n")
+	if res != nil {
+		writeExtHeaders(bw, res) // fallback / cache marks (cache_state.go)
 	}
 	var tmp [20]byte
 	if headerLen > 0 {
@@ -544,7 +545,7 @@ func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, fallback str
 
 func writeErrorTo(bw *bufio.Writer, status int, msg string, v *Variant, close bool) {
 	body := errorJSON(msg)
-	writeHead(bw, status, "application/json", v, "", 0, len(body), close)
+	writeHead(bw, status, "application/json", v, nil, 0, len(body), close)
 	bw.Write(body)
 }
 
@@ -562,7 +563,7 @@ func (s *fastServer) respond(bw *bufio.Writer, st *exchangeState, err error, clo
 	if err != nil {
 		e := oip.AsError(err)
 		body := errorJSON(e.Msg)
-		writeHead(bw, e.HTTPStatus(), "application/json", res.Variant, res.Fallback, 0, len(body), close)
+		writeHead(bw, e.HTTPStatus(), "application/json", res.Variant, res, 0, len(body), close)
 		bw.Write(body)
 		return e.HTTPStatus()
 	}
@@ -578,7 +579,7 @@ func (s *fastServer) respond(bw *bufio.Writer, st *exchangeState, err error, clo
 		}
 		if perr != nil {
 			msg := errorJSON(fmt.Sprintf("model %q: cannot encode the upstream answer: %v", st.x.Route.Name, perr))
-			writeHead(bw, http.StatusBadGateway, "application/json", res.Variant, res.Fallback, 0, len(msg), close)
+			writeHead(bw, http.StatusBadGateway, "application/json", res.Variant, res, 0, len(msg), close)
 			bw.Write(msg)
 			return http.StatusBadGateway
 		}
@@ -587,7 +588,7 @@ func (s *fastServer) respond(bw *bufio.Writer, st *exchangeState, err error, clo
 			ct = "application/octet-stream"
 		}
 	}
-	writeHead(bw, status, ct, res.Variant, res.Fallback, headerLen, len(body), close)
+	writeHead(bw, status, ct, res.Variant, res, headerLen, len(body), close)
 	bw.Write(body)
 	return status
 }

@@ -170,6 +170,7 @@ func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (
 		return nil, oip.GRPCError(oerr)
 	}
 	x := &Exchange{Route: route, Choice: choice, Start: start, Deadline: start.Add(route.Timeout), StickyKey: key, pbReq: req}
+	x.ext.noCache = hasNoCache(mdFirst(md, "cache-control"))
 	if dl, ok := ctx.Deadline(); ok && dl.Before(x.Deadline) {
 		x.Deadline = dl
 	}
@@ -191,6 +192,7 @@ func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (
 	if res.Fallback != "" {
 		hdr.Append(MetadataFallback, res.Fallback)
 	}
+	appendExtMetadata(hdr, res) // fallback reason, cache hit (cache_state.go)
 	grpc.SetHeader(ctx, hdr)
 	code := "OK"
 	httpStatus := http.StatusOK
@@ -212,6 +214,7 @@ func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (
 	if err != nil || p.sampler.Keep() {
 		p.logExchange(ctx, x, res, v, httpStatus, err)
 	}
+	x.ext.answered(x, res) // shadow enqueue (grpc-go writes the answer after return)
 	return out, err
 }
 

@@ -177,6 +177,7 @@ func (h *httpFront) infer(w http.ResponseWriter, r *http.Request, rt oip.HTTPRou
 		x.StickyKey = first(r.Header[route.stickyHTTP])
 	}
 	x.contentType = first(r.Header["Content-Type"])
+	x.ext.noCache = hasNoCache(first(r.Header["Cache-Control"]))
 	if hl := first(r.Header[hdrInferHeader]); hl != "" {
 		n, err := strconv.Atoi(hl)
 		if err != nil || n < 0 {
@@ -224,6 +225,7 @@ func (h *httpFront) infer(w http.ResponseWriter, r *http.Request, rt oip.HTTPRou
 	if status >= 400 || p.sampler.Keep() {
 		p.logExchange(ctx, x, res, v, status, err)
 	}
+	x.ext.answered(x, res) // after the answer is written: shadow enqueue
 }
 
 func variantName(res *Result, v *Variant) string {
@@ -291,6 +293,7 @@ func (h *httpFront) respond(w http.ResponseWriter, st *exchangeState, err error)
 	if res.Fallback != "" {
 		hdr[hdrFallback] = []string{res.Fallback}
 	}
+	setExtHeaders(hdr, res) // fallback reason, cache hit (cache_state.go)
 	if err != nil {
 		e := oip.AsError(err)
 		writeError(w, e.HTTPStatus(), e.Msg)

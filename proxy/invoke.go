@@ -47,10 +47,14 @@ type upstreamInvoker struct{ p *Proxy }
 func (u *upstreamInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
 	r := v.Route
 	res.Variant = v
-	done, err := v.Breaker.Allow()
-	if err != nil {
-		v.metrics.upstreamError("breaker_open")
-		return oip.Errorf(oip.Unavailable, "model %q version %q: circuit breaker open after repeated failures; not calling upstream", r.Name, v.Name)
+	done := noBreaker
+	if !x.ext.breakerHeld { // the fallback extension holds the breaker itself
+		var err error
+		if done, err = v.Breaker.Allow(); err != nil {
+			v.metrics.upstreamError("breaker_open")
+			x.ext.failKind = "breaker_open"
+			return oip.Errorf(oip.Unavailable, "model %q version %q: circuit breaker open after repeated failures; not calling upstream", r.Name, v.Name)
+		}
 	}
 	var (
 		prev     *upstream.Endpoint
@@ -94,6 +98,7 @@ func (u *upstreamInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, r
 		lastErr = fmt.Errorf("upstream answered %d", res.Status)
 	}
 	done(lastErr)
+	x.ext.failKind = lastKind
 	switch lastKind {
 	case kindTimeout:
 		return oip.Errorf(oip.DeadlineExceeded, "model %q version %q: no answer within the %v latency budget (%d attempts)", r.Name, v.Name, r.Timeout, attempts)

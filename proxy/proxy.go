@@ -163,6 +163,13 @@ func New(cfg Config) (*Proxy, error) {
 		p.tracer = cfg.TracerProvider.Tracer("github.com/switchyard-dev/switchyard/proxy")
 	}
 	p.reg = newRegistry(cfg.MaxIdleConnsPerEndpoint, p.onBreakerChange, nil)
+	for _, e := range cfg.Extensions { // extensions that need the proxy (metrics, logger, state dir)
+		if a, ok := e.(interface{ attach(*Proxy) error }); ok {
+			if err := a.attach(p); err != nil {
+				return nil, fmt.Errorf("proxy: extension %s: %w", e.Name(), err)
+			}
+		}
+	}
 	p.httpFront = &httpFront{p: p}
 	if len(cfg.Models) > 0 {
 		if err := p.Apply(cfg.Models, "static", SourceStatic); err != nil {
@@ -208,6 +215,11 @@ func (p *Proxy) Apply(models []routing.Model, version, source string) error {
 		p.metrics.ConfigInfo.DeleteLabelValues(old.version, old.source)
 	}
 	p.metrics.ConfigInfo.WithLabelValues(version, source).Set(1)
+	for _, e := range p.cfg.Extensions { // let extensions drop state of removed models
+		if a, ok := e.(interface{ applied(map[string]*Route) }); ok {
+			a.applied(s.routes)
+		}
+	}
 	p.metrics.ConfigTimestamp.Set(float64(s.applied.Unix()))
 	p.metrics.ConfigUpdates.WithLabelValues("applied").Inc()
 	for _, r := range s.routes {
@@ -298,6 +310,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 		p.xds = xdsclient.New(xdsclient.Config{
 			Addr:       p.cfg.XDSAddr,
 			NodeID:     p.cfg.NodeID,
+			Metadata:   map[string]string{xdsclient.MetadataAdminAddr: p.AdminAddr()},
 			Logger:     p.log,
 			BackoffMin: p.cfg.XDSBackoffMin,
 			BackoffMax: p.cfg.XDSBackoffMax,

@@ -187,7 +187,7 @@ func (g *registry) breaker(model, version string, cfg routing.Breaker) upstream.
 	if e, ok := g.breakers[key]; ok && e.cfg == cfg {
 		return e.b
 	}
-	b := upstream.NewBreaker(key, cfg, g.onBreaker)
+	b := newVersionBreaker(model, version, cfg, g.onBreaker) // fallback.Breaker: one per version (fallback_breaker.go)
 	g.breakers[key] = breakerEntry{cfg: cfg, b: b}
 	return b
 }

@@ -66,6 +66,10 @@ type MirrorConfig struct {
 	// RingSize is how many recent records the in-memory ring keeps
 	// (default 1024).
 	RingSize int
+	// OnCompared, if set, is called by the worker after each comparison
+	// (e.g. to feed the canary's shadow-disagreement gate). It must not
+	// block.
+	OnCompared func(j *Job, c *Comparison)
 }
 
 func (c MirrorConfig) defaults() MirrorConfig {
@@ -216,6 +220,9 @@ func (mr *Mirror) process(j *Job) {
 	}
 	c := Compare(j.Primary, s, mr.cfg.Compare)
 	mr.m.observe(j, &c, j.Primary, s)
+	if mr.cfg.OnCompared != nil {
+		mr.cfg.OnCompared(j, &c)
+	}
 	rec := NewRecord(j, &c, s, 1)
 	mr.ring.Add(rec)
 	if mr.sink == nil || !KeepRecord(c.Agree, mr.cfg.RecordAgreements, rand.Float64()) {

@@ -26,6 +26,7 @@ func runProxy(args []string) error {
 	admin := fs.String("admin", "127.0.0.1:9901", "admin listen `ADDR`: /metrics, /config_dump, /ready, /stats, /debug/pprof/ (empty: off)")
 	nodeID := fs.String("node-id", "", "`NAME` of this proxy at the control plane (default: the host name)")
 	stateDir := fs.String("state-dir", "", "`DIR` keeping the last good configuration, served at start while the control plane is unreachable")
+	shadowDir := fs.String("shadow-dir", "", "`DIR` for shadow diff records (<model>.jsonl, rotated; default: <state-dir>/shadow; none without either)")
 	otlp := fs.String("otlp-endpoint", "", "OTLP/gRPC collector `ADDR` for traces (empty: tracing off; trace context is still passed on)")
 	otlpInsecure := fs.Bool("otlp-insecure", true, "plaintext to the OTLP collector")
 	sampleRatio := fs.Float64("trace-sample-ratio", 1, "share of root traces recorded when tracing is on")
@@ -64,6 +65,9 @@ func runProxy(args []string) error {
 		HTTPAddr: *httpAddr, GRPCAddr: *grpcAddr, AdminAddr: *admin,
 		XDSAddr: *xds, NodeID: *nodeID, StateDir: *stateDir,
 		Logger: logger, LogSampleEvery: *logEvery, TracerProvider: tp,
+		// Prediction cache, fallbacks and shadow mirroring: per model from
+		// its desired state; a model without those sections pays nothing.
+		Extensions: []proxy.Extension{proxy.NewFeatures(proxy.FeaturesConfig{ShadowDir: *shadowDir})},
 	})
 	if err != nil {
 		return err

@@ -42,6 +42,8 @@ type Request struct {
 	Body      []byte
 	// TraceParent and TraceState are W3C trace context values ("" to omit).
 	TraceParent, TraceState string
+	// Extra header lines ("Name: value", no CRLF), appended verbatim.
+	Extra []string
 }
 
 // Response is an upstream's answer. Body is appended to the slice the caller
@@ -229,6 +231,10 @@ func (p *HTTPPool) roundTrip(c *conn, deadline time.Time, req *Request, resp *Re
 			bw.WriteString("\r\nTracestate: ")
 			bw.WriteString(req.TraceState)
 		}
+	}
+	for _, h := range req.Extra {
+		bw.WriteString("\r\n")
+		bw.WriteString(h)
 	}
 	bw.WriteString("\r\n\r\n")
 	bw.Write(req.Body)

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/switchyard-dev/switchyard/routing"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
@@ -39,6 +40,10 @@ type Config struct {
 	NodeID string
 	// Cluster is the node's cluster (default "switchyard-proxy").
 	Cluster string
+	// Metadata is sent as the node's metadata (string values), e.g.
+	// MetadataAdminAddr so the control plane can reach the proxy's admin
+	// server (shadow reports).
+	Metadata map[string]string
 	// Apply makes models the active configuration; an error NACKs.
 	Apply  func(models []routing.Model, version string) error
 	Logger *slog.Logger
@@ -166,7 +171,7 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 		return false, err
 	}
 	s := &streamState{
-		node:     &corev3.Node{Id: c.cfg.NodeID, Cluster: c.cfg.Cluster},
+		node:     &corev3.Node{Id: c.cfg.NodeID, Cluster: c.cfg.Cluster, Metadata: nodeMetadata(c.cfg.Metadata)},
 		version:  map[string]string{},
 		received: map[string]bool{},
 		names:    map[string][]string{},
@@ -378,4 +383,19 @@ func hasRoute(rs []*routev3.RouteConfiguration, name string) bool {
 		}
 	}
 	return false
+}
+
+// MetadataAdminAddr is the node metadata key holding the proxy's admin
+// address (host:port).
+const MetadataAdminAddr = "switchyard.admin"
+
+func nodeMetadata(m map[string]string) *structpb.Struct {
+	if len(m) == 0 {
+		return nil
+	}
+	st := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(m))}
+	for k, v := range m {
+		st.Fields[k] = structpb.NewStringValue(v)
+	}
+	return st
 }

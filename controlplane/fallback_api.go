@@ -1,0 +1,108 @@
+package controlplane
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/switchyard-dev/switchyard/controlplane/store"
+	"github.com/switchyard-dev/switchyard/fallback"
+	"github.com/switchyard-dev/switchyard/routing"
+)
+
+// StaticRequest is the body of PUT /v1/models/{name}/fallback/static: the
+// new static answer (e.g. today's popular items), replacing
+// spec.fallback.static and nothing else.
+type StaticRequest struct {
+	Outputs []routing.StaticTensor `json:"outputs"`
+	Reason  string                 `json:"reason,omitempty"`
+}
+
+// fallbackRoutes registers the fallback endpoints.
+func (a *API) fallbackRoutes() {
+	a.Handle("PUT /v1/models/{name}/fallback/static", RoleEditor, a.putStatic)
+}
+
+// putStatic replaces spec.fallback.static atomically, as a new revision
+// (audited as "fallback-static") that proxies get over xDS like any other
+// change. With If-Match it applies to that revision only (else 409);
+// without, to the current revision, retrying if another write lands in
+// between. The model must have a fallback chain with a "static" step.
+func (a *API) putStatic(w http.ResponseWriter, r *http.Request, caller Identity) {
+	name := r.PathValue("name")
+	pre, err := precondition(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	body, ok := a.readBody(w, r, false)
+	if !ok {
+		return
+	}
+	var req StaticRequest
+	if err := routing.DecodeJSONInto(body, &req); err != nil {
+		badDecode(w, err)
+		return
+	}
+	if len(req.Outputs) == 0 {
+		writeError(w, http.StatusBadRequest, "outputs: required: at least one output tensor",
+			[]routing.FieldError{{Field: "outputs", Message: "required: at least one output tensor"}})
+		return
+	}
+	// The fallback package's checks name the tensor and the problem
+	// (element count vs shape, range of the datatype, ...).
+	ts := make([]fallback.StaticTensor, len(req.Outputs))
+	for i, t := range req.Outputs {
+		ts[i] = fallback.StaticTensor{Name: t.Name, Datatype: t.Datatype, Shape: t.Shape, Data: t.Data, Strings: t.Strings}
+	}
+	if _, err := fallback.NewStatic(ts); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "static.")
+		writeError(w, http.StatusBadRequest, msg, []routing.FieldError{{Field: "outputs", Message: msg}})
+		return
+	}
+	for attempt := 0; ; attempt++ {
+		cur, err := a.store.Get(r.Context(), name)
+		if err != nil {
+			a.storeError(w, r, err)
+			return
+		}
+		if pre.IfRevision > 0 && cur.Revision != pre.IfRevision {
+			a.storeError(w, r, fmt.Errorf("model %q is at revision %d, not %d: %w", name, cur.Revision, pre.IfRevision, store.ErrConflict))
+			return
+		}
+		m := cur.Model.Clone()
+		fb := m.Spec.Fallback
+		if fb == nil || !hasStaticStep(fb.Chain) {
+			writeError(w, http.StatusConflict, fmt.Sprintf("model %q has no fallback chain with a \"static\" step; add spec.fallback (chain: [..., static]) first", name),
+				[]routing.FieldError{{Field: "spec.fallback.chain", Message: "needs a \"static\" step"}})
+			return
+		}
+		fb.Static = &routing.Static{Outputs: req.Outputs}
+		if err := m.Validate(); err != nil {
+			badDecode(w, err)
+			return
+		}
+		rec, err := a.store.Put(r.Context(), m, store.Precondition{IfRevision: cur.Revision}, change(r, caller, "fallback-static", req.Reason))
+		if errors.Is(err, store.ErrConflict) && pre.IfRevision == 0 && attempt < casAttempts {
+			continue
+		}
+		if err != nil {
+			a.storeError(w, r, err)
+			return
+		}
+		a.log.Info("static fallback replaced", "model", name, "revision", rec.Revision, "outputs", len(req.Outputs), "subject", caller.Subject)
+		w.Header().Set("ETag", etag(rec.Revision))
+		writeJSON(w, http.StatusOK, modelResponse(rec))
+		return
+	}
+}
+
+func hasStaticStep(chain []string) bool {
+	for _, s := range chain {
+		if s == routing.FallbackStatic {
+			return true
+		}
+	}
+	return false
+}

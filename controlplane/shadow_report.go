@@ -1,0 +1,179 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/shadow"
+)
+
+// Shadow reports across proxies.
+//
+// Each proxy compares shadow answers itself and keeps its recent
+// comparisons in memory (and a JSON-lines record file). It announces its
+// admin address in its xDS node metadata (key "switchyard.admin"); the ACK
+// tracker keeps it (ProxyStatus.Admin). GET /v1/models/{name}/shadow/report
+// fans out to every connected proxy's admin endpoint
+// /shadow/records?model=NAME&window=W with a bounded timeout, merges the
+// records and summarises them with shadow.Summary, so rates and latency
+// percentiles are exact over all proxies (not averages of averages). The
+// answer lists the proxies asked, how many records each gave, and those
+// that did not answer (or have no admin address).
+
+// nodeMetadataAdmin is the node metadata key holding a proxy's admin
+// address (proxy/xdsclient.MetadataAdminAddr).
+const nodeMetadataAdmin = "switchyard.admin"
+
+// Shadow report limits.
+const (
+	defaultShadowWindow   = 5 * time.Minute
+	maxShadowWindow       = 24 * time.Hour
+	shadowFanoutTimeout   = 3 * time.Second
+	maxShadowRecordsBytes = 64 << 20
+	shadowWorstExamples   = 10
+)
+
+// ShadowReportResponse is the body of GET /v1/models/{name}/shadow/report:
+// shadow.Report's fields (from, to, shadow, noise_floor, worst) merged over
+// the proxies, plus where the figures came from.
+type ShadowReportResponse struct {
+	shadow.Report
+	Model         string `json:"model"`
+	ShadowVersion string `json:"shadowVersion,omitempty"`
+	Window        string `json:"window"`
+	// Proxies lists every proxy asked (one per admin address).
+	Proxies []ShadowProxy `json:"proxies"`
+	// Missing names the proxies whose figures are not included.
+	Missing []string `json:"missing,omitempty"`
+}
+
+// ShadowProxy is one proxy's part of a report.
+type ShadowProxy struct {
+	Node    string `json:"node"`
+	Admin   string `json:"admin,omitempty"`
+	Records int    `json:"records"`
+	Error   string `json:"error,omitempty"`
+}
+
+// shadowRoutes registers the shadow endpoints.
+func (a *API) shadowRoutes() {
+	a.Handle("GET /v1/models/{name}/shadow/report", RoleViewer, a.shadowReport)
+}
+
+func (a *API) shadowReport(w http.ResponseWriter, r *http.Request, _ Identity) {
+	name := r.PathValue("name")
+	window := defaultShadowWindow
+	if s := r.URL.Query().Get("window"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 || d > maxShadowWindow {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("window: want a duration in (0, %s] such as 5m, got %q", maxShadowWindow, s), nil)
+			return
+		}
+		window = d
+	}
+	rec, err := a.store.Get(r.Context(), name)
+	if err != nil {
+		a.storeError(w, r, err)
+		return
+	}
+	resp := ShadowReportResponse{Model: name, Window: window.String(), Proxies: []ShadowProxy{}}
+	if sh := rec.Model.Spec.Shadow; sh != nil {
+		resp.ShadowVersion = sh.Version
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), shadowFanoutTimeout)
+	defer cancel()
+	recs := a.gatherShadowRecords(ctx, name, window, &resp)
+	now := time.Now()
+	resp.Report = shadow.Summary(recs, now.Add(-window), now, shadowWorstExamples)
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// gatherShadowRecords asks every connected proxy (once per admin address)
+// for its records in the window, concurrently, until ctx ends.
+func (a *API) gatherShadowRecords(ctx context.Context, model string, window time.Duration, resp *ShadowReportResponse) []shadow.Record {
+	byAdmin := map[string]string{} // admin -> node
+	for _, p := range a.tracker.Proxies() {
+		if p.Admin == "" {
+			resp.Proxies = append(resp.Proxies, ShadowProxy{Node: p.Node, Error: "no admin address in its node metadata"})
+			resp.Missing = append(resp.Missing, p.Node)
+			continue
+		}
+		byAdmin[p.Admin] = p.Node
+	}
+	admins := make([]string, 0, len(byAdmin))
+	for ad := range byAdmin {
+		admins = append(admins, ad)
+	}
+	sort.Strings(admins)
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	defer client.CloseIdleConnections()
+	results := make([]ShadowProxy, len(admins))
+	parts := make([][]shadow.Record, len(admins))
+	var wg sync.WaitGroup
+	for i, ad := range admins {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = ShadowProxy{Node: byAdmin[ad], Admin: ad}
+			recs, err := fetchShadowRecords(ctx, client, ad, model, window)
+			if err != nil {
+				results[i].Error = err.Error()
+				return
+			}
+			results[i].Records = len(recs)
+			parts[i] = recs
+		}()
+	}
+	wg.Wait()
+	var all []shadow.Record
+	for i, res := range results {
+		resp.Proxies = append(resp.Proxies, res)
+		if res.Error != "" {
+			resp.Missing = append(resp.Missing, res.Node)
+		}
+		all = append(all, parts[i]...)
+	}
+	sort.Strings(resp.Missing)
+	return all
+}
+
+// proxyShadowRecords is the part of a proxy's /shadow/records answer used
+// here.
+type proxyShadowRecords struct {
+	Records []shadow.Record `json:"records"`
+}
+
+func fetchShadowRecords(ctx context.Context, client *http.Client, admin, model string, window time.Duration) ([]shadow.Record, error) {
+	u := "http://" + admin + "/shadow/records?model=" + url.QueryEscape(model) + "&window=" + url.QueryEscape(window.String())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("no answer: %v", err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, maxShadowRecordsBytes))
+	if err != nil {
+		return nil, fmt.Errorf("read answer: %v", err)
+	}
+	switch {
+	case res.StatusCode == http.StatusNotFound:
+		return nil, nil // this proxy does not shadow the model (yet): nothing to add
+	case res.StatusCode != http.StatusOK:
+		return nil, fmt.Errorf("answered %d: %s", res.StatusCode, b)
+	}
+	var out proxyShadowRecords
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("bad answer: %v", err)
+	}
+	return out.Records, nil
+}

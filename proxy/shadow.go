@@ -1,0 +1,372 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/metadata"
+
+	"github.com/switchyard-dev/switchyard/oip"
+	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+	"github.com/switchyard-dev/switchyard/proxy/upstream"
+	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/shadow"
+)
+
+// Shadow mirroring (spec.shadow). The request path does three cheap
+// things for a sampled request: the shadow invoker copies the request and
+// the primary's answer (bytes, no decoding) into a payload after the
+// primary answered; the front-end, once the answer is written, offers the
+// job to the model's shadow.Mirror (a non-blocking channel send; a full
+// queue drops and counts). Decoding, the shadow call, the comparison, the
+// metrics and the record file all happen in the mirror's fixed workers.
+//
+// The shadow call goes through the proxy's upstream pools (HTTP keep-alive
+// pool or gRPC connection of the shadow version's endpoints) with the
+// header / metadata x-switchyard-shadow: true, bypassing the version's
+// circuit breaker, retries, outlier ejection, the prediction cache and the
+// fallback chain: shadow traffic never changes what clients get.
+//
+// Noise floor (spec.shadow.noiseFloorPercent): that share of the mirrored
+// requests is also sent to the primary version a second time (kind
+// noise_floor), so disagreement the primary has with itself is measured
+// and reported apart (Report.NoiseFloor).
+
+// mirrorState is one model's mirror for one shadow configuration.
+type mirrorState struct {
+	model, target string
+	m             *shadow.Mirror
+	sink          *recordSink
+	sampler       shadow.Sampler
+	noise         float64 // percent of mirrored requests also sent to the primary
+}
+
+func (ms *mirrorState) sinkPath() string {
+	if ms.sink == nil {
+		return ""
+	}
+	return ms.sink.path
+}
+
+func shadowSig(model string, sh *routing.Shadow) string {
+	b, _ := json.Marshal(sh)
+	return model + "|" + string(b)
+}
+
+// mirrorLocked returns the mirror for the route's shadow configuration,
+// starting one if the configuration is new.
+func (f *features) mirrorLocked(r *Route, sh *routing.Shadow) (*mirrorState, error) {
+	if r.Variant(sh.Version) == nil {
+		return nil, fmt.Errorf("shadow version %q is not a version of the model", sh.Version)
+	}
+	sig := shadowSig(r.Name, sh)
+	if ms := f.mirrors[sig]; ms != nil {
+		return ms, nil
+	}
+	mode, err := shadow.ParseMode(sh.Compare.Mode)
+	if err != nil {
+		return nil, err
+	}
+	sampling := shadow.SampleRandom
+	if sh.Sampling == routing.SamplingSticky {
+		sampling = shadow.SampleSticky
+	}
+	ms := &mirrorState{model: r.Name, target: sh.Version, noise: sh.NoiseFloorPercent,
+		sampler: shadow.Sampler{Percent: sh.Percent, Mode: sampling}}
+	cfg := shadow.MirrorConfig{
+		QueueSize: sh.QueueSize,
+		Workers:   sh.Workers,
+		Timeout:   sh.Timeout.D(),
+		Compare: shadow.Config{
+			Rule:    shadow.Rule{Mode: mode, K: sh.Compare.K, AbsTol: sh.Compare.AbsTol, RelTol: sh.Compare.RelTol},
+			Outputs: sh.Compare.Outputs,
+		},
+		RecordAgreements: f.cfg.ShadowRecordAgreements,
+		RingSize:         f.cfg.ShadowRingSize,
+		OnCompared:       f.onCompared,
+	}
+	var sink shadow.RecordSink
+	if f.shadowDir != "" {
+		s, err := f.acquireSinkLocked(r.Name)
+		if err != nil {
+			f.log.Error("shadow records not written", "model", r.Name, "error", err)
+		} else {
+			ms.sink, sink = s, s
+		}
+	}
+	ms.m = shadow.NewMirror(cfg, f.callShadow, sink, f.shm, f.log.With("model", r.Name))
+	f.mirrors[sig] = ms
+	return ms, nil
+}
+
+// onCompared feeds the canary's shadow-disagreement gate (the proxy's
+// stats recorder, when it has one).
+func (f *features) onCompared(j *shadow.Job, c *shadow.Comparison) {
+	if j.Kind != shadow.KindShadow {
+		return
+	}
+	if rec, ok := any(f.p).(interface{ RecordShadow(model, version string, disagreed bool) }); ok {
+		rec.RecordShadow(j.Model, j.TargetVersion, !c.Agree)
+	}
+}
+
+// recordSink is a model's record file, shared by the mirrors of that model
+// (an old one draining while a new one starts) and closed with the last.
+type recordSink struct {
+	path string
+	w    *shadow.RotatingWriter
+	refs int
+
+	mu        sync.Mutex
+	lastFlush time.Time
+}
+
+// recordFlushEvery bounds how long a written record may sit in the file's
+// buffer (flushed by the next write after it, by reports, and on close).
+const recordFlushEvery = 200 * time.Millisecond
+
+func (s *recordSink) Write(r shadow.Record) error {
+	err := s.w.Write(r)
+	s.mu.Lock()
+	now := time.Now()
+	flush := now.Sub(s.lastFlush) >= recordFlushEvery
+	if flush {
+		s.lastFlush = now
+	}
+	s.mu.Unlock()
+	if flush {
+		err = errors.Join(err, s.w.Flush())
+	}
+	return err
+}
+
+func (f *features) acquireSinkLocked(model string) (*recordSink, error) {
+	if s := f.sinks[model]; s != nil {
+		s.refs++
+		return s, nil
+	}
+	path := filepath.Join(f.shadowDir, model+".jsonl")
+	w, err := shadow.NewRotatingWriter(path, f.cfg.ShadowRecordMaxBytes, f.cfg.ShadowRecordKeep)
+	if err != nil {
+		return nil, err
+	}
+	s := &recordSink{path: path, w: w, refs: 1}
+	f.sinks[model] = s
+	return s, nil
+}
+
+func (f *features) releaseSinkLocked(s *recordSink) error {
+	s.refs--
+	if s.refs > 0 {
+		return s.w.Flush()
+	}
+	for m, x := range f.sinks {
+		if x == s {
+			delete(f.sinks, m)
+		}
+	}
+	return s.w.Close()
+}
+
+// shadowInvoker captures sampled requests and the primary's outcome.
+type shadowInvoker struct {
+	rf   *routeFeatures
+	next Invoker
+}
+
+func (si *shadowInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
+	err := si.next.Invoke(ctx, x, v, res)
+	ms := si.rf.mirror
+	if !ms.sampler.Sample(x.StickyKey, rand.Float64()) {
+		return err
+	}
+	tv := si.rf.route.Variant(ms.target)
+	if tv == nil || tv == v {
+		return err // the request was routed to the shadow version itself
+	}
+	// A request the primary turned down as bad is not the model's answer:
+	// not mirrored.
+	if err != nil {
+		if c := oip.CodeOf(err); c == oip.InvalidArgument || c == oip.NotFound || c == oip.TooLarge {
+			return err
+		}
+	} else if res.PB == nil && res.Status >= 400 && res.Status < 500 {
+		return err
+	}
+	pl := &shadowPayload{target: tv, primary: v, start: x.Start, latency: time.Since(x.Start), primaryErr: err}
+	if x.pbReq != nil {
+		pl.pbReq = x.pbReq // not reused by the gRPC front-end
+	} else {
+		pl.body = bytes.Clone(x.body) // the exchange's buffer is pooled
+		pl.headerLen, pl.contentType = x.headerLen, x.contentType
+	}
+	if err == nil {
+		switch {
+		case res.PB != nil:
+			pl.respPB = res.PB
+		case res.parsed != nil && len(res.Body) == 0:
+			pl.resp = res.parsed // a decoded answer (not aliasing pooled bytes)
+		default:
+			pl.respBody = bytes.Clone(res.Body)
+			pl.respStatus, pl.respHeaderLen = res.Status, res.HeaderLen
+		}
+	}
+	x.ext.shadow = &shadowPending{ms: ms, pl: pl, noise: ms.noise > 0 && rand.Float64()*100 < ms.noise}
+	return err
+}
+
+// shadowPending is a captured job waiting for the answer to be written.
+type shadowPending struct {
+	ms    *mirrorState
+	pl    *shadowPayload
+	noise bool
+}
+
+func (p *shadowPending) enqueue() {
+	pl := p.pl
+	p.ms.m.Enqueue(&shadow.Job{Kind: shadow.KindShadow, Model: p.ms.model, PrimaryVersion: pl.primary.Name,
+		TargetVersion: pl.target.Name, Time: pl.start, Payload: pl})
+	if p.noise {
+		p.ms.m.Enqueue(&shadow.Job{Kind: shadow.KindNoiseFloor, Model: p.ms.model, PrimaryVersion: pl.primary.Name,
+			TargetVersion: pl.primary.Name, Time: pl.start, Payload: pl})
+	}
+}
+
+// shadowPayload is a mirrored request as the proxy got it, and the
+// primary's outcome, decoded once (in a worker) when first prepared.
+type shadowPayload struct {
+	target, primary *Variant
+	start           time.Time
+	latency         time.Duration
+
+	body        []byte // REST request (nil for gRPC)
+	headerLen   int
+	contentType string
+	pbReq       *pb.ModelInferRequest
+
+	primaryErr    error
+	respPB        *pb.ModelInferResponse
+	resp          *oip.InferResponse
+	respBody      []byte
+	respStatus    int
+	respHeaderLen int
+
+	once    sync.Once
+	req     *oip.InferRequest
+	reqErr  error
+	respErr error
+}
+
+var _ shadow.Preparer = (*shadowPayload)(nil)
+
+// Prepare implements shadow.Preparer: decoding happens in the worker.
+func (pl *shadowPayload) Prepare(j *shadow.Job) error {
+	pl.once.Do(pl.decode)
+	if pl.reqErr != nil {
+		return pl.reqErr
+	}
+	j.Request, j.RequestID = pl.req, pl.req.ID
+	j.Primary = shadow.Result{Response: pl.resp, Err: pl.respErr, Latency: pl.latency}
+	return nil
+}
+
+func (pl *shadowPayload) decode() {
+	if pl.pbReq != nil {
+		pl.req, pl.reqErr = oip.InferRequestFromProto(pl.pbReq)
+	} else {
+		pl.req, pl.reqErr = oip.DecodeInferRequest(pl.body, pl.headerLen)
+	}
+	if pl.reqErr != nil {
+		pl.reqErr = fmt.Errorf("decode mirrored request: %w", pl.reqErr)
+		return
+	}
+	switch {
+	case pl.primaryErr != nil:
+		pl.respErr = pl.primaryErr
+	case pl.resp != nil:
+	case pl.respPB != nil:
+		pl.resp, pl.respErr = oip.InferResponseFromProto(pl.respPB)
+	case pl.respStatus == 200:
+		pl.resp, pl.respErr = oip.DecodeInferResponse(pl.respBody, pl.respHeaderLen)
+	default:
+		pl.respErr = restError(pl.respStatus, pl.respBody)
+	}
+}
+
+// restError turns a REST error answer into an error; a backend's 5xx that
+// names NaN/Inf (JSON cannot carry them) wraps shadow.ErrNaNOutput.
+func restError(status int, body []byte) error {
+	var e struct {
+		Error string `json:"error"`
+	}
+	msg := string(body)
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		msg = e.Error
+	}
+	if status >= 500 && bytes.Contains(body, nanMessageBytes) {
+		return fmt.Errorf("%w: %s", shadow.ErrNaNOutput, msg)
+	}
+	return fmt.Errorf("status %d: %s", status, msg)
+}
+
+// nanMessageBytes is how an OIP backend names a NaN/Inf output it could not
+// write as JSON.
+var nanMessageBytes = []byte("NaN")
+
+// shadowHeader marks mirrored REST calls.
+var shadowHeader = []string{"X-Switchyard-Shadow: true"}
+
+// callShadow is the mirror's CallFunc: one call of the job's target
+// version through the proxy's upstream pools, marked as shadow traffic.
+func (f *features) callShadow(ctx context.Context, j *shadow.Job) (*oip.InferResponse, error) {
+	pl := j.Payload.(*shadowPayload)
+	tv := pl.target
+	if j.Kind == shadow.KindNoiseFloor {
+		tv = pl.primary
+	}
+	e := upstream.PickP2C(tv.Endpoints, rand.Uint64(), time.Now().UnixNano(), nil)
+	e.Begin()
+	defer e.End()
+	if e.HTTP != nil {
+		deadline, _ := ctx.Deadline()
+		req := upstream.Request{Path: tv.inferPath, ContentType: pl.contentType, HeaderLen: pl.headerLen, Body: pl.body, Extra: shadowHeader}
+		if req.Body == nil {
+			b, _, err := oip.AppendInferRequest(nil, j.Request, false)
+			if err != nil {
+				return nil, err
+			}
+			req.Body, req.HeaderLen, req.ContentType = b, 0, "application/json"
+		}
+		if req.ContentType == "" {
+			req.ContentType = "application/json"
+		}
+		var resp upstream.Response
+		if err := e.HTTP.Do(deadline, &req, &resp); err != nil {
+			return nil, err
+		}
+		if resp.Status != 200 {
+			return nil, restError(resp.Status, resp.Body)
+		}
+		return oip.DecodeInferResponse(resp.Body, resp.HeaderLen)
+	}
+	var req *pb.ModelInferRequest
+	if pl.pbReq != nil {
+		o := pl.pbReq // shared, read-only: a new message with the same parts
+		req = &pb.ModelInferRequest{Id: o.Id, Parameters: o.Parameters, Inputs: o.Inputs, Outputs: o.Outputs, RawInputContents: o.RawInputContents}
+	} else {
+		req = oip.InferRequestToProto(j.Request)
+	}
+	req.ModelName, req.ModelVersion = tv.BackendModel, tv.BackendVersion
+	resp, err := e.GRPC.ModelInfer(metadata.AppendToOutgoingContext(ctx, HeaderShadow, "true"), req)
+	if err != nil {
+		return nil, oip.ErrorFromGRPC(err)
+	}
+	return oip.InferResponseFromProto(resp)
+}
