@@ -132,8 +132,11 @@ type Shadow struct {
 	// Timeout of one shadow call (default spec.timeout).
 	Timeout Duration `json:"timeout,omitempty" yaml:"timeout,omitempty"`
 	Compare Compare  `json:"compare" yaml:"compare"`
-	// NoiseFloorPercent: disagreement below this share is reported as noise
-	// (0..100).
+	// NoiseFloorPercent is the share of mirrored requests (0..100) that are
+	// also sent to the primary version a second time and compared with the
+	// primary's own answer, to measure the noise floor (the disagreement a
+	// nondeterministic model has with itself); reported apart from the
+	// shadow figures. 0: off.
 	NoiseFloorPercent float64 `json:"noiseFloorPercent,omitempty" yaml:"noiseFloorPercent,omitempty"`
 }
 
