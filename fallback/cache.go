@@ -96,11 +96,12 @@ type cached struct {
 // Cache is a prediction cache bounded by entries and bytes, with a TTL,
 // built on golang-lru/v2's expirable LRU. Safe for concurrent use.
 //
-// The expirable LRU starts one goroutine per cache that it never stops, and
-// that goroutine keeps the cache reachable: create one Cache per model (not
-// per configuration change; Reconfigure is not offered, build a new one only
-// when the TTL changes) and Close it when dropping it, which frees every
-// entry.
+// Expiry is checked when an entry is read (Get, Contains) and on Add for
+// the least recently used entries, rather than by golang-lru's cleaner
+// goroutine: that goroutine is never stopped (upstream, v2.0.7) and would
+// leak one goroutine, and the cache it holds, per cache ever built. An
+// expired entry nobody reads again still counts against the bounds until
+// it is evicted or swept. Close frees every entry.
 type Cache struct {
 	cfg     CacheConfig
 	lru     *expirable.LRU[Key, *cached]
@@ -125,7 +126,8 @@ func NewCache(model, name string, cfg CacheConfig, m *Metrics) *Cache {
 		c.bytesG = m.cacheBytes.WithLabelValues(model, name)
 		c.entriesG = m.cacheEntries.WithLabelValues(model, name)
 	}
-	c.lru = expirable.NewLRU[Key, *cached](cfg.MaxEntries, c.onEvict, cfg.TTL)
+	// TTL 0: no cleaner goroutine; expiry is ours (cached.expires).
+	c.lru = expirable.NewLRU[Key, *cached](cfg.MaxEntries, c.onEvict, 0)
 	return c
 }
 
@@ -164,6 +166,10 @@ func inc(c prometheus.Counter) {
 // Get returns the live entry for k.
 func (c *Cache) Get(k Key) (Entry, bool) {
 	v, ok := c.lru.Get(k)
+	if ok && !time.Now().Before(v.expires) {
+		c.lru.Remove(k) // counted as expired by onEvict
+		ok = false
+	}
 	if !ok {
 		inc(c.misses)
 		return Entry{}, false
@@ -175,8 +181,8 @@ func (c *Cache) Get(k Key) (Entry, bool) {
 // Contains reports whether a live entry for k is held, without counting a
 // hit or miss or refreshing its recency (for fallback planning).
 func (c *Cache) Contains(k Key) bool {
-	_, ok := c.lru.Peek(k)
-	return ok
+	v, ok := c.lru.Peek(k)
+	return ok && time.Now().Before(v.expires)
 }
 
 // Add stores e under k, replacing an older entry (and restarting its TTL),
@@ -195,6 +201,15 @@ func (c *Cache) Add(k Key, e Entry) bool {
 	c.lru.Remove(k)
 	c.setSize(c.bytes.Add(v.size), c.entries.Add(1))
 	c.lru.Add(k, v)
+	// Sweep a few expired entries from the cold end.
+	now := time.Now()
+	for range 2 {
+		oldKey, old, found := c.lru.GetOldest()
+		if !found || now.Before(old.expires) {
+			break
+		}
+		c.lru.Remove(oldKey)
+	}
 	for c.bytes.Load() > c.cfg.MaxBytes {
 		if _, _, ok := c.lru.RemoveOldest(); !ok {
 			break
