@@ -134,6 +134,10 @@ type StepInfo struct {
 	Started     time.Time
 	MinDuration time.Duration
 	Now         time.Time
+	// NoBaseline says the step sends the baseline no traffic (the last
+	// step, at 100 %): the few baseline samples still in the window (from
+	// before the split changed) are not waited for by the p99 gate.
+	NoBaseline bool
 }
 
 // Wilson returns the Wilson score interval of a binomial proportion: k
@@ -195,11 +199,11 @@ func pct(v float64) string { return fmt.Sprintf("%.2f%%", 100*v) }
 
 func confidence(z float64) float64 { return 100 * math.Erf(z/math.Sqrt2) }
 
-func p99Gate(base, can *Stats, g Gates) GateResult {
+func p99Gate(base, can *Stats, g Gates, noBaseline bool) GateResult {
 	r := GateResult{Name: "p99_ratio", Threshold: g.MaxP99Ratio}
 	need := uint64(g.MinLatencySamples)
 	switch {
-	case base.Latency.Total == 0 && can.Latency.Total >= need:
+	case (base.Latency.Total == 0 || noBaseline && base.Latency.Total < need) && can.Latency.Total >= need:
 		r.Status, r.Detail = Pass, "no baseline traffic to compare with"
 		return r
 	case can.Latency.Total < need || base.Latency.Total < need:
@@ -233,7 +237,7 @@ func p99Gate(base, can *Stats, g Gates) GateResult {
 func Analyze(base, can Stats, g Gates, step StepInfo) Verdict {
 	v := Verdict{Gates: []GateResult{
 		rateGate("error_rate", can.ErrorCount(), can.Requests, base.ErrorCount(), base.Requests, g.MaxErrorRate, g.Z),
-		p99Gate(&base, &can, g),
+		p99Gate(&base, &can, g, step.NoBaseline),
 		rateGate("nan_rate", can.NaNOutputs, can.Requests, base.NaNOutputs, base.Requests, g.MaxNaNRate, g.Z),
 		rateGate("fallback_rate", can.Fallbacks, can.Requests, base.Fallbacks, base.Requests, g.MaxFallbackRate, g.Z),
 	}}
@@ -260,7 +264,11 @@ func Analyze(base, can Stats, g Gates, step StepInfo) Verdict {
 		return v
 	}
 	if left := step.Started.Add(step.MinDuration).Sub(step.Now); left > 0 {
-		v.Reason = fmt.Sprintf("waiting: %s left in step", left.Round(time.Second))
+		round := time.Second
+		if left < 10*time.Second {
+			round = time.Millisecond
+		}
+		v.Reason = fmt.Sprintf("waiting: %s left in step", left.Round(round))
 		return v
 	}
 	for _, gr := range v.Gates {

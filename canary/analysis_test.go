@@ -35,6 +35,8 @@ func TestAnalyze(t *testing.T) {
 	g := Gates{MinRequests: 500, MaxErrorRate: 0.05}.Defaults()
 	longAgo := StepInfo{Started: t0, MinDuration: 5 * time.Minute, Now: t0.Add(10 * time.Minute)}
 	justStarted := StepInfo{Started: t0, MinDuration: 5 * time.Minute, Now: t0.Add(2*time.Minute + 50*time.Second)}
+	lastStep := longAgo
+	lastStep.NoBaseline = true
 	ms := time.Millisecond
 	cases := []struct {
 		name     string
@@ -60,6 +62,10 @@ func TestAnalyze(t *testing.T) {
 		{name: "slow but few latency samples", base: stats(4000, 0, 10*ms), can: stats(50, 0, 20*ms), gates: g, step: longAgo, decision: Hold, reason: "waiting: 50/500", gate: "p99_ratio", status: Wait},
 		{name: "p99 within ratio", base: stats(4000, 0, 10*ms), can: stats(1000, 0, 12*ms), gates: g, step: longAgo, decision: Promote, gate: "p99_ratio", status: Pass},
 		{name: "no baseline traffic at 100%", base: Stats{}, can: stats(1000, 0, 12*ms), gates: g, step: longAgo, decision: Promote, gate: "p99_ratio", status: Pass},
+		// At 100 % a few baseline samples from before the split changed remain in the window.
+		{name: "stray baseline samples at 100%", base: stats(64, 0, 10*ms), can: stats(1000, 0, 12*ms), gates: g, step: lastStep, decision: Promote, gate: "p99_ratio", status: Pass},
+		{name: "few baseline samples before 100%: wait", base: stats(64, 0, 10*ms), can: stats(1000, 0, 12*ms), gates: g, step: longAgo, decision: Hold, reason: "waiting: 1000/100 canary and 64/100 baseline latency samples", gate: "p99_ratio", status: Wait},
+		{name: "sub-second step left", base: stats(4000, 10, 10*ms), can: stats(1000, 0, 10*ms), gates: g, step: StepInfo{Started: t0, MinDuration: time.Second, Now: t0.Add(750 * ms)}, decision: Hold, reason: "waiting: 250ms left in step"},
 		{name: "NaN outputs", base: stats(4000, 0, 10*ms), can: withNaN(stats(50, 0, 10*ms), 5), gates: g, step: justStarted, decision: Rollback, reason: "nan_rate 10.00% (5/50", gate: "nan_rate", status: Fail},
 		{name: "fallbacks", base: stats(4000, 0, 10*ms), can: func() Stats { s := stats(1000, 0, 10*ms); s.Fallbacks = 200; return s }(), gates: g, step: longAgo, decision: Rollback, gate: "fallback_rate", status: Fail},
 		{name: "shadow disagreement gate", base: stats(4000, 0, 10*ms), can: func() Stats { s := stats(1000, 0, 10*ms); s.ShadowCompared, s.ShadowDisagreed = 1000, 300; return s }(),

@@ -176,7 +176,8 @@ func Tick(s State, c Config, base, can Stats, now time.Time) (State, Transition)
 	if s.Phase != Progressing {
 		return s, Transition{Weights: s.Weights, Decision: Hold, Reason: string(s.Phase)}
 	}
-	v := Analyze(base, can, c.Gates, StepInfo{Started: s.StepStarted, MinDuration: c.StepDuration, Now: now})
+	v := Analyze(base, can, c.Gates, StepInfo{Started: s.StepStarted, MinDuration: c.StepDuration, Now: now,
+		NoBaseline: c.weightsAt(min(s.Step, len(c.Steps)-1))[c.Baseline] == 0})
 	s.LastVerdict = &v
 	switch v.Decision {
 	case Rollback:

@@ -1,0 +1,542 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchyard-dev/switchyard/canary"
+	"github.com/switchyard-dev/switchyard/controlplane/statspb"
+	"github.com/switchyard-dev/switchyard/controlplane/store"
+	"github.com/switchyard-dev/switchyard/routing"
+)
+
+// CanarySubject is the audit subject of the controller's own decisions.
+const CanarySubject = "canary-controller"
+
+// CanaryOptions configure the canary controller (zero values: defaults).
+type CanaryOptions struct {
+	// Interval between ticks (default 1s).
+	Interval time.Duration
+	// Retention of the proxies' reports (default 15m): a step is judged on
+	// at most this much of its traffic.
+	Retention time.Duration
+	// StatePath is the bbolt file of the canary's bookkeeping (runs,
+	// failed marks). Default: the bbolt state file's path + ".canary";
+	// with another store and no path, in memory (lost on restart).
+	StatePath string
+	// Source of the stats the analysis reads (default: the proxies'
+	// reports, Stats()); e.g. a PromSource.
+	Source MetricSource
+	// AckWait bounds how long a manual action waits for the proxies to ACK
+	// its change when the request does not say (default 10s).
+	AckWait time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// CanaryController runs every model's canary (spec.canary): each tick it
+// judges the canary against the baseline over the step's window (pure
+// canary.Tick on the source's stats), and writes weight changes through the
+// store — a new revision with Change{Subject: "canary-controller", Action:
+// canary-start | canary-promote | canary-promoted | canary-rollback, Reason:
+// the verdict} — so the xDS snapshot follows and the audit log records it.
+// A rollback restores the split from before the canary and marks the
+// version failed (persisted) so it is not ramped again until reset.
+//
+// Lifecycle of a model's canary: when spec.canary.version names a version
+// that does not already take all traffic, has no finished run and is not
+// marked failed, the controller starts it (or POST .../canary/start does,
+// with overrides). A weight change by someone else during the ramp (a PUT,
+// the rollback endpoint) aborts the canary without touching their weights;
+// removing or renaming spec.canary ends the run.
+type CanaryController struct {
+	cp       *ControlPlane
+	api      *API
+	store    store.Store
+	stats    *StatsService
+	source   MetricSource
+	states   canaryStateStore
+	now      func() time.Time
+	interval time.Duration
+	ackWait  time.Duration
+	log      *slog.Logger
+	metrics  *canaryMetrics
+
+	mu    sync.Mutex // serialises ticks and manual actions
+	books map[string]*canaryBook
+}
+
+// EnableCanary creates the canary controller of cp: it registers the
+// statspb.Stats service on the xDS gRPC server (so proxies report to the
+// xDS address), the canary and stats endpoints on the API, and starts the
+// ticking goroutine (stopped by Close). Call it once, after New and before
+// Start.
+func (cp *ControlPlane) EnableCanary(opts CanaryOptions) (*CanaryController, error) {
+	if _, ok := cp.xds.grpc.GetServiceInfo()[statspb.Stats_ServiceDesc.ServiceName]; ok {
+		return nil, errors.New("canary controller already enabled")
+	}
+	if opts.Interval <= 0 {
+		opts.Interval = time.Second
+	}
+	if opts.Retention <= 0 {
+		opts.Retention = 15 * time.Minute
+	}
+	if opts.AckWait <= 0 {
+		opts.AckWait = 10 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.StatePath == "" {
+		if b, ok := cp.store.(interface{ Path() string }); ok {
+			opts.StatePath = b.Path() + ".canary"
+		}
+	}
+	var states canaryStateStore = &memCanaryState{}
+	if opts.StatePath != "" {
+		s, err := openBoltCanaryState(filepath.Clean(opts.StatePath))
+		if err != nil {
+			return nil, err
+		}
+		states = s
+	}
+	books, err := states.Load()
+	if err != nil {
+		states.Close()
+		return nil, err
+	}
+	log := cp.log.With("component", "canary")
+	c := &CanaryController{
+		cp: cp, api: cp.api, store: cp.Store(), states: states, now: opts.Now,
+		interval: opts.Interval, ackWait: opts.AckWait, log: log, books: books,
+	}
+	c.stats = newStatsService(opts.Retention, opts.Now, cp.cfg.Registerer, log)
+	c.source = opts.Source
+	if c.source == nil {
+		c.source = c.stats
+	}
+	c.metrics = newCanaryMetrics(cp.cfg.Registerer)
+	statspb.RegisterStatsServer(cp.xds.grpc, c.stats)
+	c.routes()
+	for _, b := range books {
+		c.metrics.observe(b)
+	}
+	cp.wg.Add(1)
+	go func() {
+		defer cp.wg.Done()
+		defer states.Close()
+		c.run(cp.ctx)
+	}()
+	return c, nil
+}
+
+// Stats is the stats service the proxies report to.
+func (c *CanaryController) Stats() *StatsService { return c.stats }
+
+func (c *CanaryController) run(ctx context.Context) {
+	t := time.NewTicker(c.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.TickOnce(ctx)
+		}
+	}
+}
+
+// TickOnce runs one round over every model (the ticker calls it; tests may
+// too).
+func (c *CanaryController) TickOnce(ctx context.Context) {
+	recs, _, err := c.store.List(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Error("canary tick: list models", "err", err)
+		}
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := map[string]bool{}
+	for _, rec := range recs {
+		seen[rec.Model.Metadata.Name] = true
+		if err := c.reconcile(ctx, rec); err != nil && ctx.Err() == nil {
+			c.log.Warn("canary tick", "model", rec.Model.Metadata.Name, "err", err)
+		}
+	}
+	for name, b := range c.books {
+		if !seen[name] && b.Run.active() {
+			b.Run.Ended = "model deleted"
+			c.save(b)
+		}
+	}
+}
+
+func (c *CanaryController) book(name string) *canaryBook {
+	b := c.books[name]
+	if b == nil {
+		b = &canaryBook{Model: name}
+		c.books[name] = b
+	}
+	return b
+}
+
+func (c *CanaryController) save(b *canaryBook) {
+	if err := c.states.Save(b); err != nil {
+		c.log.Error("canary: persist state", "model", b.Model, "err", err)
+	}
+	c.metrics.observe(b)
+}
+
+// configOf is the run's configuration with the current spec's thresholds
+// (operators may retune gates mid-ramp; versions and steps stay).
+func configOf(run *canaryRun, spec *routing.Canary) canary.Config {
+	cfg := run.Config
+	if spec != nil {
+		cfg.StepDuration = spec.StepDuration.D()
+		cfg.Gates.MinRequests = spec.MinRequests
+		cfg.Gates.MaxErrorRate = spec.MaxErrorRate
+		cfg.Gates.MaxP99Ratio = spec.MaxP99Ratio
+		cfg.Gates.MaxNaNRate = spec.MaxNaNRate
+		cfg.FailuresBeforeRollback = spec.ConsecutiveFailures
+	}
+	return cfg.Defaults()
+}
+
+// newConfig builds a canary's configuration from spec.canary: baseline is
+// the version with the largest weight other than the canary.
+func newConfig(m *routing.Model) (canary.Config, error) {
+	spec := m.Spec.Canary
+	if spec == nil || spec.Version == "" {
+		return canary.Config{}, errors.New("no canary version: set spec.canary.version or give version")
+	}
+	if _, ok := m.Version(spec.Version); !ok {
+		return canary.Config{}, fmt.Errorf("canary version %q is not a version of model %q (versions: %s)", spec.Version, m.Metadata.Name, strings.Join(m.VersionNames(), ", "))
+	}
+	baseline, bw := "", 0
+	names := slices.Sorted(maps.Keys(m.Spec.Traffic.Weights))
+	for _, v := range names {
+		if w := m.Spec.Traffic.Weights[v]; v != spec.Version && w > bw {
+			baseline, bw = v, w
+		}
+	}
+	if baseline == "" {
+		return canary.Config{}, fmt.Errorf("no baseline: no version other than %q takes traffic (weights %v)", spec.Version, m.Spec.Traffic.Weights)
+	}
+	cfg := canary.Config{Baseline: baseline, Canary: spec.Version, Steps: slices.Clone(spec.Steps)}
+	run := canaryRun{Config: cfg}
+	cfg = configOf(&run, spec)
+	return cfg, cfg.Validate()
+}
+
+func soleHolder(weights map[string]int, version string) bool {
+	if weights[version] <= 0 {
+		return false
+	}
+	for v, w := range weights {
+		if v != version && w > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// sameSplit compares two splits as shares of traffic ({v1: 4, v2: 1} is
+// {v1: 80, v2: 20}).
+func sameSplit(a, b map[string]int) bool {
+	ta, tb := 0, 0
+	for _, w := range a {
+		ta += w
+	}
+	for _, w := range b {
+		tb += w
+	}
+	if ta == 0 || tb == 0 {
+		return ta == tb
+	}
+	for _, m := range []map[string]int{a, b} {
+		for v := range m {
+			if a[v]*tb != b[v]*ta {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// reconcile advances one model's canary. c.mu is held.
+func (c *CanaryController) reconcile(ctx context.Context, rec store.Record) error {
+	name := rec.Model.Metadata.Name
+	b := c.book(name)
+	spec := rec.Model.Spec.Canary
+	now := c.now()
+	if run := b.Run; run.active() {
+		if rec.Revision < run.Revision {
+			return nil // read before our own newer write
+		}
+		switch {
+		case spec == nil || spec.Version != run.Config.Canary:
+			why := "spec.canary removed"
+			if spec != nil {
+				why = fmt.Sprintf("spec.canary.version changed to %q", spec.Version)
+			}
+			run.Ended = fmt.Sprintf("%s by %s (revision %d)", why, subjectOf(rec), rec.Revision)
+			c.log.Info("canary ended", "model", name, "canary", run.Config.Canary, "why", run.Ended)
+			c.save(b)
+		case rec.Revision != run.Revision && !sameSplit(rec.Model.Spec.Traffic.Weights, run.State.Weights):
+			reason := fmt.Sprintf("weights changed outside the canary by %s (%s, revision %d)", subjectOf(rec), rec.Action, rec.Revision)
+			st, _, err := canary.Act(run.State, configOf(run, spec), canary.Abort, now, reason)
+			if err != nil {
+				return err
+			}
+			st.Weights = maps.Clone(rec.Model.Spec.Traffic.Weights) // theirs stand
+			run.State, run.Revision = st, rec.Revision
+			b.markFailed(run.Config.Canary, reason, now)
+			c.metrics.decision(name, canary.Rollback)
+			c.log.Warn("canary aborted", "model", name, "canary", run.Config.Canary, "reason", reason)
+			c.save(b)
+			return nil
+		default:
+			run.Revision = rec.Revision
+			if run.State.Phase != canary.Progressing {
+				return nil
+			}
+			cfg := configOf(run, spec)
+			base, can, err := c.window(ctx, name, cfg, run.State.StepStarted, now)
+			if err != nil {
+				return err
+			}
+			st, tr := canary.Tick(run.State, cfg, base, can, now)
+			return c.apply(ctx, b, rec, st, tr, CanarySubject, false)
+		}
+	}
+	if spec == nil || spec.Version == "" {
+		return nil
+	}
+	v := spec.Version
+	switch {
+	case b.Run != nil && b.Run.Config.Canary == v && b.Run.Ended == "":
+		return nil // this version's canary finished; start or reset to run again
+	case slices.Contains(b.Failed, v):
+		return nil
+	case soleHolder(rec.Model.Spec.Traffic.Weights, v):
+		return nil
+	}
+	_, err := c.start(ctx, b, rec, rec.Model.Clone(), CanarySubject, "spec.canary.version is "+v)
+	return err
+}
+
+// window reads both versions' figures over (max(stepStart, now-retention), now].
+func (c *CanaryController) window(ctx context.Context, model string, cfg canary.Config, stepStart, now time.Time) (base, can canary.Stats, err error) {
+	from := stepStart
+	if base, err = c.source.Stats(ctx, model, cfg.Baseline, from, now); err != nil {
+		return base, can, fmt.Errorf("stats of %s/%s: %w", model, cfg.Baseline, err)
+	}
+	if can, err = c.source.Stats(ctx, model, cfg.Canary, from, now); err != nil {
+		return base, can, fmt.Errorf("stats of %s/%s: %w", model, cfg.Canary, err)
+	}
+	return base, can, nil
+}
+
+func subjectOf(rec store.Record) string {
+	if rec.Subject == "" {
+		return "unknown"
+	}
+	return rec.Subject
+}
+
+// start begins a canary of m (the model to write: rec's document, maybe
+// with spec.canary changed by the caller). c.mu is held.
+func (c *CanaryController) start(ctx context.Context, b *canaryBook, rec store.Record, m routing.Model, subject, why string) (int64, error) {
+	cfg, err := newConfig(&m)
+	if err != nil {
+		return 0, err
+	}
+	now := c.now()
+	st, tr, err := canary.Start(cfg, m.Spec.Traffic.Weights, b.Failed, now)
+	if err != nil {
+		return 0, err
+	}
+	if why != "" {
+		st.History[len(st.History)-1].Reason += " (" + why + ")"
+	}
+	st.History[len(st.History)-1].Manual = subject != CanarySubject
+	old := b.Run
+	b.Run = &canaryRun{Config: cfg, State: st, Revision: rec.Revision}
+	if err := c.apply(ctx, b, storeRecordWith(rec, m), st, tr, subject, subject != CanarySubject); err != nil {
+		b.Run = old
+		return 0, err
+	}
+	c.log.Info("canary started", "model", m.Metadata.Name, "baseline", cfg.Baseline, "canary", cfg.Canary, "steps", cfg.Steps, "subject", subject)
+	return b.Run.Revision, nil
+}
+
+func storeRecordWith(rec store.Record, m routing.Model) store.Record {
+	rec.Model = m
+	return rec
+}
+
+// actionOf names the revision of a transition by the state's newest event.
+func actionOf(st *canary.State) string {
+	if n := len(st.History); n > 0 {
+		e := st.History[n-1]
+		switch e.Kind {
+		case "start":
+			return ActionCanaryStart
+		case "promote":
+			return ActionCanaryPromote
+		case "promoted":
+			return ActionCanaryPromoted
+		case "rollback":
+			if e.Manual {
+				return ActionCanaryAbort
+			}
+			return ActionCanaryRollback
+		case "pause":
+			return ActionCanaryPause
+		case "resume":
+			return ActionCanaryResume
+		}
+	}
+	return "canary"
+}
+
+// apply writes a transition: when the weights change (or always, for a
+// manual action, so the audit log names who did it) a new revision of
+// rec's document with the new weights; then the state. If the write fails
+// the state is not advanced (the next tick retries). c.mu is held.
+func (c *CanaryController) apply(ctx context.Context, b *canaryBook, rec store.Record, st canary.State, tr canary.Transition, subject string, manual bool) error {
+	run := b.Run
+	name := rec.Model.Metadata.Name
+	if tr.Changed || manual {
+		m := rec.Model.Clone()
+		if tr.Changed {
+			m.Spec.Traffic.Weights = maps.Clone(tr.Weights)
+		}
+		reason := tr.Reason
+		if n := len(st.History); n > 0 && st.History[n-1].Reason != "" {
+			reason = st.History[n-1].Reason
+		}
+		reason = fmt.Sprintf("canary %s (%s -> %s, step %d/%d): %s", run.Config.Canary, run.Config.Baseline, run.Config.Canary, st.Step+1, len(run.Config.Steps), reason)
+		if err := routing.Normalize(&m); err != nil {
+			return fmt.Errorf("canary write: %w", err)
+		}
+		nrec, err := c.store.Put(ctx, m, store.Precondition{IfRevision: rec.Revision}, store.Change{Subject: subject, Action: actionOf(&st), Reason: reason})
+		if err != nil {
+			return fmt.Errorf("canary write (%s): %w", actionOf(&st), err)
+		}
+		run.Revision = nrec.Revision
+		c.log.Info("canary decision applied", "model", name, "action", actionOf(&st), "weights", m.Spec.Traffic.Weights, "revision", nrec.Revision, "reason", reason)
+	}
+	prev := run.State
+	run.State = st
+	if tr.Decision != "" {
+		c.metrics.decision(name, tr.Decision)
+	}
+	if st.Phase == canary.RolledBack && prev.Phase != canary.RolledBack {
+		b.markFailed(run.Config.Canary, st.History[len(st.History)-1].Reason, c.now())
+		c.log.Warn("canary rolled back", "model", name, "canary", run.Config.Canary, "reason", st.History[len(st.History)-1].Reason)
+	}
+	if tr.Changed || manual || len(st.History) != len(prev.History) || st.ConsecutiveFailures != prev.ConsecutiveFailures || st.Phase != prev.Phase {
+		c.save(b)
+	} else {
+		c.metrics.observe(b)
+	}
+	return nil
+}
+
+// canaryMetrics export each model's canary state.
+type canaryMetrics struct {
+	phase     *prometheus.GaugeVec
+	step      *prometheus.GaugeVec
+	weight    *prometheus.GaugeVec
+	decisions *prometheus.CounterVec
+	last      *prometheus.GaugeVec
+}
+
+var canaryPhases = []string{"none", string(canary.Progressing), string(canary.Paused), string(canary.Promoted), string(canary.RolledBack)}
+
+func newCanaryMetrics(reg prometheus.Registerer) *canaryMetrics {
+	m := &canaryMetrics{
+		phase: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchyard_canary_phase",
+			Help: "1 for the phase each model's canary is in (none, progressing, paused, promoted, rolled_back), else 0.",
+		}, []string{"model", "phase"}),
+		step: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchyard_canary_step",
+			Help: "The canary's step, from 1 (0: no canary).",
+		}, []string{"model"}),
+		weight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchyard_canary_weight_percent",
+			Help: "Share of traffic the canary version gets now, in percent.",
+		}, []string{"model"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_canary_decisions_total",
+			Help: "Canary analyses and actions by decision (promote, hold, rollback).",
+		}, []string{"model", "decision"}),
+		last: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchyard_canary_last_decision",
+			Help: "1 for the decision of each model's newest canary analysis (promote, hold, rollback), else 0.",
+		}, []string{"model", "decision"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.phase, m.step, m.weight, m.decisions, m.last)
+	}
+	return m
+}
+
+func (m *canaryMetrics) observe(b *canaryBook) {
+	phase, step, weight := "none", 0, 0
+	if r := b.Run; r != nil && r.Ended == "" {
+		phase, step = string(r.State.Phase), r.State.Step+1
+		total := 0
+		for _, w := range r.State.Weights {
+			total += w
+		}
+		if total > 0 {
+			weight = 100 * r.State.Weights[r.Config.Canary] / total
+		}
+	}
+	for _, p := range canaryPhases {
+		v := 0.0
+		if p == phase {
+			v = 1
+		}
+		m.phase.WithLabelValues(b.Model, p).Set(v)
+	}
+	m.step.WithLabelValues(b.Model).Set(float64(step))
+	m.weight.WithLabelValues(b.Model).Set(float64(weight))
+}
+
+func (m *canaryMetrics) decision(model string, d canary.Decision) {
+	m.decisions.WithLabelValues(model, string(d)).Inc()
+	for _, x := range []canary.Decision{canary.Promote, canary.Hold, canary.Rollback} {
+		v := 0.0
+		if x == d {
+			v = 1
+		}
+		m.last.WithLabelValues(model, string(x)).Set(v)
+	}
+}
+
+// sortedVersions lists a split's versions by name.
+func sortedVersions(w map[string]int) []string {
+	out := make([]string, 0, len(w))
+	for v := range w {
+		out = append(out, v)
+	}
+	sort.Strings(out)
+	return out
+}

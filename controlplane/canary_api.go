@@ -1,0 +1,389 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/canary"
+	"github.com/switchyard-dev/switchyard/controlplane/store"
+	"github.com/switchyard-dev/switchyard/routing"
+)
+
+// Canary endpoints (role in brackets):
+//
+//	GET  /v1/models/{name}/canary               [viewer]   CanaryStatus
+//	GET  /v1/models/{name}/stats                [viewer]   ModelStatsView (?window=1m)
+//	POST /v1/models/{name}/canary/start         [editor]   body: reason, version, steps, stepDuration, minRequests
+//	POST /v1/models/{name}/canary/pause         [editor]
+//	POST /v1/models/{name}/canary/resume        [editor]
+//	POST /v1/models/{name}/canary/promote       [editor]   the next step now, skipping the gates
+//	POST /v1/models/{name}/canary/abort         [operator] roll back now; the version is marked failed
+//	POST /v1/models/{name}/canary/reset         [operator] clear a version's failed mark (body: version)
+//
+// Editors ramp their own models forward; taking a release down (abort) or
+// clearing a failure verdict (reset) is on-call's, as is the rollback
+// endpoint. Every action body may carry reason and waitForAck (default
+// 10s, "0s": don't wait); the answer reports "applied on N/N proxies in T
+// ms".
+func (c *CanaryController) routes() {
+	c.api.Handle("GET /v1/models/{name}/canary", RoleViewer, c.getStatus)
+	c.api.Handle("GET /v1/models/{name}/stats", RoleViewer, c.modelStats)
+	for _, a := range []struct {
+		name string
+		role Role
+	}{{"start", RoleEditor}, {"pause", RoleEditor}, {"resume", RoleEditor}, {"promote", RoleEditor}, {"abort", RoleOperator}, {"reset", RoleOperator}} {
+		c.api.Handle("POST /v1/models/{name}/canary/"+a.name, a.role, c.action(a.name))
+	}
+	c.api.Handle("POST /v1/models/{name}/canary/{action}", RoleViewer, func(w http.ResponseWriter, r *http.Request, _ Identity) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown canary action %q (want start, pause, resume, promote, abort or reset)", r.PathValue("action")), nil)
+	})
+}
+
+// CanaryWindow is the figures the newest analysis compares.
+type CanaryWindow struct {
+	From     time.Time        `json:"from"`
+	To       time.Time        `json:"to"`
+	Baseline VariantStatsView `json:"baseline"`
+	Canary   VariantStatsView `json:"canary"`
+}
+
+// CanaryStatus is the answer of GET /v1/models/{name}/canary.
+type CanaryStatus struct {
+	Model string `json:"model"`
+	// Phase: none, progressing, paused, promoted, rolled_back, or ended
+	// (spec.canary removed or changed mid-ramp).
+	Phase    string `json:"phase"`
+	Canary   string `json:"canary,omitempty"`
+	Baseline string `json:"baseline,omitempty"`
+	// Step counts from 1 (0: no canary); StepWeight is the canary's share
+	// at this step, in percent.
+	Step         int            `json:"step"`
+	Steps        []int          `json:"steps,omitempty"`
+	StepWeight   int            `json:"stepWeight"`
+	Weights      map[string]int `json:"weights"`
+	StepStarted  *time.Time     `json:"stepStarted,omitempty"`
+	TimeInStep   string         `json:"timeInStep,omitempty"`
+	StepDuration string         `json:"stepDuration,omitempty"`
+	MinRequests  int            `json:"minRequests,omitempty"`
+	// Decision and Reason of the newest analysis or action ("hold",
+	// "waiting: 137/500 canary requests").
+	Decision            string              `json:"decision,omitempty"`
+	Reason              string              `json:"reason"`
+	Gates               []canary.GateResult `json:"gates,omitempty"`
+	Window              *CanaryWindow       `json:"window,omitempty"`
+	ConsecutiveFailures int                 `json:"consecutiveFailures"`
+	FailuresToRollback  int                 `json:"failuresToRollback,omitempty"`
+	// FailedVersions maps versions marked failed to when and why.
+	FailedVersions   map[string]string `json:"failedVersions,omitempty"`
+	History          []canary.Event    `json:"history"`
+	ReportingProxies []string          `json:"reportingProxies"`
+	Revision         int64             `json:"revision"`
+}
+
+// Status reports a model's canary.
+func (c *CanaryController) Status(ctx context.Context, name string) (CanaryStatus, error) {
+	rec, err := c.store.Get(ctx, name)
+	if err != nil {
+		return CanaryStatus{}, err
+	}
+	c.mu.Lock()
+	b := c.book(name).clone()
+	c.mu.Unlock()
+	now := c.now()
+	s := CanaryStatus{Model: name, Phase: "none", Weights: rec.Model.Spec.Traffic.Weights, FailedVersions: b.FailedWhy,
+		History: []canary.Event{}, ReportingProxies: c.stats.Proxies(), Revision: rec.Revision}
+	if s.ReportingProxies == nil {
+		s.ReportingProxies = []string{}
+	}
+	spec := rec.Model.Spec.Canary
+	run := b.Run
+	if run == nil {
+		switch {
+		case spec == nil:
+			s.Reason = "no canary: spec.canary is not set (POST .../canary/start with a version, or set spec.canary.version)"
+		case slices.Contains(b.Failed, spec.Version):
+			s.Canary = spec.Version
+			s.Reason = fmt.Sprintf("version %q failed an earlier canary (%s); POST .../canary/reset to ramp it again", spec.Version, b.FailedWhy[spec.Version])
+		case soleHolder(rec.Model.Spec.Traffic.Weights, spec.Version):
+			s.Canary = spec.Version
+			s.Reason = fmt.Sprintf("version %q already takes all traffic", spec.Version)
+		default:
+			s.Canary = spec.Version
+			s.Reason = "waiting for the controller's next tick to start it"
+		}
+		return s, nil
+	}
+	cfg := configOf(run, spec)
+	st := &run.State
+	s.Phase, s.Canary, s.Baseline = string(st.Phase), cfg.Canary, cfg.Baseline
+	if run.Ended != "" {
+		s.Phase = "ended"
+	}
+	s.Step, s.Steps = st.Step+1, cfg.Steps
+	if st.Step < len(cfg.Steps) {
+		s.StepWeight = cfg.Steps[st.Step]
+	}
+	started := st.StepStarted
+	s.StepStarted = &started
+	s.TimeInStep = now.Sub(started).Round(time.Millisecond).String()
+	s.StepDuration = cfg.StepDuration.String()
+	s.MinRequests = cfg.Gates.MinRequests
+	s.ConsecutiveFailures, s.FailuresToRollback = st.ConsecutiveFailures, cfg.FailuresBeforeRollback
+	s.History = st.History
+	if s.History == nil {
+		s.History = []canary.Event{}
+	}
+	if v := st.LastVerdict; v != nil {
+		s.Gates = v.Gates
+	}
+	if n := len(st.History); n > 0 {
+		last := st.History[n-1]
+		s.Decision, s.Reason = string(last.Decision), last.Reason
+		if last.Decision == "" {
+			s.Decision = last.Kind
+		}
+	}
+	switch {
+	case run.Ended != "":
+		s.Reason = "ended: " + run.Ended
+	case st.Phase == canary.Progressing && st.LastVerdict != nil && st.ConsecutiveFailures == 0:
+		s.Decision, s.Reason = string(st.LastVerdict.Decision), st.LastVerdict.Reason
+	case st.Phase == canary.Paused:
+		s.Reason = "paused: " + s.Reason
+	}
+	if st.Phase == canary.Progressing || st.Phase == canary.Paused {
+		if base, can, err := c.window(ctx, name, cfg, started, now); err == nil {
+			s.Window = &CanaryWindow{From: started, To: now, Baseline: variantView(cfg.Baseline, &base), Canary: variantView(cfg.Canary, &can)}
+		}
+	}
+	return s, nil
+}
+
+func (c *CanaryController) getStatus(w http.ResponseWriter, r *http.Request, _ Identity) {
+	s, err := c.Status(r.Context(), r.PathValue("name"))
+	if err != nil {
+		c.api.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s)
+}
+
+// CanaryActionRequest is the (optional) body of POST .../canary/{action}.
+type CanaryActionRequest struct {
+	Reason string `json:"reason,omitempty"`
+	// Version: start: the version to ramp (default spec.canary.version);
+	// reset: the version to clear (default spec.canary.version).
+	Version string `json:"version,omitempty"`
+	// Steps, StepDuration and MinRequests (start only) are written into
+	// spec.canary.
+	Steps        []int            `json:"steps,omitempty"`
+	StepDuration routing.Duration `json:"stepDuration,omitempty"`
+	MinRequests  int              `json:"minRequests,omitempty"`
+	// WaitForAck bounds waiting for the proxies to apply the change
+	// (default 10s, at most 60s; "0s": don't wait).
+	WaitForAck *routing.Duration `json:"waitForAck,omitempty"`
+}
+
+// CanaryActionResponse answers a canary action.
+type CanaryActionResponse struct {
+	Action   string `json:"action"`
+	Revision int64  `json:"revision"`
+	// Proxies: which proxies applied the revision, "applied on N/N proxies
+	// in T ms".
+	Proxies *AppliedResult `json:"proxies,omitempty"`
+	Status  CanaryStatus   `json:"status"`
+}
+
+// conflictError is an action that does not apply now (409).
+type conflictError struct{ msg string }
+
+func (e conflictError) Error() string { return e.msg }
+
+// badRequest is an action the request got wrong (400).
+type badRequest struct{ msg string }
+
+func (e badRequest) Error() string { return e.msg }
+
+func (c *CanaryController) action(action string) HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, caller Identity) {
+		name := r.PathValue("name")
+		body, ok := c.api.readBody(w, r, true)
+		if !ok {
+			return
+		}
+		var req CanaryActionRequest
+		if len(strings.TrimSpace(string(body))) > 0 {
+			if err := routing.DecodeJSONInto(body, &req); err != nil {
+				badDecode(w, err)
+				return
+			}
+		}
+		if action != "start" && (len(req.Steps) > 0 || req.StepDuration != 0 || req.MinRequests != 0) {
+			writeError(w, http.StatusBadRequest, "steps, stepDuration and minRequests go with start only", nil)
+			return
+		}
+		if req.Version != "" && action != "start" && action != "reset" {
+			writeError(w, http.StatusBadRequest, "version goes with start and reset only", nil)
+			return
+		}
+		wait := c.ackWait
+		if req.WaitForAck != nil {
+			wait = req.WaitForAck.D()
+			if wait < 0 || wait > maxAckWait {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("waitForAck: want 0s..%s, got %s", maxAckWait, wait), nil)
+				return
+			}
+		}
+		if req.Reason == "" {
+			req.Reason = r.Header.Get("X-Switchyard-Reason")
+		}
+		rev, err := c.Act(r.Context(), name, action, req, caller.Subject)
+		if err != nil {
+			var ce conflictError
+			var br badRequest
+			switch {
+			case errors.As(err, &ce):
+				writeError(w, http.StatusConflict, err.Error(), nil)
+			case errors.As(err, &br):
+				writeError(w, http.StatusBadRequest, err.Error(), nil)
+			default:
+				c.api.storeError(w, r, err)
+			}
+			return
+		}
+		written := time.Now()
+		resp := CanaryActionResponse{Action: action, Revision: rev}
+		if wait > 0 {
+			resp.Proxies = c.cp.waitApplied(r.Context(), rev, written, wait)
+		}
+		if resp.Status, err = c.Status(r.Context(), name); err != nil {
+			c.api.storeError(w, r, err)
+			return
+		}
+		w.Header().Set("ETag", etag(rev))
+		writeJSON(w, http.StatusOK, resp)
+	}
+}
+
+// Act runs a manual action (start, pause, resume, promote, abort, reset) on
+// a model's canary for subject and returns the revision it wrote.
+func (c *CanaryController) Act(ctx context.Context, name, action string, req CanaryActionRequest, subject string) (int64, error) {
+	rec, err := c.store.Get(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.book(name)
+	now := c.now()
+	run := b.Run
+	switch action {
+	case "start":
+		if run.active() {
+			return 0, conflictError{fmt.Sprintf("model %q: the canary of %q is already %s at step %d; abort it first", name, run.Config.Canary, run.State.Phase, run.State.Step+1)}
+		}
+		m := rec.Model.Clone()
+		if m.Spec.Canary == nil {
+			m.Spec.Canary = &routing.Canary{}
+		}
+		cs := m.Spec.Canary
+		if req.Version != "" {
+			cs.Version = req.Version
+		}
+		if len(req.Steps) > 0 {
+			cs.Steps = req.Steps
+		}
+		if req.StepDuration != 0 {
+			cs.StepDuration = req.StepDuration
+		}
+		if req.MinRequests != 0 {
+			cs.MinRequests = req.MinRequests
+		}
+		if cs.Version == "" {
+			return 0, badRequest{"version: required (the model has no spec.canary.version)"}
+		}
+		if err := routing.Normalize(&m); err != nil {
+			return 0, err
+		}
+		switch {
+		case slices.Contains(b.Failed, cs.Version):
+			return 0, conflictError{fmt.Sprintf("version %q failed an earlier canary (%s); POST /v1/models/%s/canary/reset to ramp it again", cs.Version, b.FailedWhy[cs.Version], name)}
+		case soleHolder(m.Spec.Traffic.Weights, cs.Version):
+			return 0, conflictError{fmt.Sprintf("version %q already takes all traffic", cs.Version)}
+		}
+		if _, err := newConfig(&m); err != nil {
+			return 0, badRequest{err.Error()}
+		}
+		return c.start(ctx, b, rec, m, subject, manualWhy(req.Reason))
+	case "pause", "resume", "promote", "abort":
+		if !run.active() {
+			phase := "none"
+			if run != nil {
+				phase = string(run.State.Phase)
+			}
+			return 0, conflictError{fmt.Sprintf("model %q has no canary in progress (phase %s): %s does not apply", name, phase, action)}
+		}
+		st, tr, err := canary.Act(run.State, configOf(run, rec.Model.Spec.Canary), canary.Action(action), now, req.Reason)
+		if err != nil {
+			return 0, conflictError{err.Error()}
+		}
+		if err := c.apply(ctx, b, rec, st, tr, subject, true); err != nil {
+			return 0, err
+		}
+		return run.Revision, nil
+	case "reset":
+		if run.active() {
+			return 0, conflictError{fmt.Sprintf("model %q: the canary of %q is in progress; abort it before a reset", name, run.Config.Canary)}
+		}
+		v := req.Version
+		if v == "" && rec.Model.Spec.Canary != nil {
+			v = rec.Model.Spec.Canary.Version
+		}
+		if v == "" {
+			return 0, badRequest{"version: required (the model has no spec.canary.version)"}
+		}
+		finished := run != nil && run.Config.Canary == v
+		if !slices.Contains(b.Failed, v) && !finished {
+			return 0, conflictError{fmt.Sprintf("version %q of model %q has no failed or finished canary to reset", v, name)}
+		}
+		reason := fmt.Sprintf("canary %s reset: it may be ramped again", v)
+		if req.Reason != "" {
+			reason += ": " + req.Reason
+		}
+		nrec, err := c.store.Put(ctx, rec.Model, store.Precondition{IfRevision: rec.Revision}, store.Change{Subject: subject, Action: ActionCanaryReset, Reason: reason})
+		if err != nil {
+			return 0, err
+		}
+		b.Failed = slices.DeleteFunc(b.Failed, func(s string) bool { return s == v })
+		delete(b.FailedWhy, v)
+		if finished {
+			b.Run = nil
+		}
+		c.save(b)
+		c.log.Info("canary reset", "model", name, "version", v, "subject", subject)
+		return nrec.Revision, nil
+	}
+	return 0, badRequest{fmt.Sprintf("unknown canary action %q", action)}
+}
+
+func manualWhy(reason string) string {
+	if reason == "" {
+		return "started by hand"
+	}
+	return "started by hand: " + reason
+}
+
+// splitString formats a split for messages: "v1=80 v2=20".
+func splitString(w map[string]int) string {
+	parts := make([]string, 0, len(w))
+	for _, v := range slices.Sorted(maps.Keys(w)) {
+		parts = append(parts, fmt.Sprintf("%s=%d", v, w[v]))
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,525 @@
+package controlplane
+
+// End-to-end canary tests: a real inference backend serving the demo
+// models (ONNX Runtime), the real control plane with its canary controller,
+// real proxies in-process reporting stats over the gRPC stream, and bounded
+// traffic through the proxies' REST front-ends.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/controlplane/store"
+	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
+	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
+	"github.com/switchyard-dev/switchyard/oip"
+	"github.com/switchyard-dev/switchyard/proxy"
+	"github.com/switchyard-dev/switchyard/routing"
+)
+
+type canaryEnv struct {
+	t       *testing.T
+	cp      *ControlPlane
+	cc      *CanaryController
+	be      *backendtest.Running
+	proxies []*proxy.Proxy
+	client  *http.Client
+}
+
+// newCanaryEnv starts a backend, a control plane with a fast canary
+// controller (100 ms ticks) and n proxies connected to it.
+func newCanaryEnv(t *testing.T, n int) *canaryEnv {
+	t.Helper()
+	e := &canaryEnv{t: t, be: backendtest.Start(t, backendtest.Options{})}
+	cp, err := New(Config{StatePath: filepath.Join(t.TempDir(), "state.db"), APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", Auth: testAuth(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cp.EnableCanary(CanaryOptions{Interval: 100 * time.Millisecond})
+	if err != nil {
+		cp.Close()
+		t.Fatal(err)
+	}
+	if err := cp.Start(); err != nil {
+		cp.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cp.Close() })
+	e.cp, e.cc = cp, cc
+	tr := &http.Transport{MaxIdleConnsPerHost: 16}
+	e.client = &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	t.Cleanup(tr.CloseIdleConnections)
+	for i := range n {
+		p, err := proxy.New(proxy.Config{HTTPAddr: "127.0.0.1:0", XDSAddr: cp.XDSAddr(), NodeID: fmt.Sprintf("proxy-%d", i),
+			XDSBackoffMin: 20 * time.Millisecond, XDSBackoffMax: 200 * time.Millisecond, StatsInterval: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		e.proxies = append(e.proxies, p)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := cp.Tracker().WaitConnected(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// model is "recommender" with the demo versions v1, v2, v3 over REST and
+// extra (name -> endpoint, backend model) versions.
+func (e *canaryEnv) model(weights map[string]int, c *routing.Canary, extra ...routing.Version) routing.Model {
+	m := routing.Model{
+		Metadata: routing.Metadata{Name: "recommender"},
+		Spec: routing.Spec{
+			Versions: append([]routing.Version{
+				{Name: "v1", Endpoints: []string{e.be.HTTPAddr}, BackendModel: demomodels.V1},
+				{Name: "v2", Endpoints: []string{e.be.HTTPAddr}, BackendModel: demomodels.V2},
+				{Name: "v3", Endpoints: []string{e.be.HTTPAddr}, BackendModel: demomodels.V3},
+			}, extra...),
+			Traffic: routing.Traffic{Weights: weights},
+			Timeout: routing.Duration(5 * time.Second),
+			Canary:  c,
+		},
+	}
+	if err := routing.Normalize(&m); err != nil {
+		e.t.Fatal(err)
+	}
+	return m
+}
+
+func (e *canaryEnv) put(m routing.Model) store.Record {
+	e.t.Helper()
+	rec, err := e.cp.Store().Put(context.Background(), m, store.Precondition{}, store.Change{Subject: "test", Action: "put"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return rec
+}
+
+// waitProxies waits until every proxy serves the model with these weights.
+func (e *canaryEnv) waitProxies(weights map[string]int) {
+	e.t.Helper()
+	waitUntil(e.t, fmt.Sprintf("proxies serving weights %v", weights), 15*time.Second, func() bool {
+		for _, p := range e.proxies {
+			r := p.Route("recommender")
+			if r == nil || !sameSplit(r.Model.Spec.Traffic.Weights, weights) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func waitUntil(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// inferBody is one row of features uniform in [-1, 1): recommender-v3
+// answers NaN for about one row in eight.
+func inferBody(r *rand.Rand) []byte {
+	data := make([]float32, demomodels.Features)
+	for i := range data {
+		data[i] = 2*r.Float32() - 1
+	}
+	req := &oip.InferRequest{Inputs: []oip.Tensor{oip.NewTensor(demomodels.InputName, []int64{1, demomodels.Features}, data)}}
+	b, _, err := oip.AppendInferRequest(nil, req, false)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// traffic sends requests through the proxies (round robin) from a few
+// workers until stop is closed, max requests were sent or the time limit
+// passed. It returns the count of answers per x-switchyard-variant.
+type traffic struct {
+	stop    chan struct{}
+	done    sync.WaitGroup
+	sent    atomic.Int64
+	mu      sync.Mutex
+	byVar   map[string]int
+	status  map[int]int
+	stopped sync.Once
+}
+
+func (e *canaryEnv) startTraffic(workers int, max int64, limit time.Duration) *traffic {
+	tr := &traffic{stop: make(chan struct{}), byVar: map[string]int{}, status: map[int]int{}}
+	deadline := time.Now().Add(limit)
+	for w := range workers {
+		tr.done.Add(1)
+		go func() {
+			defer tr.done.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for i := 0; ; i++ {
+				select {
+				case <-tr.stop:
+					return
+				default:
+				}
+				if tr.sent.Add(1) > max || time.Now().After(deadline) {
+					return
+				}
+				p := e.proxies[(w+i)%len(e.proxies)]
+				resp, err := e.client.Post("http://"+p.HTTPAddr()+"/v2/models/recommender/infer", "application/json", bytes.NewReader(inferBody(rng)))
+				if err != nil {
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				tr.mu.Lock()
+				tr.byVar[resp.Header.Get("x-switchyard-variant")]++
+				tr.status[resp.StatusCode]++
+				tr.mu.Unlock()
+			}
+		}()
+	}
+	return tr
+}
+
+func (tr *traffic) Stop() {
+	tr.stopped.Do(func() { close(tr.stop) })
+	tr.done.Wait()
+}
+
+func (tr *traffic) counts() (map[string]int, map[int]int) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	a, b := map[string]int{}, map[int]int{}
+	for k, v := range tr.byVar {
+		a[k] = v
+	}
+	for k, v := range tr.status {
+		b[k] = v
+	}
+	return a, b
+}
+
+func (e *canaryEnv) status() CanaryStatus {
+	e.t.Helper()
+	s, err := e.cc.Status(context.Background(), "recommender")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+// waitPhase waits for the canary to reach phase, failing early if it
+// reaches another terminal phase.
+func (e *canaryEnv) waitPhase(phase string, limit time.Duration) CanaryStatus {
+	e.t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		s := e.status()
+		if s.Phase == phase {
+			return s
+		}
+		if s.Phase == "promoted" || s.Phase == "rolled_back" || time.Now().After(deadline) {
+			e.t.Fatalf("waiting for canary phase %s: %s", phase, mustJSON(s))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func mustJSON(v any) string {
+	b, _ := json.MarshalIndent(v, "", "  ")
+	return string(b)
+}
+
+// weightHistory lists the weights of every revision the canary controller
+// wrote, oldest first, with their actions.
+func (e *canaryEnv) controllerRevisions() []store.Record {
+	e.t.Helper()
+	hist, err := e.cp.Store().History(context.Background(), "recommender", 0)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []store.Record
+	for i := len(hist) - 1; i >= 0; i-- {
+		if strings.HasPrefix(hist[i].Action, "canary-") {
+			out = append(out, hist[i])
+		}
+	}
+	return out
+}
+
+func TestCanaryHealthyRampPromotes(t *testing.T) {
+	e := newCanaryEnv(t, 2)
+	e.put(e.model(map[string]int{"v1": 100}, nil))
+	e.waitProxies(map[string]int{"v1": 100})
+	tr := e.startTraffic(4, 20000, 40*time.Second)
+	defer tr.Stop()
+	// Setting spec.canary starts the ramp.
+	e.put(e.model(map[string]int{"v1": 100}, &routing.Canary{Version: "v2", StepDuration: routing.Duration(300 * time.Millisecond), MinRequests: 40}))
+	s := e.waitPhase("promoted", 40*time.Second)
+	tr.Stop()
+
+	var steps []string
+	for _, r := range e.controllerRevisions() {
+		if r.Subject != CanarySubject {
+			t.Errorf("revision %d by %q, want %s", r.Revision, r.Subject, CanarySubject)
+		}
+		steps = append(steps, r.Action+" "+splitString(r.Model.Spec.Traffic.Weights))
+	}
+	want := []string{"canary-start v1=80 v2=20", "canary-promote v1=50 v2=50", "canary-promote v1=20 v2=80", "canary-promote v2=100", "canary-promoted v2=100"}
+	if strings.Join(steps, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("controller revisions:\n%s\nwant:\n%s\nstatus: %s", strings.Join(steps, "\n"), strings.Join(want, "\n"), mustJSON(s))
+	}
+	// Every promotion was judged with all gates passing.
+	for _, ev := range s.History {
+		if ev.Kind == "promote" && ev.Reason != "all gates pass" {
+			t.Errorf("promotion without passing gates: %+v", ev)
+		}
+	}
+	// The audit log has each decision.
+	entries, err := e.cp.Store().Audit(context.Background(), store.AuditQuery{Model: "recommender"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, a := range entries {
+		if a.Subject == CanarySubject && strings.Contains(a.Reason, "canary v2 (v1 -> v2") {
+			n++
+		}
+	}
+	if n != len(want) {
+		t.Errorf("audit entries by the controller: %d, want %d", n, len(want))
+	}
+	// v2 is now the only version answering, on every proxy.
+	e.waitProxies(map[string]int{"v2": 100})
+	after := e.startTraffic(2, 40, 20*time.Second)
+	after.done.Wait()
+	byVar, codes := after.counts()
+	if byVar["v2"] != 40 || len(byVar) != 1 || codes[200] != 40 {
+		t.Fatalf("after promotion answers by variant %v, status %v; want 40 from v2", byVar, codes)
+	}
+	// Metrics say so.
+	body := string(call(t, e.cp, "GET", "/metrics", "", nil).body)
+	for _, line := range []string{`switchyard_canary_phase{model="recommender",phase="promoted"} 1`, `switchyard_canary_weight_percent{model="recommender"} 100`, `switchyard_canary_step{model="recommender"} 4`} {
+		if !strings.Contains(body, line) {
+			t.Errorf("/metrics lacks %s", line)
+		}
+	}
+}
+
+func TestCanaryNaNVersionRolledBackAtFirstStep(t *testing.T) {
+	e := newCanaryEnv(t, 1)
+	e.put(e.model(map[string]int{"v1": 100}, nil))
+	e.waitProxies(map[string]int{"v1": 100})
+	tr := e.startTraffic(4, 20000, 30*time.Second)
+	defer tr.Stop()
+	e.put(e.model(map[string]int{"v1": 100}, &routing.Canary{Version: "v3", StepDuration: routing.Duration(300 * time.Millisecond), MinRequests: 40}))
+	s := e.waitPhase("rolled_back", 30*time.Second)
+	tr.Stop()
+	if s.Step != 1 {
+		t.Errorf("rolled back at step %d, want 1", s.Step)
+	}
+	last := s.History[len(s.History)-1]
+	if last.Kind != "rollback" || !strings.Contains(last.Reason, "nan_rate") || last.Manual {
+		t.Fatalf("last event %+v: want an automatic rollback naming nan_rate", last)
+	}
+	if !sameSplit(s.Weights, map[string]int{"v1": 100}) {
+		t.Fatalf("weights after rollback %v, want v1=100", s.Weights)
+	}
+	if _, ok := s.FailedVersions["v3"]; !ok {
+		t.Fatalf("v3 not marked failed: %v", s.FailedVersions)
+	}
+	revs := e.controllerRevisions()
+	if got := revs[len(revs)-1]; got.Action != ActionCanaryRollback || !strings.Contains(got.Reason, "nan_rate") {
+		t.Fatalf("last controller revision %s %q", got.Action, got.Reason)
+	}
+	e.waitProxies(map[string]int{"v1": 100})
+	// The failed version cannot be ramped again without a reset.
+	r := call(t, e.cp, "POST", "/v1/models/recommender/canary/start", editorToken, map[string]any{"version": "v3"})
+	if r.code != http.StatusConflict || !strings.Contains(string(r.body), "reset") {
+		t.Fatalf("start of a failed version: %d %s", r.code, r.body)
+	}
+	// Nor by the controller, tick after tick.
+	time.Sleep(300 * time.Millisecond)
+	if s := e.status(); s.Phase != "rolled_back" || !sameSplit(s.Weights, map[string]int{"v1": 100}) {
+		t.Fatalf("after more ticks: %s %v", s.Phase, s.Weights)
+	}
+	// An editor may not reset; an operator may, after which the controller
+	// ramps it again (spec.canary still names it).
+	if r := call(t, e.cp, "POST", "/v1/models/recommender/canary/reset", editorToken, nil); r.code != http.StatusForbidden {
+		t.Fatalf("reset by an editor: %d %s", r.code, r.body)
+	}
+	if r := call(t, e.cp, "POST", "/v1/models/recommender/canary/reset", operatorToken, map[string]any{"reason": "fixed", "waitForAck": "0s"}); r.code != http.StatusOK {
+		t.Fatalf("reset: %d %s", r.code, r.body)
+	}
+	e.waitPhase("progressing", 10*time.Second)
+}
+
+// delayShim is a real HTTP reverse proxy in front of the backend that
+// delays every request: a slow model version.
+func delayShim(t *testing.T, target string, delay time.Duration) string {
+	t.Helper()
+	u, _ := url.Parse("http://" + target)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	tr := &http.Transport{}
+	rp.Transport = tr
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(delay)
+		rp.ServeHTTP(w, r)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		srv.Close()
+		tr.CloseIdleConnections()
+	})
+	return ln.Addr().String()
+}
+
+func TestCanarySlowVersionRolledBackOnP99(t *testing.T) {
+	e := newCanaryEnv(t, 1)
+	slow := routing.Version{Name: "v2slow", Endpoints: []string{delayShim(t, e.be.HTTPAddr, 50*time.Millisecond)}, BackendModel: demomodels.V2}
+	e.put(e.model(map[string]int{"v1": 100}, nil, slow))
+	e.waitProxies(map[string]int{"v1": 100})
+	tr := e.startTraffic(6, 30000, 40*time.Second)
+	defer tr.Stop()
+	e.put(e.model(map[string]int{"v1": 100}, &routing.Canary{Version: "v2slow", StepDuration: routing.Duration(300 * time.Millisecond), MinRequests: 40}, slow))
+	s := e.waitPhase("rolled_back", 40*time.Second)
+	tr.Stop()
+	last := s.History[len(s.History)-1]
+	if last.Kind != "rollback" || !strings.Contains(last.Reason, "p99") || strings.Contains(last.Reason, "error_rate") {
+		t.Fatalf("last event %+v: want a rollback on the p99 gate alone", last)
+	}
+	var fails int
+	for _, ev := range s.History {
+		if ev.Kind == "rollback_check" {
+			fails++
+		}
+	}
+	if fails != 2 || s.FailuresToRollback != 3 {
+		t.Errorf("%d failing checks before the rollback (of %d needed); want 2 then the third rolls back", fails, s.FailuresToRollback)
+	}
+	if !sameSplit(s.Weights, map[string]int{"v1": 100}) {
+		t.Fatalf("weights %v", s.Weights)
+	}
+}
+
+func TestCanaryTooLittleTrafficHolds(t *testing.T) {
+	e := newCanaryEnv(t, 1)
+	e.put(e.model(map[string]int{"v1": 100}, &routing.Canary{Version: "v2", StepDuration: routing.Duration(200 * time.Millisecond)}))
+	e.waitProxies(map[string]int{"v1": 80, "v2": 20})
+	tr := e.startTraffic(1, 60, 20*time.Second)
+	tr.done.Wait()
+	byVar, _ := tr.counts()
+	re := regexp.MustCompile(`^waiting: (\d+)/500 canary requests$`)
+	var s CanaryStatus
+	waitUntil(t, "a hold naming the canary's requests", 15*time.Second, func() bool {
+		s = e.status()
+		m := re.FindStringSubmatch(s.Reason)
+		return m != nil && m[1] == fmt.Sprint(byVar["v2"]) && s.Window != nil && s.Window.Canary.Requests == uint64(byVar["v2"])
+	})
+	if s.Phase != "progressing" || s.Step != 1 || s.Decision != "hold" || !sameSplit(s.Weights, map[string]int{"v1": 80, "v2": 20}) {
+		t.Fatalf("status %s", mustJSON(s))
+	}
+	// Well past the step duration it still holds, saying why.
+	time.Sleep(400 * time.Millisecond)
+	if s2 := e.status(); s2.Phase != "progressing" || s2.Step != 1 || s2.Reason != s.Reason {
+		t.Fatalf("after more ticks: %s step %d %q", s2.Phase, s2.Step, s2.Reason)
+	}
+	// GET over the API shows the same, for viewers.
+	r := call(t, e.cp, "GET", "/v1/models/recommender/canary", viewerToken, nil)
+	var api CanaryStatus
+	r.decode(t, &api)
+	if r.code != http.StatusOK || api.Reason != s.Reason || api.StepWeight != 20 || len(api.Gates) == 0 || api.MinRequests != 500 {
+		t.Fatalf("GET canary: %d %s", r.code, r.body)
+	}
+}
+
+func TestCanaryManualAbortMidRamp(t *testing.T) {
+	e := newCanaryEnv(t, 2)
+	e.put(e.model(map[string]int{"v1": 100}, nil))
+	e.waitProxies(map[string]int{"v1": 100})
+	// Start by hand with a long step: nothing promotes by itself.
+	r := call(t, e.cp, "POST", "/v1/models/recommender/canary/start", editorToken, map[string]any{"version": "v2", "stepDuration": "1h", "reason": "release 2"})
+	if r.code != http.StatusOK {
+		t.Fatalf("start: %d %s", r.code, r.body)
+	}
+	var resp CanaryActionResponse
+	r.decode(t, &resp)
+	if resp.Proxies == nil || resp.Proxies.Message == "" || len(resp.Proxies.Acked) != 2 {
+		t.Fatalf("start answer: %s", r.body)
+	}
+	e.waitProxies(map[string]int{"v1": 80, "v2": 20})
+	// Promote by hand to 50 %.
+	r = call(t, e.cp, "POST", "/v1/models/recommender/canary/promote", editorToken, nil)
+	if r.code != http.StatusOK {
+		t.Fatalf("promote: %d %s", r.code, r.body)
+	}
+	e.waitProxies(map[string]int{"v1": 50, "v2": 50})
+	// An editor may not abort; the operator does, and both proxies confirm.
+	if r := call(t, e.cp, "POST", "/v1/models/recommender/canary/abort", editorToken, nil); r.code != http.StatusForbidden {
+		t.Fatalf("abort by an editor: %d %s", r.code, r.body)
+	}
+	r = call(t, e.cp, "POST", "/v1/models/recommender/canary/abort", operatorToken, map[string]any{"reason": "latency alert"})
+	if r.code != http.StatusOK {
+		t.Fatalf("abort: %d %s", r.code, r.body)
+	}
+	resp = CanaryActionResponse{}
+	r.decode(t, &resp)
+	if p := resp.Proxies; p == nil || !regexp.MustCompile(`^applied on 2/2 proxies in \d+ ms$`).MatchString(p.Message) || p.ElapsedMS == nil {
+		t.Fatalf("abort answer: %s", r.body)
+	}
+	if resp.Status.Phase != "rolled_back" || !sameSplit(resp.Status.Weights, map[string]int{"v1": 100}) {
+		t.Fatalf("abort status: %s", mustJSON(resp.Status))
+	}
+	for _, p := range e.proxies {
+		if w := p.Route("recommender").Model.Spec.Traffic.Weights; !sameSplit(w, map[string]int{"v1": 100}) {
+			t.Fatalf("proxy serves %v after the abort", w)
+		}
+	}
+	revs := e.controllerRevisions()
+	got := revs[len(revs)-1]
+	if got.Action != ActionCanaryAbort || got.Subject != "olga" || !strings.Contains(got.Reason, "aborted by hand: latency alert") {
+		t.Fatalf("abort revision: %s by %s: %q", got.Action, got.Subject, got.Reason)
+	}
+	// Actions that no longer apply say so.
+	if r := call(t, e.cp, "POST", "/v1/models/recommender/canary/pause", editorToken, nil); r.code != http.StatusConflict || !strings.Contains(string(r.body), "no canary in progress") {
+		t.Fatalf("pause after abort: %d %s", r.code, r.body)
+	}
+	if r := call(t, e.cp, "POST", "/v1/models/recommender/canary/jump", editorToken, nil); r.code != http.StatusNotFound {
+		t.Fatalf("unknown action: %d %s", r.code, r.body)
+	}
+	// The rollback choice skips the mid-canary revisions (and the abort's
+	// own, the head): the healthy split before the canary.
+	hist, err := e.cp.Store().History(context.Background(), "recommender", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, skipped := RollbackTarget(hist)
+	if target == nil || target.Action != "put" || !sameSplit(target.Model.Spec.Traffic.Weights, map[string]int{"v1": 100}) || len(skipped) != 2 {
+		t.Fatalf("rollback target %+v, skipped %+v", target, skipped)
+	}
+}

@@ -1,0 +1,147 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/controlplane/store"
+)
+
+// Change actions the canary controller writes (store.Change.Action), so the
+// audit log and the history say what each revision was.
+const (
+	ActionCanaryStart    = "canary-start"    // the canary's first step
+	ActionCanaryPromote  = "canary-promote"  // the next step
+	ActionCanaryPromoted = "canary-promoted" // the canary took all traffic
+	ActionCanaryRollback = "canary-rollback" // automatic rollback: the previous split
+	ActionCanaryAbort    = "canary-abort"    // manual abort: the previous split
+	ActionCanaryPause    = "canary-pause"
+	ActionCanaryResume   = "canary-resume"
+	ActionCanaryReset    = "canary-reset" // a failed version may be ramped again
+)
+
+// midCanary reports a revision written in the middle of a ramp: its split
+// was never judged healthy.
+func midCanary(action string) bool {
+	switch action {
+	case ActionCanaryStart, ActionCanaryPromote, ActionCanaryPause, ActionCanaryResume:
+		return true
+	}
+	return false
+}
+
+// FailedVersions reads, from a model's history (newest first), the versions
+// a canary rolled back or aborted and no later reset cleared: the version
+// named by spec.canary.version of each canary-rollback / canary-abort
+// revision, unless a newer canary-reset revision names it.
+func FailedVersions(hist []store.Record) []string {
+	var failed, reset []string
+	for _, h := range hist {
+		c := h.Model.Spec.Canary
+		if c == nil || c.Version == "" {
+			continue
+		}
+		switch h.Action {
+		case ActionCanaryReset:
+			reset = append(reset, c.Version)
+		case ActionCanaryRollback, ActionCanaryAbort:
+			if !slices.Contains(reset, c.Version) && !slices.Contains(failed, c.Version) {
+				failed = append(failed, c.Version)
+			}
+		}
+	}
+	slices.Sort(failed)
+	return failed
+}
+
+// SkippedRevision is an earlier revision a rollback passed over, and why.
+type SkippedRevision struct {
+	Revision int64  `json:"revision"`
+	Why      string `json:"why"`
+}
+
+// RollbackTarget picks the revision POST /v1/models/{name}/rollback
+// restores when none is named: the newest revision older than the head
+// (hist[0]; history newest first) whose split was healthy. It skips
+// deletions, revisions written mid-ramp by a canary (start, step, pause,
+// resume: their split was never judged), and revisions that sent traffic
+// to a version a canary marked failed (FailedVersions). nil when there is
+// none. Pure: the history in, the choice out.
+func RollbackTarget(hist []store.Record) (*store.Record, []SkippedRevision) {
+	if len(hist) == 0 {
+		return nil, nil
+	}
+	failed := FailedVersions(hist)
+	head := hist[0]
+	var skipped []SkippedRevision
+	for i := range hist {
+		h := &hist[i]
+		if h.Revision >= head.Revision {
+			continue
+		}
+		var why string
+		switch {
+		case h.Deleted:
+			why = "a deletion"
+		case midCanary(h.Action):
+			why = fmt.Sprintf("written mid-canary (%s)", h.Action)
+		default:
+			for v, w := range h.Model.Spec.Traffic.Weights {
+				if w > 0 && slices.Contains(failed, v) {
+					why = fmt.Sprintf("sends traffic to version %q, which failed its canary", v)
+					break
+				}
+			}
+		}
+		if why == "" {
+			return h, skipped
+		}
+		skipped = append(skipped, SkippedRevision{Revision: h.Revision, Why: why})
+	}
+	return nil, skipped
+}
+
+// AppliedResult is an AckResult with how long applying took (from the store
+// write to the last ACK) and its one-line summary, "applied on 2/2 proxies
+// in 14 ms" (cmd/syctl reads elapsedMs).
+type AppliedResult struct {
+	AckResult
+	ElapsedMS *float64 `json:"elapsedMs,omitempty"`
+	Message   string   `json:"message"`
+}
+
+// waitApplied waits (bounded by wait) until the proxies ACK revision rev,
+// written at written.
+func (cp *ControlPlane) waitApplied(ctx context.Context, rev int64, written time.Time, wait time.Duration) *AppliedResult {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	res := AppliedResult{AckResult: cp.WaitApplied(ctx, rev)}
+	if len(res.Pending) == 0 {
+		ms := float64(time.Since(written).Microseconds()) / 1000
+		res.ElapsedMS = &ms
+	}
+	res.Message = appliedMessage(&res)
+	return &res
+}
+
+func appliedMessage(r *AppliedResult) string {
+	if r.Total == 0 {
+		return "no proxies connected (nothing to apply it yet)"
+	}
+	var line string
+	if r.ElapsedMS != nil {
+		line = fmt.Sprintf("applied on %d/%d proxies in %.0f ms", len(r.Acked), r.Total, *r.ElapsedMS)
+	} else {
+		line = fmt.Sprintf("applied on %d/%d proxies", len(r.Acked), r.Total)
+	}
+	if len(r.Nacked) > 0 {
+		line += "; rejected (NACK) by " + strings.Join(r.Nacked, ", ")
+	}
+	if len(r.Pending) > 0 {
+		line += "; not yet applied by " + strings.Join(r.Pending, ", ")
+	}
+	return line
+}

@@ -1,0 +1,199 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/switchyard-dev/switchyard/canary"
+	"github.com/switchyard-dev/switchyard/controlplane/statspb"
+)
+
+// MetricSource gives a model version's figures over the interval
+// (from, to]: the proxies' own reports (the embedded default, StatsService)
+// or a Prometheus server (PromSource).
+type MetricSource interface {
+	Stats(ctx context.Context, model, version string, from, to time.Time) (canary.Stats, error)
+}
+
+// StatsService is the control plane's end of the stats stream: the
+// statspb.Stats gRPC service, registered on the xDS gRPC server (one
+// address for proxies), merging every proxy's per-second deltas into a
+// canary.Window. Reports are filed under the control plane's receive time
+// (proxies' clocks may be skewed); (proxy/boot id, seq) dedupes resends; a
+// proxy that stops reporting stops counting and its reports age out after
+// the retention. It is a MetricSource.
+type StatsService struct {
+	statspb.UnimplementedStatsServer
+	now     func() time.Time
+	log     *slog.Logger
+	metrics *statsMetrics
+
+	mu  sync.Mutex
+	win *canary.Window
+}
+
+type statsMetrics struct {
+	reports *prometheus.CounterVec
+	proxies prometheus.GaugeFunc
+}
+
+// liveAfter is how long a proxy counts as reporting after its last report.
+const liveAfter = 5 * time.Second
+
+func newStatsService(retention time.Duration, now func() time.Time, reg prometheus.Registerer, log *slog.Logger) *StatsService {
+	s := &StatsService{now: now, log: log, win: canary.NewWindow(retention)}
+	s.metrics = &statsMetrics{
+		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_controlplane_stats_reports_total",
+			Help: "Stats reports from proxies by result (accepted, duplicate, rejected).",
+		}, []string{"result"}),
+		proxies: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "switchyard_controlplane_stats_reporting_proxies",
+			Help: "Proxy processes that reported stats within the last 5s.",
+		}, func() float64 { return float64(len(s.Proxies())) }),
+	}
+	if reg != nil {
+		reg.MustRegister(s.metrics.reports, s.metrics.proxies)
+	}
+	return s
+}
+
+// Stream takes one proxy's reports and acknowledges each.
+func (s *StatsService) Stream(st grpc.BidiStreamingServer[statspb.Report, statspb.Ack]) error {
+	for {
+		p, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		r, err := statspb.ToReport(p, now)
+		if err != nil {
+			s.metrics.reports.WithLabelValues("rejected").Inc()
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+		s.mu.Lock()
+		added := s.win.Add(r, now)
+		s.mu.Unlock()
+		if added {
+			s.metrics.reports.WithLabelValues("accepted").Inc()
+		} else {
+			s.metrics.reports.WithLabelValues("duplicate").Inc()
+		}
+		if err := st.Send(&statspb.Ack{Seq: p.Seq}); err != nil {
+			return err
+		}
+	}
+}
+
+// Add files a report directly (in-process reporters, tests).
+func (s *StatsService) Add(r canary.Report) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.win.Add(r, s.now())
+}
+
+// Stats sums the reports of (model, version) received in (from, to].
+func (s *StatsService) Stats(_ context.Context, model, version string, from, to time.Time) (canary.Stats, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.win.Prune(s.now())
+	return s.win.Stats(model, version, from, to), nil
+}
+
+// Proxies lists the proxy processes ("node/bootID") that reported within
+// the last 5 s.
+func (s *StatsService) Proxies() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.win.Proxies(s.now(), liveAfter)
+}
+
+var _ MetricSource = (*StatsService)(nil)
+
+// VariantStatsView is one version's live figures in GET .../stats.
+type VariantStatsView struct {
+	Version    string            `json:"version"`
+	Requests   uint64            `json:"requests"`
+	Errors     map[string]uint64 `json:"errors,omitempty"`
+	ErrorRate  float64           `json:"errorRate"`
+	Fallbacks  uint64            `json:"fallbacks"`
+	NaNOutputs uint64            `json:"nanOutputs"`
+	P50Ms      float64           `json:"p50Ms"`
+	P99Ms      float64           `json:"p99Ms"`
+}
+
+// ModelStatsView is the answer of GET /v1/models/{name}/stats.
+type ModelStatsView struct {
+	Model    string             `json:"model"`
+	Window   string             `json:"window"`
+	From     time.Time          `json:"from"`
+	To       time.Time          `json:"to"`
+	Proxies  []string           `json:"proxies"`
+	Variants []VariantStatsView `json:"variants"`
+}
+
+func variantView(version string, st *canary.Stats) VariantStatsView {
+	v := VariantStatsView{Version: version, Requests: st.Requests, Errors: st.Errors, Fallbacks: st.Fallbacks, NaNOutputs: st.NaNOutputs,
+		P50Ms: ms(st.Latency.Quantile(0.5)), P99Ms: ms(st.Latency.Quantile(0.99))}
+	if st.Requests > 0 {
+		v.ErrorRate = float64(st.ErrorCount()) / float64(st.Requests)
+	}
+	return v
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// maxStatsWindow caps ?window= of the stats endpoint.
+const maxStatsWindow = 24 * time.Hour
+
+// modelStats answers GET /v1/models/{name}/stats?window=1m: every version's
+// figures summed over the proxies' reports of the window (default 1m).
+func (c *CanaryController) modelStats(w http.ResponseWriter, r *http.Request, _ Identity) {
+	name := r.PathValue("name")
+	window := time.Minute
+	if q := r.URL.Query().Get("window"); q != "" {
+		d, err := time.ParseDuration(q)
+		if err != nil || d <= 0 || d > maxStatsWindow {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter window: want a duration such as 1m (at most %s), got %q", maxStatsWindow, q), nil)
+			return
+		}
+		window = d
+	}
+	rec, err := c.store.Get(r.Context(), name)
+	if err != nil {
+		c.api.storeError(w, r, err)
+		return
+	}
+	to := c.now()
+	from := to.Add(-window)
+	view := ModelStatsView{Model: name, Window: window.String(), From: from, To: to, Proxies: c.stats.Proxies(), Variants: []VariantStatsView{}}
+	if view.Proxies == nil {
+		view.Proxies = []string{}
+	}
+	names := rec.Model.VersionNames()
+	sort.Strings(names)
+	for _, v := range names {
+		st, err := c.stats.Stats(r.Context(), name, v, from, to)
+		if err != nil {
+			writeError(w, http.StatusBadGateway, "stats: "+err.Error(), nil)
+			return
+		}
+		view.Variants = append(view.Variants, variantView(v, &st))
+	}
+	writeJSON(w, http.StatusOK, view)
+}
