@@ -1,0 +1,107 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/switchyard-dev/switchyard/routing"
+)
+
+// TestStaticFallbackAPI: roles, validation naming the field, a model
+// without a static step, If-Match, and a change that touches nothing but
+// spec.fallback.static.
+func TestStaticFallbackAPI(t *testing.T) {
+	cp := startCP(t, "")
+	m := doc("rec", 80, 20)
+	m.Spec.Fallback = &routing.Fallback{Chain: []string{"static"}, Static: &routing.Static{Outputs: []routing.StaticTensor{
+		{Name: "scores", Datatype: "FP32", Shape: []int64{1, 2}, Data: []float64{1, 2}}}}}
+	if r := call(t, cp, http.MethodPut, "/v1/models/rec", editorToken, m); r.code != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.code, r.body)
+	}
+	noStatic := doc("plain", 80, 20)
+	if r := call(t, cp, http.MethodPut, "/v1/models/plain", editorToken, noStatic); r.code != http.StatusCreated {
+		t.Fatalf("create plain: %d %s", r.code, r.body)
+	}
+	good := `{"outputs":[{"name":"scores","datatype":"FP32","shape":[1,2],"data":[5,6]}],"reason":"popular today"}`
+	for _, tc := range []struct {
+		name, model, token, body string
+		code                     int
+		want                     string
+	}{
+		{"viewer", "rec", viewerToken, good, http.StatusForbidden, "needs editor"},
+		{"shape", "rec", editorToken, `{"outputs":[{"name":"scores","datatype":"FP32","shape":[1,2],"data":[5]}]}`, http.StatusBadRequest, `outputs[0] \"scores\": shape [1 2] needs 2 values, got 1`},
+		{"dtype", "rec", editorToken, `{"outputs":[{"name":"scores","datatype":"FP31","shape":[1],"data":[5]}]}`, http.StatusBadRequest, "FP31"},
+		{"empty", "rec", editorToken, `{"outputs":[]}`, http.StatusBadRequest, "outputs: required"},
+		{"unknown field", "rec", editorToken, `{"outputs":[],"colour":1}`, http.StatusBadRequest, "colour"},
+		{"no static step", "plain", editorToken, good, http.StatusConflict, `no fallback chain with a \"static\" step`},
+		{"no model", "nope", editorToken, good, http.StatusNotFound, "nope"},
+	} {
+		r := call(t, cp, http.MethodPut, "/v1/models/"+tc.model+"/fallback/static", tc.token, tc.body)
+		if r.code != tc.code || !strings.Contains(string(r.body), tc.want) {
+			t.Errorf("%s: %d %s, want %d containing %q", tc.name, r.code, r.body, tc.code, tc.want)
+		}
+	}
+	before, err := cp.Store().Get(context.Background(), "rec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := call(t, cp, http.MethodPut, "/v1/models/rec/fallback/static", editorToken, good, "If-Match", etag(before.Revision+100)); r.code != http.StatusConflict {
+		t.Fatalf("stale If-Match: %d %s", r.code, r.body)
+	}
+	r := call(t, cp, http.MethodPut, "/v1/models/rec/fallback/static", editorToken, good)
+	if r.code != http.StatusOK {
+		t.Fatalf("put static: %d %s", r.code, r.body)
+	}
+	after, err := cp.Store().Get(context.Background(), "rec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Revision <= before.Revision || after.Model.Spec.Fallback.Static.Outputs[0].Data[0] != 5 {
+		t.Fatalf("stored: %+v", after.Model.Spec.Fallback)
+	}
+	// Nothing else changed.
+	b := before.Model.Clone()
+	b.Spec.Fallback.Static = after.Model.Spec.Fallback.Static
+	if bj, aj := modelJSON(t, b), modelJSON(t, after.Model); bj != aj {
+		t.Fatalf("other fields changed:\n%s\n%s", bj, aj)
+	}
+	au := call(t, cp, http.MethodGet, "/v1/audit?model=rec", viewerToken, nil)
+	if !strings.Contains(string(au.body), `"fallback-static"`) || !strings.Contains(string(au.body), "popular today") || !strings.Contains(string(au.body), "eddie") {
+		t.Fatalf("audit: %s", au.body)
+	}
+}
+
+// TestShadowReportWithoutProxies: the report of a model nobody serves is
+// empty, not an error; unknown models are 404.
+func TestShadowReportWithoutProxies(t *testing.T) {
+	cp := startCP(t, "")
+	m := doc("rec", 80, 20)
+	m.Spec.Shadow = &routing.Shadow{Version: "v2", Percent: 10}
+	if r := call(t, cp, http.MethodPut, "/v1/models/rec", editorToken, m); r.code != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.code, r.body)
+	}
+	var rep ShadowReportResponse
+	r := call(t, cp, http.MethodGet, "/v1/models/rec/shadow/report?window=1m", viewerToken, nil)
+	r.decode(t, &rep)
+	if r.code != 200 || rep.Shadow.Compared != 0 || len(rep.Proxies) != 0 || rep.ShadowVersion != "v2" || rep.Window != "1m0s" {
+		t.Fatalf("report: %d %s", r.code, r.body)
+	}
+	if r := call(t, cp, http.MethodGet, "/v1/models/nope/shadow/report", viewerToken, nil); r.code != http.StatusNotFound {
+		t.Fatalf("unknown model: %d %s", r.code, r.body)
+	}
+	if r := call(t, cp, http.MethodGet, "/v1/models/rec/shadow/report?window=-1s", viewerToken, nil); r.code != http.StatusBadRequest {
+		t.Fatalf("bad window: %d %s", r.code, r.body)
+	}
+}
+
+func modelJSON(t testing.TB, m routing.Model) string {
+	t.Helper()
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
