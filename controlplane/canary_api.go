@@ -88,11 +88,14 @@ type CanaryStatus struct {
 
 // Status reports a model's canary.
 func (c *CanaryController) Status(ctx context.Context, name string) (CanaryStatus, error) {
+	// Under the lock, so the document and the book are of the same moment
+	// (a tick writes both under it).
+	c.mu.Lock()
 	rec, err := c.store.Get(ctx, name)
 	if err != nil {
+		c.mu.Unlock()
 		return CanaryStatus{}, err
 	}
-	c.mu.Lock()
 	b := c.book(name).clone()
 	c.mu.Unlock()
 	now := c.now()
