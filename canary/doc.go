@@ -1,7 +1,10 @@
 // Package canary ramps a model's traffic from its current version to a new
 // one step by step (default 20, 50, 80, 100 %), judging the canary against
 // the baseline at each tick, and rolls it back by itself when it is worse.
-// Everything here is pure: values in, values out, time passed in.
+// Everything here is pure: values in, values out, time passed in. The
+// controller around it (ticks, store writes, the stats stream, the
+// Prometheus source, the API) is controlplane/canary*.go, stats.go and
+// promsource.go; the proxy's recorder and reporter are proxy/report.go.
 //
 // # Stats
 //
@@ -68,8 +71,8 @@
 //	canary.maxErrorRate        -> Gates.MaxErrorRate
 //	canary.maxP99Ratio         -> Gates.MaxP99Ratio
 //	canary.maxNaNRate          -> Gates.MaxNaNRate
-//	canary.consecutiveFailures -> Config.FailuresBeforeRollback (routing's
-//	                              default is 1, this package's 3; align them)
+//	canary.consecutiveFailures -> Config.FailuresBeforeRollback (default 3
+//	                              in both)
 //	(no field yet)             -> Gates.MaxFallbackRate, MaxShadowDisagreement,
 //	                              MinLatencySamples, Z: defaults
 package canary
