@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -112,13 +114,24 @@ func (ci *cacheInvoker) store(x *Exchange, v *Variant, res *Result, err error, k
 	return e, ok
 }
 
-// key is the exchange's cache key for v, computed once per exchange.
+// key is the exchange's cache key for v, computed once per exchange. With
+// the cache on, a REST body seen before (byte for byte) gets its key from
+// the raw-body memo without decoding.
 func (rf *routeFeatures) key(x *Exchange, v *Variant) (fallback.Key, bool) {
 	if x.ext.keyOK {
 		return x.ext.key, true
 	}
 	if x.ext.keyErr {
 		return fallback.Key{}, false
+	}
+	var h uint64
+	memo := rf.memo != nil && x.pbReq == nil
+	if memo {
+		h = rf.memo.hash(v.Index, x.headerLen, x.body)
+		if k, id, ok := rf.memo.get(h, v.Index, x.headerLen, x.body); ok {
+			x.ext.key, x.ext.keyOK, x.ext.reqID, x.ext.idOK = k, true, id, true
+			return k, true
+		}
 	}
 	req, err := x.Request()
 	if err == nil {
@@ -133,7 +146,62 @@ func (rf *routeFeatures) key(x *Exchange, v *Variant) (fallback.Key, bool) {
 		return fallback.Key{}, false
 	}
 	x.ext.keyOK = true
+	if memo {
+		rf.memo.put(h, v.Index, x.headerLen, x.body, x.ext.key, req.ID)
+	}
 	return x.ext.key, true
+}
+
+// rawMemo maps REST bodies seen recently (exact bytes, per variant) to
+// their cache key and request id, so repeated requests skip JSON decoding
+// and canonical hashing. Bounded: when full it starts over.
+type rawMemo struct {
+	seed maphash.Seed
+	max  int
+	mu   sync.Mutex
+	m    map[uint64]rawMemoEntry
+}
+
+type rawMemoEntry struct {
+	variant, headerLen int
+	body               []byte
+	key                fallback.Key
+	id                 string
+}
+
+// rawMemoMaxBody is the largest body the memo keeps (bigger ones are
+// decoded every time; their decoding dwarfs nothing).
+const rawMemoMaxBody = 16 << 10
+
+func newRawMemo(max int) *rawMemo {
+	return &rawMemo{seed: maphash.MakeSeed(), max: max, m: make(map[uint64]rawMemoEntry)}
+}
+
+func (m *rawMemo) hash(variant, headerLen int, body []byte) uint64 {
+	return maphash.Bytes(m.seed, body) ^ uint64(variant)<<48 ^ uint64(headerLen)<<32
+}
+
+func (m *rawMemo) get(h uint64, variant, headerLen int, body []byte) (fallback.Key, string, bool) {
+	m.mu.Lock()
+	e, ok := m.m[h]
+	m.mu.Unlock()
+	if !ok || e.variant != variant || e.headerLen != headerLen || !bytes.Equal(e.body, body) {
+		return fallback.Key{}, "", false
+	}
+	return e.key, e.id, true
+}
+
+func (m *rawMemo) put(h uint64, variant, headerLen int, body []byte, k fallback.Key, id string) {
+	if len(body) > rawMemoMaxBody {
+		return
+	}
+	e := rawMemoEntry{variant: variant, headerLen: headerLen, body: bytes.Clone(body), key: k, id: id}
+	m.mu.Lock()
+	if len(m.m) >= m.max {
+		clear(m.m)
+	}
+	m.m[h] = e
+	m.mu.Unlock()
 }
 
 // entry builds the cache entry of a good answer, in the client's form and
@@ -197,7 +265,11 @@ func (rf *routeFeatures) fill(x *Exchange, v *Variant, res *Result, e fallback.E
 		return fmt.Errorf("cache entry of the wrong form")
 	}
 	body, hl := res.Body[:0], e.HeaderLen
-	if id := requestID(x); id != "" && len(e.Body) > 1 && e.Body[0] == '{' {
+	id := x.ext.reqID
+	if !x.ext.idOK {
+		id = requestID(x)
+	}
+	if id != "" && len(e.Body) > 1 && e.Body[0] == '{' {
 		q, _ := json.Marshal(id)
 		body = append(append(append(body, `{"id":`...), q...), ',')
 		added := len(body) - 1

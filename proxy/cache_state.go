@@ -27,6 +27,10 @@ type extState struct {
 	// (keyOK once computed; keyErr when the request could not be hashed).
 	key           fallback.Key
 	keyOK, keyErr bool
+	// reqID is the request's id when the key came from the raw-body memo
+	// (idOK), so a cache hit needs no JSON decoding at all.
+	reqID string
+	idOK  bool
 	// shadow is the mirror job captured from the primary's answer; it is
 	// enqueued once the answer was written (answered).
 	shadow *shadowPending

@@ -137,6 +137,7 @@ type routeFeatures struct {
 
 	cache    *fallback.Cache // serving cache (nil: off)
 	cacheSig string
+	memo     *rawMemo // raw REST body -> key (with the cache on)
 	coal     *fallback.Coalescer[*sharedAnswer]
 
 	fb       *fallbackPolicy // nil: no fallback section
@@ -189,6 +190,7 @@ func (f *features) Wrap(r *Route, next Invoker) Invoker {
 				MaxEntries: c.MaxEntries, MaxBytes: c.MaxBytes, TTL: c.TTL.D()}, f.fbm)
 			f.caches[rf.cacheSig] = rf.cache
 		}
+		rf.memo = newRawMemo(4096)
 		if c.CoalesceOn() {
 			rf.coal = f.coalesce[r.Name]
 			if rf.coal == nil {
