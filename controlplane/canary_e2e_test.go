@@ -274,8 +274,10 @@ func TestCanaryHealthyRampPromotes(t *testing.T) {
 	e.waitProxies(map[string]int{"v1": 100})
 	tr := e.startTraffic(4, 20000, 40*time.Second)
 	defer tr.Stop()
-	// Setting spec.canary starts the ramp.
-	e.put(e.model(map[string]int{"v1": 100}, &routing.Canary{Version: "v2", StepDuration: routing.Duration(300 * time.Millisecond), MinRequests: 40}))
+	// Setting spec.canary starts the ramp. The p99 gate is loose here: v2
+	// is as fast as v1, but a p99 of 100 samples on a busy 2-core test
+	// machine (-race) swings by 2x; the slow-canary test checks the gate.
+	e.put(e.model(map[string]int{"v1": 100}, &routing.Canary{Version: "v2", StepDuration: routing.Duration(300 * time.Millisecond), MinRequests: 40, MaxP99Ratio: 4}))
 	s := e.waitPhase("promoted", 40*time.Second)
 	tr.Stop()
 
