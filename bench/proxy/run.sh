@@ -11,7 +11,18 @@
 #
 #   bench/proxy/run.sh                 # defaults below
 #   RATE=2000 DURATION=10s CONC=32 MAXDUR=5s PROFILE=1 bench/proxy/run.sh
+#
+# Modes (MODE=...):
+#   base    the above (default)
+#   cache   the same, but the model has the prediction cache on (spec.cache):
+#           the load generator repeats one input, so after the first request
+#           every switchyard answer is a cache hit; compare with nginx's
+#           pass-through in the same run
+#   shadow  fixed rate RATE for DURATION through switchyard with shadow off,
+#           then mirroring 10 % and 100 % of requests to v2 (same backend):
+#           primary p50/p99 and proxy CPU for each
 set -euo pipefail
+MODE=${MODE:-base}
 RATE=${RATE:-2000}
 DURATION=${DURATION:-10s}
 CONC=${CONC:-32}
@@ -46,11 +57,16 @@ CP_API=$(freeport); CP_XDS=$(freeport)
 "$TMP/switchyard" controlplane --state "$TMP/cp.db" --api 127.0.0.1:$CP_API --xds 127.0.0.1:$CP_XDS --insecure-loopback-no-auth --log-level warn 2>"$TMP/cp.log" &
 PIDS+=($!)
 waitok http://127.0.0.1:$CP_API/v1/models
+case $MODE in
+  base|shadow) MODEL_EXTRA="" ;;
+  cache) MODEL_EXTRA=',"cache":{"ttl":"10m","maxEntries":10000}' ;;
+  *) echo "unknown MODE=$MODE (base, cache, shadow)" >&2; exit 2 ;;
+esac
 curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1/models/recommender -d @- >/dev/null <<JSON
 {"apiVersion":"switchyard.dev/v1","kind":"Model","metadata":{"name":"recommender"},
  "spec":{"versions":[{"name":"v1","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"recommender-v1"},
                      {"name":"v2","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"recommender-v2"}],
-         "traffic":{"weights":{"v1":80,"v2":20}},"timeout":"2s","retries":{"attempts":1,"budgetPercent":20}}}
+         "traffic":{"weights":{"v1":80,"v2":20}},"timeout":"2s","retries":{"attempts":1,"budgetPercent":20}$MODEL_EXTRA}}
 JSON
 
 PX_HTTP=$(freeport); PX_GRPC=$(freeport); PX_ADMIN=$(freeport)
@@ -96,6 +112,45 @@ run() { # name url pids mode-args...
   local name=$1 url=$2 pids=$3; shift 3
   "$TMP/loadgen" -name "$name" -url "$url" -pid "$pids" "$@" | tee -a "$OUT"
 }
+
+if [ "$MODE" = shadow ]; then
+  # Shadow off, 10 %, 100 % (v2 on the same backend, topk compare); the
+  # proxy's records go to a temporary shadow dir.
+  for pct in 0 10 100; do
+    if [ "$pct" = 0 ]; then SH=""; else SH=',"shadow":{"version":"v2","percent":'$pct',"compare":{"mode":"topk","k":10}}'; fi
+    curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1/models/recommender -d @- >/dev/null <<JSON
+{"apiVersion":"switchyard.dev/v1","kind":"Model","metadata":{"name":"recommender"},
+ "spec":{"versions":[{"name":"v1","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"recommender-v1"},
+                     {"name":"v2","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"recommender-v2"}],
+         "traffic":{"weights":{"v1":100}},"timeout":"2s"$SH}}
+JSON
+    for _ in $(seq 100); do
+      got=$(curl -fsS http://127.0.0.1:$PX_ADMIN/config_dump | python3 -c 'import json,sys; m=json.load(sys.stdin)["models"][0]["spec"]; print(int(m.get("shadow",{}).get("percent",0)))')
+      [ "$got" = "$pct" ] && break; sleep 0.05
+    done
+    run "shadow-$pct%" http://127.0.0.1:$PX_HTTP/v2/models/recommender/infer "$PX_PID" -rate $RATE -duration $DURATION -concurrency 64
+  done
+  curl -fsS "http://127.0.0.1:$PX_ADMIN/shadow/report?model=recommender&window=10m" | python3 -c 'import json,sys; r=json.load(sys.stdin)["report"]["shadow"]; print("# shadow compared", r["compared"], "agreement", round(r["agreement_rate"],4), "shadow p50/p99 ms", r["shadow_p50_ms"], r["shadow_p99_ms"])'
+  curl -fsS http://127.0.0.1:$PX_ADMIN/metrics | grep -E '^switchyard_shadow_(mirrored|dropped)_total' || true
+  python3 - "$OUT" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print("\n| shadow | rps | p50 ms | p99 ms | proxy CPU s | proxy CPU ms / 1000 req | errors |")
+print("|---|---|---|---|---|---|---|")
+for r in rows:
+    per = 1000 * r.get('cpu_seconds', 0) / max(r['requests'], 1) * 1000
+    print(f"| {r['target']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r.get('cpu_seconds',0):.2f} | {per:.1f} | {r['errors']} |")
+base = rows[0]
+for r in rows[1:]:
+    print(f"{r['target']}: p99 {100*(r['p99_ms']/base['p99_ms']-1):+.1f} % vs shadow off, proxy CPU {100*(r['cpu_seconds']/base['cpu_seconds']-1):+.1f} %")
+PY
+  exit 0
+fi
+if [ "$MODE" = cache ]; then
+  curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' http://127.0.0.1:$PX_HTTP/v2/models/recommender/infer \
+    -d '{"inputs":[{"name":"features","datatype":"FP32","shape":[1,32],"data":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}]}'
+  echo "# switchyard answers from its prediction cache (x-switchyard-cache: hit); nginx and direct pass through"
+fi
 echo "# fixed rate $RATE rps for $DURATION"
 run direct     http://127.0.0.1:$BE_HTTP/v2/models/recommender-v1/infer "" -rate $RATE -duration $DURATION -concurrency 64
 run nginx      http://127.0.0.1:$NG_PORT/v2/models/recommender/infer "$NG_PIDS" -rate $RATE -duration $DURATION -concurrency 64
