@@ -162,3 +162,23 @@ func TestBreakersSet(t *testing.T) {
 		t.Fatal("remove")
 	}
 }
+
+// TestBreakerNotify: NewBreakerNotify reports each state change.
+func TestBreakerNotify(t *testing.T) {
+	var changes []string
+	b := NewBreakerNotify("rec", "v1", BreakerConfig{ConsecutiveFailures: 2, OpenFor: time.Hour}, nil,
+		func(from, to BreakerState) { changes = append(changes, from.String()+">"+to.String()) })
+	for range 2 {
+		done, ok := b.Allow()
+		if !ok {
+			t.Fatal("closed breaker refused")
+		}
+		done(true)
+	}
+	if _, ok := b.Allow(); ok || b.State() != StateOpen {
+		t.Fatalf("breaker %s after 2 failures", b.State())
+	}
+	if len(changes) != 1 || changes[0] != "closed>open" {
+		t.Fatalf("changes %v", changes)
+	}
+}

@@ -232,3 +232,49 @@ func TestLimiter(t *testing.T) {
 		t.Errorf("peak %d, in flight %d", peak.Load(), cl.InFlight())
 	}
 }
+
+// TestCoalesceJoinFinish: the leader makes the call on its own goroutine;
+// followers get its result; the next caller starts a new flight.
+func TestCoalesceJoinFinish(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry())
+	c := NewCoalescer[string]("rec", m)
+	k := keyN(t, "v1", 2)
+	fl, leader := c.Join(k)
+	if !leader {
+		t.Fatal("first caller is not the leader")
+	}
+	const n = 10
+	got := make(chan string, n)
+	for range n {
+		f2, l2 := c.Join(k)
+		if l2 {
+			t.Fatal("second caller became a leader while a flight is open")
+		}
+		go func() {
+			v, err := f2.Wait(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			got <- v
+		}()
+	}
+	c.Finish(k, fl, "answer", nil)
+	for range n {
+		if v := <-got; v != "answer" {
+			t.Fatalf("follower got %q", v)
+		}
+	}
+	if v := testutil.ToFloat64(m.coalesced.WithLabelValues("rec")); v != n {
+		t.Fatalf("coalesced %v, want %d", v, n)
+	}
+	if _, leader := c.Join(k); !leader {
+		t.Fatal("a caller after Finish joined the finished flight")
+	}
+	// A follower whose context ends stops waiting.
+	f3, _ := c.Join(k)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := f3.Wait(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled follower: %v", err)
+	}
+}

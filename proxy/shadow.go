@@ -112,7 +112,9 @@ func (f *features) onCompared(j *shadow.Job, c *shadow.Comparison) {
 	if j.Kind != shadow.KindShadow {
 		return
 	}
-	if rec, ok := any(f.p).(interface{ RecordShadow(model, version string, disagreed bool) }); ok {
+	if rec, ok := any(f.p).(interface {
+		RecordShadow(model, version string, disagreed bool)
+	}); ok {
 		rec.RecordShadow(j.Model, j.TargetVersion, !c.Agree)
 	}
 }
