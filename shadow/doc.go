@@ -78,8 +78,11 @@
 //	shadow.compare     -> MirrorConfig.Compare: mode -> Rule.Mode (ParseMode), k -> K,
 //	                      absTol/relTol -> AbsTol/RelTol, outputs -> Config.Outputs
 //	                      (MinOverlap and PerOutput have no field yet: defaults)
-//	shadow.noiseFloorPercent -> the share of requests the proxy also enqueues as
-//	                      KindNoiseFloor jobs (a second Sampler); routing documents it
-//	                      differently today ("disagreement below this share is noise"),
-//	                      which should be aligned.
+//	shadow.noiseFloorPercent -> the share of mirrored requests the proxy also
+//	                      enqueues as KindNoiseFloor jobs (the primary called a
+//	                      second time), as routing documents it.
+//
+// The proxy's side (proxy/shadow.go): Job.Payload carries the request and
+// the primary's answer as bytes and implements Preparer, so decoding runs in
+// the workers; MirrorConfig.OnCompared feeds the canary's stats.
 package shadow
