@@ -25,6 +25,10 @@ const DefaultMaxBodyBytes = 1 << 20
 // maxAckWait caps the waitForAck of a rollback.
 const maxAckWait = 60 * time.Second
 
+// defaultRollbackAckWait bounds how long a rollback answer waits for the
+// connected proxies' ACKs when the request does not say.
+const defaultRollbackAckWait = 5 * time.Second
+
 // HandlerFunc is an API handler that knows its authenticated caller.
 type HandlerFunc func(w http.ResponseWriter, r *http.Request, caller Identity)
 
@@ -142,7 +146,10 @@ type ModelResponse struct {
 	Subject        string        `json:"subject,omitempty"`
 	Model          routing.Model `json:"model"`
 	// Proxies is set when the request asked to wait for ACKs.
-	Proxies *AckResult `json:"proxies,omitempty"`
+	Proxies *AppliedResult `json:"proxies,omitempty"`
+	// Skipped lists, for a rollback without a named revision, the newer
+	// revisions passed over because their split was not known healthy.
+	Skipped []SkippedRevision `json:"skipped,omitempty"`
 }
 
 func modelResponse(r store.Record) ModelResponse {
@@ -435,7 +442,8 @@ type RollbackRequest struct {
 	Revision int64  `json:"revision,omitempty"`
 	Reason   string `json:"reason,omitempty"`
 	// WaitForAck, e.g. "5s", waits up to that long for connected proxies to
-	// ACK the restored config and reports which did (at most 60s).
+	// ACK the restored config and reports which did (at most 60s; default
+	// 5s; "1ns" effectively does not wait).
 	WaitForAck routing.Duration `json:"waitForAck,omitempty"`
 }
 
@@ -470,14 +478,15 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request, caller Identity) 
 	}
 	head := hist[0]
 	var target *store.Record
+	var skipped []SkippedRevision
+	if req.Revision == 0 {
+		// The last revision whose split was healthy: not a deletion, not
+		// written mid-canary, no traffic to a version a canary failed.
+		target, skipped = RollbackTarget(hist)
+	}
 	for i := range hist {
-		h := &hist[i]
-		if req.Revision > 0 && h.Revision == req.Revision {
-			target = h
-			break
-		}
-		if req.Revision == 0 && h.Revision < head.Revision && !h.Deleted {
-			target = h
+		if req.Revision > 0 && hist[i].Revision == req.Revision {
+			target = &hist[i]
 			break
 		}
 	}
@@ -486,7 +495,11 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request, caller Identity) 
 		writeError(w, http.StatusNotFound, fmt.Sprintf("model %q has no revision %d in its history", name, req.Revision), nil)
 		return
 	case target == nil:
-		writeError(w, http.StatusConflict, fmt.Sprintf("model %q has no earlier revision to roll back to", name), nil)
+		msg := fmt.Sprintf("model %q has no earlier revision to roll back to", name)
+		if len(skipped) > 0 {
+			msg = fmt.Sprintf("model %q has no earlier revision with a healthy split to roll back to (%d skipped; name one with \"revision\")", name, len(skipped))
+		}
+		writeError(w, http.StatusConflict, msg, nil)
 		return
 	case target.Deleted:
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("revision %d is a deletion; name a revision that held the model", target.Revision), []routing.FieldError{{Field: "revision", Message: "is a deletion"}})
@@ -505,19 +518,21 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request, caller Identity) 
 	if reason == "" {
 		reason = fmt.Sprintf("rollback to revision %d", target.Revision)
 	}
+	written := time.Now()
 	rec, err := a.store.Put(r.Context(), target.Model, pre, store.Change{Subject: caller.Subject, Action: "rollback", Reason: reason})
 	if err != nil {
 		a.storeError(w, r, err)
 		return
 	}
-	a.log.Warn("model rolled back", "model", name, "to", target.Revision, "revision", rec.Revision, "subject", caller.Subject)
-	resp := modelResponse(rec)
-	if req.WaitForAck > 0 {
-		ctx, cancel := context.WithTimeout(r.Context(), req.WaitForAck.D())
-		defer cancel()
-		res := a.WaitApplied(ctx, rec.Revision)
-		resp.Proxies = &res
+	wait := req.WaitForAck.D()
+	if wait == 0 {
+		wait = defaultRollbackAckWait
 	}
+	resp := modelResponse(rec)
+	resp.Skipped = skipped
+	resp.Proxies = waitApplied(r.Context(), a.WaitApplied, rec.Revision, written, wait)
+	a.log.Warn("model rolled back", "model", name, "to", target.Revision, "revision", rec.Revision,
+		"subject", caller.Subject, "applied", resp.Proxies.Message)
 	w.Header().Set("ETag", etag(rec.Revision))
 	writeJSON(w, http.StatusOK, resp)
 }

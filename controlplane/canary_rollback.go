@@ -116,9 +116,13 @@ type AppliedResult struct {
 // waitApplied waits (bounded by wait) until the proxies ACK revision rev,
 // written at written.
 func (cp *ControlPlane) waitApplied(ctx context.Context, rev int64, written time.Time, wait time.Duration) *AppliedResult {
-	ctx, cancel := context.WithTimeout(ctx, wait)
+	return waitApplied(ctx, cp.WaitApplied, rev, written, wait)
+}
+
+func waitApplied(ctx context.Context, wait func(context.Context, int64) AckResult, rev int64, written time.Time, limit time.Duration) *AppliedResult {
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	res := AppliedResult{AckResult: cp.WaitApplied(ctx, rev)}
+	res := AppliedResult{AckResult: wait(ctx, rev)}
 	if len(res.Pending) == 0 {
 		ms := float64(time.Since(written).Microseconds()) / 1000
 		res.ElapsedMS = &ms

@@ -643,3 +643,36 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// A rollback without a named revision restores the last split known to be
+// healthy: it passes over revisions a canary wrote mid-ramp, says which it
+// skipped, and reports how the proxies applied it.
+func TestRollbackSkipsMidCanaryRevisions(t *testing.T) {
+	cp := startCP(t, "")
+	ctx := waitCtx(t)
+	call(t, cp, "PUT", "/v1/models/a", editorToken, doc("a", 100, 0)) // revision 1: healthy
+	for _, step := range []struct {
+		action string
+		w2     int
+	}{{"canary-start", 20}, {"canary-promote", 50}} {
+		m := doc("a", 100-step.w2, step.w2)
+		if err := routing.Normalize(&m); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cp.Store().Put(ctx, m, store.Precondition{MustExist: true}, store.Change{Subject: "canary-controller", Action: step.action}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := call(t, cp, "POST", "/v1/models/a/rollback", operatorToken, nil)
+	var rb ModelResponse
+	r.decode(t, &rb)
+	if r.code != 200 || rb.Model.Spec.Traffic.Weights["v1"] != 100 || rb.Model.Spec.Traffic.Weights["v2"] != 0 {
+		t.Fatalf("rollback: %d %s", r.code, r.body)
+	}
+	if len(rb.Skipped) != 1 || rb.Skipped[0].Revision != 2 || !strings.Contains(rb.Skipped[0].Why, "canary-start") {
+		t.Fatalf("skipped %+v", rb.Skipped)
+	}
+	if rb.Proxies == nil || rb.Proxies.Total != 0 || !strings.Contains(rb.Proxies.Message, "no proxies connected") {
+		t.Fatalf("proxies %+v", rb.Proxies)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/switchyard-dev/switchyard/controlplane"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
@@ -26,6 +27,8 @@ func runControlPlane(args []string) error {
 	insecure := fs.Bool("insecure-loopback-no-auth", false, "no API authentication, every caller is operator \"anonymous\"; refused unless --api is a loopback address (local demo only)")
 	listenerPort := fs.Uint("envoy-listener-port", xdsconv.DefaultListenerPort, "port of the Listener served to edge Envoys")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	canaryTick := fs.Duration("canary-interval", time.Second, "how often the canary controller judges running canaries")
+	promURL := fs.String("prometheus", "", "read the canary's stats by PromQL from this Prometheus `URL` instead of the proxies' stats stream")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -58,6 +61,14 @@ func runControlPlane(args []string) error {
 	}
 	cp, err := controlplane.New(cfg)
 	if err != nil {
+		return err
+	}
+	copts := controlplane.CanaryOptions{Interval: *canaryTick}
+	if *promURL != "" {
+		copts.Source = controlplane.NewPromSource(*promURL)
+	}
+	if _, err := cp.EnableCanary(copts); err != nil {
+		cp.Close()
 		return err
 	}
 	if *insecure {
