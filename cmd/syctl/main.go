@@ -95,7 +95,7 @@ func commands() []command {
 		{"describe", "describe model NAME [--proxy-admin URL]", "show a model's versions, weights, canary, shadow, fallback and live state", cmdDescribe},
 		{"delete", "delete model NAME [--revision N] [--reason TEXT]", "delete a model", cmdDelete},
 		{"weights", "weights set MODEL v1=80 v2=20 [--reason TEXT] [--revision N]", "change a model's traffic weights", cmdWeights},
-		{"canary", "canary start|pause|resume|promote|abort|status MODEL", "drive a model's canary", cmdCanary},
+		{"canary", "canary start|pause|resume|promote|abort|reset|status MODEL", "drive a model's canary", cmdCanary},
 		{"rollback", "rollback MODEL [--to REVISION] [--reason TEXT] [--wait 10s]", "restore the previous (or a named) revision", cmdRollback},
 		{"shadow", "shadow set MODEL --version V --percent P [--mode M --k K] | shadow off MODEL | shadow report MODEL [--window 5m]", "mirror traffic to a version and compare", cmdShadow},
 		{"history", "history MODEL [--limit N]", "list a model's revisions", cmdHistory},

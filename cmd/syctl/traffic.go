@@ -81,7 +81,7 @@ func cmdCanary(a *app, args []string) error {
 		return err
 	}
 	if len(pos) != 2 {
-		return usagef("want: canary start|pause|resume|promote|abort|status MODEL")
+		return usagef("want: canary start|pause|resume|promote|abort|reset|status MODEL")
 	}
 	action, name := pos[0], pos[1]
 	ctx, cancel := a.cctx()
@@ -91,7 +91,7 @@ func cmdCanary(a *app, args []string) error {
 	switch action {
 	case "status":
 		raw, err = a.api.Raw(ctx, http.MethodGet, path, nil)
-	case "start", "pause", "resume", "promote", "abort":
+	case "start", "pause", "resume", "promote", "abort", "reset":
 		body := map[string]any{}
 		if *reason != "" {
 			body["reason"] = *reason
@@ -123,7 +123,7 @@ func cmdCanary(a *app, args []string) error {
 		path += "/" + action
 		raw, err = a.api.Raw(ctx, http.MethodPost, path, body)
 	default:
-		return usagef("unknown canary action %q (want start, pause, resume, promote, abort or status)", action)
+		return usagef("unknown canary action %q (want start, pause, resume, promote, abort, reset or status)", action)
 	}
 	if err != nil {
 		if client.IsNoEndpoint(err) {
@@ -166,13 +166,15 @@ func pastTense(action string) string {
 		return "promoted"
 	case "abort":
 		return "aborted"
+	case "reset":
+		return "reset (failed marks cleared)"
 	}
 	return action
 }
 
 func cmdRollback(a *app, args []string) error {
 	fs := flag.NewFlagSet("rollback MODEL", flag.ContinueOnError)
-	to := fs.Int64("to", 0, "`REVISION` to restore (default: the one before the current)")
+	to := fs.Int64("to", 0, "`REVISION` to restore (default: the last one whose split was healthy)")
 	reason := fs.String("reason", "", "reason recorded in the audit log")
 	wait := fs.Duration("wait", 10*time.Second, "wait up to this long for connected proxies to apply it (0: don't wait; at most 60s)")
 	rev := fs.Int64("revision", 0, "roll back only if the model is at this `REVISION` (else exit 4)")
