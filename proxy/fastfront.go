@@ -584,8 +584,10 @@ func (s *fastServer) respond(bw *bufio.Writer, st *exchangeState, err error, clo
 			return http.StatusBadGateway
 		}
 		body, status, ct = st.out, http.StatusOK, "application/json"
-		if headerLen > 0 {
-			ct = "application/octet-stream"
+		if headerLen > 0 && headerLen < len(body) {
+			ct = "application/octet-stream" // binary tensor data follows the JSON header
+		} else {
+			headerLen = 0 // all JSON: no Inference-Header-Content-Length
 		}
 	}
 	writeHead(bw, status, ct, res.Variant, res, headerLen, len(body), close)

@@ -317,8 +317,10 @@ func (h *httpFront) respond(w http.ResponseWriter, st *exchangeState, err error)
 		}
 		body, status = st.out, http.StatusOK
 		ct = "application/json"
-		if headerLen > 0 {
-			ct = "application/octet-stream"
+		if headerLen > 0 && headerLen < len(body) {
+			ct = "application/octet-stream" // binary tensor data follows the JSON header
+		} else {
+			headerLen = 0 // all JSON: no Inference-Header-Content-Length
 		}
 	}
 	if ct != "" {

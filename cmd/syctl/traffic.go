@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/cmd/syctl/internal/client"
+	"github.com/switchyard-dev/switchyard/controlplane"
 	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/shadow"
 )
 
 func cmdWeights(a *app, args []string) error {
@@ -360,40 +362,9 @@ func (a *app) editModel(ctx context.Context, name string, rev int64, reason stri
 	}
 }
 
-// shadowReportView mirrors shadow.Report's JSON.
-type shadowReportView struct {
-	From       time.Time     `json:"from"`
-	To         time.Time     `json:"to"`
-	Shadow     shadowFigures `json:"shadow"`
-	NoiseFloor shadowFigures `json:"noise_floor"`
-	Worst      []struct {
-		Time     time.Time `json:"time"`
-		Score    float64   `json:"score"`
-		Detail   string    `json:"detail"`
-		Mode     string    `json:"mode"`
-		Agreed   *bool     `json:"agreed"`
-		Primary  string    `json:"primary"`
-		Shadow   string    `json:"shadow"`
-		Error    string    `json:"error"`
-		Estimate float64   `json:"estimate"`
-	} `json:"worst"`
-}
-
-type shadowFigures struct {
-	Records         int     `json:"records"`
-	Compared        float64 `json:"compared"`
-	Agreed          float64 `json:"agreed"`
-	AgreementRate   float64 `json:"agreement_rate"`
-	ShadowErrors    float64 `json:"shadow_errors"`
-	PrimaryErrors   float64 `json:"primary_errors"`
-	ShadowErrorRate float64 `json:"shadow_error_rate"`
-	ShadowNaN       float64 `json:"shadow_nan"`
-	PrimaryNaN      float64 `json:"primary_nan"`
-	PrimaryP50MS    float64 `json:"primary_p50_ms"`
-	PrimaryP99MS    float64 `json:"primary_p99_ms"`
-	ShadowP50MS     float64 `json:"shadow_p50_ms"`
-	ShadowP99MS     float64 `json:"shadow_p99_ms"`
-}
+// shadowReportView is the control plane's shadow report
+// (controlplane.ShadowReportResponse) as syctl prints it.
+type shadowReportView = controlplane.ShadowReportResponse
 
 func (a *app) shadowReport(ctx context.Context, name, window string) error {
 	path := client.ModelPath(name) + "/shadow/report"
@@ -427,7 +398,7 @@ func (a *app) shadowReport(ctx context.Context, name, window string) error {
 	t := newTable(a.stdout, "", "RECORDS", "COMPARED", "AGREED", "AGREEMENT", "SHADOW ERRORS", "SHADOW NaN", "PRIMARY P99", "SHADOW P99")
 	for _, row := range []struct {
 		name string
-		f    shadowFigures
+		f    shadow.Figures
 	}{{"shadow vs primary", r.Shadow}, {"noise floor", r.NoiseFloor}} {
 		if row.name == "noise floor" && row.f.Compared == 0 {
 			continue
@@ -438,11 +409,22 @@ func (a *app) shadowReport(ctx context.Context, name, window string) error {
 	if err := t.flush(); err != nil {
 		return err
 	}
+	if len(r.Missing) > 0 {
+		p("Not included (no answer): %s", strings.Join(r.Missing, ", "))
+	}
 	if len(r.Worst) > 0 {
 		p("Worst disagreements:")
 		for _, w := range r.Worst {
-			d := first(w.Detail, w.Error)
-			p("  %s  score %s  %s", timeString(w.Time), fmtFloat(w.Score, 3), d)
+			d := w.Reason
+			if d == "" {
+				for _, od := range w.Diff {
+					if !od.Agree {
+						d = od.Name + ": " + od.Reason
+						break
+					}
+				}
+			}
+			p("  %s  %s  %s vs %s  %s", timeString(w.Time), first(w.RequestID, w.InputDigest), w.PrimaryVersion, w.ShadowVersion, d)
 		}
 	}
 	return nil
