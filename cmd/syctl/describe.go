@@ -110,6 +110,13 @@ func cmdDescribe(a *app, args []string) error {
 	if raw, err := a.api.Raw(ctx, http.MethodGet, base+"/stats", nil); err == nil {
 		v.ProxyStats = raw
 		fillStats(v.Variants, raw, name)
+		if *proxyAdmin != "" { // the control plane has no breaker states: take them from the proxy
+			if praw, perr := fetchProxyStats(ctx, *proxyAdmin); perr != nil {
+				v.Unavailable = append(v.Unavailable, "proxy breaker states: "+perr.Error())
+			} else {
+				fillBreakers(v.Variants, praw, name)
+			}
+		}
 	} else if *proxyAdmin != "" {
 		raw, perr := fetchProxyStats(ctx, *proxyAdmin)
 		if perr != nil {
@@ -250,6 +257,29 @@ func fillStats(vs []variantView, raw []byte, model string) {
 				vs[i].ErrorRate = &r
 			}
 			vs[i].P99MS = sv.P99MS
+		}
+	}
+}
+
+// fillBreakers copies only the breaker states from a proxy's /stats.
+func fillBreakers(vs []variantView, raw []byte, model string) {
+	var doc struct {
+		Models []statsModel `json:"models"`
+	}
+	if json.Unmarshal(raw, &doc) != nil {
+		return
+	}
+	for _, m := range doc.Models {
+		if m.Model != model {
+			continue
+		}
+		for _, sv := range m.Variants {
+			for i := range vs {
+				if vs[i].Version == sv.Variant && sv.Breaker != "" {
+					b := sv.Breaker
+					vs[i].Breaker = &b
+				}
+			}
 		}
 	}
 }
