@@ -98,12 +98,14 @@ func featuresBody(seed uint64) ([]byte, []float32) {
 }
 
 type fullAnswer struct {
-	status   int
-	variant  string
-	fallback string
-	reason   string
-	cache    string
-	body     []byte
+	status      int
+	variant     string
+	fallback    string
+	reason      string
+	cache       string
+	contentType string
+	headerLen   string
+	body        []byte
 }
 
 func postFull(t testing.TB, c *http.Client, url string, body []byte, hdr map[string]string) fullAnswer {
@@ -124,7 +126,8 @@ func postFull(t testing.TB, c *http.Client, url string, body []byte, hdr map[str
 	b, _ := io.ReadAll(resp.Body)
 	return fullAnswer{status: resp.StatusCode, variant: resp.Header.Get("X-Switchyard-Variant"),
 		fallback: resp.Header.Get("X-Switchyard-Fallback"), reason: resp.Header.Get("X-Switchyard-Fallback-Reason"),
-		cache: resp.Header.Get("X-Switchyard-Cache"), body: b}
+		cache: resp.Header.Get("X-Switchyard-Cache"), contentType: resp.Header.Get("Content-Type"),
+		headerLen: resp.Header.Get(oip.HeaderContentLength), body: b}
 }
 
 func scoresOf(t testing.TB, body []byte) []float32 {
@@ -333,6 +336,10 @@ func TestFallbackChainWhenPrimaryDies(t *testing.T) {
 		}
 		if s := scoresOf(t, a.body); len(s) != 100 || s[0] != 42 {
 			t.Fatalf("static answer %v", s[:3])
+		}
+		// A JSON client gets a plain JSON answer, not the binary extension.
+		if !strings.HasPrefix(a.contentType, "application/json") || a.headerLen != "" {
+			t.Fatalf("static answer content type %q, %s %q", a.contentType, oip.HeaderContentLength, a.headerLen)
 		}
 	}
 	for _, kind := range []string{"cache", "backup", "static"} {
