@@ -1,0 +1,16 @@
+// Package e2e holds Switchyard's end-to-end story test: it builds the real
+// `switchyard` and `syctl` binaries, starts the whole stack with
+// `switchyard up --any-ports`, and drives it the way a user does — HTTP
+// requests to the proxy's OIP v2 endpoint with user ids, `syctl` commands
+// and their output and exit codes, the proxy's admin endpoints (/metrics,
+// /config_dump) — through an A/B split, a shadow, a promoted canary, a
+// canary rolled back automatically, a killed backend answered by the
+// fallback, and an on-call rollback.
+//
+// Run it with
+//
+//	go test ./e2e/ -run TestStory -v
+//
+// It needs ONNX Runtime (`make setup`) and is skipped under -short. The
+// walkthrough in docs/walkthrough.md is the same story run by hand.
+package e2e
