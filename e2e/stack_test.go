@@ -314,6 +314,7 @@ func getBody(t *testing.T, url string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Close = true // no idle connection (and its goroutines) left behind
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
