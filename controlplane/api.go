@@ -147,6 +147,9 @@ type ModelResponse struct {
 	Model          routing.Model `json:"model"`
 	// Proxies is set when the request asked to wait for ACKs.
 	Proxies *AppliedResult `json:"proxies,omitempty"`
+	// RestoredRevision is, for a rollback, the revision whose document was
+	// restored (as the new revision Revision).
+	RestoredRevision int64 `json:"restoredRevision,omitempty"`
 	// Skipped lists, for a rollback without a named revision, the newer
 	// revisions passed over because their split was not known healthy.
 	Skipped []SkippedRevision `json:"skipped,omitempty"`
@@ -529,6 +532,7 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request, caller Identity) 
 		wait = defaultRollbackAckWait
 	}
 	resp := modelResponse(rec)
+	resp.RestoredRevision = target.Revision
 	resp.Skipped = skipped
 	resp.Proxies = waitApplied(r.Context(), a.WaitApplied, rec.Revision, written, wait)
 	a.log.Warn("model rolled back", "model", name, "to", target.Revision, "revision", rec.Revision,

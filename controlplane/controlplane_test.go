@@ -669,6 +669,9 @@ func TestRollbackSkipsMidCanaryRevisions(t *testing.T) {
 	if r.code != 200 || rb.Model.Spec.Traffic.Weights["v1"] != 100 || rb.Model.Spec.Traffic.Weights["v2"] != 0 {
 		t.Fatalf("rollback: %d %s", r.code, r.body)
 	}
+	if rb.RestoredRevision != 1 {
+		t.Fatalf("restored revision %d, want 1", rb.RestoredRevision)
+	}
 	if len(rb.Skipped) != 1 || rb.Skipped[0].Revision != 2 || !strings.Contains(rb.Skipped[0].Why, "canary-start") {
 		t.Fatalf("skipped %+v", rb.Skipped)
 	}

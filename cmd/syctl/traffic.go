@@ -197,19 +197,6 @@ func cmdRollback(a *app, args []string) error {
 	if *wait > 0 {
 		req.WaitForAck = wait.String()
 	}
-	target := *to
-	if target == 0 {
-		// Only for the message: the API picks the same revision (the
-		// newest earlier one that held the model).
-		if h, _, err := a.api.History(ctx, name, 0); err == nil && len(h.Items) > 0 {
-			for _, r := range h.Items[1:] {
-				if !r.Deleted && r.Revision < h.Items[0].Revision {
-					target = r.Revision
-					break
-				}
-			}
-		}
-	}
 	start := time.Now()
 	res, raw, err := a.api.Rollback(ctx, name, req, client.Precondition{IfRevision: *rev})
 	elapsed := time.Since(start)
@@ -219,11 +206,17 @@ func cmdRollback(a *app, args []string) error {
 	if a.structured() {
 		return a.printRaw(raw)
 	}
-	restored := "the previous revision"
-	if target > 0 {
-		restored = fmt.Sprintf("revision %d", target)
+	restored := "the last healthy revision"
+	switch {
+	case res.RestoredRevision > 0:
+		restored = fmt.Sprintf("revision %d", res.RestoredRevision)
+	case *to > 0:
+		restored = fmt.Sprintf("revision %d", *to)
 	}
 	fmt.Fprintf(a.stdout, "model/%s rolled back to %s (now revision %d): weights %s\n", name, restored, res.Revision, weightsString(&res.Model))
+	for _, sk := range res.Skipped {
+		fmt.Fprintf(a.stdout, "  skipped revision %d: %s\n", sk.Revision, sk.Why)
+	}
 	if p := res.Proxies; p != nil {
 		fmt.Fprintln(a.stdout, ackLine(p, elapsed))
 	}

@@ -93,6 +93,16 @@ type ModelResponse struct {
 	Subject        string        `json:"subject,omitempty"`
 	Model          routing.Model `json:"model"`
 	Proxies        *AckResult    `json:"proxies,omitempty"`
+	// Rollback answers only: the revision restored and the newer ones
+	// passed over (not known healthy).
+	RestoredRevision int64             `json:"restoredRevision,omitempty"`
+	Skipped          []SkippedRevision `json:"skipped,omitempty"`
+}
+
+// SkippedRevision is a revision a rollback passed over, and why.
+type SkippedRevision struct {
+	Revision int64  `json:"revision"`
+	Why      string `json:"why"`
 }
 
 // ModelList is GET /v1/models.
