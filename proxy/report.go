@@ -16,6 +16,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"github.com/switchyard-dev/switchyard/fallback"
 	"io"
 	"log/slog"
 	"math"
@@ -196,6 +197,10 @@ var nanMessage = []byte("NaN")
 // as bytes are not decoded for this.
 func hasNaNOutput(r *Route, res *Result, status int) bool {
 	switch {
+	case res.Fallback != "" && res.FallbackReason == fallback.NaNOutput.String():
+		// The chosen version answered NaN and a fallback replaced it: the
+		// answer the client got is clean, the version's was not.
+		return true
 	case status >= 500:
 		return res.Status >= 500 && bytes.Contains(res.Body, nanMessage)
 	case res.parsed != nil:

@@ -114,6 +114,8 @@ func TestNaNDetection(t *testing.T) {
 		"backend 500 naming NaN":               {plainRoute, &Result{Status: 500, Body: []byte(`{"error":"output \"scores\": element 3 is NaN or infinite, which JSON cannot carry"}`)}, 500, true},
 		"backend 500 for another reason":       {plainRoute, &Result{Status: 500, Body: []byte(`{"error":"boom"}`)}, 500, false},
 		"proxy's own 503":                      {plainRoute, &Result{}, 503, false},
+		"NaN replaced by a fallback":           {plainRoute, &Result{Fallback: "backup", FallbackReason: "nan_output"}, 200, true},
+		"fallback for another reason":          {plainRoute, &Result{Fallback: "backup", FallbackReason: "connect_error"}, 200, false},
 		"gRPC raw NaN, canary route":           {canaryRoute, withRaw(f32(1, nan)), 200, true},
 		"gRPC raw Inf, canary route":           {canaryRoute, withRaw(f32(float32(math.Inf(1)), 0)), 200, true},
 		"gRPC raw finite":                      {canaryRoute, withRaw(f32(1, 2)), 200, false},
