@@ -65,6 +65,27 @@ func body(row []float32) string {
 	return b.String()
 }
 
+// post sends a raw request body for user and returns the status and the
+// body of the answer.
+func (c *client) post(t *testing.T, user, reqBody string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, strings.NewReader(reqBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("x-user-id", user)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", c.url, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, string(raw)
+}
+
 // infer sends one request for user with one feature row.
 func (c *client) infer(ctx context.Context, user string, row []float32) answer {
 	a := answer{user: user, row: row}
