@@ -408,7 +408,7 @@ func sameWeights(a, b map[string]int) bool {
 func waitProxyWeights(t *testing.T, admin string, want map[string]int) string {
 	t.Helper()
 	var version string
-	waitFor(t, fmt.Sprintf("the proxy to serve weights %v", want), 50*time.Millisecond, 200, func() (bool, string) {
+	waitFor(t, fmt.Sprintf("the proxy to serve weights %v", want), 50*time.Millisecond, 400, func() (bool, string) {
 		got, v, _ := proxyWeights(t, admin)
 		version = v
 		return sameWeights(got, want), fmt.Sprintf("config version %s weights %v", v, got)
