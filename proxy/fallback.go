@@ -120,7 +120,11 @@ func (fi *fallbackInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, 
 		Backup:   pol.backup != nil && pol.backup != v,
 		Static:   pol.static != nil,
 	}
+	var badRequest error // the backup says the request itself is bad
 	step, werr := fallback.Walk(pol.chain, avail, trig, func(s fallback.Step) error {
+		if badRequest != nil {
+			return errors.New("skipped: the backup rejected the request itself")
+		}
 		switch s {
 		case fallback.StepCache:
 			e, ok := rf.lastGood.Get(key)
@@ -129,7 +133,12 @@ func (fi *fallbackInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, 
 			}
 			return rf.fill(x, v, res, e)
 		case fallback.StepBackup:
-			return fi.backup(ctx, x, res)
+			err := fi.backup(ctx, x, res)
+			var bad *badRequestError
+			if errors.As(err, &bad) {
+				badRequest = bad.err
+			}
+			return err
 		case fallback.StepStatic:
 			res.SetResponse(v, pol.static.Response(r.Name, requestID(x)))
 			return nil
@@ -145,6 +154,12 @@ func (fi *fallbackInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, 
 		}
 		return fmt.Errorf("unknown step %v", s)
 	})
+	if werr != nil && badRequest != nil {
+		// Not an outage: the request is malformed for this model. The
+		// client gets the backup's 4xx, naming the problem, not a 503.
+		m.Fallback(r.Name, "failed", trig)
+		return badRequest
+	}
 	if werr != nil {
 		m.Fallback(r.Name, "failed", trig)
 		res.Variant = v
@@ -224,16 +239,32 @@ func (fi *fallbackInvoker) backup(ctx context.Context, x *Exchange, res *Result)
 	err := fi.rf.route.Invoker().Invoke(ctx, x, bv, res)
 	x.Deadline = saved
 	if err != nil {
+		switch oip.CodeOf(err) {
+		case oip.InvalidArgument, oip.NotFound, oip.TooLarge, oip.FailedPrecondition:
+			return &badRequestError{err: err}
+		}
 		return fmt.Errorf("version %q: %v", bv.Name, err)
 	}
 	if t := classify(x, res, nil); t != fallback.None {
 		return fmt.Errorf("version %q: %s", bv.Name, t)
+	}
+	if res.Status >= 400 && res.Status < 500 {
+		// A REST 4xx from the backup: the request is bad, not the service.
+		// Its answer (which names the problem) goes to the client as is.
+		return nil
 	}
 	if !res.OK() {
 		return fmt.Errorf("version %q answered status %d", bv.Name, res.Status)
 	}
 	return nil
 }
+
+// badRequestError is a gRPC client-error answer of the backup (invalid
+// argument, not found): the request is at fault, so the fallback chain
+// stops and the client gets that error.
+type badRequestError struct{ err error }
+
+func (e *badRequestError) Error() string { return e.err.Error() }
 
 // classify turns one upstream outcome into a trigger (None: pass it on).
 func classify(x *Exchange, res *Result, err error) fallback.Trigger {

@@ -568,3 +568,44 @@ func TestStaticFallbackUpdatedThroughAPI(t *testing.T) {
 		t.Fatalf("audit: %d %s", code, b)
 	}
 }
+
+// TestFallbackPassesBadRequestThrough: with the serving version down, a
+// malformed request reaches the backup, which rejects it; the client gets
+// that 400 / InvalidArgument naming the problem, not a 503 "every fallback
+// failed" — the request is at fault, not the service.
+func TestFallbackPassesBadRequestThrough(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	mk := func(name string, lite routing.Version) routing.Model {
+		return recommenderWith(be, func(m *routing.Model) {
+			m.Metadata.Name = name
+			m.Spec.Versions[0].Endpoints = []string{dead}
+			m.Spec.Versions[3] = lite
+			m.Spec.Fallback = &routing.Fallback{Chain: []string{"backup", "static"}, Backup: "lite", Static: staticScores(5)}
+		})
+	}
+	models := []routing.Model{
+		mk("rec-rest", routing.Version{Name: "lite", Endpoints: []string{be.HTTPAddr}, BackendModel: "recommender-lite"}),
+		mk("rec-grpc", routing.Version{Name: "lite", Endpoints: []string{be.GRPCAddr}, Protocol: routing.ProtocolGRPC, BackendModel: "recommender-lite"}),
+	}
+	p, _ := featuresProxy(t, Config{Models: models}, FeaturesConfig{})
+	c := newHTTPClient()
+	defer c.CloseIdleConnections()
+	bad := []byte(`{"inputs":[{"name":"features","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}`)
+	for _, m := range models {
+		a := postFull(t, c, inferURL(p, m.Metadata.Name), bad, nil)
+		if a.status != 400 || !strings.Contains(string(a.body), "features") {
+			t.Fatalf("%s: malformed request while v1 is down: %d %s", m.Metadata.Name, a.status, a.body)
+		}
+		// A good request still falls back to the backup.
+		body, _ := featuresBody(1)
+		if a := postFull(t, c, inferURL(p, m.Metadata.Name), body, nil); a.status != 200 || a.fallback != "backup" {
+			t.Fatalf("%s: good request while v1 is down: %+v %s", m.Metadata.Name, a, a.body)
+		}
+	}
+}
