@@ -127,8 +127,12 @@ func DecodeYAMLAll(data []byte) ([]Model, error) {
 	}
 }
 
-// yamlToJSONValue turns YAML's decoded values into ones encoding/json can
-// marshal (string map keys, timestamps as their text).
+// YAMLValueToJSON turns a value decoded from YAML into one encoding/json can
+// marshal (string map keys, timestamps as their text; NaN/Inf refused,
+// naming the field). syctl uses it to send YAML documents as JSON.
+func YAMLValueToJSON(v any) (any, error) { return yamlToJSONValue(v, "") }
+
+// yamlToJSONValue is YAMLValueToJSON below path.
 func yamlToJSONValue(v any, path string) (any, error) {
 	switch x := v.(type) {
 	case map[string]any:

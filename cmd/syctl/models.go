@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"strings"
 	"time"
@@ -70,7 +69,7 @@ func readDocuments(data []byte, source string) ([]document, error) {
 		if raw == nil {
 			continue
 		}
-		plain, err := yamlToJSONValue(raw, "")
+		plain, err := routing.YAMLValueToJSON(raw)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
@@ -106,57 +105,6 @@ func docName(v any) (string, error) {
 	return s, nil
 }
 
-// yamlToJSONValue turns YAML's decoded values into ones encoding/json can
-// write (string keys, timestamps as text, no NaN/Inf).
-func yamlToJSONValue(v any, path string) (any, error) {
-	switch x := v.(type) {
-	case map[string]any:
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			c, err := yamlToJSONValue(e, joinPath(path, k))
-			if err != nil {
-				return nil, err
-			}
-			out[k] = c
-		}
-		return out, nil
-	case map[any]any:
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			ks := fmt.Sprint(k)
-			c, err := yamlToJSONValue(e, joinPath(path, ks))
-			if err != nil {
-				return nil, err
-			}
-			out[ks] = c
-		}
-		return out, nil
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			c, err := yamlToJSONValue(e, fmt.Sprintf("%s[%d]", path, i))
-			if err != nil {
-				return nil, err
-			}
-			out[i] = c
-		}
-		return out, nil
-	case time.Time:
-		return x.Format(time.RFC3339Nano), nil
-	case float64:
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return nil, fmt.Errorf("%s: NaN and Inf are not allowed", path)
-		}
-	}
-	return v, nil
-}
-
-func joinPath(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
 
 func cmdApply(a *app, args []string) error {
 	fs := flag.NewFlagSet("apply -f FILE|-", flag.ContinueOnError)
