@@ -408,34 +408,53 @@ func (a *API) putWeights(w http.ResponseWriter, r *http.Request, caller Identity
 		writeError(w, http.StatusBadRequest, "weights: required", []routing.FieldError{{Field: "weights", Message: "required: version name to integer weight"}})
 		return
 	}
+	rec, ok := a.patch(w, r, caller, name, pre, "weights", req.Reason, func(m *routing.Model) bool {
+		m.Spec.Traffic.Weights = req.Weights
+		return true
+	})
+	if !ok {
+		return
+	}
+	a.log.Info("weights changed", "model", name, "revision", rec.Revision, "weights", req.Weights, "subject", caller.Subject)
+	writeJSON(w, http.StatusOK, modelResponse(rec))
+}
+
+// patch changes one part of a model as a new revision: mutate edits a copy
+// of the current document (or writes its own refusal and returns false),
+// the result is validated and stored. With an If-Match precondition it
+// applies to that revision only (else 409); without, to the current one,
+// retrying when another write lands in between, so concurrent editors of
+// different parts never lose each other's change. On success the ETag is
+// set and the new record returned.
+func (a *API) patch(w http.ResponseWriter, r *http.Request, caller Identity, name string, pre store.Precondition, action, reason string, mutate func(m *routing.Model) bool) (store.Record, bool) {
 	for attempt := 0; ; attempt++ {
 		cur, err := a.store.Get(r.Context(), name)
 		if err != nil {
 			a.storeError(w, r, err)
-			return
+			return store.Record{}, false
 		}
 		if pre.IfRevision > 0 && cur.Revision != pre.IfRevision {
 			a.storeError(w, r, fmt.Errorf("model %q is at revision %d, not %d: %w", name, cur.Revision, pre.IfRevision, store.ErrConflict))
-			return
+			return store.Record{}, false
 		}
 		m := cur.Model.Clone()
-		m.Spec.Traffic.Weights = req.Weights
+		if !mutate(&m) {
+			return store.Record{}, false
+		}
 		if err := m.Validate(); err != nil {
 			badDecode(w, err)
-			return
+			return store.Record{}, false
 		}
-		rec, err := a.store.Put(r.Context(), m, store.Precondition{IfRevision: cur.Revision}, change(r, caller, "weights", req.Reason))
+		rec, err := a.store.Put(r.Context(), m, store.Precondition{IfRevision: cur.Revision}, change(r, caller, action, reason))
 		if errors.Is(err, store.ErrConflict) && pre.IfRevision == 0 && attempt < casAttempts {
 			continue
 		}
 		if err != nil {
 			a.storeError(w, r, err)
-			return
+			return store.Record{}, false
 		}
-		a.log.Info("weights changed", "model", name, "revision", rec.Revision, "weights", req.Weights, "subject", caller.Subject)
 		w.Header().Set("ETag", etag(rec.Revision))
-		writeJSON(w, http.StatusOK, modelResponse(rec))
-		return
+		return rec, true
 	}
 }
 

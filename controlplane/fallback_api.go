@@ -1,12 +1,10 @@
 package controlplane
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 
-	"github.com/switchyard-dev/switchyard/controlplane/store"
 	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/routing"
 )
@@ -61,41 +59,21 @@ func (a *API) putStatic(w http.ResponseWriter, r *http.Request, caller Identity)
 		writeError(w, http.StatusBadRequest, msg, []routing.FieldError{{Field: "outputs", Message: msg}})
 		return
 	}
-	for attempt := 0; ; attempt++ {
-		cur, err := a.store.Get(r.Context(), name)
-		if err != nil {
-			a.storeError(w, r, err)
-			return
-		}
-		if pre.IfRevision > 0 && cur.Revision != pre.IfRevision {
-			a.storeError(w, r, fmt.Errorf("model %q is at revision %d, not %d: %w", name, cur.Revision, pre.IfRevision, store.ErrConflict))
-			return
-		}
-		m := cur.Model.Clone()
+	rec, ok := a.patch(w, r, caller, name, pre, "fallback-static", req.Reason, func(m *routing.Model) bool {
 		fb := m.Spec.Fallback
 		if fb == nil || !hasStaticStep(fb.Chain) {
 			writeError(w, http.StatusConflict, fmt.Sprintf("model %q has no fallback chain with a \"static\" step; add spec.fallback (chain: [..., static]) first", name),
 				[]routing.FieldError{{Field: "spec.fallback.chain", Message: "needs a \"static\" step"}})
-			return
+			return false
 		}
 		fb.Static = &routing.Static{Outputs: req.Outputs}
-		if err := m.Validate(); err != nil {
-			badDecode(w, err)
-			return
-		}
-		rec, err := a.store.Put(r.Context(), m, store.Precondition{IfRevision: cur.Revision}, change(r, caller, "fallback-static", req.Reason))
-		if errors.Is(err, store.ErrConflict) && pre.IfRevision == 0 && attempt < casAttempts {
-			continue
-		}
-		if err != nil {
-			a.storeError(w, r, err)
-			return
-		}
-		a.log.Info("static fallback replaced", "model", name, "revision", rec.Revision, "outputs", len(req.Outputs), "subject", caller.Subject)
-		w.Header().Set("ETag", etag(rec.Revision))
-		writeJSON(w, http.StatusOK, modelResponse(rec))
+		return true
+	})
+	if !ok {
 		return
 	}
+	a.log.Info("static fallback replaced", "model", name, "revision", rec.Revision, "outputs", len(req.Outputs), "subject", caller.Subject)
+	writeJSON(w, http.StatusOK, modelResponse(rec))
 }
 
 func hasStaticStep(chain []string) bool {
