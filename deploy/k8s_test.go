@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -100,7 +101,11 @@ func renderDir(t *testing.T, dir string) []object {
 		return objs
 	}
 	var objs []object
-	if kubectl, err := exec.LookPath("kubectl"); err == nil {
+	kubectl, err := exec.LookPath("kubectl")
+	if os.Getenv("SWITCHYARD_DEPLOY_NO_KUBECTL") != "" {
+		err = errors.New("SWITCHYARD_DEPLOY_NO_KUBECTL is set")
+	}
+	if err == nil {
 		cmd := exec.Command(kubectl, "kustomize", dir)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
@@ -110,7 +115,7 @@ func renderDir(t *testing.T, dir string) []object {
 		}
 		objs = decodeDocs(t, "kustomize "+dir, bytes.NewReader(out))
 	} else {
-		t.Logf("kubectl not found: reading %s's files without kustomize", dir)
+		t.Logf("no kubectl (%v): reading %s's files without kustomize", err, dir)
 		objs = plainResources(t, dir)
 	}
 	renderCache[dir] = objs
@@ -199,6 +204,15 @@ type flagInfo struct {
 	Bool   bool
 	Help   string
 	Listen bool // the help says it is a listen address
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
 }
 
 var (
