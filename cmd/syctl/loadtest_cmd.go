@@ -1,13 +1,17 @@
 package main
 
-import "fmt"
-
-// loadtestCommand dispatches `syctl loadtest` to runLoadtest (loadtest.go,
-// owned by the load-test work). Until that file lands, the command says so.
+// loadtestCommand dispatches `syctl loadtest` to runLoadtestCtx
+// (loadtest.go). Its exit code is syctl's. A global -o given before the
+// command (syctl -o json loadtest ...) is passed on.
 func loadtestCommand() command {
-	return command{name: "loadtest", usage: "loadtest [flags]", summary: "drive bounded load at a proxy and report latency",
+	return command{name: "loadtest", usage: "loadtest --addr HOST:PORT --model NAME [flags]", summary: "drive bounded load at a proxy and report latency",
 		run: func(a *app, args []string) error {
-			fmt.Fprintln(a.stderr, "error: syctl loadtest is not built into this syctl yet")
-			return exitCode(exitError)
+			if a.output != "" && a.output != "table" {
+				args = append([]string{"-o", a.output}, args...)
+			}
+			if code := runLoadtestCtx(a.ctx, args, a.stdout, a.stderr); code != exitOK {
+				return exitCode(code)
+			}
+			return nil
 		}}
 }
