@@ -1,0 +1,5 @@
+package loadtest
+
+import "os"
+
+func osPID() int { return os.Getpid() }
