@@ -13,12 +13,12 @@ func TestReplicas(t *testing.T) {
 		capacity, target, headroom float64
 		want                       int
 	}{
-		"exact":            {capacity: 100, target: 100, headroom: 0, want: 1},
-		"headroom rounds":  {capacity: 100, target: 100, headroom: 0.3, want: 2},
-		"many":             {capacity: 250, target: 2000, headroom: 0.25, want: 10},
-		"just over":        {capacity: 100, target: 201, headroom: 0, want: 3},
-		"unknown capacity": {capacity: 0, target: 100, headroom: 0.3, want: 0},
-		"no target":        {capacity: 100, target: 0, headroom: 0.3, want: 0},
+		"exact":                     {capacity: 100, target: 100, headroom: 0, want: 1},
+		"headroom rounds":           {capacity: 100, target: 100, headroom: 0.3, want: 2},
+		"many":                      {capacity: 250, target: 2000, headroom: 0.25, want: 10},
+		"just over":                 {capacity: 100, target: 201, headroom: 0, want: 3},
+		"unknown capacity":          {capacity: 0, target: 100, headroom: 0.3, want: 0},
+		"no target":                 {capacity: 100, target: 0, headroom: 0.3, want: 0},
 		"negative headroom ignored": {capacity: 100, target: 150, headroom: -1, want: 2},
 	} {
 		if got := Replicas(tc.capacity, tc.target, tc.headroom); got != tc.want {

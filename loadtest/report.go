@@ -118,7 +118,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		fmt.Fprintf(tw, "stopped\t%s\n", ra.StopReason)
 		if ra.Capacity > 0 {
-			fmt.Fprintf(tw, "capacity\t%.0f rps per replica within p99 %s\n", ra.Capacity, fmtDur(ra.Budget))
+			bound := ""
+			if n := len(ra.Steps); n > 0 && ra.Steps[n-1].OK {
+				bound = " (lower bound: no step failed)"
+			}
+			fmt.Fprintf(tw, "capacity\t%.0f rps per replica within p99 %s%s\n", ra.Capacity, fmtDur(ra.Budget), bound)
 		} else {
 			fmt.Fprintf(tw, "capacity\tunknown: no step passed\n")
 		}
