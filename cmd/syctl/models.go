@@ -105,7 +105,6 @@ func docName(v any) (string, error) {
 	return s, nil
 }
 
-
 func cmdApply(a *app, args []string) error {
 	fs := flag.NewFlagSet("apply -f FILE|-", flag.ContinueOnError)
 	file := fs.String("f", "", "desired-state `FILE` (YAML or JSON; - reads stdin)")
