@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,6 +24,9 @@ func TestLoadtestCommand(t *testing.T) {
 	var out map[string]any
 	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
 		t.Fatalf("-o json is not JSON: %v\n%s", err, r.stdout)
+	}
+	if b, err := os.ReadFile(html); err != nil || !strings.Contains(string(b), "<svg") {
+		t.Errorf("HTML report: %v (%d bytes, want inline SVG plots)", err, len(b))
 	}
 	if !strings.Contains(r.stdout, "60") {
 		t.Errorf("report does not mention the 60 requests sent: %s", r.stdout)
