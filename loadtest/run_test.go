@@ -7,14 +7,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
-	"github.com/switchyard-dev/switchyard/inference-backend/backend"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
+	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
 )
 
@@ -317,7 +319,16 @@ func TestRampStopsOnErrors(t *testing.T) {
 }
 
 func TestColdStartAndProcStats(t *testing.T) {
-	be := backendtest.Start(t, backendtest.Options{ConfigOverride: func(_ string, c *backend.ModelConfig) { c.Warmup = 0 }})
+	// No warm-up first: the demo model's config.yaml with warmup 0.
+	repo := t.TempDir()
+	if err := demomodels.WriteRepository(repo); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(repo, model, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte("warmup: 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	be := backendtest.Start(t, backendtest.Options{Repository: repo})
 	hc := NewHTTPClient(2)
 	defer hc.CloseIdleConnections()
 	reqs, addr := generated(t, be, hc, "rest")
@@ -340,6 +351,19 @@ func TestColdStartAndProcStats(t *testing.T) {
 	}
 	if ps.RSSStart <= 0 || ps.RSSPeak < ps.RSSStart || ps.RSSPeak < ps.RSSEnd || ps.CPUSeconds < 0 {
 		t.Errorf("proc stats %+v: want RSS > 0 and peak >= start, end", ps)
+	}
+
+	// With warm-up: the backend re-reads config.yaml on load, so the same
+	// backend measures the model again with 3 warm-up requests.
+	if err := os.WriteFile(cfgPath, []byte("warmup: 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	warm, err := MeasureColdStart(context.Background(), hc, ColdStartConfig{Addr: addr, Model: model, Requests: 2, Timeout: time.Minute}, s.Bodies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if warm.LoadToReady < warm.LoadCall || len(warm.FirstLatency) != 2 || warm.FirstErrors != nil {
+		t.Errorf("cold start with warm-up %+v: want load-to-ready >= load call, 2 ok first requests", warm)
 	}
 
 	// Unknown model: a clear error.

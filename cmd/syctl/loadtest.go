@@ -35,8 +35,9 @@ type loadtestFlags struct {
 }
 
 func (f *loadtestFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.addr, "addr", "", "target `HOST:PORT` of an OIP v2 endpoint: the proxy or a backend (required)")
-	fs.StringVar(&f.protocol, "protocol", "rest", "rest or grpc")
+	fs.StringVar(&f.addr, "addr", "", "target `HOST:PORT` of an OIP v2 endpoint: the proxy or a backend (required; same as --target)")
+	fs.StringVar(&f.addr, "target", "", "target `ADDR` (host:port or http://host:port); the same as --addr")
+	fs.StringVar(&f.protocol, "protocol", "rest", "rest (or http) or grpc")
 	fs.StringVar(&f.model, "model", "", "model `NAME` (a proxy virtual model or a backend model; required)")
 	fs.StringVar(&f.version, "model-version", "", "model `VERSION` (optional)")
 	fs.Float64Var(&f.rate, "rate", 100, "requests per second (fixed-rate mode)")
@@ -83,7 +84,7 @@ func runLoadtestCtx(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
-			fmt.Fprintln(stdout, "usage: syctl loadtest --addr HOST:PORT --model NAME [flags]\n\nflags:")
+			fmt.Fprintln(stdout, "usage: syctl loadtest --target HOST:PORT --model NAME [flags]\n\nflags:")
 			fs.PrintDefaults()
 			return exitOK
 		}
@@ -93,7 +94,10 @@ func runLoadtestCtx(ctx context.Context, args []string, stdout, stderr io.Writer
 		return ltUsage(stderr, fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
 	}
 	if f.addr == "" {
-		return ltUsage(stderr, "--addr is required")
+		return ltUsage(stderr, "--target (or --addr) is required")
+	}
+	if f.protocol == "http" {
+		f.protocol = "rest"
 	}
 	if f.output != "table" && f.output != "json" {
 		return ltUsage(stderr, fmt.Sprintf("-o: want table or json, got %q", f.output))
@@ -296,6 +300,6 @@ func writeHTMLFile(path string, rep *loadtest.Report) error {
 }
 
 func ltUsage(stderr io.Writer, msg string) int {
-	fmt.Fprintf(stderr, "error: %s\nusage: syctl loadtest --addr HOST:PORT --model NAME [flags] (syctl loadtest -h for all flags)\n", msg)
+	fmt.Fprintf(stderr, "error: %s\nusage: syctl loadtest --target HOST:PORT --model NAME [flags] (syctl loadtest -h for all flags)\n", msg)
 	return exitUsage
 }
