@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -44,13 +45,26 @@ type fastServer struct {
 	closed bool
 	wg     sync.WaitGroup
 	bufs   sync.Pool
+
+	// Read deadlines (zero: the defaults below): the wait for a next
+	// request on a kept-alive connection, reading a request head, reading
+	// a request body.
+	idleTimeout, headTimeout, bodyTimeout time.Duration
 }
 
 const (
 	maxHeaderBytes  = 64 << 10
 	fastIdleTimeout = 5 * time.Minute
 	fastHeadTimeout = 10 * time.Second
+	fastBodyTimeout = time.Minute
 )
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
 
 type connBufs struct {
 	br   *bufio.Reader
@@ -153,21 +167,25 @@ func (s *fastServer) serveConn(c net.Conn) {
 	b.br.Reset(c)
 	b.bw.Reset(c)
 	defer func() {
+		// Answers to pipelined requests may still be buffered when a later
+		// request ends the connection (closed mid-body): send them.
+		b.bw.Flush()
 		b.br.Reset(nil)
 		b.bw.Reset(nil)
 		if cap(b.head) <= maxHeaderBytes {
 			s.bufs.Put(b)
 		}
 	}()
+	idle, headT := orDefault(s.idleTimeout, fastIdleTimeout), orDefault(s.headTimeout, fastHeadTimeout)
 	for {
 		if s.isClosed() {
 			return
 		}
-		c.SetReadDeadline(time.Now().Add(fastIdleTimeout))
+		c.SetReadDeadline(time.Now().Add(idle))
 		if _, err := b.br.Peek(1); err != nil {
 			return
 		}
-		c.SetReadDeadline(time.Now().Add(fastHeadTimeout))
+		c.SetReadDeadline(time.Now().Add(headT))
 		keep, err := s.serveOne(c, b)
 		if err != nil || !keep {
 			return
@@ -224,7 +242,15 @@ func readHead(b *connBufs) (*request, error) {
 	var spans [64]span
 	sp := spans[:0]
 	line, err := b.br.ReadSlice('\n')
+	// RFC 9112 §2.2: ignore empty lines before the request line (some
+	// clients send a CRLF after a POST body).
+	for skip := 0; err == nil && skip < 4 && len(trimCRLF(line)) == 0; skip++ {
+		line, err = b.br.ReadSlice('\n')
+	}
 	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return nil, &protoError{http.StatusRequestURITooLong, fmt.Sprintf("request line longer than %d bytes", b.br.Size())}
+		}
 		return nil, err
 	}
 	b.head = append(b.head, trimCRLF(line)...)
@@ -242,8 +268,11 @@ func readHead(b *connBufs) (*request, error) {
 			break
 		}
 		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || line[0] == ' ' || line[0] == '\t' {
-			return nil, fmt.Errorf("malformed header line %q", line)
+		if colon <= 0 || !isToken(line[:colon]) {
+			return nil, badRequest("malformed header line %q (want token: value)", line)
+		}
+		if !validHeaderValue(line[colon+1:]) {
+			return nil, badRequest("header %q has a control character in its value", line[:colon])
 		}
 		if len(b.head)+len(line) > maxHeaderBytes {
 			return nil, errHeadTooLarge
@@ -266,25 +295,30 @@ func readHead(b *connBufs) (*request, error) {
 	rl := b.head[:reqLineEnd]
 	i := bytes.IndexByte(rl, ' ')
 	j := bytes.LastIndexByte(rl, ' ')
-	if i <= 0 || j <= i {
-		return nil, fmt.Errorf("malformed request line %q", rl)
+	if i <= 0 || j <= i || !isToken(rl[:i]) || !validTarget(rl[i+1:j]) {
+		return nil, badRequest("malformed request line %q (want METHOD /path HTTP/1.1)", rl)
 	}
 	r := &request{method: rl[:i], target: rl[i+1 : j], proto: rl[j+1:], hdrs: b.hdrs, contentLength: -1}
-	if !bytes.HasPrefix(r.proto, []byte("HTTP/1.")) {
-		return nil, fmt.Errorf("unsupported protocol %q", r.proto)
+	switch {
+	case bytes.Equal(r.proto, []byte("HTTP/1.1")):
+	case bytes.Equal(r.proto, []byte("HTTP/1.0")):
+		r.close = true
+	case len(r.proto) == 8 && bytes.HasPrefix(r.proto, []byte("HTTP/")) && isDigit(r.proto[5]) && r.proto[6] == '.' && isDigit(r.proto[7]):
+		return nil, &protoError{http.StatusHTTPVersionNotSupported, fmt.Sprintf("unsupported protocol version %q (this server speaks HTTP/1.1)", r.proto)}
+	default:
+		return nil, badRequest("malformed protocol %q in request line (want HTTP/1.1)", r.proto)
 	}
-	r.close = bytes.Equal(r.proto, []byte("HTTP/1.0"))
 	for _, h := range r.hdrs {
 		switch {
 		case equalFoldLower(h.name, "content-length"):
-			n, err := strconv.ParseInt(string(h.value), 10, 64)
-			if err != nil || n < 0 || (r.contentLength >= 0 && r.contentLength != n) {
-				return nil, fmt.Errorf("bad Content-Length %q", h.value)
+			n, ok := parseContentLength(h.value)
+			if !ok || (r.contentLength >= 0 && r.contentLength != n) {
+				return nil, badRequest("bad Content-Length %q (want one non-negative decimal integer)", h.value)
 			}
 			r.contentLength = n
 		case equalFoldLower(h.name, "transfer-encoding"):
-			if !bytes.EqualFold(h.value, []byte("chunked")) {
-				return nil, fmt.Errorf("unsupported Transfer-Encoding %q", h.value)
+			if !bytes.EqualFold(h.value, []byte("chunked")) || r.chunked {
+				return nil, badRequest("unsupported Transfer-Encoding %q (only a single \"chunked\" is accepted)", h.value)
 			}
 			r.chunked = true
 		case equalFoldLower(h.name, "connection"):
@@ -297,13 +331,87 @@ func readHead(b *connBufs) (*request, error) {
 			r.expectContinue = bytes.EqualFold(h.value, []byte("100-continue"))
 		}
 	}
-	if r.chunked {
-		r.contentLength = -1
+	if r.chunked && r.contentLength >= 0 {
+		// Both framings at once is the request-smuggling shape (RFC 9112
+		// §6.3): refuse rather than pick one.
+		return nil, badRequest("both Content-Length and Transfer-Encoding: chunked are set; send one")
 	}
 	return r, nil
 }
 
 var errHeadTooLarge = errors.New("request head too large")
+
+// protoError is a malformed request that gets an answer with its status
+// before the connection is closed.
+type protoError struct {
+	status int
+	msg    string
+}
+
+func (e *protoError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &protoError{http.StatusBadRequest, fmt.Sprintf(format, args...)}
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// parseContentLength accepts 1*DIGIT only (no sign, no spaces, no list),
+// up to 18 digits (no int64 overflow).
+func parseContentLength(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v {
+		if !isDigit(c) {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// isToken reports whether b is an RFC 9110 token (method, header name).
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', isDigit(c):
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue refuses control characters other than tab: a bare CR
+// or NUL passed on to an upstream could split its header.
+func validHeaderValue(b []byte) bool {
+	for _, c := range b {
+		if (c < 0x20 && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validTarget refuses an empty target or one with control characters or
+// spaces (bytes >= 0x80 are left to the router, which answers 404).
+func validTarget(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
 
 // readBody reads the request body into dst.
 func (s *fastServer) readBody(b *connBufs, r *request, dst []byte) ([]byte, error) {
@@ -320,10 +428,18 @@ func (s *fastServer) readBody(b *connBufs, r *request, dst []byte) ([]byte, erro
 	switch {
 	case r.chunked:
 		out, err := upstream.ReadChunked(b.br, dst[:0], int(max))
-		if errors.Is(err, upstream.ErrTooLarge) {
+		switch {
+		case err == nil:
+		case errors.Is(err, upstream.ErrTooLarge):
 			return out, oip.Errorf(oip.TooLarge, "request body exceeds the limit of %d bytes", max)
+		case isTimeout(err):
+			return out, s.bodyTimeoutError()
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+			return out, err // the client left: nobody to answer
+		default:
+			return out, oip.Errorf(oip.InvalidArgument, "bad chunked request body: %v", err)
 		}
-		return out, err
+		return out, nil
 	case r.contentLength > max:
 		return dst, oip.Errorf(oip.TooLarge, "request body of %d bytes exceeds the limit of %d bytes", r.contentLength, max)
 	case r.contentLength > 0:
@@ -333,9 +449,29 @@ func (s *fastServer) readBody(b *connBufs, r *request, dst []byte) ([]byte, erro
 		}
 		dst = dst[:n]
 		_, err := io.ReadFull(b.br, dst)
+		if isTimeout(err) {
+			err = s.bodyTimeoutError()
+		}
 		return dst, err
 	}
 	return dst[:0], nil
+}
+
+func (s *fastServer) bodyTimeoutError() error {
+	return &protoError{http.StatusRequestTimeout, fmt.Sprintf("request body not received within %s", orDefault(s.bodyTimeout, fastBodyTimeout))}
+}
+
+// answerBodyError answers a request whose body could not be read (a
+// malformed, oversized or late body) and closes; a client that left gets
+// nothing. Earlier pipelined answers still buffered go out first.
+func answerBodyError(b *connBufs, err error) {
+	var pe *protoError
+	if e, ok := err.(*oip.Error); ok {
+		writeErrorTo(b.bw, e.HTTPStatus(), e.Msg, nil, true)
+	} else if errors.As(err, &pe) {
+		writeErrorTo(b.bw, pe.status, pe.msg, nil, true)
+	}
+	b.bw.Flush()
 }
 
 // serveOne serves one request; it reports whether the connection stays open.
@@ -344,15 +480,20 @@ func (s *fastServer) serveOne(c net.Conn, b *connBufs) (bool, error) {
 	if err != nil {
 		if !errors.Is(err, io.EOF) && !isTimeout(err) {
 			status := http.StatusBadRequest
+			var pe *protoError
 			if errors.Is(err, errHeadTooLarge) {
 				status = http.StatusRequestHeaderFieldsTooLarge
+			} else if errors.As(err, &pe) {
+				status = pe.status
 			}
-			writeSimple(b.bw, status, fmt.Sprintf(`{"error":%q}`, err.Error()), true)
+			writeSimple(b.bw, status, string(errorJSON(err.Error())), true)
 			b.bw.Flush()
 		}
 		return false, err
 	}
-	c.SetReadDeadline(time.Time{})
+	// The body (if any) must arrive within the body timeout; nothing reads
+	// the connection after it until the next request's idle deadline.
+	c.SetReadDeadline(time.Now().Add(orDefault(s.bodyTimeout, fastBodyTimeout)))
 	c.SetWriteDeadline(time.Now().Add(time.Minute))
 	path := r.target
 	if i := bytes.IndexByte(path, '?'); i >= 0 {
@@ -420,10 +561,7 @@ func (s *fastServer) infer(c net.Conn, b *connBufs, r *request, rt oip.HTTPRoute
 	var err error
 	x.body, err = s.readBody(b, r, x.body)
 	if err != nil {
-		if e, ok := err.(*oip.Error); ok {
-			writeErrorTo(b.bw, e.HTTPStatus(), e.Msg, nil, true)
-			b.bw.Flush()
-		}
+		answerBodyError(b, err)
 		return false, err
 	}
 	ctx := context.Background()
@@ -549,12 +687,29 @@ func writeErrorTo(bw *bufio.Writer, status int, msg string, v *Variant, close bo
 	bw.Write(body)
 }
 
+// errorJSON is {"error": msg} as valid JSON whatever msg holds (control
+// characters escaped, invalid UTF-8 replaced; strconv.Quote's \x and \U
+// escapes are not JSON).
 func errorJSON(msg string) []byte {
-	var sb strings.Builder
-	sb.WriteString(`{"error":`)
-	sb.WriteString(strconv.Quote(msg))
-	sb.WriteString("}")
-	return []byte(sb.String())
+	b := make([]byte, 0, len(msg)+16)
+	b = append(b, `{"error":"`...)
+	for _, c := range strings.ToValidUTF8(msg, "\uFFFD") {
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', byte(c))
+		case c == '\n':
+			b = append(b, `\n`...)
+		case c == '\r':
+			b = append(b, `\r`...)
+		case c == '\t':
+			b = append(b, `\t`...)
+		case c < 0x20 || c == 0x7f || c == 0x2028 || c == 0x2029:
+			b = fmt.Appendf(b, `\u%04x`, c)
+		default:
+			b = utf8.AppendRune(b, c)
+		}
+	}
+	return append(b, `"}`...)
 }
 
 // respond writes the result (or error) and returns the status sent.
@@ -614,18 +769,16 @@ var _ propagation.TextMapCarrier = headCarrier{}
 func (s *fastServer) fallback(c net.Conn, b *connBufs, r *request) (bool, error) {
 	body, err := s.readBody(b, r, nil)
 	if err != nil {
-		if e, ok := err.(*oip.Error); ok {
-			writeErrorTo(b.bw, e.HTTPStatus(), e.Msg, nil, true)
-			b.bw.Flush()
-		}
+		answerBodyError(b, err)
 		return false, err
 	}
 	target := string(r.target)
 	u, err := url.ParseRequestURI(target)
 	if err != nil {
-		writeErrorTo(b.bw, http.StatusBadRequest, fmt.Sprintf("bad request target %q", target), nil, true)
-		b.bw.Flush()
-		return false, err
+		// The request was framed correctly (its body is read): answer and
+		// keep the connection.
+		writeErrorTo(b.bw, http.StatusBadRequest, fmt.Sprintf("bad request target %q: %v", target, err), nil, r.close)
+		return !r.close, s.flush(b)
 	}
 	hdr := make(http.Header, len(r.hdrs))
 	for _, h := range r.hdrs {
