@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -120,12 +121,57 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 	_, pattern := a.mux.Handler(r)
-	a.mux.ServeHTTP(sw, r)
 	if pattern == "" {
+		a.unmatched(sw, r)
 		pattern = "unmatched"
+	} else {
+		a.mux.ServeHTTP(sw, r)
 	}
 	a.metrics.apiRequests.WithLabelValues(r.Method, pattern, strconv.Itoa(sw.code)).Inc()
 	a.metrics.apiDuration.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
+}
+
+// unmatched answers a request no endpoint takes with a JSON error naming
+// the path: 404, or 405 with Allow when the path exists for other methods
+// (the mux's own answers are plain text).
+func (a *API) unmatched(w http.ResponseWriter, r *http.Request) {
+	h, _ := a.mux.Handler(r)
+	rec := &captureWriter{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	switch rec.code {
+	case http.StatusMethodNotAllowed:
+		allow := rec.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: method not allowed (allowed: %s)", r.Method, r.URL.Path, allow), nil)
+	case http.StatusNotFound:
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown path %s (the API serves /v1/models, /v1/models/{name}[/...], /v1/audit, /v1/proxies, /healthz, /metrics)", r.URL.Path), nil)
+	default: // e.g. the mux's redirect to a cleaned path
+		for k, v := range rec.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.code)
+		w.Write(rec.body.Bytes())
+	}
+}
+
+// captureWriter records an answer to be rewritten.
+type captureWriter struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (c *captureWriter) Header() http.Header { return c.header }
+func (c *captureWriter) WriteHeader(code int) {
+	if c.code == 0 {
+		c.code = code
+	}
+}
+func (c *captureWriter) Write(b []byte) (int, error) {
+	if c.code == 0 {
+		c.code = http.StatusOK
+	}
+	return c.body.Write(b)
 }
 
 type statusWriter struct {
