@@ -93,6 +93,13 @@ type Result struct {
 	Hist canary.Histogram `json:"-"`
 	// OKHist holds successful requests only.
 	OKHist canary.Histogram `json:"-"`
+	// ServiceHist is the time from the actual send to the answer (every
+	// completed request): what a closed-loop tool would report. LagHist is
+	// the generator's own send lag, scheduled send time to actual send:
+	// timer wake-up, handing the request to a worker, and waiting for a
+	// free worker when all are busy. Latency = lag + service time.
+	ServiceHist canary.Histogram `json:"-"`
+	LagHist     canary.Histogram `json:"-"`
 	// Seconds is the per-second latency, by scheduled second.
 	Seconds []SecondStats `json:"-"`
 }
@@ -146,12 +153,14 @@ type recorder struct {
 	inFlight  int
 }
 
-func (r *recorder) record(sec int, lat time.Duration, kind string) {
+func (r *recorder) record(sec int, lat, lag time.Duration, kind string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.inFlight--
 	r.res.Completed++
 	r.res.Hist.Record(lat)
+	r.res.LagHist.Record(lag)
+	r.res.ServiceHist.Record(lat - lag)
 	if kind == "" {
 		r.res.OK++
 		r.res.OKHist.Record(lat)
@@ -210,13 +219,15 @@ func Run(ctx context.Context, cfg Config, s Sender) (*Result, error) {
 				rec.inFlight++
 				rec.mu.Unlock()
 				rctx, rcancel := context.WithTimeout(runCtx, cfg.Timeout)
+				sent := time.Now()
 				kind := s.Send(rctx, j.i)
 				rcancel()
 				lat := time.Since(j.at)
+				lag := max(sent.Sub(j.at), 0)
 				if kind != "" && runCtx.Err() != nil && ctx.Err() != nil {
 					kind = "canceled"
 				}
-				rec.record(int(j.at.Sub(start)/time.Second), lat, kind)
+				rec.record(int(j.at.Sub(start)/time.Second), lat, lag, kind)
 			}
 		}()
 	}

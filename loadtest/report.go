@@ -57,8 +57,10 @@ type RunReport struct {
 	Errors       map[string]int `json:"errors,omitempty"`
 	Unsent       int            `json:"unsent"`
 	Seconds      float64        `json:"seconds"`
-	Latency      Summary        `json:"latency"`    // every completed request
+	Latency      Summary        `json:"latency"`    // every completed request, from its scheduled send time
 	OKLatency    Summary        `json:"ok_latency"` // successful ones
+	Service      Summary        `json:"service"`    // actual send to answer (no generator lag)
+	SendLag      Summary        `json:"send_lag"`   // scheduled to actual send (the generator's own lag)
 	PerSecond    []SecondStats  `json:"per_second"`
 }
 
@@ -69,6 +71,7 @@ func (r *Report) SetRun(res *Result) {
 		TargetRate: res.TargetRate, AchievedRate: res.AchievedRate(), Scheduled: res.Scheduled,
 		Completed: res.Completed, OK: res.OK, Errors: res.Errors, Unsent: res.Unsent,
 		Seconds: res.Elapsed.Seconds(), Latency: Summarize(&res.Hist), OKLatency: Summarize(&res.OKHist), PerSecond: res.Seconds,
+		Service: Summarize(&res.ServiceHist), SendLag: Summarize(&res.LagHist),
 	}
 }
 
@@ -97,6 +100,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "requests\t%d scheduled, %d completed, %d ok, %d errors, %d unsent\n", rr.Scheduled, rr.Completed, rr.OK, rr.Completed-rr.OK, rr.Unsent)
 		l := rr.Latency
 		fmt.Fprintf(tw, "latency\tp50 %s  p90 %s  p95 %s  p99 %s  max %s  mean %s\n", fmtDur(l.P50), fmtDur(l.P90), fmtDur(l.P95), fmtDur(l.P99), fmtDur(l.Max), fmtDur(l.Mean))
+		fmt.Fprintf(tw, "  service time\tp50 %s  p99 %s  (from the actual send)\n", fmtDur(rr.Service.P50), fmtDur(rr.Service.P99))
+		fmt.Fprintf(tw, "  send lag\tp50 %s  p99 %s  (scheduled to actual send; included in latency)\n", fmtDur(rr.SendLag.P50), fmtDur(rr.SendLag.P99))
 		writeErrors(tw, rr.Errors)
 	}
 	if ra := r.Ramp; ra != nil {

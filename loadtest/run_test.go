@@ -67,6 +67,14 @@ func checkInvariants(t *testing.T, res *Result, planned int) {
 	if int(res.Hist.Total) != res.Completed || int(res.OKHist.Total) != res.OK {
 		t.Errorf("histogram totals %d/%d, want completed %d / ok %d", res.Hist.Total, res.OKHist.Total, res.Completed, res.OK)
 	}
+	if int(res.ServiceHist.Total) != res.Completed || int(res.LagHist.Total) != res.Completed {
+		t.Errorf("service/lag histogram totals %d/%d, want completed %d", res.ServiceHist.Total, res.LagHist.Total, res.Completed)
+	}
+	// Latency = lag + service time for every request, so neither part
+	// exceeds the largest latency.
+	if res.ServiceHist.MaxNS > res.Hist.MaxNS || res.LagHist.MaxNS > res.Hist.MaxNS {
+		t.Errorf("max service %d / lag %d above max latency %d", res.ServiceHist.MaxNS, res.LagHist.MaxNS, res.Hist.MaxNS)
+	}
 	if res.OK+res.ErrorCount() != res.Completed {
 		t.Errorf("ok %d + errors %d != completed %d", res.OK, res.ErrorCount(), res.Completed)
 	}
