@@ -33,6 +33,10 @@ type ServerConfig struct {
 	Registry *prometheus.Registry
 	// ShutdownTimeout bounds graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
+	// ReadTimeout bounds reading one REST request, head and body (default
+	// 1m), so a client that stops sending mid-body cannot hold a
+	// connection and its buffer forever.
+	ReadTimeout time.Duration
 }
 
 // Server is a Backend on OIP v2 REST (with /metrics) and gRPC listeners.
@@ -63,6 +67,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = time.Minute
+	}
 	reg := cfg.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -89,7 +96,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		mux.Handle("/", oip.NewHTTPHandler(b, oip.HTTPOptions{MaxBodyBytes: cfg.MaxBodyBytes, Logger: log}))
 		s.newConn = map[net.Conn]bool{}
-		s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: cfg.ReadTimeout, IdleTimeout: 2 * time.Minute,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn), ConnState: s.trackConn}
 	}
 	if cfg.GRPCAddr != "" {
