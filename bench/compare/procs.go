@@ -39,7 +39,9 @@ func startChild(dir, name, bin string, args ...string) (*child, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.Dir = dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Its own process group, so stop can reach nginx's workers too; killed
+	// if the suite's thread dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -74,18 +76,20 @@ func (c *child) logTail() string {
 	return strings.Join(lines, "\n")
 }
 
-// stop sends SIGTERM and waits up to 5 s, then kills.
+// stop sends SIGTERM and waits up to 5 s, then kills; anything left in
+// the child's process group (nginx workers) is killed last.
 func (c *child) stop() {
-	if c.exited() {
-		return
+	pgid := c.pid()
+	if !c.exited() {
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.done:
+		case <-time.After(5 * time.Second):
+			_ = c.cmd.Process.Kill()
+			<-c.done
+		}
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(5 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
 // pids is the child and its descendants (nginx: master and workers).

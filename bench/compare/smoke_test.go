@@ -44,6 +44,9 @@ func buildSwitchyard(t *testing.T) string {
 // plane, proxy, nginx and haproxy (when installed) as child processes on
 // 127.0.0.1. It asserts counts and invariants, never timing.
 func TestSuiteSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the smoke run builds cmd/switchyard and starts backends, control plane, proxy, nginx and haproxy (~20 s)")
+	}
 	bin := buildSwitchyard(t)
 	nginx, _ := exec.LookPath("nginx")
 	haproxy, _ := exec.LookPath("haproxy")
