@@ -75,7 +75,7 @@ args=(--switchyard "$BIN/switchyard" --rates "$RATES" --duration "$DURATION" --w
 [ -n "$PIECES" ] && args+=(--pieces "$PIECES")
 args+=(--md "$OUT" --json "$JSON")
 echo "# command: RATES=$RATES DURATION=$DURATION WARMUP=$WARMUP REPEATS=$REPEATS WORKERS=$WORKERS PEER_WORKERS=$PEER_WORKERS${PIECES:+ PIECES=$PIECES} bench/compare.sh" >&2
-"$BIN/benchcompare" "${args[@]}" &
+exec "$BIN/benchcompare" "${args[@]}" &  # exec: SUITE_PID is benchcompare itself
 SUITE_PID=$!
 rc=0; wait "$SUITE_PID" || rc=$?
 SUITE_PID=
