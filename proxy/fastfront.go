@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -372,25 +373,42 @@ func parseContentLength(v []byte) (int64, bool) {
 	return n, true
 }
 
+// tchar bits for bytes 0..63 and 64..127: ALPHA, DIGIT and
+// "!#$%&'*+-.^_`|~" (RFC 9110 §5.6.2).
+const tcharLo, tcharHi = 0x3ff6cfa00000000, 0x57ffffffc7fffffe
+
 // isToken reports whether b is an RFC 9110 token (method, header name).
 func isToken(b []byte) bool {
-	if len(b) == 0 {
-		return false
-	}
 	for _, c := range b {
+		var ok uint64
 		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', isDigit(c):
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
+		case c < 64:
+			ok = tcharLo >> c & 1
+		case c < 128:
+			ok = tcharHi >> (c - 64) & 1
+		}
+		if ok == 0 {
 			return false
 		}
 	}
-	return true
+	return len(b) > 0
 }
 
 // validHeaderValue refuses control characters other than tab: a bare CR
 // or NUL passed on to an upstream could split its header.
 func validHeaderValue(b []byte) bool {
+	// Eight bytes at a time while no byte is < 0x20 or 0x7f (exact "any
+	// byte below n" and "any byte equal" word tests); the byte loop decides
+	// the rest, tabs included.
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	for len(b) >= 8 {
+		w := binary.LittleEndian.Uint64(b)
+		d := w ^ (0x7f * lo)
+		if (w-0x20*lo)&^w&hi != 0 || (d-lo)&^d&hi != 0 {
+			break
+		}
+		b = b[8:]
+	}
 	for _, c := range b {
 		if (c < 0x20 && c != '\t') || c == 0x7f {
 			return false
