@@ -407,9 +407,16 @@ func readChunkedMax(br *bufio.Reader, resp *Response, max int) error {
 		if _, err := io.ReadFull(br, resp.Body[start:start+int(n)]); err != nil {
 			return classify(err, false)
 		}
-		if _, err := br.Discard(2); err != nil {
+		crlf, err := br.Peek(2)
+		if err != nil {
 			return classify(err, false)
 		}
+		if crlf[0] != '\r' || crlf[1] != '\n' {
+			// A chunk longer than its declared size: another reader could
+			// frame this body differently (request smuggling). Refuse it.
+			return fmt.Errorf("%w: chunk data not followed by CRLF", ErrProtocol)
+		}
+		br.Discard(2)
 	}
 }
 

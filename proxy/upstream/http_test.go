@@ -73,6 +73,13 @@ func TestHTTPPoolChunkedAndErrors(t *testing.T) {
 	if resp.Status != 400 || string(resp.Body) != "abcdefg" || resp.HeaderLen != 3 {
 		t.Fatalf("chunked: %+v %q", resp, resp.Body)
 	}
+	// A chunk longer than its declared size is refused, not truncated.
+	long := oneShot(t, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n")
+	pl := NewHTTPPool(long, 4)
+	defer pl.Close()
+	if err := pl.Do(time.Now().Add(5*time.Second), &Request{Path: "/x"}, &Response{}); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("chunk longer than declared: %v, want ErrProtocol", err)
+	}
 	bad := oneShot(t, "SMTP ready\r\n\r\n")
 	pb := NewHTTPPool(bad, 4)
 	defer pb.Close()
