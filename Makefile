@@ -7,7 +7,7 @@ export SWITCHYARD_ORT_LIB ?= $(CURDIR)/third_party/onnxruntime/libonnxruntime.so
 SETUP_STAMP := third_party/.setup-done
 BIN := bin
 
-.PHONY: setup build test test-short bench up gen vet clean
+.PHONY: setup build test test-short bench bench-compare up gen vet clean
 
 # setup installs what a fresh machine lacks (idempotent; see scripts/setup.sh).
 setup:
@@ -33,6 +33,12 @@ test-short: $(SETUP_STAMP)
 # bench runs the Go benchmarks (figures go to docs/benchmarks.md by hand).
 bench: $(SETUP_STAMP)
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
+
+# bench-compare runs the side-by-side suite: direct, nginx, haproxy and the
+# Switchyard proxy (plain, cache hit, shadow 100 %), batching on/off vs
+# in-process ONNX Runtime (about 6 minutes; docs/benchmarks-suite.md).
+bench-compare: $(SETUP_STAMP)
+	bench/compare.sh
 
 # up runs the whole stack locally on the embedded defaults.
 up: build

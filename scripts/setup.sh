@@ -8,7 +8,8 @@
 #     by SHA-256, into third_party/onnxruntime/ (git-ignored)
 #   - Debian packages: libonnx-testdata (ONNX backend test models, for
 #     conformance) and prometheus (the canary's PromQL source is tested
-#     against a real server)
+#     against a real server), nginx-light and haproxy (peers in the
+#     benchmark suite, whose smoke test runs in make test)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,6 +61,6 @@ else
 fi
 
 # 3. Debian packages the tests use.
-apt_install libonnx-testdata prometheus
+apt_install libonnx-testdata prometheus nginx-light haproxy
 
 touch "$ROOT/third_party/.setup-done"
