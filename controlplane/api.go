@@ -139,6 +139,12 @@ func (a *API) unmatched(w http.ResponseWriter, r *http.Request) {
 	rec := &captureWriter{header: http.Header{}}
 	h.ServeHTTP(rec, r)
 	switch rec.code {
+	case http.StatusMethodNotAllowed, http.StatusNotFound:
+		// Tells a client "this server has no such route" apart from "no
+		// such model" (both 404): syctl says which.
+		w.Header().Set(HeaderUnknownRoute, "true")
+	}
+	switch rec.code {
 	case http.StatusMethodNotAllowed:
 		allow := rec.header.Get("Allow")
 		w.Header().Set("Allow", allow)
@@ -153,6 +159,10 @@ func (a *API) unmatched(w http.ResponseWriter, r *http.Request) {
 		w.Write(rec.body.Bytes())
 	}
 }
+
+// HeaderUnknownRoute marks a 404/405 answered because the API has no such
+// route (as opposed to a missing model).
+const HeaderUnknownRoute = "X-Switchyard-Unknown-Route"
 
 // captureWriter records an answer to be rewritten.
 type captureWriter struct {

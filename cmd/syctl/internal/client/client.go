@@ -266,13 +266,15 @@ func decodeError(method, path string, resp *http.Response, raw []byte) error {
 		Fields   []FieldError `json:"fields"`
 		Revision int64        `json:"revision"`
 	}
+	// The control plane marks "no such route" (vs "no such model").
+	e.NoEndpoint = resp.Header.Get("X-Switchyard-Unknown-Route") == "true"
 	isJSON := strings.Contains(resp.Header.Get("Content-Type"), "json")
 	if isJSON && json.Unmarshal(raw, &body) == nil && body.Error != "" {
 		e.Message, e.Fields, e.Revision = body.Error, body.Fields, body.Revision
 		return e
 	}
 	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
-		// net/http's mux answers an unknown route in plain text.
+		// An older server's net/http mux answers an unknown route in plain text.
 		e.NoEndpoint = true
 		return e
 	}
