@@ -19,7 +19,6 @@ import (
 	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -619,22 +618,7 @@ func (s *fastServer) infer(c net.Conn, b *connBufs, r *request, rt oip.HTTPRoute
 	res := &st.res
 	err = route.invoker.Invoke(ctx, x, v, res)
 	status := s.respond(b.bw, st, err, r.close)
-	if span != nil {
-		span.SetAttributes(attribute.String("switchyard.variant", variantName(res, v)), attribute.Int("http.response.status_code", status))
-		if status >= 500 {
-			span.SetStatus(codes.Error, http.StatusText(status))
-		}
-		span.End()
-	}
-	mv := v.metrics
-	if res.Variant != nil {
-		mv = res.Variant.metrics
-	}
-	mv.request(httpCode(status), time.Since(start).Seconds())
-	p.recordStats(v, res, status, start)
-	if status >= 400 || p.sampler.Keep() {
-		p.logExchange(ctx, x, res, v, status, err)
-	}
+	p.finishExchange(ctx, span, x, res, v, status, err, start)
 	ferr := s.flush(b)
 	x.ext.answered(x, res) // after the answer is written: shadow enqueue
 	return !r.close, ferr

@@ -209,22 +209,7 @@ func (h *httpFront) infer(w http.ResponseWriter, r *http.Request, rt oip.HTTPRou
 	res := &st.res
 	err := route.invoker.Invoke(ctx, x, v, res)
 	status := h.respond(w, st, err)
-	if span != nil {
-		span.SetAttributes(attribute.String("switchyard.variant", variantName(res, v)), attribute.Int("http.response.status_code", status))
-		if status >= 500 {
-			span.SetStatus(codes.Error, http.StatusText(status))
-		}
-		span.End()
-	}
-	mv := v.metrics
-	if res.Variant != nil {
-		mv = res.Variant.metrics
-	}
-	mv.request(httpCode(status), time.Since(start).Seconds())
-	p.recordStats(v, res, status, start)
-	if status >= 400 || p.sampler.Keep() {
-		p.logExchange(ctx, x, res, v, status, err)
-	}
+	p.finishExchange(ctx, span, x, res, v, status, err, start)
 	x.ext.answered(x, res) // after the answer is written: shadow enqueue
 }
 
@@ -452,4 +437,27 @@ func traceID(ctx context.Context, traceParent string) string {
 		return sc.TraceID().String()
 	}
 	return telemetry.TraceIDFromTraceparent(traceParent)
+}
+
+// finishExchange closes one REST infer exchange after its answer is
+// written (either front-end): the span, per-variant metrics (on the variant
+// that answered), the canary's stats (on the variant chosen) and the
+// sampled log line.
+func (p *Proxy) finishExchange(ctx context.Context, span trace.Span, x *Exchange, res *Result, v *Variant, status int, err error, start time.Time) {
+	if span != nil {
+		span.SetAttributes(attribute.String("switchyard.variant", variantName(res, v)), attribute.Int("http.response.status_code", status))
+		if status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(status))
+		}
+		span.End()
+	}
+	mv := v.metrics
+	if res.Variant != nil {
+		mv = res.Variant.metrics
+	}
+	mv.request(httpCode(status), time.Since(start).Seconds())
+	p.recordStats(v, res, status, start)
+	if status >= 400 || p.sampler.Keep() {
+		p.logExchange(ctx, x, res, v, status, err)
+	}
 }
