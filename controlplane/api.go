@@ -446,18 +446,8 @@ const casAttempts = 16
 // current revision, retrying if another write lands in between.
 func (a *API) putWeights(w http.ResponseWriter, r *http.Request, caller Identity) {
 	name := r.PathValue("name")
-	pre, err := precondition(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error(), nil)
-		return
-	}
-	body, ok := a.readBody(w, r, false)
+	req, pre, ok := decodePatch[WeightsRequest](a, w, r)
 	if !ok {
-		return
-	}
-	var req WeightsRequest
-	if err := routing.DecodeJSONInto(body, &req); err != nil {
-		badDecode(w, err)
 		return
 	}
 	if len(req.Weights) == 0 {
@@ -473,6 +463,26 @@ func (a *API) putWeights(w http.ResponseWriter, r *http.Request, caller Identity
 	}
 	a.log.Info("weights changed", "model", name, "revision", rec.Revision, "weights", req.Weights, "subject", caller.Subject)
 	writeJSON(w, http.StatusOK, modelResponse(rec))
+}
+
+// decodePatch reads what a patch endpoint needs from its request: the
+// If-Match precondition and the strictly decoded JSON body (required). On a
+// problem it has answered 400 naming it and returns false.
+func decodePatch[T any](a *API, w http.ResponseWriter, r *http.Request) (req T, pre store.Precondition, ok bool) {
+	pre, err := precondition(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return req, pre, false
+	}
+	body, ok := a.readBody(w, r, false)
+	if !ok {
+		return req, pre, false
+	}
+	if err := routing.DecodeJSONInto(body, &req); err != nil {
+		badDecode(w, err)
+		return req, pre, false
+	}
+	return req, pre, true
 }
 
 // patch changes one part of a model as a new revision: mutate edits a copy

@@ -29,18 +29,8 @@ func (a *API) fallbackRoutes() {
 // between. The model must have a fallback chain with a "static" step.
 func (a *API) putStatic(w http.ResponseWriter, r *http.Request, caller Identity) {
 	name := r.PathValue("name")
-	pre, err := precondition(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error(), nil)
-		return
-	}
-	body, ok := a.readBody(w, r, false)
+	req, pre, ok := decodePatch[StaticRequest](a, w, r)
 	if !ok {
-		return
-	}
-	var req StaticRequest
-	if err := routing.DecodeJSONInto(body, &req); err != nil {
-		badDecode(w, err)
 		return
 	}
 	if len(req.Outputs) == 0 {
