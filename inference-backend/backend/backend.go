@@ -514,6 +514,7 @@ func (b *Backend) loadVersion(src *modelSource, ver int64) (*version, error) {
 	sess, err := NewSession(src.path(ver), SessionOptions{
 		IntraOpThreads: cfg.IntraOpThreads,
 		InterOpThreads: cfg.InterOpThreads,
+		NoSpinning:     cfg.AllowSpinning != nil && !*cfg.AllowSpinning,
 		Provider:       cfg.ExecutionProvider,
 		Logger:         b.log.With("model", src.Name, "version", vname),
 	})
@@ -529,7 +530,7 @@ func (b *Backend) loadVersion(src *modelSource, ver int64) (*version, error) {
 		}
 	}
 	if cfg.batching() {
-		v.batcher = newBatcher(cfg.MaxBatchSize, cfg.DynamicBatching.MaxQueueDelay, cfg.DynamicBatching.PreferredBatchSizes,
+		v.batcher = newBatcher(cfg.MaxBatchSize, cfg.InstanceCount, cfg.DynamicBatching.MaxQueueDelay, cfg.DynamicBatching.PreferredBatchSizes,
 			sess.run, func(rows int) { v.metrics.batch.Observe(float64(rows)) })
 	}
 	ws := time.Now()

@@ -41,10 +41,12 @@ func (b *batcher) putJob(j *job) {
 type runFunc func(inputs []*oip.Tensor) ([]oip.Tensor, error)
 
 // batcher joins concurrent requests to one model version along dimension 0:
-// one goroutine collects up to maxRows rows (waiting at most delay after the
-// first request, and stopping early at a preferred size), runs the model
-// once and splits the outputs back. Requests whose non-batch dimensions
-// differ are never joined. A batch of one runs on the request's own tensors.
+// a collector goroutine gathers up to maxRows rows (waiting at most delay
+// after the first request, and stopping early at a preferred size), runs the
+// model once and splits the outputs back. Requests whose non-batch
+// dimensions differ are never joined. A batch of one runs on the request's
+// own tensors. With instances > 1, that many collectors share the queue, so
+// up to that many batches run at once (one collects while another runs).
 type batcher struct {
 	queue     chan *job
 	maxRows   int64
@@ -52,24 +54,26 @@ type batcher struct {
 	preferred map[int64]bool
 	run       runFunc
 	observe   func(rows int)
-	stopped   chan struct{}
+	loops     sync.WaitGroup
 	pool      sync.Pool // of *job
 }
 
-func newBatcher(maxRows int, delay time.Duration, preferred []int, run runFunc, observe func(rows int)) *batcher {
+func newBatcher(maxRows, instances int, delay time.Duration, preferred []int, run runFunc, observe func(rows int)) *batcher {
+	instances = max(instances, 1)
 	b := &batcher{
-		queue:     make(chan *job, 4*maxRows),
+		queue:     make(chan *job, 4*maxRows*instances),
 		maxRows:   int64(maxRows),
 		delay:     delay,
 		preferred: map[int64]bool{},
 		run:       run,
 		observe:   observe,
-		stopped:   make(chan struct{}),
 	}
 	for _, p := range preferred {
 		b.preferred[int64(p)] = true
 	}
-	go b.loop()
+	for range instances {
+		b.loops.Go(b.loop)
+	}
 	return b
 }
 
@@ -85,11 +89,10 @@ func (b *batcher) submit(j *job) {
 // it when no submit can start any more (the version is drained).
 func (b *batcher) stop() {
 	close(b.queue)
-	<-b.stopped
+	b.loops.Wait()
 }
 
 func (b *batcher) loop() {
-	defer close(b.stopped)
 	var (
 		carry *job
 		batch []*job

@@ -149,6 +149,7 @@ func TestBatchingJoinsConcurrentRequests(t *testing.T) {
 func TestBatchingUnderConcurrency(t *testing.T) {
 	repo := t.TempDir()
 	writeModelAs(t, repo, demomodels.V1, "rec-batched", "1", "max_batch_size: 16\ndynamic_batching: {max_queue_delay: 2ms, preferred_batch_sizes: [16]}\n")
+	writeModelAs(t, repo, demomodels.V1, "rec-instances", "1", "max_batch_size: 16\ninstance_count: 3\nallow_spinning: false\ndynamic_batching: {max_queue_delay: 1ms}\n")
 	writeModelAs(t, repo, demomodels.V1, "rec-single", "1", "")
 	be := backendtest.Start(t, backendtest.Options{Repository: repo})
 	gc, err := client.DialGRPC(be.GRPCAddr)
@@ -159,7 +160,6 @@ func TestBatchingUnderConcurrency(t *testing.T) {
 	hc := client.NewHTTP("http://"+be.HTTPAddr, client.HTTPOptions{Binary: true})
 	defer hc.Close()
 	ctx := context.Background()
-
 	// Reference: one row at a time, unbatched.
 	all := demomodels.RandomFeatures(21, 64)
 	ref := make([][]float32, len(all))
@@ -171,6 +171,16 @@ func TestBatchingUnderConcurrency(t *testing.T) {
 		ref[i] = scores(t, resp)
 	}
 
+	for _, model := range []string{"rec-batched", "rec-instances"} {
+		t.Run(model, func(t *testing.T) { checkBatchedAnswers(t, be, gc, hc, model, all, ref) })
+	}
+}
+
+// checkBatchedAnswers sends 1–4 rows from each of 32 concurrent clients
+// (gRPC and REST binary) to a batched model and checks every answer against
+// the unbatched reference.
+func checkBatchedAnswers(t *testing.T, be *backendtest.Running, gc, hc client.Client, model string, all, ref [][]float32) {
+	ctx := context.Background()
 	const clients = 32
 	perClient := 12
 	if testing.Short() {
@@ -187,7 +197,7 @@ func TestBatchingUnderConcurrency(t *testing.T) {
 			for k := range perClient {
 				n := 1 + (c+k)%4
 				start := (c*7 + k*13) % (len(all) - n)
-				resp, err := cl.Infer(ctx, &oip.InferRequest{ModelName: "rec-batched", Inputs: []oip.Tensor{featuresTensor(all[start : start+n])}})
+				resp, err := cl.Infer(ctx, &oip.InferRequest{ModelName: model, Inputs: []oip.Tensor{featuresTensor(all[start : start+n])}})
 				if err != nil {
 					errs <- fmt.Errorf("client %d request %d: %w", c, k, err)
 					return
@@ -211,6 +221,6 @@ func TestBatchingUnderConcurrency(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	h := histogram(t, be.Registry, "switchyard_backend_batch_size", "rec-batched")
+	h := histogram(t, be.Registry, "switchyard_backend_batch_size", model)
 	t.Logf("%d runs for %d requests (%v rows)", h.GetSampleCount(), clients*perClient, h.GetSampleSum())
 }

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -144,59 +145,117 @@ func BenchmarkRecommender(b *testing.B) {
 	}
 }
 
-// BenchmarkBatching: 32 concurrent gRPC clients sending one row each, with
-// dynamic batching off and on, for the tiny and the heavy model; and
-// in-process ONNX Runtime with the same 32 goroutines for reference.
+// rankerHidden are the hidden widths of the "ranker" benchmark model: a
+// ranking MLP (32→2048→2048→2048→100, 33 MB of weights) whose batch-1 run
+// streams every weight from memory for one row, the case dynamic batching
+// exists for.
+var rankerHidden = []int{2048, 2048, 2048}
+
+// batchingCase is one server configuration of BenchmarkBatching.
+type batchingCase struct {
+	name      string
+	batching  bool
+	delay     string
+	instances int
+	intra     int
+	spinning  bool
+}
+
+func (c batchingCase) configYAML() string {
+	cfg := fmt.Sprintf("warmup: 2\nmax_batch_size: 64\nintra_op_threads: %d\nallow_spinning: %v\n", c.intra, c.spinning)
+	if c.batching {
+		cfg += fmt.Sprintf("instance_count: %d\ndynamic_batching: {max_queue_delay: %s, preferred_batch_sizes: [%d]}\n", c.instances, c.delay, 32/c.instances)
+	}
+	return cfg
+}
+
+// BenchmarkBatching: 32 concurrent clients sending one row each to the
+// ranker model, dynamic batching off and on (several thread/instance
+// layouts), over gRPC and REST with binary tensor data; then in-process
+// ONNX Runtime at batch 1 (32 goroutines) and at the batch sizes the
+// batcher formed, with the same session options: the ceiling for serving.
+// Each case reports req/s, p50/p99, rows per ONNX Runtime run, and the
+// process CPU per request (client and server share the process and the
+// cores).
+//
+//	go test -run '^$' -bench BenchmarkBatching -benchtime 4000x ./inference-backend/backend/
 func BenchmarkBatching(b *testing.B) {
-	for _, delay := range []string{"0s", "500us", "2ms"} {
-		repo := benchRepo(b, delay)
-		be := backendtest.Start(b, backendtest.Options{Repository: repo})
-		gc, err := client.DialGRPC(be.GRPCAddr)
+	cases := []batchingCase{
+		{name: "off", intra: 1, spinning: true},                                         // ONNX Runtime's defaults
+		{name: "on-inst1-intra2", batching: true, delay: "2ms", instances: 1, intra: 2}, // spinning off
+		{name: "on-inst2-intra1", batching: true, delay: "4ms", instances: 2, intra: 1},
+	}
+	repo := b.TempDir()
+	model := demomodels.DeepModel("ranker", rankerHidden, 11)
+	for _, c := range cases {
+		dir := filepath.Join(repo, "ranker-"+c.name)
+		os.MkdirAll(filepath.Join(dir, "1"), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, "1", "model.onnx"), model, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(c.configYAML()), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	be := backendtest.Start(b, backendtest.Options{Repository: repo})
+	gc, err := client.DialGRPC(be.GRPCAddr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer gc.Close()
+	rb := client.NewHTTP("http://"+be.HTTPAddr, client.HTTPOptions{Binary: true})
+	defer rb.Close()
+	ctx := context.Background()
+	in := oneRow()
+	for _, c := range cases {
+		for _, transport := range []string{"grpc", "rest-binary"} {
+			req := &oip.InferRequest{ModelName: "ranker-" + c.name, Inputs: in}
+			call := func() error { _, err := gc.Infer(ctx, req); return err }
+			if transport == "rest-binary" {
+				call = func() error { _, err := rb.Infer(ctx, req); return err }
+			}
+			b.Run(fmt.Sprintf("ranker/%s/%s/clients=32", transport, c.name), func(b *testing.B) {
+				before := histogram(b, be.Registry, "switchyard_backend_batch_size", req.ModelName)
+				runs0, rows0 := before.GetSampleCount(), before.GetSampleSum()
+				cpu0 := processCPU()
+				load(b, 32, call)
+				b.ReportMetric(float64(processCPU()-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/req")
+				h := histogram(b, be.Registry, "switchyard_backend_batch_size", req.ModelName)
+				b.ReportMetric((h.GetSampleSum()-rows0)/float64(h.GetSampleCount()-runs0), "rows/run")
+			})
+		}
+	}
+	// In-process references with the layouts above.
+	path := filepath.Join(repo, "ranker-off", "1", "model.onnx")
+	type ref struct {
+		name            string
+		goroutines, row int
+		opts            backend.SessionOptions
+	}
+	refs := []ref{{"batch=1/32x-intra1", 32, 1, backend.SessionOptions{IntraOpThreads: 1, InterOpThreads: 1}}}
+	for _, rows := range []int{8, 16, 32} {
+		refs = append(refs,
+			ref{fmt.Sprintf("batch=%d/1x-intra2", rows), 1, rows, backend.SessionOptions{IntraOpThreads: 2, InterOpThreads: 1, NoSpinning: true}},
+			ref{fmt.Sprintf("batch=%d/2x-intra1", rows), 2, rows, backend.SessionOptions{IntraOpThreads: 1, InterOpThreads: 1, NoSpinning: true}})
+	}
+	for _, r := range refs {
+		sess, err := backend.NewSession(path, r.opts)
 		if err != nil {
 			b.Fatal(err)
 		}
-		ctx := context.Background()
-		in := oneRow()
-		for _, model := range []string{"tiny", "heavy"} {
-			for _, mode := range []string{"single", "batched"} {
-				if mode == "single" && delay != "0s" {
-					continue
-				}
-				req := &oip.InferRequest{ModelName: model + "-" + mode, Inputs: in}
-				label := mode
-				if mode == "batched" {
-					label = "batched-delay=" + delay
-				}
-				b.Run(fmt.Sprintf("%s/grpc/%s/clients=32", model, label), func(b *testing.B) {
-					before := histogram(b, be.Registry, "switchyard_backend_batch_size", req.ModelName)
-					runs0, rows0 := before.GetSampleCount(), before.GetSampleSum()
-					load(b, 32, func() error { _, err := gc.Infer(ctx, req); return err })
-					h := histogram(b, be.Registry, "switchyard_backend_batch_size", req.ModelName)
-					b.ReportMetric((h.GetSampleSum()-rows0)/float64(h.GetSampleCount()-runs0), "rows/run")
-				})
-			}
-			if delay == "0s" {
-				sess, err := backend.NewSession(filepath.Join(repo, model+"-single", "1", "model.onnx"), backend.SessionOptions{IntraOpThreads: 1, InterOpThreads: 1})
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Run(fmt.Sprintf("%s/inprocess-ort/clients=32", model), func(b *testing.B) {
-					load(b, 32, func() error { _, err := sess.Infer(in); return err })
-				})
-				// In-process at batch sizes like the batcher's: rows/s is
-				// the ceiling for batched serving.
-				for _, rows := range []int{8, 16} {
-					batch := []oip.Tensor{featuresTensor(demomodels.RandomFeatures(2, rows))}
-					b.Run(fmt.Sprintf("%s/inprocess-ort-batch=%d/clients=2", model, rows), func(b *testing.B) {
-						start := time.Now()
-						load(b, 2, func() error { _, err := sess.Infer(batch); return err })
-						b.ReportMetric(float64(b.N*rows)/time.Since(start).Seconds(), "rows/s")
-					})
-				}
-				sess.Close()
-			}
-		}
-		gc.Close()
-		be.Close()
+		batch := []oip.Tensor{featuresTensor(demomodels.RandomFeatures(2, r.row))}
+		b.Run("ranker/inprocess-ort/"+r.name, func(b *testing.B) {
+			start := time.Now()
+			load(b, r.goroutines, func() error { _, err := sess.Infer(batch); return err })
+			b.ReportMetric(float64(b.N*r.row)/time.Since(start).Seconds(), "rows/s")
+		})
+		sess.Close()
 	}
+}
+
+// processCPU is the CPU time (user + system) this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -22,16 +22,20 @@ import (
 //	  max_queue_delay: 0s      # how long the first request of a batch waits for more (0: join only what is already queued)
 //	  preferred_batch_sizes: []# run at once when the batch reaches one of these sizes
 //	warmup: 1                  # synthetic requests (zeros; dynamic dims = 1) run before the model reports ready
+//	instance_count: 1          # batches of this model run at once (dynamic batching only; Triton's instance_group count)
 //	intra_op_threads: 1        # ONNX Runtime threads inside one operator (0 = ONNX Runtime's default: all cores)
 //	inter_op_threads: 1        # 0 = ONNX Runtime's default
+//	allow_spinning: true       # intra-op threads busy-wait for work (ONNX Runtime's default); false frees the cores between runs
 //	versions: {latest: 1}      # which versions to serve: {latest: N} | {specific: [1, 3]} | {all: true}
 //	execution_provider: cpu    # cpu | cuda (falls back to cpu, with a warning, where CUDA is unavailable)
 type ModelConfig struct {
 	MaxBatchSize      int              `yaml:"max_batch_size"`
 	DynamicBatching   *DynamicBatching `yaml:"dynamic_batching"`
 	Warmup            int              `yaml:"warmup"`
+	InstanceCount     int              `yaml:"instance_count"`
 	IntraOpThreads    int              `yaml:"intra_op_threads"`
 	InterOpThreads    int              `yaml:"inter_op_threads"`
+	AllowSpinning     *bool            `yaml:"allow_spinning"`
 	Versions          VersionPolicy    `yaml:"versions"`
 	ExecutionProvider string           `yaml:"execution_provider"`
 }
@@ -54,6 +58,7 @@ type VersionPolicy struct {
 func DefaultModelConfig() ModelConfig {
 	return ModelConfig{
 		Warmup:            1,
+		InstanceCount:     1,
 		IntraOpThreads:    1,
 		InterOpThreads:    1,
 		Versions:          VersionPolicy{Latest: 1},
@@ -100,6 +105,12 @@ func (c *ModelConfig) Validate() error {
 	}
 	if c.Warmup < 0 || c.Warmup > 1000 {
 		return fmt.Errorf("warmup: %d is not in 0..1000", c.Warmup)
+	}
+	if c.InstanceCount < 1 || c.InstanceCount > 64 {
+		return fmt.Errorf("instance_count: %d is not in 1..64", c.InstanceCount)
+	}
+	if c.InstanceCount > 1 && c.DynamicBatching == nil {
+		return fmt.Errorf("instance_count: %d needs dynamic_batching (without it every request already runs on its own)", c.InstanceCount)
 	}
 	if c.IntraOpThreads < 0 {
 		return fmt.Errorf("intra_op_threads: %d is negative", c.IntraOpThreads)

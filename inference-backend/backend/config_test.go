@@ -45,6 +45,16 @@ func TestParseModelConfig(t *testing.T) {
 				c.ExecutionProvider = "cuda"
 			}),
 		},
+		"instances": {
+			yaml: "max_batch_size: 16\ninstance_count: 2\nallow_spinning: false\ndynamic_batching: {}\n",
+			want: with(func(c *ModelConfig) {
+				c.MaxBatchSize, c.InstanceCount, c.AllowSpinning = 16, 2, new(false)
+				c.DynamicBatching = &DynamicBatching{}
+			}),
+		},
+		"instances without batching": {yaml: "max_batch_size: 16\ninstance_count: 2\n", wantErr: "instance_count: 2 needs dynamic_batching"},
+		"zero instances":             {yaml: "instance_count: 0\n", wantErr: "instance_count: 0 is not in 1..64"},
+		"spinning not a bool":        {yaml: "allow_spinning: sometimes\n", wantErr: "sometimes"},
 		"all versions":         {yaml: "versions: {all: true}\n", want: with(func(c *ModelConfig) { c.Versions = VersionPolicy{All: true} })},
 		"latest 2":             {yaml: "versions: {latest: 2}\n", want: with(func(c *ModelConfig) { c.Versions = VersionPolicy{Latest: 2} })},
 		"unknown field":        {yaml: "max_batch: 4\n", wantErr: "max_batch"},

@@ -301,3 +301,44 @@ func writeFileAtomic(path string, b []byte) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+// DeepModel builds a ranking-style MLP with the demo signature (features FP32
+// [N,32] → scores FP32 [N,100]) and the given hidden widths: Gemm → Relu per
+// hidden layer, then Gemm to the 100 scores; weights from seed. Benchmarks
+// use it as a model whose weights, not the protocol, dominate a request: at
+// batch 1 every row streams all weights from memory, a joined batch streams
+// them once (the case dynamic batching exists for).
+func DeepModel(name string, hidden []int, seed uint64) []byte {
+	r := rng(seed)
+	widths := append(append([]int{Features}, hidden...), Items)
+	g := onnxpb.Graph{
+		Name: name,
+		Inputs: []onnxpb.ValueInfo{{Name: InputName, ElemType: onnxpb.Float, HasShape: true,
+			Shape: []onnxpb.Dim{{Param: "N"}, {Value: Features, Known: true}}}},
+		Outputs: []onnxpb.ValueInfo{{Name: OutputName, ElemType: onnxpb.Float, HasShape: true,
+			Shape: []onnxpb.Dim{{Param: "N"}, {Value: Items, Known: true}}}},
+	}
+	prev := InputName
+	for l := 0; l+1 < len(widths); l++ {
+		in, out := widths[l], widths[l+1]
+		a := float32(math.Sqrt(6 / float64(in+out)))
+		w, b := fmt.Sprintf("W%d", l), fmt.Sprintf("B%d", l)
+		g.Initializers = append(g.Initializers,
+			floatTensor(w, []int64{int64(in), int64(out)}, uniform(&r, in*out, a)),
+			floatTensor(b, []int64{int64(out)}, uniform(&r, out, 0.05)))
+		last := l+2 == len(widths)
+		h := fmt.Sprintf("h%d", l)
+		if last {
+			h = OutputName
+		}
+		g.Nodes = append(g.Nodes, onnxpb.Node{Name: "gemm" + fmt.Sprint(l), OpType: "Gemm", Inputs: []string{prev, w, b}, Outputs: []string{h}})
+		prev = h
+		if !last {
+			g.Nodes = append(g.Nodes, onnxpb.Node{Name: "relu" + fmt.Sprint(l), OpType: "Relu", Inputs: []string{h}, Outputs: []string{h + "r"}})
+			prev = h + "r"
+		}
+	}
+	model := onnxpb.Model{IRVersion: 8, Opset: 13, ProducerName: "switchyard-demomodels", ProducerVersion: "1",
+		DocString: "Switchyard benchmark ranker " + name, Graph: g}
+	return model.Marshal()
+}
