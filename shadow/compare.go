@@ -440,9 +440,13 @@ func topK(dst []int, v []float64, k int) []int {
 		}
 		return a < b || (a == b && i > j)
 	}
-	for i := range v {
+	for i, x := range v {
 		if len(dst) < k {
 			dst = append(dst, i)
+		} else if last := v[dst[k-1]]; !math.IsNaN(last) && !(x > last) {
+			// Fast path: not above the current k-th (NaN, equal values
+			// at a higher index and smaller ones all rank below it).
+			continue
 		} else if less(dst[k-1], i) {
 			dst[k-1] = i
 		} else {

@@ -218,16 +218,23 @@ func (mr *Mirror) process(j *Job) {
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.Err = fmt.Errorf("shadow call timed out after %s", mr.cfg.Timeout)
 	}
+	mr.afterCall(j, s)
+}
+
+// afterCall compares the answers, counts, keeps and writes the record.
+func (mr *Mirror) afterCall(j *Job, s Result) {
 	c := Compare(j.Primary, s, mr.cfg.Compare)
 	mr.m.observe(j, &c, j.Primary, s)
 	if mr.cfg.OnCompared != nil {
 		mr.cfg.OnCompared(j, &c)
 	}
-	rec := NewRecord(j, &c, s, 1)
-	mr.ring.Add(rec)
+	rec := newRecordHead(j, &c, s, 1)
 	if mr.sink == nil || !KeepRecord(c.Agree, mr.cfg.RecordAgreements, rand.Float64()) {
+		mr.ring.AddDeferred(rec, j.Request, j.Primary.Response, s.Response)
 		return
 	}
+	(&deferredParts{req: j.Request, primary: j.Primary.Response, shadow: s.Response}).fill(&rec)
+	mr.ring.Add(rec)
 	rec.Weight = RecordWeight(c.Agree, mr.cfg.RecordAgreements)
 	result := "written"
 	if err := mr.sink.Write(rec); err != nil {
@@ -250,6 +257,13 @@ func (mr *Mirror) callSafe(ctx context.Context, j *Job) (resp *oip.InferResponse
 
 // NewRecord builds the record of one compared pair.
 func NewRecord(j *Job, c *Comparison, s Result, weight float64) Record {
+	r := newRecordHead(j, c, s, weight)
+	(&deferredParts{req: j.Request, primary: j.Primary.Response, shadow: s.Response}).fill(&r)
+	return r
+}
+
+// newRecordHead is NewRecord without the input digest and output summaries.
+func newRecordHead(j *Job, c *Comparison, s Result, weight float64) Record {
 	kind := j.Kind
 	if kind == "" {
 		kind = KindShadow
@@ -257,16 +271,10 @@ func NewRecord(j *Job, c *Comparison, s Result, weight float64) Record {
 	r := Record{
 		Time: j.Time, RequestID: j.RequestID, Model: j.Model,
 		PrimaryVersion: j.PrimaryVersion, ShadowVersion: j.TargetVersion, Kind: kind,
-		InputDigest: InputDigest(j.Request), Weight: weight,
-		Agree: c.Agree, Reason: c.Reason, Diff: c.Outputs,
+		Weight: weight,
+		Agree:  c.Agree, Reason: c.Reason, Diff: c.Outputs,
 		Primary: Side{LatencyMS: ms(j.Primary.Latency), Error: c.PrimaryError, NaN: c.PrimaryNaN},
 		Shadow:  Side{LatencyMS: ms(s.Latency), Error: c.ShadowError, NaN: c.ShadowNaN},
-	}
-	if j.Primary.Err == nil {
-		r.Primary.Outputs = Summarise(j.Primary.Response)
-	}
-	if s.Err == nil {
-		r.Shadow.Outputs = Summarise(s.Response)
 	}
 	return r
 }

@@ -1,6 +1,7 @@
 package shadow
 
 import (
+	"github.com/switchyard-dev/switchyard/oip"
 	"slices"
 	"sort"
 	"sync"
@@ -224,11 +225,36 @@ func quantile(xs []weighted, q float64) float64 {
 
 // Ring keeps the most recent records in memory (every compared pair, weight
 // 1), for reports without reading the file. Safe for concurrent use.
+//
+// A worker adds each record without its input digest and output summaries
+// (AddDeferred): those cost more than the comparison itself and are only
+// read when a report asks, so Records fills them in then, once per record.
 type Ring struct {
 	mu   sync.Mutex
-	buf  []Record
+	buf  []ringEntry
 	next int
 	full bool
+}
+
+type ringEntry struct {
+	rec      Record
+	deferred *deferredParts
+}
+
+// deferredParts is what a record's digest and summaries are computed from.
+type deferredParts struct {
+	req             *oip.InferRequest
+	primary, shadow *oip.InferResponse
+}
+
+func (d *deferredParts) fill(rec *Record) {
+	rec.InputDigest = InputDigest(d.req)
+	if rec.Primary.Error == "" {
+		rec.Primary.Outputs = Summarise(d.primary)
+	}
+	if rec.Shadow.Error == "" {
+		rec.Shadow.Outputs = Summarise(d.shadow)
+	}
 }
 
 // NewRing keeps the last n records (n <= 0: 1024).
@@ -236,13 +262,21 @@ func NewRing(n int) *Ring {
 	if n <= 0 {
 		n = 1024
 	}
-	return &Ring{buf: make([]Record, n)}
+	return &Ring{buf: make([]ringEntry, n)}
 }
 
 // Add stores r, overwriting the oldest record when full.
-func (r *Ring) Add(rec Record) {
+func (r *Ring) Add(rec Record) { r.add(ringEntry{rec: rec}) }
+
+// AddDeferred stores rec, whose InputDigest and output summaries are
+// computed from req and the two answers only when Records is called.
+func (r *Ring) AddDeferred(rec Record, req *oip.InferRequest, primary, shadow *oip.InferResponse) {
+	r.add(ringEntry{rec: rec, deferred: &deferredParts{req: req, primary: primary, shadow: shadow}})
+}
+
+func (r *Ring) add(e ringEntry) {
 	r.mu.Lock()
-	r.buf[r.next] = rec
+	r.buf[r.next] = e
 	r.next++
 	if r.next == len(r.buf) {
 		r.next, r.full = 0, true
@@ -254,10 +288,24 @@ func (r *Ring) Add(rec Record) {
 func (r *Ring) Records() []Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.full {
-		return slices.Clone(r.buf[:r.next])
+	n := r.next
+	if r.full {
+		n = len(r.buf)
 	}
-	return append(slices.Clone(r.buf[r.next:]), r.buf[:r.next]...)
+	out := make([]Record, 0, n)
+	for i := range n {
+		k := i
+		if r.full {
+			k = (r.next + i) % len(r.buf)
+		}
+		e := &r.buf[k]
+		if e.deferred != nil {
+			e.deferred.fill(&e.rec)
+			e.deferred = nil
+		}
+		out = append(out, e.rec)
+	}
+	return out
 }
 
 // Summary is Summary over the ring's records.
