@@ -2,8 +2,11 @@ package shadow
 
 import (
 	"math"
+	"reflect"
 	"testing"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/oip"
 )
 
 func TestSummary(t *testing.T) {
@@ -79,5 +82,28 @@ func TestRing(t *testing.T) {
 	r2.Add(Record{RequestID: "x"})
 	if got := r2.Records(); len(got) != 1 || got[0].RequestID != "x" {
 		t.Fatalf("%+v", got)
+	}
+}
+
+// TestRingDeferredRecords: a record added with its parts deferred reads back
+// equal to one built eagerly by NewRecord, digest and summaries included.
+func TestRingDeferredRecords(t *testing.T) {
+	req := &oip.InferRequest{ID: "r", Inputs: []oip.Tensor{oip.NewTensor("x", []int64{1, 3}, []float32{1, 2, 3})}}
+	p := &oip.InferResponse{Outputs: []oip.Tensor{oip.NewTensor("s", []int64{1, 4}, []float32{0.1, 0.9, 0.5, 0.2})}}
+	s := &oip.InferResponse{Outputs: []oip.Tensor{oip.NewTensor("s", []int64{1, 4}, []float32{0.9, 0.1, 0.5, 0.2})}}
+	j := &Job{Kind: KindShadow, Model: "m", PrimaryVersion: "v1", TargetVersion: "v2", Request: req, Primary: Result{Response: p}}
+	sr := Result{Response: s}
+	c := Compare(j.Primary, sr, Config{Rule: Rule{Mode: TopK, K: 2}}.Defaults())
+	want := NewRecord(j, &c, sr, 1)
+	if want.InputDigest == "" || len(want.Primary.Outputs) != 1 || len(want.Shadow.Outputs) != 1 {
+		t.Fatalf("eager record lacks parts: %+v", want)
+	}
+	r := NewRing(2)
+	r.AddDeferred(newRecordHead(j, &c, sr, 1), req, p, s)
+	for range 2 { // filled once, then read as stored
+		got := r.Records()
+		if len(got) != 1 || !reflect.DeepEqual(got[0], want) {
+			t.Fatalf("deferred record\n%+v\nwant\n%+v", got, want)
+		}
 	}
 }
