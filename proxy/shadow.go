@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"path/filepath"
 	"sync"
@@ -207,7 +208,7 @@ func (si *shadowInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, re
 		pl.pbReq = x.pbReq // not reused by the gRPC front-end
 	} else {
 		pl.body = bytes.Clone(x.body) // the exchange's buffer is pooled
-		pl.headerLen, pl.contentType = x.headerLen, x.contentType
+		pl.headerLen = x.headerLen
 	}
 	if err == nil {
 		switch {
@@ -248,10 +249,9 @@ type shadowPayload struct {
 	start           time.Time
 	latency         time.Duration
 
-	body        []byte // REST request (nil for gRPC)
-	headerLen   int
-	contentType string
-	pbReq       *pb.ModelInferRequest
+	body      []byte // REST request (nil for gRPC)
+	headerLen int
+	pbReq     *pb.ModelInferRequest
 
 	primaryErr    error
 	respPB        *pb.ModelInferResponse
@@ -325,6 +325,19 @@ var nanMessageBytes = []byte("NaN")
 // shadowHeader marks mirrored REST calls.
 var shadowHeader = []string{"X-Switchyard-Shadow: true"}
 
+// shadowBufs holds request buffers of the shadow workers.
+var shadowBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// withBinaryOutput returns req asking for binary output tensors (a shallow
+// copy with its own parameters; req is shared with the comparison).
+func withBinaryOutput(req *oip.InferRequest) *oip.InferRequest {
+	r := *req
+	r.Parameters = make(map[string]any, len(req.Parameters)+1)
+	maps.Copy(r.Parameters, req.Parameters)
+	r.Parameters[oip.ParamBinaryDataOutput] = true
+	return &r
+}
+
 // callShadow is the mirror's CallFunc: one call of the job's target
 // version through the proxy's upstream pools, marked as shadow traffic.
 func (f *features) callShadow(ctx context.Context, j *shadow.Job) (*oip.InferResponse, error) {
@@ -338,16 +351,19 @@ func (f *features) callShadow(ctx context.Context, j *shadow.Job) (*oip.InferRes
 	defer e.End()
 	if e.HTTP != nil {
 		deadline, _ := ctx.Deadline()
-		req := upstream.Request{Path: tv.inferPath, ContentType: pl.contentType, HeaderLen: pl.headerLen, Body: pl.body, Extra: shadowHeader}
-		if req.Body == nil {
-			b, _, err := oip.AppendInferRequest(nil, j.Request, false)
-			if err != nil {
-				return nil, err
-			}
-			req.Body, req.HeaderLen, req.ContentType = b, 0, "application/json"
+		// The mirrored request goes out in the binary tensor form and asks
+		// for binary outputs: the same tensors as the client sent, without
+		// formatting and parsing a hundred floats as text on either side.
+		bp := shadowBufs.Get().(*[]byte)
+		defer shadowBufs.Put(bp)
+		body, hl, err := oip.AppendInferRequest((*bp)[:0], withBinaryOutput(j.Request), true)
+		if err != nil {
+			return nil, err
 		}
-		if req.ContentType == "" {
-			req.ContentType = "application/json"
+		*bp = body
+		req := upstream.Request{Path: tv.inferPath, ContentType: "application/json", Body: body, Extra: shadowHeader}
+		if hl < len(body) {
+			req.ContentType, req.HeaderLen = "application/octet-stream", hl
 		}
 		var resp upstream.Response
 		if err := e.HTTP.Do(deadline, &req, &resp); err != nil {
