@@ -307,6 +307,8 @@ func codeName(c oip.Code) string {
 }
 
 func (v *version) infer(ctx context.Context, req *oip.InferRequest) (resp *oip.InferResponse, err error) {
+	v.metrics.inflight.Inc()
+	defer v.metrics.inflight.Dec()
 	defer func() {
 		if r := recover(); r != nil {
 			resp, err = nil, oip.Errorf(oip.Internal, "internal error serving model %q: %v", v.model, r)

@@ -7,8 +7,10 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
@@ -223,4 +225,40 @@ func checkBatchedAnswers(t *testing.T, be *backendtest.Running, gc, hc client.Cl
 	}
 	h := histogram(t, be.Registry, "switchyard_backend_batch_size", model)
 	t.Logf("%d runs for %d requests (%v rows)", h.GetSampleCount(), clients*perClient, h.GetSampleSum())
+}
+
+// TestInFlightGauge: requests held in a batch that is still filling count
+// as in flight; once the batch runs and answers, the gauge is back to 0.
+func TestInFlightGauge(t *testing.T) {
+	repo := t.TempDir()
+	writeModelAs(t, repo, demomodels.V1, "rec-held", "1", "max_batch_size: 4\ndynamic_batching: {max_queue_delay: 10s}\nwarmup: 0\n")
+	be := backendtest.Start(t, backendtest.Options{Repository: repo})
+	inflight := func() float64 {
+		return testutil.ToFloat64(be.Backend.Metrics().InFlight.WithLabelValues("rec-held", "1"))
+	}
+	ctx := context.Background()
+	rows := demomodels.RandomFeatures(5, 4)
+	var wg sync.WaitGroup
+	send := func(i int) {
+		wg.Go(func() {
+			if _, err := be.Backend.Infer(ctx, &oip.InferRequest{ModelName: "rec-held", Inputs: []oip.Tensor{featuresTensor(rows[i : i+1])}}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	for i := range 3 {
+		send(i)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for inflight() != 3 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if got := inflight(); got != 3 {
+		t.Fatalf("in flight while the batch fills: %v, want 3", got)
+	}
+	send(3) // the fourth row fills the batch: it runs at once
+	wg.Wait()
+	if got := inflight(); got != 0 {
+		t.Fatalf("in flight after the answers: %v, want 0", got)
+	}
 }

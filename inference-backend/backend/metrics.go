@@ -18,6 +18,7 @@ type Metrics struct {
 	ColdStart    *prometheus.GaugeVec     // load start to ready
 	FirstRequest *prometheus.GaugeVec     // latency of the first request after ready
 	Ready        *prometheus.GaugeVec     // 1 while the version is ready
+	InFlight     *prometheus.GaugeVec     // requests inside the backend now (queued for a batch or running)
 	Loads        *prometheus.CounterVec   // switchyard_backend_model_loads_total{model,result}
 }
 
@@ -61,13 +62,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "switchyard_backend_model_ready", Help: "1 while the model version is loaded and ready, else 0.",
 		}, mv),
+		InFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchyard_backend_inflight_requests",
+			Help: "Inference requests inside the backend now, queued for a batch or running: the concurrency signal for autoscaling.",
+		}, mv),
 		Loads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_backend_model_loads_total", Help: "Model loads by result (ok, error).",
 		}, []string{"model", "result"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Requests, m.Failures, m.QueueSeconds, m.ComputeSecs, m.RequestSecs, m.BatchSize,
-			m.LoadSeconds, m.WarmupSecs, m.ColdStart, m.FirstRequest, m.Ready, m.Loads)
+			m.LoadSeconds, m.WarmupSecs, m.ColdStart, m.FirstRequest, m.Ready, m.InFlight, m.Loads)
 	}
 	return m
 }
@@ -80,6 +85,7 @@ type versionMetrics struct {
 	compute       prometheus.Observer
 	request       prometheus.Observer
 	batch         prometheus.Observer
+	inflight      prometheus.Gauge
 	failuresByTag *prometheus.CounterVec
 }
 
@@ -91,6 +97,7 @@ func (m *Metrics) forVersion(model, version string) versionMetrics {
 		compute:       m.ComputeSecs.With(l),
 		request:       m.RequestSecs.With(l),
 		batch:         m.BatchSize.With(l),
+		inflight:      m.InFlight.With(l),
 		failuresByTag: m.Failures.MustCurryWith(l),
 	}
 }
