@@ -93,6 +93,10 @@ func (f *features) mirrorLocked(r *Route, sh *routing.Shadow) (*mirrorState, err
 		RingSize:         f.cfg.ShadowRingSize,
 		OnCompared:       f.onCompared,
 	}
+	if b := sh.Batch; b != nil {
+		cfg.Batch = shadow.BatchConfig{MaxRows: b.MaxRows, MaxDelay: b.MaxDelay.D()}
+		cfg.BatchCall = f.callShadowBatch
+	}
 	var sink shadow.RecordSink
 	if f.shadowDir != "" {
 		s, err := f.acquireSinkLocked(r.Name)
@@ -342,10 +346,44 @@ func withBinaryOutput(req *oip.InferRequest) *oip.InferRequest {
 // version through the proxy's upstream pools, marked as shadow traffic.
 func (f *features) callShadow(ctx context.Context, j *shadow.Job) (*oip.InferResponse, error) {
 	pl := j.Payload.(*shadowPayload)
-	tv := pl.target
-	if j.Kind == shadow.KindNoiseFloor {
-		tv = pl.primary
+	return f.callTarget(ctx, pl.targetOf(j), j.Request, pl.pbReq)
+}
+
+// callShadowBatch is the mirror's BatchCallFunc: the jobs' requests joined
+// along the rows, one call, the answer split back. An answer that cannot
+// be split is an InvalidArgument error (the mirror then calls one by one).
+func (f *features) callShadowBatch(ctx context.Context, jobs []*shadow.Job) ([]*oip.InferResponse, error) {
+	reqs, rows := make([]*oip.InferRequest, len(jobs)), make([]int64, len(jobs))
+	for i, j := range jobs {
+		reqs[i], rows[i] = j.Request, shadow.Rows(j.Request)
 	}
+	joined, err := shadow.JoinRequests(reqs)
+	if err != nil {
+		return nil, oip.Errorf(oip.InvalidArgument, "%v", err)
+	}
+	resp, err := f.callTarget(ctx, jobs[0].Payload.(*shadowPayload).targetOf(jobs[0]), joined, nil)
+	if err != nil {
+		return nil, err
+	}
+	parts, err := shadow.SplitResponse(resp, rows)
+	if err != nil {
+		return nil, oip.Errorf(oip.InvalidArgument, "%v", err)
+	}
+	return parts, nil
+}
+
+// targetOf is the version a job calls: the shadow, or the primary again
+// for a noise-floor job.
+func (pl *shadowPayload) targetOf(j *shadow.Job) *Variant {
+	if j.Kind == shadow.KindNoiseFloor {
+		return pl.primary
+	}
+	return pl.target
+}
+
+// callTarget calls tv once with req, marked as shadow traffic. pbReq, if
+// set, is the gRPC request as received (forwarded as is to a gRPC target).
+func (f *features) callTarget(ctx context.Context, tv *Variant, r *oip.InferRequest, pbReq *pb.ModelInferRequest) (*oip.InferResponse, error) {
 	e := upstream.PickP2C(tv.Endpoints, rand.Uint64(), time.Now().UnixNano(), nil)
 	e.Begin()
 	defer e.End()
@@ -356,7 +394,7 @@ func (f *features) callShadow(ctx context.Context, j *shadow.Job) (*oip.InferRes
 		// formatting and parsing a hundred floats as text on either side.
 		bp := shadowBufs.Get().(*[]byte)
 		defer shadowBufs.Put(bp)
-		body, hl, err := oip.AppendInferRequest((*bp)[:0], withBinaryOutput(j.Request), true)
+		body, hl, err := oip.AppendInferRequest((*bp)[:0], withBinaryOutput(r), true)
 		if err != nil {
 			return nil, err
 		}
@@ -375,11 +413,11 @@ func (f *features) callShadow(ctx context.Context, j *shadow.Job) (*oip.InferRes
 		return oip.DecodeInferResponse(resp.Body, resp.HeaderLen)
 	}
 	var req *pb.ModelInferRequest
-	if pl.pbReq != nil {
-		o := pl.pbReq // shared, read-only: a new message with the same parts
+	if pbReq != nil {
+		o := pbReq // shared, read-only: a new message with the same parts
 		req = &pb.ModelInferRequest{Id: o.Id, Parameters: o.Parameters, Inputs: o.Inputs, Outputs: o.Outputs, RawInputContents: o.RawInputContents}
 	} else {
-		req = oip.InferRequestToProto(j.Request)
+		req = oip.InferRequestToProto(r)
 	}
 	req.ModelName, req.ModelVersion = tv.BackendModel, tv.BackendVersion
 	resp, err := e.GRPC.ModelInfer(metadata.AppendToOutgoingContext(ctx, HeaderShadow, "true"), req)

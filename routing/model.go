@@ -138,6 +138,22 @@ type Shadow struct {
 	// nondeterministic model has with itself); reported apart from the
 	// shadow figures. 0: off.
 	NoiseFloorPercent float64 `json:"noiseFloorPercent,omitempty" yaml:"noiseFloorPercent,omitempty"`
+	// Batch joins mirrored requests into one call of the shadow version
+	// (absent: one call per mirrored request). The shadow's answers are
+	// compared, never returned, so nobody waits for the batch; the proxy
+	// saves the round trips and the shadow backend runs one batch. The
+	// shadow latency reported is then that of the joined call.
+	Batch *ShadowBatch `json:"batch,omitempty" yaml:"batch,omitempty"`
+}
+
+// ShadowBatch bounds a batched shadow call.
+type ShadowBatch struct {
+	// MaxRows is the most rows (dimension 0 of the inputs, summed) one
+	// call carries, 2..4096.
+	MaxRows int `json:"maxRows" yaml:"maxRows"`
+	// MaxDelay is how long a worker waits for more mirrored requests after
+	// the first (default 0: join only what is already queued), at most 1s.
+	MaxDelay Duration `json:"maxDelay,omitempty" yaml:"maxDelay,omitempty"`
 }
 
 // Compare says how two answers are compared.

@@ -208,6 +208,10 @@ func TestValidate(t *testing.T) {
 			edit: func(m *Model) { m.Spec.Traffic.StickyHeader = ""; m.Spec.Shadow.Sampling = "sticky" },
 			want: []string{"spec.shadow.sampling: sticky sampling needs spec.traffic.stickyHeader"},
 		},
+		"shadow batch": {
+			edit: func(m *Model) { m.Spec.Shadow.Batch = &ShadowBatch{MaxRows: 1, MaxDelay: Duration(2 * time.Second)} },
+			want: []string{"spec.shadow.batch.maxRows: must be 2..4096, got 1", "spec.shadow.batch.maxDelay: must be 0..1s, got 2s"},
+		},
 		"topk k": {
 			edit: func(m *Model) { m.Spec.Shadow.Compare.K = 0 },
 			want: []string{"spec.shadow.compare.k: must be 1..100000, got 0"},

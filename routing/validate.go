@@ -42,6 +42,7 @@ const (
 	MaxRetryAttempts    = 10
 	MaxShadowQueueSize  = 1 << 20
 	MaxShadowWorkers    = 1024
+	MaxShadowBatchRows  = 4096
 	MaxStaticElements   = 1 << 20
 	MaxCanarySteps      = 100
 	maxBackendNameChars = 256
@@ -231,6 +232,14 @@ func (m *Model) validateSpec(v *validator) {
 		}
 		if !(sh.NoiseFloorPercent >= 0 && sh.NoiseFloorPercent <= 100) {
 			v.add("spec.shadow.noiseFloorPercent", "must be 0..100, got %v", sh.NoiseFloorPercent)
+		}
+		if b := sh.Batch; b != nil {
+			if b.MaxRows < 2 || b.MaxRows > MaxShadowBatchRows {
+				v.add("spec.shadow.batch.maxRows", "must be 2..%d, got %d", MaxShadowBatchRows, b.MaxRows)
+			}
+			if b.MaxDelay < 0 || b.MaxDelay > Duration(time.Second) {
+				v.add("spec.shadow.batch.maxDelay", "must be 0..1s, got %s", b.MaxDelay)
+			}
 		}
 	}
 

@@ -14,6 +14,7 @@ type Metrics struct {
 	nan       *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	records   *prometheus.CounterVec
+	batchJobs *prometheus.HistogramVec
 }
 
 // NewMetrics registers the series on reg.
@@ -46,7 +47,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "switchyard_shadow_records_total", Help: "Records written to the record file (result written | error).",
 		}, []string{"model", "result"}),
 	}
-	reg.MustRegister(m.mirrored, m.dropped, m.compared, m.agreement, m.errors, m.nan, m.latency, m.records)
+	m.batchJobs = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "switchyard_shadow_batch_jobs", Help: "Mirrored requests joined into one batched shadow call.",
+		Buckets: []float64{2, 4, 8, 16, 32, 64, 128},
+	}, l)
+	reg.MustRegister(m.mirrored, m.dropped, m.compared, m.agreement, m.errors, m.nan, m.latency, m.records, m.batchJobs)
 	return m
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/oip"
@@ -53,6 +54,17 @@ var ErrNaNOutput = errors.New("output has NaN/Inf")
 // the real upstream call, marked as shadow traffic). It must respect ctx.
 type CallFunc func(ctx context.Context, job *Job) (*oip.InferResponse, error)
 
+// BatchCallFunc calls one target for several jobs at once.
+type BatchCallFunc func(ctx context.Context, jobs []*Job) ([]*oip.InferResponse, error)
+
+// BatchConfig bounds a batched shadow call: at most MaxRows rows (the
+// requests' dimension 0, summed), waiting at most MaxDelay for more jobs
+// after the first (0: only what is already queued).
+type BatchConfig struct {
+	MaxRows  int
+	MaxDelay time.Duration
+}
+
 // MirrorConfig configures a Mirror (plain values; zero fields take
 // defaults).
 type MirrorConfig struct {
@@ -66,6 +78,15 @@ type MirrorConfig struct {
 	// RingSize is how many recent records the in-memory ring keeps
 	// (default 1024).
 	RingSize int
+	// Batch joins mirrored requests into one call of the target (see
+	// JoinRequests); MaxRows <= 1: every job is called on its own.
+	Batch BatchConfig
+	// BatchCall calls the target once for jobs of the same kind and target
+	// version with Joinable requests and returns one answer per job, in
+	// order (e.g. JoinRequests, one upstream call, SplitResponse). An
+	// InvalidArgument error switches batching off for the mirror. Needed
+	// for Batch.
+	BatchCall BatchCallFunc
 	// OnCompared, if set, is called by the worker after each comparison
 	// (e.g. to feed the canary's shadow-disagreement gate). It must not
 	// block.
@@ -103,8 +124,9 @@ type Mirror struct {
 	ring  *Ring
 	queue chan *Job
 
-	mu     sync.RWMutex
-	closed bool
+	mu      sync.RWMutex
+	closed  bool
+	noBatch atomic.Bool // the target refused a joined request
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -193,32 +215,159 @@ func (mr *Mirror) Close(ctx context.Context) error {
 
 func (mr *Mirror) worker() {
 	defer mr.wg.Done()
-	for j := range mr.queue {
-		if mr.ctx.Err() != nil {
-			mr.drop(j, "closed")
+	var carry *Job // taken from the queue and prepared, not joinable with the last batch
+	for {
+		j := carry
+		carry = nil
+		if j == nil {
+			var ok bool
+			if j, ok = <-mr.queue; !ok {
+				return
+			}
+			if !mr.prepare(j) {
+				continue
+			}
+		}
+		if !mr.batching() || Rows(j.Request) >= int64(mr.cfg.Batch.MaxRows) {
+			mr.callOne(j)
 			continue
 		}
-		mr.process(j)
+		var batch []*Job
+		batch, carry = mr.collect(j)
+		if len(batch) == 1 {
+			mr.callOne(j)
+		} else {
+			mr.callBatch(batch)
+		}
 	}
 }
 
-func (mr *Mirror) process(j *Job) {
+// prepare drops a job taken after Close cancelled the mirror, and lets its
+// Preparer decode it; false: dropped.
+func (mr *Mirror) prepare(j *Job) bool {
+	if mr.ctx.Err() != nil {
+		mr.drop(j, "closed")
+		return false
+	}
 	if p, ok := j.Payload.(Preparer); ok {
 		if err := p.Prepare(j); err != nil {
 			mr.drop(j, "prepare")
 			mr.log.Warn("shadow job not prepared", "model", j.Model, "err", err)
-			return
+			return false
 		}
 	}
+	return true
+}
+
+func (mr *Mirror) batching() bool {
+	return mr.cfg.Batch.MaxRows > 1 && mr.cfg.BatchCall != nil && !mr.noBatch.Load()
+}
+
+// collect gathers jobs joinable with first (same kind and target, Joinable
+// requests) until MaxRows rows or MaxDelay after first was taken; the first
+// job that does not fit is returned as carry, prepared.
+func (mr *Mirror) collect(first *Job) (batch []*Job, carry *Job) {
+	batch = []*Job{first}
+	rows := Rows(first.Request)
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for rows < int64(mr.cfg.Batch.MaxRows) {
+		var j *Job
+		var ok bool
+		select {
+		case j, ok = <-mr.queue:
+		default:
+			if mr.cfg.Batch.MaxDelay <= 0 {
+				return batch, nil
+			}
+			if timer == nil {
+				timer = time.NewTimer(mr.cfg.Batch.MaxDelay)
+			}
+			select {
+			case j, ok = <-mr.queue:
+			case <-timer.C:
+				return batch, nil
+			}
+		}
+		if !ok || !mr.prepare(j) {
+			if !ok {
+				return batch, nil
+			}
+			continue
+		}
+		if j.Kind != first.Kind || j.TargetVersion != first.TargetVersion || !Joinable(first.Request, j.Request) ||
+			rows+Rows(j.Request) > int64(mr.cfg.Batch.MaxRows) {
+			return batch, j
+		}
+		batch = append(batch, j)
+		rows += Rows(j.Request)
+	}
+	return batch, nil
+}
+
+func (mr *Mirror) callOne(j *Job) {
 	ctx, cancel := context.WithTimeout(mr.ctx, mr.cfg.Timeout)
 	start := time.Now()
 	resp, err := mr.callSafe(ctx, j)
-	s := Result{Response: resp, Err: err, Latency: time.Since(start)}
+	s := Result{Response: resp, Err: mr.timedOut(err), Latency: time.Since(start)}
 	cancel()
-	if errors.Is(err, context.DeadlineExceeded) {
-		s.Err = fmt.Errorf("shadow call timed out after %s", mr.cfg.Timeout)
-	}
 	mr.afterCall(j, s)
+}
+
+func (mr *Mirror) timedOut(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shadow call timed out after %s", mr.cfg.Timeout)
+	}
+	return err
+}
+
+// callBatch makes one call for the jobs. Each job's shadow latency is the
+// joined call's. If the target refuses the joined request as invalid (e.g.
+// a model whose batch dimension is fixed), batching is switched off for
+// this mirror and the jobs are called one by one.
+func (mr *Mirror) callBatch(jobs []*Job) {
+	ctx, cancel := context.WithTimeout(mr.ctx, mr.cfg.Timeout)
+	start := time.Now()
+	resps, err := mr.batchCallSafe(ctx, jobs)
+	lat := time.Since(start)
+	cancel()
+	if err == nil && len(resps) != len(jobs) {
+		err = oip.Errorf(oip.InvalidArgument, "batched shadow call returned %d answers for %d requests", len(resps), len(jobs))
+	}
+	if err != nil && oip.CodeOf(err) == oip.InvalidArgument {
+		if !mr.noBatch.Swap(true) {
+			mr.log.Warn("shadow calls are not batched any more: the target refused a joined request", "model", jobs[0].Model,
+				"version", jobs[0].TargetVersion, "err", err)
+		}
+		for _, j := range jobs {
+			mr.callOne(j)
+		}
+		return
+	}
+	if mr.m != nil {
+		mr.m.batchJobs.WithLabelValues(jobs[0].Model, jobs[0].TargetVersion, jobs[0].Kind).Observe(float64(len(jobs)))
+	}
+	err = mr.timedOut(err)
+	for i, j := range jobs {
+		s := Result{Err: err, Latency: lat}
+		if err == nil {
+			s.Response = resps[i]
+		}
+		mr.afterCall(j, s)
+	}
+}
+
+func (mr *Mirror) batchCallSafe(ctx context.Context, jobs []*Job) (resps []*oip.InferResponse, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("batched shadow call panicked: %v", r)
+		}
+	}()
+	return mr.cfg.BatchCall(ctx, jobs)
 }
 
 // afterCall compares the answers, counts, keeps and writes the record.

@@ -286,3 +286,120 @@ func TestMirrorCloseDeadline(t *testing.T) {
 		t.Errorf("dropped on close %v, compared %v; want the 3 jobs accounted, at most 1 compared", dropped, compared)
 	}
 }
+
+// rowServer serves f row by row over [rows, width] FP32 bodies and counts
+// its calls; with maxRows > 0 it refuses bodies of more rows with a 400.
+func rowServer(t *testing.T, f model, width, maxRows int, calls *atomic.Int64) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		b, _ := io.ReadAll(r.Body)
+		x := oip.Values[float32](b)
+		if maxRows > 0 && len(x)/width > maxRows {
+			http.Error(w, "batch too large", http.StatusBadRequest)
+			return
+		}
+		var out []float32
+		for i := 0; i+width <= len(x); i += width {
+			out = append(out, f(x[i:i+width])...)
+		}
+		w.Write(oip.NewTensor("s", nil, out).Raw)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// rowCall is the single CallFunc and batchCall the BatchCallFunc for a
+// rowServer: real HTTP round trips, the batch joined and split with
+// JoinRequests / SplitResponse.
+func rowCall(client *http.Client, url string, width int) (CallFunc, BatchCallFunc) {
+	post := func(ctx context.Context, r *oip.InferRequest) (*oip.InferResponse, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(r.Inputs[0].Raw))
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode == http.StatusBadRequest {
+			return nil, oip.Errorf(oip.InvalidArgument, "%s", b)
+		}
+		return &oip.InferResponse{Outputs: []oip.Tensor{{Name: "scores", Datatype: oip.FP32,
+			Shape: []int64{int64(len(b) / 4 / width), int64(width)}, Raw: b}}}, nil
+	}
+	one := func(ctx context.Context, j *Job) (*oip.InferResponse, error) { return post(ctx, j.Request) }
+	batch := func(ctx context.Context, jobs []*Job) ([]*oip.InferResponse, error) {
+		reqs, rows := make([]*oip.InferRequest, len(jobs)), make([]int64, len(jobs))
+		for i, j := range jobs {
+			reqs[i], rows[i] = j.Request, Rows(j.Request)
+		}
+		joined, err := JoinRequests(reqs)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := post(ctx, joined)
+		if err != nil {
+			return nil, err
+		}
+		return SplitResponse(resp, rows)
+	}
+	return one, batch
+}
+
+// TestMirrorBatchesCalls: with Batch set, queued mirrors are joined into
+// calls of at most MaxRows rows, and every pair is compared exactly as
+// single calls compare it (the same disagreements and NaN counts); a
+// target that refuses joined requests gets single calls from then on.
+func TestMirrorBatchesCalls(t *testing.T) {
+	const width, n, maxRows = 5, 24, 8
+	for _, refuse := range []bool{false, true} {
+		t.Run(fmt.Sprintf("target refuses batches=%v", refuse), func(t *testing.T) {
+			var calls atomic.Int64
+			limit := 0
+			if refuse {
+				limit = 1
+			}
+			srv := rowServer(t, candidate, width, limit, &calls)
+			client := &http.Client{}
+			defer client.CloseIdleConnections()
+			one, batch := rowCall(client, srv.URL, width)
+			m := NewMetrics(prometheus.NewRegistry())
+			mr := NewMirror(MirrorConfig{Workers: 1, QueueSize: 64, Timeout: 5 * time.Second,
+				Compare:   Config{Rule: Rule{Mode: TopK, K: 3}},
+				Batch:     BatchConfig{MaxRows: maxRows, MaxDelay: 2 * time.Second},
+				BatchCall: batch}, one, nil, m, nil)
+			wantDisagree := 0
+			for i := range n {
+				x := []float32{1, 0.5, 0.25, 0.125, float32(i) / 100}
+				if i%3 == 0 {
+					x[0] = -1 // candidate reverses the scores
+					wantDisagree++
+				}
+				primary := &oip.InferResponse{Outputs: []oip.Tensor{oip.NewTensor("scores", []int64{1, width}, identity(x))}}
+				if !mr.Enqueue(&Job{RequestID: fmt.Sprint(i), Model: "rec", PrimaryVersion: "v1", TargetVersion: "v2",
+					Request: input(x...), Primary: Result{Response: primary}}) {
+					t.Fatal("dropped")
+				}
+			}
+			if err := mr.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := testutil.ToFloat64(m.compared.WithLabelValues("rec", "v2", KindShadow)); got != n {
+				t.Fatalf("compared %v, want %d", got, n)
+			}
+			disagree := testutil.ToFloat64(m.agreement.WithLabelValues("rec", "v2", KindShadow, string(TopK), "disagree"))
+			errs := testutil.ToFloat64(m.errors.WithLabelValues("rec", "v2", KindShadow, "shadow"))
+			if disagree != float64(wantDisagree) || errs != 0 {
+				t.Errorf("disagreements %v (want %d), shadow errors %v (want 0)", disagree, wantDisagree, errs)
+			}
+			if want := int64(n / maxRows); !refuse && calls.Load() != want {
+				t.Errorf("%d calls for %d mirrors of one row, want %d (batches of %d)", calls.Load(), n, want, maxRows)
+			}
+			if want := int64(1 + n); refuse && calls.Load() != want {
+				t.Errorf("%d calls, want %d: one refused batch, then one call per mirror", calls.Load(), want)
+			}
+		})
+	}
+}
