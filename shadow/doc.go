@@ -31,6 +31,13 @@
 //     Noise floor: enqueue a Job with Kind KindNoiseFloor and TargetVersion =
 //     the primary version for a sample of requests; its figures are
 //     reported apart (label kind="noise_floor", Report.NoiseFloor).
+//     Batching (cfg.Batch, cfg.BatchCall): a worker joins queued jobs of the
+//     same kind and target whose requests are Joinable (same inputs, inner
+//     dimensions, parameters, requested outputs) into one call of at most
+//     MaxRows rows, waiting at most MaxDelay; JoinRequests and
+//     SplitResponse are the pure join and split. Nobody waits for a
+//     shadow's answer, so the round trip saved per mirror is free; the
+//     shadow latency is then the joined call's.
 //   - RotatingWriter: JSON-lines record file, size-based rotation, N files
 //     kept; ReadRecords reads them back (oldest first) within a window.
 //   - Summary(records, from, to, worstN) Report and Ring.Summary: the report
