@@ -70,7 +70,7 @@ curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1
 JSON
 
 PX_HTTP=$(freeport); PX_GRPC=$(freeport); PX_ADMIN=$(freeport)
-"$TMP/switchyard" proxy --xds 127.0.0.1:$CP_XDS --http 127.0.0.1:$PX_HTTP --grpc 127.0.0.1:$PX_GRPC --admin 127.0.0.1:$PX_ADMIN --node-id bench --log-level warn 2>"$TMP/proxy.log" &
+GOMAXPROCS=${PROXY_GOMAXPROCS:-$(nproc)} "$TMP/switchyard" proxy --xds 127.0.0.1:$CP_XDS --http 127.0.0.1:$PX_HTTP --grpc 127.0.0.1:$PX_GRPC --admin 127.0.0.1:$PX_ADMIN --node-id bench --log-level warn 2>"$TMP/proxy.log" &
 PX_PID=$!
 PIDS+=($PX_PID)
 waitok http://127.0.0.1:$PX_ADMIN/ready
