@@ -12,9 +12,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -43,8 +45,10 @@ type fastServer struct {
 	ln     net.Listener
 	conns  map[net.Conn]struct{}
 	closed bool
-	wg     sync.WaitGroup
-	bufs   sync.Pool
+	// shut mirrors closed for the per-request check (no lock).
+	shut atomic.Bool
+	wg   sync.WaitGroup
+	bufs sync.Pool
 
 	// Read deadlines (zero: the defaults below): the wait for a next
 	// request on a kept-alive connection, reading a request head, reading
@@ -57,6 +61,9 @@ const (
 	fastIdleTimeout = 5 * time.Minute
 	fastHeadTimeout = 10 * time.Second
 	fastBodyTimeout = time.Minute
+	// fastWriteTimeout bounds writing one answer (or a batch of pipelined
+	// answers) to the client.
+	fastWriteTimeout = time.Minute
 )
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -67,10 +74,12 @@ func orDefault(d, def time.Duration) time.Duration {
 }
 
 type connBufs struct {
+	io   connIO // the connection's reads and writes (fastio_*.go)
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	head []byte
 	hdrs []hdrRef
+	req  request // the request being served (readHead)
 }
 
 type hdrRef struct{ name, value []byte }
@@ -117,12 +126,13 @@ func (s *fastServer) Serve(l net.Listener) error {
 func (s *fastServer) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
+	s.shut.Store(true)
 	if s.ln != nil {
 		s.ln.Close()
 	}
 	// Wake readers blocked waiting for a next request: they see closed and
-	// leave. A request in progress finishes first (its deadline is reset
-	// per request, not here).
+	// leave. A request in progress finishes first (a head or body read
+	// arms its own deadline, connIO).
 	for c := range s.conns {
 		c.SetReadDeadline(time.Now())
 	}
@@ -143,11 +153,7 @@ func (s *fastServer) Shutdown(ctx context.Context) error {
 	}
 }
 
-func (s *fastServer) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
+func (s *fastServer) isClosed() bool { return s.shut.Load() }
 
 func (s *fastServer) serveConn(c net.Conn) {
 	defer s.wg.Done()
@@ -164,14 +170,16 @@ func (s *fastServer) serveConn(c net.Conn) {
 	if b == nil {
 		b = &connBufs{br: bufio.NewReaderSize(nil, 16<<10), bw: bufio.NewWriterSize(nil, 16<<10)}
 	}
-	b.br.Reset(c)
-	b.bw.Reset(c)
+	b.io.reset(c, fastWriteTimeout)
+	b.br.Reset(&b.io)
+	b.bw.Reset(&b.io)
 	defer func() {
 		// Answers to pipelined requests may still be buffered when a later
 		// request ends the connection (closed mid-body): send them.
 		b.bw.Flush()
 		b.br.Reset(nil)
 		b.bw.Reset(nil)
+		b.io.reset(nil, 0)
 		if cap(b.head) <= maxHeaderBytes {
 			s.bufs.Put(b)
 		}
@@ -181,11 +189,18 @@ func (s *fastServer) serveConn(c net.Conn) {
 		if s.isClosed() {
 			return
 		}
-		c.SetReadDeadline(time.Now().Add(idle))
-		if _, err := b.br.Peek(1); err != nil {
-			return
+		if b.br.Buffered() == 0 {
+			// Waiting for a next request: let other connections' goroutines
+			// run first, so that on a busy proxy this client's next request
+			// has usually arrived when the read is tried (a read that finds
+			// nothing costs a system call and a netpoller round trip).
+			runtime.Gosched()
+			b.io.readPhase(idle, true)
+			if _, err := b.br.Peek(1); err != nil {
+				return
+			}
 		}
-		c.SetReadDeadline(time.Now().Add(headT))
+		b.io.readPhase(headT, false)
 		keep, err := s.serveOne(c, b)
 		if err != nil || !keep {
 			return
@@ -298,7 +313,8 @@ func readHead(b *connBufs) (*request, error) {
 	if i <= 0 || j <= i || !isToken(rl[:i]) || !validTarget(rl[i+1:j]) {
 		return nil, badRequest("malformed request line %q (want METHOD /path HTTP/1.1)", rl)
 	}
-	r := &request{method: rl[:i], target: rl[i+1 : j], proto: rl[j+1:], hdrs: b.hdrs, contentLength: -1}
+	r := &b.req
+	*r = request{method: rl[:i], target: rl[i+1 : j], proto: rl[j+1:], hdrs: b.hdrs, contentLength: -1}
 	switch {
 	case bytes.Equal(r.proto, []byte("HTTP/1.1")):
 	case bytes.Equal(r.proto, []byte("HTTP/1.0")):
@@ -509,23 +525,43 @@ func (s *fastServer) serveOne(c net.Conn, b *connBufs) (bool, error) {
 		return false, err
 	}
 	// The body (if any) must arrive within the body timeout; nothing reads
-	// the connection after it until the next request's idle deadline.
-	c.SetReadDeadline(time.Now().Add(orDefault(s.bodyTimeout, fastBodyTimeout)))
-	c.SetWriteDeadline(time.Now().Add(time.Minute))
+	// the connection after it until the next request's idle wait.
+	b.io.readPhase(orDefault(s.bodyTimeout, fastBodyTimeout), false)
 	path := r.target
 	if i := bytes.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
 	if bytes.Equal(r.method, []byte("POST")) && bytes.HasSuffix(path, []byte("/infer")) {
+		if model, ok := plainInferPath(path); ok {
+			return s.infer(c, b, r, model, "")
+		}
 		rt := oip.ParseHTTPPath(string(path))
 		if rt.Kind == oip.RouteInfer {
-			return s.infer(c, b, r, rt)
+			return s.infer(c, b, r, []byte(rt.Model), rt.Version)
 		}
 	}
 	return s.fallback(c, b, r)
 }
 
+// plainInferPath returns the model of /v2/models/{name}/infer when the name
+// needs no unescaping (no '%'), the common case, without allocating; other
+// paths go through oip.ParseHTTPPath.
+func plainInferPath(path []byte) ([]byte, bool) {
+	const prefix, suffix = "/v2/models/", "/infer"
+	if len(path) <= len(prefix)+len(suffix) || string(path[:len(prefix)]) != prefix || string(path[len(path)-len(suffix):]) != suffix {
+		return nil, false
+	}
+	name := path[len(prefix) : len(path)-len(suffix)]
+	if bytes.IndexByte(name, '/') >= 0 || bytes.IndexByte(name, '%') >= 0 {
+		return nil, false
+	}
+	return name, true
+}
+
 func isTimeout(err error) bool {
+	if err == nil {
+		return false
+	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
@@ -552,16 +588,17 @@ func headerString(r *request, lowerName string) string {
 	return string(v)
 }
 
-// infer is the fast path of POST /v2/models/{name}[/versions/{v}]/infer.
-func (s *fastServer) infer(c net.Conn, b *connBufs, r *request, rt oip.HTTPRoute) (bool, error) {
+// infer is the fast path of POST /v2/models/{name}[/versions/{v}]/infer
+// (model: the unescaped name; version: "" unless the path names one).
+func (s *fastServer) infer(c net.Conn, b *connBufs, r *request, model []byte, version string) (bool, error) {
 	p := s.p
 	start := time.Now()
 	snap := p.snap.Load()
 	var route *Route
 	var choice routing.Choice
 	var oerr *oip.Error
-	if snap != nil && rt.Version == "" {
-		if route = snap.routes[rt.Model]; route != nil {
+	if snap != nil && version == "" {
+		if route = snap.routes[string(model)]; route != nil {
 			key := ""
 			if route.stickyMD != "" {
 				key = headerString(r, route.stickyMD)
@@ -570,7 +607,7 @@ func (s *fastServer) infer(c net.Conn, b *connBufs, r *request, rt oip.HTTPRoute
 		}
 	}
 	if route == nil {
-		route, choice, oerr = p.resolve(snap, rt.Model, rt.Version, "", "")
+		route, choice, oerr = p.resolve(snap, string(model), version, "", "")
 	}
 	st := s.front.get()
 	defer s.front.put(st)
@@ -584,7 +621,7 @@ func (s *fastServer) infer(c net.Conn, b *connBufs, r *request, rt oip.HTTPRoute
 	ctx := context.Background()
 	if oerr != nil {
 		writeErrorTo(b.bw, oerr.HTTPStatus(), oerr.Msg, nil, r.close)
-		p.logRequest(ctx, rt.Model, "", oerr.HTTPStatus(), start, oerr, headerString(r, "traceparent"))
+		p.logRequest(ctx, string(model), "", oerr.HTTPStatus(), start, oerr, headerString(r, "traceparent"))
 		return !r.close, s.flush(b)
 	}
 	x.Route, x.Choice, x.Start = route, choice, start
@@ -650,8 +687,7 @@ func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, res *Result,
 		bw.WriteString("HTTP/1.1 200 OK\r\n")
 	} else {
 		bw.WriteString("HTTP/1.1 ")
-		var tmp [8]byte
-		bw.Write(strconv.AppendInt(tmp[:0], int64(status), 10))
+		writeInt(bw, status)
 		bw.WriteByte(' ')
 		bw.WriteString(http.StatusText(status))
 		bw.WriteString("\r\n")
@@ -669,18 +705,26 @@ func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, res *Result,
 	if res != nil {
 		writeExtHeaders(bw, res) // fallback / cache marks (cache_state.go)
 	}
-	var tmp [20]byte
 	if headerLen > 0 {
 		bw.WriteString("Inference-Header-Content-Length: ")
-		bw.Write(strconv.AppendInt(tmp[:0], int64(headerLen), 10))
+		writeInt(bw, headerLen)
 		bw.WriteString("\r\n")
 	}
 	if close {
 		bw.WriteString("Connection: close\r\n")
 	}
 	bw.WriteString("Content-Length: ")
-	bw.Write(strconv.AppendInt(tmp[:0], int64(n), 10))
+	writeInt(bw, n)
 	bw.WriteString("\r\n\r\n")
+}
+
+// writeInt writes n in decimal without allocating (formatted in the
+// writer's free space).
+func writeInt(bw *bufio.Writer, n int) {
+	if bw.Available() < 20 {
+		bw.Flush()
+	}
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(n), 10))
 }
 
 func writeErrorTo(bw *bufio.Writer, status int, msg string, v *Variant, close bool) {

@@ -236,10 +236,22 @@ func TestFastFrontHardening(t *testing.T) {
 // timeouts (the defaults are minutes).
 func startFastServer(t *testing.T, p *Proxy, head, body, idle time.Duration) string {
 	t.Helper()
+	return startFastServerOn(t, p, listen(t), head, body, idle)
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return l
+}
+
+// startFastServerOn serves p's REST front-end on l (zero timeouts: the
+// defaults).
+func startFastServerOn(t *testing.T, p *Proxy, l net.Listener, head, body, idle time.Duration) string {
+	t.Helper()
 	s := &fastServer{p: p, front: p.httpFront, headTimeout: head, bodyTimeout: body, idleTimeout: idle}
 	done := make(chan struct{})
 	go func() { defer close(done); s.Serve(l) }()

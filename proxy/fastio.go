@@ -1,0 +1,91 @@
+package proxy
+
+import (
+	"net"
+	"time"
+)
+
+// connIO is the fast front-end's reader and writer of one client
+// connection (the bufio.Reader and Writer of connBufs sit on it). Besides
+// the reads and writes themselves (sysRead / sysWrite: raw system calls on
+// Linux, fastio_linux.go; the connection's own Read and Write elsewhere)
+// it arms the connection's deadlines only when a read or write actually
+// reaches the socket, and lazily:
+//
+//   - the read deadline of the current phase (waiting for a next request,
+//     reading a head, reading a body: readPhase) is armed at the phase's
+//     first read from the socket, as that moment plus the phase's timeout.
+//     A request whose head and body arrived with the read that woke the
+//     connection arms nothing for them.
+//   - the idle phase and writes keep an armed deadline that is at most
+//     lazyDeadline(timeout) earlier than the exact one instead of moving it
+//     forward on every request (nginx does the same with its 300 ms lazy
+//     timers), so a busy kept-alive connection re-arms its timers a few
+//     times a second, not once per request. The deadline can fire up to that
+//     slack early; never late.
+type connIO struct {
+	c   net.Conn
+	sys sysConn
+
+	// Read deadline: the current phase's timeout, whether it is armed for
+	// this phase yet, whether it may be lazy, and the deadline armed on
+	// the connection (zero: none).
+	rTimeout time.Duration
+	rArmed   bool
+	rLazy    bool
+	rd       time.Time
+	// Write deadline: the timeout of one answer's write and the deadline
+	// armed.
+	wTimeout time.Duration
+	wd       time.Time
+}
+
+// reset attaches the connection (nil: detach) with the write timeout.
+func (ci *connIO) reset(c net.Conn, writeTimeout time.Duration) {
+	ci.c, ci.rd, ci.wd, ci.rArmed, ci.wTimeout = c, time.Time{}, time.Time{}, true, writeTimeout
+	ci.sys.reset(c)
+}
+
+// readPhase starts a read phase with timeout d: the next read from the
+// socket (if any) arms now+d. lazy allows keeping an armed deadline up to
+// lazyDeadline(d) early (the idle wait).
+func (ci *connIO) readPhase(d time.Duration, lazy bool) {
+	ci.rTimeout, ci.rArmed, ci.rLazy = d, false, lazy
+}
+
+// lazyDeadline is the slack an armed deadline may have: 1/16 of the
+// timeout, at most 500 ms.
+func lazyDeadline(d time.Duration) time.Duration { return min(d/16, 500*time.Millisecond) }
+
+// keepArmed reports whether an armed deadline can stand for want: not
+// later than want, and earlier by at most slack.
+func keepArmed(armed, want time.Time, slack time.Duration) bool {
+	return !armed.IsZero() && !armed.After(want) && want.Sub(armed) <= slack
+}
+
+func (ci *connIO) Read(p []byte) (int, error) {
+	if !ci.rArmed {
+		ci.rArmed = true
+		want := time.Now().Add(ci.rTimeout)
+		if !ci.rLazy || !keepArmed(ci.rd, want, lazyDeadline(ci.rTimeout)) {
+			if err := ci.c.SetReadDeadline(want); err != nil {
+				return 0, err
+			}
+			ci.rd = want
+		}
+	}
+	return ci.sys.read(p)
+}
+
+func (ci *connIO) Write(p []byte) (int, error) {
+	if ci.wTimeout > 0 {
+		want := time.Now().Add(ci.wTimeout)
+		if !keepArmed(ci.wd, want, lazyDeadline(ci.wTimeout)) {
+			if err := ci.c.SetWriteDeadline(want); err != nil {
+				return 0, err
+			}
+			ci.wd = want
+		}
+	}
+	return ci.sys.write(p)
+}
