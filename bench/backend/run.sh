@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Runs the inference backend benchmarks whose figures are in
-# docs/benchmarks-backend.md. Usage: bench/backend/run.sh [extra go test flags]
+# Runs the inference backend's Go benchmarks whose figures are in
+# docs/benchmarks-backend.md (batch 1: in-process vs REST/gRPC; batching in
+# one process). The batching comparison with separate processes and
+# per-CPU-second figures is bench/backend/batching.sh.
+# Usage: bench/backend/run.sh [extra go test flags]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export CGO_ENABLED=1
