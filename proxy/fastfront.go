@@ -185,26 +185,57 @@ func (s *fastServer) serveConn(c net.Conn) {
 		}
 	}()
 	idle, headT := orDefault(s.idleTimeout, fastIdleTimeout), orDefault(s.headTimeout, fastHeadTimeout)
+	var y yielder
 	for {
 		if s.isClosed() {
 			return
 		}
 		if b.br.Buffered() == 0 {
-			// Waiting for a next request: let other connections' goroutines
-			// run first, so that on a busy proxy this client's next request
-			// has usually arrived when the read is tried (a read that finds
-			// nothing costs a system call and a netpoller round trip).
-			runtime.Gosched()
+			yielded := y.before()
 			b.io.readPhase(idle, true)
+			waits := b.io.sys.waits
 			if _, err := b.br.Peek(1); err != nil {
 				return
 			}
+			y.after(yielded, b.io.sys.waits != waits)
 		}
 		b.io.readPhase(headT, false)
 		keep, err := s.serveOne(c, b)
 		if err != nil || !keep {
 			return
 		}
+	}
+}
+
+// yielder decides whether a connection's goroutine yields (runtime.Gosched)
+// before reading its next request. On a busy proxy (many connections, each
+// client sending its next request as soon as it has an answer) a yield lets
+// the other connections run first, and by the time this one reads, its
+// request has usually arrived: the read that would have found nothing (a
+// system call, a park and a netpoller wake-up) is saved. On a quiet proxy
+// the yield only costs (it may wake an idle thread), so a yield whose read
+// still had to wait backs off: the next 1, 3, 7, ... 63 waits for a request
+// do not yield.
+type yielder struct{ skip, backoff uint8 }
+
+func (y *yielder) before() bool {
+	if y.skip > 0 {
+		y.skip--
+		return false
+	}
+	runtime.Gosched()
+	return true
+}
+
+// after records whether the read after a yield had to wait.
+func (y *yielder) after(yielded, waited bool) {
+	switch {
+	case !yielded:
+	case waited:
+		y.backoff = min(2*y.backoff+1, 63)
+		y.skip = y.backoff
+	default:
+		y.backoff = 0
 	}
 }
 
@@ -655,7 +686,9 @@ func (s *fastServer) infer(c net.Conn, b *connBufs, r *request, model []byte, ve
 	res := &st.res
 	err = route.invoker.Invoke(ctx, x, v, res)
 	status := s.respond(b.bw, st, err, r.close)
-	p.finishExchange(ctx, span, x, res, v, status, err, start)
+	end := time.Now()
+	b.io.requestDone(end) // the base of the idle wait's and the write's deadlines
+	p.finishExchange(ctx, span, x, res, v, status, err, end.Sub(start))
 	ferr := s.flush(b)
 	x.ext.answered(x, res) // after the answer is written: shadow enqueue
 	return !r.close, ferr

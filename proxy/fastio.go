@@ -38,11 +38,26 @@ type connIO struct {
 	// armed.
 	wTimeout time.Duration
 	wd       time.Time
+	// now, when set, is the time the last request was answered (written to
+	// the buffer): the idle wait's and the write's deadlines count from it
+	// instead of a fresh clock reading (one clock reading per request
+	// instead of three). Cleared by the idle wait's first read.
+	now time.Time
+}
+
+// requestDone records the time a request was answered (see connIO.now).
+func (ci *connIO) requestDone(now time.Time) { ci.now = now }
+
+func (ci *connIO) clock() time.Time {
+	if !ci.now.IsZero() {
+		return ci.now
+	}
+	return time.Now()
 }
 
 // reset attaches the connection (nil: detach) with the write timeout.
 func (ci *connIO) reset(c net.Conn, writeTimeout time.Duration) {
-	ci.c, ci.rd, ci.wd, ci.rArmed, ci.wTimeout = c, time.Time{}, time.Time{}, true, writeTimeout
+	ci.c, ci.rd, ci.wd, ci.rArmed, ci.wTimeout, ci.now = c, time.Time{}, time.Time{}, true, writeTimeout, time.Time{}
 	ci.sys.reset(c)
 }
 
@@ -66,7 +81,13 @@ func keepArmed(armed, want time.Time, slack time.Duration) bool {
 func (ci *connIO) Read(p []byte) (int, error) {
 	if !ci.rArmed {
 		ci.rArmed = true
-		want := time.Now().Add(ci.rTimeout)
+		var want time.Time
+		if ci.rLazy {
+			want = ci.clock().Add(ci.rTimeout)
+			ci.now = time.Time{}
+		} else {
+			want = time.Now().Add(ci.rTimeout)
+		}
 		if !ci.rLazy || !keepArmed(ci.rd, want, lazyDeadline(ci.rTimeout)) {
 			if err := ci.c.SetReadDeadline(want); err != nil {
 				return 0, err
@@ -79,7 +100,7 @@ func (ci *connIO) Read(p []byte) (int, error) {
 
 func (ci *connIO) Write(p []byte) (int, error) {
 	if ci.wTimeout > 0 {
-		want := time.Now().Add(ci.wTimeout)
+		want := ci.clock().Add(ci.wTimeout)
 		if !keepArmed(ci.wd, want, lazyDeadline(ci.wTimeout)) {
 			if err := ci.c.SetWriteDeadline(want); err != nil {
 				return 0, err

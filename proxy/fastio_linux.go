@@ -35,6 +35,8 @@ type sysConn struct {
 	rerr   error
 	werr   error
 	rf, wf func(uintptr) bool
+	// waits counts reads that found the socket empty and had to wait.
+	waits uint64
 }
 
 // reset attaches the connection (nil: detach).
@@ -64,6 +66,7 @@ func (sc *sysConn) readFD(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			sc.waits++
 			return false // wait for readability (or the deadline)
 		}
 		sc.rerr = os.NewSyscallError("read", e)

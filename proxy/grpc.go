@@ -209,8 +209,9 @@ func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (
 	if res.Variant != nil {
 		mv = res.Variant.metrics
 	}
-	mv.request(code, time.Since(start).Seconds())
-	p.recordStats(v, res, httpStatus, start)
+	latency := time.Since(start)
+	mv.request(code, latency.Seconds())
+	p.recordStats(v, res, httpStatus, latency)
 	if err != nil || p.sampler.Keep() {
 		p.logExchange(ctx, x, res, v, httpStatus, err)
 	}

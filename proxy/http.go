@@ -209,7 +209,7 @@ func (h *httpFront) infer(w http.ResponseWriter, r *http.Request, rt oip.HTTPRou
 	res := &st.res
 	err := route.invoker.Invoke(ctx, x, v, res)
 	status := h.respond(w, st, err)
-	p.finishExchange(ctx, span, x, res, v, status, err, start)
+	p.finishExchange(ctx, span, x, res, v, status, err, time.Since(start))
 	x.ext.answered(x, res) // after the answer is written: shadow enqueue
 }
 
@@ -442,8 +442,8 @@ func traceID(ctx context.Context, traceParent string) string {
 // finishExchange closes one REST infer exchange after its answer is
 // written (either front-end): the span, per-variant metrics (on the variant
 // that answered), the canary's stats (on the variant chosen) and the
-// sampled log line.
-func (p *Proxy) finishExchange(ctx context.Context, span trace.Span, x *Exchange, res *Result, v *Variant, status int, err error, start time.Time) {
+// sampled log line. latency is the exchange's, start to answer.
+func (p *Proxy) finishExchange(ctx context.Context, span trace.Span, x *Exchange, res *Result, v *Variant, status int, err error, latency time.Duration) {
 	if span != nil {
 		span.SetAttributes(attribute.String("switchyard.variant", variantName(res, v)), attribute.Int("http.response.status_code", status))
 		if status >= 500 {
@@ -455,8 +455,8 @@ func (p *Proxy) finishExchange(ctx context.Context, span trace.Span, x *Exchange
 	if res.Variant != nil {
 		mv = res.Variant.metrics
 	}
-	mv.request(httpCode(status), time.Since(start).Seconds())
-	p.recordStats(v, res, status, start)
+	mv.request(httpCode(status), latency.Seconds())
+	p.recordStats(v, res, status, latency)
 	if status >= 400 || p.sampler.Keep() {
 		p.logExchange(ctx, x, res, v, status, err)
 	}

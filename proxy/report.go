@@ -168,11 +168,11 @@ func (s *statsSlot) snapshot(out *canary.Stats) {
 // the variant the request was routed to (a fallback's answer still counts
 // against it, as a fallback), status the HTTP status sent (gRPC: its HTTP
 // equivalent). Requests that never reached a variant are not counted.
-func (p *Proxy) recordStats(v *Variant, res *Result, status int, start time.Time) {
+func (p *Proxy) recordStats(v *Variant, res *Result, status int, latency time.Duration) {
 	if p.stats == nil || v == nil {
 		return
 	}
-	o := outcome{latency: time.Since(start), errKind: -1, fallback: res.Fallback != ""}
+	o := outcome{latency: latency, errKind: -1, fallback: res.Fallback != ""}
 	o.nanOutput = hasNaNOutput(v.Route, res, status)
 	switch {
 	case o.nanOutput && status >= 500:
