@@ -18,9 +18,14 @@
 #           the load generator repeats one input, so after the first request
 #           every switchyard answer is a cache hit; compare with nginx's
 #           pass-through in the same run
-#   shadow  fixed rate RATE for DURATION through switchyard with shadow off,
-#           then mirroring 10 % and 100 % of requests to v2 (same backend):
-#           primary p50/p99 and proxy CPU for each
+#   shadow  fixed rate RATE for DURATION through switchyard (v1 serves every
+#           request) with shadow off, mirroring 10 % and 100 % to v2,
+#           REPEATS rounds in rotated order: primary p50/p99 and proxy CPU
+#           for each, p99 against "off" of the same round. SHADOW_HOST=
+#           separate (default: v2 on a second backend process at SCHED_IDLE
+#           priority, the stand-in for its own host) | same (v2 on the
+#           primary's backend); SHADOW_WORKERS (16), SHADOW_BATCH (e.g.
+#           '{"maxRows":16,"maxDelay":"2ms"}'), SHADOW_PCTS ("10 100")
 set -euo pipefail
 MODE=${MODE:-base}
 RATE=${RATE:-2000}
@@ -114,35 +119,68 @@ run() { # name url pids mode-args...
 }
 
 if [ "$MODE" = shadow ]; then
-  # Shadow off, 10 %, 100 % (v2 on the same backend, topk compare); the
-  # proxy's records go to a temporary shadow dir.
-  for pct in 0 10 100; do
-    if [ "$pct" = 0 ]; then SH=""; else SH=',"shadow":{"version":"v2","percent":'$pct',"compare":{"mode":"topk","k":10}}'; fi
+  # Shadow off / SHADOW_PCTS, REPEATS rounds in rotated order; v1 serves every
+  # request; v2 is the shadow (topk compare). SHADOW_HOST=separate (default)
+  # serves v2 from a second backend process at SCHED_IDLE priority: the
+  # stand-in for the shadow version's own host, so its inference does not
+  # take CPU from the primary path on these shared cores (the proxy's own
+  # mirroring work stays at normal priority and is what is measured).
+  # SHADOW_HOST=same serves v2 from the primary's backend process.
+  SHADOW_HOST=${SHADOW_HOST:-separate}
+  SHADOW_PCTS=${SHADOW_PCTS:-10 100}
+  SHADOW_WORKERS=${SHADOW_WORKERS:-16}
+  SHADOW_BATCH=${SHADOW_BATCH:-}   # e.g. '{"maxRows":16,"maxDelay":"2ms"}'
+  BATCH_FIELD=""; [ -n "$SHADOW_BATCH" ] && BATCH_FIELD=',"batch":'$SHADOW_BATCH
+  REPEATS=${REPEATS:-3}
+  SH_HTTP=$BE_HTTP
+  if [ "$SHADOW_HOST" = separate ]; then
+    SH_HTTP=$(freeport); SH_GRPC=$(freeport)
+    chrt -i 0 "$TMP/switchyard" backend --model-repository "$TMP/models" --http 127.0.0.1:$SH_HTTP --grpc 127.0.0.1:$SH_GRPC --log-level warn 2>"$TMP/backend-shadow.log" &
+    PIDS+=($!)
+    waitok http://127.0.0.1:$SH_HTTP/v2/models/recommender-v2/ready
+  fi
+  put_shadow() {
+    local pct=$1 SH=""
+    [ "$pct" != 0 ] && SH=',"shadow":{"version":"v2","percent":'$pct',"workers":'$SHADOW_WORKERS$BATCH_FIELD',"compare":{"mode":"topk","k":10}}'
     curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1/models/recommender -d @- >/dev/null <<JSON
 {"apiVersion":"switchyard.dev/v1","kind":"Model","metadata":{"name":"recommender"},
  "spec":{"versions":[{"name":"v1","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"recommender-v1"},
-                     {"name":"v2","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"recommender-v2"}],
+                     {"name":"v2","endpoints":["127.0.0.1:$SH_HTTP"],"backendModel":"recommender-v2"}],
          "traffic":{"weights":{"v1":100}},"timeout":"2s"$SH}}
 JSON
     for _ in $(seq 100); do
       got=$(curl -fsS http://127.0.0.1:$PX_ADMIN/config_dump | python3 -c 'import json,sys; m=json.load(sys.stdin)["models"][0]["spec"]; print(int(m.get("shadow",{}).get("percent",0)))')
       [ "$got" = "$pct" ] && break; sleep 0.05
     done
-    run "shadow-$pct%" http://127.0.0.1:$PX_HTTP/v2/models/recommender/infer "$PX_PID" -rate $RATE -duration $DURATION -concurrency 64
+  }
+  mirror_counts() { curl -fsS http://127.0.0.1:$PX_ADMIN/metrics | awk '/^switchyard_shadow_mirrored_total/ {m+=$2} /^switchyard_shadow_dropped_total/ {d+=$2} END {printf "%d %d\n", m, d}'; }
+  pcts=(0 $SHADOW_PCTS)
+  for rep in $(seq "$REPEATS"); do
+    for i in $(seq 0 $((${#pcts[@]}-1))); do
+      pct=${pcts[$(( (i + rep - 1) % ${#pcts[@]} ))]}
+      put_shadow "$pct"
+      read -r m0 d0 < <(mirror_counts)
+      if [ "$PROFILE" = 1 ] && [ "$pct" != 0 ]; then mkdir -p "$PROFILE_DIR"; (sleep 2; curl -fsS -o "$PROFILE_DIR/shadow-$pct.pb.gz" "http://127.0.0.1:$PX_ADMIN/debug/pprof/profile?seconds=4") & fi
+      line=$("$TMP/loadgen" -name "shadow-$pct%" -url http://127.0.0.1:$PX_HTTP/v2/models/recommender/infer -pid "$PX_PID" -rate $RATE -duration $DURATION -concurrency 64)
+      read -r m1 d1 < <(mirror_counts)
+      echo "$line" | python3 -c "import json,sys; r=json.load(sys.stdin); r.update(rep=$rep, pct=$pct, mirrored=$m1-$m0, dropped=$d1-$d0); print(json.dumps(r))" | tee -a "$OUT"
+    done
   done
   curl -fsS "http://127.0.0.1:$PX_ADMIN/shadow/report?model=recommender&window=10m" | python3 -c 'import json,sys; r=json.load(sys.stdin)["report"]["shadow"]; print("# shadow compared", r["compared"], "agreement", round(r["agreement_rate"],4), "shadow p50/p99 ms", r["shadow_p50_ms"], r["shadow_p99_ms"])'
-  curl -fsS http://127.0.0.1:$PX_ADMIN/metrics | grep -E '^switchyard_shadow_(mirrored|dropped)_total' || true
-  python3 - "$OUT" <<'PY'
-import json, sys
+  python3 - "$OUT" "$SHADOW_HOST" "$RATE" "$DURATION" <<'PY'
+import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print("\n| shadow | rps | p50 ms | p99 ms | proxy CPU s | proxy CPU ms / 1000 req | errors |")
-print("|---|---|---|---|---|---|---|")
-for r in rows:
-    per = 1000 * r.get('cpu_seconds', 0) / max(r['requests'], 1) * 1000
-    print(f"| {r['target']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r.get('cpu_seconds',0):.2f} | {per:.1f} | {r['errors']} |")
-base = rows[0]
-for r in rows[1:]:
-    print(f"{r['target']}: p99 {100*(r['p99_ms']/base['p99_ms']-1):+.1f} % vs shadow off, proxy CPU {100*(r['cpu_seconds']/base['cpu_seconds']-1):+.1f} %")
+print(f"\nshadow host: {sys.argv[2]}; fixed {sys.argv[3]} rps, {sys.argv[4]} per run; median [min–max] over {max(r['rep'] for r in rows)} rounds")
+print("\n| shadow | rps | p50 ms | p99 ms | proxy CPU ms / 1000 req | mirrored | dropped | p99 vs off (same round) | errors |")
+print("|---|---|---|---|---|---|---|---|---|")
+base = {r['rep']: r for r in rows if r['pct'] == 0}
+def med(xs): return f"{statistics.median(xs):.2f} [{min(xs):.2f}–{max(xs):.2f}]"
+for pct in sorted({r['pct'] for r in rows}):
+    rs = [r for r in rows if r['pct'] == pct]
+    cpu = [1e6 * r.get('cpu_seconds', 0) / max(r['requests'], 1) for r in rs]
+    ratio = [100 * (r['p99_ms'] / base[r['rep']]['p99_ms'] - 1) for r in rs] if pct else []
+    rt = f"{statistics.median(ratio):+.1f} % [{min(ratio):+.1f}…{max(ratio):+.1f}]" if ratio else "–"
+    print(f"| {pct} % | {statistics.median([r['rps'] for r in rs]):.0f} | {med([r['p50_ms'] for r in rs])} | {med([r['p99_ms'] for r in rs])} | {med(cpu)} | {sum(r['mirrored'] for r in rs)} | {sum(r['dropped'] for r in rs)} | {rt} | {sum(r['errors'] for r in rs)} |")
 PY
   exit 0
 fi

@@ -76,20 +76,27 @@ func main() {
 		err := pool.Do(time.Now().Add(5*time.Second), req, &resp)
 		return resp.Body, err == nil && resp.Status == 200
 	}
-	// Warm-up: open connections, warm caches.
+	// Warm-up: open connections, warm caches. At a fixed rate the warm-up
+	// runs at that rate too: a closed-loop burst just before the measured
+	// window would leave backlogs (queues, GC debt) that the window then
+	// pays for.
 	var wg sync.WaitGroup
 	wend := time.Now().Add(*warm)
-	for range *conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var buf []byte
-			for time.Now().Before(wend) {
-				buf, _ = do(buf)
-			}
-		}()
+	if *rate > 0 {
+		paced(*rate, int(float64(*rate)*warm.Seconds()), *conc, time.Now(), do, nil)
+	} else {
+		for range *conc {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var buf []byte
+				for time.Now().Before(wend) {
+					buf, _ = do(buf)
+				}
+			}()
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 
 	var pidList []int
 	for _, s := range strings.Split(*pids, ",") {
@@ -134,32 +141,13 @@ func main() {
 	} else {
 		mode = "fixed " + strconv.Itoa(*rate) + " rps"
 		total := int(float64(*rate) * dur.Seconds())
-		sched := make(chan time.Time, *conc)
-		for w := range *conc {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var buf []byte
-				var ok bool
-				for at := range sched {
-					buf, ok = do(buf)
-					lat[w] = append(lat[w], time.Since(at))
-					nreq.Add(1)
-					if !ok {
-						nerr.Add(1)
-					}
-				}
-			}()
-		}
-		interval := time.Second / time.Duration(*rate)
-		for i := range total {
-			at := start.Add(time.Duration(i) * interval)
-			if d := time.Until(at); d > 0 {
-				time.Sleep(d)
+		paced(*rate, total, *conc, start, do, func(w int, at time.Time, ok bool) {
+			lat[w] = append(lat[w], time.Since(at))
+			nreq.Add(1)
+			if !ok {
+				nerr.Add(1)
 			}
-			sched <- at
-		}
-		close(sched)
+		})
 	}
 	wg.Wait()
 	elapsed := time.Since(start).Seconds()
@@ -187,6 +175,37 @@ func main() {
 	}
 	b, _ := json.Marshal(r)
 	fmt.Println(string(b))
+}
+
+// paced sends total requests at rate from conc workers, the i-th scheduled
+// for start + i/rate (a late worker does not shift the schedule: latency is
+// counted from the scheduled time). done, if set, gets each outcome with
+// the worker's index.
+func paced(rate, total, conc int, start time.Time, do func([]byte) ([]byte, bool), done func(w int, at time.Time, ok bool)) {
+	sched := make(chan time.Time, conc)
+	var wg sync.WaitGroup
+	for w := range conc {
+		wg.Go(func() {
+			var buf []byte
+			var ok bool
+			for at := range sched {
+				buf, ok = do(buf)
+				if done != nil {
+					done(w, at, ok)
+				}
+			}
+		})
+	}
+	interval := time.Second / time.Duration(rate)
+	for i := range total {
+		at := start.Add(time.Duration(i) * interval)
+		if d := time.Until(at); d > 0 {
+			time.Sleep(d)
+		}
+		sched <- at
+	}
+	close(sched)
+	wg.Wait()
 }
 
 // cpuOf sums utime+stime (seconds) of the processes, from /proc/PID/stat.
