@@ -3,12 +3,34 @@ package proxy
 import (
 	"net"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/proxy/internal/rawio"
 )
+
+// sysConn reads and writes a client connection: raw system calls on Linux
+// for TCP connections, the connection's own Read and Write otherwise
+// (proxy/internal/rawio).
+type sysConn struct {
+	raw rawio.Conn
+	// waits counts reads that found the socket empty and had to wait
+	// (rawio.Conn.Waits, copied after each read).
+	waits uint64
+}
+
+func (sc *sysConn) reset(c net.Conn) { sc.raw.Reset(c) }
+
+func (sc *sysConn) read(p []byte) (int, error) {
+	n, err := sc.raw.Read(p)
+	sc.waits = sc.raw.Waits
+	return n, err
+}
+
+func (sc *sysConn) write(p []byte) (int, error) { return sc.raw.Write(p) }
 
 // connIO is the fast front-end's reader and writer of one client
 // connection (the bufio.Reader and Writer of connBufs sit on it). Besides
-// the reads and writes themselves (sysRead / sysWrite: raw system calls on
-// Linux, fastio_linux.go; the connection's own Read and Write elsewhere)
+// the reads and writes themselves (sysConn: raw system calls on Linux,
+// proxy/internal/rawio; the connection's own Read and Write elsewhere)
 // it arms the connection's deadlines only when a read or write actually
 // reaches the socket, and lazily:
 //

@@ -79,6 +79,7 @@ type HTTPPool struct {
 
 type conn struct {
 	nc      net.Conn
+	io      connIO // br and bw read and write through it
 	br      *bufio.Reader
 	bw      *bufio.Writer
 	scratch [32]byte
@@ -151,7 +152,10 @@ func (p *HTTPPool) dial(deadline time.Time) (*conn, error) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 16<<10)}, nil
+	c := &conn{nc: nc}
+	c.io.reset(nc)
+	c.br, c.bw = bufio.NewReaderSize(&c.io, 16<<10), bufio.NewWriterSize(&c.io, 16<<10)
+	return c, nil
 }
 
 // Do sends req and reads the response into resp (resp.Body is appended to).
@@ -199,7 +203,7 @@ func isTimeout(err error) bool {
 }
 
 func (p *HTTPPool) roundTrip(c *conn, deadline time.Time, req *Request, resp *Response) error {
-	if err := c.nc.SetDeadline(deadline); err != nil {
+	if err := c.io.setDeadline(deadline); err != nil {
 		return err
 	}
 	bw := c.bw

@@ -1,6 +1,6 @@
 //go:build linux
 
-package proxy
+package rawio
 
 import (
 	"io"
@@ -10,37 +10,30 @@ import (
 	"unsafe"
 )
 
-// sysConn reads and writes a client connection. On Linux it reads and
-// writes the (non-blocking) socket with raw system calls inside
-// syscall.RawConn's Read and Write, so the Go netpoller still parks the
-// goroutine on EAGAIN and read and write deadlines still apply, but a call
-// that cannot block does not go through the runtime's
-// entersyscall/exitsyscall. Measured on the cache-hit path
-// (docs/benchmarks-proxy.md): with one read and one write per request, the
-// runtime's syscall bookkeeping (sysmon waking every 20 µs to retake the P
-// of a goroutine "in a syscall" and hand it to another thread, threads
-// woken and parked again) cost about a fifth of the proxy's CPU.
-//
-// A connection that is not a *net.TCPConn (tests, wrappers) falls back to
-// its own Read and Write.
-type sysConn struct {
+// Conn reads and writes one connection. On Linux, for a *net.TCPConn, with
+// raw read and write system calls through syscall.RawConn; any other
+// connection (tests, wrappers, Unix sockets) falls back to its own Read
+// and Write. The zero Conn is detached; Reset attaches one.
+type Conn struct {
 	c  net.Conn
 	rc syscall.RawConn
 
 	// Per-call arguments and results of rf / wf (one call at a time per
-	// direction: the connection's goroutine is its only reader and
-	// writer).
+	// direction).
 	rp, wp []byte
 	rn, wn int
 	rerr   error
 	werr   error
 	rf, wf func(uintptr) bool
-	// waits counts reads that found the socket empty and had to wait.
-	waits uint64
+
+	// Waits counts raw reads that found the socket empty and had to wait
+	// for it (or for the read deadline). Never reset; compare two
+	// readings.
+	Waits uint64
 }
 
-// reset attaches the connection (nil: detach).
-func (sc *sysConn) reset(c net.Conn) {
+// Reset attaches the connection (nil: detach).
+func (sc *Conn) Reset(c net.Conn) {
 	sc.c, sc.rc = c, nil
 	sc.rp, sc.wp, sc.rerr, sc.werr = nil, nil, nil, nil
 	if c == nil {
@@ -56,7 +49,10 @@ func (sc *sysConn) reset(c net.Conn) {
 	}
 }
 
-func (sc *sysConn) readFD(fd uintptr) bool {
+// Raw reports whether reads and writes go through raw system calls.
+func (sc *Conn) Raw() bool { return sc.rc != nil }
+
+func (sc *Conn) readFD(fd uintptr) bool {
 	for {
 		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&sc.rp[0])), uintptr(len(sc.rp)))
 		switch e {
@@ -66,15 +62,15 @@ func (sc *sysConn) readFD(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
-			sc.waits++
+			sc.Waits++
 			return false // wait for readability (or the deadline)
 		}
-		sc.rerr = os.NewSyscallError("read", e)
+		sc.rerr = sc.opError("read", e)
 		return true
 	}
 }
 
-func (sc *sysConn) writeFD(fd uintptr) bool {
+func (sc *Conn) writeFD(fd uintptr) bool {
 	for sc.wn < len(sc.wp) {
 		p := sc.wp[sc.wn:]
 		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
@@ -85,17 +81,24 @@ func (sc *sysConn) writeFD(fd uintptr) bool {
 		case syscall.EAGAIN:
 			return false // socket buffer full: wait for writability
 		default:
-			sc.werr = os.NewSyscallError("write", e)
+			sc.werr = sc.opError("write", e)
 			return true
 		}
 	}
 	return true
 }
 
-// maxRawIO bounds one read or write, as internal/poll does (1 GiB).
-const maxRawIO = 1 << 30
+// opError wraps a failed system call as the connection's own Read or
+// Write would (a *net.OpError naming both ends), so errors read the same
+// on either path.
+func (sc *Conn) opError(op string, e syscall.Errno) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: sc.c.LocalAddr(), Addr: sc.c.RemoteAddr(), Err: os.NewSyscallError(op, e)}
+}
 
-func (sc *sysConn) read(p []byte) (int, error) {
+// Read reads into p: at most one read system call that returns data (EOF
+// at the end of the stream), waiting for readability as the connection's
+// own Read does.
+func (sc *Conn) Read(p []byte) (int, error) {
 	if sc.rc == nil {
 		return sc.c.Read(p)
 	}
@@ -120,7 +123,9 @@ func (sc *sysConn) read(p []byte) (int, error) {
 	return sc.rn, nil
 }
 
-func (sc *sysConn) write(p []byte) (int, error) {
+// Write writes all of p (or fails), waiting for writability as the
+// connection's own Write does.
+func (sc *Conn) Write(p []byte) (int, error) {
 	if sc.rc == nil {
 		return sc.c.Write(p)
 	}
