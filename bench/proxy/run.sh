@@ -11,6 +11,7 @@
 #
 #   bench/proxy/run.sh                 # defaults below
 #   RATE=2000 DURATION=10s CONC=32 MAXDUR=5s PROFILE=1 bench/proxy/run.sh
+#   PROXY_GOMAXPROCS=1 PROXY_GOGC=400 bench/proxy/run.sh   # the proxy's Go runtime settings
 #
 # Modes (MODE=...):
 #   base    the above (default)
@@ -75,7 +76,7 @@ curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1
 JSON
 
 PX_HTTP=$(freeport); PX_GRPC=$(freeport); PX_ADMIN=$(freeport)
-GOMAXPROCS=${PROXY_GOMAXPROCS:-$(nproc)} "$TMP/switchyard" proxy --xds 127.0.0.1:$CP_XDS --http 127.0.0.1:$PX_HTTP --grpc 127.0.0.1:$PX_GRPC --admin 127.0.0.1:$PX_ADMIN --node-id bench --log-level warn 2>"$TMP/proxy.log" &
+GOGC=${PROXY_GOGC:-100} GOMAXPROCS=${PROXY_GOMAXPROCS:-$(nproc)} "$TMP/switchyard" proxy --xds 127.0.0.1:$CP_XDS --http 127.0.0.1:$PX_HTTP --grpc 127.0.0.1:$PX_GRPC --admin 127.0.0.1:$PX_ADMIN --node-id bench --log-level warn 2>"$TMP/proxy.log" &
 PX_PID=$!
 PIDS+=($PX_PID)
 waitok http://127.0.0.1:$PX_ADMIN/ready
