@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"unsafe"
 )
 
@@ -229,44 +230,56 @@ func Values[T Number](raw []byte) []T {
 // Float64s converts any numeric tensor's elements to float64 (FP16 decoded),
 // for comparison and diffing. BYTES returns an error.
 func (t *Tensor) Float64s() ([]float64, error) {
-	n := len(t.Raw)
-	switch t.Datatype {
-	case BOOL, UINT8:
-		return convert(Values[uint8](t.Raw)), nil
-	case INT8:
-		return convert(Values[int8](t.Raw)), nil
-	case UINT16:
-		return convert(Values[uint16](t.Raw)), nil
-	case INT16:
-		return convert(Values[int16](t.Raw)), nil
-	case UINT32:
-		return convert(Values[uint32](t.Raw)), nil
-	case INT32:
-		return convert(Values[int32](t.Raw)), nil
-	case UINT64:
-		return convert(Values[uint64](t.Raw)), nil
-	case INT64:
-		return convert(Values[int64](t.Raw)), nil
-	case FP32:
-		return convert(Values[float32](t.Raw)), nil
-	case FP64:
-		return Values[float64](t.Raw), nil
-	case FP16:
-		out := make([]float64, n/2)
-		for i := range out {
-			out[i] = float64(HalfToFloat32(binary.LittleEndian.Uint16(t.Raw[2*i:])))
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("tensor %q: %s is not numeric", t.Name, t.Datatype)
+	return t.AppendFloat64s(nil)
 }
 
-func convert[T uint8 | int8 | uint16 | int16 | uint32 | int32 | uint64 | int64 | float32](in []T) []float64 {
-	out := make([]float64, len(in))
-	for i, v := range in {
-		out[i] = float64(v)
+// AppendFloat64s is Float64s appending to dst (no allocation when dst has
+// the room): hot comparison loops reuse one buffer.
+func (t *Tensor) AppendFloat64s(dst []float64) ([]float64, error) {
+	dst = slices.Grow(dst, t.elementsBySize())
+	switch t.Datatype {
+	case BOOL, UINT8:
+		return appendConv(dst, View[uint8](t.Raw)), nil
+	case INT8:
+		return appendConv(dst, View[int8](t.Raw)), nil
+	case UINT16:
+		return appendConv(dst, View[uint16](t.Raw)), nil
+	case INT16:
+		return appendConv(dst, View[int16](t.Raw)), nil
+	case UINT32:
+		return appendConv(dst, View[uint32](t.Raw)), nil
+	case INT32:
+		return appendConv(dst, View[int32](t.Raw)), nil
+	case UINT64:
+		return appendConv(dst, View[uint64](t.Raw)), nil
+	case INT64:
+		return appendConv(dst, View[int64](t.Raw)), nil
+	case FP32:
+		return appendConv(dst, View[float32](t.Raw)), nil
+	case FP64:
+		return append(dst, View[float64](t.Raw)...), nil
+	case FP16:
+		for i := 0; i+2 <= len(t.Raw); i += 2 {
+			dst = append(dst, float64(HalfToFloat32(binary.LittleEndian.Uint16(t.Raw[i:]))))
+		}
+		return dst, nil
 	}
-	return out
+	return dst, fmt.Errorf("tensor %q: %s is not numeric", t.Name, t.Datatype)
+}
+
+// elementsBySize is len(Raw) / the element size (0 for BYTES).
+func (t *Tensor) elementsBySize() int {
+	if sz := t.Datatype.Size(); sz > 0 {
+		return len(t.Raw) / sz
+	}
+	return 0
+}
+
+func appendConv[T uint8 | int8 | uint16 | int16 | uint32 | int32 | uint64 | int64 | float32](dst []float64, in []T) []float64 {
+	for _, v := range in {
+		dst = append(dst, float64(v))
+	}
+	return dst
 }
 
 // HasNaNOrInf reports whether a floating-point tensor holds NaN or ±Inf.

@@ -177,6 +177,15 @@ type OutputDiff struct {
 // Compare is the diff engine: a pure function of the two outcomes and cfg
 // (which must have been through Defaults).
 func Compare(primary, shadow Result, cfg Config) Comparison {
+	return compareWith(primary, shadow, cfg, &scratch{})
+}
+
+// scratch holds the float64 views of the two outputs being compared; the
+// mirror's workers reuse one per comparison so a diff does not allocate
+// them. Nothing in a Comparison refers to it.
+type scratch struct{ p, s []float64 }
+
+func compareWith(primary, shadow Result, cfg Config, sc *scratch) Comparison {
 	c := Comparison{LatencyDiff: shadow.Latency - primary.Latency}
 	// A side whose NaN/Inf answer arrived as an error (ErrNaNOutput) counts
 	// as a NaN answer, not as a failure; its outputs cannot be compared.
@@ -223,7 +232,7 @@ func Compare(primary, shadow Result, cfg Config) Comparison {
 	for _, name := range names {
 		p := findOutput(primary.Response.Outputs, name)
 		s := findOutput(shadow.Response.Outputs, name)
-		d := compareOutput(name, p, s, cfg.rule(name))
+		d := compareOutput(name, p, s, cfg.rule(name), sc)
 		if !d.Agree && c.Agree {
 			c.Agree = false
 			c.Reason = fmt.Sprintf("output %q: %s", name, d.Reason)
@@ -287,7 +296,7 @@ func findOutput(ts []oip.Tensor, name string) *oip.Tensor {
 	return nil
 }
 
-func compareOutput(name string, p, s *oip.Tensor, r Rule) OutputDiff {
+func compareOutput(name string, p, s *oip.Tensor, r Rule, sc *scratch) OutputDiff {
 	d := OutputDiff{Name: name, Mode: r.Mode}
 	switch {
 	case p == nil && s == nil:
@@ -309,8 +318,9 @@ func compareOutput(name string, p, s *oip.Tensor, r Rule) OutputDiff {
 	if d.Mode == Exact {
 		return compareExact(d, p, s)
 	}
-	pv, err1 := p.Float64s()
-	sv, err2 := s.Float64s()
+	pv, err1 := p.AppendFloat64s(sc.p[:0])
+	sv, err2 := s.AppendFloat64s(sc.s[:0])
+	sc.p, sc.s = pv, sv
 	if err1 != nil || err2 != nil || len(pv) != len(sv) {
 		d.Reason = "cannot read values"
 		return d

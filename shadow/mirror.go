@@ -127,6 +127,7 @@ type Mirror struct {
 	mu      sync.RWMutex
 	closed  bool
 	noBatch atomic.Bool // the target refused a joined request
+	scratch sync.Pool   // of *scratch, for the comparisons
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -372,7 +373,12 @@ func (mr *Mirror) batchCallSafe(ctx context.Context, jobs []*Job) (resps []*oip.
 
 // afterCall compares the answers, counts, keeps and writes the record.
 func (mr *Mirror) afterCall(j *Job, s Result) {
-	c := Compare(j.Primary, s, mr.cfg.Compare)
+	sc, _ := mr.scratch.Get().(*scratch)
+	if sc == nil {
+		sc = &scratch{}
+	}
+	c := compareWith(j.Primary, s, mr.cfg.Compare, sc)
+	mr.scratch.Put(sc)
 	mr.m.observe(j, &c, j.Primary, s)
 	if mr.cfg.OnCompared != nil {
 		mr.cfg.OnCompared(j, &c)
