@@ -17,6 +17,7 @@
 #   bench/backend/batching.sh                     # defaults below
 #   DURATION=10s CONC=32 bench/backend/batching.sh
 #   PIN=1 bench/backend/batching.sh               # backend and in-process runs on CPU 0, the load generator on CPU 1
+#   BINARY=1 bench/backend/batching.sh            # binary tensor data in and out (OIP binary extension) instead of JSON numbers
 #
 # PIN=1 gives the server and the in-process reference the same CPU budget
 # (one core) and keeps the load generator's work off it: on a 2-core
@@ -28,6 +29,8 @@ set -euo pipefail
 DURATION=${DURATION:-10s}
 CONC=${CONC:-32}
 PIN=${PIN:-0}
+BINARY=${BINARY:-0}
+LGFLAGS=(); [ "$BINARY" = 1 ] && LGFLAGS=(-binary)
 SRV=(); CLI=()
 if [ "$PIN" = 1 ]; then SRV=(taskset -c 0); CLI=(taskset -c 1); fi
 BACKEND_GOMAXPROCS=${BACKEND_GOMAXPROCS:-$([ "$PIN" = 1 ] && echo 1 || nproc)}
@@ -57,7 +60,7 @@ on-inst2-intra1|{max_batch_size: 64, instance_count: 2, intra_op_threads: 1, all
 "
 CONFIGS=${CONFIGS:-$DEFAULT_CONFIGS}
 
-echo "# $(date -u +%FT%TZ) $(nproc) CPUs, load average: $(cut -d' ' -f1-3 /proc/loadavg); DURATION=$DURATION CONC=$CONC BACKEND_GOMAXPROCS=$BACKEND_GOMAXPROCS PIN=$PIN"
+echo "# $(date -u +%FT%TZ) $(nproc) CPUs, load average: $(cut -d' ' -f1-3 /proc/loadavg); DURATION=$DURATION CONC=$CONC BACKEND_GOMAXPROCS=$BACKEND_GOMAXPROCS PIN=$PIN BINARY=$BINARY"
 echo
 echo "| server | req/s | p50 ms | p99 ms | backend CPU-s | req / backend CPU-s | rows/run | in-process rows/s at that batch | in-process rows / CPU-s | throughput vs in-process | per CPU-s vs in-process | errors |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -71,7 +74,7 @@ while IFS='|' read -r name cfg layout; do
   for _ in $(seq 400); do curl -fsS -o /dev/null http://127.0.0.1:$HTTP/v2/models/ranker/ready 2>/dev/null && break; sleep 0.05; done
   batch() { curl -fsS http://127.0.0.1:$HTTP/metrics | awk '/^switchyard_backend_batch_size_(sum|count)\{/ {v[$1 ~ /_sum/ ? "s" : "c"]=$2} END {printf "%s %s\n", v["s"], v["c"]}'; }
   read -r s0 c0 < <(batch)
-  out=$("${CLI[@]}" "$TMP/loadgen" -name "$name" -url http://127.0.0.1:$HTTP/v2/models/ranker/infer -concurrency "$CONC" -duration "$DURATION" -pid "$PID" 2>"$TMP/loadgen-$name.err" || true)
+  out=$("${CLI[@]}" "$TMP/loadgen" -name "$name" -url http://127.0.0.1:$HTTP/v2/models/ranker/infer -concurrency "$CONC" -duration "$DURATION" -pid "$PID" "${LGFLAGS[@]}" 2>"$TMP/loadgen-$name.err" || true)
   read -r s1 c1 < <(batch)
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
   rows=$(python3 -c "print(round(($s1-$s0)/max($c1-$c0,1),1))")

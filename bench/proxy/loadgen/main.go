@@ -51,6 +51,7 @@ func main() {
 	warm := flag.Duration("warmup", time.Second, "warm-up before measuring")
 	pids := flag.String("pid", "", "comma-separated process ids whose CPU (utime+stime) is measured")
 	header := flag.String("header", "", "extra header sent as-is, e.g. 'X-User-Id: 1' (unused by default)")
+	binary := flag.Bool("binary", false, "send the input as binary tensor data and ask for binary outputs (OIP binary extension) instead of JSON numbers")
 	flag.Parse()
 	_ = header
 	u, err := url.Parse(*target)
@@ -65,12 +66,19 @@ func main() {
 	for i := range data {
 		data[i] = float32(i%7) / 7
 	}
-	body, _, err := oip.AppendInferRequest(nil, &oip.InferRequest{Inputs: []oip.Tensor{oip.NewTensor("features", []int64{1, 32}, data)}}, false)
+	ir := &oip.InferRequest{Inputs: []oip.Tensor{oip.NewTensor("features", []int64{1, 32}, data)}}
+	if *binary {
+		ir.Parameters = map[string]any{oip.ParamBinaryDataOutput: true}
+	}
+	body, hl, err := oip.AppendInferRequest(nil, ir, *binary)
 	if err != nil {
 		panic(err)
 	}
 	pool := upstream.NewHTTPPool(u.Host, *conc+8)
 	req := &upstream.Request{Path: u.Path, ContentType: "application/json", Body: body}
+	if hl < len(body) {
+		req.ContentType, req.HeaderLen = "application/octet-stream", hl
+	}
 	do := func(buf []byte) ([]byte, bool) {
 		resp := upstream.Response{Body: buf[:0]}
 		err := pool.Do(time.Now().Add(5*time.Second), req, &resp)
