@@ -158,7 +158,7 @@ func TestHTTPPoolSlowUpstreamTimesOut(t *testing.T) {
 // before it is read.
 func TestHTTPPoolLazyDeadlineNeverEarly(t *testing.T) {
 	const d = 2400 * time.Millisecond // lazySlack(d) = 150 ms
-	d1 := time.Now().Add(d) // set before the server's goroutines start
+	d1 := time.Now().Add(d)           // set before the server's goroutines start
 	addr := scripted(t, func(i int, c net.Conn, _ <-chan struct{}) {
 		if i == 1 {
 			time.Sleep(time.Until(d1.Add(40 * time.Millisecond))) // after the first deadline
