@@ -3,6 +3,7 @@ package oip
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"unsafe"
@@ -367,4 +368,15 @@ func Float32ToHalf(f float32) uint16 {
 		half++
 	}
 	return sign | uint16(half)
+}
+
+// WithBinaryOutput returns a shallow copy of r that asks for every output as
+// binary tensor data (request parameter binary_data_output); r, its
+// parameters and tensors are not modified (the copy shares the tensors).
+func (r *InferRequest) WithBinaryOutput() *InferRequest {
+	c := *r
+	c.Parameters = make(map[string]any, len(r.Parameters)+1)
+	maps.Copy(c.Parameters, r.Parameters)
+	c.Parameters[ParamBinaryDataOutput] = true
+	return &c
 }

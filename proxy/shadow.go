@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"path/filepath"
 	"sync"
@@ -332,16 +331,6 @@ var shadowHeader = []string{"X-Switchyard-Shadow: true"}
 // shadowBufs holds request buffers of the shadow workers.
 var shadowBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
-// withBinaryOutput returns req asking for binary output tensors (a shallow
-// copy with its own parameters; req is shared with the comparison).
-func withBinaryOutput(req *oip.InferRequest) *oip.InferRequest {
-	r := *req
-	r.Parameters = make(map[string]any, len(req.Parameters)+1)
-	maps.Copy(r.Parameters, req.Parameters)
-	r.Parameters[oip.ParamBinaryDataOutput] = true
-	return &r
-}
-
 // callShadow is the mirror's CallFunc: one call of the job's target
 // version through the proxy's upstream pools, marked as shadow traffic.
 func (f *features) callShadow(ctx context.Context, j *shadow.Job) (*oip.InferResponse, error) {
@@ -394,7 +383,7 @@ func (f *features) callTarget(ctx context.Context, tv *Variant, r *oip.InferRequ
 		// formatting and parsing a hundred floats as text on either side.
 		bp := shadowBufs.Get().(*[]byte)
 		defer shadowBufs.Put(bp)
-		body, hl, err := oip.AppendInferRequest((*bp)[:0], withBinaryOutput(r), true)
+		body, hl, err := oip.AppendInferRequest((*bp)[:0], r.WithBinaryOutput(), true)
 		if err != nil {
 			return nil, err
 		}

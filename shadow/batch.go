@@ -59,27 +59,19 @@ func JoinRequests(reqs []*oip.InferRequest) (*oip.InferRequest, error) {
 		return nil, fmt.Errorf("join: no requests")
 	}
 	first := reqs[0]
-	var rows int64
 	for i, r := range reqs {
 		if !Joinable(first, r) {
 			return nil, fmt.Errorf("join: request %d does not match the first (inputs, shapes, parameters or outputs differ)", i)
 		}
-		rows += Rows(r)
 	}
 	out := &oip.InferRequest{ID: first.ID, Parameters: first.Parameters, Outputs: first.Outputs,
 		Inputs: make([]oip.Tensor, len(first.Inputs))}
+	parts := make([]*oip.Tensor, len(reqs))
 	for i := range first.Inputs {
-		size := 0
-		for _, r := range reqs {
-			size += len(r.Inputs[i].Raw)
+		for k, r := range reqs {
+			parts[k] = &r.Inputs[i]
 		}
-		raw := make([]byte, 0, size)
-		for _, r := range reqs {
-			raw = append(raw, r.Inputs[i].Raw...)
-		}
-		in := &first.Inputs[i]
-		out.Inputs[i] = oip.Tensor{Name: in.Name, Datatype: in.Datatype, Parameters: in.Parameters,
-			Shape: append([]int64{rows}, in.Shape[1:]...), Raw: raw}
+		out.Inputs[i] = oip.JoinRows(parts)
 	}
 	return out, nil
 }
@@ -90,36 +82,19 @@ func JoinRequests(reqs []*oip.InferRequest) (*oip.InferRequest, error) {
 // elements; otherwise the answer cannot be split and the caller calls the
 // requests one by one.
 func SplitResponse(resp *oip.InferResponse, rows []int64) ([]*oip.InferResponse, error) {
-	var total int64
-	for _, n := range rows {
-		total += n
+	out := make([]*oip.InferResponse, len(rows))
+	for k := range out {
+		out[k] = &oip.InferResponse{ModelName: resp.ModelName, ModelVersion: resp.ModelVersion, ID: resp.ID,
+			Parameters: resp.Parameters, Outputs: make([]oip.Tensor, len(resp.Outputs))}
 	}
 	for i := range resp.Outputs {
-		o := &resp.Outputs[i]
-		if o.Datatype == oip.BYTES || o.Datatype.Size() == 0 {
-			return nil, fmt.Errorf("split: output %q has variable-size elements (%s)", o.Name, o.Datatype)
+		pieces, err := oip.SplitRows(&resp.Outputs[i], rows)
+		if err != nil {
+			return nil, fmt.Errorf("split: %w", err)
 		}
-		if len(o.Shape) == 0 || o.Shape[0] != total {
-			return nil, fmt.Errorf("split: output %q has shape %v, not %d rows first", o.Name, o.Shape, total)
+		for k := range pieces {
+			out[k].Outputs[i] = pieces[k]
 		}
-		if int64(len(o.Raw))%max(total, 1) != 0 {
-			return nil, fmt.Errorf("split: output %q holds %d bytes, not a multiple of %d rows", o.Name, len(o.Raw), total)
-		}
-	}
-	out := make([]*oip.InferResponse, len(rows))
-	var off int64
-	for k, n := range rows {
-		r := &oip.InferResponse{ModelName: resp.ModelName, ModelVersion: resp.ModelVersion, ID: resp.ID,
-			Parameters: resp.Parameters, Outputs: make([]oip.Tensor, len(resp.Outputs))}
-		for i := range resp.Outputs {
-			o := &resp.Outputs[i]
-			rowBytes := int64(len(o.Raw)) / max(total, 1)
-			lo, hi := off*rowBytes, (off+n)*rowBytes
-			r.Outputs[i] = oip.Tensor{Name: o.Name, Datatype: o.Datatype, Parameters: o.Parameters,
-				Shape: append([]int64{n}, o.Shape[1:]...), Raw: o.Raw[lo:hi:hi]}
-		}
-		out[k] = r
-		off += n
 	}
 	return out, nil
 }

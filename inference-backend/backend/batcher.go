@@ -3,7 +3,6 @@ package backend
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -211,7 +210,7 @@ func (b *batcher) execute(batch []*job, rows int64) {
 		j.done <- struct{}{}
 		return
 	}
-	outs, err := b.runJoined(live, rows)
+	outs, err := b.runJoined(live)
 	compute := time.Since(start)
 	if err != nil {
 		// The model did not keep the batch dimension (or the joined run
@@ -228,52 +227,51 @@ func (b *batcher) execute(batch []*job, rows int64) {
 		return
 	}
 	b.observe(int(rows))
-	var off int64
-	for _, j := range live {
+	for i, j := range live {
 		j.queued = start.Sub(j.enq)
 		j.compute = compute
-		j.outputs = make([]oip.Tensor, len(outs))
-		for k := range outs {
-			o := &outs[k]
-			rowBytes := int64(len(o.Raw)) / rows
-			lo, hi := off*rowBytes, (off+j.rows)*rowBytes
-			shape := append([]int64{j.rows}, o.Shape[1:]...)
-			j.outputs[k] = oip.Tensor{Name: o.Name, Datatype: o.Datatype, Shape: shape, Raw: o.Raw[lo:hi:hi]}
-		}
-		off += j.rows
+		j.outputs = outs[i]
 		j.done <- struct{}{}
 	}
 }
 
-// runJoined concatenates the batch's inputs along dimension 0, runs once, and
-// checks every output kept the batch dimension.
-func (b *batcher) runJoined(batch []*job, rows int64) ([]oip.Tensor, error) {
+// runJoined concatenates the batch's inputs along dimension 0, runs once,
+// and cuts every output back into each job's rows (an error if an output
+// did not keep the batch dimension).
+func (b *batcher) runJoined(batch []*job) ([][]oip.Tensor, error) {
 	first := batch[0]
 	joined := make([]oip.Tensor, len(first.inputs))
 	ptrs := make([]*oip.Tensor, len(first.inputs))
-	for i, in := range first.inputs {
-		size := 0
-		for _, j := range batch {
-			size += len(j.inputs[i].Raw)
+	parts := make([]*oip.Tensor, len(batch))
+	for i := range first.inputs {
+		for k, j := range batch {
+			parts[k] = j.inputs[i]
 		}
-		raw := make([]byte, 0, size)
-		for _, j := range batch {
-			raw = append(raw, j.inputs[i].Raw...)
-		}
-		shape := append([]int64{rows}, in.Shape[1:]...)
-		joined[i] = oip.Tensor{Name: in.Name, Datatype: in.Datatype, Shape: shape, Raw: raw}
+		joined[i] = oip.JoinRows(parts)
 		ptrs[i] = &joined[i]
 	}
 	outs, err := safeRun(b.run, ptrs)
 	if err != nil {
 		return nil, err
 	}
-	for _, o := range outs {
-		if len(o.Shape) == 0 || o.Shape[0] != rows || o.Datatype == oip.BYTES || int64(len(o.Raw))%rows != 0 {
-			return nil, fmt.Errorf("output %q has shape %v for a batch of %d rows", o.Name, o.Shape, rows)
+	rows := make([]int64, len(batch))
+	for k, j := range batch {
+		rows[k] = j.rows
+	}
+	perJob := make([][]oip.Tensor, len(batch))
+	for k := range perJob {
+		perJob[k] = make([]oip.Tensor, len(outs))
+	}
+	for o := range outs {
+		pieces, err := oip.SplitRows(&outs[o], rows)
+		if err != nil {
+			return nil, err
+		}
+		for k := range pieces {
+			perJob[k][o] = pieces[k]
 		}
 	}
-	return outs, nil
+	return perJob, nil
 }
 
 // safeRun calls run, turning a panic into an Internal error: no input may

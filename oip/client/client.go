@@ -82,13 +82,7 @@ func modelPath(name, version string) string {
 // Infer runs one inference. req.ModelName and req.ModelVersion pick the URL.
 func (c *HTTPClient) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferResponse, error) {
 	if c.opts.Binary {
-		r := *req
-		r.Parameters = make(map[string]any, len(req.Parameters)+1)
-		for k, v := range req.Parameters {
-			r.Parameters[k] = v
-		}
-		r.Parameters[oip.ParamBinaryDataOutput] = true
-		req = &r
+		req = req.WithBinaryOutput()
 	}
 	body, hl, err := oip.AppendInferRequest(nil, req, c.opts.Binary)
 	if err != nil {

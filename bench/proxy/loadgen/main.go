@@ -68,7 +68,7 @@ func main() {
 	}
 	ir := &oip.InferRequest{Inputs: []oip.Tensor{oip.NewTensor("features", []int64{1, 32}, data)}}
 	if *binary {
-		ir.Parameters = map[string]any{oip.ParamBinaryDataOutput: true}
+		ir = ir.WithBinaryOutput()
 	}
 	body, hl, err := oip.AppendInferRequest(nil, ir, *binary)
 	if err != nil {
