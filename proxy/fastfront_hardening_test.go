@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -252,7 +251,7 @@ func listen(t *testing.T) net.Listener {
 // defaults).
 func startFastServerOn(t *testing.T, p *Proxy, l net.Listener, head, body, idle time.Duration) string {
 	t.Helper()
-	s := &fastServer{p: p, front: p.httpFront, headTimeout: head, bodyTimeout: body, idleTimeout: idle}
+	s := newFastServer(p, head, body, idle)
 	done := make(chan struct{})
 	go func() { defer close(done); s.Serve(l) }()
 	t.Cleanup(func() {
@@ -313,67 +312,5 @@ func TestFastFrontDeadlines(t *testing.T) {
 	r := rawConn(t, addr, fmt.Sprintf("%sContent-Length: %d\r\n\r\n%s", head, len(good), good), 1, true)
 	if len(r.resps) != 1 || r.resps[0].StatusCode != 200 {
 		t.Fatalf("good request after slow clients: %d answers (%v)", len(r.resps), r.err)
-	}
-}
-
-// errorJSON must produce valid JSON whatever the message holds (upstream
-// error text, raw bytes from a request).
-func TestErrorJSONIsValidJSON(t *testing.T) {
-	for _, msg := range []string{"plain", "quote \" backslash \\", "ctl \x00\x01\x07\x0b\x1f\x7f", "bad utf8 \xff\xfe", "line\u2028sep", "astral \U0001F600 \U000E0001", "tab\tnl\ncr\r"} {
-		b := errorJSON(msg)
-		var e struct {
-			Error string `json:"error"`
-		}
-		if err := json.Unmarshal(b, &e); err != nil {
-			t.Errorf("errorJSON(%q) = %s: %v", msg, b, err)
-			continue
-		}
-		if want := strings.ToValidUTF8(msg, "\uFFFD"); e.Error != want {
-			t.Errorf("errorJSON(%q) decodes to %q, want %q", msg, e.Error, want)
-		}
-	}
-}
-
-// validHeaderValue's word-at-a-time scan agrees with the plain rule on
-// every byte value at every position.
-func TestValidHeaderValueMatchesByteRule(t *testing.T) {
-	slow := func(b []byte) bool {
-		for _, c := range b {
-			if (c < 0x20 && c != '\t') || c == 0x7f {
-				return false
-			}
-		}
-		return true
-	}
-	base := []byte("00-0af7651916cd43dd8448eb211c80319c-\xc3\xa9b7ad6b7169203331-01")
-	for pos := range base {
-		for c := 0; c < 256; c++ {
-			b := append([]byte(nil), base...)
-			b[pos] = byte(c)
-			if got, want := validHeaderValue(b), slow(b); got != want {
-				t.Fatalf("byte %#x at %d: got %v, want %v", c, pos, got, want)
-			}
-		}
-	}
-	for c := 0; c < 256; c++ {
-		if got, want := isToken([]byte{byte(c)}), c < 128 && (c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", byte(c)) >= 0); got != want {
-			t.Fatalf("isToken(%#x) = %v", c, got)
-		}
-	}
-}
-
-// BenchmarkReadHead: the cost of parsing (and validating) a typical
-// request head on the fast front-end.
-func BenchmarkReadHead(b *testing.B) {
-	raw := []byte("POST /v2/models/recommender/infer HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: Go-http-client/1.1\r\nContent-Length: 300\r\nContent-Type: application/json\r\nX-User-Id: user-42\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\nAccept-Encoding: gzip\r\n\r\n")
-	rd := bytes.NewReader(raw)
-	cb := &connBufs{br: bufio.NewReaderSize(rd, 16<<10), bw: bufio.NewWriter(io.Discard)}
-	b.ReportAllocs()
-	for b.Loop() {
-		rd.Reset(raw)
-		cb.br.Reset(rd)
-		if _, err := readHead(cb); err != nil {
-			b.Fatal(err)
-		}
 	}
 }

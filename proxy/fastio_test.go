@@ -14,33 +14,6 @@ import (
 	"github.com/switchyard-dev/switchyard/routing"
 )
 
-func TestKeepArmed(t *testing.T) {
-	t0 := time.Unix(1000, 0)
-	for name, tc := range map[string]struct {
-		armed, want time.Time
-		slack       time.Duration
-		keep        bool
-	}{
-		"none armed":                 {time.Time{}, t0, time.Second, false},
-		"same":                       {t0, t0, 0, true},
-		"earlier within slack":       {t0, t0.Add(300 * time.Millisecond), 500 * time.Millisecond, true},
-		"earlier by exactly slack":   {t0, t0.Add(500 * time.Millisecond), 500 * time.Millisecond, true},
-		"earlier by more than slack": {t0, t0.Add(501 * time.Millisecond), 500 * time.Millisecond, false},
-		"later than wanted":          {t0.Add(time.Millisecond), t0, time.Second, false},
-		"no slack, moved":            {t0, t0.Add(time.Nanosecond), 0, false},
-	} {
-		if got := keepArmed(tc.armed, tc.want, tc.slack); got != tc.keep {
-			t.Errorf("%s: keepArmed = %v, want %v", name, got, tc.keep)
-		}
-	}
-	if got := lazyDeadline(5 * time.Minute); got != 500*time.Millisecond {
-		t.Errorf("lazyDeadline(5m) = %v", got)
-	}
-	if got := lazyDeadline(160 * time.Millisecond); got != 10*time.Millisecond {
-		t.Errorf("lazyDeadline(160ms) = %v", got)
-	}
-}
-
 // smallSendBuffer accepts TCP connections with a 16 KiB send buffer, so an
 // answer stream the client is slow to read fills it quickly.
 type smallSendBuffer struct{ net.Listener }

@@ -294,7 +294,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	}
 	ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if l := p.listeners[0]; l != nil {
-		p.httpSrv = &fastServer{p: p, front: p.httpFront}
+		p.httpSrv = newFastServer(p, 0, 0, 0)
 		p.serve(func() error { return p.httpSrv.Serve(l) })
 	}
 	if l := p.listeners[1]; l != nil {

@@ -6,12 +6,12 @@ import (
 	"os"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/proxy/internal/rawio"
+	"github.com/switchyard-dev/switchyard/internal/rawio"
 )
 
 // connIO is the reader and writer of one upstream connection (the
 // bufio.Reader and Writer of conn sit on it). Reads and writes are raw
-// system calls on Linux for TCP connections (proxy/internal/rawio: no
+// system calls on Linux for TCP connections (internal/rawio: no
 // entersyscall/exitsyscall per call; EAGAIN still parks the goroutine in
 // the netpoller, and deadlines still apply), the connection's own Read and
 // Write otherwise.

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/h1"
 )
 
 // ErrConnect marks a failure to open a connection: nothing reached the
@@ -22,9 +24,6 @@ var ErrConnect = errors.New("connect failed")
 
 // ErrTimeout marks an attempt that ran out of its deadline.
 var ErrTimeout = errors.New("upstream timed out")
-
-// ErrTooLarge marks a body over its limit.
-var ErrTooLarge = errors.New("body too large")
 
 // ErrProtocol marks a response the client could not parse.
 var ErrProtocol = errors.New("malformed upstream response")
@@ -365,63 +364,21 @@ func readResponse(br *bufio.Reader, resp *Response) error {
 	return nil
 }
 
-// ReadChunked appends a chunked transfer-encoded body from br to dst,
-// refusing more than max bytes.
-func ReadChunked(br *bufio.Reader, dst []byte, max int) ([]byte, error) {
-	r := Response{Body: dst}
-	err := readChunkedMax(br, &r, max)
-	return r.Body, err
-}
-
+// readChunked reads a chunked transfer-encoded body (internal/h1's
+// reader, which refuses a chunk not followed by CRLF: another reader could
+// frame it differently) into resp.Body, at most MaxResponseBody bytes.
 func readChunked(br *bufio.Reader, resp *Response) error {
-	return readChunkedMax(br, resp, MaxResponseBody)
-}
-
-func readChunkedMax(br *bufio.Reader, resp *Response, max int) error {
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			return classify(err, false)
-		}
-		line = trim(line)
-		if i := bytes.IndexByte(line, ';'); i >= 0 {
-			line = line[:i]
-		}
-		n, err := strconv.ParseUint(string(line), 16, 32)
-		if err != nil {
-			return fmt.Errorf("%w: chunk size %q", ErrProtocol, line)
-		}
-		if n == 0 {
-			// Trailers until an empty line.
-			for {
-				line, err = br.ReadSlice('\n')
-				if err != nil {
-					return classify(err, false)
-				}
-				if len(trim(line)) == 0 {
-					return nil
-				}
-			}
-		}
-		if len(resp.Body)+int(n) > max {
-			return fmt.Errorf("%w: body exceeds %d bytes", ErrTooLarge, max)
-		}
-		start := len(resp.Body)
-		resp.Body = grow(resp.Body, int(n))
-		if _, err := io.ReadFull(br, resp.Body[start:start+int(n)]); err != nil {
-			return classify(err, false)
-		}
-		crlf, err := br.Peek(2)
-		if err != nil {
-			return classify(err, false)
-		}
-		if crlf[0] != '\r' || crlf[1] != '\n' {
-			// A chunk longer than its declared size: another reader could
-			// frame this body differently (request smuggling). Refuse it.
-			return fmt.Errorf("%w: chunk data not followed by CRLF", ErrProtocol)
-		}
-		br.Discard(2)
+	body, err := h1.ReadChunked(br, resp.Body, MaxResponseBody)
+	resp.Body = body
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, h1.ErrTooLarge):
+		return fmt.Errorf("%w: body exceeds %d bytes", ErrProtocol, MaxResponseBody)
+	case errors.Is(err, h1.ErrMalformed):
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
+	return classify(err, false)
 }
 
 // grow extends b by n bytes of length (contents undefined).

@@ -1,38 +1,17 @@
-package proxy
+package h1
 
 import (
 	"net"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/proxy/internal/rawio"
+	"github.com/switchyard-dev/switchyard/internal/rawio"
 )
 
-// sysConn reads and writes a client connection: raw system calls on Linux
-// for TCP connections, the connection's own Read and Write otherwise
-// (proxy/internal/rawio).
-type sysConn struct {
-	raw rawio.Conn
-	// waits counts reads that found the socket empty and had to wait
-	// (rawio.Conn.Waits, copied after each read).
-	waits uint64
-}
-
-func (sc *sysConn) reset(c net.Conn) { sc.raw.Reset(c) }
-
-func (sc *sysConn) read(p []byte) (int, error) {
-	n, err := sc.raw.Read(p)
-	sc.waits = sc.raw.Waits
-	return n, err
-}
-
-func (sc *sysConn) write(p []byte) (int, error) { return sc.raw.Write(p) }
-
-// connIO is the fast front-end's reader and writer of one client
-// connection (the bufio.Reader and Writer of connBufs sit on it). Besides
-// the reads and writes themselves (sysConn: raw system calls on Linux,
-// proxy/internal/rawio; the connection's own Read and Write elsewhere)
-// it arms the connection's deadlines only when a read or write actually
-// reaches the socket, and lazily:
+// connIO is a connection's reader and writer (the Conn's bufio.Reader and
+// Writer sit on it). Besides the reads and writes themselves (raw system
+// calls on Linux, internal/rawio; the connection's own Read and Write
+// elsewhere) it arms the connection's deadlines only when a read or write
+// actually reaches the socket, and lazily:
 //
 //   - the read deadline of the current phase (waiting for a next request,
 //     reading a head, reading a body: readPhase) is armed at the phase's
@@ -47,7 +26,10 @@ func (sc *sysConn) write(p []byte) (int, error) { return sc.raw.Write(p) }
 //     slack early; never late.
 type connIO struct {
 	c   net.Conn
-	sys sysConn
+	raw rawio.Conn
+	// waits counts reads that found the socket empty and had to wait
+	// (rawio.Conn.Waits, copied after each read).
+	waits uint64
 
 	// Read deadline: the current phase's timeout, whether it is armed for
 	// this phase yet, whether it may be lazy, and the deadline armed on
@@ -67,9 +49,6 @@ type connIO struct {
 	now time.Time
 }
 
-// requestDone records the time a request was answered (see connIO.now).
-func (ci *connIO) requestDone(now time.Time) { ci.now = now }
-
 func (ci *connIO) clock() time.Time {
 	if !ci.now.IsZero() {
 		return ci.now
@@ -80,7 +59,7 @@ func (ci *connIO) clock() time.Time {
 // reset attaches the connection (nil: detach) with the write timeout.
 func (ci *connIO) reset(c net.Conn, writeTimeout time.Duration) {
 	ci.c, ci.rd, ci.wd, ci.rArmed, ci.wTimeout, ci.now = c, time.Time{}, time.Time{}, true, writeTimeout, time.Time{}
-	ci.sys.reset(c)
+	ci.raw.Reset(c)
 }
 
 // readPhase starts a read phase with timeout d: the next read from the
@@ -117,7 +96,9 @@ func (ci *connIO) Read(p []byte) (int, error) {
 			ci.rd = want
 		}
 	}
-	return ci.sys.read(p)
+	n, err := ci.raw.Read(p)
+	ci.waits = ci.raw.Waits
+	return n, err
 }
 
 func (ci *connIO) Write(p []byte) (int, error) {
@@ -130,5 +111,5 @@ func (ci *connIO) Write(p []byte) (int, error) {
 			ci.wd = want
 		}
 	}
-	return ci.sys.write(p)
+	return ci.raw.Write(p)
 }

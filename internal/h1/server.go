@@ -1,0 +1,378 @@
+package h1
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for the Server's timeouts and body limit.
+const (
+	DefaultIdleTimeout  = 5 * time.Minute
+	DefaultHeadTimeout  = 10 * time.Second
+	DefaultBodyTimeout  = time.Minute
+	DefaultWriteTimeout = time.Minute
+	DefaultMaxBodyBytes = 64 << 20
+)
+
+// FastFunc answers a request on the connection's buffers. It returns
+// served=false, before reading the body, for a request it leaves to the
+// Server's Handler; otherwise whether the connection stays open and the
+// error (if any) that ended it.
+type FastFunc func(c *Conn, r *Request) (served, keep bool, err error)
+
+// Server serves HTTP/1.1 connections. Set the fields before Serve.
+type Server struct {
+	// Fast is offered every request first (nil: none).
+	Fast FastFunc
+	// Handler serves the requests Fast leaves (nil: 404 for all of them).
+	// It gets the whole body read, and its answer is buffered and sent
+	// with a Content-Length (no streaming).
+	Handler http.Handler
+	// MaxBodyBytes bounds a request body (0: DefaultMaxBodyBytes).
+	MaxBodyBytes int64
+	// Read deadlines: the wait for a next request on a kept-alive
+	// connection, reading a request head, reading a request body; and
+	// the bound on writing one answer (or a batch of pipelined answers).
+	// Zero: the defaults above.
+	IdleTimeout, HeadTimeout, BodyTimeout, WriteTimeout time.Duration
+
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  map[net.Conn]struct{}
+	closed bool
+	// shut mirrors closed for the per-request check (no lock).
+	shut atomic.Bool
+	wg   sync.WaitGroup
+	pool sync.Pool
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+func (s *Server) maxBody() int64 {
+	if s.MaxBodyBytes > 0 {
+		return s.MaxBodyBytes
+	}
+	return DefaultMaxBodyBytes
+}
+
+// Conn is one client connection: its buffered reader and writer (W) and
+// the request head being served. A FastFunc writes its answer to W and
+// calls Flush.
+type Conn struct {
+	srv  *Server
+	nc   net.Conn
+	io   connIO
+	br   *bufio.Reader
+	W    *bufio.Writer
+	head []byte
+	hdrs []Header
+	req  Request
+}
+
+// NetConn is the underlying connection.
+func (c *Conn) NetConn() net.Conn { return c.nc }
+
+// Flush writes out buffered answers unless more pipelined requests are
+// already waiting (then they share one write).
+func (c *Conn) Flush() error {
+	if c.br.Buffered() > 0 {
+		return nil
+	}
+	return c.W.Flush()
+}
+
+// RequestDone records the time a request was answered (written to W): the
+// base of the next idle wait's and the write's deadlines, saving clock
+// readings.
+func (c *Conn) RequestDone(now time.Time) { c.io.now = now }
+
+// AnswerError answers a request whose body could not be read (a
+// *StatusError from ReadBody) with its status and closes; for a client
+// that left it writes nothing. Earlier pipelined answers still buffered go
+// out first. The FastFunc then returns keep=false.
+func (c *Conn) AnswerError(err error) {
+	var se *StatusError
+	if errors.As(err, &se) {
+		WriteError(c.W, se.Status, se.Msg, true)
+	}
+	c.W.Flush()
+}
+
+// Serve accepts connections on l until Shutdown; it returns
+// http.ErrServerClosed after Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.Close()
+		return http.ErrServerClosed
+	}
+	s.ln = l
+	s.conns = map[net.Conn]struct{}{}
+	s.mu.Unlock()
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return http.ErrServerClosed
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(c)
+	}
+}
+
+// Shutdown stops accepting, closes idle connections as they finish their
+// request, and waits (until ctx ends) for connections to finish; then it
+// closes the rest.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.shut.Store(true)
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	// Wake readers blocked waiting for a next request: they see closed and
+	// leave. A request in progress finishes first (a head or body read
+	// arms its own deadline, connIO).
+	for c := range s.conns {
+		c.SetReadDeadline(time.Now())
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+func (s *Server) serveConn(nc net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		nc.Close()
+		s.mu.Lock()
+		delete(s.conns, nc)
+		s.mu.Unlock()
+	}()
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	c, _ := s.pool.Get().(*Conn)
+	if c == nil {
+		c = &Conn{br: bufio.NewReaderSize(nil, 16<<10), W: bufio.NewWriterSize(nil, 16<<10)}
+	}
+	c.srv, c.nc = s, nc
+	c.io.reset(nc, orDefault(s.WriteTimeout, DefaultWriteTimeout))
+	c.br.Reset(&c.io)
+	c.W.Reset(&c.io)
+	defer func() {
+		// Answers to pipelined requests may still be buffered when a later
+		// request ends the connection (closed mid-body): send them.
+		c.W.Flush()
+		c.br.Reset(nil)
+		c.W.Reset(nil)
+		c.io.reset(nil, 0)
+		c.nc, c.req = nil, Request{}
+		if cap(c.head) <= MaxHeaderBytes {
+			s.pool.Put(c)
+		}
+	}()
+	idle, headT := orDefault(s.IdleTimeout, DefaultIdleTimeout), orDefault(s.HeadTimeout, DefaultHeadTimeout)
+	var y yielder
+	for {
+		if s.shut.Load() {
+			return
+		}
+		if c.br.Buffered() == 0 {
+			yielded := y.before()
+			c.io.readPhase(idle, true)
+			waits := c.io.waits
+			if _, err := c.br.Peek(1); err != nil {
+				return
+			}
+			y.after(yielded, c.io.waits != waits)
+		}
+		c.io.readPhase(headT, false)
+		keep, err := s.serveOne(c)
+		if err != nil || !keep {
+			return
+		}
+	}
+}
+
+// yielder decides whether a connection's goroutine yields (runtime.Gosched)
+// before reading its next request. On a busy server (many connections, each
+// client sending its next request as soon as it has an answer) a yield lets
+// the other connections run first, and by the time this one reads, its
+// request has usually arrived: the read that would have found nothing (a
+// system call, a park and a netpoller wake-up) is saved. On a quiet server
+// the yield only costs (it may wake an idle thread), so a yield whose read
+// still had to wait backs off: the next 1, 3, 7, ... 63 waits for a request
+// do not yield.
+type yielder struct{ skip, backoff uint8 }
+
+func (y *yielder) before() bool {
+	if y.skip > 0 {
+		y.skip--
+		return false
+	}
+	runtime.Gosched()
+	return true
+}
+
+// after records whether the read after a yield had to wait.
+func (y *yielder) after(yielded, waited bool) {
+	switch {
+	case !yielded:
+	case waited:
+		y.backoff = min(2*y.backoff+1, 63)
+		y.skip = y.backoff
+	default:
+		y.backoff = 0
+	}
+}
+
+// serveOne serves one request; it reports whether the connection stays open.
+func (s *Server) serveOne(c *Conn) (bool, error) {
+	r, err := c.readHead()
+	if err != nil {
+		if !errors.Is(err, io.EOF) && !IsTimeout(err) {
+			status, msg := http.StatusBadRequest, err.Error()
+			var se *StatusError
+			if errors.As(err, &se) {
+				status = se.Status
+			}
+			WriteError(c.W, status, msg, true)
+			c.W.Flush()
+		}
+		return false, err
+	}
+	// The body (if any) must arrive within the body timeout; nothing reads
+	// the connection after it until the next request's idle wait.
+	c.io.readPhase(orDefault(s.BodyTimeout, DefaultBodyTimeout), false)
+	if s.Fast != nil {
+		if served, keep, err := s.Fast(c, r); served {
+			return keep, err
+		}
+	}
+	return s.handle(c, r)
+}
+
+// handle serves a request through the http.Handler.
+func (s *Server) handle(c *Conn, r *Request) (bool, error) {
+	body, err := c.ReadBody(r, nil)
+	if err != nil {
+		c.AnswerError(err)
+		return false, err
+	}
+	target := string(r.Target)
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		// The request was framed correctly (its body is read): answer and
+		// keep the connection.
+		WriteError(c.W, http.StatusBadRequest, fmt.Sprintf("bad request target %q: %v", target, err), r.Close)
+		return !r.Close, c.Flush()
+	}
+	hdr := make(http.Header, len(r.Headers))
+	for _, h := range r.Headers {
+		hdr.Add(string(h.Name), string(h.Value))
+	}
+	req := (&http.Request{
+		Method: string(r.Method), URL: u, RequestURI: target, Proto: string(r.Proto), ProtoMajor: 1, ProtoMinor: 1,
+		Header: hdr, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
+		Host: hdr.Get("Host"), RemoteAddr: c.nc.RemoteAddr().String(),
+	}).WithContext(context.Background())
+	if r.Proto[len(r.Proto)-1] == '0' {
+		req.ProtoMinor = 0
+	}
+	if s.Handler == nil {
+		WriteError(c.W, http.StatusNotFound, "no such endpoint: "+string(r.Method)+" "+u.Path, r.Close)
+		return !r.Close, c.Flush()
+	}
+	w := &bufferedWriter{header: http.Header{}}
+	s.Handler.ServeHTTP(w, req)
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	c.W.WriteString("HTTP/1.1 ")
+	c.W.WriteString(strconv.Itoa(w.status))
+	c.W.WriteByte(' ')
+	c.W.WriteString(http.StatusText(w.status))
+	c.W.WriteString("\r\n")
+	w.header.Del("Content-Length")
+	w.header.Del("Connection")
+	w.header.Write(c.W)
+	if r.Close {
+		c.W.WriteString("Connection: close\r\n")
+	}
+	fmt.Fprintf(c.W, "Content-Length: %d\r\n\r\n", w.buf.Len())
+	if !bytes.Equal(r.Method, []byte("HEAD")) {
+		c.W.Write(w.buf.Bytes())
+	}
+	return !r.Close, c.Flush()
+}
+
+type bufferedWriter struct {
+	header http.Header
+	status int
+	buf    bytes.Buffer
+}
+
+func (w *bufferedWriter) Header() http.Header { return w.header }
+func (w *bufferedWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+}
+func (w *bufferedWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.buf.Write(b)
+}
