@@ -1,6 +1,7 @@
 package oip
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -250,44 +251,18 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *httpHandler) infer(w http.ResponseWriter, r *http.Request, route HTTPRoute) {
-	headerLen := 0
-	if v := r.Header.Get(HeaderContentLength); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			h.writeError(w, Errorf(InvalidArgument, "%s: %q is not a non-negative integer", HeaderContentLength, v))
-			return
-		}
-		headerLen = n
-	}
 	buf := getBuf()
 	body, err := readBody(r, h.opts.MaxBodyBytes, buf)
+	*buf = body
 	if err != nil {
 		putBuf(buf)
 		h.writeError(w, err)
 		return
 	}
-	req, err := DecodeInferRequest(body, headerLen)
-	*buf = body
-	putBuf(buf) // the decoded request does not alias the body
-	if err != nil {
-		h.writeError(w, err)
-		return
-	}
-	req.ModelName, req.ModelVersion = route.Model, route.Version
-	resp, err := h.s.Infer(r.Context(), req)
-	if err != nil {
-		h.writeError(w, err)
-		return
-	}
-	if resp.ModelName == "" {
-		resp.ModelName = req.ModelName
-	}
-	if resp.ID == "" {
-		resp.ID = req.ID
-	}
 	out := getBuf()
 	defer putBuf(out)
-	b, hl, err := AppendInferResponse(*out, resp, req)
+	b, hl, err := h.inferBody(r.Context(), route, []byte(r.Header.Get(HeaderContentLength)), body, (*out)[:0])
+	putBuf(buf)
 	*out = b
 	if err != nil {
 		h.writeError(w, err)
@@ -303,6 +278,54 @@ func (h *httpHandler) infer(w http.ResponseWriter, r *http.Request, route HTTPRo
 	hdr.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
+}
+
+// inferBody is the infer endpoint on bytes, for both servers (net/http and
+// the lean one, httpfast.go): it decodes body (headerLen: the
+// Inference-Header-Content-Length value, empty when absent), runs the
+// inference and appends the encoded answer to out; hl is the length of
+// its JSON part (== len(answer) when all JSON). The decoded request does
+// not alias body.
+func (h *httpHandler) inferBody(ctx context.Context, route HTTPRoute, headerLen, body, out []byte) (answer []byte, hl int, err error) {
+	n := 0
+	if len(headerLen) > 0 {
+		v, ok := parseNonNegative(headerLen)
+		if !ok {
+			return out, 0, Errorf(InvalidArgument, "%s: %q is not a non-negative integer", HeaderContentLength, headerLen)
+		}
+		n = v
+	}
+	req, err := DecodeInferRequest(body, n)
+	if err != nil {
+		return out, 0, err
+	}
+	req.ModelName, req.ModelVersion = route.Model, route.Version
+	resp, err := h.s.Infer(ctx, req)
+	if err != nil {
+		return out, 0, err
+	}
+	if resp.ModelName == "" {
+		resp.ModelName = req.ModelName
+	}
+	if resp.ID == "" {
+		resp.ID = req.ID
+	}
+	return AppendInferResponse(out, resp, req)
+}
+
+// parseNonNegative parses 1..18 decimal digits.
+func parseNonNegative(b []byte) (int, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
 }
 
 // readBody reads the request body into *buf, refusing bodies over max with

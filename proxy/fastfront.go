@@ -169,12 +169,7 @@ func internCT(v []byte) string {
 }
 
 func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, res *Result, headerLen, n int, close bool) {
-	h1.WriteStatusLine(bw, status)
-	if ct != "" {
-		bw.WriteString("Content-Type: ")
-		bw.WriteString(ct)
-		bw.WriteString("\r\n")
-	}
+	h1.StartHead(bw, status, ct)
 	if v != nil {
 		bw.WriteString("X-Switchyard-Variant: ")
 		bw.WriteString(v.Name)
@@ -188,12 +183,7 @@ func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, res *Result,
 		h1.WriteInt(bw, headerLen)
 		bw.WriteString("\r\n")
 	}
-	if close {
-		bw.WriteString("Connection: close\r\n")
-	}
-	bw.WriteString("Content-Length: ")
-	h1.WriteInt(bw, n)
-	bw.WriteString("\r\n\r\n")
+	h1.EndHead(bw, n, close)
 }
 
 func writeErrorTo(bw *bufio.Writer, status int, msg string, v *Variant, close bool) {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
+	"github.com/switchyard-dev/switchyard/internal/h1"
 	"github.com/switchyard-dev/switchyard/oip"
 )
 
@@ -47,15 +48,12 @@ type Server struct {
 	cfg      ServerConfig
 	httpLn   net.Listener
 	grpcLn   net.Listener
-	httpSrv  *http.Server
+	httpSrv  *h1.Server
 	grpcSrv  *grpc.Server
 	serveErr chan error
 	wg       sync.WaitGroup
 	shutOnce sync.Once
 	started  bool
-
-	connMu  sync.Mutex
-	newConn map[net.Conn]bool // HTTP connections that have not sent a request yet
 }
 
 // NewServer creates the backend (initialising ONNX Runtime) and binds the
@@ -94,10 +92,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		mux.Handle("/", oip.NewHTTPHandler(b, oip.HTTPOptions{MaxBodyBytes: cfg.MaxBodyBytes, Logger: log}))
-		s.newConn = map[net.Conn]bool{}
-		s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: cfg.ReadTimeout, IdleTimeout: 2 * time.Minute,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn), ConnState: s.trackConn}
+		opts := oip.HTTPOptions{MaxBodyBytes: cfg.MaxBodyBytes, Logger: log}
+		mux.Handle("/", oip.NewHTTPHandler(b, opts))
+		// The lean HTTP/1.1 server (internal/h1): infer requests are
+		// answered on its own buffers (oip.FastInfer), the rest of the
+		// protocol and /metrics through the mux.
+		s.httpSrv = &h1.Server{Fast: oip.FastInfer(b, opts), Handler: mux, MaxBodyBytes: cfg.MaxBodyBytes,
+			HeadTimeout: min(10*time.Second, cfg.ReadTimeout), BodyTimeout: cfg.ReadTimeout, IdleTimeout: 2 * time.Minute}
 	}
 	if cfg.GRPCAddr != "" {
 		if s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
@@ -110,29 +111,6 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		oip.RegisterGRPC(s.grpcSrv, b)
 	}
 	return s, nil
-}
-
-// trackConn remembers connections that were opened but have sent no
-// request: http.Server.Shutdown waits 5 s before it treats those as idle,
-// and clients' transports often hold such spare connections.
-func (s *Server) trackConn(c net.Conn, st http.ConnState) {
-	s.connMu.Lock()
-	defer s.connMu.Unlock()
-	if st == http.StateNew {
-		s.newConn[c] = true
-	} else {
-		delete(s.newConn, c)
-	}
-}
-
-// closeNewConns closes connections still waiting for their first request.
-func (s *Server) closeNewConns() {
-	s.connMu.Lock()
-	defer s.connMu.Unlock()
-	for c := range s.newConn {
-		c.Close()
-		delete(s.newConn, c)
-	}
 }
 
 // HTTPAddr is the bound REST address ("" if disabled).
@@ -206,20 +184,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}
 		if s.httpSrv != nil {
-			done := make(chan error, 1)
-			go func() { done <- s.httpSrv.Shutdown(ctx) }()
-			var e error
-			select {
-			case e = <-done:
-			case <-time.After(100 * time.Millisecond):
-				// Requests in flight have had their chance to start; spare
-				// connections that never sent one are closed.
-				s.closeNewConns()
-				e = <-done
-			}
-			if e != nil {
+			// Idle connections (spare ones that never sent a request too)
+			// close at once; requests in flight finish, bounded by ctx.
+			if e := s.httpSrv.Shutdown(ctx); e != nil {
 				err = errors.Join(err, fmt.Errorf("http shutdown: %w", e))
-				s.httpSrv.Close()
 			}
 		}
 		if s.grpcSrv != nil {

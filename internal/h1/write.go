@@ -31,29 +31,38 @@ func WriteStatusLine(bw *bufio.Writer, status int) {
 	bw.WriteString("\r\n")
 }
 
-// WriteResponse writes a whole answer: status line, Content-Type (unless
-// empty), any extra header lines (each "Name: value\r\n"), Connection:
-// close when close, Content-Length and the body.
-func WriteResponse(bw *bufio.Writer, status int, contentType, extra string, body []byte, close bool) {
+// StartHead writes the status line and, unless empty, Content-Type. More
+// header lines ("Name: value\r\n") may follow; EndHead ends the head.
+func StartHead(bw *bufio.Writer, status int, contentType string) {
 	WriteStatusLine(bw, status)
 	if contentType != "" {
 		bw.WriteString("Content-Type: ")
 		bw.WriteString(contentType)
 		bw.WriteString("\r\n")
 	}
-	bw.WriteString(extra)
+}
+
+// EndHead writes Connection: close (when close), Content-Length: n and the
+// blank line that ends the head.
+func EndHead(bw *bufio.Writer, n int, close bool) {
 	if close {
 		bw.WriteString("Connection: close\r\n")
 	}
 	bw.WriteString("Content-Length: ")
-	WriteInt(bw, len(body))
+	WriteInt(bw, n)
 	bw.WriteString("\r\n\r\n")
+}
+
+// WriteResponse writes a whole answer: head (StartHead, EndHead) and body.
+func WriteResponse(bw *bufio.Writer, status int, contentType string, body []byte, close bool) {
+	StartHead(bw, status, contentType)
+	EndHead(bw, len(body), close)
 	bw.Write(body)
 }
 
 // WriteError writes a JSON {"error": msg} answer with status.
 func WriteError(bw *bufio.Writer, status int, msg string, close bool) {
-	WriteResponse(bw, status, "application/json", "", ErrorJSON(msg), close)
+	WriteResponse(bw, status, "application/json", ErrorJSON(msg), close)
 }
 
 // ErrorJSON is {"error": msg} as valid JSON whatever msg holds (control

@@ -1,0 +1,71 @@
+package oip
+
+import (
+	"bytes"
+	"context"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/h1"
+)
+
+// FastInfer answers POST /v2/models/{name}[/versions/{v}]/infer of s on the
+// lean HTTP/1.1 server (internal/h1: no per-request goroutine, header map
+// or background read; pooled body and answer buffers), with the same
+// decoding, errors and encoding as NewHTTPHandler's infer endpoint. Every
+// other request is left to the server's handler (NewHTTPHandler for the
+// rest of the protocol). Measured: the backend's REST path spent more CPU
+// in net/http than in decoding and encoding tensors
+// (docs/benchmarks-backend.md).
+func FastInfer(s Server, opts HTTPOptions) h1.FastFunc {
+	h := NewHTTPHandler(s, opts).(*httpHandler)
+	return h.fastInfer
+}
+
+var (
+	methodPOST  = []byte("POST")
+	inferSuffix = []byte("/infer")
+)
+
+func (h *httpHandler) fastInfer(c *h1.Conn, r *h1.Request) (served, keep bool, err error) {
+	path := r.Path()
+	if !bytes.Equal(r.Method, methodPOST) || !bytes.HasSuffix(path, inferSuffix) {
+		return false, false, nil
+	}
+	route := ParseHTTPPath(string(path))
+	if route.Kind != RouteInfer {
+		return false, false, nil
+	}
+	buf := getBuf()
+	defer putBuf(buf)
+	body, err := c.ReadBody(r, *buf)
+	*buf = body
+	if err != nil {
+		c.AnswerError(err)
+		return true, false, err
+	}
+	out := getBuf()
+	defer putBuf(out)
+	answer, hl, ierr := h.inferBody(context.Background(), route, r.Header("inference-header-content-length"), body, (*out)[:0])
+	*out = answer
+	switch {
+	case ierr != nil:
+		e := AsError(ierr)
+		if e.Code == Internal {
+			h.opts.Logger.Error("oip: internal error", "err", e.Msg)
+		}
+		eb := appendJSONString(append((*out)[:0], `{"error":`...), e.Msg)
+		*out = append(eb, '}')
+		h1.WriteResponse(c.W, e.HTTPStatus(), "application/json", *out, r.Close)
+	case hl < len(answer): // binary tensor data after a JSON header
+		h1.StartHead(c.W, 200, "application/octet-stream")
+		c.W.WriteString(HeaderContentLength + ": ")
+		h1.WriteInt(c.W, hl)
+		c.W.WriteString("\r\n")
+		h1.EndHead(c.W, len(answer), r.Close)
+		c.W.Write(answer)
+	default:
+		h1.WriteResponse(c.W, 200, "application/json", answer, r.Close)
+	}
+	c.RequestDone(time.Now())
+	return true, !r.Close, c.Flush()
+}
