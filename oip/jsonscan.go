@@ -314,6 +314,10 @@ func (s *scanner) number() (tok []byte, isInt bool, ok bool) {
 // float reads a number as float64 (bits = 32 rounds it to float32
 // precision). Values that overflow the type are rejected.
 func (s *scanner) float(bits int) (float64, string) {
+	if f, n, ok := scanFastFloat(s.b[s.i:], bits); ok {
+		s.i += n
+		return f, ""
+	}
 	if s.lenient {
 		switch {
 		case s.literal("NaN"):
@@ -457,54 +461,79 @@ var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
 // on a float32 rounding midpoint; then, and whenever the fast path does not
 // apply, it reports false and the caller uses strconv.
 func fastFloat(tok []byte, bits int) (float64, bool) {
+	f, n, ok := scanFastFloat(tok, bits)
+	return f, ok && n == len(tok)
+}
+
+// scanFastFloat reads the JSON number at the start of b in one pass and
+// converts it as fastFloat does; n is the token's length. ok is false when
+// b does not start with a JSON number or the fast path does not apply (the
+// caller then scans the token again with number and uses strconv).
+func scanFastFloat(b []byte, bits int) (f float64, n int, ok bool) {
 	i := 0
-	neg := tok[0] == '-'
+	neg := i < len(b) && b[i] == '-'
 	if neg {
 		i++
 	}
+	if i >= len(b) {
+		return 0, 0, false
+	}
 	var mant uint64
 	digits, exp := 0, 0
-	for ; i < len(tok) && tok[i] >= '0' && tok[i] <= '9'; i++ {
-		if mant != 0 || tok[i] != '0' {
-			digits++
-		}
-		mant = mant*10 + uint64(tok[i]-'0')
-		if digits > 15 {
-			return 0, false
-		}
-	}
-	if i < len(tok) && tok[i] == '.' {
-		for i++; i < len(tok) && tok[i] >= '0' && tok[i] <= '9'; i++ {
-			if mant != 0 || tok[i] != '0' {
-				digits++
+	switch c := b[i]; {
+	case c == '0':
+		i++
+	case c >= '1' && c <= '9':
+		for ; i < len(b) && b[i]-'0' <= 9; i++ {
+			if digits++; digits > 15 {
+				return 0, 0, false
 			}
-			mant = mant*10 + uint64(tok[i]-'0')
+			mant = mant*10 + uint64(b[i]-'0')
+		}
+	default:
+		return 0, 0, false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		start := i
+		if mant == 0 { // leading zeros of the fraction are not significant
+			for ; i < len(b) && b[i] == '0'; i++ {
+				exp--
+			}
+		}
+		for ; i < len(b) && b[i]-'0' <= 9; i++ {
+			if digits++; digits > 15 {
+				return 0, 0, false
+			}
+			mant = mant*10 + uint64(b[i]-'0')
 			exp--
-			if digits > 15 {
-				return 0, false
-			}
+		}
+		if i == start {
+			return 0, 0, false // no digit after '.'
 		}
 	}
-	if i < len(tok) { // exponent
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
 		i++
 		eneg := false
-		if tok[i] == '+' || tok[i] == '-' {
-			eneg = tok[i] == '-'
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			eneg = b[i] == '-'
 			i++
 		}
-		e := 0
-		for ; i < len(tok); i++ {
-			e = e*10 + int(tok[i]-'0')
-			if e > 400 {
-				return 0, false
+		start, e := i, 0
+		for ; i < len(b) && b[i]-'0' <= 9; i++ {
+			if e = e*10 + int(b[i]-'0'); e > 400 {
+				return 0, 0, false
 			}
+		}
+		if i == start {
+			return 0, 0, false // no exponent digits
 		}
 		if eneg {
 			e = -e
 		}
 		exp += e
 	}
-	f := float64(mant)
+	f = float64(mant)
 	switch {
 	case mant == 0:
 	case exp >= 0 && exp <= 22:
@@ -512,21 +541,21 @@ func fastFloat(tok []byte, bits int) (float64, bool) {
 	case exp < 0 && exp >= -22:
 		f /= pow10[-exp]
 	default:
-		return 0, false
+		return 0, 0, false
 	}
 	if bits == 32 {
 		if f > math.MaxFloat32 {
-			return 0, false
+			return 0, 0, false
 		}
 		// A float64 with its low 29 mantissa bits equal to 1<<28 sits on a
 		// float32 midpoint: double rounding could be off by one ulp there.
 		if math.Float64bits(f)&(1<<29-1) == 1<<28 {
-			return 0, false
+			return 0, 0, false
 		}
 		f = float64(float32(f))
 	}
 	if neg {
 		f = -f
 	}
-	return f, true
+	return f, i, true
 }

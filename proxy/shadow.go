@@ -210,7 +210,9 @@ func (si *shadowInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, re
 	if x.pbReq != nil {
 		pl.pbReq = x.pbReq // not reused by the gRPC front-end
 	} else {
-		pl.body = bytes.Clone(x.body) // the exchange's buffer is pooled
+		// The exchange's buffer is pooled: copied into a pooled buffer of
+		// the mirror's own, given back once the worker decoded it.
+		pl.bodyBuf = copyShadowBuf(x.body)
 		pl.headerLen = x.headerLen
 	}
 	if err == nil {
@@ -220,11 +222,12 @@ func (si *shadowInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, re
 		case res.parsed != nil && len(res.Body) == 0:
 			pl.resp = res.parsed // a decoded answer (not aliasing pooled bytes)
 		default:
-			pl.respBody = bytes.Clone(res.Body)
+			pl.respBuf = copyShadowBuf(res.Body)
 			pl.respStatus, pl.respHeaderLen = res.Status, res.HeaderLen
 		}
 	}
-	x.ext.shadow = &shadowPending{ms: ms, pl: pl, noise: ms.noise > 0 && rand.Float64()*100 < ms.noise}
+	pl.pending = shadowPending{ms: ms, pl: pl, noise: ms.noise > 0 && rand.Float64()*100 < ms.noise}
+	x.ext.shadow = &pl.pending
 	return err
 }
 
@@ -237,31 +240,43 @@ type shadowPending struct {
 
 func (p *shadowPending) enqueue() {
 	pl := p.pl
-	p.ms.m.Enqueue(&shadow.Job{Kind: shadow.KindShadow, Model: p.ms.model, PrimaryVersion: pl.primary.Name,
-		TargetVersion: pl.target.Name, Time: pl.start, Payload: pl})
+	pl.jobs[0] = shadow.Job{Kind: shadow.KindShadow, Model: p.ms.model, PrimaryVersion: pl.primary.Name,
+		TargetVersion: pl.target.Name, Time: pl.start, Payload: pl}
+	queued := p.ms.m.Enqueue(&pl.jobs[0])
 	if p.noise {
-		p.ms.m.Enqueue(&shadow.Job{Kind: shadow.KindNoiseFloor, Model: p.ms.model, PrimaryVersion: pl.primary.Name,
-			TargetVersion: pl.primary.Name, Time: pl.start, Payload: pl})
+		pl.jobs[1] = shadow.Job{Kind: shadow.KindNoiseFloor, Model: p.ms.model, PrimaryVersion: pl.primary.Name,
+			TargetVersion: pl.primary.Name, Time: pl.start, Payload: pl}
+		queued = p.ms.m.Enqueue(&pl.jobs[1]) || queued
+	}
+	if !queued {
+		pl.releaseBufs() // dropped: no worker will decode them
 	}
 }
 
 // shadowPayload is a mirrored request as the proxy got it, and the
-// primary's outcome, decoded once (in a worker) when first prepared.
+// primary's outcome, decoded once (in a worker) when first prepared. It
+// also holds the pending capture and the jobs (one allocation per mirror).
+// The copied bytes live in pooled buffers that go back to the pool once
+// decoded: what the worker, the records and the ring keep (the decoded
+// request and answers) never aliases them.
 type shadowPayload struct {
 	target, primary *Variant
 	start           time.Time
 	latency         time.Duration
 
-	body      []byte // REST request (nil for gRPC)
+	bodyBuf   *[]byte // REST request (nil for gRPC)
 	headerLen int
 	pbReq     *pb.ModelInferRequest
 
 	primaryErr    error
 	respPB        *pb.ModelInferResponse
 	resp          *oip.InferResponse
-	respBody      []byte
+	respBuf       *[]byte // the primary's REST answer when not yet decoded
 	respStatus    int
 	respHeaderLen int
+
+	pending shadowPending
+	jobs    [2]shadow.Job // the shadow job and the noise-floor job
 
 	once    sync.Once
 	req     *oip.InferRequest
@@ -283,10 +298,11 @@ func (pl *shadowPayload) Prepare(j *shadow.Job) error {
 }
 
 func (pl *shadowPayload) decode() {
+	defer pl.releaseBufs()
 	if pl.pbReq != nil {
 		pl.req, pl.reqErr = oip.InferRequestFromProto(pl.pbReq)
 	} else {
-		pl.req, pl.reqErr = oip.DecodeInferRequest(pl.body, pl.headerLen)
+		pl.req, pl.reqErr = oip.DecodeInferRequest(*pl.bodyBuf, pl.headerLen)
 	}
 	if pl.reqErr != nil {
 		pl.reqErr = fmt.Errorf("decode mirrored request: %w", pl.reqErr)
@@ -299,10 +315,17 @@ func (pl *shadowPayload) decode() {
 	case pl.respPB != nil:
 		pl.resp, pl.respErr = oip.InferResponseFromProto(pl.respPB)
 	case pl.respStatus == 200:
-		pl.resp, pl.respErr = oip.DecodeInferResponse(pl.respBody, pl.respHeaderLen)
+		pl.resp, pl.respErr = oip.DecodeInferResponse(*pl.respBuf, pl.respHeaderLen)
 	default:
-		pl.respErr = restError(pl.respStatus, pl.respBody)
+		pl.respErr = restError(pl.respStatus, *pl.respBuf)
 	}
+}
+
+// releaseBufs gives the copied bytes back to the pool.
+func (pl *shadowPayload) releaseBufs() {
+	putShadowBuf(pl.bodyBuf)
+	putShadowBuf(pl.respBuf)
+	pl.bodyBuf, pl.respBuf = nil, nil
 }
 
 // restError turns a REST error answer into an error; a backend's 5xx that
@@ -328,8 +351,33 @@ var nanMessageBytes = []byte("NaN")
 // shadowHeader marks mirrored REST calls.
 var shadowHeader = []string{"X-Switchyard-Shadow: true"}
 
-// shadowBufs holds request buffers of the shadow workers.
+// shadowBufs holds the mirror's byte buffers: the copies of mirrored
+// requests and primary answers, the shadow calls' request bodies and
+// answers. Nothing decoded from them aliases them (oip's decoders copy).
 var shadowBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// maxPooledShadowBuf bounds the buffers kept in shadowBufs, so one huge
+// request does not stay in memory.
+const maxPooledShadowBuf = 1 << 20
+
+// copyShadowBuf copies b into a pooled buffer.
+func copyShadowBuf(b []byte) *[]byte {
+	bp := shadowBufs.Get().(*[]byte)
+	*bp = append((*bp)[:0], b...)
+	return bp
+}
+
+func putShadowBuf(bp *[]byte) {
+	if bp == nil || cap(*bp) > maxPooledShadowBuf {
+		return
+	}
+	*bp = (*bp)[:0]
+	shadowBufs.Put(bp)
+}
+
+// binaryOutputParams are the request parameters of a shadow call whose
+// request has none: every output in binary. Read only.
+var binaryOutputParams = map[string]any{oip.ParamBinaryDataOutput: true}
 
 // callShadow is the mirror's CallFunc: one call of the job's target
 // version through the proxy's upstream pools, marked as shadow traffic.
@@ -381,9 +429,15 @@ func (f *features) callTarget(ctx context.Context, tv *Variant, r *oip.InferRequ
 		// The mirrored request goes out in the binary tensor form and asks
 		// for binary outputs: the same tensors as the client sent, without
 		// formatting and parsing a hundred floats as text on either side.
+		bin := *r // shallow copy: r is shared, read-only
+		if len(r.Parameters) == 0 {
+			bin.Parameters = binaryOutputParams
+		} else {
+			bin = *r.WithBinaryOutput()
+		}
 		bp := shadowBufs.Get().(*[]byte)
-		defer shadowBufs.Put(bp)
-		body, hl, err := oip.AppendInferRequest((*bp)[:0], r.WithBinaryOutput(), true)
+		defer putShadowBuf(bp)
+		body, hl, err := oip.AppendInferRequest((*bp)[:0], &bin, true)
 		if err != nil {
 			return nil, err
 		}
@@ -392,8 +446,14 @@ func (f *features) callTarget(ctx context.Context, tv *Variant, r *oip.InferRequ
 		if hl < len(body) {
 			req.ContentType, req.HeaderLen = "application/octet-stream", hl
 		}
-		var resp upstream.Response
-		if err := e.HTTP.Do(deadline, &req, &resp); err != nil {
+		// The answer is read into a pooled buffer: decoding copies the
+		// tensors out (the ring's records keep them, not the buffer).
+		rp := shadowBufs.Get().(*[]byte)
+		defer putShadowBuf(rp)
+		resp := upstream.Response{Body: (*rp)[:0]}
+		err = e.HTTP.Do(deadline, &req, &resp)
+		*rp = resp.Body
+		if err != nil {
 			return nil, err
 		}
 		if resp.Status != 200 {

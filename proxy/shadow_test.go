@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/switchyard-dev/switchyard/controlplane"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
+	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"github.com/switchyard-dev/switchyard/routing"
 	"github.com/switchyard-dev/switchyard/shadow"
@@ -345,5 +347,102 @@ func TestShadowReportThroughControlPlane(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("bad window: %d", resp.StatusCode)
+	}
+}
+
+// TestShadowRecordsKeepTheirOwnData: the mirror copies requests and
+// answers into pooled buffers and reads shadow answers into pooled
+// buffers, reused from mirror to mirror. The ring's records fill their
+// input digest and output summaries lazily, when read: read after every
+// mirror is done (the buffers reused many times over), each record still
+// shows its own request's digest, the primary answer its client got, and
+// the shadow's answer to that input.
+func TestShadowRecordsKeepTheirOwnData(t *testing.T) {
+	t.Run("one call per mirror", func(t *testing.T) { testShadowRecordsKeepTheirOwnData(t, nil) })
+	t.Run("batched", func(t *testing.T) {
+		testShadowRecordsKeepTheirOwnData(t, &routing.ShadowBatch{MaxRows: 8, MaxDelay: routing.Duration(5 * time.Millisecond)})
+	})
+}
+
+func testShadowRecordsKeepTheirOwnData(t *testing.T, batch *routing.ShadowBatch) {
+	be := backendtest.Start(t, backendtest.Options{})
+	m := recommenderWith(be, func(m *routing.Model) {
+		m.Spec.Shadow = &routing.Shadow{Version: "v2", Percent: 100, Workers: 2, Batch: batch,
+			Compare: routing.Compare{Mode: routing.CompareTopK, K: 10}}
+	})
+	p, reg := featuresProxy(t, Config{Models: []routing.Model{m}}, FeaturesConfig{})
+	const n, clients = 120, 4
+	bodies, answers := make([][]byte, n), make([][]byte, n)
+	for i := range bodies {
+		bodies[i], _ = featuresBody(uint64(5000 + i))
+	}
+	c := newHTTPClient()
+	defer c.CloseIdleConnections()
+	errs := make(chan error, clients)
+	for k := range clients {
+		go func() {
+			for i := k; i < n; i += clients {
+				a := postFull(t, c, inferURL(p, "recommender"), bodies[i], nil)
+				if a.status != 200 {
+					errs <- fmt.Errorf("request %d: %d %s", i, a.status, a.body)
+					return
+				}
+				answers[i] = a.body
+			}
+			errs <- nil
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every mirrored request compared", func() bool {
+		return metricSum(t, reg, "switchyard_shadow_compared_total", map[string]string{"model": "recommender"}) == n
+	})
+	var recs ShadowRecordsResponse
+	if code := getJSON(t, "http://"+p.AdminAddr()+"/shadow/records?model=recommender&window=5m", &recs); code != 200 {
+		t.Fatalf("admin shadow records: %d", code)
+	}
+	byDigest := map[string]shadow.Record{}
+	for _, r := range recs.Records {
+		byDigest[r.InputDigest] = r
+	}
+	if len(recs.Records) != n || len(byDigest) != n {
+		t.Fatalf("%d records with %d distinct input digests, want %d", len(recs.Records), len(byDigest), n)
+	}
+	for i := range n {
+		req, err := oip.DecodeInferRequest(bodies[i], 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, ok := byDigest[shadow.InputDigest(req)]
+		if !ok {
+			t.Fatalf("request %d: no record with its input digest", i)
+		}
+		primary, err := oip.DecodeInferResponse(answers[i], 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := shadow.Summarise(primary); !reflect.DeepEqual(rec.Primary.Outputs, want) {
+			t.Fatalf("request %d: record's primary outputs %+v, the client got %+v", i, rec.Primary.Outputs, want)
+		}
+		// The shadow's own answer to this input, asked directly.
+		direct := postFull(t, c, "http://"+be.HTTPAddr+"/v2/models/recommender-v2/infer", bodies[i], nil)
+		sresp, err := oip.DecodeInferResponse(direct.body, 0)
+		if err != nil {
+			t.Fatalf("v2 directly: %v (%d %s)", err, direct.status, direct.body)
+		}
+		want := shadow.Summarise(sresp)
+		got := rec.Shadow.Outputs
+		if len(got) != 1 || len(want) != 1 || len(got[0].Top) != 1 || len(want[0].Top) != 1 {
+			t.Fatalf("request %d: record's shadow outputs %+v, v2 answers %+v", i, got, want)
+		}
+		// Batched calls may round the scores differently in the last bit,
+		// so near ties may swap; another request's answer would share
+		// about one index in ten.
+		if o := overlap(got[0].Top[0], want[0].Top[0]); o < 0.8 {
+			t.Fatalf("request %d: record's shadow top-10 %v, v2 answers %v (overlap %.1f)", i, got[0].Top[0], want[0].Top[0], o)
+		}
 	}
 }

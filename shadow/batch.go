@@ -36,11 +36,26 @@ func Joinable(a, b *oip.InferRequest) bool {
 				return false
 			}
 		}
-		if !reflect.DeepEqual(x.Parameters, y.Parameters) {
+		if !paramsEqual(x.Parameters, y.Parameters) {
 			return false
 		}
 	}
-	return reflect.DeepEqual(a.Parameters, b.Parameters) && reflect.DeepEqual(a.Outputs, b.Outputs)
+	if !paramsEqual(a.Parameters, b.Parameters) {
+		return false
+	}
+	if a.Outputs == nil && b.Outputs == nil {
+		return true
+	}
+	return reflect.DeepEqual(a.Outputs, b.Outputs)
+}
+
+// paramsEqual is reflect.DeepEqual(a, b) without reflection for the common
+// case of two nil maps.
+func paramsEqual(a, b map[string]any) bool {
+	if a == nil && b == nil {
+		return true
+	}
+	return reflect.DeepEqual(a, b)
 }
 
 // Rows is the batch dimension of a request (its first input's dimension 0).

@@ -42,10 +42,12 @@ func BenchmarkWorkerAfterCall(b *testing.B) {
 	pr := Result{Response: &oip.InferResponse{Outputs: []oip.Tensor{oip.NewTensor("scores", []int64{1, 100}, p)}}}
 	sr := Result{Response: &oip.InferResponse{Outputs: []oip.Tensor{oip.NewTensor("scores", []int64{1, 100}, s)}}}
 	cfg := MirrorConfig{Compare: Config{Rule: Rule{Mode: TopK, K: 10}}}.defaults()
-	mr := &Mirror{cfg: cfg, m: NewMetrics(prometheus.NewRegistry()), ring: NewRing(1024)}
+	m := NewMetrics(prometheus.NewRegistry())
+	mr := &Mirror{cfg: cfg, m: m, ring: NewRing(1024)}
+	w := newWorkerState(m)
 	j := &Job{Kind: KindShadow, Model: "m", PrimaryVersion: "v1", TargetVersion: "v2", Request: req, Primary: pr}
 	b.ReportAllocs()
 	for b.Loop() {
-		mr.afterCall(j, sr)
+		mr.afterCall(w, j, sr)
 	}
 }

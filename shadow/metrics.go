@@ -55,18 +55,74 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) observe(j *Job, c *Comparison, p, s Result) {
+// seriesCache keeps the series a worker updates for every comparison, so
+// that looking them up (hashing and checking the label values) is not paid
+// per job. One per worker: not safe for concurrent use.
+type seriesCache struct {
+	m       *Metrics
+	jobs    []jobSeries
+	outputs []outputSeries
+}
+
+type jobSeries struct {
+	model, version, kind string
+	compared             prometheus.Counter
+	primary, shadow      prometheus.Observer // latency; nil until first observed
+}
+
+type outputSeries struct {
+	model, version, kind string
+	mode                 Mode
+	agree                bool
+	c                    prometheus.Counter
+}
+
+// seriesCacheMax bounds each cache (a mirror has one model and at most two
+// targets; more label sets than this are looked up each time).
+const seriesCacheMax = 16
+
+func (sc *seriesCache) job(j *Job) *jobSeries {
+	for i := range sc.jobs {
+		if s := &sc.jobs[i]; s.model == j.Model && s.version == j.TargetVersion && s.kind == j.Kind {
+			return s
+		}
+	}
+	m := sc.m
+	s := jobSeries{model: j.Model, version: j.TargetVersion, kind: j.Kind,
+		compared: m.compared.WithLabelValues(j.Model, j.TargetVersion, j.Kind)}
+	if len(sc.jobs) < seriesCacheMax {
+		sc.jobs = append(sc.jobs, s)
+		return &sc.jobs[len(sc.jobs)-1]
+	}
+	return &s
+}
+
+func (sc *seriesCache) output(j *Job, mode Mode, agree bool) prometheus.Counter {
+	for i := range sc.outputs {
+		if s := &sc.outputs[i]; s.mode == mode && s.agree == agree && s.model == j.Model && s.version == j.TargetVersion && s.kind == j.Kind {
+			return s.c
+		}
+	}
+	res := "agree"
+	if !agree {
+		res = "disagree"
+	}
+	c := sc.m.agreement.WithLabelValues(j.Model, j.TargetVersion, j.Kind, string(mode), res)
+	if len(sc.outputs) < seriesCacheMax {
+		sc.outputs = append(sc.outputs, outputSeries{model: j.Model, version: j.TargetVersion, kind: j.Kind, mode: mode, agree: agree, c: c})
+	}
+	return c
+}
+
+func (sc *seriesCache) observe(j *Job, c *Comparison, p, s Result) {
+	m := sc.m
 	if m == nil {
 		return
 	}
-	l := []string{j.Model, j.TargetVersion, j.Kind}
-	m.compared.WithLabelValues(l...).Inc()
+	js := sc.job(j)
+	js.compared.Inc()
 	for _, d := range c.Outputs {
-		res := "agree"
-		if !d.Agree {
-			res = "disagree"
-		}
-		m.agreement.WithLabelValues(j.Model, j.TargetVersion, j.Kind, string(d.Mode), res).Inc()
+		sc.output(j, d.Mode, d.Agree).Inc()
 	}
 	pFailed, sFailed := c.PrimaryError != "", c.ShadowError != ""
 	switch {
@@ -83,8 +139,14 @@ func (m *Metrics) observe(j *Job, c *Comparison, p, s Result) {
 	if c.PrimaryNaN {
 		m.nan.WithLabelValues(j.Model, j.TargetVersion, j.Kind, "primary").Inc()
 	}
-	m.latency.WithLabelValues(j.Model, j.TargetVersion, j.Kind, "primary").Observe(p.Latency.Seconds())
+	if js.primary == nil {
+		js.primary = m.latency.WithLabelValues(j.Model, j.TargetVersion, j.Kind, "primary")
+	}
+	js.primary.Observe(p.Latency.Seconds())
 	if s.Err == nil {
-		m.latency.WithLabelValues(j.Model, j.TargetVersion, j.Kind, "shadow").Observe(s.Latency.Seconds())
+		if js.shadow == nil {
+			js.shadow = m.latency.WithLabelValues(j.Model, j.TargetVersion, j.Kind, "shadow")
+		}
+		js.shadow.Observe(s.Latency.Seconds())
 	}
 }

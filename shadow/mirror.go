@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/switchyard-dev/switchyard/oip"
 )
 
@@ -127,7 +129,8 @@ type Mirror struct {
 	mu      sync.RWMutex
 	closed  bool
 	noBatch atomic.Bool // the target refused a joined request
-	scratch sync.Pool   // of *scratch, for the comparisons
+	// mirrored caches the mirrored counter per label set (copy on write).
+	mirrored atomic.Pointer[[]labelledCounter]
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -149,9 +152,21 @@ func NewMirror(cfg MirrorConfig, call CallFunc, sink RecordSink, m *Metrics, log
 	}
 	mr.wg.Add(cfg.Workers)
 	for i := 0; i < cfg.Workers; i++ {
-		go mr.worker()
+		go mr.worker(newWorkerState(m))
 	}
 	return mr
+}
+
+// workerState is what one worker reuses from job to job: the comparison's
+// float buffers, its metric series, its batch timer.
+type workerState struct {
+	sc     scratch
+	series seriesCache
+	timer  *time.Timer // stopped between batches (Go >= 1.23: no stale tick after Stop or Reset)
+}
+
+func newWorkerState(m *Metrics) *workerState {
+	return &workerState{series: seriesCache{m: m}}
 }
 
 // Enqueue offers a job without blocking; false means it was dropped
@@ -169,13 +184,46 @@ func (mr *Mirror) Enqueue(j *Job) bool {
 	select {
 	case mr.queue <- j:
 		if mr.m != nil {
-			mr.m.mirrored.WithLabelValues(j.Model, j.TargetVersion, j.Kind).Inc()
+			mr.mirroredCounter(j).Inc()
 		}
 		return true
 	default:
 		mr.drop(j, "queue_full")
 		return false
 	}
+}
+
+// mirroredCounter is the mirrored series of j's labels, looked up once per
+// label set (Enqueue runs on the request path).
+func (mr *Mirror) mirroredCounter(j *Job) prometheus.Counter {
+	if cs := mr.mirrored.Load(); cs != nil {
+		for i := range *cs {
+			if c := &(*cs)[i]; c.model == j.Model && c.version == j.TargetVersion && c.kind == j.Kind {
+				return c.c
+			}
+		}
+	}
+	c := mr.m.mirrored.WithLabelValues(j.Model, j.TargetVersion, j.Kind)
+	for {
+		old := mr.mirrored.Load()
+		var cs []labelledCounter
+		if old != nil {
+			if len(*old) >= seriesCacheMax {
+				return c
+			}
+			cs = append(cs, *old...)
+		}
+		cs = append(cs, labelledCounter{model: j.Model, version: j.TargetVersion, kind: j.Kind, c: c})
+		if mr.mirrored.CompareAndSwap(old, &cs) {
+			return c
+		}
+	}
+}
+
+// labelledCounter is a counter with its model, version and kind labels.
+type labelledCounter struct {
+	model, version, kind string
+	c                    prometheus.Counter
 }
 
 func (mr *Mirror) drop(j *Job, reason string) {
@@ -214,8 +262,13 @@ func (mr *Mirror) Close(ctx context.Context) error {
 	}
 }
 
-func (mr *Mirror) worker() {
+func (mr *Mirror) worker(w *workerState) {
 	defer mr.wg.Done()
+	defer func() {
+		if w.timer != nil {
+			w.timer.Stop()
+		}
+	}()
 	var carry *Job // taken from the queue and prepared, not joinable with the last batch
 	for {
 		j := carry
@@ -230,15 +283,15 @@ func (mr *Mirror) worker() {
 			}
 		}
 		if !mr.batching() || Rows(j.Request) >= int64(mr.cfg.Batch.MaxRows) {
-			mr.callOne(j)
+			mr.callOne(w, j)
 			continue
 		}
 		var batch []*Job
-		batch, carry = mr.collect(j)
+		batch, carry = mr.collect(w, j)
 		if len(batch) == 1 {
-			mr.callOne(j)
+			mr.callOne(w, j)
 		} else {
-			mr.callBatch(batch)
+			mr.callBatch(w, batch)
 		}
 	}
 }
@@ -267,13 +320,13 @@ func (mr *Mirror) batching() bool {
 // collect gathers jobs joinable with first (same kind and target, Joinable
 // requests) until MaxRows rows or MaxDelay after first was taken; the first
 // job that does not fit is returned as carry, prepared.
-func (mr *Mirror) collect(first *Job) (batch []*Job, carry *Job) {
+func (mr *Mirror) collect(w *workerState, first *Job) (batch []*Job, carry *Job) {
 	batch = []*Job{first}
 	rows := Rows(first.Request)
-	var timer *time.Timer
+	armed := false // w.timer runs for this batch
 	defer func() {
-		if timer != nil {
-			timer.Stop()
+		if armed {
+			w.timer.Stop() // Go >= 1.23: no stale tick after Stop
 		}
 	}()
 	for rows < int64(mr.cfg.Batch.MaxRows) {
@@ -285,12 +338,18 @@ func (mr *Mirror) collect(first *Job) (batch []*Job, carry *Job) {
 			if mr.cfg.Batch.MaxDelay <= 0 {
 				return batch, nil
 			}
-			if timer == nil {
-				timer = time.NewTimer(mr.cfg.Batch.MaxDelay)
+			if !armed {
+				if w.timer == nil {
+					w.timer = time.NewTimer(mr.cfg.Batch.MaxDelay)
+				} else {
+					w.timer.Reset(mr.cfg.Batch.MaxDelay)
+				}
+				armed = true
 			}
 			select {
 			case j, ok = <-mr.queue:
-			case <-timer.C:
+			case <-w.timer.C:
+				armed = false
 				return batch, nil
 			}
 		}
@@ -310,13 +369,13 @@ func (mr *Mirror) collect(first *Job) (batch []*Job, carry *Job) {
 	return batch, nil
 }
 
-func (mr *Mirror) callOne(j *Job) {
+func (mr *Mirror) callOne(w *workerState, j *Job) {
 	ctx, cancel := context.WithTimeout(mr.ctx, mr.cfg.Timeout)
 	start := time.Now()
 	resp, err := mr.callSafe(ctx, j)
 	s := Result{Response: resp, Err: mr.timedOut(err), Latency: time.Since(start)}
 	cancel()
-	mr.afterCall(j, s)
+	mr.afterCall(w, j, s)
 }
 
 func (mr *Mirror) timedOut(err error) error {
@@ -330,7 +389,7 @@ func (mr *Mirror) timedOut(err error) error {
 // joined call's. If the target refuses the joined request as invalid (e.g.
 // a model whose batch dimension is fixed), batching is switched off for
 // this mirror and the jobs are called one by one.
-func (mr *Mirror) callBatch(jobs []*Job) {
+func (mr *Mirror) callBatch(w *workerState, jobs []*Job) {
 	ctx, cancel := context.WithTimeout(mr.ctx, mr.cfg.Timeout)
 	start := time.Now()
 	resps, err := mr.batchCallSafe(ctx, jobs)
@@ -345,7 +404,7 @@ func (mr *Mirror) callBatch(jobs []*Job) {
 				"version", jobs[0].TargetVersion, "err", err)
 		}
 		for _, j := range jobs {
-			mr.callOne(j)
+			mr.callOne(w, j)
 		}
 		return
 	}
@@ -358,7 +417,7 @@ func (mr *Mirror) callBatch(jobs []*Job) {
 		if err == nil {
 			s.Response = resps[i]
 		}
-		mr.afterCall(j, s)
+		mr.afterCall(w, j, s)
 	}
 }
 
@@ -372,14 +431,9 @@ func (mr *Mirror) batchCallSafe(ctx context.Context, jobs []*Job) (resps []*oip.
 }
 
 // afterCall compares the answers, counts, keeps and writes the record.
-func (mr *Mirror) afterCall(j *Job, s Result) {
-	sc, _ := mr.scratch.Get().(*scratch)
-	if sc == nil {
-		sc = &scratch{}
-	}
-	c := compareWith(j.Primary, s, mr.cfg.Compare, sc)
-	mr.scratch.Put(sc)
-	mr.m.observe(j, &c, j.Primary, s)
+func (mr *Mirror) afterCall(w *workerState, j *Job, s Result) {
+	c := compareWith(j.Primary, s, mr.cfg.Compare, &w.sc)
+	w.series.observe(j, &c, j.Primary, s)
 	if mr.cfg.OnCompared != nil {
 		mr.cfg.OnCompared(j, &c)
 	}

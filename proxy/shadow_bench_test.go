@@ -1,0 +1,269 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
+	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
+	"github.com/switchyard-dev/switchyard/routing"
+)
+
+// BenchmarkShadowProxy drives REST requests (the demo recommender's JSON
+// body, as the bench/proxy load generator sends) through a real proxy in
+// this process to a real backend in its own process (switchyard backend,
+// built from ./cmd/switchyard), with shadow mirroring off and at 100 % to
+// v2 (topk, 4 workers; batched like bench/proxy/run.sh: maxRows 16,
+// maxDelay 2ms, or one call per mirror). One op is one primary request;
+// the timed region ends when every mirrored request has been compared, so
+// the 100 % figures include the workers' whole cost. With the backend in
+// another process, B/op, allocs/op and cpu-ns/op (this process's user +
+// system CPU) are the proxy's (and the raw keep-alive clients', which
+// allocate nothing per request): the difference between off and 100pct is
+// the proxy's cost of a mirror.
+//
+//	go test -run '^$' -bench ShadowProxy -benchmem ./proxy
+func BenchmarkShadowProxy(b *testing.B) {
+	bin := filepath.Join(b.TempDir(), "switchyard")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/switchyard").CombinedOutput(); err != nil {
+		b.Fatalf("build switchyard: %v\n%s", err, out)
+	}
+	for _, tc := range []struct {
+		name    string
+		percent float64
+		batch   *routing.ShadowBatch
+	}{
+		{"off", 0, nil},
+		{"100pct", 100, &routing.ShadowBatch{MaxRows: 16, MaxDelay: routing.Duration(2 * time.Millisecond)}},
+		{"100pct-unbatched", 100, nil},
+	} {
+		b.Run(tc.name, func(b *testing.B) { benchShadowProxy(b, bin, tc.percent, tc.batch) })
+	}
+}
+
+// startBackendProcess runs `switchyard backend` on the demo models and
+// returns its REST and gRPC addresses once its models are ready.
+func startBackendProcess(b *testing.B, bin string) *backendtest.Running {
+	repo := b.TempDir()
+	if err := demomodels.WriteRepository(repo); err != nil {
+		b.Fatal(err)
+	}
+	httpAddr, grpcAddr := freeAddr(b), freeAddr(b)
+	cmd := exec.Command(bin, "backend", "--model-repository", repo, "--http", httpAddr, "--grpc", grpcAddr, "--log-level", "warn")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for _, model := range []string{"recommender-v1", "recommender-v2"} {
+		for {
+			resp, err := http.Get("http://" + httpAddr + "/v2/models/" + model + "/ready")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("backend process: %s not ready: %v", model, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return &backendtest.Running{HTTPAddr: httpAddr, GRPCAddr: grpcAddr}
+}
+
+// freeAddr is a 127.0.0.1 address with a port that was free a moment ago.
+func freeAddr(b *testing.B) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func benchShadowProxy(b *testing.B, bin string, percent float64, batch *routing.ShadowBatch) {
+	be := startBackendProcess(b, bin)
+	m := recommenderWith(be, func(m *routing.Model) {
+		if percent > 0 {
+			m.Spec.Shadow = &routing.Shadow{Version: "v2", Percent: percent, Workers: 4, Batch: batch,
+				Compare: routing.Compare{Mode: routing.CompareTopK, K: 10}}
+		}
+	})
+	// No record directory: as bench/proxy/run.sh runs the proxy (the ring
+	// still keeps every comparison for the admin report).
+	p, reg := featuresProxyNoRecords(b, Config{Models: []routing.Model{m}})
+	const conns = 4
+	clients := make([]*rawClient, conns)
+	for i := range clients {
+		body, _ := featuresBody(uint64(i + 1))
+		clients[i] = dialRaw(b, p.HTTPAddr(), "/v2/models/recommender/infer", body)
+	}
+	compared := func() float64 {
+		return metricSum(b, reg, "switchyard_shadow_compared_total", map[string]string{"model": "recommender"})
+	}
+	// Warm up: connections, pools, the mirror's workers.
+	for _, c := range clients {
+		for range 50 {
+			if err := c.do(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if percent > 0 {
+		waitCompared(b, compared, 50*conns)
+	}
+	base := compared()
+	runtime.GC()
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := processCPU()
+	var wg sync.WaitGroup
+	n := b.N
+	for i, c := range clients {
+		k := n / conns
+		if i < n%conns {
+			k++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range k {
+				if err := c.do(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if percent == 100 {
+		waitCompared(b, compared, base+float64(n))
+	}
+	cpu := processCPU() - cpu0
+	b.StopTimer()
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/op")
+	if percent == 100 {
+		b.ReportMetric(compared()-base, "compared")
+	}
+	for _, c := range clients {
+		c.conn.Close()
+	}
+}
+
+// processCPU is this process's user + system CPU time so far (the proxy
+// and the clients).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func waitCompared(b *testing.B, compared func() float64, want float64) {
+	deadline := time.Now().Add(60 * time.Second)
+	for compared() < want {
+		if time.Now().After(deadline) {
+			b.Fatalf("compared %v of %v mirrored requests", compared(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func featuresProxyNoRecords(b *testing.B, cfg Config) (*Proxy, *prometheus.Registry) {
+	b.Helper()
+	reg := prometheus.NewRegistry()
+	cfg.Registry = reg
+	cfg.Extensions = append(cfg.Extensions, NewFeatures(FeaturesConfig{}))
+	return startProxy(b, cfg), reg
+}
+
+// rawClient is one keep-alive HTTP/1.1 connection sending the same request.
+type rawClient struct {
+	conn net.Conn
+	r    *bufio.Reader
+	req  []byte
+	buf  []byte
+}
+
+func dialRaw(b *testing.B, addr, path string, body []byte) *rawClient {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := fmt.Appendf(nil, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", path, addr, len(body))
+	return &rawClient{conn: conn, r: bufio.NewReaderSize(conn, 16<<10), req: append(req, body...), buf: make([]byte, 0, 4096)}
+}
+
+var contentLengthPrefix = []byte("content-length:")
+
+// do sends the request and reads the answer; anything but a 200 is an
+// error.
+func (c *rawClient) do() error {
+	if _, err := c.conn.Write(c.req); err != nil {
+		return err
+	}
+	status, n := 0, -1
+	for {
+		line, err := c.r.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			break
+		}
+		if status == 0 {
+			if len(line) < 12 {
+				return fmt.Errorf("status line %q", line)
+			}
+			status, _ = strconv.Atoi(string(line[9:12]))
+			continue
+		}
+		if len(line) > len(contentLengthPrefix) && bytes.EqualFold(line[:len(contentLengthPrefix)], contentLengthPrefix) {
+			n, _ = strconv.Atoi(string(bytes.TrimSpace(line[len(contentLengthPrefix):])))
+		}
+	}
+	if n < 0 {
+		return fmt.Errorf("answer without Content-Length")
+	}
+	if cap(c.buf) < n {
+		c.buf = make([]byte, n)
+	}
+	c.buf = c.buf[:n]
+	if _, err := io.ReadFull(c.r, c.buf); err != nil {
+		return err
+	}
+	if status != 200 {
+		return fmt.Errorf("status %d: %s", status, c.buf)
+	}
+	return nil
+}
