@@ -34,6 +34,7 @@ DURATION=${DURATION:-10s}
 CONC=${CONC:-32}
 MAXDUR=${MAXDUR:-5s}
 PROFILE=${PROFILE:-0}   # 1: CPU profile of the proxy's closed-loop run into $PROFILE_DIR
+PERF=${PERF:-0}         # 1: perf record (kernel included) of the proxy's closed-loop run into $PROFILE_DIR/perf.data
 PROFILE_DIR=${PROFILE_DIR:-/tmp/switchyard-proxy-profile}
 NGINX_WORKERS=${NGINX_WORKERS:-1}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -205,7 +206,17 @@ if [ "$PROFILE" = 1 ]; then
   curl -fsS -o "$PROFILE_DIR/cpu.pprof" "http://127.0.0.1:$PX_ADMIN/debug/pprof/profile?seconds=$((secs>1 ? secs-1 : 1))" &
   PROF=$!
 fi
+if [ "$PERF" = 1 ]; then
+  secs=${MAXDUR%s}
+  mkdir -p "$PROFILE_DIR"
+  (sleep 1; perf record -F 2999 -g -p "$PX_PID" -o "$PROFILE_DIR/perf.data" -- sleep $((secs>2 ? secs-2 : 1)) >/dev/null 2>&1) &
+  PERFJOB=$!
+fi
 run switchyard http://127.0.0.1:$PX_HTTP/v2/models/recommender/infer "$PX_PID" -concurrency $CONC -duration $MAXDUR
+if [ "$PERF" = 1 ]; then
+  wait $PERFJOB
+  echo "# perf: perf report -i $PROFILE_DIR/perf.data --no-children --sort dso,sym -g none"
+fi
 if [ "$PROFILE" = 1 ]; then
   wait $PROF
   cp "$TMP/switchyard" "$PROFILE_DIR/switchyard"
