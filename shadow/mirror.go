@@ -128,7 +128,10 @@ type Mirror struct {
 
 	mu      sync.RWMutex
 	closed  bool
-	noBatch atomic.Bool // the target refused a joined request
+	closing chan struct{} // closed by Close: a batch wait ends
+	// collecting is held by the worker taking jobs for a batch.
+	collecting sync.Mutex
+	noBatch    atomic.Bool // the target refused a joined request
 	// mirrored caches the mirrored counter per label set (copy on write).
 	mirrored atomic.Pointer[[]labelledCounter]
 
@@ -146,9 +149,10 @@ func NewMirror(cfg MirrorConfig, call CallFunc, sink RecordSink, m *Metrics, log
 	ctx, cancel := context.WithCancel(context.Background())
 	mr := &Mirror{
 		cfg: cfg, call: call, sink: sink, m: m, log: log,
-		ring:  NewRing(cfg.RingSize),
-		queue: make(chan *Job, cfg.QueueSize),
-		ctx:   ctx, cancel: cancel,
+		ring:    NewRing(cfg.RingSize),
+		queue:   make(chan *Job, cfg.QueueSize),
+		closing: make(chan struct{}),
+		ctx:     ctx, cancel: cancel,
 	}
 	mr.wg.Add(cfg.Workers)
 	for i := 0; i < cfg.Workers; i++ {
@@ -162,7 +166,8 @@ func NewMirror(cfg MirrorConfig, call CallFunc, sink RecordSink, m *Metrics, log
 type workerState struct {
 	sc     scratch
 	series seriesCache
-	timer  *time.Timer // stopped between batches (Go >= 1.23: no stale tick after Stop or Reset)
+	timer  *time.Timer // the batch wait (Go >= 1.23: no stale tick after Stop or Reset)
+	batch  []*Job
 }
 
 func newWorkerState(m *Metrics) *workerState {
@@ -247,6 +252,7 @@ func (mr *Mirror) Close(ctx context.Context) error {
 	if !mr.closed {
 		mr.closed = true
 		close(mr.queue)
+		close(mr.closing)
 	}
 	mr.mu.Unlock()
 	done := make(chan struct{})
@@ -273,26 +279,44 @@ func (mr *Mirror) worker(w *workerState) {
 	for {
 		j := carry
 		carry = nil
+		// While batching, one worker at a time takes jobs from the queue
+		// and gathers a batch; the others wait their turn here, so that a
+		// new job wakes no idle worker to start a batch of its own.
+		batching := mr.batching()
+		if batching {
+			mr.collecting.Lock()
+		}
 		if j == nil {
 			var ok bool
 			if j, ok = <-mr.queue; !ok {
+				if batching {
+					mr.collecting.Unlock()
+				}
 				return
 			}
 			if !mr.prepare(j) {
+				if batching {
+					mr.collecting.Unlock()
+				}
 				continue
 			}
 		}
-		if !mr.batching() || Rows(j.Request) >= int64(mr.cfg.Batch.MaxRows) {
+		if !batching || Rows(j.Request) >= int64(mr.cfg.Batch.MaxRows) {
+			if batching {
+				mr.collecting.Unlock()
+			}
 			mr.callOne(w, j)
 			continue
 		}
 		var batch []*Job
 		batch, carry = mr.collect(w, j)
+		mr.collecting.Unlock()
 		if len(batch) == 1 {
 			mr.callOne(w, j)
 		} else {
 			mr.callBatch(w, batch)
 		}
+		clear(batch) // w's slice: keep no finished job alive
 	}
 }
 
@@ -319,39 +343,37 @@ func (mr *Mirror) batching() bool {
 
 // collect gathers jobs joinable with first (same kind and target, Joinable
 // requests) until MaxRows rows or MaxDelay after first was taken; the first
-// job that does not fit is returned as carry, prepared.
+// job that does not fit is returned as carry, prepared. It takes what is
+// queued; when the queue runs dry before the batch is full, it sleeps
+// MaxDelay once (until Close) and then takes what arrived meanwhile: one
+// wake-up per batch, not one per job. The batch reuses w's slice (callers
+// keep it only until the call is done).
 func (mr *Mirror) collect(w *workerState, first *Job) (batch []*Job, carry *Job) {
-	batch = []*Job{first}
+	batch = append(w.batch[:0], first)
+	defer func() { w.batch = batch[:0] }()
 	rows := Rows(first.Request)
-	armed := false // w.timer runs for this batch
-	defer func() {
-		if armed {
-			w.timer.Stop() // Go >= 1.23: no stale tick after Stop
-		}
-	}()
+	slept := false
 	for rows < int64(mr.cfg.Batch.MaxRows) {
 		var j *Job
 		var ok bool
 		select {
 		case j, ok = <-mr.queue:
 		default:
-			if mr.cfg.Batch.MaxDelay <= 0 {
+			if slept || mr.cfg.Batch.MaxDelay <= 0 {
 				return batch, nil
 			}
-			if !armed {
-				if w.timer == nil {
-					w.timer = time.NewTimer(mr.cfg.Batch.MaxDelay)
-				} else {
-					w.timer.Reset(mr.cfg.Batch.MaxDelay)
-				}
-				armed = true
+			if w.timer == nil {
+				w.timer = time.NewTimer(mr.cfg.Batch.MaxDelay)
+			} else {
+				w.timer.Reset(mr.cfg.Batch.MaxDelay) // Go >= 1.23: no stale tick
 			}
 			select {
-			case j, ok = <-mr.queue:
 			case <-w.timer.C:
-				armed = false
-				return batch, nil
+			case <-mr.closing:
+				w.timer.Stop()
 			}
+			slept = true
+			continue
 		}
 		if !ok || !mr.prepare(j) {
 			if !ok {
