@@ -290,12 +290,22 @@ func (s *scanner) tensorFields(t *Tensor, kind string, i int) error {
 		switch string(key) {
 		case "name":
 			seenName = true
-			v, err := s.str(path + ".name")
+			v, err := s.strField(path, ".name")
 			t.Name = v
 			return err
 		case "datatype":
 			seenType = true
-			v, err := s.str(path + ".datatype")
+			if s.peek() == '"' {
+				at := s.i
+				if b, ok := s.plainString(); ok {
+					if dt, ok := datatypeNamed(b); ok {
+						t.Datatype = dt
+						return nil
+					}
+				}
+				s.i = at // not a datatype: the error below names it
+			}
+			v, err := s.strField(path, ".datatype")
 			if err != nil {
 				return err
 			}
@@ -308,7 +318,7 @@ func (s *scanner) tensorFields(t *Tensor, kind string, i int) error {
 		case "shape":
 			seenShape = true
 			t.Shape = make([]int64, 0, 4)
-			err := s.array(path+".shape", func(j int) error {
+			err := s.arrayField(path, ".shape", func(j int) error {
 				neg, mag, msg := s.integer()
 				switch {
 				case msg != "":
@@ -582,6 +592,39 @@ func (p *dataParser) value() string {
 		p.raw = appendUint(p.raw, p.dt.Size(), mag)
 	}
 	return ""
+}
+
+// datatypeNamed is the datatype named by b, without allocating.
+func datatypeNamed(b []byte) (Datatype, bool) {
+	switch string(b) {
+	case "BOOL":
+		return BOOL, true
+	case "UINT8":
+		return UINT8, true
+	case "UINT16":
+		return UINT16, true
+	case "UINT32":
+		return UINT32, true
+	case "UINT64":
+		return UINT64, true
+	case "INT8":
+		return INT8, true
+	case "INT16":
+		return INT16, true
+	case "INT32":
+		return INT32, true
+	case "INT64":
+		return INT64, true
+	case "FP16":
+		return FP16, true
+	case "FP32":
+		return FP32, true
+	case "FP64":
+		return FP64, true
+	case "BYTES":
+		return BYTES, true
+	}
+	return "", false
 }
 
 func appendUint(b []byte, size int, v uint64) []byte {

@@ -85,11 +85,14 @@ func (s *scanner) object(path string, f func(key []byte) error) error {
 		if s.peek() != '"' {
 			return s.syntax("expected an object key")
 		}
-		key, err := s.appendString(s.kbuf[:0])
-		if err != nil {
-			return err
+		key, plain := s.plainString() // most keys: a sub-slice, no copy
+		if !plain {
+			var err error
+			if key, err = s.appendString(s.kbuf[:0]); err != nil {
+				return err
+			}
+			s.kbuf = key[:0]
 		}
-		s.kbuf = key[:0]
 		if s.peek() != ':' {
 			return s.syntax("expected ':' after object key")
 		}
@@ -113,11 +116,16 @@ func (s *scanner) object(path string, f func(key []byte) error) error {
 // array reads an array, calling f for each element with the scanner placed
 // at it; f must consume it.
 func (s *scanner) array(path string, f func(i int) error) error {
+	return s.arrayField(path, "", f)
+}
+
+// arrayField is array for the field path+field (joined only for an error).
+func (s *scanner) arrayField(path, field string, f func(i int) error) error {
 	if s.peek() == 0 {
 		return s.syntax("expected an array")
 	}
 	if s.peek() != '[' {
-		return Errorf(InvalidArgument, "%s: must be an array", path)
+		return Errorf(InvalidArgument, "%s%s: must be an array", path, field)
 	}
 	s.i++
 	if s.peek() == ']' {
@@ -143,11 +151,16 @@ func (s *scanner) array(path string, f func(i int) error) error {
 
 // str reads a JSON string value.
 func (s *scanner) str(path string) (string, error) {
+	return s.strField(path, "")
+}
+
+// strField is str for the field path+field (joined only for an error).
+func (s *scanner) strField(path, field string) (string, error) {
 	if s.peek() == 0 {
 		return "", s.syntax("expected a string")
 	}
 	if s.peek() != '"' {
-		return "", Errorf(InvalidArgument, "%s: must be a string", path)
+		return "", Errorf(InvalidArgument, "%s%s: must be a string", path, field)
 	}
 	// Fast path: no escapes.
 	start := s.i + 1
@@ -163,6 +176,27 @@ func (s *scanner) str(path string) (string, error) {
 	}
 	b, err := s.appendString(nil)
 	return string(b), err
+}
+
+// plainString reads a string without escapes or control characters (the
+// scanner at its opening quote) as a sub-slice of the input, not a copy;
+// false, the scanner unmoved, for any other string.
+func (s *scanner) plainString() ([]byte, bool) {
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		return nil, false
+	}
+	start := s.i + 1
+	for j := start; j < len(s.b); j++ {
+		c := s.b[j]
+		if c == '"' {
+			s.i = j + 1
+			return s.b[start:j], true
+		}
+		if c == '\\' || c < 0x20 {
+			break
+		}
+	}
+	return nil, false
 }
 
 // appendString reads a JSON string (scanner at its opening quote) and

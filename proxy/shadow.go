@@ -240,13 +240,12 @@ type shadowPending struct {
 
 func (p *shadowPending) enqueue() {
 	pl := p.pl
-	pl.jobs[0] = shadow.Job{Kind: shadow.KindShadow, Model: p.ms.model, PrimaryVersion: pl.primary.Name,
+	pl.job = shadow.Job{Kind: shadow.KindShadow, Model: p.ms.model, PrimaryVersion: pl.primary.Name,
 		TargetVersion: pl.target.Name, Time: pl.start, Payload: pl}
-	queued := p.ms.m.Enqueue(&pl.jobs[0])
+	queued := p.ms.m.Enqueue(&pl.job)
 	if p.noise {
-		pl.jobs[1] = shadow.Job{Kind: shadow.KindNoiseFloor, Model: p.ms.model, PrimaryVersion: pl.primary.Name,
-			TargetVersion: pl.primary.Name, Time: pl.start, Payload: pl}
-		queued = p.ms.m.Enqueue(&pl.jobs[1]) || queued
+		queued = p.ms.m.Enqueue(&shadow.Job{Kind: shadow.KindNoiseFloor, Model: p.ms.model, PrimaryVersion: pl.primary.Name,
+			TargetVersion: pl.primary.Name, Time: pl.start, Payload: pl}) || queued
 	}
 	if !queued {
 		pl.releaseBufs() // dropped: no worker will decode them
@@ -255,7 +254,8 @@ func (p *shadowPending) enqueue() {
 
 // shadowPayload is a mirrored request as the proxy got it, and the
 // primary's outcome, decoded once (in a worker) when first prepared. It
-// also holds the pending capture and the jobs (one allocation per mirror).
+// also holds the pending capture and the shadow job (one allocation per
+// mirror).
 // The copied bytes live in pooled buffers that go back to the pool once
 // decoded: what the worker, the records and the ring keep (the decoded
 // request and answers) never aliases them.
@@ -276,7 +276,7 @@ type shadowPayload struct {
 	respHeaderLen int
 
 	pending shadowPending
-	jobs    [2]shadow.Job // the shadow job and the noise-floor job
+	job     shadow.Job // the shadow job (a noise-floor job is allocated apart)
 
 	once    sync.Once
 	req     *oip.InferRequest

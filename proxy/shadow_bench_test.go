@@ -140,11 +140,16 @@ func benchShadowProxy(b *testing.B, bin string, percent float64, batch *routing.
 	if percent > 0 {
 		waitCompared(b, compared, 50*conns)
 	}
-	base := compared()
+	batches := func() float64 {
+		return metricSum(b, reg, "switchyard_shadow_batch_jobs", map[string]string{"model": "recommender"})
+	}
+	base, baseBatches := compared(), batches()
 	runtime.GC()
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0 := processCPU()
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
 	var wg sync.WaitGroup
 	n := b.N
 	for i, c := range clients {
@@ -169,9 +174,16 @@ func benchShadowProxy(b *testing.B, bin string, percent float64, batch *routing.
 	}
 	cpu := processCPU() - cpu0
 	b.StopTimer()
+	var ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/op")
+	// GC cycles per 1000 requests (x2 = cycles per second at 2000 rps).
+	b.ReportMetric(1000*float64(ms1.NumGC-ms0.NumGC)/float64(n), "gc/1000op")
 	if percent == 100 {
 		b.ReportMetric(compared()-base, "compared")
+		if n := batches() - baseBatches; n > 0 {
+			b.ReportMetric(n, "batched-calls")
+		}
 	}
 	for _, c := range clients {
 		c.conn.Close()
