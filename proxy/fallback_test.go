@@ -495,6 +495,12 @@ func TestBreakerOpensAndCloses(t *testing.T) {
 	if got := metricSum(t, reg, "switchyard_proxy_breaker_state", map[string]string{"variant": "v1"}); got != 0 {
 		t.Fatalf("breaker gauge %v, want 0", got)
 	}
+	// Each state entered is counted once: closed → open → half-open → closed.
+	for _, to := range []string{"open", "half-open", "closed"} {
+		if got := metricSum(t, reg, "switchyard_proxy_breaker_transitions_total", map[string]string{"variant": "v1", "to": to}); got != 1 {
+			t.Errorf("breaker transitions to %s = %v, want 1", to, got)
+		}
+	}
 }
 
 // TestStaticFallbackUpdatedThroughAPI: PUT /v1/models/{name}/fallback/static

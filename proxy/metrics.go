@@ -9,15 +9,16 @@ import (
 
 // Metrics are the proxy's Prometheus metrics.
 type Metrics struct {
-	Requests        *prometheus.CounterVec   // model, variant, code
-	Duration        *prometheus.HistogramVec // model, variant
-	UpstreamRetries *prometheus.CounterVec   // model, variant
-	UpstreamErrors  *prometheus.CounterVec   // model, variant, kind
-	Ejections       *prometheus.CounterVec   // endpoint
-	BreakerState    *prometheus.GaugeVec     // model, variant: 0 closed, 1 half-open, 2 open
-	ConfigInfo      *prometheus.GaugeVec     // version, source
-	ConfigUpdates   *prometheus.CounterVec   // result: applied | rejected
-	ConfigTimestamp prometheus.Gauge
+	Requests           *prometheus.CounterVec   // model, variant, code
+	Duration           *prometheus.HistogramVec // model, variant
+	UpstreamRetries    *prometheus.CounterVec   // model, variant
+	UpstreamErrors     *prometheus.CounterVec   // model, variant, kind
+	Ejections          *prometheus.CounterVec   // endpoint
+	BreakerState       *prometheus.GaugeVec     // model, variant: 0 closed, 1 half-open, 2 open
+	BreakerTransitions *prometheus.CounterVec   // model, variant, to: breaker state changes
+	ConfigInfo         *prometheus.GaugeVec     // version, source
+	ConfigUpdates      *prometheus.CounterVec   // result: applied | rejected
+	ConfigTimestamp    prometheus.Gauge
 
 	mu       sync.Mutex
 	variants map[string]*variantMetrics
@@ -51,6 +52,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "switchyard_proxy_breaker_state",
 			Help: "Circuit breaker state per variant: 0 closed, 1 half-open, 2 open.",
 		}, []string{"model", "variant"}),
+		BreakerTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_proxy_breaker_transitions_total",
+			Help: "Circuit breaker state changes per variant, by the state entered (closed, half-open, open).",
+		}, []string{"model", "variant", "to"}),
 		ConfigInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "switchyard_proxy_config_info",
 			Help: "The active configuration: 1 for its version and source (xds, persisted, static).",
@@ -67,7 +72,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Requests, m.Duration, m.UpstreamRetries, m.UpstreamErrors, m.Ejections,
-			m.BreakerState, m.ConfigInfo, m.ConfigUpdates, m.ConfigTimestamp)
+			m.BreakerState, m.BreakerTransitions, m.ConfigInfo, m.ConfigUpdates, m.ConfigTimestamp)
 	}
 	return m
 }

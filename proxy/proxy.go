@@ -234,6 +234,7 @@ func (p *Proxy) Apply(models []routing.Model, version, source string) error {
 func (p *Proxy) onBreakerChange(name, from, to string) {
 	model, variant, _ := cut(name, '/')
 	p.metrics.BreakerState.WithLabelValues(model, variant).Set(breakerValue(to))
+	p.metrics.BreakerTransitions.WithLabelValues(model, variant, to).Inc()
 	p.log.Warn("circuit breaker state change", "model", model, "variant", variant, "from", from, "to", to)
 }
 
