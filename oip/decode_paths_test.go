@@ -1,6 +1,10 @@
 package oip
 
 import (
+	"bytes"
+	"math"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -39,5 +43,78 @@ func TestDecodeFieldPathsAndEscapes(t *testing.T) {
 	resp, err := DecodeInferResponse([]byte(`{"model_name":"m","outputs":[{"name":"s","datatype":"FP\u00332","shape":[1,2],"data":[NaN,-Infinity]}]}`), 0)
 	if err != nil || resp.Outputs[0].Datatype != FP32 || !resp.Outputs[0].HasNaNOrInf() {
 		t.Fatalf("response: %+v, %v", resp, err)
+	}
+}
+
+// TestFlatFloatsMatchesGeneralParser: the flat-array fast path of data
+// gives the general parser's bytes wherever it applies, and declines (the
+// scanner unmoved) wherever the general parser is needed.
+func TestFlatFloatsMatchesGeneralParser(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 5))
+	general := func(b []byte, dt Datatype, lenient bool) ([]byte, int, string) {
+		s := &scanner{b: b, lenient: lenient}
+		p := dataParser{s: s, dt: dt, path: "x", leaf: -1}
+		if err := p.array(0); err != nil {
+			return nil, 0, err.Error()
+		}
+		return p.raw, p.count, ""
+	}
+	var cases []string
+	for range 3000 {
+		n := 1 + r.IntN(6)
+		b := []byte{'['}
+		for i := range n {
+			if i > 0 {
+				b = append(b, ',')
+				if r.IntN(4) == 0 {
+					b = append(b, ' ')
+				}
+			}
+			switch r.IntN(12) {
+			case 0:
+				b = append(b, "NaN"...)
+			case 1:
+				b = append(b, "1e400"...)
+			case 2:
+				b = append(b, "[1]"...)
+			case 3:
+				b = append(b, "0.12345678901234567"...)
+			default:
+				f := math.Float32frombits(r.Uint32())
+				if f != f || math.IsInf(float64(f), 0) {
+					f = 0.25
+				}
+				b = strconv.AppendFloat(b, float64(f), "gef"[r.IntN(3)], -1, 32)
+			}
+		}
+		if r.IntN(8) == 0 {
+			b = append(b, ',')
+		}
+		cases = append(cases, string(append(b, ']')))
+	}
+	cases = append(cases, "[]", "[1,]", "[ 1 , 2 ]", "[1 2]", "[-]", "[1.]", "[1e]", "[-0]", "[01]")
+	fast := 0
+	for _, c := range cases {
+		for _, dt := range []Datatype{FP32, FP64} {
+			for _, lenient := range []bool{false, true} {
+				wantRaw, wantCount, wantErr := general([]byte(c), dt, lenient)
+				for _, want := range []int64{int64(wantCount), int64(wantCount) + 1} {
+					s := &scanner{b: []byte(c), lenient: lenient}
+					raw, ok := s.flatFloats(nil, dt, want)
+					if ok {
+						fast++
+					}
+					switch {
+					case !ok && s.i != 0:
+						t.Fatalf("%s %s want %d: declined with the scanner moved to %d", c, dt, want, s.i)
+					case ok && (wantErr != "" || want != int64(wantCount) || !bytes.Equal(raw, wantRaw) || s.i != len(c)):
+						t.Fatalf("%s %s want %d: fast path %x (at %d), general %x count %d err %q", c, dt, want, raw, s.i, wantRaw, wantCount, wantErr)
+					}
+				}
+			}
+		}
+	}
+	if fast < len(cases)/10 {
+		t.Fatalf("the fast path took only %d of %d arrays", fast, 4*len(cases))
 	}
 }

@@ -401,6 +401,10 @@ func (s *scanner) data(t *Tensor, path string) error {
 	if s.peek() != '[' {
 		return Errorf(InvalidArgument, "%s.data: must be an array", path)
 	}
+	if raw, ok := s.flatFloats(p.raw, t.Datatype, n); ok {
+		t.Raw = raw
+		return nil
+	}
 	if err := p.array(0); err != nil {
 		return err
 	}
@@ -425,6 +429,52 @@ func (s *scanner) data(t *Tensor, path string) error {
 		return Errorf(InvalidArgument, "%s.data: shape %v needs %d elements, data has %d", path, t.Shape, want, p.count)
 	}
 	return nil
+}
+
+// flatFloats is the fast path of data for the common case: a flat array
+// of exactly want plain numbers (FP32 or FP64) that the fast float
+// conversion takes. It appends them to raw; for anything else (nesting,
+// another count, NaN, a number strconv must convert, bad syntax) it
+// reports false with the scanner unmoved, and the general parser reads the
+// array (and names any problem).
+func (s *scanner) flatFloats(raw []byte, dt Datatype, want int64) ([]byte, bool) {
+	if (dt != FP32 && dt != FP64) || want == 0 {
+		return nil, false
+	}
+	bits := 32
+	if dt == FP64 {
+		bits = 64
+	}
+	start := s.i
+	s.i++ // '['
+	var count int64
+	for {
+		s.ws()
+		f, n, ok := scanFastFloat(s.b[s.i:], bits)
+		if !ok || count == want {
+			break
+		}
+		s.i += n
+		count++
+		if bits == 32 {
+			raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(float32(f)))
+		} else {
+			raw = binary.LittleEndian.AppendUint64(raw, math.Float64bits(f))
+		}
+		switch s.peek() {
+		case ',':
+			s.i++
+			continue
+		case ']':
+			if count == want {
+				s.i++
+				return raw, true
+			}
+		}
+		break
+	}
+	s.i = start
+	return nil, false
 }
 
 type dataParser struct {
