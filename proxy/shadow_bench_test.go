@@ -49,6 +49,7 @@ func BenchmarkShadowProxy(b *testing.B) {
 		batch   *routing.ShadowBatch
 	}{
 		{"off", 0, nil},
+		{"10pct", 10, &routing.ShadowBatch{MaxRows: 16, MaxDelay: routing.Duration(2 * time.Millisecond)}},
 		{"100pct", 100, &routing.ShadowBatch{MaxRows: 16, MaxDelay: routing.Duration(2 * time.Millisecond)}},
 		{"100pct-unbatched", 100, nil},
 	} {
@@ -129,6 +130,9 @@ func benchShadowProxy(b *testing.B, bin string, percent float64, batch *routing.
 	compared := func() float64 {
 		return metricSum(b, reg, "switchyard_shadow_compared_total", map[string]string{"model": "recommender"})
 	}
+	mirrored := func() float64 {
+		return metricSum(b, reg, "switchyard_shadow_mirrored_total", map[string]string{"model": "recommender"})
+	}
 	// Warm up: connections, pools, the mirror's workers.
 	for _, c := range clients {
 		for range 50 {
@@ -138,7 +142,7 @@ func benchShadowProxy(b *testing.B, bin string, percent float64, batch *routing.
 		}
 	}
 	if percent > 0 {
-		waitCompared(b, compared, 50*conns)
+		waitIdle(b, compared, mirrored)
 	}
 	batches := func() float64 {
 		return metricSum(b, reg, "switchyard_shadow_batch_jobs", map[string]string{"model": "recommender"})
@@ -171,6 +175,10 @@ func benchShadowProxy(b *testing.B, bin string, percent float64, batch *routing.
 	wg.Wait()
 	if percent == 100 {
 		waitCompared(b, compared, base+float64(n))
+	} else if percent > 0 {
+		// Sampled: wait until the mirror is idle (every mirrored job
+		// compared), then count what was mirrored.
+		waitIdle(b, compared, mirrored)
 	}
 	cpu := processCPU() - cpu0
 	b.StopTimer()
@@ -179,7 +187,7 @@ func benchShadowProxy(b *testing.B, bin string, percent float64, batch *routing.
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/op")
 	// GC cycles per 1000 requests (x2 = cycles per second at 2000 rps).
 	b.ReportMetric(1000*float64(ms1.NumGC-ms0.NumGC)/float64(n), "gc/1000op")
-	if percent == 100 {
+	if percent > 0 {
 		b.ReportMetric(compared()-base, "compared")
 		if n := batches() - baseBatches; n > 0 {
 			b.ReportMetric(n, "batched-calls")
@@ -198,6 +206,16 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func waitIdle(b *testing.B, compared, mirrored func() float64) {
+	deadline := time.Now().Add(60 * time.Second)
+	for compared() < mirrored() {
+		if time.Now().After(deadline) {
+			b.Fatalf("compared %v of %v mirrored requests", compared(), mirrored())
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func waitCompared(b *testing.B, compared func() float64, want float64) {

@@ -183,7 +183,10 @@ func Compare(primary, shadow Result, cfg Config) Comparison {
 // scratch holds the float64 views of the two outputs being compared; the
 // mirror's workers reuse one per comparison so a diff does not allocate
 // them. Nothing in a Comparison refers to it.
-type scratch struct{ p, s []float64 }
+type scratch struct {
+	p, s  []float64
+	names []string // the compared outputs' names when Config.Outputs is empty
+}
 
 func compareWith(primary, shadow Result, cfg Config, sc *scratch) Comparison {
 	c := Comparison{LatencyDiff: shadow.Latency - primary.Latency}
@@ -223,10 +226,12 @@ func compareWith(primary, shadow Result, cfg Config, sc *scratch) Comparison {
 	c.Agree = true
 	names := cfg.Outputs
 	if len(names) == 0 {
-		names = make([]string, len(primary.Response.Outputs))
+		names = sc.names[:0]
 		for i := range primary.Response.Outputs {
-			names[i] = primary.Response.Outputs[i].Name
+			names = append(names, primary.Response.Outputs[i].Name)
 		}
+		sc.names = names
+		defer clear(sc.names) // keep no names of a finished job
 	}
 	c.Outputs = make([]OutputDiff, 0, len(names))
 	for _, name := range names {

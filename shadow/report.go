@@ -238,7 +238,8 @@ type Ring struct {
 
 type ringEntry struct {
 	rec      Record
-	deferred *deferredParts
+	deferred deferredParts // filled into rec by Records when pending
+	pending  bool
 }
 
 // deferredParts is what a record's digest and summaries are computed from.
@@ -271,7 +272,7 @@ func (r *Ring) Add(rec Record) { r.add(ringEntry{rec: rec}) }
 // AddDeferred stores rec, whose InputDigest and output summaries are
 // computed from req and the two answers only when Records is called.
 func (r *Ring) AddDeferred(rec Record, req *oip.InferRequest, primary, shadow *oip.InferResponse) {
-	r.add(ringEntry{rec: rec, deferred: &deferredParts{req: req, primary: primary, shadow: shadow}})
+	r.add(ringEntry{rec: rec, deferred: deferredParts{req: req, primary: primary, shadow: shadow}, pending: true})
 }
 
 func (r *Ring) add(e ringEntry) {
@@ -299,9 +300,9 @@ func (r *Ring) Records() []Record {
 			k = (r.next + i) % len(r.buf)
 		}
 		e := &r.buf[k]
-		if e.deferred != nil {
+		if e.pending {
 			e.deferred.fill(&e.rec)
-			e.deferred = nil
+			e.deferred, e.pending = deferredParts{}, false
 		}
 		out = append(out, e.rec)
 	}
