@@ -34,9 +34,10 @@ type ServerConfig struct {
 	Registry *prometheus.Registry
 	// ShutdownTimeout bounds graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
-	// ReadTimeout bounds reading one REST request, head and body (default
-	// 1m), so a client that stops sending mid-body cannot hold a
-	// connection and its buffer forever.
+	// ReadTimeout bounds reading a REST request's body (default 1m) and
+	// its head (at most 10 s), so a client that stops sending mid-request
+	// cannot hold a connection and its buffer forever. An idle kept-alive
+	// connection is closed after 2 minutes.
 	ReadTimeout time.Duration
 }
 
