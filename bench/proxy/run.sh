@@ -163,7 +163,7 @@ JSON
       put_shadow "$pct"
       read -r m0 d0 < <(mirror_counts)
       if [ "$PROFILE" = 1 ] && [ "$pct" != 0 ]; then mkdir -p "$PROFILE_DIR"; (sleep 2; curl -fsS -o "$PROFILE_DIR/shadow-$pct.pb.gz" "http://127.0.0.1:$PX_ADMIN/debug/pprof/profile?seconds=4") & fi
-      line=$("$TMP/loadgen" -name "shadow-$pct%" -url http://127.0.0.1:$PX_HTTP/v2/models/recommender/infer -pid "$PX_PID" -rate $RATE -duration $DURATION -concurrency 64)
+      line=$("$TMP/loadgen" -name "shadow-$pct%" -url http://127.0.0.1:$PX_HTTP/v2/models/recommender/infer -pid "$PX_PID" -rate $RATE -duration $DURATION -concurrency 64 -samples "$TMP/lat-$rep-$pct.txt")
       read -r m1 d1 < <(mirror_counts)
       echo "$line" | python3 -c "import json,sys; r=json.load(sys.stdin); r.update(rep=$rep, pct=$pct, mirrored=$m1-$m0, dropped=$d1-$d0); print(json.dumps(r))" | tee -a "$OUT"
     done
@@ -171,8 +171,8 @@ JSON
   # The proxy's report covers its current mirror (none if the last round ran with shadow off).
   rep=$(curl -fsS "http://127.0.0.1:$PX_ADMIN/shadow/report?model=recommender&window=10m" 2>/dev/null || true)
   [ -n "$rep" ] && echo "$rep" | python3 -c 'import json,sys; r=json.load(sys.stdin)["report"]["shadow"]; print("# shadow compared", r["compared"], "agreement", round(r["agreement_rate"],4), "shadow p50/p99 ms", r["shadow_p50_ms"], r["shadow_p99_ms"])'
-  python3 - "$OUT" "$SHADOW_HOST" "$RATE" "$DURATION" <<'PY'
-import json, statistics, sys
+  python3 - "$OUT" "$SHADOW_HOST" "$RATE" "$DURATION" "$TMP" <<'PY'
+import glob, json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print(f"\nshadow host: {sys.argv[2]}; fixed {sys.argv[3]} rps, {sys.argv[4]} per run; median [min–max] over {max(r['rep'] for r in rows)} rounds")
 print("\n| shadow | rps | p50 ms | p99 ms | proxy CPU ms / 1000 req | mirrored | dropped | p99 vs off (same round) | errors |")
@@ -185,6 +185,23 @@ for pct in sorted({r['pct'] for r in rows}):
     ratio = [100 * (r['p99_ms'] / base[r['rep']]['p99_ms'] - 1) for r in rs] if pct else []
     rt = f"{statistics.median(ratio):+.1f} % [{min(ratio):+.1f}…{max(ratio):+.1f}]" if ratio else "–"
     print(f"| {pct} % | {statistics.median([r['rps'] for r in rs]):.0f} | {med([r['p50_ms'] for r in rs])} | {med([r['p99_ms'] for r in rs])} | {med(cpu)} | {sum(r['mirrored'] for r in rs)} | {sum(r['dropped'] for r in rs)} | {rt} | {sum(r['errors'] for r in rs)} |")
+# Every request's latency, pooled over the rounds of each setting: with
+# many short rounds in rotated order, slow drifts of the machine fall on
+# every setting alike.
+print("\n| shadow | requests pooled | p50 ms | p90 ms | p99 ms | p99.9 ms | p99 vs off |")
+print("|---|---|---|---|---|---|---|")
+pooled = {}
+for pct in sorted({r['pct'] for r in rows}):
+    xs = []
+    for f in glob.glob(f"{sys.argv[5]}/lat-*-{pct}.txt"):
+        xs += [int(l) for l in open(f) if l.strip()]
+    xs.sort()
+    if not xs:
+        continue
+    q = lambda p: xs[min(len(xs) - 1, int(p * len(xs)))] / 1000
+    pooled[pct] = q(0.99)
+    vs = f"{100 * (pooled[pct] / pooled[0] - 1):+.1f} %" if pct and 0 in pooled else "–"
+    print(f"| {pct} % | {len(xs)} | {q(0.5):.2f} | {q(0.9):.2f} | {q(0.99):.2f} | {q(0.999):.2f} | {vs} |")
 PY
   exit 0
 fi

@@ -51,6 +51,7 @@ func main() {
 	warm := flag.Duration("warmup", time.Second, "warm-up before measuring")
 	pids := flag.String("pid", "", "comma-separated process ids whose CPU (utime+stime) is measured")
 	header := flag.String("header", "", "extra header sent as-is, e.g. 'X-User-Id: 1' (unused by default)")
+	samples := flag.String("samples", "", "write every measured latency (µs, one per line, sorted) to this file, for percentiles pooled over runs")
 	binary := flag.Bool("binary", false, "send the input as binary tensor data and ask for binary outputs (OIP binary extension) instead of JSON numbers")
 	flag.Parse()
 	_ = header
@@ -166,6 +167,12 @@ func main() {
 		all = append(all, l...)
 	}
 	slices.Sort(all)
+	if *samples != "" {
+		if err := writeSamples(*samples, all); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(1)
+		}
+	}
 	pct := func(p float64) float64 {
 		if len(all) == 0 {
 			return 0
@@ -183,6 +190,16 @@ func main() {
 	}
 	b, _ := json.Marshal(r)
 	fmt.Println(string(b))
+}
+
+// writeSamples writes the latencies in microseconds, one per line.
+func writeSamples(path string, all []time.Duration) error {
+	b := make([]byte, 0, 8*len(all))
+	for _, d := range all {
+		b = strconv.AppendInt(b, d.Microseconds(), 10)
+		b = append(b, '\n')
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 // paced sends total requests at rate from conc workers, the i-th scheduled
