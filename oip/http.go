@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/switchyard-dev/switchyard/internal/h1"
 )
 
 // DefaultMaxBodyBytes bounds a REST request body (and is the suggested
@@ -289,11 +291,11 @@ func (h *httpHandler) infer(w http.ResponseWriter, r *http.Request, route HTTPRo
 func (h *httpHandler) inferBody(ctx context.Context, route HTTPRoute, headerLen, body, out []byte) (answer []byte, hl int, err error) {
 	n := 0
 	if len(headerLen) > 0 {
-		v, ok := parseNonNegative(headerLen)
+		v, ok := h1.ParseDigits(headerLen)
 		if !ok {
 			return out, 0, Errorf(InvalidArgument, "%s: %q is not a non-negative integer", HeaderContentLength, headerLen)
 		}
-		n = v
+		n = int(v)
 	}
 	req, err := DecodeInferRequest(body, n)
 	if err != nil {
@@ -311,21 +313,6 @@ func (h *httpHandler) inferBody(ctx context.Context, route HTTPRoute, headerLen,
 		resp.ID = req.ID
 	}
 	return AppendInferResponse(out, resp, req)
-}
-
-// parseNonNegative parses 1..18 decimal digits.
-func parseNonNegative(b []byte) (int, bool) {
-	if len(b) == 0 || len(b) > 18 {
-		return 0, false
-	}
-	n := 0
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n, true
 }
 
 // readBody reads the request body into *buf, refusing bodies over max with

@@ -1,19 +1,16 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
+	"github.com/switchyard-dev/switchyard/internal/rawhttp"
 	"github.com/switchyard-dev/switchyard/routing"
 )
 
@@ -21,74 +18,21 @@ import (
 // every bad request gets a clear 4xx naming the problem (or a clean close),
 // never a panic or a hang, and the server keeps answering good requests.
 
-// rawResult is what one connection saw: the responses read, and whether
-// the server closed the connection after them.
-type rawResult struct {
-	resps  []*http.Response
-	bodies []string
-	closed bool
-	err    error // the read error that ended the exchange, if any
-}
-
-// rawConn writes raw to a fresh connection (then half-closes it when
-// halfClose), reads up to max responses and reports whether the server
-// closed the connection. Reads are bounded by a 10 s deadline: a server
-// that neither answers nor closes fails the test instead of hanging it.
-func rawConn(t *testing.T, addr, raw string, max int, halfClose bool) rawResult {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, raw); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-	if halfClose {
-		c.(*net.TCPConn).CloseWrite()
-	}
-	br := bufio.NewReader(c)
-	var out rawResult
-	for len(out.resps) < max {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			out.err = err
-			break
-		}
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatalf("reading body of response %d: %v", len(out.resps), err)
-		}
-		out.resps = append(out.resps, resp)
-		out.bodies = append(out.bodies, string(b))
-	}
-	if out.err == nil {
-		_, out.err = br.ReadByte()
-	}
-	var ne net.Error
-	if errors.As(out.err, &ne) && ne.Timeout() {
-		t.Fatalf("server neither answered nor closed within 10 s (after %d responses)", len(out.resps))
-	}
-	out.closed = out.err != nil
-	return out
-}
-
 // checkError asserts a JSON {"error": ...} answer with the status, naming
 // the problem (want is a substring of the message, case-insensitive).
-func checkError(t *testing.T, r rawResult, i, status int, want string) {
+func checkError(t *testing.T, r rawhttp.Result, i, status int, want string) {
 	t.Helper()
-	if len(r.resps) <= i {
-		t.Fatalf("got %d responses (read ended with %v), want a %d at %d", len(r.resps), r.err, status, i)
+	if len(r.Resps) <= i {
+		t.Fatalf("got %d responses (read ended with %v), want a %d at %d", len(r.Resps), r.Err, status, i)
 	}
-	if r.resps[i].StatusCode != status {
-		t.Fatalf("response %d: status %d, want %d: %s", i, r.resps[i].StatusCode, status, r.bodies[i])
+	if r.Resps[i].StatusCode != status {
+		t.Fatalf("response %d: status %d, want %d: %s", i, r.Resps[i].StatusCode, status, r.Bodies[i])
 	}
 	var e struct {
 		Error string `json:"error"`
 	}
-	if err := json.Unmarshal([]byte(r.bodies[i]), &e); err != nil || e.Error == "" {
-		t.Fatalf("response %d: body is not a JSON error (%v): %q", i, err, r.bodies[i])
+	if err := json.Unmarshal([]byte(r.Bodies[i]), &e); err != nil || e.Error == "" {
+		t.Fatalf("response %d: body is not a JSON error (%v): %q", i, err, r.Bodies[i])
 	}
 	if !strings.Contains(strings.ToLower(e.Error), strings.ToLower(want)) {
 		t.Fatalf("response %d: error %q does not name %q", i, e.Error, want)
@@ -141,10 +85,10 @@ func TestFastFrontHardening(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := rawConn(t, addr, tc.raw, 2, false)
+			r := rawhttp.Send(t, addr, tc.raw, 2, false)
 			checkError(t, r, 0, tc.status, tc.want)
-			if len(r.resps) != 1 || !r.closed {
-				t.Fatalf("want one answer then close; got %d answers, closed=%v", len(r.resps), r.closed)
+			if len(r.Resps) != 1 || !r.Closed {
+				t.Fatalf("want one answer then close; got %d answers, closed=%v", len(r.Resps), r.Closed)
 			}
 		})
 	}
@@ -168,66 +112,66 @@ func TestFastFrontHardening(t *testing.T) {
 	for _, tc := range targets {
 		t.Run(tc.name, func(t *testing.T) {
 			raw := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", tc.target, len(good), good) + goodReq
-			r := rawConn(t, addr, raw, 2, true)
+			r := rawhttp.Send(t, addr, raw, 2, true)
 			checkError(t, r, 0, tc.status, tc.want)
-			if len(r.resps) != 2 || r.resps[1].StatusCode != 200 {
-				t.Fatalf("the next request on the connection was not answered: %d answers (%v)", len(r.resps), r.err)
+			if len(r.Resps) != 2 || r.Resps[1].StatusCode != 200 {
+				t.Fatalf("the next request on the connection was not answered: %d answers (%v)", len(r.Resps), r.Err)
 			}
 		})
 	}
 
 	t.Run("lowercase method", func(t *testing.T) {
-		r := rawConn(t, addr, strings.Replace(goodReq, "POST", "post", 1), 1, true)
+		r := rawhttp.Send(t, addr, strings.Replace(goodReq, "POST", "post", 1), 1, true)
 		checkError(t, r, 0, 405, "method")
 	})
 
 	t.Run("pipelined bad head in the middle", func(t *testing.T) {
-		r := rawConn(t, addr, goodReq+"BROKEN\r\n\r\n"+goodReq, 3, false)
-		if len(r.resps) < 1 || r.resps[0].StatusCode != 200 {
-			t.Fatalf("first (good) request lost: %d answers, %v", len(r.resps), r.err)
+		r := rawhttp.Send(t, addr, goodReq+"BROKEN\r\n\r\n"+goodReq, 3, false)
+		if len(r.Resps) < 1 || r.Resps[0].StatusCode != 200 {
+			t.Fatalf("first (good) request lost: %d answers, %v", len(r.Resps), r.Err)
 		}
 		checkError(t, r, 1, 400, "request line")
-		if len(r.resps) != 2 || !r.closed {
-			t.Fatalf("want close after the bad request; got %d answers", len(r.resps))
+		if len(r.Resps) != 2 || !r.Closed {
+			t.Fatalf("want close after the bad request; got %d answers", len(r.Resps))
 		}
 	})
 	t.Run("pipelined bad chunk in the middle", func(t *testing.T) {
-		r := rawConn(t, addr, goodReq+head+"Transfer-Encoding: chunked\r\n\r\nxyz\r\n"+goodReq, 3, false)
-		if len(r.resps) < 1 || r.resps[0].StatusCode != 200 {
-			t.Fatalf("first (good) request lost: %d answers, %v", len(r.resps), r.err)
+		r := rawhttp.Send(t, addr, goodReq+head+"Transfer-Encoding: chunked\r\n\r\nxyz\r\n"+goodReq, 3, false)
+		if len(r.Resps) < 1 || r.Resps[0].StatusCode != 200 {
+			t.Fatalf("first (good) request lost: %d answers, %v", len(r.Resps), r.Err)
 		}
 		checkError(t, r, 1, 400, "chunk")
-		if len(r.resps) != 2 || !r.closed {
-			t.Fatalf("want close after the bad request; got %d answers", len(r.resps))
+		if len(r.Resps) != 2 || !r.Closed {
+			t.Fatalf("want close after the bad request; got %d answers", len(r.Resps))
 		}
 	})
 	t.Run("pipelined then closed mid-body", func(t *testing.T) {
-		r := rawConn(t, addr, goodReq+head+"Content-Length: 100\r\n\r\n{\"inp", 3, true)
-		if len(r.resps) != 1 || r.resps[0].StatusCode != 200 || !r.closed {
-			t.Fatalf("want the good answer then close; got %d answers (%v)", len(r.resps), r.err)
+		r := rawhttp.Send(t, addr, goodReq+head+"Content-Length: 100\r\n\r\n{\"inp", 3, true)
+		if len(r.Resps) != 1 || r.Resps[0].StatusCode != 200 || !r.Closed {
+			t.Fatalf("want the good answer then close; got %d answers (%v)", len(r.Resps), r.Err)
 		}
 	})
 	t.Run("closed mid-head", func(t *testing.T) {
-		r := rawConn(t, addr, "POST /v2/models/recommender/infer HTTP/1.1\r\nHost:", 1, true)
-		if len(r.resps) != 0 || !r.closed {
-			t.Fatalf("want a clean close, got %d answers", len(r.resps))
+		r := rawhttp.Send(t, addr, "POST /v2/models/recommender/infer HTTP/1.1\r\nHost:", 1, true)
+		if len(r.Resps) != 0 || !r.Closed {
+			t.Fatalf("want a clean close, got %d answers", len(r.Resps))
 		}
 	})
 	t.Run("HTTP/1.0 without keep-alive", func(t *testing.T) {
-		r := rawConn(t, addr, strings.Replace(goodReq, "HTTP/1.1", "HTTP/1.0", 1)+goodReq, 2, false)
-		if len(r.resps) != 1 || r.resps[0].StatusCode != 200 || !r.closed {
-			t.Fatalf("HTTP/1.0: want one answer then close, got %d (%v)", len(r.resps), r.err)
+		r := rawhttp.Send(t, addr, strings.Replace(goodReq, "HTTP/1.1", "HTTP/1.0", 1)+goodReq, 2, false)
+		if len(r.Resps) != 1 || r.Resps[0].StatusCode != 200 || !r.Closed {
+			t.Fatalf("HTTP/1.0: want one answer then close, got %d (%v)", len(r.Resps), r.Err)
 		}
 	})
 	t.Run("expect 100-continue over the limit", func(t *testing.T) {
-		r := rawConn(t, addr, head+"Expect: 100-continue\r\nContent-Length: 999999999999\r\n\r\n", 2, false)
+		r := rawhttp.Send(t, addr, head+"Expect: 100-continue\r\nContent-Length: 999999999999\r\n\r\n", 2, false)
 		checkError(t, r, 0, 413, "limit")
 	})
 
 	// After all of it, a good request on a fresh connection is answered.
-	r := rawConn(t, addr, goodReq, 1, true)
-	if len(r.resps) != 1 || r.resps[0].StatusCode != 200 {
-		t.Fatalf("good request after the attacks: %d answers (%v)", len(r.resps), r.err)
+	r := rawhttp.Send(t, addr, goodReq, 1, true)
+	if len(r.Resps) != 1 || r.Resps[0].StatusCode != 200 {
+		t.Fatalf("good request after the attacks: %d answers (%v)", len(r.Resps), r.Err)
 	}
 }
 
@@ -264,7 +208,7 @@ func startFastServerOn(t *testing.T, p *Proxy, l net.Listener, head, body, idle 
 }
 
 // Slow clients are cut off by the read deadlines: head, body and idle.
-// (Nothing here asserts a duration: the 10 s read bound in rawConn only
+// (Nothing here asserts a duration: the 10 s read bound in rawhttp.Send only
 // turns a server that never closes into a failure instead of a hang.)
 func TestFastFrontDeadlines(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
@@ -273,44 +217,44 @@ func TestFastFrontDeadlines(t *testing.T) {
 	head := "POST /v2/models/recommender/infer HTTP/1.1\r\nHost: x\r\n"
 
 	t.Run("idle connection", func(t *testing.T) {
-		r := rawConn(t, addr, "", 1, false)
-		if len(r.resps) != 0 || !r.closed {
-			t.Fatalf("idle: %d answers", len(r.resps))
+		r := rawhttp.Send(t, addr, "", 1, false)
+		if len(r.Resps) != 0 || !r.Closed {
+			t.Fatalf("idle: %d answers", len(r.Resps))
 		}
 	})
 	t.Run("head never finished", func(t *testing.T) {
-		r := rawConn(t, addr, head+"X-Slow: 1\r\n", 1, false)
-		if len(r.resps) != 0 || !r.closed {
-			t.Fatalf("slow head: %d answers", len(r.resps))
+		r := rawhttp.Send(t, addr, head+"X-Slow: 1\r\n", 1, false)
+		if len(r.Resps) != 0 || !r.Closed {
+			t.Fatalf("slow head: %d answers", len(r.Resps))
 		}
 	})
 	t.Run("body never finished", func(t *testing.T) {
-		r := rawConn(t, addr, head+"Content-Length: 100\r\n\r\n{\"inputs\":", 1, false)
+		r := rawhttp.Send(t, addr, head+"Content-Length: 100\r\n\r\n{\"inputs\":", 1, false)
 		checkError(t, r, 0, 408, "body")
-		if !r.closed {
+		if !r.Closed {
 			t.Fatal("connection left open after a body timeout")
 		}
 	})
 	t.Run("chunked body never finished", func(t *testing.T) {
-		r := rawConn(t, addr, head+"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", 1, false)
+		r := rawhttp.Send(t, addr, head+"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", 1, false)
 		checkError(t, r, 0, 408, "body")
 	})
 	t.Run("expect 100-continue then no body", func(t *testing.T) {
-		r := rawConn(t, addr, head+"Expect: 100-continue\r\nContent-Length: 50\r\n\r\n", 2, false)
+		r := rawhttp.Send(t, addr, head+"Expect: 100-continue\r\nContent-Length: 50\r\n\r\n", 2, false)
 		// 100 Continue is an interim answer: http.ReadResponse returns it
 		// as a response of its own.
-		if len(r.resps) < 2 || r.resps[0].StatusCode != 100 {
-			t.Fatalf("want 100 then an error, got %d answers (%v)", len(r.resps), r.err)
+		if len(r.Resps) < 2 || r.Resps[0].StatusCode != 100 {
+			t.Fatalf("want 100 then an error, got %d answers (%v)", len(r.Resps), r.Err)
 		}
 		checkError(t, r, 1, 408, "body")
 	})
 	t.Run("slow body on another path", func(t *testing.T) {
-		r := rawConn(t, addr, "POST /v2/repository/index HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{", 1, false)
+		r := rawhttp.Send(t, addr, "POST /v2/repository/index HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{", 1, false)
 		checkError(t, r, 0, 408, "body")
 	})
 	good := string(inferBody(2))
-	r := rawConn(t, addr, fmt.Sprintf("%sContent-Length: %d\r\n\r\n%s", head, len(good), good), 1, true)
-	if len(r.resps) != 1 || r.resps[0].StatusCode != 200 {
-		t.Fatalf("good request after slow clients: %d answers (%v)", len(r.resps), r.err)
+	r := rawhttp.Send(t, addr, fmt.Sprintf("%sContent-Length: %d\r\n\r\n%s", head, len(good), good), 1, true)
+	if len(r.Resps) != 1 || r.Resps[0].StatusCode != 200 {
+		t.Fatalf("good request after slow clients: %d answers (%v)", len(r.Resps), r.Err)
 	}
 }

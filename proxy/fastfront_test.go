@@ -11,34 +11,9 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
+	"github.com/switchyard-dev/switchyard/internal/rawhttp"
 	"github.com/switchyard-dev/switchyard/routing"
 )
-
-// rawExchange writes raw bytes to the proxy and reads n responses.
-func rawExchange(t *testing.T, addr, raw string, n int) []*http.Response {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, raw); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(c)
-	var out []*http.Response
-	for range n {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("reading response %d: %v", len(out), err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body = io.NopCloser(strings.NewReader(string(b)))
-		out = append(out, resp)
-	}
-	return out
-}
 
 func body(r *http.Response) string { b, _ := io.ReadAll(r.Body); return string(b) }
 
@@ -51,7 +26,7 @@ func TestFastFrontEndProtocol(t *testing.T) {
 		return fmt.Sprintf("POST /v2/models/recommender/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s", extra, len(b), b)
 	}
 	t.Run("pipelined", func(t *testing.T) {
-		rs := rawExchange(t, addr, req("")+req("X-Switchyard-Variant: v2\r\n"), 2)
+		rs := rawhttp.Exchange(t, addr, req("")+req("X-Switchyard-Variant: v2\r\n"), 2)
 		if rs[0].StatusCode != 200 || rs[0].Header.Get("X-Switchyard-Variant") != "v1" || rs[1].Header.Get("X-Switchyard-Variant") != "v2" {
 			t.Fatalf("pipelined: %v %v / %v %v", rs[0].StatusCode, rs[0].Header, rs[1].StatusCode, rs[1].Header)
 		}
@@ -59,7 +34,7 @@ func TestFastFrontEndProtocol(t *testing.T) {
 	t.Run("chunked body", func(t *testing.T) {
 		raw := "POST /v2/models/recommender/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
 			fmt.Sprintf("%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n", 10, b[:10], len(b)-10, b[10:])
-		rs := rawExchange(t, addr, raw, 1)
+		rs := rawhttp.Exchange(t, addr, raw, 1)
 		if rs[0].StatusCode != 200 || !strings.Contains(body(rs[0]), `"scores"`) {
 			t.Fatalf("chunked: %d %s", rs[0].StatusCode, body(rs[0]))
 		}
@@ -86,30 +61,30 @@ func TestFastFrontEndProtocol(t *testing.T) {
 	})
 	t.Run("HTTP/1.0 closes", func(t *testing.T) {
 		raw := strings.Replace(req(""), "HTTP/1.1", "HTTP/1.0", 1)
-		rs := rawExchange(t, addr, raw, 1)
+		rs := rawhttp.Exchange(t, addr, raw, 1)
 		if rs[0].StatusCode != 200 || !rs[0].Close {
 			t.Fatalf("HTTP/1.0: %d close=%v", rs[0].StatusCode, rs[0].Close)
 		}
 	})
 	t.Run("malformed", func(t *testing.T) {
-		rs := rawExchange(t, addr, "NONSENSE\r\n\r\n", 1)
+		rs := rawhttp.Exchange(t, addr, "NONSENSE\r\n\r\n", 1)
 		if rs[0].StatusCode != 400 {
 			t.Fatalf("malformed: %d", rs[0].StatusCode)
 		}
-		rs = rawExchange(t, addr, "POST /v2/models/recommender/infer HTTP/1.1\r\nContent-Length: zz\r\n\r\n", 1)
+		rs = rawhttp.Exchange(t, addr, "POST /v2/models/recommender/infer HTTP/1.1\r\nContent-Length: zz\r\n\r\n", 1)
 		if rs[0].StatusCode != 400 || !strings.Contains(body(rs[0]), "Content-Length") {
 			t.Fatalf("bad content-length: %d", rs[0].StatusCode)
 		}
 	})
 	t.Run("too large", func(t *testing.T) {
 		p2 := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 100})}, MaxBodyBytes: 100})
-		rs := rawExchange(t, p2.HTTPAddr(), req(""), 1)
+		rs := rawhttp.Exchange(t, p2.HTTPAddr(), req(""), 1)
 		if rs[0].StatusCode != 413 {
 			t.Fatalf("too large: %d %s", rs[0].StatusCode, body(rs[0]))
 		}
 	})
 	t.Run("fallback paths", func(t *testing.T) {
-		rs := rawExchange(t, addr, "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\nGET /v2 HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /v2/models/recommender/infer HTTP/1.1\r\nHost: x\r\n\r\n", 4)
+		rs := rawhttp.Exchange(t, addr, "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\nGET /v2 HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /v2/models/recommender/infer HTTP/1.1\r\nHost: x\r\n\r\n", 4)
 		if rs[0].StatusCode != 200 || rs[1].StatusCode != 200 || !strings.Contains(body(rs[1]), ServerName) || rs[2].StatusCode != 404 || rs[3].StatusCode != 405 {
 			t.Fatalf("fallback: %d %d %d %d", rs[0].StatusCode, rs[1].StatusCode, rs[2].StatusCode, rs[3].StatusCode)
 		}

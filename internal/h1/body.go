@@ -53,7 +53,7 @@ func ReadChunked(br *bufio.Reader, dst []byte, max int) ([]byte, error) {
 			return dst, fmt.Errorf("%w: body exceeds %d bytes", ErrTooLarge, max)
 		}
 		start := len(dst)
-		dst = grow(dst, int(n))
+		dst = Grow(dst, int(n))
 		if _, err := io.ReadFull(br, dst[start:start+int(n)]); err != nil {
 			return dst, err
 		}
@@ -68,8 +68,9 @@ func ReadChunked(br *bufio.Reader, dst []byte, max int) ([]byte, error) {
 	}
 }
 
-// grow extends b by n bytes of length (contents undefined).
-func grow(b []byte, n int) []byte {
+// Grow extends b by n bytes of length (contents undefined), reallocating
+// at least doubled when needed.
+func Grow(b []byte, n int) []byte {
 	if cap(b)-len(b) < n {
 		nb := make([]byte, len(b), 2*cap(b)+n)
 		copy(nb, b)

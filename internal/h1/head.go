@@ -174,7 +174,7 @@ func (c *Conn) readHead() (*Request, error) {
 	for _, h := range r.Headers {
 		switch {
 		case EqualFoldLower(h.Name, "content-length"):
-			n, ok := parseContentLength(h.Value)
+			n, ok := ParseDigits(h.Value)
 			if !ok || (r.ContentLength >= 0 && r.ContentLength != n) {
 				return nil, badRequest("bad Content-Length %q (want one non-negative decimal integer)", h.Value)
 			}
@@ -204,9 +204,9 @@ func (c *Conn) readHead() (*Request, error) {
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
-// parseContentLength accepts 1*DIGIT only (no sign, no spaces, no list),
-// up to 18 digits (no int64 overflow).
-func parseContentLength(v []byte) (int64, bool) {
+// ParseDigits parses 1*DIGIT only (no sign, no spaces, no list), up to
+// 18 digits (no int64 overflow): Content-Length and the like.
+func ParseDigits(v []byte) (int64, bool) {
 	if len(v) == 0 || len(v) > 18 {
 		return 0, false
 	}

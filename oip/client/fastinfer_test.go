@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/h1"
+	"github.com/switchyard-dev/switchyard/internal/rawhttp"
 	"github.com/switchyard-dev/switchyard/oip"
 )
 
@@ -33,26 +33,9 @@ func (a answer) String() string {
 // and reads n answers.
 func exchange(t *testing.T, addr, raw string, n int) []answer {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, raw); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(c)
 	var out []answer
-	for i := range n {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("answer %d of %d: %v", i, n, err)
-		}
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, resp := range rawhttp.Exchange(t, addr, raw, n) {
+		b, _ := io.ReadAll(resp.Body)
 		out = append(out, answer{resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get(oip.HeaderContentLength), string(b)})
 	}
 	return out

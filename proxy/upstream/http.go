@@ -340,14 +340,14 @@ func readResponse(br *bufio.Reader, resp *Response) error {
 			return fmt.Errorf("%w: body of %d bytes exceeds %d", ErrProtocol, contentLength, MaxResponseBody)
 		}
 		start := len(resp.Body)
-		resp.Body = grow(resp.Body, contentLength)
+		resp.Body = h1.Grow(resp.Body, contentLength)
 		if _, err := io.ReadFull(br, resp.Body[start:start+contentLength]); err != nil {
 			return classify(err, false)
 		}
 	default:
 		resp.keepAlive = false
 		for {
-			resp.Body = grow(resp.Body, 4096)
+			resp.Body = h1.Grow(resp.Body, 4096)
 			n, err := br.Read(resp.Body[len(resp.Body):cap(resp.Body)])
 			resp.Body = resp.Body[:len(resp.Body)+n]
 			if err == io.EOF {
@@ -381,16 +381,6 @@ func readChunked(br *bufio.Reader, resp *Response) error {
 	return classify(err, false)
 }
 
-// grow extends b by n bytes of length (contents undefined).
-func grow(b []byte, n int) []byte {
-	if cap(b)-len(b) < n {
-		nb := make([]byte, len(b), 2*cap(b)+n)
-		copy(nb, b)
-		b = nb
-	}
-	return b[:len(b)+n]
-}
-
 func trim(b []byte) []byte {
 	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
 		b = b[:len(b)-1]
@@ -399,17 +389,8 @@ func trim(b []byte) []byte {
 }
 
 func atoi(b []byte) (int, bool) {
-	if len(b) == 0 || len(b) > 12 {
-		return 0, false
-	}
-	n := 0
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n, true
+	n, ok := h1.ParseDigits(b)
+	return int(n), ok
 }
 
 func equalFold(a, lower []byte) bool {
