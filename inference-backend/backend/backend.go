@@ -23,6 +23,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/switchyard-dev/switchyard/oip"
 )
 
@@ -458,6 +460,8 @@ func (b *Backend) LoadModel(ctx context.Context, name string) error {
 	b.mu.Unlock()
 	for _, v := range loaded {
 		b.metrics.Ready.WithLabelValues(name, v.name).Set(1)
+		b.metrics.Provider.DeletePartialMatch(prometheus.Labels{"model": name, "version": v.name})
+		b.metrics.Provider.WithLabelValues(name, v.name, v.sess.Provider()).Set(1)
 	}
 	b.metrics.Loads.WithLabelValues(name, "ok").Inc()
 	b.log.Info("model ready", "model", name, "versions", sortedVersions(loaded))
@@ -488,6 +492,7 @@ func (b *Backend) drain(old, keep map[string]*version) {
 		v.close()
 		if keep[name] == nil {
 			b.metrics.Ready.WithLabelValues(v.model, name).Set(0)
+			b.metrics.Provider.DeletePartialMatch(prometheus.Labels{"model": v.model, "version": name})
 		}
 		b.log.Info("model version closed", "model", v.model, "version", name)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
@@ -153,12 +154,16 @@ func TestReadModelVersionPolicy(t *testing.T) {
 // ONNX Runtime has none: the model loads on CPU, says so in the log, and
 // serves correct answers.
 func TestCUDAFallback(t *testing.T) {
+	if os.Getenv("SWITCHYARD_TEST_CUDA") != "" {
+		t.Skip("SWITCHYARD_TEST_CUDA is set: this machine has CUDA (TestCUDAExecutionProvider runs instead)")
+	}
 	repo := t.TempDir()
 	if err := demomodels.WriteRepository(repo); err != nil {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	b, err := New(Options{ModelRepository: repo, ExecutionProvider: "cuda", Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	metrics := NewMetrics(nil)
+	b, err := New(Options{ModelRepository: repo, ExecutionProvider: "cuda", Metrics: metrics, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,6 +176,12 @@ func TestCUDAFallback(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"provider":"cpu"`) {
 		t.Fatalf("loaded model does not report provider cpu:\n%s", logs.String())
+	}
+	if got := testutil.ToFloat64(metrics.Provider.WithLabelValues(demomodels.V1, "1", "cpu")); got != 1 {
+		t.Errorf("switchyard_backend_model_execution_provider{provider=cpu} = %v, want 1", got)
+	}
+	if n := testutil.CollectAndCount(metrics.Provider); n != len(demomodels.Names) {
+		t.Errorf("execution provider series: %d, want one per demo model (%d)", n, len(demomodels.Names))
 	}
 	row := demomodels.RandomFeatures(2, 1)[0]
 	resp, err := b.Infer(context.Background(), &oip.InferRequest{ModelName: demomodels.V1,

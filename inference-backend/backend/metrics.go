@@ -20,6 +20,7 @@ type Metrics struct {
 	Ready        *prometheus.GaugeVec     // 1 while the version is ready
 	InFlight     *prometheus.GaugeVec     // requests inside the backend now (queued for a batch or running)
 	Loads        *prometheus.CounterVec   // switchyard_backend_model_loads_total{model,result}
+	Provider     *prometheus.GaugeVec     // switchyard_backend_model_execution_provider{model,version,provider}: 1 while loaded
 }
 
 // NewMetrics creates the backend's metrics and registers them with reg (nil:
@@ -69,10 +70,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Loads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_backend_model_loads_total", Help: "Model loads by result (ok, error).",
 		}, []string{"model", "result"}),
+		Provider: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchyard_backend_model_execution_provider",
+			Help: "1 for the execution provider (cpu, cuda) a loaded model version runs on: a version asked to run on cuda that fell back shows provider=\"cpu\".",
+		}, []string{"model", "version", "provider"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Requests, m.Failures, m.QueueSeconds, m.ComputeSecs, m.RequestSecs, m.BatchSize,
-			m.LoadSeconds, m.WarmupSecs, m.ColdStart, m.FirstRequest, m.Ready, m.InFlight, m.Loads)
+			m.LoadSeconds, m.WarmupSecs, m.ColdStart, m.FirstRequest, m.Ready, m.InFlight, m.Loads, m.Provider)
 	}
 	return m
 }

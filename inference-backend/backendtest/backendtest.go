@@ -32,6 +32,9 @@ type Options struct {
 	// ConfigOverride, if set, adjusts each model's config after its
 	// config.yaml is read (e.g. turn batching off, set warmup 0).
 	ConfigOverride func(model string, cfg *backend.ModelConfig)
+	// ExecutionProvider, if set ("cpu" or "cuda"), overrides every model's
+	// execution_provider.
+	ExecutionProvider string
 	// MaxBodyBytes bounds request bodies (0: the oip default, 64 MiB).
 	MaxBodyBytes int64
 	// Logger receives the backend's logs; nil discards them.
@@ -71,10 +74,11 @@ func Start(t testing.TB, opts Options) *Running {
 	reg := prometheus.NewRegistry()
 	s, err := backend.NewServer(backend.ServerConfig{
 		Backend: backend.Options{
-			ModelRepository: repo,
-			ConfigOverride:  opts.ConfigOverride,
-			Logger:          opts.Logger,
-			Version:         "test",
+			ModelRepository:   repo,
+			ConfigOverride:    opts.ConfigOverride,
+			ExecutionProvider: opts.ExecutionProvider,
+			Logger:            opts.Logger,
+			Version:           "test",
 		},
 		HTTPAddr:     "127.0.0.1:0",
 		GRPCAddr:     "127.0.0.1:0",

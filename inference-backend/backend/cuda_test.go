@@ -1,0 +1,215 @@
+package backend_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/switchyard-dev/switchyard/inference-backend/backend"
+	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
+	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
+	"github.com/switchyard-dev/switchyard/oip"
+	"github.com/switchyard-dev/switchyard/oip/client"
+)
+
+// The CUDA execution provider needs a GPU, the CUDA libraries and a CUDA
+// build of ONNX Runtime as SWITCHYARD_ORT_LIB. On such a machine set
+// SWITCHYARD_TEST_CUDA=1 (bench/gpu/check.sh does all of it); elsewhere
+// these skip and TestCUDAFallback (the other side of the same option) runs.
+const envTestCUDA = "SWITCHYARD_TEST_CUDA"
+
+func requireCUDA(tb testing.TB) {
+	tb.Helper()
+	if os.Getenv(envTestCUDA) == "" {
+		tb.Skip("no GPU here: set " + envTestCUDA + "=1 on a machine with CUDA and a CUDA build of ONNX Runtime")
+	}
+}
+
+// lockedBuffer is a log sink the backend's goroutines may write to while
+// the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// gpuTolerance: cuBLAS may compute FP32 GEMMs with TF32 tensor cores
+// (10-bit mantissa), so answers differ from the float32 reference in the
+// third or fourth significant digit; far from anything a wrong kernel,
+// wrong weights or a mixed-up row would give.
+func gpuClose(got, want float32) bool {
+	if math.IsNaN(float64(want)) {
+		return math.IsNaN(float64(got))
+	}
+	return math.Abs(float64(got-want)) <= 2e-3+5e-3*math.Abs(float64(want))
+}
+
+// checkRows compares a [rows, Items] answer with the demo model's reference
+// (recommender-v3: NaN rows where its rule says so).
+func checkRows(model string, rows [][]float32, resp *oip.InferResponse) (maxDiff float64, err error) {
+	w, err := demomodels.Weights(model)
+	if err != nil {
+		return 0, err
+	}
+	if len(resp.Outputs) != 1 {
+		return 0, fmt.Errorf("%d outputs", len(resp.Outputs))
+	}
+	if s := resp.Outputs[0].Shape; len(s) != 2 || s[0] != int64(len(rows)) || s[1] != demomodels.Items {
+		return 0, fmt.Errorf("shape %v for %d rows", s, len(rows))
+	}
+	got := oip.Values[float32](resp.Outputs[0].Raw)
+	for r, row := range rows {
+		want := w.Eval(row)
+		if model == demomodels.V3 && demomodels.NaNRule(row) {
+			for i := range want {
+				want[i] = float32(math.NaN())
+			}
+		}
+		for i, x := range want {
+			g := got[r*demomodels.Items+i]
+			if !gpuClose(g, x) {
+				return 0, fmt.Errorf("%s row %d item %d: %v, want %v", model, r, i, g, x)
+			}
+			if !math.IsNaN(float64(x)) {
+				maxDiff = max(maxDiff, math.Abs(float64(g-x)))
+			}
+		}
+	}
+	return maxDiff, nil
+}
+
+// TestCUDAExecutionProvider: with execution_provider cuda every demo model
+// version loads on the GPU (no fallback warning; the provider metric says
+// cuda), answers over gRPC and REST match the reference MLPs (v3's NaN rows
+// included), and dynamic batching joins concurrent requests on the GPU
+// with every row still getting its own answer.
+func TestCUDAExecutionProvider(t *testing.T) {
+	requireCUDA(t)
+	var logs lockedBuffer
+	be := backendtest.Start(t, backendtest.Options{ExecutionProvider: "cuda",
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	if strings.Contains(logs.String(), "CUDA execution provider unavailable") {
+		t.Fatalf("fell back to CPU:\n%s", logs.String())
+	}
+	for _, name := range demomodels.Names {
+		if v := metricValue(t, be.Registry, "switchyard_backend_model_execution_provider", name, "1"); v != 1 {
+			t.Errorf("%s: execution provider gauge %v", name, v)
+		}
+	}
+	if !strings.Contains(logs.String(), `"provider":"cuda"`) || strings.Contains(logs.String(), `"provider":"cpu"`) {
+		t.Errorf("loaded versions do not all report provider cuda:\n%s", logs.String())
+	}
+
+	gc, err := client.DialGRPC(be.GRPCAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gc.Close()
+	hc := client.NewHTTP("http://"+be.HTTPAddr, client.HTTPOptions{})
+	defer hc.Close()
+	ctx := context.Background()
+	rows := demomodels.RandomFeatures(7, 48) // v3: about one row in eight is NaN
+	for _, name := range demomodels.Names {
+		for tr, cl := range map[string]client.Client{"grpc": gc, "rest": hc} {
+			resp, err := cl.Infer(ctx, &oip.InferRequest{ModelName: name, Inputs: []oip.Tensor{featuresTensor(rows)}})
+			if err != nil {
+				t.Fatalf("%s over %s: %v", name, tr, err)
+			}
+			d, err := checkRows(name, rows, resp)
+			if err != nil {
+				t.Errorf("over %s: %v", tr, err)
+			}
+			t.Logf("%s over %s: largest difference from the float32 reference %.2g", name, tr, d)
+		}
+	}
+
+	// Dynamic batching (the demo config: max_batch_size 64, 200 µs delay).
+	const clients, perClient = 32, 8
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			var cl client.Client = gc
+			if c%2 == 1 {
+				cl = hc
+			}
+			for k := range perClient {
+				i := (c*perClient + k) % len(rows)
+				resp, err := cl.Infer(ctx, &oip.InferRequest{ModelName: demomodels.V1, Inputs: []oip.Tensor{featuresTensor(rows[i : i+1])}})
+				if err == nil {
+					_, err = checkRows(demomodels.V1, rows[i:i+1], resp)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("client %d request %d: %w", c, k, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	h := histogram(t, be.Registry, "switchyard_backend_batch_size", demomodels.V1)
+	t.Logf("batching on the GPU: %d runs, %v rows", h.GetSampleCount(), h.GetSampleSum())
+	if h.GetSampleSum() <= float64(h.GetSampleCount()) {
+		t.Errorf("no run joined requests: %d runs for %v rows", h.GetSampleCount(), h.GetSampleSum())
+	}
+}
+
+// BenchmarkExecutionProvider: the ranker model (32→2048→2048→2048→100)
+// in-process on CPU and on CUDA at several batch sizes (rows/s; one
+// goroutine). The CUDA half runs only where requireCUDA passes.
+//
+//	SWITCHYARD_TEST_CUDA=1 go test -run '^$' -bench ExecutionProvider -benchtime 2s ./inference-backend/backend/
+func BenchmarkExecutionProvider(b *testing.B) {
+	dir := b.TempDir()
+	path := filepath.Join(dir, "ranker.onnx")
+	if err := os.WriteFile(path, demomodels.DeepModel("ranker", rankerHidden, 11), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	for _, provider := range []string{"cpu", "cuda"} {
+		b.Run(provider, func(b *testing.B) {
+			if provider == "cuda" {
+				requireCUDA(b)
+			}
+			sess, err := backend.NewSession(path, backend.SessionOptions{Provider: provider})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer sess.Close()
+			if sess.Provider() != provider {
+				b.Fatalf("session runs on %s, want %s", sess.Provider(), provider)
+			}
+			for _, rows := range []int{1, 32, 256} {
+				in := []oip.Tensor{featuresTensor(demomodels.RandomFeatures(3, rows))}
+				if _, err := sess.Infer(in); err != nil { // first run: kernels, allocations
+					b.Fatal(err)
+				}
+				b.Run(fmt.Sprintf("batch=%d", rows), func(b *testing.B) {
+					load(b, 1, func() error { _, err := sess.Infer(in); return err })
+					b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
+				})
+			}
+		})
+	}
+}
