@@ -40,6 +40,19 @@ type FeaturesConfig struct {
 	// ShadowRingSize is how many recent comparisons each model keeps in
 	// memory for the admin report (default 4096).
 	ShadowRingSize int
+	// ShadowProcess is where mirrored requests are called and compared:
+	// ShadowInline (default) in the proxy's process, or ShadowAgent in a
+	// child process at SCHED_IDLE priority that the proxy starts and
+	// restarts (see shadowagent.go); if it cannot be started, inline.
+	ShadowProcess string
+	// ShadowAgentCommand starts the agent (default: this executable with
+	// the argument "shadow-agent"; its main must call ShadowAgentMain).
+	ShadowAgentCommand []string
+	// ShadowAgentQueue bounds the mirrors waiting for the hand-off to the
+	// agent (default 4096); ShadowAgentRestartBackoff is the first restart
+	// delay, doubling up to 5 s (default 100ms).
+	ShadowAgentQueue          int
+	ShadowAgentRestartBackoff time.Duration
 }
 
 // NewFeatures returns the extension that wires Switchyard's per-model
@@ -63,6 +76,12 @@ func NewFeatures(cfg FeaturesConfig) Extension {
 	}
 	if cfg.ShadowRecordKeep == 0 {
 		cfg.ShadowRecordKeep = 5
+	}
+	if cfg.ShadowAgentQueue <= 0 {
+		cfg.ShadowAgentQueue = 4096
+	}
+	if cfg.ShadowAgentRestartBackoff <= 0 {
+		cfg.ShadowAgentRestartBackoff = 100 * time.Millisecond
 	}
 	return &features{
 		cfg:       cfg,
@@ -98,6 +117,9 @@ type features struct {
 	liveModel map[string]*routeFeatures    // model -> features of the live route
 	closed    bool
 	closing   sync.WaitGroup // mirrors draining in the background
+
+	agent    *shadowAgent                                // agent mode (nil: inline)
+	onShadow func(model, version string, disagreed bool) // in the agent: comparisons go back to the proxy
 }
 
 var (
@@ -122,6 +144,13 @@ func (f *features) attach(p *Proxy) error {
 		if err := os.MkdirAll(f.shadowDir, 0o755); err != nil {
 			return fmt.Errorf("shadow record dir: %w", err)
 		}
+	}
+	switch f.cfg.ShadowProcess {
+	case "", ShadowInline:
+	case ShadowAgent:
+		f.startAgent()
+	default:
+		return fmt.Errorf("shadow process %q: want %q or %q", f.cfg.ShadowProcess, ShadowInline, ShadowAgent)
 	}
 	return nil
 }
@@ -277,6 +306,9 @@ func (f *features) applied(routes map[string]*Route) {
 			f.closeMirrorLocked(ms)
 		}
 	}
+	if f.agent != nil {
+		f.agent.setConfig(routes)
+	}
 }
 
 // routeFeaturesOf finds the features of a compiled route (nil when the
@@ -307,6 +339,9 @@ func (f *features) Close() error {
 		f.closeMirrorLocked(ms)
 	}
 	f.mu.Unlock()
+	if f.agent != nil {
+		f.agent.close() // the agent drains its mirrors and closes its files
+	}
 	f.closing.Wait() // every mirror closed: every record file released
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -399,7 +434,7 @@ func (f *features) FallbackStatus() FallbackStatus {
 			}
 			ms.Cache, ms.LastGood = cacheStatus(rf.cache), cacheStatus(rf.lastGood)
 			if rf.mirror != nil {
-				ms.Shadow = &ShadowStatus{Version: rf.mirror.target, QueueLen: rf.mirror.m.QueueLen(), RecordFile: rf.mirror.sinkPath()}
+				ms.Shadow = &ShadowStatus{Version: rf.mirror.target, QueueLen: rf.mirror.queueLen(), RecordFile: rf.mirror.sinkPath()}
 			}
 		}
 		out.Models = append(out.Models, ms)
@@ -453,6 +488,9 @@ func (f *features) ShadowReport(model string, window time.Duration) (ShadowRepor
 	if err != nil {
 		return ShadowReportResponse{}, err
 	}
+	if ms.agent != nil {
+		return f.agentReport(ms, model, window)
+	}
 	now := time.Now()
 	rep := ms.m.Ring().Summary(now.Add(-window), now, 10)
 	return ShadowReportResponse{Model: model, ShadowVersion: ms.target, Window: window.String(), Report: rep}, nil
@@ -495,16 +533,15 @@ func (f *features) serveShadowRecords(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, err.Error())
 		return
 	}
-	now := time.Now()
-	from := now.Add(-window)
-	recs := ms.m.Ring().Records()
-	out := recs[:0]
-	for _, rec := range recs {
-		if !rec.Time.Before(from) && rec.Time.Before(now) {
-			out = append(out, rec)
+	var b []byte
+	if ms.agent != nil {
+		b, err = f.agentQuery(ms, callRecords, model, window)
+	} else {
+		var recs ShadowRecordsResponse
+		if recs, err = f.shadowRecords(model, window); err == nil {
+			b, err = json.Marshal(recs)
 		}
 	}
-	b, err := json.Marshal(ShadowRecordsResponse{Model: model, ShadowVersion: ms.target, From: from, To: now, Records: out})
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -516,6 +553,9 @@ func (f *features) serveShadowRecords(w http.ResponseWriter, r *http.Request) {
 // closeMirrorLocked stops a mirror in the background: it drains its queue
 // for up to 5 s (Close waits for it).
 func (f *features) closeMirrorLocked(ms *mirrorState) {
+	if ms.m == nil {
+		return // agent mode: the agent closes its own
+	}
 	f.closing.Add(1)
 	go func() {
 		defer f.closing.Done()

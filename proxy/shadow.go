@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
@@ -46,13 +47,29 @@ type mirrorState struct {
 	sink          *recordSink
 	sampler       shadow.Sampler
 	noise         float64 // percent of mirrored requests also sent to the primary
+	// agent, in agent mode, takes the captured mirrors (m and sink are nil:
+	// the agent process runs the mirror); recordPath is its record file.
+	agent      *shadowAgent
+	recordPath string
 }
 
 func (ms *mirrorState) sinkPath() string {
+	if ms.agent != nil {
+		return ms.recordPath
+	}
 	if ms.sink == nil {
 		return ""
 	}
 	return ms.sink.path
+}
+
+// queueLen is the mirror's queue (in agent mode: the proxy's hand-off
+// queue, shared by the models).
+func (ms *mirrorState) queueLen() int {
+	if ms.agent != nil {
+		return len(ms.agent.queue)
+	}
+	return ms.m.QueueLen()
 }
 
 func shadowSig(model string, sh *routing.Shadow) string {
@@ -80,6 +97,13 @@ func (f *features) mirrorLocked(r *Route, sh *routing.Shadow) (*mirrorState, err
 	}
 	ms := &mirrorState{model: r.Name, target: sh.Version, noise: sh.NoiseFloorPercent,
 		sampler: shadow.Sampler{Percent: sh.Percent, Mode: sampling}}
+	if f.agent != nil {
+		// The agent builds the mirror from the same configuration
+		// (shadowAgent.setConfig); the proxy only samples and hands over.
+		ms.agent, ms.recordPath = f.agent, agentRecordPath(f.shadowDir, r.Name)
+		f.mirrors[sig] = ms
+		return ms, nil
+	}
 	cfg := shadow.MirrorConfig{
 		QueueSize: sh.QueueSize,
 		Workers:   sh.Workers,
@@ -114,6 +138,10 @@ func (f *features) mirrorLocked(r *Route, sh *routing.Shadow) (*mirrorState, err
 // stats recorder, when it has one).
 func (f *features) onCompared(j *shadow.Job, c *shadow.Comparison) {
 	if j.Kind != shadow.KindShadow {
+		return
+	}
+	if f.onShadow != nil { // the shadow agent: sent back to the proxy
+		f.onShadow(j.Model, j.TargetVersion, !c.Agree)
 		return
 	}
 	if rec, ok := any(f.p).(interface {
@@ -240,6 +268,10 @@ type shadowPending struct {
 
 func (p *shadowPending) enqueue() {
 	pl := p.pl
+	if a := p.ms.agent; a != nil {
+		a.offer(pl)
+		return
+	}
 	pl.job = shadow.Job{Kind: shadow.KindShadow, Model: p.ms.model, PrimaryVersion: pl.primary.Name,
 		TargetVersion: pl.target.Name, Time: pl.start, Payload: pl}
 	queued := p.ms.m.Enqueue(&pl.job)
@@ -267,11 +299,13 @@ type shadowPayload struct {
 	bodyBuf   *[]byte // REST request (nil for gRPC)
 	headerLen int
 	pbReq     *pb.ModelInferRequest
+	pbBuf     *[]byte // in the agent: the gRPC request, marshalled
 
 	primaryErr    error
 	respPB        *pb.ModelInferResponse
 	resp          *oip.InferResponse
 	respBuf       *[]byte // the primary's REST answer when not yet decoded
+	respPBBuf     *[]byte // in the agent: the primary's gRPC answer, marshalled
 	respStatus    int
 	respHeaderLen int
 
@@ -299,6 +333,22 @@ func (pl *shadowPayload) Prepare(j *shadow.Job) error {
 
 func (pl *shadowPayload) decode() {
 	defer pl.releaseBufs()
+	if pl.pbBuf != nil {
+		req := &pb.ModelInferRequest{}
+		if err := proto.Unmarshal(*pl.pbBuf, req); err != nil {
+			pl.reqErr = fmt.Errorf("decode mirrored gRPC request: %w", err)
+			return
+		}
+		pl.pbReq = req
+	}
+	if pl.respPBBuf != nil && pl.primaryErr == nil {
+		resp := &pb.ModelInferResponse{}
+		if err := proto.Unmarshal(*pl.respPBBuf, resp); err != nil {
+			pl.respErr = fmt.Errorf("decode the primary's gRPC answer: %w", err)
+		} else {
+			pl.respPB = resp
+		}
+	}
 	if pl.pbReq != nil {
 		pl.req, pl.reqErr = oip.InferRequestFromProto(pl.pbReq)
 	} else {
@@ -311,6 +361,7 @@ func (pl *shadowPayload) decode() {
 	switch {
 	case pl.primaryErr != nil:
 		pl.respErr = pl.primaryErr
+	case pl.respErr != nil:
 	case pl.resp != nil:
 	case pl.respPB != nil:
 		pl.resp, pl.respErr = oip.InferResponseFromProto(pl.respPB)
@@ -325,7 +376,9 @@ func (pl *shadowPayload) decode() {
 func (pl *shadowPayload) releaseBufs() {
 	putShadowBuf(pl.bodyBuf)
 	putShadowBuf(pl.respBuf)
-	pl.bodyBuf, pl.respBuf = nil, nil
+	putShadowBuf(pl.pbBuf)
+	putShadowBuf(pl.respPBBuf)
+	pl.bodyBuf, pl.respBuf, pl.pbBuf, pl.respPBBuf = nil, nil, nil, nil
 }
 
 // restError turns a REST error answer into an error; a backend's 5xx that
@@ -474,4 +527,44 @@ func (f *features) callTarget(ctx context.Context, tv *Variant, r *oip.InferRequ
 		return nil, oip.ErrorFromGRPC(err)
 	}
 	return oip.InferResponseFromProto(resp)
+}
+
+// shadowRecords is the ring's records of a model's mirror in the window
+// before now (every compared pair, weight 1).
+func (f *features) shadowRecords(model string, window time.Duration) (ShadowRecordsResponse, error) {
+	ms, err := f.liveMirror(model)
+	if err != nil {
+		return ShadowRecordsResponse{}, err
+	}
+	now := time.Now()
+	from := now.Add(-window)
+	recs := ms.m.Ring().Records()
+	out := recs[:0]
+	for _, rec := range recs {
+		if !rec.Time.Before(from) && rec.Time.Before(now) {
+			out = append(out, rec)
+		}
+	}
+	return ShadowRecordsResponse{Model: model, ShadowVersion: ms.target, From: from, To: now, Records: out}, nil
+}
+
+// agentQuery asks the shadow agent (report or records) for a model.
+func (f *features) agentQuery(ms *mirrorState, kind byte, model string, window time.Duration) ([]byte, error) {
+	args, _ := json.Marshal(agentQuery{Model: model, Window: window})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return ms.agent.call(ctx, kind, args)
+}
+
+// agentReport is ShadowReport from the shadow agent.
+func (f *features) agentReport(ms *mirrorState, model string, window time.Duration) (ShadowReportResponse, error) {
+	b, err := f.agentQuery(ms, callReport, model, window)
+	if err != nil {
+		return ShadowReportResponse{}, err
+	}
+	var rep ShadowReportResponse
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return ShadowReportResponse{}, fmt.Errorf("shadow agent report: %w", err)
+	}
+	return rep, nil
 }

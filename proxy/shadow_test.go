@@ -78,13 +78,16 @@ func shadowReport(t testing.TB, p *Proxy, model string) ShadowReportResponse {
 // in the record file. The same with batched shadow calls: fewer calls of
 // v2, the same figures.
 func TestShadowV2TopKAgreement(t *testing.T) {
-	t.Run("one call per mirror", func(t *testing.T) { testShadowV2TopKAgreement(t, nil) })
-	t.Run("batched", func(t *testing.T) {
-		testShadowV2TopKAgreement(t, &routing.ShadowBatch{MaxRows: 16, MaxDelay: routing.Duration(20 * time.Millisecond)})
-	})
+	batch := &routing.ShadowBatch{MaxRows: 16, MaxDelay: routing.Duration(20 * time.Millisecond)}
+	t.Run("one call per mirror", func(t *testing.T) { testShadowV2TopKAgreement(t, nil, ShadowInline) })
+	t.Run("batched", func(t *testing.T) { testShadowV2TopKAgreement(t, batch, ShadowInline) })
+	// The same figures from the shadow agent (a child process: this test
+	// binary, re-executed; see shadowagent_test.go).
+	t.Run("agent", func(t *testing.T) { testShadowV2TopKAgreement(t, nil, ShadowAgent) })
+	t.Run("agent batched", func(t *testing.T) { testShadowV2TopKAgreement(t, batch, ShadowAgent) })
 }
 
-func testShadowV2TopKAgreement(t *testing.T, batch *routing.ShadowBatch) {
+func testShadowV2TopKAgreement(t *testing.T, batch *routing.ShadowBatch, process string) {
 	be := backendtest.Start(t, backendtest.Options{})
 	sh := startShim(t, be.HTTPAddr)
 	m := recommenderWith(be, func(m *routing.Model) {
@@ -93,7 +96,10 @@ func testShadowV2TopKAgreement(t *testing.T, batch *routing.ShadowBatch) {
 			Compare: routing.Compare{Mode: routing.CompareTopK, K: 10}, Batch: batch}
 	})
 	dir := t.TempDir()
-	p, reg := featuresProxy(t, Config{Models: []routing.Model{m}}, FeaturesConfig{ShadowDir: dir, ShadowRecordAgreements: 0.5})
+	p, reg := featuresProxy(t, Config{Models: []routing.Model{m}}, FeaturesConfig{ShadowDir: dir, ShadowRecordAgreements: 0.5, ShadowProcess: process})
+	if got := featuresOf(p).agent != nil; got != (process == ShadowAgent) {
+		t.Fatalf("shadow agent running: %v, process %q", got, process)
+	}
 	c := newHTTPClient()
 	defer c.CloseIdleConnections()
 	conn, err := grpc.NewClient(p.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -132,6 +138,11 @@ func testShadowV2TopKAgreement(t *testing.T, batch *routing.ShadowBatch) {
 		return metricSum(t, reg, "switchyard_shadow_compared_total", map[string]string{"model": "recommender", "kind": kind})
 	}
 	waitFor(t, "every mirrored request compared", func() bool { return compared(shadow.KindShadow) == n })
+	// The canary's shadow-disagreement gate got every comparison.
+	waitFor(t, "every comparison counted for the canary", func() bool {
+		c, _ := canaryShadowCounts(p, "recommender", "v2")
+		return c == n
+	})
 	rep := shadowReport(t, p, "recommender")
 	fig := rep.Report.Shadow
 	if fig.Compared != n || rep.ShadowVersion != "v2" {
@@ -188,6 +199,30 @@ func testShadowV2TopKAgreement(t *testing.T, batch *routing.ShadowBatch) {
 	if want := n - int(fig.Agreed); disagree != want {
 		t.Fatalf("%d disagreements in the record file, want %d", disagree, want)
 	}
+	if _, d := canaryShadowCounts(p, "recommender", "v2"); d != uint64(n-int(fig.Agreed)) {
+		t.Fatalf("canary gate: %d disagreements, the report %d", d, n-int(fig.Agreed))
+	}
+}
+
+// canaryShadowCounts is what the proxy's stats hold for the canary's
+// shadow gate: comparisons and disagreements of (model, version).
+func canaryShadowCounts(p *Proxy, model, version string) (compared, disagreed uint64) {
+	slot := p.stats.slot(model, version)
+	for i := range slot.shards {
+		compared += slot.shards[i].shadowCompared.Load()
+		disagreed += slot.shards[i].shadowDiff.Load()
+	}
+	return compared, disagreed
+}
+
+// featuresOf finds the proxy's features extension.
+func featuresOf(p *Proxy) *features {
+	for _, e := range p.cfg.Extensions {
+		if f, ok := e.(*features); ok {
+			return f
+		}
+	}
+	return nil
 }
 
 // TestShadowV3NaN: v3 (NaN for some inputs) as the shadow, over gRPC

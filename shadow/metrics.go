@@ -25,7 +25,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "switchyard_shadow_mirrored_total", Help: "Requests put on the mirror queue.",
 		}, l),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "switchyard_shadow_dropped_total", Help: "Mirrors dropped (reason queue_full or closed).",
+			Name: "switchyard_shadow_dropped_total", Help: "Mirrors dropped (reason queue_full, closed, prepare; with a shadow agent also agent_down, handoff_full, config).",
 		}, append(l, "reason")),
 		compared: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_shadow_compared_total", Help: "Pairs compared.",
@@ -148,5 +148,13 @@ func (sc *seriesCache) observe(j *Job, c *Comparison, p, s Result) {
 			js.shadow = m.latency.WithLabelValues(j.Model, j.TargetVersion, j.Kind, "shadow")
 		}
 		js.shadow.Observe(s.Latency.Seconds())
+	}
+}
+
+// Dropped counts a mirror dropped before it reached a Mirror (e.g. the
+// proxy's hand-off to its shadow agent: reason agent_down, handoff_full).
+func (m *Metrics) Dropped(model, version, kind, reason string) {
+	if m != nil {
+		m.dropped.WithLabelValues(model, version, kind, reason).Inc()
 	}
 }

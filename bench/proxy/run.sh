@@ -26,7 +26,12 @@
 #           separate (default: v2 on a second backend process at SCHED_IDLE
 #           priority, the stand-in for its own host) | same (v2 on the
 #           primary's backend); SHADOW_WORKERS (16), SHADOW_BATCH (e.g.
-#           '{"maxRows":16,"maxDelay":"2ms"}'), SHADOW_PCTS ("10 100")
+#           '{"maxRows":16,"maxDelay":"2ms"}'), SHADOW_PCTS ("10 100"),
+#           SHADOW_PROCESS: agent (default: the mirror work runs in the
+#           proxy's low-priority shadow agent process) | inline (in the
+#           proxy's process) | "agent inline" (one proxy each, on the same
+#           backends and control plane; their rounds interleaved, so the two
+#           are compared in the same sitting). Agent CPU is reported apart.
 set -euo pipefail
 MODE=${MODE:-base}
 RATE=${RATE:-2000}
@@ -76,12 +81,20 @@ curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1
          "traffic":{"weights":{"v1":80,"v2":20}},"timeout":"2s","retries":{"attempts":1,"budgetPercent":20}$MODEL_EXTRA}}
 JSON
 
-PX_HTTP=$(freeport); PX_GRPC=$(freeport); PX_ADMIN=$(freeport)
-GOGC=${PROXY_GOGC:-100} GOMAXPROCS=${PROXY_GOMAXPROCS:-$(nproc)} "$TMP/switchyard" proxy --xds 127.0.0.1:$CP_XDS --http 127.0.0.1:$PX_HTTP --grpc 127.0.0.1:$PX_GRPC --admin 127.0.0.1:$PX_ADMIN --node-id bench --log-level warn 2>"$TMP/proxy.log" &
-PX_PID=$!
-PIDS+=($PX_PID)
-waitok http://127.0.0.1:$PX_ADMIN/ready
-waitok http://127.0.0.1:$PX_HTTP/v2/models/recommender/ready
+SHADOW_PROCESS=${SHADOW_PROCESS:-agent}
+PROCS=($SHADOW_PROCESS)
+declare -A P_HTTP P_ADMIN P_PID
+start_proxy() { # shadow-process
+  local http grpc admin
+  http=$(freeport); grpc=$(freeport); admin=$(freeport)
+  GOGC=${PROXY_GOGC:-100} GOMAXPROCS=${PROXY_GOMAXPROCS:-$(nproc)} "$TMP/switchyard" proxy --xds 127.0.0.1:$CP_XDS --http 127.0.0.1:$http --grpc 127.0.0.1:$grpc --admin 127.0.0.1:$admin --node-id "bench-$1" --shadow-process "$1" --log-level warn 2>"$TMP/proxy-$1.log" &
+  P_PID[$1]=$!; P_HTTP[$1]=$http; P_ADMIN[$1]=$admin
+  PIDS+=(${P_PID[$1]})
+  waitok http://127.0.0.1:$admin/ready
+  waitok http://127.0.0.1:$http/v2/models/recommender/ready
+}
+start_proxy "${PROCS[0]}"
+PX_HTTP=${P_HTTP[${PROCS[0]}]}; PX_ADMIN=${P_ADMIN[${PROCS[0]}]}; PX_PID=${P_PID[${PROCS[0]}]}
 
 NG_PORT=$(freeport)
 mkdir -p "$TMP/nginx/logs"
@@ -141,6 +154,7 @@ if [ "$MODE" = shadow ]; then
     PIDS+=($!)
     waitok http://127.0.0.1:$SH_HTTP/v2/models/recommender-v2/ready
   fi
+  for pr in "${PROCS[@]:1}"; do start_proxy "$pr"; done
   put_shadow() {
     local pct=$1 SH=""
     [ "$pct" != 0 ] && SH=',"shadow":{"version":"v2","percent":'$pct',"workers":'$SHADOW_WORKERS$BATCH_FIELD',"compare":{"mode":"topk","k":10}}'
@@ -150,58 +164,73 @@ if [ "$MODE" = shadow ]; then
                      {"name":"v2","endpoints":["127.0.0.1:$SH_HTTP"],"backendModel":"recommender-v2"}],
          "traffic":{"weights":{"v1":100}},"timeout":"2s"$SH}}
 JSON
-    for _ in $(seq 100); do
-      got=$(curl -fsS http://127.0.0.1:$PX_ADMIN/config_dump | python3 -c 'import json,sys; m=json.load(sys.stdin)["models"][0]["spec"]; print(int(m.get("shadow",{}).get("percent",0)))')
-      [ "$got" = "$pct" ] && break; sleep 0.05
+    for pr in "${PROCS[@]}"; do
+      for _ in $(seq 100); do
+        got=$(curl -fsS http://127.0.0.1:${P_ADMIN[$pr]}/config_dump | python3 -c 'import json,sys; m=json.load(sys.stdin)["models"][0]["spec"]; print(int(m.get("shadow",{}).get("percent",0)))')
+        [ "$got" = "$pct" ] && break; sleep 0.05
+      done
     done
   }
-  mirror_counts() { curl -fsS http://127.0.0.1:$PX_ADMIN/metrics | awk '/^switchyard_shadow_mirrored_total/ {m+=$2} /^switchyard_shadow_dropped_total/ {d+=$2} END {printf "%d %d\n", m, d}'; }
-  pcts=(0 $SHADOW_PCTS)
+  mirror_counts() { curl -fsS http://127.0.0.1:${P_ADMIN[$1]}/metrics | awk '/^switchyard_shadow_mirrored_total/ {m+=$2} /^switchyard_shadow_dropped_total/ {d+=$2} END {printf "%d %d\n", m, d}'; }
+  # CPU ticks (utime+stime) of the proxy's shadow agent, 0 without one.
+  agent_ticks() { local a; a=$(pgrep -P "${P_PID[$1]}" | head -1); [ -n "$a" ] && awk '{print $14+$15}' /proc/$a/stat 2>/dev/null || echo 0; }
+  CLK=$(getconf CLK_TCK)
+  settings=()
+  for pr in "${PROCS[@]}"; do for pct in 0 $SHADOW_PCTS; do settings+=("$pr:$pct"); done; done
+  cur=""
   for rep in $(seq "$REPEATS"); do
-    for i in $(seq 0 $((${#pcts[@]}-1))); do
-      pct=${pcts[$(( (i + rep - 1) % ${#pcts[@]} ))]}
-      put_shadow "$pct"
-      read -r m0 d0 < <(mirror_counts)
-      if [ "$PROFILE" = 1 ] && [ "$pct" != 0 ]; then mkdir -p "$PROFILE_DIR"; (sleep 2; curl -fsS -o "$PROFILE_DIR/shadow-$pct.pb.gz" "http://127.0.0.1:$PX_ADMIN/debug/pprof/profile?seconds=4") & fi
-      line=$("$TMP/loadgen" -name "shadow-$pct%" -url http://127.0.0.1:$PX_HTTP/v2/models/recommender/infer -pid "$PX_PID" -rate $RATE -duration $DURATION -concurrency 64 -samples "$TMP/lat-$rep-$pct.txt")
-      read -r m1 d1 < <(mirror_counts)
-      echo "$line" | python3 -c "import json,sys; r=json.load(sys.stdin); r.update(rep=$rep, pct=$pct, mirrored=$m1-$m0, dropped=$d1-$d0); print(json.dumps(r))" | tee -a "$OUT"
+    for i in $(seq 0 $((${#settings[@]}-1))); do
+      st=${settings[$(( (i + rep - 1) % ${#settings[@]} ))]}
+      pr=${st%%:*}; pct=${st##*:}
+      [ "$pct" != "$cur" ] && put_shadow "$pct" && cur=$pct
+      read -r m0 d0 < <(mirror_counts "$pr")
+      a0=$(agent_ticks "$pr")
+      if [ "$PROFILE" = 1 ] && [ "$pct" != 0 ]; then mkdir -p "$PROFILE_DIR"; (sleep 2; curl -fsS -o "$PROFILE_DIR/shadow-$pr-$pct.pb.gz" "http://127.0.0.1:${P_ADMIN[$pr]}/debug/pprof/profile?seconds=4") & fi
+      line=$("$TMP/loadgen" -name "shadow-$pr-$pct%" -url http://127.0.0.1:${P_HTTP[$pr]}/v2/models/recommender/infer -pid "${P_PID[$pr]}" -rate $RATE -duration $DURATION -concurrency 64 -samples "$TMP/lat-$rep-$pr-$pct.txt")
+      sleep 0.2 # the agent finishes the last mirrors
+      a1=$(agent_ticks "$pr")
+      read -r m1 d1 < <(mirror_counts "$pr")
+      echo "$line" | python3 -c "import json,sys; r=json.load(sys.stdin); r.update(rep=$rep, proc='$pr', pct=$pct, mirrored=$m1-$m0, dropped=$d1-$d0, agent_cpu_seconds=($a1-$a0)/$CLK); print(json.dumps(r))" | tee -a "$OUT"
     done
   done
-  # The proxy's report covers its current mirror (none if the last round ran with shadow off).
-  rep=$(curl -fsS "http://127.0.0.1:$PX_ADMIN/shadow/report?model=recommender&window=10m" 2>/dev/null || true)
-  [ -n "$rep" ] && echo "$rep" | python3 -c 'import json,sys; r=json.load(sys.stdin)["report"]["shadow"]; print("# shadow compared", r["compared"], "agreement", round(r["agreement_rate"],4), "shadow p50/p99 ms", r["shadow_p50_ms"], r["shadow_p99_ms"])'
+  # Each proxy's report covers its current mirror (none if the last round ran with shadow off).
+  for pr in "${PROCS[@]}"; do
+    rep=$(curl -fsS "http://127.0.0.1:${P_ADMIN[$pr]}/shadow/report?model=recommender&window=10m" 2>/dev/null || true)
+    [ -n "$rep" ] && echo "$rep" | python3 -c 'import json,sys; r=json.load(sys.stdin)["report"]["shadow"]; print("# '"$pr"': shadow compared", r["compared"], "agreement", round(r["agreement_rate"],4), "shadow p50/p99 ms", r["shadow_p50_ms"], r["shadow_p99_ms"])'
+  done
   python3 - "$OUT" "$SHADOW_HOST" "$RATE" "$DURATION" "$TMP" <<'PY'
 import glob, json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print(f"\nshadow host: {sys.argv[2]}; fixed {sys.argv[3]} rps, {sys.argv[4]} per run; median [min–max] over {max(r['rep'] for r in rows)} rounds")
-print("\n| shadow | rps | p50 ms | p99 ms | proxy CPU ms / 1000 req | mirrored | dropped | p99 vs off (same round) | errors |")
-print("|---|---|---|---|---|---|---|---|---|")
-base = {r['rep']: r for r in rows if r['pct'] == 0}
+print("\n| shadow | rps | p50 ms | p99 ms | proxy CPU ms / 1000 req | agent CPU ms / 1000 mirrors | mirrored | dropped | p99 vs off (same proxy, same round) | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+base = {(r['proc'], r['rep']): r for r in rows if r['pct'] == 0}
 def med(xs): return f"{statistics.median(xs):.2f} [{min(xs):.2f}–{max(xs):.2f}]"
-for pct in sorted({r['pct'] for r in rows}):
-    rs = [r for r in rows if r['pct'] == pct]
+keys = sorted({(r['proc'], r['pct']) for r in rows})
+for proc, pct in keys:
+    rs = [r for r in rows if r['proc'] == proc and r['pct'] == pct]
     cpu = [1e6 * r.get('cpu_seconds', 0) / max(r['requests'], 1) for r in rs]
-    ratio = [100 * (r['p99_ms'] / base[r['rep']]['p99_ms'] - 1) for r in rs] if pct else []
+    acpu = [1e6 * r['agent_cpu_seconds'] / r['mirrored'] for r in rs if r['mirrored'] > 0]
+    ratio = [100 * (r['p99_ms'] / base[(proc, r['rep'])]['p99_ms'] - 1) for r in rs] if pct else []
     rt = f"{statistics.median(ratio):+.1f} % [{min(ratio):+.1f}…{max(ratio):+.1f}]" if ratio else "–"
-    print(f"| {pct} % | {statistics.median([r['rps'] for r in rs]):.0f} | {med([r['p50_ms'] for r in rs])} | {med([r['p99_ms'] for r in rs])} | {med(cpu)} | {sum(r['mirrored'] for r in rs)} | {sum(r['dropped'] for r in rs)} | {rt} | {sum(r['errors'] for r in rs)} |")
+    print(f"| {proc} {pct} % | {statistics.median([r['rps'] for r in rs]):.0f} | {med([r['p50_ms'] for r in rs])} | {med([r['p99_ms'] for r in rs])} | {med(cpu)} | {med(acpu) if acpu else '–'} | {sum(r['mirrored'] for r in rs)} | {sum(r['dropped'] for r in rs)} | {rt} | {sum(r['errors'] for r in rs)} |")
 # Every request's latency, pooled over the rounds of each setting: with
 # many short rounds in rotated order, slow drifts of the machine fall on
 # every setting alike.
-print("\n| shadow | requests pooled | p50 ms | p90 ms | p99 ms | p99.9 ms | p99 vs off |")
+print("\n| shadow | requests pooled | p50 ms | p90 ms | p99 ms | p99.9 ms | p99 vs off (same proxy) |")
 print("|---|---|---|---|---|---|---|")
 pooled = {}
-for pct in sorted({r['pct'] for r in rows}):
+for proc, pct in keys:
     xs = []
-    for f in glob.glob(f"{sys.argv[5]}/lat-*-{pct}.txt"):
+    for f in glob.glob(f"{sys.argv[5]}/lat-*-{proc}-{pct}.txt"):
         xs += [int(l) for l in open(f) if l.strip()]
     xs.sort()
     if not xs:
         continue
     q = lambda p: xs[min(len(xs) - 1, int(p * len(xs)))] / 1000
-    pooled[pct] = q(0.99)
-    vs = f"{100 * (pooled[pct] / pooled[0] - 1):+.1f} %" if pct and 0 in pooled else "–"
-    print(f"| {pct} % | {len(xs)} | {q(0.5):.2f} | {q(0.9):.2f} | {q(0.99):.2f} | {q(0.999):.2f} | {vs} |")
+    pooled[(proc, pct)] = q(0.99)
+    vs = f"{100 * (pooled[(proc, pct)] / pooled[(proc, 0)] - 1):+.1f} %" if pct and (proc, 0) in pooled else "–"
+    print(f"| {proc} {pct} % | {len(xs)} | {q(0.5):.2f} | {q(0.9):.2f} | {q(0.99):.2f} | {q(0.999):.2f} | {vs} |")
 PY
   exit 0
 fi
