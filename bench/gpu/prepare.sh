@@ -2,12 +2,16 @@
 # Prepares, on this (CPU) machine, what bench/gpu/check.sh needs on a GPU
 # machine that cannot fetch anything, in .gpu/ (git-ignored; carried by the
 # device tool, 64 MiB at most):
-#   ort.tar.xz      a CUDA 13 build of ONNX Runtime for linux-x64 from the npm
-#                   registry (the Unity packages com.github.asus4.onnxruntime
-#                   and ...linux-x64-gpu, which ship the official release's
-#                   libonnxruntime.so and CUDA provider), with the provider's
+#   ort.tar.xz      ONNX Runtime ORT_VERSION with its CUDA 13 execution
+#                   provider, from the npm registry: the core library of
+#                   onnxruntime-node (built with CUDA support; the package
+#                   fetches its providers from NuGet at install time, which
+#                   no machine here reaches) and the provider libraries of
+#                   the Unity package com.github.asus4.onnxruntime.linux-x64-gpu
+#                   (the official release's, CUDA 13), with the provider's
 #                   machine code for GPUs other than GPU_ARCH zero-filled so
-#                   that it compresses below the carry limit (fatbin.py)
+#                   that it compresses below the carry limit (fatbin.py).
+#                   Core and provider must be the same ORT version.
 #   backend.test    the backend's test binary (TestCUDAExecutionProvider,
 #                   BenchmarkExecutionProvider)
 #   switchyard      the binary, for `switchyard backend --execution-provider cuda`
@@ -17,16 +21,19 @@
 #   bench/gpu/prepare.sh            # GPU_ARCH=90 (H100/H200)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PKG_VERSION=${PKG_VERSION:-0.4.9}
+PKG_VERSION=${PKG_VERSION:-0.4.9}   # com.github.asus4.onnxruntime.linux-x64-gpu: ORT 1.29.0, CUDA 13
+ORT_VERSION=${ORT_VERSION:-1.29.0}
 GPU_ARCH=${GPU_ARCH:-90}
 G=.gpu
 mkdir -p $G/dl $G/ort
 if [ ! -f $G/ort.tar.xz ]; then
-  (cd $G/dl && npm pack --silent com.github.asus4.onnxruntime@$PKG_VERSION com.github.asus4.onnxruntime.linux-x64-gpu@$PKG_VERSION >/dev/null)
-  for f in $G/dl/*.tgz; do tar xzf "$f" -C $G/dl --wildcards 'package/Plugins/Linux/x64/*.so'; done
+  (cd $G/dl && npm pack --silent onnxruntime-node@$ORT_VERSION com.github.asus4.onnxruntime.linux-x64-gpu@$PKG_VERSION >/dev/null)
+  tar xzf $G/dl/onnxruntime-node-$ORT_VERSION.tgz -C $G/dl package/bin/napi-v6/linux/x64/libonnxruntime.so.1
+  tar xzf $G/dl/com.github.asus4.onnxruntime.linux-x64-gpu-$PKG_VERSION.tgz -C $G/dl --wildcards 'package/Plugins/Linux/x64/*.so'
   X=$G/dl/package/Plugins/Linux/x64
-  cp $X/libonnxruntime.so $X/libonnxruntime_providers_shared.so $G/ort/
-  strings $X/libonnxruntime.so | grep -qx 'CUDAExecutionProvider' || { echo "libonnxruntime.so is not a CUDA build" >&2; exit 1; }
+  cp $G/dl/package/bin/napi-v6/linux/x64/libonnxruntime.so.1 $G/ort/libonnxruntime.so
+  cp $X/libonnxruntime_providers_shared.so $G/ort/
+  grep -qx "$ORT_VERSION" <(strings $X/libonnxruntime_providers_cuda.so) || { echo "the CUDA provider is not ONNX Runtime $ORT_VERSION" >&2; exit 1; }
   readelf -d $X/libonnxruntime_providers_cuda.so | grep NEEDED
   python3 bench/gpu/fatbin.py $X/libonnxruntime_providers_cuda.so $G/ort/libonnxruntime_providers_cuda.so "$GPU_ARCH"
   tar cf - -C $G/ort . | xz -9 -T2 > $G/ort.tar.xz
