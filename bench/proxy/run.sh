@@ -156,7 +156,7 @@ if [ "$MODE" = shadow ]; then
   fi
   for pr in "${PROCS[@]:1}"; do start_proxy "$pr"; done
   put_shadow() {
-    local pct=$1 SH=""
+    local pct=$1 SH="" got
     [ "$pct" != 0 ] && SH=',"shadow":{"version":"v2","percent":'$pct',"workers":'$SHADOW_WORKERS$BATCH_FIELD',"compare":{"mode":"topk","k":10}}'
     curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1/models/recommender -d @- >/dev/null <<JSON
 {"apiVersion":"switchyard.dev/v1","kind":"Model","metadata":{"name":"recommender"},
@@ -164,9 +164,10 @@ if [ "$MODE" = shadow ]; then
                      {"name":"v2","endpoints":["127.0.0.1:$SH_HTTP"],"backendModel":"recommender-v2"}],
          "traffic":{"weights":{"v1":100}},"timeout":"2s"$SH}}
 JSON
-    for pr in "${PROCS[@]}"; do
+    local px
+    for px in "${PROCS[@]}"; do
       for _ in $(seq 100); do
-        got=$(curl -fsS http://127.0.0.1:${P_ADMIN[$pr]}/config_dump | python3 -c 'import json,sys; m=json.load(sys.stdin)["models"][0]["spec"]; print(int(m.get("shadow",{}).get("percent",0)))')
+        got=$(curl -fsS http://127.0.0.1:${P_ADMIN[$px]}/config_dump | python3 -c 'import json,sys; m=json.load(sys.stdin)["models"][0]["spec"]; print(int(m.get("shadow",{}).get("percent",0)))')
         [ "$got" = "$pct" ] && break; sleep 0.05
       done
     done
