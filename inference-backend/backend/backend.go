@@ -461,7 +461,7 @@ func (b *Backend) LoadModel(ctx context.Context, name string) error {
 	for _, v := range loaded {
 		b.metrics.Ready.WithLabelValues(name, v.name).Set(1)
 		b.metrics.Provider.DeletePartialMatch(prometheus.Labels{"model": name, "version": v.name})
-		b.metrics.Provider.WithLabelValues(name, v.name, v.sess.Provider()).Set(1)
+		b.metrics.Provider.WithLabelValues(name, v.name, v.cfg.ExecutionProvider, v.sess.Provider()).Set(1)
 	}
 	b.metrics.Loads.WithLabelValues(name, "ok").Inc()
 	b.log.Info("model ready", "model", name, "versions", sortedVersions(loaded))

@@ -177,8 +177,8 @@ func TestCUDAFallback(t *testing.T) {
 	if !strings.Contains(logs.String(), `"provider":"cpu"`) {
 		t.Fatalf("loaded model does not report provider cpu:\n%s", logs.String())
 	}
-	if got := testutil.ToFloat64(metrics.Provider.WithLabelValues(demomodels.V1, "1", "cpu")); got != 1 {
-		t.Errorf("switchyard_backend_model_execution_provider{provider=cpu} = %v, want 1", got)
+	if got := testutil.ToFloat64(metrics.Provider.WithLabelValues(demomodels.V1, "1", "cuda", "cpu")); got != 1 {
+		t.Errorf("switchyard_backend_model_execution_provider{requested=cuda,provider=cpu} = %v, want 1", got)
 	}
 	if n := testutil.CollectAndCount(metrics.Provider); n != len(demomodels.Names) {
 		t.Errorf("execution provider series: %d, want one per demo model (%d)", n, len(demomodels.Names))

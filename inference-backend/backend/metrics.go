@@ -20,7 +20,7 @@ type Metrics struct {
 	Ready        *prometheus.GaugeVec     // 1 while the version is ready
 	InFlight     *prometheus.GaugeVec     // requests inside the backend now (queued for a batch or running)
 	Loads        *prometheus.CounterVec   // switchyard_backend_model_loads_total{model,result}
-	Provider     *prometheus.GaugeVec     // switchyard_backend_model_execution_provider{model,version,provider}: 1 while loaded
+	Provider     *prometheus.GaugeVec     // switchyard_backend_model_execution_provider{model,version,requested,provider}: 1 while loaded
 }
 
 // NewMetrics creates the backend's metrics and registers them with reg (nil:
@@ -72,8 +72,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"model", "result"}),
 		Provider: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "switchyard_backend_model_execution_provider",
-			Help: "1 for the execution provider (cpu, cuda) a loaded model version runs on: a version asked to run on cuda that fell back shows provider=\"cpu\".",
-		}, []string{"model", "version", "provider"}),
+			Help: "1 for each loaded model version: the execution provider its config asked for (requested) and the one it runs on (provider); requested=\"cuda\",provider=\"cpu\" is a CUDA fallback.",
+		}, []string{"model", "version", "requested", "provider"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Requests, m.Failures, m.QueueSeconds, m.ComputeSecs, m.RequestSecs, m.BatchSize,
