@@ -410,6 +410,15 @@ func (a *shadowAgent) drop(pl *shadowPayload, reason string) {
 // maxHandoffBatch bounds the jobs framed into one write.
 const maxHandoffBatch = 256
 
+// handoffLinger is how long the writer waits after the first mirror of a
+// batch for more. Each write to the socket, and each wake-up of the writer
+// and of the agent, costs more CPU in the proxy (system call, cross-core
+// wake-up) than framing many jobs: at 2000 mirrors/s one write per mirror
+// cost ~50 µs of proxy CPU per mirror on a 2-core VM, as much as mirroring
+// in process. A mirror's delay does not matter (shadow latency is timed by
+// the agent's own call).
+const handoffLinger = 5 * time.Millisecond
+
 // writer frames what is waiting into one buffer and writes it at once.
 func (a *shadowAgent) writer() {
 	defer a.wg.Done()
@@ -419,11 +428,33 @@ func (a *shadowAgent) writer() {
 		calls []*agentCall
 		job   agentJob
 		wire  wireScratch
+		timer = time.NewTimer(time.Hour)
 	)
+	timer.Stop()
+	defer timer.Stop()
 	for {
 		select {
 		case pl := <-a.queue:
 			batch = append(batch, pl)
+			// Wait for more (mirrors arriving meanwhile queue without
+			// waking anything); a call or a new configuration goes at once.
+			timer.Reset(handoffLinger)
+		linger:
+			for len(a.queue) < maxHandoffBatch {
+				select {
+				case <-timer.C:
+					break linger
+				case c := <-a.calls:
+					calls = append(calls, c)
+					break linger
+				case <-a.kick:
+					break linger
+				case <-a.stop:
+					a.drop(pl, dropAgentDown)
+					return
+				}
+			}
+			timer.Stop()
 		case c := <-a.calls:
 			calls = append(calls, c)
 		case <-a.kick:
