@@ -48,10 +48,10 @@ type FeaturesConfig struct {
 	// ShadowAgentCommand starts the agent (default: this executable with
 	// the argument "shadow-agent"; its main must call ShadowAgentMain).
 	ShadowAgentCommand []string
-	// ShadowAgentQueue bounds the mirrors waiting for the hand-off to the
-	// agent (default 4096); ShadowAgentRestartBackoff is the first restart
-	// delay, doubling up to 5 s (default 100ms).
-	ShadowAgentQueue          int
+	// ShadowAgentBuffer bounds the bytes of mirrors waiting for the
+	// hand-off to the agent (default 8 MiB); ShadowAgentRestartBackoff is
+	// the first restart delay, doubling up to 5 s (default 100ms).
+	ShadowAgentBuffer         int
 	ShadowAgentRestartBackoff time.Duration
 }
 
@@ -77,8 +77,8 @@ func NewFeatures(cfg FeaturesConfig) Extension {
 	if cfg.ShadowRecordKeep == 0 {
 		cfg.ShadowRecordKeep = 5
 	}
-	if cfg.ShadowAgentQueue <= 0 {
-		cfg.ShadowAgentQueue = 4096
+	if cfg.ShadowAgentBuffer <= 0 {
+		cfg.ShadowAgentBuffer = 8 << 20
 	}
 	if cfg.ShadowAgentRestartBackoff <= 0 {
 		cfg.ShadowAgentRestartBackoff = 100 * time.Millisecond

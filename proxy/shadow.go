@@ -63,11 +63,11 @@ func (ms *mirrorState) sinkPath() string {
 	return ms.sink.path
 }
 
-// queueLen is the mirror's queue (in agent mode: the proxy's hand-off
-// queue, shared by the models).
+// queueLen is the mirror's queue (in agent mode: the mirrors in the
+// proxy's hand-off buffer, all models together).
 func (ms *mirrorState) queueLen() int {
 	if ms.agent != nil {
-		return len(ms.agent.queue)
+		return int(ms.agent.inFlight.Load())
 	}
 	return ms.m.QueueLen()
 }

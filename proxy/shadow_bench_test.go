@@ -35,7 +35,9 @@ import (
 // another process, B/op, allocs/op and cpu-ns/op (this process's user +
 // system CPU) are the proxy's (and the raw keep-alive clients', which
 // allocate nothing per request): the difference between off and 100pct is
-// the proxy's cost of a mirror.
+// the proxy's cost of a mirror. The agent cases run the mirror work in the
+// shadow agent (this test binary re-executed): cpu-ns/op is then the
+// proxy's side alone (capture and hand-off), the agent's CPU is not in it.
 //
 //	go test -run '^$' -bench ShadowProxy -benchmem ./proxy
 func BenchmarkShadowProxy(b *testing.B) {
@@ -43,17 +45,20 @@ func BenchmarkShadowProxy(b *testing.B) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/switchyard").CombinedOutput(); err != nil {
 		b.Fatalf("build switchyard: %v\n%s", err, out)
 	}
+	batch := &routing.ShadowBatch{MaxRows: 16, MaxDelay: routing.Duration(2 * time.Millisecond)}
 	for _, tc := range []struct {
 		name    string
 		percent float64
 		batch   *routing.ShadowBatch
+		process string
 	}{
-		{"off", 0, nil},
-		{"10pct", 10, &routing.ShadowBatch{MaxRows: 16, MaxDelay: routing.Duration(2 * time.Millisecond)}},
-		{"100pct", 100, &routing.ShadowBatch{MaxRows: 16, MaxDelay: routing.Duration(2 * time.Millisecond)}},
-		{"100pct-unbatched", 100, nil},
+		{"off", 0, nil, ShadowInline},
+		{"10pct", 10, batch, ShadowInline},
+		{"100pct", 100, batch, ShadowInline},
+		{"100pct-unbatched", 100, nil, ShadowInline},
+		{"100pct-agent", 100, batch, ShadowAgent},
 	} {
-		b.Run(tc.name, func(b *testing.B) { benchShadowProxy(b, bin, tc.percent, tc.batch) })
+		b.Run(tc.name, func(b *testing.B) { benchShadowProxy(b, bin, tc.percent, tc.batch, tc.process) })
 	}
 }
 
@@ -110,7 +115,7 @@ func freeAddr(b *testing.B) string {
 	return l.Addr().String()
 }
 
-func benchShadowProxy(b *testing.B, bin string, percent float64, batch *routing.ShadowBatch) {
+func benchShadowProxy(b *testing.B, bin string, percent float64, batch *routing.ShadowBatch, process string) {
 	be := startBackendProcess(b, bin)
 	m := recommenderWith(be, func(m *routing.Model) {
 		if percent > 0 {
@@ -120,7 +125,7 @@ func benchShadowProxy(b *testing.B, bin string, percent float64, batch *routing.
 	})
 	// No record directory: as bench/proxy/run.sh runs the proxy (the ring
 	// still keeps every comparison for the admin report).
-	p, reg := featuresProxyNoRecords(b, Config{Models: []routing.Model{m}})
+	p, reg := featuresProxyNoRecords(b, Config{Models: []routing.Model{m}}, process)
 	const conns = 4
 	clients := make([]*rawClient, conns)
 	for i := range clients {
@@ -128,6 +133,13 @@ func benchShadowProxy(b *testing.B, bin string, percent float64, batch *routing.
 		clients[i] = dialRaw(b, p.HTTPAddr(), "/v2/models/recommender/infer", body)
 	}
 	compared := func() float64 {
+		if process == ShadowAgent {
+			// The comparisons the agent sent back (the canary's counts):
+			// asking the agent for its metrics every millisecond would
+			// cost the proxy more than the hand-off.
+			c, _ := canaryShadowCounts(p, "recommender", "v2")
+			return float64(c)
+		}
 		return metricSum(b, reg, "switchyard_shadow_compared_total", map[string]string{"model": "recommender"})
 	}
 	mirrored := func() float64 {
@@ -141,7 +153,9 @@ func benchShadowProxy(b *testing.B, bin string, percent float64, batch *routing.
 			}
 		}
 	}
-	if percent > 0 {
+	if percent == 100 {
+		waitCompared(b, compared, float64(50*conns))
+	} else if percent > 0 {
 		waitIdle(b, compared, mirrored)
 	}
 	batches := func() float64 {
@@ -173,9 +187,24 @@ func benchShadowProxy(b *testing.B, bin string, percent float64, batch *routing.
 		}()
 	}
 	wg.Wait()
-	if percent == 100 {
+	switch {
+	case process == ShadowAgent:
+		// A starved agent (all cores busy: the agent is at SCHED_IDLE) may
+		// drop at the hand-off: wait for every mirror compared or dropped
+		// (asking every 50 ms: each look at the metrics asks the agent).
+		deadline := time.Now().Add(60 * time.Second)
+		for compared()+metricSum(b, reg, "switchyard_shadow_dropped_total", map[string]string{"model": "recommender"}) < base+float64(n) {
+			if time.Now().After(deadline) {
+				b.Fatalf("compared %v of %v mirrored requests", compared(), n)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if d := metricSum(b, reg, "switchyard_shadow_dropped_total", map[string]string{"model": "recommender"}); d > 0 {
+			b.ReportMetric(d, "dropped")
+		}
+	case percent == 100:
 		waitCompared(b, compared, base+float64(n))
-	} else if percent > 0 {
+	case percent > 0:
 		// Sampled: wait until the mirror is idle (every mirrored job
 		// compared), then count what was mirrored.
 		waitIdle(b, compared, mirrored)
@@ -228,11 +257,11 @@ func waitCompared(b *testing.B, compared func() float64, want float64) {
 	}
 }
 
-func featuresProxyNoRecords(b *testing.B, cfg Config) (*Proxy, *prometheus.Registry) {
+func featuresProxyNoRecords(b *testing.B, cfg Config, process string) (*Proxy, *prometheus.Registry) {
 	b.Helper()
 	reg := prometheus.NewRegistry()
 	cfg.Registry = reg
-	cfg.Extensions = append(cfg.Extensions, NewFeatures(FeaturesConfig{}))
+	cfg.Extensions = append(cfg.Extensions, NewFeatures(FeaturesConfig{ShadowProcess: process}))
 	return startProxy(b, cfg), reg
 }
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -37,12 +38,19 @@ import (
 // files, the ring behind the report — and sends comparison counts back for
 // the canary's shadow-disagreement gate.
 //
-// Proxy side (this file): the shadow invoker's capture is unchanged; the
-// job goes on a bounded queue drained by one writer goroutine, which
-// frames every job waiting (plus configuration and calls) into one buffer
-// and writes it with one write. A full queue, or an agent that is down,
-// drops the mirror and counts it (switchyard_shadow_dropped_total, reason
-// handoff_full / agent_down): the request path never waits. A supervisor
+// Proxy side (this file): the shadow invoker's capture is unchanged; once
+// the answer is written, the request's goroutine frames the job into the
+// hand-off buffer (a memory copy under a mutex) and, when the buffer's
+// oldest job is handoffLinger old or the buffer is big, writes the buffer
+// with one non-blocking write. No goroutine is woken per mirror and there
+// is one system call per batch: on this kind of VM every wake-up and
+// every cross-core wake costs tens of microseconds of CPU, more than the
+// framing. A flusher goroutine ticking every handoffTick (only while
+// mirrors flow) writes what a quiet period left behind, and finishes
+// writes the socket could not take at once. A full buffer (the agent is
+// slow), or an agent that is down, drops the mirror and counts it
+// (switchyard_shadow_dropped_total, reason handoff_full / agent_down): the
+// request path never waits for the agent. A supervisor
 // starts the agent (socketpair, Pdeathsig SIGKILL), restarts it with
 // backoff when it dies (switchyard_shadow_agent_restarts_total) and
 // re-sends the configuration. /metrics gathers the agent's
@@ -100,7 +108,8 @@ type agentMetrics struct {
 	batch    prometheus.Histogram
 }
 
-func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
+// newAgentMetrics builds the series; the caller registers them.
+func newAgentMetrics() *agentMetrics {
 	m := &agentMetrics{
 		restarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchyard_shadow_agent_restarts_total", Help: "Times the shadow agent process was restarted after it ended.",
@@ -113,7 +122,6 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
 		}),
 	}
-	reg.MustRegister(m.restarts, m.up, m.batch)
 	return m
 }
 
@@ -125,28 +133,44 @@ type shadowAgent struct {
 	metrics *agentMetrics
 	init    []byte // the init frame
 
-	queue chan *shadowPayload
-	calls chan *agentCall
-	kick  chan struct{} // the configuration changed
+	maxPending int           // bytes of frames the hand-off buffer may hold
+	linger     time.Duration // handoffLinger (a field for benchmarks)
 
-	cfgMu  sync.Mutex
-	cfg    []byte // the config frame's body
-	cfgGen uint64 // bumped on each change
-
-	conn   atomic.Pointer[agentConn]
-	nextID atomic.Uint64
-	pid    atomic.Int64 // the running agent's process id
+	// The hand-off buffer, guarded by mu: frames not yet written to conn
+	// (a configuration, calls, jobs), the jobs among them (counted as
+	// dropped if the connection breaks) and when the oldest was added.
+	mu       sync.Mutex
+	pending  []byte
+	jobs     []pendingJob
+	firstAt  time.Time
+	idle     bool   // the flusher is parked (armed by the next frame)
+	cfg      []byte // the config frame's body (the live models that shadow)
+	cfgGen   uint64
+	wire     wireScratch
+	wireJob  agentJob
+	arm      chan struct{}
+	conn     atomic.Pointer[agentConn] // written under mu
+	nextID   atomic.Uint64
+	pid      atomic.Int64 // the running agent's process id
+	inFlight atomic.Int64 // jobs in pending (for the /fallback status)
 
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
 
+// pendingJob is a job in the hand-off buffer, for counting it as dropped.
+type pendingJob struct {
+	ms      *mirrorState
+	primary string
+	noise   bool
+}
+
 // agentConn is one connection to one agent process.
 type agentConn struct {
-	c       net.Conn
-	cfgSent uint64 // the writer's: the config generation this agent has
-	done    chan struct{}
-	once    sync.Once
+	c    net.Conn
+	raw  syscall.RawConn
+	done chan struct{}
+	once sync.Once
 
 	mu      sync.Mutex
 	pending map[uint64]chan agentReply
@@ -155,13 +179,6 @@ type agentConn struct {
 type agentReply struct {
 	body []byte
 	err  error
-}
-
-type agentCall struct {
-	conn *agentConn
-	id   uint64
-	kind byte
-	args []byte
 }
 
 // broken ends the connection: pending calls fail, the process is stopped.
@@ -183,11 +200,12 @@ func (c *agentConn) broken() {
 func (f *features) startAgent() {
 	a := &shadowAgent{
 		f: f, log: f.log.With("component", "shadow-agent"),
-		command: f.cfg.ShadowAgentCommand,
-		queue:   make(chan *shadowPayload, f.cfg.ShadowAgentQueue),
-		calls:   make(chan *agentCall, 64),
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
+		command:    f.cfg.ShadowAgentCommand,
+		maxPending: f.cfg.ShadowAgentBuffer,
+		linger:     handoffLinger,
+		idle:       true,
+		arm:        make(chan struct{}, 1),
+		stop:       make(chan struct{}),
 	}
 	if len(a.command) == 0 {
 		exe, err := os.Executable()
@@ -203,30 +221,24 @@ func (f *features) startAgent() {
 	})
 	a.init = appendFrame(nil, frameInit, init)
 	a.cfg, _ = json.Marshal(agentConfig{Models: []routing.Model{}})
-	conn, cmd, err := a.spawn()
+	a.metrics = newAgentMetrics() // registered once the agent answers
+	started := make(chan error, 1)
+	a.wg.Add(2)
+	go a.flusher()
+	go a.supervise(started)
+	err := <-started
 	if err == nil {
-		a.conn.Store(conn)
-		a.wg.Add(1)
-		go a.writer()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, err = a.call(ctx, callStatus, nil)
 		cancel()
-		if err != nil {
-			close(a.stop)
-			conn.broken()
-			stopProcess(cmd, time.Second)
-			a.wg.Wait()
-		}
 	}
 	if err != nil {
+		a.close()
 		f.log.Error("shadow agent not started: mirrors run in the proxy", "command", a.command, "error", err)
 		return
 	}
-	a.metrics = newAgentMetrics(f.p.cfg.Registry)
-	a.metrics.up.Set(1)
-	f.p.cfg.Registry.MustRegister(agentCollector{a})
-	a.wg.Add(1)
-	go a.supervise(conn, cmd)
+	reg := f.p.cfg.Registry // only now: a proxy without an agent has none of these series
+	reg.MustRegister(a.metrics.restarts, a.metrics.up, a.metrics.batch, agentCollector{a})
 	f.agent = a
 }
 
@@ -259,8 +271,11 @@ func (a *shadowAgent) spawn() (*agentConn, *exec.Cmd, error) {
 		return nil, nil, fmt.Errorf("start %v: %w", a.command, err)
 	}
 	a.pid.Store(int64(cmd.Process.Pid))
-	conn := &agentConn{c: c, done: make(chan struct{}), pending: map[uint64]chan agentReply{}}
-	if _, err := c.Write(a.init); err != nil {
+	conn, err := newAgentConn(c)
+	if err == nil {
+		_, err = c.Write(a.init)
+	}
+	if err != nil {
 		conn.broken()
 		stopProcess(cmd, time.Second)
 		return nil, nil, fmt.Errorf("shadow agent init: %w", err)
@@ -282,9 +297,20 @@ func stopProcess(cmd *exec.Cmd, grace time.Duration) {
 	}
 }
 
-// supervise waits for the agent to end and restarts it with backoff.
-func (a *shadowAgent) supervise(conn *agentConn, cmd *exec.Cmd) {
+// supervise starts the agent (the first start's outcome goes to started),
+// waits for it to end and restarts it with backoff. Its goroutine keeps
+// its OS thread: Pdeathsig is sent when the thread that started the child
+// ends, and a thread that only ever runs this goroutine ends with it.
+func (a *shadowAgent) supervise(started chan<- error) {
 	defer a.wg.Done()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	conn, cmd, err := a.spawn()
+	started <- err
+	if err != nil {
+		return
+	}
+	a.connect(conn)
 	first := a.f.cfg.ShadowAgentRestartBackoff
 	backoff := first
 	for {
@@ -293,16 +319,18 @@ func (a *shadowAgent) supervise(conn *agentConn, cmd *exec.Cmd) {
 		go func() { exited <- cmd.Wait() }()
 		select {
 		case <-a.stop:
-			// Closing the socket tells the agent to drain and exit.
-			a.conn.Store(nil)
-			conn.broken()
+			// What is buffered goes out (if the socket takes it); closing
+			// the socket then tells the agent to drain and exit.
+			a.mu.Lock()
+			a.flushLocked(conn)
+			a.mu.Unlock()
+			a.disconnect(conn)
 			select {
 			case <-exited:
 			case <-time.After(8 * time.Second):
 				cmd.Process.Kill()
 				<-exited
 			}
-			a.metrics.up.Set(0)
 			return
 		case err := <-exited:
 			a.log.Warn("shadow agent ended; restarting", "error", err, "in", backoff)
@@ -311,9 +339,7 @@ func (a *shadowAgent) supervise(conn *agentConn, cmd *exec.Cmd) {
 			cmd.Process.Kill()
 			<-exited
 		}
-		a.conn.Store(nil)
-		conn.broken()
-		a.metrics.up.Set(0)
+		a.disconnect(conn)
 		if time.Since(started) > 30*time.Second {
 			backoff = first
 		}
@@ -332,32 +358,43 @@ func (a *shadowAgent) supervise(conn *agentConn, cmd *exec.Cmd) {
 			a.log.Error("shadow agent not restarted", "error", err, "retry in", backoff)
 		}
 		a.metrics.restarts.Inc()
-		a.conn.Store(conn)
-		a.metrics.up.Set(1)
-		a.kickWriter()
+		a.connect(conn)
 	}
 }
 
-// close stops the agent: the queue is no longer written, the agent drains
+// connect makes conn the live connection: the agent gets the current
+// configuration first; jobs buffered for an earlier connection are dropped.
+func (a *shadowAgent) connect(conn *agentConn) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.dropPendingLocked()
+	a.pending = appendFrame(a.pending, frameConfig, a.cfg)
+	a.conn.Store(conn)
+	a.flushLocked(conn)
+	a.armLocked()
+	a.metrics.up.Set(1)
+}
+
+// disconnect ends conn; what it had not written is dropped.
+func (a *shadowAgent) disconnect(conn *agentConn) {
+	a.mu.Lock()
+	if a.conn.Load() == conn {
+		a.conn.Store(nil)
+	}
+	a.dropPendingLocked()
+	a.mu.Unlock()
+	conn.broken()
+	a.metrics.up.Set(0)
+}
+
+// close stops the agent: nothing more is handed over, the agent drains
 // its mirrors and exits.
 func (a *shadowAgent) close() {
 	close(a.stop)
 	a.wg.Wait()
-	for {
-		select {
-		case pl := <-a.queue:
-			a.drop(pl, dropAgentDown)
-		default:
-			return
-		}
-	}
-}
-
-func (a *shadowAgent) kickWriter() {
-	select {
-	case a.kick <- struct{}{}:
-	default:
-	}
+	a.mu.Lock()
+	a.dropPendingLocked()
+	a.mu.Unlock()
 }
 
 // setConfig sends the live models that shadow to the agent (and again to
@@ -372,8 +409,8 @@ func (a *shadowAgent) setConfig(routes map[string]*Route) {
 		m.Spec.Cache, m.Spec.Fallback, m.Spec.Canary = nil, nil, nil
 		cfg.Models = append(cfg.Models, m)
 	}
-	a.cfgMu.Lock()
-	defer a.cfgMu.Unlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	cfg.Version = strconv.FormatUint(a.cfgGen+1, 10)
 	b, err := json.Marshal(cfg)
 	if err != nil {
@@ -382,146 +419,200 @@ func (a *shadowAgent) setConfig(routes map[string]*Route) {
 	}
 	a.cfg = b
 	a.cfgGen++
-	a.kickWriter()
+	if conn := a.conn.Load(); conn != nil {
+		a.pending = appendFrame(a.pending, frameConfig, b)
+		a.flushLocked(conn)
+		a.armLocked()
+	}
 }
 
-// offer hands a captured mirror to the writer without blocking.
+// handoffLinger is how old the oldest buffered mirror gets before the
+// request that finds it writes the buffer; handoffTick is the flusher's
+// period while mirrors flow (it writes what a quiet moment left, and
+// retries what the socket refused). A mirror's delay matters to nobody:
+// the shadow's latency is timed by the agent's own call.
+const (
+	handoffLinger = 5 * time.Millisecond
+	handoffTick   = 20 * time.Millisecond
+	// handoffFlushBytes writes the buffer early once this big.
+	handoffFlushBytes = 64 << 10
+	// handoffIdleTicks parks the flusher after this many ticks with
+	// nothing to write.
+	handoffIdleTicks = 25
+)
+
+// offer hands a captured mirror to the agent without blocking: framed
+// into the buffer, written when due. Runs on the request's goroutine once
+// the answer is written.
 func (a *shadowAgent) offer(pl *shadowPayload) {
+	defer pl.releaseBufs()
 	if a.conn.Load() == nil {
-		a.drop(pl, dropAgentDown)
+		a.drop(pl.pending.ms, pl.primary.Name, pl.pending.noise, dropAgentDown)
 		return
 	}
-	select {
-	case a.queue <- pl:
-	default:
-		a.drop(pl, dropHandoffFull)
+	a.mu.Lock()
+	conn := a.conn.Load()
+	var reason string
+	switch {
+	case conn == nil:
+		reason = dropAgentDown
+	case len(a.pending) >= a.maxPending:
+		reason = dropHandoffFull
+	}
+	if reason != "" {
+		a.mu.Unlock()
+		a.drop(pl.pending.ms, pl.primary.Name, pl.pending.noise, reason)
+		return
+	}
+	pl.toWire(&a.wireJob, &a.wire)
+	a.pending = appendJobFrame(a.pending, &a.wireJob)
+	a.wireJob = agentJob{}
+	a.jobs = append(a.jobs, pendingJob{ms: pl.pending.ms, primary: pl.primary.Name, noise: pl.pending.noise})
+	a.inFlight.Store(int64(len(a.jobs)))
+	now := time.Now()
+	if len(a.jobs) == 1 {
+		a.firstAt = now
+		a.armLocked()
+	}
+	if now.Sub(a.firstAt) >= a.linger || len(a.pending) >= handoffFlushBytes {
+		a.flushLocked(conn)
+	}
+	a.mu.Unlock()
+}
+
+// armLocked wakes the parked flusher.
+func (a *shadowAgent) armLocked() {
+	if a.idle {
+		a.idle = false
+		select {
+		case a.arm <- struct{}{}:
+		default:
+		}
 	}
 }
 
-func (a *shadowAgent) drop(pl *shadowPayload, reason string) {
-	ms := pl.pending.ms
+// flushLocked writes what the buffer holds with one non-blocking write;
+// what the socket does not take stays for the next flush. A broken
+// connection is left to the supervisor (its jobs are dropped there).
+func (a *shadowAgent) flushLocked(conn *agentConn) {
+	if len(a.pending) == 0 {
+		return
+	}
+	n, err := conn.writeNonblocking(a.pending)
+	if n == len(a.pending) {
+		if len(a.jobs) > 0 {
+			a.metrics.observeBatch(len(a.jobs))
+		}
+		a.pending, a.jobs = a.pending[:0], a.jobs[:0]
+		a.inFlight.Store(0)
+		if cap(a.pending) > 4*a.maxPending/3+handoffFlushBytes {
+			a.pending = nil // after a burst: do not keep the big buffer
+		}
+	} else if n > 0 {
+		// A frame cut in two: its rest goes first next time.
+		a.pending = a.pending[:copy(a.pending, a.pending[n:])]
+	}
+	if err != nil {
+		a.log.Debug("shadow agent write", "error", err)
+		conn.broken()
+	}
+}
+
+// dropPendingLocked counts the buffered jobs as dropped and empties the
+// buffer.
+func (a *shadowAgent) dropPendingLocked() {
+	for _, j := range a.jobs {
+		a.drop(j.ms, j.primary, j.noise, dropAgentDown)
+	}
+	clear(a.jobs)
+	a.pending, a.jobs = a.pending[:0], a.jobs[:0]
+	a.inFlight.Store(0)
+}
+
+func (a *shadowAgent) drop(ms *mirrorState, primary string, noise bool, reason string) {
 	a.f.shm.Dropped(ms.model, ms.target, shadow.KindShadow, reason)
-	if pl.pending.noise {
-		a.f.shm.Dropped(ms.model, pl.primary.Name, shadow.KindNoiseFloor, reason)
+	if noise {
+		a.f.shm.Dropped(ms.model, primary, shadow.KindNoiseFloor, reason)
 	}
-	pl.releaseBufs()
 }
 
-// maxHandoffBatch bounds the jobs framed into one write.
-const maxHandoffBatch = 256
-
-// handoffLinger is how long the writer waits after the first mirror of a
-// batch for more. Each write to the socket, and each wake-up of the writer
-// and of the agent, costs more CPU in the proxy (system call, cross-core
-// wake-up) than framing many jobs: at 2000 mirrors/s one write per mirror
-// cost ~50 µs of proxy CPU per mirror on a 2-core VM, as much as mirroring
-// in process. A mirror's delay does not matter (shadow latency is timed by
-// the agent's own call).
-const handoffLinger = 5 * time.Millisecond
-
-// writer frames what is waiting into one buffer and writes it at once.
-func (a *shadowAgent) writer() {
+// flusher writes what sits in the buffer while mirrors flow (one tick per
+// handoffTick), and parks after a quiet while until the next frame.
+func (a *shadowAgent) flusher() {
 	defer a.wg.Done()
-	var (
-		buf   = make([]byte, 0, 64<<10)
-		batch []*shadowPayload
-		calls []*agentCall
-		job   agentJob
-		wire  wireScratch
-		timer = time.NewTimer(time.Hour)
-	)
-	timer.Stop()
-	defer timer.Stop()
 	for {
 		select {
-		case pl := <-a.queue:
-			batch = append(batch, pl)
-			// Wait for more (mirrors arriving meanwhile queue without
-			// waking anything); a call or a new configuration goes at once.
-			timer.Reset(handoffLinger)
-		linger:
-			for len(a.queue) < maxHandoffBatch {
-				select {
-				case <-timer.C:
-					break linger
-				case c := <-a.calls:
-					calls = append(calls, c)
-					break linger
-				case <-a.kick:
-					break linger
-				case <-a.stop:
-					a.drop(pl, dropAgentDown)
-					return
-				}
-			}
-			timer.Stop()
-		case c := <-a.calls:
-			calls = append(calls, c)
-		case <-a.kick:
+		case <-a.arm:
 		case <-a.stop:
 			return
 		}
-	gather:
-		for len(batch) < maxHandoffBatch {
+		t := time.NewTicker(handoffTick)
+		for quiet := 0; quiet < handoffIdleTicks; {
 			select {
-			case pl := <-a.queue:
-				batch = append(batch, pl)
-			case c := <-a.calls:
-				calls = append(calls, c)
-			default:
-				break gather
+			case <-t.C:
+			case <-a.stop:
+				t.Stop()
+				return
 			}
-		}
-		conn := a.conn.Load()
-		buf = buf[:0]
-		if conn != nil {
-			a.cfgMu.Lock()
-			if conn.cfgSent != a.cfgGen {
-				buf = appendFrame(buf, frameConfig, a.cfg)
-				conn.cfgSent = a.cfgGen
-			}
-			a.cfgMu.Unlock()
-		}
-		for _, c := range calls {
-			if c.conn == conn {
-				buf = appendCallFrame(buf, c.id, c.kind, c.args)
-			} else {
-				c.conn.fail(c.id, errors.New("shadow agent restarted"))
-			}
-		}
-		clear(calls)
-		calls = calls[:0]
-		if conn == nil {
-			for _, pl := range batch {
-				a.drop(pl, dropAgentDown)
-			}
-		} else {
-			for _, pl := range batch {
-				pl.toWire(&job, &wire)
-				buf = appendJobFrame(buf, &job)
-				job = agentJob{}
-			}
-			if len(batch) > 0 {
-				a.metrics.observeBatch(len(batch))
-			}
-		}
-		if conn != nil && len(buf) > 0 {
-			if _, err := conn.c.Write(buf); err != nil {
-				conn.broken()
-				for _, pl := range batch {
-					a.drop(pl, dropAgentDown)
+			a.mu.Lock()
+			if len(a.pending) == 0 {
+				quiet++
+			} else if quiet = 0; time.Since(a.firstAt) >= a.linger || len(a.jobs) == 0 {
+				if conn := a.conn.Load(); conn != nil {
+					a.flushLocked(conn)
 				}
 			}
+			if quiet == handoffIdleTicks {
+				a.idle = true
+			}
+			a.mu.Unlock()
 		}
-		for _, pl := range batch {
-			pl.releaseBufs()
-		}
-		clear(batch)
-		batch = batch[:0]
-		if cap(buf) > 4<<20 {
-			buf = make([]byte, 0, 64<<10)
-		}
+		t.Stop()
 	}
+}
+
+// newAgentConn wraps the proxy's end of the socket.
+func newAgentConn(c net.Conn) (*agentConn, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("shadow agent socket: %T has no raw descriptor", c)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("shadow agent socket: %w", err)
+	}
+	return &agentConn{c: c, raw: raw, done: make(chan struct{}), pending: map[uint64]chan agentReply{}}, nil
+}
+
+// writeNonblocking writes what the socket takes now (the descriptor is in
+// non-blocking mode, as Go's network poller keeps it): n bytes, and an
+// error only when the connection is broken.
+func (c *agentConn) writeNonblocking(b []byte) (int, error) {
+	n := 0
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			k, err := unix.Write(int(fd), b[n:])
+			if k > 0 {
+				n += k
+			}
+			if err == unix.EINTR {
+				continue
+			}
+			if err == unix.EAGAIN {
+				break
+			}
+			if err != nil {
+				werr = err
+				break
+			}
+		}
+		return true // never wait for the socket
+	})
+	if werr == nil {
+		werr = err
+	}
+	return n, werr
 }
 
 func (m *agentMetrics) observeBatch(n int) {
@@ -630,28 +721,28 @@ func readFrames(r io.Reader, fn func(typ byte, body []byte) error) error {
 
 // call asks the agent and waits for its reply.
 func (a *shadowAgent) call(ctx context.Context, kind byte, args []byte) ([]byte, error) {
+	a.mu.Lock()
 	conn := a.conn.Load()
 	if conn == nil {
+		a.mu.Unlock()
 		return nil, errors.New("shadow agent is not running (restarting)")
 	}
-	c := &agentCall{conn: conn, id: a.nextID.Add(1), kind: kind, args: args}
+	id := a.nextID.Add(1)
 	ch := make(chan agentReply, 1)
 	conn.mu.Lock()
-	conn.pending[c.id] = ch
+	conn.pending[id] = ch
 	conn.mu.Unlock()
-	select {
-	case a.calls <- c:
-	case <-ctx.Done():
-		conn.fail(c.id, ctx.Err())
-		return nil, fmt.Errorf("shadow agent: %w", ctx.Err())
-	}
+	a.pending = appendCallFrame(a.pending, id, kind, args)
+	a.flushLocked(conn)
+	a.armLocked() // finishes the write if the socket was full
+	a.mu.Unlock()
 	select {
 	case r := <-ch:
 		return r.body, r.err
 	case <-conn.done:
 		return nil, errors.New("shadow agent: connection closed")
 	case <-ctx.Done():
-		conn.fail(c.id, ctx.Err())
+		conn.fail(id, ctx.Err())
 		return nil, fmt.Errorf("shadow agent: %w", ctx.Err())
 	}
 }
