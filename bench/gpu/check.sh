@@ -8,7 +8,9 @@
 #    over gRPC and REST equal to the reference MLPs, dynamic batching on
 #    the GPU;
 # 2. BenchmarkExecutionProvider: the ranker model on CPU and CUDA at batch
-#    1, 32, 256;
+#    1, 32, 256; BenchmarkBatchingCUDA: the ranker on the GPU over gRPC to
+#    32 and 128 clients, dynamic batching off and on, and in-process CUDA
+#    at the batch sizes formed;
 # 3. the binary: `switchyard backend --execution-provider cuda` serving the
 #    demo models, one REST inference, its provider metric, nvidia-smi.
 # Logs go to $OUT (the device tool brings them back).
@@ -39,6 +41,7 @@ echo "== test"
 (cd inference-backend/backend && timeout 180 $W/backend.test -test.run 'CUDA' -test.v -test.count=1) 2>&1 | tee "$OUT/test.txt"
 echo "== benchmark"
 (cd inference-backend/backend && timeout 150 $W/backend.test -test.run '^$' -test.bench ExecutionProvider -test.benchtime 2s) 2>&1 | tee "$OUT/bench.txt"
+(cd inference-backend/backend && timeout 150 $W/backend.test -test.run '^$' -test.bench BatchingCUDA -test.benchtime 20000x) 2>&1 | tee "$OUT/batching.txt"
 
 echo "== switchyard backend --execution-provider cuda"
 $W/switchyard demo-models --out $W/repo

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/switchyard-dev/switchyard/inference-backend/backend"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
@@ -30,6 +32,31 @@ func requireCUDA(tb testing.TB) {
 	if os.Getenv(envTestCUDA) == "" {
 		tb.Skip("no GPU here: set " + envTestCUDA + "=1 on a machine with CUDA and a CUDA build of ONNX Runtime")
 	}
+}
+
+// providerOf is the provider label of a model's (only) loaded version in
+// switchyard_backend_model_execution_provider; "" if it has none.
+func providerOf(tb testing.TB, reg *prometheus.Registry, model string) string {
+	tb.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "switchyard_backend_model_execution_provider" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["model"] == model && m.GetGauge().GetValue() == 1 {
+				return labels["provider"]
+			}
+		}
+	}
+	return ""
 }
 
 // lockedBuffer is a log sink the backend's goroutines may write to while
@@ -110,8 +137,8 @@ func TestCUDAExecutionProvider(t *testing.T) {
 		t.Fatalf("fell back to CPU:\n%s", logs.String())
 	}
 	for _, name := range demomodels.Names {
-		if v := metricValue(t, be.Registry, "switchyard_backend_model_execution_provider", name, "1"); v != 1 {
-			t.Errorf("%s: execution provider gauge %v", name, v)
+		if p := providerOf(t, be.Registry, name); p != "cuda" {
+			t.Errorf("%s runs on %q", name, p)
 		}
 	}
 	if !strings.Contains(logs.String(), `"provider":"cuda"`) || strings.Contains(logs.String(), `"provider":"cpu"`) {
@@ -212,6 +239,77 @@ func BenchmarkExecutionProvider(b *testing.B) {
 					b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
 				})
 			}
+		})
+	}
+}
+
+// BenchmarkBatchingCUDA: the ranker model on the GPU served over gRPC to 32
+// and 128 concurrent one-row clients, dynamic batching off and on (up to
+// 256 rows, 1 ms), then in-process CUDA at the batch sizes the batcher
+// formed: what dynamic batching buys on a GPU, and what the serving path
+// keeps of it.
+//
+//	SWITCHYARD_TEST_CUDA=1 go test -run '^$' -bench BatchingCUDA -benchtime 20000x ./inference-backend/backend/
+func BenchmarkBatchingCUDA(b *testing.B) {
+	requireCUDA(b)
+	repo := b.TempDir()
+	model := demomodels.DeepModel("ranker", rankerHidden, 11)
+	configs := map[string]string{
+		"off": "warmup: 2\nmax_batch_size: 256\n",
+		"on":  "warmup: 2\nmax_batch_size: 256\ninstance_count: 2\ndynamic_batching: {max_queue_delay: 1ms}\n",
+	}
+	for name, cfg := range configs {
+		dir := filepath.Join(repo, "ranker-"+name)
+		if err := os.MkdirAll(filepath.Join(dir, "1"), 0o755); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "1", "model.onnx"), model, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(cfg), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	be := backendtest.Start(b, backendtest.Options{Repository: repo, ExecutionProvider: "cuda"})
+	for name := range configs {
+		if p := providerOf(b, be.Registry, "ranker-"+name); p != "cuda" {
+			b.Fatalf("ranker-%s runs on %q", name, p)
+		}
+	}
+	gc, err := client.DialGRPC(be.GRPCAddr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer gc.Close()
+	ctx := context.Background()
+	in := oneRow()
+	for _, clients := range []int{32, 128} {
+		for _, name := range []string{"off", "on"} {
+			req := &oip.InferRequest{ModelName: "ranker-" + name, Inputs: in}
+			b.Run(fmt.Sprintf("grpc/%s/clients=%d", name, clients), func(b *testing.B) {
+				before := histogram(b, be.Registry, "switchyard_backend_batch_size", req.ModelName)
+				runs0, rows0 := before.GetSampleCount(), before.GetSampleSum()
+				cpu0 := processCPU()
+				load(b, clients, func() error { _, err := gc.Infer(ctx, req); return err })
+				b.ReportMetric(float64(processCPU()-cpu0)/1e3/float64(b.N), "cpu-µs/req")
+				h := histogram(b, be.Registry, "switchyard_backend_batch_size", req.ModelName)
+				b.ReportMetric((h.GetSampleSum()-rows0)/float64(h.GetSampleCount()-runs0), "rows/run")
+			})
+		}
+	}
+	sess, err := backend.NewSession(filepath.Join(repo, "ranker-off", "1", "model.onnx"), backend.SessionOptions{Provider: "cuda"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sess.Close()
+	if sess.Provider() != "cuda" {
+		b.Fatalf("in-process session runs on %s", sess.Provider())
+	}
+	for _, rows := range []int{1, 16, 32, 64, 128} {
+		batch := []oip.Tensor{featuresTensor(demomodels.RandomFeatures(2, rows))}
+		b.Run(fmt.Sprintf("inprocess-cuda/batch=%d", rows), func(b *testing.B) {
+			load(b, 2, func() error { _, err := sess.Infer(batch); return err })
+			b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
 		})
 	}
 }
