@@ -257,6 +257,8 @@ func BenchmarkBatchingCUDA(b *testing.B) {
 	configs := map[string]string{
 		"off": "warmup: 2\nmax_batch_size: 256\n",
 		"on":  "warmup: 2\nmax_batch_size: 256\ninstance_count: 2\ndynamic_batching: {max_queue_delay: 1ms}\n",
+		// a batch leaves as soon as it holds 32 or 64 rows
+		"on-preferred": "warmup: 2\nmax_batch_size: 256\ninstance_count: 2\ndynamic_batching: {max_queue_delay: 1ms, preferred_batch_sizes: [32, 64]}\n",
 	}
 	for name, cfg := range configs {
 		dir := filepath.Join(repo, "ranker-"+name)
@@ -284,7 +286,7 @@ func BenchmarkBatchingCUDA(b *testing.B) {
 	ctx := context.Background()
 	in := oneRow()
 	for _, clients := range []int{32, 128} {
-		for _, name := range []string{"off", "on"} {
+		for _, name := range []string{"off", "on", "on-preferred"} {
 			req := &oip.InferRequest{ModelName: "ranker-" + name, Inputs: in}
 			b.Run(fmt.Sprintf("grpc/%s/clients=%d", name, clients), func(b *testing.B) {
 				before := histogram(b, be.Registry, "switchyard_backend_batch_size", req.ModelName)
