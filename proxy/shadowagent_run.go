@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +44,9 @@ func ShadowAgentMain() (code int, ok bool) {
 	}
 	log := telemetry.NewLogger(os.Stderr, telemetry.LogConfig{Level: slog.LevelWarn}).With("component", "shadow-agent", "pid", os.Getpid())
 	lowerPriority(log)
+	// Background work on a quarter of the cores (at least one): fewer of
+	// its threads waking on the cores the proxy's requests run on.
+	runtime.GOMAXPROCS(max(1, runtime.NumCPU()/4))
 	// Ctrl-C or SIGTERM reach the proxy's whole process group: the agent
 	// ends when the proxy closes the socket (after draining) or dies.
 	signal.Ignore(os.Interrupt, syscall.SIGTERM)
