@@ -28,6 +28,9 @@ import (
 // job to the model's shadow.Mirror (a non-blocking channel send; a full
 // queue drops and counts). Decoding, the shadow call, the comparison, the
 // metrics and the record file all happen in the mirror's fixed workers.
+// With FeaturesConfig.ShadowProcess = ShadowAgent the front-end hands the
+// payload to the shadow agent instead (shadowagent.go), a low-priority
+// child process whose own features run this same code.
 //
 // The shadow call goes through the proxy's upstream pools (HTTP keep-alive
 // pool or gRPC connection of the shadow version's endpoints) with the

@@ -747,13 +747,13 @@ func (a *shadowAgent) call(ctx context.Context, kind byte, args []byte) ([]byte,
 	}
 }
 
-// wireScratch holds the writer's buffers for marshalling protobuf and
+// wireScratch holds the hand-off's buffers for marshalling protobuf and
 // decoded answers.
 type wireScratch struct {
 	req, resp []byte
 }
 
-// toWire fills j from a captured mirror (the writer's goroutine; j's
+// toWire fills j from a captured mirror (under the hand-off lock; j's
 // slices alias pl's buffers and s until the frame is written).
 func (pl *shadowPayload) toWire(j *agentJob, s *wireScratch) {
 	ms := pl.pending.ms
