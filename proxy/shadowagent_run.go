@@ -104,8 +104,10 @@ type agentServer struct {
 
 	wmu sync.Mutex // serialises writes to conn
 
-	evMu   sync.Mutex
-	events map[[2]string]*shadowEvent
+	evMu    sync.Mutex
+	events  map[[2]string]*shadowEvent
+	evArmed bool          // a send is due (the flusher is not parked)
+	evArm   chan struct{} // wakes the parked flusher
 
 	wg sync.WaitGroup
 }
@@ -113,7 +115,7 @@ type agentServer struct {
 // RunShadowAgent serves the proxy on conn until it closes (then drains the
 // mirrors, up to 5 s) or sends a corrupt frame (an error).
 func RunShadowAgent(conn net.Conn, log *slog.Logger) error {
-	s := &agentServer{conn: conn, log: log, events: map[[2]string]*shadowEvent{}}
+	s := &agentServer{conn: conn, log: log, events: map[[2]string]*shadowEvent{}, evArm: make(chan struct{}, 1)}
 	stop := make(chan struct{})
 	s.wg.Add(1)
 	go s.flushEvents(stop)
@@ -261,17 +263,35 @@ func (s *agentServer) recordEvent(model, version string, disagreed bool) {
 	if disagreed {
 		e.Disagreed++
 	}
+	if !s.evArmed {
+		s.evArmed = true
+		select {
+		case s.evArm <- struct{}{}:
+		default:
+		}
+	}
 	s.evMu.Unlock()
 }
 
-// eventsEvery is how often comparison counts go back to the proxy.
+// eventsEvery is how long comparison counts gather before they go back
+// to the proxy.
 const eventsEvery = 50 * time.Millisecond
 
+// flushEvents sends the counts eventsEvery after the first of a batch; it
+// sleeps while there are none (an idle agent wakes for nothing).
 func (s *agentServer) flushEvents(stop <-chan struct{}) {
 	defer s.wg.Done()
-	t := time.NewTicker(eventsEvery)
+	t := time.NewTimer(eventsEvery)
+	t.Stop()
 	defer t.Stop()
 	for {
+		select {
+		case <-s.evArm:
+		case <-stop:
+			s.sendEvents()
+			return
+		}
+		t.Reset(eventsEvery)
 		select {
 		case <-t.C:
 		case <-stop:
@@ -284,6 +304,7 @@ func (s *agentServer) flushEvents(stop <-chan struct{}) {
 
 func (s *agentServer) sendEvents() {
 	s.evMu.Lock()
+	s.evArmed = false
 	if len(s.events) == 0 {
 		s.evMu.Unlock()
 		return
