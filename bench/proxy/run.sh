@@ -138,8 +138,9 @@ if [ "$MODE" = shadow ]; then
   # request; v2 is the shadow (topk compare). SHADOW_HOST=separate (default)
   # serves v2 from a second backend process at SCHED_IDLE priority: the
   # stand-in for the shadow version's own host, so its inference does not
-  # take CPU from the primary path on these shared cores (the proxy's own
-  # mirroring work stays at normal priority and is what is measured).
+  # take CPU from the primary path on these shared cores (what is measured
+  # is the proxy's mirroring: in its own process with SHADOW_PROCESS=inline,
+  # in its shadow agent, also at SCHED_IDLE, with agent; agent CPU apart).
   # SHADOW_HOST=same serves v2 from the primary's backend process.
   SHADOW_HOST=${SHADOW_HOST:-separate}
   SHADOW_PCTS=${SHADOW_PCTS:-10 100}
