@@ -32,6 +32,10 @@
 #           proxy's process) | "agent inline" (one proxy each, on the same
 #           backends and control plane; their rounds interleaved, so the two
 #           are compared in the same sitting). Agent CPU is reported apart.
+#           PIN=1 gives the proxy a core of its own: the proxy on CPU 0,
+#           everything else (backends, control plane, load generator, nginx,
+#           the shadow agent, moved there after it starts) on CPU 1 — the
+#           deployment docs/operations.md recommends, on this 2-core VM.
 set -euo pipefail
 MODE=${MODE:-base}
 RATE=${RATE:-2000}
@@ -41,6 +45,9 @@ MAXDUR=${MAXDUR:-5s}
 PROFILE=${PROFILE:-0}   # 1: CPU profile of the proxy's closed-loop run into $PROFILE_DIR
 PERF=${PERF:-0}         # 1: perf record (kernel included) of the proxy's closed-loop run into $PROFILE_DIR/perf.data
 PROFILE_DIR=${PROFILE_DIR:-/tmp/switchyard-proxy-profile}
+PIN=${PIN:-0}           # 1: the proxy alone on CPU 0, the rest on CPU 1
+ON_REST=(); ON_PROXY=()
+if [ "$PIN" = 1 ]; then ON_REST=(taskset -c 1); ON_PROXY=(taskset -c 0); PROXY_GOMAXPROCS=${PROXY_GOMAXPROCS:-1}; fi
 NGINX_WORKERS=${NGINX_WORKERS:-1}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TMP=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
@@ -61,12 +68,12 @@ go build -o "$TMP/loadgen" ./bench/proxy/loadgen
 "$TMP/switchyard" demo-models --out "$TMP/models" >/dev/null
 
 BE_HTTP=$(freeport); BE_GRPC=$(freeport)
-"$TMP/switchyard" backend --model-repository "$TMP/models" --http 127.0.0.1:$BE_HTTP --grpc 127.0.0.1:$BE_GRPC --log-level warn 2>"$TMP/backend.log" &
+"${ON_REST[@]}" "$TMP/switchyard" backend --model-repository "$TMP/models" --http 127.0.0.1:$BE_HTTP --grpc 127.0.0.1:$BE_GRPC --log-level warn 2>"$TMP/backend.log" &
 PIDS+=($!)
 waitok http://127.0.0.1:$BE_HTTP/v2/models/recommender-v1/ready
 
 CP_API=$(freeport); CP_XDS=$(freeport)
-"$TMP/switchyard" controlplane --state "$TMP/cp.db" --api 127.0.0.1:$CP_API --xds 127.0.0.1:$CP_XDS --insecure-loopback-no-auth --log-level warn 2>"$TMP/cp.log" &
+"${ON_REST[@]}" "$TMP/switchyard" controlplane --state "$TMP/cp.db" --api 127.0.0.1:$CP_API --xds 127.0.0.1:$CP_XDS --insecure-loopback-no-auth --log-level warn 2>"$TMP/cp.log" &
 PIDS+=($!)
 waitok http://127.0.0.1:$CP_API/v1/models
 case $MODE in
@@ -87,11 +94,14 @@ declare -A P_HTTP P_ADMIN P_PID
 start_proxy() { # shadow-process
   local http grpc admin
   http=$(freeport); grpc=$(freeport); admin=$(freeport)
-  GOGC=${PROXY_GOGC:-100} GOMAXPROCS=${PROXY_GOMAXPROCS:-$(nproc)} "$TMP/switchyard" proxy --xds 127.0.0.1:$CP_XDS --http 127.0.0.1:$http --grpc 127.0.0.1:$grpc --admin 127.0.0.1:$admin --node-id "bench-$1" --shadow-process "$1" --log-level warn 2>"$TMP/proxy-$1.log" &
+  GOGC=${PROXY_GOGC:-100} GOMAXPROCS=${PROXY_GOMAXPROCS:-$(nproc)} "${ON_PROXY[@]}" "$TMP/switchyard" proxy --xds 127.0.0.1:$CP_XDS --http 127.0.0.1:$http --grpc 127.0.0.1:$grpc --admin 127.0.0.1:$admin --node-id "bench-$1" --shadow-process "$1" --log-level warn 2>"$TMP/proxy-$1.log" &
   P_PID[$1]=$!; P_HTTP[$1]=$http; P_ADMIN[$1]=$admin
   PIDS+=(${P_PID[$1]})
   waitok http://127.0.0.1:$admin/ready
   waitok http://127.0.0.1:$http/v2/models/recommender/ready
+  if [ "$PIN" = 1 ]; then # the shadow agent (a child) inherited CPU 0
+    local a; for a in $(pgrep -P "${P_PID[$1]}"); do taskset -a -p -c 1 "$a" >/dev/null; done
+  fi
 }
 start_proxy "${PROCS[0]}"
 PX_HTTP=${P_HTTP[${PROCS[0]}]}; PX_ADMIN=${P_ADMIN[${PROCS[0]}]}; PX_PID=${P_PID[${PROCS[0]}]}
@@ -119,7 +129,7 @@ http {
   }
 }
 CONF
-nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' &
+"${ON_REST[@]}" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' &
 NG_PID=$!
 PIDS+=($NG_PID)
 sleep 0.3
@@ -130,7 +140,7 @@ curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' http://127.0.
 OUT="$TMP/results.jsonl"
 run() { # name url pids mode-args...
   local name=$1 url=$2 pids=$3; shift 3
-  "$TMP/loadgen" -name "$name" -url "$url" -pid "$pids" "$@" | tee -a "$OUT"
+  "${ON_REST[@]}" "$TMP/loadgen" -name "$name" -url "$url" -pid "$pids" "$@" | tee -a "$OUT"
 }
 
 if [ "$MODE" = shadow ]; then
@@ -151,7 +161,7 @@ if [ "$MODE" = shadow ]; then
   SH_HTTP=$BE_HTTP
   if [ "$SHADOW_HOST" = separate ]; then
     SH_HTTP=$(freeport); SH_GRPC=$(freeport)
-    chrt -i 0 "$TMP/switchyard" backend --model-repository "$TMP/models" --http 127.0.0.1:$SH_HTTP --grpc 127.0.0.1:$SH_GRPC --log-level warn 2>"$TMP/backend-shadow.log" &
+    "${ON_REST[@]}" chrt -i 0 "$TMP/switchyard" backend --model-repository "$TMP/models" --http 127.0.0.1:$SH_HTTP --grpc 127.0.0.1:$SH_GRPC --log-level warn 2>"$TMP/backend-shadow.log" &
     PIDS+=($!)
     waitok http://127.0.0.1:$SH_HTTP/v2/models/recommender-v2/ready
   fi
@@ -188,7 +198,7 @@ JSON
       read -r m0 d0 < <(mirror_counts "$pr")
       a0=$(agent_ticks "$pr")
       if [ "$PROFILE" = 1 ] && [ "$pct" != 0 ]; then mkdir -p "$PROFILE_DIR"; (sleep 2; curl -fsS -o "$PROFILE_DIR/shadow-$pr-$pct.pb.gz" "http://127.0.0.1:${P_ADMIN[$pr]}/debug/pprof/profile?seconds=4") & fi
-      line=$("$TMP/loadgen" -name "shadow-$pr-$pct%" -url http://127.0.0.1:${P_HTTP[$pr]}/v2/models/recommender/infer -pid "${P_PID[$pr]}" -rate $RATE -duration $DURATION -concurrency 64 -samples "$TMP/lat-$rep-$pr-$pct.txt")
+      line=$("${ON_REST[@]}" "$TMP/loadgen" -name "shadow-$pr-$pct%" -url http://127.0.0.1:${P_HTTP[$pr]}/v2/models/recommender/infer -pid "${P_PID[$pr]}" -rate $RATE -duration $DURATION -concurrency 64 -samples "$TMP/lat-$rep-$pr-$pct.txt")
       sleep 0.2 # the agent finishes the last mirrors
       a1=$(agent_ticks "$pr")
       read -r m1 d1 < <(mirror_counts "$pr")
