@@ -16,7 +16,6 @@ import (
 
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/oip"
-	"github.com/switchyard-dev/switchyard/oip/client"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 )
 
@@ -119,11 +118,7 @@ func TestBadInputREST(t *testing.T) {
 // NotFound with a message naming the problem.
 func TestBadInputGRPC(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{MaxBodyBytes: maxBody})
-	gc, err := client.DialGRPC(be.GRPCAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gc.Close()
+	gc := dialGRPC(t, be)
 	ctx := context.Background()
 	feat := func(shape []int64, n int) oip.Tensor {
 		return oip.NewTensor("features", shape, make([]float32, n))

@@ -41,6 +41,18 @@ func writeModelAs(t testing.TB, repo, demo, name, version, config string) {
 	}
 }
 
+// dialGRPC connects to the backend's gRPC listener; the connection is
+// closed when the test ends.
+func dialGRPC(tb testing.TB, be *backendtest.Running) *client.GRPCClient {
+	tb.Helper()
+	gc, err := client.DialGRPC(be.GRPCAddr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { gc.Close() })
+	return gc
+}
+
 func featuresTensor(rows [][]float32) oip.Tensor {
 	flat := make([]float32, 0, len(rows)*demomodels.Features)
 	for _, r := range rows {
@@ -105,11 +117,7 @@ func TestBatchingJoinsConcurrentRequests(t *testing.T) {
 	writeModelAs(t, repo, demomodels.V1, "rec-batched", "1", "max_batch_size: 8\ndynamic_batching: {max_queue_delay: 10s}\nwarmup: 0\n")
 	writeModelAs(t, repo, demomodels.V1, "rec-single", "1", "")
 	be := backendtest.Start(t, backendtest.Options{Repository: repo})
-	gc, err := client.DialGRPC(be.GRPCAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gc.Close()
+	gc := dialGRPC(t, be)
 	ctx := context.Background()
 
 	rows := demomodels.RandomFeatures(11, 8)
@@ -154,11 +162,7 @@ func TestBatchingUnderConcurrency(t *testing.T) {
 	writeModelAs(t, repo, demomodels.V1, "rec-instances", "1", "max_batch_size: 16\ninstance_count: 3\nallow_spinning: false\ndynamic_batching: {max_queue_delay: 1ms}\n")
 	writeModelAs(t, repo, demomodels.V1, "rec-single", "1", "")
 	be := backendtest.Start(t, backendtest.Options{Repository: repo})
-	gc, err := client.DialGRPC(be.GRPCAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gc.Close()
+	gc := dialGRPC(t, be)
 	hc := client.NewHTTP("http://"+be.HTTPAddr, client.HTTPOptions{Binary: true})
 	defer hc.Close()
 	ctx := context.Background()

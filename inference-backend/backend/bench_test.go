@@ -105,11 +105,7 @@ func oneRow() []oip.Tensor {
 func BenchmarkRecommender(b *testing.B) {
 	repo := benchRepo(b, "0s")
 	be := backendtest.Start(b, backendtest.Options{Repository: repo})
-	gc, err := client.DialGRPC(be.GRPCAddr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer gc.Close()
+	gc := dialGRPC(b, be)
 	rj := client.NewHTTP("http://"+be.HTTPAddr, client.HTTPOptions{})
 	defer rj.Close()
 	rb := client.NewHTTP("http://"+be.HTTPAddr, client.HTTPOptions{Binary: true})
@@ -198,11 +194,7 @@ func BenchmarkBatching(b *testing.B) {
 		}
 	}
 	be := backendtest.Start(b, backendtest.Options{Repository: repo})
-	gc, err := client.DialGRPC(be.GRPCAddr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer gc.Close()
+	gc := dialGRPC(b, be)
 	rb := client.NewHTTP("http://"+be.HTTPAddr, client.HTTPOptions{Binary: true})
 	defer rb.Close()
 	ctx := context.Background()

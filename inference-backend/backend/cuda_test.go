@@ -145,11 +145,7 @@ func TestCUDAExecutionProvider(t *testing.T) {
 		t.Errorf("loaded versions do not all report provider cuda:\n%s", logs.String())
 	}
 
-	gc, err := client.DialGRPC(be.GRPCAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gc.Close()
+	gc := dialGRPC(t, be)
 	// REST with binary tensor data: recommender-v3's NaN scores are valid
 	// answers, which JSON numbers cannot carry (the server says so, 400).
 	hc := client.NewHTTP("http://"+be.HTTPAddr, client.HTTPOptions{Binary: true})
@@ -278,11 +274,7 @@ func BenchmarkBatchingCUDA(b *testing.B) {
 			b.Fatalf("ranker-%s runs on %q", name, p)
 		}
 	}
-	gc, err := client.DialGRPC(be.GRPCAddr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer gc.Close()
+	gc := dialGRPC(b, be)
 	ctx := context.Background()
 	in := oneRow()
 	for _, clients := range []int{32, 128} {

@@ -57,11 +57,7 @@ func TestLoadNewVersionUnderTraffic(t *testing.T) {
 	writeModelAs(t, repo, demomodels.V1, "rec", "1", "max_batch_size: 16\ndynamic_batching: {max_queue_delay: 1ms}\n")
 	writeModelAs(t, repo, demomodels.V1, "other", "1", "")
 	be := backendtest.Start(t, backendtest.Options{Repository: repo})
-	gc, err := client.DialGRPC(be.GRPCAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gc.Close()
+	gc := dialGRPC(t, be)
 	hc := client.NewHTTP("http://"+be.HTTPAddr, client.HTTPOptions{})
 	defer hc.Close()
 	ctx := context.Background()
@@ -201,11 +197,7 @@ func TestUnloadDrainsInFlight(t *testing.T) {
 	repo := t.TempDir()
 	writeModelAs(t, repo, demomodels.V1, "slow", "1", "max_batch_size: 8\ndynamic_batching: {max_queue_delay: 300ms}\nwarmup: 0\n")
 	be := backendtest.Start(t, backendtest.Options{Repository: repo})
-	gc, err := client.DialGRPC(be.GRPCAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gc.Close()
+	gc := dialGRPC(t, be)
 	ctx := context.Background()
 	rows := demomodels.RandomFeatures(9, 3)
 
@@ -232,7 +224,7 @@ func TestUnloadDrainsInFlight(t *testing.T) {
 			t.Errorf("request in flight during unload failed: %v", err)
 		}
 	}
-	_, err = gc.Infer(ctx, &oip.InferRequest{ModelName: "slow", Inputs: []oip.Tensor{featuresTensor(rows[:1])}})
+	_, err := gc.Infer(ctx, &oip.InferRequest{ModelName: "slow", Inputs: []oip.Tensor{featuresTensor(rows[:1])}})
 	var oe *oip.Error
 	if !errors.As(err, &oe) || oe.Code != oip.NotFound {
 		t.Fatalf("request after unload: %v, want NotFound", err)

@@ -12,7 +12,6 @@ import (
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
-	"github.com/switchyard-dev/switchyard/oip/client"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -56,11 +55,7 @@ func TestServerEndpointsAndMetrics(t *testing.T) {
 		t.Errorf("model metadata: %d %s", code, body)
 	}
 
-	gc, err := client.DialGRPC(be.GRPCAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gc.Close()
+	gc := dialGRPC(t, be)
 	ctx := context.Background()
 	if ok, err := gc.ServerReady(ctx); err != nil || !ok {
 		t.Fatalf("grpc server ready: %v %v", ok, err)
