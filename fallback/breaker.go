@@ -4,20 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/sony/gobreaker/v2"
 )
-
-// Breaker guards calls to one model version. Allow asks to make a call; when
-// it returns ok, the caller makes the call and then calls done exactly once,
-// with failed = the call's Trigger.CountsForBreaker(). When ok is false the
-// breaker is open (or half-open with its probes in flight): fall back with
-// trigger BreakerOpen without calling the upstream.
-type Breaker interface {
-	Allow() (done func(failed bool), ok bool)
-	State() BreakerState
-}
 
 // BreakerState is a breaker's state; its String is used in metrics and on the
 // admin page.
@@ -42,16 +29,6 @@ func (s BreakerState) String() string {
 	return "unknown"
 }
 
-func fromGo(s gobreaker.State) BreakerState {
-	switch s {
-	case gobreaker.StateHalfOpen:
-		return StateHalfOpen
-	case gobreaker.StateOpen:
-		return StateOpen
-	}
-	return StateClosed
-}
-
 // BreakerConfig configures a circuit breaker (plain values; Defaults fills
 // zero fields).
 type BreakerConfig struct {
@@ -66,9 +43,16 @@ type BreakerConfig struct {
 	// Window over which the closed breaker counts calls for FailureRatio;
 	// it rolls in ten buckets (default 10s).
 	Window time.Duration
-	// OpenFor is how long the breaker stays open before it lets probes
-	// through (default 10s).
+	// OpenFor is the longest the breaker stays open before it lets a
+	// probe through (default 10s). The first open after a closed spell
+	// lasts FirstOpenFor; each failed probe doubles it, up to OpenFor; a
+	// probe that succeeds closes the breaker and resets it. So one probe
+	// that came too early (a backend still starting) costs a short wait,
+	// not a whole OpenFor, while a version that stays down is probed ever
+	// more rarely.
 	OpenFor time.Duration
+	// FirstOpenFor is the first open's length (default min(1s, OpenFor)).
+	FirstOpenFor time.Duration
 	// HalfOpenProbes is the number of probe calls let through half-open;
 	// that many successes in a row close the breaker, one failure opens it
 	// again (default 1).
@@ -92,6 +76,10 @@ func (c BreakerConfig) Defaults() BreakerConfig {
 	if c.HalfOpenProbes == 0 {
 		c.HalfOpenProbes = 1
 	}
+	if c.FirstOpenFor == 0 {
+		c.FirstOpenFor = min(time.Second, c.OpenFor)
+	}
+	c.FirstOpenFor = min(c.FirstOpenFor, c.OpenFor)
 	return c
 }
 
@@ -108,6 +96,8 @@ func (c BreakerConfig) Validate() error {
 		return fmt.Errorf("breaker.window must be >= 0, got %s", c.Window)
 	case c.OpenFor < 0:
 		return fmt.Errorf("breaker.openFor must be >= 0, got %s", c.OpenFor)
+	case c.FirstOpenFor < 0:
+		return fmt.Errorf("breaker.firstOpenFor must be >= 0, got %s", c.FirstOpenFor)
 	case c.HalfOpenProbes < 0:
 		return fmt.Errorf("breaker.halfOpenProbes must be >= 0, got %d", c.HalfOpenProbes)
 	}
@@ -127,116 +117,209 @@ func (c BreakerConfig) ShouldTrip(consecutiveFailures, successes, failures uint3
 		float64(failures)/float64(done) >= c.FailureRatio
 }
 
-// GoBreaker is a Breaker backed by sony/gobreaker's two-step breaker.
-type GoBreaker struct {
-	cfg BreakerConfig
-	cb  *gobreaker.TwoStepCircuitBreaker[struct{}]
+// Result is how a call the breaker let through ended.
+type Result uint8
+
+// Results.
+const (
+	Succeeded Result = iota // the version answered (a good answer, or its verdict on the request)
+	Failed                  // the version failed (Trigger.CountsForBreaker)
+	Neutral                 // nobody's failure (the client went away, overload): counts for nothing
+)
+
+// ResultOf is the breaker's view of a trigger.
+func ResultOf(t Trigger) Result {
+	switch {
+	case t.CountsForBreaker():
+		return Failed
+	case t == None || t.Fault() == FaultRequest:
+		return Succeeded
+	}
+	return Neutral
 }
 
-var _ Breaker = (*GoBreaker)(nil)
-
-// errFailed is what done(true) reports to gobreaker.
-var errFailed = fmt.Errorf("upstream failed")
-
-// NewBreaker builds the breaker of one model version. m may be nil; with
-// it, the state gauge and transition counter of (model, version) follow
-// the breaker.
-func NewBreaker(model, version string, cfg BreakerConfig, m *Metrics) *GoBreaker {
-	return NewBreakerNotify(model, version, cfg, m, nil)
+// Ticket identifies one call the breaker let through (Allow); hand it back
+// to Done.
+type Ticket struct {
+	gen   uint64
+	probe bool
 }
 
-// NewBreakerNotify is NewBreaker that also calls onChange (if not nil) on
-// every state change, after the metrics are updated. The proxy uses it to
-// keep its own per-variant gauge and log line.
-func NewBreakerNotify(model, version string, cfg BreakerConfig, m *Metrics, onChange func(from, to BreakerState)) *GoBreaker {
+// Breaker guards calls to one model version: closed (calls pass; failures
+// counted), open (calls refused), half-open (HalfOpenProbes probe calls
+// pass; that many successes close it, one failure opens it again, for
+// twice as long as before, up to OpenFor). The clock is injected, so its
+// behaviour is a function of the calls and times it sees. Safe for
+// concurrent use; no allocation per call.
+type Breaker struct {
+	cfg      BreakerConfig
+	now      func() time.Time
+	onChange func(from, to BreakerState)
+
+	mu          sync.Mutex
+	state       BreakerState
+	gen         uint64 // bumped on every state change: late results of an older state are ignored
+	consecutive int
+	buckets     [breakerBuckets]bucket
+	openUntil   time.Time
+	openFor     time.Duration // the current (or next) open's length
+	admitted    int           // probes let through in this half-open spell
+	succeeded   int           // probes that succeeded in this half-open spell
+}
+
+const breakerBuckets = 10
+
+type bucket struct {
+	index               int64 // which Window/10 slice of time the counts are for
+	successes, failures int
+}
+
+// NewBreaker returns a closed breaker for cfg (defaults applied). now is
+// the clock (nil: time.Now); onChange, if not nil, is called on every
+// state change, outside the breaker's lock.
+func NewBreaker(cfg BreakerConfig, now func() time.Time, onChange func(from, to BreakerState)) *Breaker {
+	if now == nil {
+		now = time.Now
+	}
 	cfg = cfg.Defaults()
-	st := gobreaker.Settings{
-		Name:         model + "/" + version,
-		MaxRequests:  uint32(cfg.HalfOpenProbes),
-		Interval:     cfg.Window,
-		BucketPeriod: cfg.Window / 10,
-		Timeout:      cfg.OpenFor,
-		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return cfg.ShouldTrip(c.ConsecutiveFailures, c.TotalSuccesses, c.TotalFailures)
-		},
-	}
-	if m != nil || onChange != nil {
-		var gauge prometheus.Gauge
-		if m != nil {
-			gauge = m.breakerState.WithLabelValues(model, version)
-			gauge.Set(float64(StateClosed))
-		}
-		st.OnStateChange = func(_ string, from, to gobreaker.State) {
-			s := fromGo(to)
-			if m != nil {
-				gauge.Set(float64(s))
-				m.breakerTransitions.WithLabelValues(model, version, s.String()).Inc()
-			}
-			if onChange != nil {
-				onChange(fromGo(from), s)
-			}
-		}
-	}
-	return &GoBreaker{cfg: cfg, cb: gobreaker.NewTwoStepCircuitBreaker[struct{}](st)}
+	return &Breaker{cfg: cfg, now: now, onChange: onChange, openFor: cfg.FirstOpenFor}
 }
-
-// Allow implements Breaker.
-func (b *GoBreaker) Allow() (func(failed bool), bool) {
-	done, err := b.cb.Allow()
-	if err != nil {
-		return nil, false
-	}
-	return func(failed bool) {
-		if failed {
-			done(errFailed)
-		} else {
-			done(nil)
-		}
-	}, true
-}
-
-// State implements Breaker.
-func (b *GoBreaker) State() BreakerState { return fromGo(b.cb.State()) }
 
 // Config is the breaker's configuration (defaults applied).
-func (b *GoBreaker) Config() BreakerConfig { return b.cfg }
+func (b *Breaker) Config() BreakerConfig { return b.cfg }
 
-// Breakers holds one breaker per (model, version), created on first use. It
-// is safe for concurrent use.
-type Breakers struct {
-	metrics *Metrics
-	mu      sync.Mutex
-	m       map[[2]string]*GoBreaker
+// State is the breaker's state now (an open breaker whose time is up
+// reads half-open).
+func (b *Breaker) State() BreakerState {
+	b.mu.Lock()
+	from, to := b.tickLocked(b.now())
+	s := b.state
+	b.mu.Unlock()
+	b.notify(from, to)
+	return s
 }
 
-// NewBreakers returns an empty set; m may be nil.
-func NewBreakers(m *Metrics) *Breakers {
-	return &Breakers{metrics: m, m: map[[2]string]*GoBreaker{}}
-}
-
-// Get returns the breaker of (model, version) for cfg. A breaker whose
-// configuration changed is replaced by a fresh, closed one.
-func (s *Breakers) Get(model, version string, cfg BreakerConfig) *GoBreaker {
-	cfg = cfg.Defaults()
-	k := [2]string{model, version}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if b, ok := s.m[k]; ok && b.cfg == cfg {
-		return b
+// OpenUntil is when an open breaker lets its next probe through (zero
+// unless open).
+func (b *Breaker) OpenUntil() time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state != StateOpen {
+		return time.Time{}
 	}
-	b := NewBreaker(model, version, cfg, s.metrics)
-	s.m[k] = b
-	return b
+	return b.openUntil
 }
 
-// Remove forgets the breaker of a deleted version, so it stops being
-// reported.
-func (s *Breakers) Remove(model, version string) {
-	s.mu.Lock()
-	delete(s.m, [2]string{model, version})
-	s.mu.Unlock()
-	if s.metrics != nil {
-		s.metrics.breakerState.DeleteLabelValues(model, version)
+// Allow asks to make a call. When ok, make it and call Done with the
+// ticket exactly once; when not, the breaker is open (or half-open with
+// its probes taken): do not call the version.
+func (b *Breaker) Allow() (t Ticket, ok bool) {
+	b.mu.Lock()
+	from, to := b.tickLocked(b.now())
+	switch b.state {
+	case StateClosed:
+		t, ok = Ticket{gen: b.gen}, true
+	case StateHalfOpen:
+		if b.admitted < b.cfg.HalfOpenProbes {
+			b.admitted++
+			t, ok = Ticket{gen: b.gen, probe: true}, true
+		}
+	}
+	b.mu.Unlock()
+	b.notify(from, to)
+	return t, ok
+}
+
+// Done reports how the call of ticket t ended. Results of calls let
+// through before the last state change are ignored (a slow call admitted
+// while closed does not close a breaker that opened meanwhile).
+func (b *Breaker) Done(t Ticket, r Result) {
+	b.mu.Lock()
+	now := b.now()
+	from, to := b.tickLocked(now)
+	if t.gen == b.gen {
+		switch b.state {
+		case StateClosed:
+			if r != Neutral {
+				from, to = b.countLocked(now, r == Failed)
+			}
+		case StateHalfOpen:
+			if t.probe {
+				switch r {
+				case Neutral: // the probe told nothing: let another one through
+					b.admitted--
+				case Succeeded:
+					b.succeeded++
+					if b.succeeded >= b.cfg.HalfOpenProbes {
+						b.openFor = b.cfg.FirstOpenFor
+						from, to = b.setLocked(StateClosed, now)
+					}
+				case Failed:
+					b.openFor = min(2*b.openFor, b.cfg.OpenFor)
+					from, to = b.setLocked(StateOpen, now)
+				}
+			}
+		}
+	}
+	b.mu.Unlock()
+	b.notify(from, to)
+}
+
+// tickLocked moves an open breaker whose time is up to half-open.
+func (b *Breaker) tickLocked(now time.Time) (from, to BreakerState) {
+	if b.state == StateOpen && !now.Before(b.openUntil) {
+		return b.setLocked(StateHalfOpen, now)
+	}
+	return 0, 0
+}
+
+// countLocked counts one closed-state result and trips the breaker when
+// the configuration says so.
+func (b *Breaker) countLocked(now time.Time, failed bool) (from, to BreakerState) {
+	slice := max(b.cfg.Window/breakerBuckets, time.Nanosecond)
+	idx := now.UnixNano() / int64(slice)
+	bk := &b.buckets[idx%breakerBuckets]
+	if bk.index != idx {
+		*bk = bucket{index: idx}
+	}
+	if failed {
+		b.consecutive++
+		bk.failures++
+	} else {
+		b.consecutive = 0
+		bk.successes++
+	}
+	var ok, fails int
+	for i := range b.buckets {
+		if c := &b.buckets[i]; c.index > idx-breakerBuckets {
+			ok += c.successes
+			fails += c.failures
+		}
+	}
+	if failed && b.cfg.ShouldTrip(uint32(b.consecutive), uint32(ok), uint32(fails)) {
+		return b.setLocked(StateOpen, now)
+	}
+	return 0, 0
+}
+
+// setLocked enters state s and returns the change for notify.
+func (b *Breaker) setLocked(s BreakerState, now time.Time) (from, to BreakerState) {
+	from = b.state
+	b.state = s
+	b.gen++
+	b.consecutive, b.admitted, b.succeeded = 0, 0, 0
+	switch s {
+	case StateOpen:
+		b.openUntil = now.Add(b.openFor)
+	case StateClosed:
+		b.buckets = [breakerBuckets]bucket{}
+	}
+	return from, s
+}
+
+func (b *Breaker) notify(from, to BreakerState) {
+	if from != to && b.onChange != nil {
+		b.onChange(from, to)
 	}
 }
 
@@ -245,16 +328,4 @@ type BreakerStatus struct {
 	Model   string `json:"model"`
 	Version string `json:"version"`
 	State   string `json:"state"`
-}
-
-// Snapshot lists every breaker's state, sorted by model and version.
-func (s *Breakers) Snapshot() []BreakerStatus {
-	s.mu.Lock()
-	out := make([]BreakerStatus, 0, len(s.m))
-	for k, b := range s.m {
-		out = append(out, BreakerStatus{Model: k[0], Version: k[1], State: b.State().String()})
-	}
-	s.mu.Unlock()
-	sortStatus(out)
-	return out
 }

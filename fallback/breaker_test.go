@@ -3,9 +3,6 @@ package fallback
 import (
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestShouldTrip(t *testing.T) {
@@ -33,7 +30,7 @@ func TestShouldTrip(t *testing.T) {
 }
 
 func TestBreakerConfigValidate(t *testing.T) {
-	bad := []BreakerConfig{{ConsecutiveFailures: -1}, {FailureRatio: 1.5}, {MinRequests: -1}, {OpenFor: -time.Second}, {HalfOpenProbes: -2}}
+	bad := []BreakerConfig{{ConsecutiveFailures: -1}, {FailureRatio: 1.5}, {MinRequests: -1}, {OpenFor: -time.Second}, {HalfOpenProbes: -2}, {FirstOpenFor: -time.Second}}
 	for _, c := range bad {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%+v: want error", c)
@@ -44,141 +41,197 @@ func TestBreakerConfigValidate(t *testing.T) {
 	}
 }
 
+// clock is a settable time for the breaker.
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time          { return c.t }
+func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+func newClock() *clock { return &clock{t: time.Unix(1_000_000, 0)} }
+
 // call runs one attempt through b and reports whether it was allowed.
-func call(b Breaker, failed bool) bool {
-	done, ok := b.Allow()
+func call(b *Breaker, r Result) bool {
+	tk, ok := b.Allow()
 	if ok {
-		done(failed)
+		b.Done(tk, r)
 	}
 	return ok
 }
 
-// waitState polls until b reaches want (bounded); it asserts the transition,
-// not how long it took.
-func waitState(t *testing.T, b Breaker, want BreakerState) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for b.State() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("breaker state %v, want %v", b.State(), want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func TestGoBreakerConsecutiveTripAndRecover(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg)
-	b := NewBreaker("rec", "v1", BreakerConfig{ConsecutiveFailures: 3, OpenFor: 50 * time.Millisecond, HalfOpenProbes: 2}, m)
-	gauge := m.breakerState.WithLabelValues("rec", "v1")
-
-	if !call(b, true) || !call(b, false) || !call(b, true) || !call(b, true) {
+func TestBreakerConsecutiveTripAndRecover(t *testing.T) {
+	c := newClock()
+	var changes []string
+	b := NewBreaker(BreakerConfig{ConsecutiveFailures: 3, OpenFor: 8 * time.Second, FirstOpenFor: time.Second, HalfOpenProbes: 2}, c.now,
+		func(from, to BreakerState) { changes = append(changes, from.String()+">"+to.String()) })
+	if !call(b, Failed) || !call(b, Succeeded) || !call(b, Failed) || !call(b, Failed) {
 		t.Fatal("closed breaker refused a call")
 	}
 	if b.State() != StateClosed {
 		t.Fatalf("a success in between resets the run; state %v", b.State())
 	}
-	call(b, true)
+	call(b, Failed)
 	if b.State() != StateOpen {
 		t.Fatalf("3 consecutive failures: state %v, want open", b.State())
 	}
-	if testutil.ToFloat64(gauge) != float64(StateOpen) {
-		t.Errorf("gauge = %v, want 2", testutil.ToFloat64(gauge))
-	}
-	if call(b, false) {
+	if call(b, Succeeded) {
 		t.Fatal("open breaker allowed a call")
 	}
-	waitState(t, b, StateHalfOpen)
+	c.advance(time.Second - time.Millisecond)
+	if b.State() != StateOpen {
+		t.Fatalf("before firstOpenFor: state %v", b.State())
+	}
+	c.advance(time.Millisecond)
+	if b.State() != StateHalfOpen {
+		t.Fatalf("after firstOpenFor: state %v, want half-open", b.State())
+	}
 	// Two probes allowed, a third is refused while they are in flight.
-	d1, ok1 := b.Allow()
-	d2, ok2 := b.Allow()
+	t1, ok1 := b.Allow()
+	t2, ok2 := b.Allow()
 	_, ok3 := b.Allow()
 	if !ok1 || !ok2 || ok3 {
 		t.Fatalf("half-open probes allowed = %v %v %v, want true true false", ok1, ok2, ok3)
 	}
-	d1(false)
+	b.Done(t1, Succeeded)
 	if b.State() != StateHalfOpen {
 		t.Fatalf("one good probe of two: state %v", b.State())
 	}
-	d2(false)
+	b.Done(t2, Succeeded)
 	if b.State() != StateClosed {
 		t.Fatalf("two good probes: state %v, want closed", b.State())
 	}
-	if got := testutil.ToFloat64(m.breakerTransitions.WithLabelValues("rec", "v1", "closed")); got != 1 {
-		t.Errorf("transitions to closed = %v", got)
+	want := []string{"closed>open", "open>half-open", "half-open>closed"}
+	if len(changes) != len(want) {
+		t.Fatalf("changes %v, want %v", changes, want)
+	}
+	for i := range want {
+		if changes[i] != want[i] {
+			t.Fatalf("changes %v, want %v", changes, want)
+		}
 	}
 }
 
-func TestGoBreakerHalfOpenFailureReopens(t *testing.T) {
-	b := NewBreaker("rec", "v1", BreakerConfig{ConsecutiveFailures: 1, OpenFor: 50 * time.Millisecond}, nil)
-	call(b, true)
-	if b.State() != StateOpen {
-		t.Fatalf("state %v", b.State())
+// TestBreakerOpenGrowsWithFailedProbes: a probe that comes too early (the
+// backend is still starting) costs a short open, not a whole openFor; each
+// failed probe doubles the open up to openFor, and a success resets it.
+func TestBreakerOpenGrowsWithFailedProbes(t *testing.T) {
+	c := newClock()
+	b := NewBreaker(BreakerConfig{ConsecutiveFailures: 1, OpenFor: 10 * time.Second}, c.now, nil)
+	if got := b.Config().FirstOpenFor; got != time.Second {
+		t.Fatalf("default firstOpenFor %v, want 1s", got)
 	}
-	waitState(t, b, StateHalfOpen)
-	if !call(b, true) {
+	call(b, Failed)
+	var opens []time.Duration
+	for range 6 {
+		until := b.OpenUntil()
+		if until.IsZero() {
+			t.Fatalf("state %v, want open", b.State())
+		}
+		opens = append(opens, until.Sub(c.now()))
+		c.t = until
+		if !call(b, Failed) {
+			t.Fatal("probe refused after the open time")
+		}
+	}
+	want := []time.Duration{1 * time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second}
+	for i := range want {
+		if opens[i] != want[i] {
+			t.Fatalf("opens %v, want %v", opens, want)
+		}
+	}
+	c.t = b.OpenUntil()
+	if !call(b, Succeeded) || b.State() != StateClosed {
+		t.Fatalf("good probe: state %v, want closed", b.State())
+	}
+	call(b, Failed)
+	if got := b.OpenUntil().Sub(c.now()); got != time.Second {
+		t.Fatalf("open after a close %v, want the first open again (1s)", got)
+	}
+}
+
+// TestBreakerNeutralResults: a cancelled call counts for nothing — it
+// neither breaks a run of failures nor closes a half-open breaker, and a
+// cancelled probe frees its slot for another probe.
+func TestBreakerNeutralResults(t *testing.T) {
+	c := newClock()
+	b := NewBreaker(BreakerConfig{ConsecutiveFailures: 2, OpenFor: time.Second}, c.now, nil)
+	call(b, Failed)
+	for range 100 {
+		call(b, Neutral)
+	}
+	if b.State() != StateClosed {
+		t.Fatal("neutral results tripped the breaker")
+	}
+	call(b, Failed)
+	if b.State() != StateOpen {
+		t.Fatalf("neutral results broke the run of failures: state %v", b.State())
+	}
+	c.advance(time.Second)
+	tk, ok := b.Allow()
+	if !ok {
 		t.Fatal("probe refused")
 	}
-	if b.State() != StateOpen {
-		t.Fatalf("failed probe: state %v, want open", b.State())
+	if _, ok := b.Allow(); ok {
+		t.Fatal("a second probe while the first is in flight")
+	}
+	b.Done(tk, Neutral)
+	if b.State() != StateHalfOpen {
+		t.Fatalf("cancelled probe: state %v, want half-open", b.State())
+	}
+	if !call(b, Succeeded) || b.State() != StateClosed {
+		t.Fatalf("the next probe closes it: state %v", b.State())
 	}
 }
 
-func TestGoBreakerFailureRatio(t *testing.T) {
-	b := NewBreaker("rec", "v1", BreakerConfig{ConsecutiveFailures: 100, FailureRatio: 0.5, MinRequests: 10, Window: time.Minute}, nil)
+// TestBreakerIgnoresLateResults: a slow call let through while closed that
+// ends after the breaker opened does not close it.
+func TestBreakerIgnoresLateResults(t *testing.T) {
+	c := newClock()
+	b := NewBreaker(BreakerConfig{ConsecutiveFailures: 1, OpenFor: time.Second}, c.now, nil)
+	slow, _ := b.Allow()
+	call(b, Failed)
+	b.Done(slow, Succeeded)
+	if b.State() != StateOpen {
+		t.Fatalf("late success: state %v, want open", b.State())
+	}
+}
+
+func TestBreakerFailureRatio(t *testing.T) {
+	c := newClock()
+	b := NewBreaker(BreakerConfig{ConsecutiveFailures: 100, FailureRatio: 0.5, MinRequests: 10, Window: time.Minute}, c.now, nil)
 	// alternate: never 100 in a row, ratio 50 % reached at the 10th call
 	for i := 0; i < 9; i++ {
-		call(b, i%2 == 0)
+		r := Succeeded
+		if i%2 == 0 {
+			r = Failed
+		}
+		call(b, r)
 		if b.State() != StateClosed {
 			t.Fatalf("tripped after %d calls", i+1)
 		}
 	}
-	call(b, true) // 10 calls, 6 failures
+	call(b, Failed) // 10 calls, 6 failures
 	if b.State() != StateOpen {
 		t.Fatalf("ratio 6/10 >= 0.5: state %v, want open", b.State())
 	}
 }
 
-func TestBreakersSet(t *testing.T) {
-	s := NewBreakers(nil)
-	cfg := BreakerConfig{ConsecutiveFailures: 1}
-	a := s.Get("m", "v1", cfg)
-	if s.Get("m", "v1", cfg) != a {
-		t.Fatal("same config must return the same breaker")
+// TestBreakerFailureRatioWindowRolls: failures older than the window are
+// forgotten.
+func TestBreakerFailureRatioWindowRolls(t *testing.T) {
+	c := newClock()
+	b := NewBreaker(BreakerConfig{ConsecutiveFailures: 100, FailureRatio: 0.5, MinRequests: 4, Window: 10 * time.Second}, c.now, nil)
+	call(b, Failed)
+	call(b, Failed)
+	call(b, Succeeded)
+	c.advance(11 * time.Second)
+	call(b, Succeeded)
+	call(b, Failed) // in the window: 1 of 2 failed, below min requests
+	if b.State() != StateClosed {
+		t.Fatalf("old failures counted: state %v", b.State())
 	}
-	call(a, true)
-	if s.Get("m", "v2", cfg).State() != StateClosed {
-		t.Fatal("versions must not share a breaker")
-	}
-	snap := s.Snapshot()
-	if len(snap) != 2 || snap[0].Version != "v1" || snap[0].State != "open" || snap[1].State != "closed" {
-		t.Fatalf("snapshot %+v", snap)
-	}
-	if b := s.Get("m", "v1", BreakerConfig{ConsecutiveFailures: 2}); b == a || b.State() != StateClosed {
-		t.Fatal("changed config must give a fresh breaker")
-	}
-	s.Remove("m", "v2")
-	if len(s.Snapshot()) != 1 {
-		t.Fatal("remove")
-	}
-}
-
-// TestBreakerNotify: NewBreakerNotify reports each state change.
-func TestBreakerNotify(t *testing.T) {
-	var changes []string
-	b := NewBreakerNotify("rec", "v1", BreakerConfig{ConsecutiveFailures: 2, OpenFor: time.Hour}, nil,
-		func(from, to BreakerState) { changes = append(changes, from.String()+">"+to.String()) })
-	for range 2 {
-		done, ok := b.Allow()
-		if !ok {
-			t.Fatal("closed breaker refused")
-		}
-		done(true)
-	}
-	if _, ok := b.Allow(); ok || b.State() != StateOpen {
-		t.Fatalf("breaker %s after 2 failures", b.State())
-	}
-	if len(changes) != 1 || changes[0] != "closed>open" {
-		t.Fatalf("changes %v", changes)
+	call(b, Succeeded)
+	call(b, Failed) // 2 of 4 in the window
+	if b.State() != StateOpen {
+		t.Fatalf("2/4 in the window: state %v, want open", b.State())
 	}
 }

@@ -176,11 +176,13 @@ func (e *ExhaustedError) OIP() *oip.Error {
 	return &oip.Error{Code: oip.Unavailable, Msg: e.Error()}
 }
 
-// EmptyResponse is the answer of the empty step: for each tensor of like
-// (typically the static spec or the model's output metadata) an output of
-// the same name and datatype whose last dimension is 0, so clients that
-// index by name still find the output. With like empty, no outputs.
-func EmptyResponse(model, id string, like []oip.Tensor) *oip.InferResponse {
+// EmptyResponse is the answer of the empty step for a request of rows rows
+// (its batch dimension; < 0: unknown): for each tensor of like (typically
+// the static spec or the model's output metadata) an output of the same
+// name and datatype whose last dimension is 0 and whose batch dimension
+// (the first, for rank >= 2) follows the request, so clients that index by
+// name and row still find the output. With like empty, no outputs.
+func EmptyResponse(model, id string, like []oip.Tensor, rows int64) *oip.InferResponse {
 	r := &oip.InferResponse{ModelName: model, ID: id, Outputs: make([]oip.Tensor, len(like))}
 	for i, t := range like {
 		shape := append([]int64(nil), t.Shape...)
@@ -188,6 +190,9 @@ func EmptyResponse(model, id string, like []oip.Tensor) *oip.InferResponse {
 			shape = []int64{0}
 		} else {
 			shape[len(shape)-1] = 0
+		}
+		if len(shape) >= 2 && rows >= 0 {
+			shape[0] = rows
 		}
 		r.Outputs[i] = oip.Tensor{Name: t.Name, Datatype: t.Datatype, Shape: shape, Raw: []byte{}}
 	}

@@ -93,7 +93,7 @@ func TestWalk(t *testing.T) {
 
 func TestEmptyResponse(t *testing.T) {
 	like := []oip.Tensor{{Name: "scores", Datatype: oip.FP32, Shape: []int64{1, 100}}, {Name: "n", Datatype: oip.INT64}}
-	r := EmptyResponse("rec", "req-1", like)
+	r := EmptyResponse("rec", "req-1", like, -1)
 	if r.ModelName != "rec" || r.ID != "req-1" || len(r.Outputs) != 2 {
 		t.Fatalf("%+v", r)
 	}
@@ -107,5 +107,15 @@ func TestEmptyResponse(t *testing.T) {
 	}
 	if !reflect.DeepEqual(r.Outputs[0].Shape, []int64{1, 0}) || like[0].Shape[1] != 100 {
 		t.Errorf("shape %v (template must not change: %v)", r.Outputs[0].Shape, like[0].Shape)
+	}
+}
+
+// TestEmptyResponseFollowsRows: the empty answer's batch dimension is the
+// request's.
+func TestEmptyResponseFollowsRows(t *testing.T) {
+	like := []oip.Tensor{{Name: "scores", Datatype: oip.FP32, Shape: []int64{1, 100}}, {Name: "flat", Datatype: oip.FP32, Shape: []int64{7}}}
+	r := EmptyResponse("rec", "", like, 3)
+	if !reflect.DeepEqual(r.Outputs[0].Shape, []int64{3, 0}) || !reflect.DeepEqual(r.Outputs[1].Shape, []int64{0}) {
+		t.Fatalf("shapes %v %v, want [3 0] and [0]", r.Outputs[0].Shape, r.Outputs[1].Shape)
 	}
 }

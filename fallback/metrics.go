@@ -1,26 +1,21 @@
 package fallback
 
 import (
-	"sort"
-
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Metrics are the fallback package's Prometheus series. Build one per
-// process with NewMetrics and hand it to the breakers, caches and
-// coalescers; a nil *Metrics records nothing.
+// process with NewMetrics and hand it to the caches and coalescers; a nil *Metrics records nothing.
 type Metrics struct {
-	triggers           *prometheus.CounterVec
-	fallbacks          *prometheus.CounterVec
-	breakerState       *prometheus.GaugeVec
-	breakerTransitions *prometheus.CounterVec
-	cacheHits          *prometheus.CounterVec
-	cacheMisses        *prometheus.CounterVec
-	cacheEvictions     *prometheus.CounterVec
-	cacheExpired       *prometheus.CounterVec
-	cacheBytes         *prometheus.GaugeVec
-	cacheEntries       *prometheus.GaugeVec
-	coalesced          *prometheus.CounterVec
+	triggers       *prometheus.CounterVec
+	fallbacks      *prometheus.CounterVec
+	cacheHits      *prometheus.CounterVec
+	cacheMisses    *prometheus.CounterVec
+	cacheEvictions *prometheus.CounterVec
+	cacheExpired   *prometheus.CounterVec
+	cacheBytes     *prometheus.GaugeVec
+	cacheEntries   *prometheus.GaugeVec
+	coalesced      *prometheus.CounterVec
 }
 
 // NewMetrics registers the series on reg.
@@ -34,14 +29,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "switchyard_fallbacks_total",
 			Help: "Requests answered by a fallback step (kind cache|backup|static|empty, or failed when every step failed), by trigger.",
 		}, []string{"model", "kind", "trigger"}),
-		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "switchyard_breaker_state",
-			Help: "Circuit breaker state per model version: 0 closed, 1 half-open, 2 open.",
-		}, []string{"model", "version"}),
-		breakerTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "switchyard_breaker_transitions_total",
-			Help: "Circuit breaker state changes by the state entered.",
-		}, []string{"model", "version", "to"}),
 		cacheHits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_cache_hits_total",
 			Help: "Prediction cache hits (cache is serving or last_good).",
@@ -71,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Requests that shared another identical in-flight request's upstream call.",
 		}, []string{"model"}),
 	}
-	reg.MustRegister(m.triggers, m.fallbacks, m.breakerState, m.breakerTransitions,
+	reg.MustRegister(m.triggers, m.fallbacks,
 		m.cacheHits, m.cacheMisses, m.cacheEvictions, m.cacheExpired, m.cacheBytes, m.cacheEntries, m.coalesced)
 	return m
 }
@@ -89,13 +76,4 @@ func (m *Metrics) Fallback(model, kind string, t Trigger) {
 	if m != nil {
 		m.fallbacks.WithLabelValues(model, kind, t.String()).Inc()
 	}
-}
-
-func sortStatus(s []BreakerStatus) {
-	sort.Slice(s, func(i, j int) bool {
-		if s[i].Model != s[j].Model {
-			return s[i].Model < s[j].Model
-		}
-		return s[i].Version < s[j].Version
-	})
 }

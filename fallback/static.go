@@ -1,6 +1,7 @@
 package fallback
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -50,11 +51,40 @@ func NewStatic(spec []StaticTensor) (*Static, error) {
 // Outputs are the static tensors (shared; do not modify).
 func (s *Static) Outputs() []oip.Tensor { return s.outputs }
 
-// Response is the static answer for one request. The tensors' bytes are
-// shared between responses and must not be modified.
-func (s *Static) Response(model, id string) *oip.InferResponse {
-	return &oip.InferResponse{ModelName: model, ID: id, Outputs: append([]oip.Tensor(nil), s.outputs...)}
+// Response is the static answer for a request of rows rows (its batch
+// dimension; rows < 0: unknown). The batch dimension follows the request:
+// an output configured with one row ([1, ...]) is that row repeated once
+// per request row; an output configured with exactly rows rows is served
+// as it is; so is every output when rows is unknown, and a rank-0 or
+// rank-1 output (no batch dimension). Anything else cannot be made to fit
+// and is an error naming the output and both sizes — never an answer of
+// the wrong shape. Unrepeated tensors' bytes are shared between responses
+// and must not be modified.
+func (s *Static) Response(model, id string, rows int64) (*oip.InferResponse, error) {
+	out := &oip.InferResponse{ModelName: model, ID: id, Outputs: make([]oip.Tensor, len(s.outputs))}
+	for i, t := range s.outputs {
+		if rows < 0 || len(t.Shape) < 2 || t.Shape[0] == rows {
+			out.Outputs[i] = t
+			continue
+		}
+		if t.Shape[0] != 1 {
+			return nil, fmt.Errorf("static output %q has %d rows; the request has %d (configure one row to have it repeated per request row)", t.Name, t.Shape[0], rows)
+		}
+		if rows > 0 && int64(len(t.Raw)) > maxStaticBytes/rows {
+			return nil, fmt.Errorf("static output %q repeated for %d rows would exceed %d bytes", t.Name, rows, maxStaticBytes)
+		}
+		r := t
+		r.Shape = append([]int64{rows}, t.Shape[1:]...)
+		// One row's bytes repeated (BYTES elements are length-prefixed,
+		// so their row repeats the same way).
+		r.Raw = bytes.Repeat(t.Raw, int(rows))
+		out.Outputs[i] = r
+	}
+	return out, nil
 }
+
+// maxStaticBytes bounds one repeated static output.
+const maxStaticBytes = 64 << 20
 
 func buildStatic(st StaticTensor) (oip.Tensor, error) {
 	if st.Name == "" {

@@ -1,23 +1,13 @@
 package fallback
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"math"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc/codes"
-
-	"github.com/switchyard-dev/switchyard/oip"
 )
 
 func TestTriggerStringRoundTrip(t *testing.T) {
-	want := []string{"timeout", "connect_error", "upstream_5xx", "unavailable", "internal", "nan_output", "breaker_open", "overload"}
+	want := []string{"timeout", "connect_error", "upstream_5xx", "unavailable", "internal", "nan_output", "breaker_open", "overload", "not_serving", "bad_answer", "refused"}
 	got := Triggers()
 	if len(got) != len(want) {
 		t.Fatalf("Triggers() = %v", got)
@@ -31,144 +21,113 @@ func TestTriggerStringRoundTrip(t *testing.T) {
 			t.Errorf("ParseTrigger(%q) = %v, %v", want[i], back, ok)
 		}
 	}
+	for _, s := range []string{"none", "rejected", "cancelled"} {
+		if tr, ok := ParseTrigger(s); !ok || tr.String() != s {
+			t.Errorf("ParseTrigger(%q) = %v, %v", s, tr, ok)
+		}
+	}
 	if _, ok := ParseTrigger("bogus"); ok {
 		t.Error("ParseTrigger accepted bogus")
 	}
 }
 
-func TestClassifyHTTPAndGRPC(t *testing.T) {
-	httpCases := map[int]Trigger{200: None, 400: None, 404: None, 429: None, 500: Upstream5xx, 502: Upstream5xx, 503: Unavailable, 504: Timeout}
-	for st, want := range httpCases {
-		if got := ClassifyHTTP(st); got != want {
-			t.Errorf("ClassifyHTTP(%d) = %v, want %v", st, got, want)
-		}
-	}
-	grpcCases := map[codes.Code]Trigger{
-		codes.OK: None, codes.InvalidArgument: None, codes.NotFound: None,
-		codes.Unavailable: Unavailable, codes.DeadlineExceeded: Timeout, codes.Internal: Internal,
-		codes.Unknown: Internal, codes.ResourceExhausted: Overload,
-	}
-	for c, want := range grpcCases {
-		if got := ClassifyGRPC(c); got != want {
-			t.Errorf("ClassifyGRPC(%v) = %v, want %v", c, got, want)
-		}
-	}
-}
-
-func f32(vals ...float32) oip.Tensor { return oip.NewTensor("out", []int64{1, int64(len(vals))}, vals) }
-
-func TestClassifyOutputs(t *testing.T) {
-	cases := map[string]struct {
-		outs []oip.Tensor
-		want Trigger
-	}{
-		"finite":      {[]oip.Tensor{f32(1, 2, 3)}, None},
-		"nan fp32":    {[]oip.Tensor{f32(1, float32(math.NaN()))}, NaNOutput},
-		"inf fp32":    {[]oip.Tensor{f32(float32(math.Inf(-1)))}, NaNOutput},
-		"inf fp64":    {[]oip.Tensor{oip.NewTensor("a", []int64{1}, []float64{math.Inf(1)})}, NaNOutput},
-		"nan fp16":    {[]oip.Tensor{{Name: "h", Datatype: oip.FP16, Shape: []int64{1}, Raw: []byte{0x00, 0x7e}}}, NaNOutput},
-		"second":      {[]oip.Tensor{f32(1), oip.NewTensor("b", []int64{1}, []float64{math.NaN()})}, NaNOutput},
-		"int max":     {[]oip.Tensor{oip.NewTensor("i", []int64{1}, []int32{-1})}, None},
-		"no outputs":  {nil, None},
-		"bytes ascii": {[]oip.Tensor{oip.NewBytesTensor("s", []int64{1}, [][]byte{{0xff, 0xff, 0x80, 0x7f}})}, None},
-	}
-	for name, c := range cases {
-		if got := ClassifyOutputs(c.outs); got != c.want {
-			t.Errorf("%s: got %v, want %v", name, got, c.want)
-		}
-	}
-}
-
-// TestClassifyRealTransport classifies errors produced by real sockets: a
-// refused connection, a server that does not answer in time, and real HTTP
-// statuses.
-func TestClassifyRealTransport(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := ln.Addr().String()
-	ln.Close()
-
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/slow":
-			select {
-			case <-release:
-			case <-r.Context().Done():
-			}
-		case "/503":
-			w.WriteHeader(http.StatusServiceUnavailable)
-		case "/500":
-			w.WriteHeader(http.StatusInternalServerError)
-		case "/400":
-			w.WriteHeader(http.StatusBadRequest)
-		}
-	}))
-	defer srv.Close()
-	defer close(release)
-	client := srv.Client()
-
-	do := func(ctx context.Context, url string) Outcome {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
-		resp, err := client.Do(req)
-		if err != nil {
-			return Outcome{Err: err}
-		}
-		resp.Body.Close()
-		return Outcome{HTTPStatus: resp.StatusCode}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
+// TestJudge is the table of the one rule for whose fault an upstream
+// attempt's outcome is.
+func TestJudge(t *testing.T) {
 	cases := []struct {
 		name string
 		o    Outcome
 		want Trigger
 	}{
-		{"refused", do(context.Background(), "http://"+closedAddr+"/v2/models/m/infer"), ConnectError},
-		{"budget exceeded", do(ctx, srv.URL+"/slow"), Timeout},
-		{"503", do(context.Background(), srv.URL+"/503"), Unavailable},
-		{"500", do(context.Background(), srv.URL+"/500"), Upstream5xx},
-		{"400 passes through", do(context.Background(), srv.URL+"/400"), None},
+		{"http 200", Outcome{HTTPStatus: 200}, None},
+		{"grpc ok", Outcome{GRPC: true}, None},
+		// The request's fault.
+		{"http 400", Outcome{HTTPStatus: 400}, Rejected},
+		{"http 413", Outcome{HTTPStatus: 413}, Rejected},
+		{"http 422", Outcome{HTTPStatus: 422}, Rejected},
+		{"grpc invalid argument", Outcome{GRPC: true, GRPCCode: codes.InvalidArgument}, Rejected},
+		{"grpc out of range", Outcome{GRPC: true, GRPCCode: codes.OutOfRange}, Rejected},
+		// The version does not serve its model: its failure, not the client's.
+		{"http 404 unloaded", Outcome{HTTPStatus: 404}, NotServing},
+		{"http 410", Outcome{HTTPStatus: 410}, NotServing},
+		{"grpc not found", Outcome{GRPC: true, GRPCCode: codes.NotFound}, NotServing},
+		{"http 503 loading", Outcome{HTTPStatus: 503}, Unavailable},
+		{"grpc unavailable", Outcome{GRPC: true, GRPCCode: codes.Unavailable}, Unavailable},
+		{"grpc failed precondition", Outcome{GRPC: true, GRPCCode: codes.FailedPrecondition}, Unavailable},
+		{"http 500", Outcome{HTTPStatus: 500}, Upstream5xx},
+		{"http 502", Outcome{HTTPStatus: 502}, Upstream5xx},
+		{"http 504", Outcome{HTTPStatus: 504}, Timeout},
+		{"http 408", Outcome{HTTPStatus: 408}, Timeout},
+		{"grpc deadline", Outcome{GRPC: true, GRPCCode: codes.DeadlineExceeded}, Timeout},
+		{"grpc internal", Outcome{GRPC: true, GRPCCode: codes.Internal}, Internal},
+		{"grpc unknown", Outcome{GRPC: true, GRPCCode: codes.Unknown}, Internal},
+		{"grpc data loss", Outcome{GRPC: true, GRPCCode: codes.DataLoss}, Internal},
+		{"http 401", Outcome{HTTPStatus: 401}, Refused},
+		{"http 403", Outcome{HTTPStatus: 403}, Refused},
+		{"http 405", Outcome{HTTPStatus: 405}, Refused},
+		{"grpc unimplemented", Outcome{GRPC: true, GRPCCode: codes.Unimplemented}, Refused},
+		{"grpc permission denied", Outcome{GRPC: true, GRPCCode: codes.PermissionDenied}, Refused},
+		{"http 302", Outcome{HTTPStatus: 302}, Upstream5xx},
+		{"grpc cancelled by the server side", Outcome{GRPC: true, GRPCCode: codes.Canceled}, ConnectError},
+		// Transport.
+		{"connect", Outcome{Transport: TransportConnect}, ConnectError},
+		{"reset", Outcome{Transport: TransportReset}, ConnectError},
+		{"timeout", Outcome{Transport: TransportTimeout}, Timeout},
+		{"malformed answer", Outcome{Transport: TransportProtocol}, Upstream5xx},
+		// The answer's content.
+		{"nan in a 200", Outcome{HTTPStatus: 200, NaN: true}, NaNOutput},
+		{"nan in a grpc answer", Outcome{GRPC: true, NaN: true}, NaNOutput},
+		{"500 naming nan", Outcome{HTTPStatus: 500, NaN: true}, NaNOutput},
+		{"nan does not hide a 503", Outcome{HTTPStatus: 503, NaN: true}, Unavailable},
+		{"rows differ", Outcome{HTTPStatus: 200, RowsMismatch: true}, BadAnswer},
+		{"nan before rows", Outcome{HTTPStatus: 200, NaN: true, RowsMismatch: true}, NaNOutput},
+		// Overload.
+		{"http 429", Outcome{HTTPStatus: 429}, Overload},
+		{"grpc resource exhausted", Outcome{GRPC: true, GRPCCode: codes.ResourceExhausted}, Overload},
+		// The client went away: decides before everything else.
+		{"client gone, grpc cancelled", Outcome{ClientGone: true, GRPC: true, GRPCCode: codes.Canceled}, Cancelled},
+		{"client gone, transport cut", Outcome{ClientGone: true, Transport: TransportTimeout}, Cancelled},
+		{"client gone after a 200", Outcome{ClientGone: true, HTTPStatus: 200}, Cancelled},
 	}
 	for _, c := range cases {
-		if got := Classify(c.o); got != c.want {
-			t.Errorf("%s: Classify(%+v) = %v, want %v", c.name, c.o, got, c.want)
+		if got := Judge(c.o); got != c.want {
+			t.Errorf("%s: Judge(%+v) = %v, want %v", c.name, c.o, got, c.want)
 		}
 	}
 }
 
-func TestClassifyOutcome(t *testing.T) {
-	nan := &oip.InferResponse{Outputs: []oip.Tensor{f32(float32(math.NaN()))}}
-	ok := &oip.InferResponse{Outputs: []oip.Tensor{f32(0.5)}}
-	cases := map[string]struct {
-		o    Outcome
-		want Trigger
-	}{
-		"ok http":              {Outcome{HTTPStatus: 200, Response: ok}, None},
-		"nan http":             {Outcome{HTTPStatus: 200, Response: nan}, NaNOutput},
-		"nan grpc":             {Outcome{GRPC: true, Response: nan}, NaNOutput},
-		"grpc unavailable":     {Outcome{GRPC: true, GRPCCode: codes.Unavailable, Err: errors.New("x")}, Unavailable},
-		"grpc invalid":         {Outcome{GRPC: true, GRPCCode: codes.InvalidArgument, Err: errors.New("x")}, None},
-		"deadline":             {Outcome{Err: fmt.Errorf("call: %w", context.DeadlineExceeded)}, Timeout},
-		"caller canceled":      {Outcome{Err: context.Canceled}, None},
-		"oip unavailable":      {Outcome{Err: oip.Errorf(oip.Unavailable, "loading")}, Unavailable},
-		"oip invalid arg":      {Outcome{Err: oip.Errorf(oip.InvalidArgument, "bad")}, None},
-		"other transport err":  {Outcome{Err: errors.New("unexpected EOF")}, ConnectError},
-		"status wins over nan": {Outcome{HTTPStatus: 500, Response: nan}, Upstream5xx},
+// TestTriggerConsequences: what each fault means for the breaker, the
+// endpoint, retries and the chain.
+func TestTriggerConsequences(t *testing.T) {
+	type want struct {
+		fault                     Fault
+		breaker, eject, retry     bool
+		fallsPrimary, fallsBackup bool
+		result                    Result
 	}
-	for name, c := range cases {
-		if got := Classify(c.o); got != c.want {
-			t.Errorf("%s: got %v, want %v", name, got, c.want)
+	cases := map[Trigger]want{
+		None:         {FaultNone, false, false, false, false, false, Succeeded},
+		Rejected:     {FaultRequest, false, false, false, false, true, Succeeded},
+		Cancelled:    {FaultClient, false, false, false, false, false, Neutral},
+		Overload:     {FaultOverload, false, false, false, true, true, Neutral},
+		BreakerOpen:  {FaultVersion, false, false, false, true, true, Neutral},
+		Timeout:      {FaultVersion, true, true, false, true, true, Failed},
+		ConnectError: {FaultVersion, true, true, true, true, true, Failed},
+		Unavailable:  {FaultVersion, true, true, true, true, true, Failed},
+		NotServing:   {FaultVersion, true, true, true, true, true, Failed},
+		Upstream5xx:  {FaultVersion, true, true, false, true, true, Failed},
+		Internal:     {FaultVersion, true, true, false, true, true, Failed},
+		Refused:      {FaultVersion, true, true, false, true, true, Failed},
+		NaNOutput:    {FaultVersion, true, false, false, true, true, Failed},
+		BadAnswer:    {FaultVersion, true, false, false, true, true, Failed},
+	}
+	if len(cases) != int(numTriggers) {
+		t.Fatalf("table covers %d of %d triggers", len(cases), numTriggers)
+	}
+	for tr, w := range cases {
+		got := want{tr.Fault(), tr.CountsForBreaker(), tr.EjectsEndpoint(), tr.Retryable(), tr.Falls(Primary), tr.Falls(Backup), ResultOf(tr)}
+		if got != w {
+			t.Errorf("%v: got %+v, want %+v", tr, got, w)
 		}
-	}
-	for _, tr := range []Trigger{None, BreakerOpen, Overload} {
-		if tr.CountsForBreaker() {
-			t.Errorf("%v must not count for the breaker", tr)
-		}
-	}
-	if !Timeout.CountsForBreaker() || !NaNOutput.CountsForBreaker() {
-		t.Error("timeout and nan_output must count for the breaker")
 	}
 }

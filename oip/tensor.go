@@ -380,3 +380,35 @@ func (r *InferRequest) WithBinaryOutput() *InferRequest {
 	c.Parameters[ParamBinaryDataOutput] = true
 	return &c
 }
+
+// AnyNaNOrInf reports whether any floating-point tensor of ts holds NaN or
+// ±Inf.
+func AnyNaNOrInf(ts []Tensor) bool {
+	for i := range ts {
+		if ts[i].HasNaNOrInf() {
+			return true
+		}
+	}
+	return false
+}
+
+// BatchRows is the batch dimension that the tensors of ts agree on: the
+// first dimension shared by every tensor of rank minRank or more (tensors
+// of lower rank carry no batch dimension and are passed over). It is -1
+// when no tensor has one, or when they disagree. A request's rows are
+// BatchRows(inputs, 1); an answer's, BatchRows(outputs, 2).
+func BatchRows(ts []Tensor, minRank int) int64 {
+	rows := int64(-1)
+	for i := range ts {
+		if len(ts[i].Shape) < max(minRank, 1) {
+			continue
+		}
+		switch r := ts[i].Shape[0]; {
+		case rows < 0:
+			rows = r
+		case r != rows:
+			return -1
+		}
+	}
+	return rows
+}

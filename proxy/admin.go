@@ -92,7 +92,7 @@ func (p *Proxy) Stats() Stats {
 		r := s.routes[n]
 		ms := ModelStats{Model: n}
 		for i, v := range r.Variants {
-			vs := VariantStats{Variant: v.Name, Weight: r.Picker.Weight(i), Breaker: v.Breaker.State()}
+			vs := VariantStats{Variant: v.Name, Weight: r.Picker.Weight(i), Breaker: v.Breaker.State().String()}
 			for _, e := range v.Endpoints {
 				total, failures := e.Counts()
 				vs.Endpoints = append(vs.Endpoints, EndpointStats{Addr: e.Addr, InFlight: e.InFlight(), Attempts: total,

@@ -53,6 +53,7 @@ type sharedAnswer struct {
 	variant  *Variant
 	fallback string
 	reason   string
+	trigger  fallback.Trigger
 }
 
 func (ci *cacheInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
@@ -91,9 +92,11 @@ func (ci *cacheInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, res
 		}
 		rf.coal.Finish(key, fl, sh, nil)
 	}()
-	err := ci.next.Invoke(ctx, x, v, res)
+	// The leader's call answers its followers too: a leader whose client
+	// goes away does not cut it short (it stays within the deadline).
+	err := ci.next.Invoke(context.WithoutCancel(ctx), x, v, res)
 	e, eok := ci.store(x, v, res, err, key)
-	sh = &sharedAnswer{err: err, entry: e, hasEntry: eok, variant: res.Variant, fallback: res.Fallback, reason: res.FallbackReason}
+	sh = &sharedAnswer{err: err, entry: e, hasEntry: eok, variant: res.Variant, fallback: res.Fallback, reason: res.FallbackReason, trigger: res.Trigger}
 	if err == nil && !eok {
 		sh.status, sh.ct, sh.body = res.Status, res.ContentType, bytes.Clone(res.Body)
 	}
@@ -287,9 +290,10 @@ func (rf *routeFeatures) fill(x *Exchange, v *Variant, res *Result, e fallback.E
 // fillShared answers a coalesced follower with the leader's outcome.
 func (rf *routeFeatures) fillShared(x *Exchange, v *Variant, res *Result, sh *sharedAnswer) error {
 	av := sh.variant
-	if av == nil {
+	if av == nil && sh.fallback == "" {
 		av = v
 	}
+	res.Trigger = sh.trigger
 	switch {
 	case sh.err != nil:
 		res.Variant = av
@@ -302,6 +306,6 @@ func (rf *routeFeatures) fillShared(x *Exchange, v *Variant, res *Result, sh *sh
 		body := append(res.Body[:0], sh.body...)
 		*res = Result{Body: body, Variant: av, Status: sh.status, ContentType: sh.ct}
 	}
-	res.Fallback, res.FallbackReason = sh.fallback, sh.reason
+	res.Fallback, res.FallbackReason, res.Trigger, res.Variant = sh.fallback, sh.reason, sh.trigger, av
 	return nil
 }

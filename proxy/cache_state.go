@@ -17,12 +17,6 @@ type extState struct {
 	// noCache: the request said Cache-Control: no-cache (bypass the
 	// prediction cache; the answer is still stored).
 	noCache bool
-	// breakerHeld: the fallback extension has taken the variant's breaker
-	// for this call (Allow / done); the upstream invoker must not.
-	breakerHeld bool
-	// failKind is the upstream invoker's last failure kind (kindConnect,
-	// kindTimeout, ..., or "breaker_open"); "" after success.
-	failKind string
 	// key is the request's cache key for the variant it was routed to
 	// (keyOK once computed; keyErr when the request could not be hashed).
 	key           fallback.Key

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"github.com/switchyard-dev/switchyard/routing"
@@ -87,6 +88,11 @@ type Result struct {
 	// prediction cache (x-switchyard-cache).
 	FallbackReason string
 	Cache          string
+	// Trigger is the judged outcome of the last upstream attempt
+	// (fallback.Judge; None for a good answer), or why the chain ran. It
+	// is the one failure vocabulary: metrics, canary stats, fallback
+	// reasons and response marks come from it.
+	Trigger fallback.Trigger
 
 	Status      int
 	ContentType string

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -95,7 +94,8 @@ func (f *features) policyLocked(r *Route, spec *routing.Fallback) (*fallbackPoli
 	return pol, nil
 }
 
-// fallbackInvoker runs the primary call and, on a trigger, the chain.
+// fallbackInvoker runs the primary call and, on a trigger that falls
+// (fallback.Trigger.Falls), the chain.
 type fallbackInvoker struct {
 	rf   *routeFeatures
 	next Invoker
@@ -105,8 +105,8 @@ func (fi *fallbackInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, 
 	rf := fi.rf
 	pol := rf.fb
 	trig, err := fi.primary(ctx, x, v, res)
-	if trig == fallback.None {
-		if err == nil && res.OK() {
+	if !trig.Falls(fallback.Primary) {
+		if trig == fallback.None && err == nil && res.OK() {
 			fi.good(x, v, res)
 		}
 		return err
@@ -120,10 +120,14 @@ func (fi *fallbackInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, 
 		Backup:   pol.backup != nil && pol.backup != v,
 		Static:   pol.static != nil,
 	}
-	var badRequest error // the backup says the request itself is bad
+	var gone error // the client went away during the chain: stop
 	step, werr := fallback.Walk(pol.chain, avail, trig, func(s fallback.Step) error {
-		if badRequest != nil {
-			return errors.New("skipped: the backup rejected the request itself")
+		if gone != nil {
+			return errors.New("skipped: the client went away")
+		}
+		if ctx.Err() != nil {
+			gone = oip.Errorf(oip.Canceled, "model %q: the client cancelled the request", r.Name)
+			return gone
 		}
 		switch s {
 		case fallback.StepCache:
@@ -134,13 +138,16 @@ func (fi *fallbackInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, 
 			return rf.fill(x, v, res, e)
 		case fallback.StepBackup:
 			err := fi.backup(ctx, x, res)
-			var bad *badRequestError
-			if errors.As(err, &bad) {
-				badRequest = bad.err
+			if res.Trigger == fallback.Cancelled {
+				gone = err
 			}
 			return err
 		case fallback.StepStatic:
-			res.SetResponse(v, pol.static.Response(r.Name, requestID(x)))
+			resp, err := pol.static.Response(r.Name, requestID(x), requestRows(x))
+			if err != nil {
+				return err
+			}
+			res.SetResponse(nil, resp)
 			return nil
 		case fallback.StepEmpty:
 			var like []oip.Tensor
@@ -149,20 +156,18 @@ func (fi *fallbackInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, 
 			} else if p := pol.like.Load(); p != nil {
 				like = *p
 			}
-			res.SetResponse(v, fallback.EmptyResponse(r.Name, requestID(x), like))
+			res.SetResponse(nil, fallback.EmptyResponse(r.Name, requestID(x), like, requestRows(x)))
 			return nil
 		}
 		return fmt.Errorf("unknown step %v", s)
 	})
-	if werr != nil && badRequest != nil {
-		// Not an outage: the request is malformed for this model. The
-		// client gets the backup's 4xx, naming the problem, not a 503.
-		m.Fallback(r.Name, "failed", trig)
-		return badRequest
+	if gone != nil {
+		res.Variant, res.Trigger = v, fallback.Cancelled
+		return gone
 	}
 	if werr != nil {
 		m.Fallback(r.Name, "failed", trig)
-		res.Variant = v
+		res.Variant, res.Trigger = v, trig
 		var ex *fallback.ExhaustedError
 		if errors.As(werr, &ex) {
 			e := ex.OIP()
@@ -174,37 +179,23 @@ func (fi *fallbackInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, 
 		}
 		return oip.Errorf(oip.Unavailable, "model %q: %v", r.Name, werr)
 	}
-	res.Fallback, res.FallbackReason = step.String(), trig.String()
+	res.Fallback, res.FallbackReason, res.Trigger = step.String(), trig.String(), trig
 	m.Fallback(r.Name, step.String(), trig)
 	return nil
 }
 
-// primary calls v under its concurrency limit and breaker and classifies
-// the outcome.
+// primary calls v under its concurrency limit and returns the attempt's
+// trigger (the upstream invoker judged it and told the breaker).
 func (fi *fallbackInvoker) primary(ctx context.Context, x *Exchange, v *Variant, res *Result) (fallback.Trigger, error) {
 	if l := fi.rf.fb.limiters[v.Index]; l != nil {
 		if !l.TryAcquire() {
-			res.Variant = v
+			res.Variant, res.Trigger = v, fallback.Overload
 			return fallback.Overload, oip.Errorf(oip.Unavailable, "model %q version %q: %d requests in flight (maxConcurrency)", v.Route.Name, v.Name, l.Max())
 		}
 		defer l.Release()
 	}
-	b := fallbackBreaker(v)
-	if b == nil {
-		return fallback.None, fi.next.Invoke(ctx, x, v, res)
-	}
-	done, ok := b.Allow()
-	if !ok {
-		res.Variant = v
-		v.metrics.upstreamError("breaker_open")
-		return fallback.BreakerOpen, oip.Errorf(oip.Unavailable, "model %q version %q: circuit breaker open", v.Route.Name, v.Name)
-	}
-	x.ext.breakerHeld = true
 	err := fi.next.Invoke(ctx, x, v, res)
-	x.ext.breakerHeld = false
-	trig := classify(x, res, err)
-	done(trig.CountsForBreaker())
-	return trig, err
+	return res.Trigger, err
 }
 
 // good records a good primary answer: the LastGood store and the shape of
@@ -230,7 +221,11 @@ func (fi *fallbackInvoker) good(x *Exchange, v *Variant, res *Result) {
 }
 
 // backup calls the backup version with its own latency budget through the
-// plain upstream invoker (the backup's own breaker and retries).
+// plain upstream invoker (the backup's own breaker and retries). Any
+// outcome but a good answer moves the chain on — a backup that rejects
+// the request disagrees with its form (a smaller max_batch_size, another
+// schema); the request is not at fault — so the error says why, for the
+// message naming every step.
 func (fi *fallbackInvoker) backup(ctx context.Context, x *Exchange, res *Result) error {
 	pol := fi.rf.fb
 	bv := pol.backup
@@ -238,85 +233,18 @@ func (fi *fallbackInvoker) backup(ctx context.Context, x *Exchange, res *Result)
 	x.Deadline = time.Now().Add(pol.backupTimeout)
 	err := fi.rf.route.Invoker().Invoke(ctx, x, bv, res)
 	x.Deadline = saved
-	if err != nil {
-		switch oip.CodeOf(err) {
-		case oip.InvalidArgument, oip.NotFound, oip.TooLarge, oip.FailedPrecondition:
-			return &badRequestError{err: err}
-		}
-		return fmt.Errorf("version %q: %v", bv.Name, err)
-	}
-	if t := classify(x, res, nil); t != fallback.None {
-		return fmt.Errorf("version %q: %s", bv.Name, t)
-	}
-	if res.Status >= 400 && res.Status < 500 {
-		// A REST 4xx from the backup: the request is bad, not the service.
-		// Its answer (which names the problem) goes to the client as is.
+	t := res.Trigger
+	if !t.Falls(fallback.Backup) && t != fallback.Cancelled && err == nil && res.OK() {
 		return nil
 	}
-	if !res.OK() {
-		return fmt.Errorf("version %q answered status %d", bv.Name, res.Status)
-	}
-	return nil
-}
-
-// badRequestError is a gRPC client-error answer of the backup (invalid
-// argument, not found): the request is at fault, so the fallback chain
-// stops and the client gets that error.
-type badRequestError struct{ err error }
-
-func (e *badRequestError) Error() string { return e.err.Error() }
-
-// classify turns one upstream outcome into a trigger (None: pass it on).
-func classify(x *Exchange, res *Result, err error) fallback.Trigger {
-	if err != nil {
-		switch x.ext.failKind {
-		case kindConnect, kindReset:
-			return fallback.ConnectError
-		case kindTimeout:
-			return fallback.Timeout
-		case kindUnavailable:
-			return fallback.Unavailable
-		case kind5xx:
-			if x.pbReq != nil || res.Status == 0 {
-				return fallback.Internal
-			}
-			return fallback.Upstream5xx
-		case kindProtocol:
-			return fallback.Upstream5xx
-		case "breaker_open":
-			return fallback.BreakerOpen
-		}
-		return fallback.ClassifyError(err)
-	}
 	switch {
-	case res.PB != nil:
-		resp, perr := res.Response()
-		if perr != nil {
-			return fallback.Upstream5xx
-		}
-		return fallback.ClassifyOutputs(resp.Outputs)
-	case res.parsed != nil && len(res.Body) == 0:
-		return fallback.ClassifyOutputs(res.parsed.Outputs)
-	case res.Status >= 500:
-		if bytes.Contains(res.Body, nanMessageBytes) {
-			return fallback.NaNOutput
-		}
-		return fallback.ClassifyHTTP(res.Status)
-	case res.Status >= 200 && res.Status < 300:
-		// JSON cannot carry NaN/Inf (a lenient server may still write the
-		// tokens); binary outputs can: decode those.
-		if res.HeaderLen > 0 || bytes.Contains(res.Body, nanMessageBytes) || bytes.Contains(res.Body, infMessageBytes) {
-			resp, perr := res.Response()
-			if perr != nil {
-				return fallback.Upstream5xx
-			}
-			return fallback.ClassifyOutputs(resp.Outputs)
-		}
+	case t == fallback.Cancelled:
+		return err
+	case err != nil:
+		return fmt.Errorf("version %q: %s: %v", bv.Name, t, err)
 	}
-	return fallback.None
+	return fmt.Errorf("version %q: %s: %s", bv.Name, t, upstreamCause(res, nil))
 }
-
-var infMessageBytes = []byte("Infinity")
 
 // requestID is the request's id ("" when absent or undecodable).
 func requestID(x *Exchange) string {

@@ -426,7 +426,7 @@ func (f *features) FallbackStatus() FallbackStatus {
 		r := s.routes[n]
 		ms := ModelFallbackStatus{Model: n, Breakers: []fallback.BreakerStatus{}}
 		for _, v := range r.Variants {
-			ms.Breakers = append(ms.Breakers, fallback.BreakerStatus{Model: n, Version: v.Name, State: v.Breaker.State()})
+			ms.Breakers = append(ms.Breakers, fallback.BreakerStatus{Model: n, Version: v.Name, State: v.Breaker.State().String()})
 		}
 		if rf := routeFeaturesOf(r); rf != nil {
 			if rf.fb != nil {

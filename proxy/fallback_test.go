@@ -243,7 +243,7 @@ func TestFallbackChainWhenPrimaryDies(t *testing.T) {
 		m.Spec.Timeout = routing.Duration(2 * time.Second)
 		m.Spec.Cache = &routing.Cache{}
 		m.Spec.Fallback = &routing.Fallback{Chain: []string{"cache", "backup", "static"}, Backup: "lite",
-			Static: staticScores(42), Breaker: routing.Breaker{ConsecutiveFailures: 3, OpenFor: routing.Duration(time.Minute)}}
+			Static: staticScores(42), Breaker: routing.Breaker{ConsecutiveFailures: 3, OpenFor: routing.Duration(time.Minute), FirstOpenFor: routing.Duration(time.Minute)}}
 	})
 	p, reg := featuresProxy(t, Config{Models: []routing.Model{m}}, FeaturesConfig{})
 	url := inferURL(p, "recommender")
@@ -319,7 +319,7 @@ func TestFallbackChainWhenPrimaryDies(t *testing.T) {
 		t.Fatalf("answers by fallback kind %v: want v1, cache and backup answers", kinds)
 	}
 	// Breaker: v1 is open after its failures; no more calls go to it.
-	if st := fallbackBreaker(p.Route("recommender").Variant("v1")).State().String(); st != "open" {
+	if st := p.Route("recommender").Variant("v1").Breaker.State().String(); st != "open" {
 		t.Fatalf("v1 breaker %s, want open", st)
 	}
 	if got := metricSum(t, reg, "switchyard_proxy_breaker_state", map[string]string{"model": "recommender", "variant": "v1"}); got != 2 {
@@ -575,11 +575,14 @@ func TestStaticFallbackUpdatedThroughAPI(t *testing.T) {
 	}
 }
 
-// TestFallbackPassesBadRequestThrough: with the serving version down, a
-// malformed request reaches the backup, which rejects it; the client gets
-// that 400 / InvalidArgument naming the problem, not a 503 "every fallback
-// failed" — the request is at fault, not the service.
-func TestFallbackPassesBadRequestThrough(t *testing.T) {
+// TestBackupRejectionMovesChainOn: whose fault a 400 is depends on who
+// said it. With the serving version down, a request the backup rejects
+// (400 / InvalidArgument: the backup disagrees with the request's form)
+// moves the chain on to static; the same request to a serving primary that
+// rejects it gets that 400 naming the problem (the request is at fault).
+// (Issue 15; it replaces TestFallbackPassesBadRequestThrough, whose rule —
+// a backup's 400 ends the chain — the issue reverses.)
+func TestBackupRejectionMovesChainOn(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -605,8 +608,13 @@ func TestFallbackPassesBadRequestThrough(t *testing.T) {
 	bad := []byte(`{"inputs":[{"name":"features","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}`)
 	for _, m := range models {
 		a := postFull(t, c, inferURL(p, m.Metadata.Name), bad, nil)
-		if a.status != 400 || !strings.Contains(string(a.body), "features") {
-			t.Fatalf("%s: malformed request while v1 is down: %d %s", m.Metadata.Name, a.status, a.body)
+		if a.status != 200 || a.fallback != "static" || a.reason != "connect_error" || scoresOf(t, a.body)[0] != 5 {
+			t.Fatalf("%s: request the backup rejects while v1 is down: %+v %s", m.Metadata.Name, a, a.body)
+		}
+		// The primary itself rejecting it: the client gets the 400.
+		a = postFull(t, c, inferURL(p, m.Metadata.Name), bad, map[string]string{"x-switchyard-variant": "lite"})
+		if a.status != 400 || !strings.Contains(string(a.body), "features") || a.fallback != "" {
+			t.Fatalf("%s: malformed request to a serving primary: %+v %s", m.Metadata.Name, a, a.body)
 		}
 		// A good request still falls back to the backup.
 		body, _ := featuresBody(1)

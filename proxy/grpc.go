@@ -188,7 +188,10 @@ func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (
 	err := route.invoker.Invoke(ctx, x, v, res)
 	out, err := g.toProto(x, res, err)
 	answered := variantName(res, v)
-	hdr := metadata.Pairs(MetadataVariant, answered)
+	hdr := metadata.MD{}
+	if av := answeredBy(res, v); av != nil {
+		hdr.Append(MetadataVariant, av.Name)
+	}
 	if res.Fallback != "" {
 		hdr.Append(MetadataFallback, res.Fallback)
 	}

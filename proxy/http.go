@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 	"github.com/switchyard-dev/switchyard/routing"
@@ -213,6 +214,16 @@ func (h *httpFront) infer(w http.ResponseWriter, r *http.Request, rt oip.HTTPRou
 	x.ext.answered(x, res) // after the answer is written: shadow enqueue
 }
 
+// answeredBy is the variant that produced the answer: the one called (the
+// backup, after a fallback to it), the one routed to for errors and cache
+// answers, and none for a static or empty answer (no version answered).
+func answeredBy(res *Result, v *Variant) *Variant {
+	if res.Variant != nil || res.Fallback != "" {
+		return res.Variant
+	}
+	return v
+}
+
 func variantName(res *Result, v *Variant) string {
 	if res.Variant != nil {
 		return res.Variant.Name
@@ -397,9 +408,13 @@ func (h *httpFront) modelGet(w http.ResponseWriter, r *http.Request, rt oip.HTTP
 // logExchange writes one structured line for a finished exchange.
 func (p *Proxy) logExchange(ctx context.Context, x *Exchange, res *Result, v *Variant, status int, err error) {
 	level := slog.LevelInfo
-	if status >= 500 {
+	switch {
+	case res.Trigger == fallback.Cancelled:
+		// The client cancelled or went away: nobody's failure (499).
+		status = oip.StatusClientClosedRequest
+	case status >= 500:
 		level = slog.LevelError
-	} else if status >= 400 {
+	case status >= 400:
 		level = slog.LevelWarn
 	}
 	attrs := []slog.Attr{
@@ -412,7 +427,9 @@ func (p *Proxy) logExchange(ctx context.Context, x *Exchange, res *Result, v *Va
 		slog.Int("retries", x.Retries),
 	}
 	if res.Fallback != "" {
-		attrs = append(attrs, slog.String("fallback", res.Fallback))
+		attrs = append(attrs, slog.String("fallback", res.Fallback), slog.String("fallback_reason", res.FallbackReason))
+	} else if res.Trigger != fallback.None {
+		attrs = append(attrs, slog.String("trigger", res.Trigger.String()))
 	}
 	if err != nil {
 		attrs = append(attrs, slog.String("error", err.Error()))

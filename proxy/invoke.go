@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -14,76 +16,58 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 	"github.com/switchyard-dev/switchyard/telemetry"
 )
 
-// Failure kinds of one upstream attempt ("" is success or an answer passed
-// through unchanged, such as a 4xx).
-const (
-	kindOK          = ""
-	kindConnect     = "connect"
-	kindReset       = "reset"
-	kindTimeout     = "timeout"
-	kindUnavailable = "unavailable"
-	kind5xx         = "status_5xx"
-	kindProtocol    = "protocol"
-)
-
-// retryable kinds: nothing was answered, or the backend said "try again".
-// Inference is a pure function of its input, so a request cut by a reset
-// connection is safe to resend.
-func retryable(kind string) bool {
-	return kind == kindConnect || kind == kindReset || kind == kindUnavailable
-}
-
 // upstreamInvoker calls a variant's endpoints: the breaker first, then up to
 // 1+Retries attempts, each on an endpoint chosen by power of two choices
 // (avoiding the endpoint that just failed), all within the exchange's
-// deadline and the route's retry budget.
+// deadline and the route's retry budget. Each attempt is judged by
+// fallback.Judge, the one rule for whose fault an outcome is; the last
+// attempt's trigger goes to res.Trigger, to the breaker and to the error
+// the client would get.
 type upstreamInvoker struct{ p *Proxy }
 
 func (u *upstreamInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
 	r := v.Route
 	res.Variant = v
-	done := noBreaker
-	if !x.ext.breakerHeld { // the fallback extension holds the breaker itself
-		var err error
-		if done, err = v.Breaker.Allow(); err != nil {
-			v.metrics.upstreamError("breaker_open")
-			x.ext.failKind = "breaker_open"
-			return oip.Errorf(oip.Unavailable, "model %q version %q: circuit breaker open after repeated failures; not calling upstream", r.Name, v.Name)
-		}
+	ticket, ok := v.Breaker.Allow()
+	if !ok {
+		res.Trigger = fallback.BreakerOpen
+		v.metrics.upstreamError(fallback.BreakerOpen.String())
+		return oip.Errorf(oip.Unavailable, "model %q version %q: circuit breaker open after repeated failures; not calling upstream", r.Name, v.Name)
 	}
 	var (
 		prev     *upstream.Endpoint
-		lastKind string
+		trig     fallback.Trigger
 		lastErr  error
 		attempts int
 	)
 	for {
 		now := time.Now()
 		if !now.Before(x.Deadline) {
-			lastKind, lastErr = kindTimeout, upstream.ErrTimeout
+			trig, lastErr = fallback.Timeout, upstream.ErrTimeout
 			break
 		}
 		e := upstream.PickP2C(v.Endpoints, rand.Uint64(), now.UnixNano(), prev)
 		res.reset()
 		res.Variant = v
 		attempts++
-		kind, aerr := u.attempt(ctx, x, v, e, attempts, res)
-		if e.Report(kind == kindOK, time.Now().UnixNano(), &u.p.cfg.Outlier) {
-			u.p.metrics.Ejections.WithLabelValues(e.Addr).Inc()
-			u.p.log.Warn("upstream endpoint ejected", "model", r.Name, "variant", v.Name, "endpoint", e.Addr, "ejections", e.Ejections(), "error", errString(aerr))
+		trig, lastErr = u.attempt(ctx, x, v, e, attempts, res)
+		if trig == fallback.None || trig.EjectsEndpoint() || trig.Fault() == fallback.FaultRequest {
+			if e.Report(!trig.EjectsEndpoint(), time.Now().UnixNano(), &u.p.cfg.Outlier) {
+				u.p.metrics.Ejections.WithLabelValues(e.Addr).Inc()
+				u.p.log.Warn("upstream endpoint ejected", "model", r.Name, "variant", v.Name, "endpoint", e.Addr, "ejections", e.Ejections(), "error", errString(lastErr))
+			}
 		}
-		if kind == kindOK {
-			done(nil)
-			return aerr // nil, or an upstream error passed through (e.g. gRPC InvalidArgument)
+		if trig == fallback.None || trig.Fault() == fallback.FaultRequest || trig == fallback.Cancelled {
+			break
 		}
-		v.metrics.upstreamError(kind)
-		lastKind, lastErr = kind, aerr
-		if !retryable(kind) || attempts > r.Retries {
+		v.metrics.upstreamError(trig.String())
+		if !trig.Retryable() || attempts > r.Retries {
 			break
 		}
 		if !r.Budget.Withdraw() {
@@ -94,21 +78,66 @@ func (u *upstreamInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, r
 		v.metrics.retries.Inc()
 		prev = e
 	}
-	if lastErr == nil {
-		lastErr = fmt.Errorf("upstream answered %d", res.Status)
-	}
-	done(lastErr)
-	x.ext.failKind = lastKind
-	switch lastKind {
-	case kindTimeout:
+	v.Breaker.Done(ticket, fallback.ResultOf(trig))
+	res.Trigger = trig
+	return upstreamError(x, v, res, trig, lastErr, attempts)
+}
+
+// upstreamError is what the client gets for an attempt judged trig: nil
+// for a good answer and for the backend's own answers passed through (a
+// REST 4xx about the request, a REST 5xx), else an *oip.Error naming the
+// model, version and cause.
+func upstreamError(x *Exchange, v *Variant, res *Result, trig fallback.Trigger, err error, attempts int) error {
+	r := v.Route
+	switch trig {
+	case fallback.None:
+		return nil
+	case fallback.Rejected:
+		if res.Status != 0 {
+			return nil // the backend's REST answer, naming the problem, passed through
+		}
+		return err // the backend's gRPC verdict (InvalidArgument, ...)
+	case fallback.Cancelled:
+		return oip.Errorf(oip.Canceled, "model %q version %q: the client cancelled the request", r.Name, v.Name)
+	case fallback.Timeout:
 		return oip.Errorf(oip.DeadlineExceeded, "model %q version %q: no answer within the %v latency budget (%d attempts)", r.Name, v.Name, r.Timeout, attempts)
-	case kind5xx, kindUnavailable:
+	case fallback.NotServing:
+		return oip.Errorf(oip.Unavailable, "model %q version %q is not serving: %s", r.Name, v.Name, upstreamCause(res, err))
+	case fallback.Refused:
+		return oip.Errorf(oip.Unavailable, "model %q version %q: the backend refused the call: %s", r.Name, v.Name, upstreamCause(res, err))
+	case fallback.Overload:
+		return oip.Errorf(oip.Unavailable, "model %q version %q is overloaded: %s", r.Name, v.Name, upstreamCause(res, err))
+	case fallback.BadAnswer:
+		return oip.Errorf(oip.Unavailable, "model %q version %q: %v", r.Name, v.Name, err)
+	case fallback.Upstream5xx, fallback.Unavailable, fallback.Internal, fallback.NaNOutput:
 		if res.Status != 0 {
 			return nil // the backend's own 5xx answer, passed through
 		}
-		return oip.Errorf(oip.Unavailable, "model %q version %q: upstream unavailable after %d attempts: %v", r.Name, v.Name, attempts, lastErr)
+		if trig == fallback.NaNOutput && res.OK() {
+			return nil // a binary answer holding NaN: the fallback chain, if any, decides
+		}
+		return oip.Errorf(oip.Unavailable, "model %q version %q: upstream failed (%s) after %d attempts: %s", r.Name, v.Name, trig, attempts, upstreamCause(res, err))
 	}
-	return oip.Errorf(oip.Unavailable, "model %q version %q: no healthy upstream after %d attempts: %v", r.Name, v.Name, attempts, lastErr)
+	return oip.Errorf(oip.Unavailable, "model %q version %q: no healthy upstream after %d attempts: %v", r.Name, v.Name, attempts, err)
+}
+
+// upstreamCause is the backend's own words for a failed attempt: its REST
+// error message, or the call's error.
+func upstreamCause(res *Result, err error) string {
+	if res.Status != 0 {
+		var body struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(res.Body, &body) == nil && body.Error != "" {
+			msg := body.Error
+			if len(msg) > 300 {
+				msg = msg[:300] + "..."
+			}
+			return fmt.Sprintf("the backend answered %d: %s", res.Status, msg)
+		}
+		return fmt.Sprintf("the backend answered %d", res.Status)
+	}
+	return errString(err)
 }
 
 func errString(err error) string {
@@ -118,7 +147,7 @@ func errString(err error) string {
 	return err.Error()
 }
 
-func (u *upstreamInvoker) attempt(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, n int, res *Result) (string, error) {
+func (u *upstreamInvoker) attempt(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, n int, res *Result) (fallback.Trigger, error) {
 	traceParent := x.TraceParent
 	var span trace.Span
 	if u.p.tracing {
@@ -127,17 +156,24 @@ func (u *upstreamInvoker) attempt(ctx context.Context, x *Exchange, v *Variant, 
 		traceParent = telemetry.FormatTraceparent(span.SpanContext())
 	}
 	e.Begin()
-	var kind string
+	var o fallback.Outcome
 	var err error
 	if e.HTTP != nil {
-		kind, err = u.attemptHTTP(x, v, e, traceParent, res)
+		o, err = u.attemptHTTP(ctx, x, v, e, traceParent, res)
 	} else {
-		kind, err = u.attemptGRPC(ctx, x, v, e, traceParent, res)
+		o, err = u.attemptGRPC(ctx, x, v, e, traceParent, res)
 	}
 	e.End()
+	// The client cancelled or went away (its own deadline passing is a
+	// timeout: the version did not answer within the time it was given).
+	o.ClientGone = errors.Is(ctx.Err(), context.Canceled)
+	if o.Transport == fallback.TransportOK && v.Route.validate && !o.ClientGone {
+		o.NaN, o.RowsMismatch, err = validateAnswer(x, res, err)
+	}
+	trig := fallback.Judge(o)
 	if span != nil {
-		if kind != kindOK {
-			span.SetStatus(codes.Error, kind)
+		if trig != fallback.None {
+			span.SetStatus(codes.Error, trig.String())
 			if err != nil {
 				span.RecordError(err)
 			}
@@ -147,21 +183,72 @@ func (u *upstreamInvoker) attempt(ctx context.Context, x *Exchange, v *Variant, 
 		}
 		span.End()
 	}
-	return kind, err
+	return trig, err
 }
 
-func (u *upstreamInvoker) attemptHTTP(x *Exchange, v *Variant, e *upstream.Endpoint, traceParent string, res *Result) (string, error) {
+// validateAnswer looks into an answer for what fallback.Judge needs beyond
+// its status (routes with a fallback policy only: it decodes the answer):
+// NaN/±Inf in a floating-point output (or a 5xx saying so, as a JSON
+// answer cannot carry them), and a batch dimension other than the
+// request's. err is the attempt's error, returned as is or, for a
+// misshapen answer, replaced by one naming both sizes.
+func validateAnswer(x *Exchange, res *Result, err error) (nan, mismatch bool, _ error) {
+	switch {
+	case res.Status >= 500:
+		return bytes.Contains(res.Body, nanMessageBytes), false, err
+	case err != nil || !res.OK():
+		return false, false, err
+	}
+	resp, perr := res.Response()
+	if perr != nil {
+		return false, true, fmt.Errorf("the answer cannot be decoded: %v", perr)
+	}
+	nan = oip.AnyNaNOrInf(resp.Outputs)
+	want := requestRows(x)
+	got := oip.BatchRows(resp.Outputs, 2)
+	if want >= 0 && got >= 0 && got != want {
+		return nan, true, fmt.Errorf("the answer has %d rows; the request has %d", got, want)
+	}
+	return nan, false, nil
+}
+
+// requestRows is the request's batch dimension (oip.BatchRows of its
+// inputs; -1 when unknown), read from the gRPC message's shapes or the
+// parsed REST request.
+func requestRows(x *Exchange) int64 {
+	if x.pbReq != nil {
+		rows := int64(-1)
+		for _, in := range x.pbReq.GetInputs() {
+			if sh := in.GetShape(); len(sh) > 0 {
+				switch {
+				case rows < 0:
+					rows = sh[0]
+				case sh[0] != rows:
+					return -1
+				}
+			}
+		}
+		return rows
+	}
+	req, err := x.Request()
+	if err != nil {
+		return -1
+	}
+	return oip.BatchRows(req.Inputs, 1)
+}
+
+func (u *upstreamInvoker) attemptHTTP(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, traceParent string, res *Result) (fallback.Outcome, error) {
 	req := upstream.Request{Path: v.inferPath, ContentType: x.contentType, HeaderLen: x.headerLen, Body: x.body,
-		TraceParent: traceParent, TraceState: x.TraceState}
+		TraceParent: traceParent, TraceState: x.TraceState, Ctx: ctx}
 	if x.pbReq != nil {
 		// A gRPC request to an HTTP version: encode it as REST JSON once.
 		if len(x.restBuf) == 0 {
 			parsed, err := x.Request()
 			if err != nil {
-				return kindOK, err
+				return fallback.Outcome{HTTPStatus: 400}, err
 			}
 			if x.restBuf, _, err = oip.AppendInferRequest(x.restBuf[:0], parsed, false); err != nil {
-				return kindOK, oip.Errorf(oip.InvalidArgument, "model %q: %v", v.Route.Name, err)
+				return fallback.Outcome{HTTPStatus: 400}, oip.Errorf(oip.InvalidArgument, "model %q: %v", v.Route.Name, err)
 			}
 		}
 		req.Body, req.ContentType, req.HeaderLen = x.restBuf, "application/json", 0
@@ -175,30 +262,28 @@ func (u *upstreamInvoker) attemptHTTP(x *Exchange, v *Variant, e *upstream.Endpo
 	if err != nil {
 		switch {
 		case errors.Is(err, upstream.ErrTimeout):
-			return kindTimeout, err
+			return fallback.Outcome{Transport: fallback.TransportTimeout}, err
 		case errors.Is(err, upstream.ErrConnect):
-			return kindConnect, err
+			return fallback.Outcome{Transport: fallback.TransportConnect}, err
 		case errors.Is(err, upstream.ErrProtocol):
-			return kindProtocol, err
+			return fallback.Outcome{Transport: fallback.TransportProtocol}, err
 		}
-		return kindReset, err
+		return fallback.Outcome{Transport: fallback.TransportReset}, err
 	}
 	res.Status, res.ContentType, res.HeaderLen = resp.Status, resp.ContentType, resp.HeaderLen
-	switch {
-	case resp.Status == 503:
-		return kindUnavailable, fmt.Errorf("%s answered 503", e.Addr)
-	case resp.Status >= 500:
-		return kind5xx, fmt.Errorf("%s answered %d", e.Addr, resp.Status)
+	o := fallback.Outcome{HTTPStatus: resp.Status}
+	if resp.Status >= 300 {
+		return o, fmt.Errorf("%s answered %d", e.Addr, resp.Status)
 	}
-	return kindOK, nil
+	return o, nil
 }
 
-func (u *upstreamInvoker) attemptGRPC(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, traceParent string, res *Result) (string, error) {
+func (u *upstreamInvoker) attemptGRPC(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, traceParent string, res *Result) (fallback.Outcome, error) {
 	req := x.pbReq
 	if req == nil {
 		parsed, err := x.Request()
 		if err != nil {
-			return kindOK, err
+			return fallback.Outcome{GRPC: true, GRPCCode: grpccodes.InvalidArgument}, err
 		}
 		req = oip.InferRequestToProto(parsed)
 		x.pbReq = req
@@ -216,20 +301,8 @@ func (u *upstreamInvoker) attemptGRPC(ctx context.Context, x *Exchange, v *Varia
 	resp, err := e.GRPC.ModelInfer(cctx, req)
 	if err == nil {
 		res.PB = resp
-		return kindOK, nil
+		return fallback.Outcome{GRPC: true}, nil
 	}
 	st, _ := status.FromError(err)
-	switch st.Code() {
-	case grpccodes.Unavailable:
-		return kindUnavailable, err
-	case grpccodes.DeadlineExceeded:
-		return kindTimeout, err
-	case grpccodes.Canceled:
-		return kindTimeout, err
-	case grpccodes.Internal, grpccodes.Unknown, grpccodes.DataLoss, grpccodes.Unimplemented:
-		return kind5xx, oip.ErrorFromGRPC(err)
-	}
-	// The backend's verdict on the request (InvalidArgument, NotFound, ...):
-	// passed through unchanged.
-	return kindOK, oip.ErrorFromGRPC(err)
+	return fallback.Outcome{GRPC: true, GRPCCode: st.Code()}, oip.ErrorFromGRPC(err)
 }

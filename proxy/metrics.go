@@ -149,12 +149,4 @@ func httpCode(status int) string {
 	return strconv.Itoa(status)
 }
 
-func breakerValue(state string) float64 {
-	switch state {
-	case "half-open":
-		return 1
-	case "open":
-		return 2
-	}
-	return 0
-}
+

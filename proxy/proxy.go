@@ -33,6 +33,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
@@ -224,18 +225,17 @@ func (p *Proxy) Apply(models []routing.Model, version, source string) error {
 	p.metrics.ConfigUpdates.WithLabelValues("applied").Inc()
 	for _, r := range s.routes {
 		for _, v := range r.Variants {
-			p.metrics.BreakerState.WithLabelValues(r.Name, v.Name).Set(breakerValue(v.Breaker.State()))
+			p.metrics.BreakerState.WithLabelValues(r.Name, v.Name).Set(float64(v.Breaker.State()))
 		}
 	}
 	p.log.Info("configuration applied", "version", version, "source", source, "models", len(ms))
 	return nil
 }
 
-func (p *Proxy) onBreakerChange(name, from, to string) {
-	model, variant, _ := cut(name, '/')
-	p.metrics.BreakerState.WithLabelValues(model, variant).Set(breakerValue(to))
-	p.metrics.BreakerTransitions.WithLabelValues(model, variant, to).Inc()
-	p.log.Warn("circuit breaker state change", "model", model, "variant", variant, "from", from, "to", to)
+func (p *Proxy) onBreakerChange(model, variant string, from, to fallback.BreakerState) {
+	p.metrics.BreakerState.WithLabelValues(model, variant).Set(float64(to))
+	p.metrics.BreakerTransitions.WithLabelValues(model, variant, to.String()).Inc()
+	p.log.Warn("circuit breaker state change", "model", model, "variant", variant, "from", from.String(), "to", to.String())
 }
 
 func cut(s string, sep byte) (string, string, bool) {

@@ -34,17 +34,30 @@ import (
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 )
 
-// Error kinds counted per (model, version) for the canary (an answer the
-// caller got as a 5xx / failed gRPC status).
+// Error kinds counted per (model, version) for the canary, by the answer
+// the caller got and its trigger (Result.Trigger). client_4xx (the version
+// rejected the request; the canary compares its rate with the baseline's)
+// and overload (too busy; a fallback may have answered) are not errors of
+// the version for the error-rate gate; the canary reads them apart.
 const (
-	errKind5xx         = "status_5xx"
-	errKindTimeout     = "timeout"
-	errKindUnavailable = "unavailable"
-	errKindNaN         = "nan_output"
-	numErrKinds        = 4
+	errKind5xx = iota
+	errKindTimeout
+	errKindUnavailable
+	errKindNaN
+	errKindClient4xx
+	errKindOverload
+	numErrKinds
+	errKindNone = -1
 )
 
-var errKindNames = [numErrKinds]string{errKind5xx, errKindTimeout, errKindUnavailable, errKindNaN}
+var errKindNames = [numErrKinds]string{
+	errKind5xx:         "status_5xx",
+	errKindTimeout:     "timeout",
+	errKindUnavailable: "unavailable",
+	errKindNaN:         "nan_output",
+	errKindClient4xx:   "client_4xx",
+	errKindOverload:    "overload",
+}
 
 // statsShards spreads concurrent requests of one variant over several
 // counter sets (picked by the low bits of the latency), so cores do not
@@ -106,7 +119,7 @@ func (r *statsRecorder) slot(model, version string) *statsSlot {
 // outcome is one answered request, as the recorder sees it.
 type outcome struct {
 	latency   time.Duration
-	errKind   int // -1: no error
+	errKind   int // errKindNone: no error
 	fallback  bool
 	nanOutput bool
 }
@@ -167,24 +180,36 @@ func (s *statsSlot) snapshot(out *canary.Stats) {
 // recordStats counts one finished inference request for the canary: v is
 // the variant the request was routed to (a fallback's answer still counts
 // against it, as a fallback), status the HTTP status sent (gRPC: its HTTP
-// equivalent). Requests that never reached a variant are not counted.
+// equivalent). Requests that never reached a variant, and requests the
+// client cancelled (nobody's failure), are not counted.
 func (p *Proxy) recordStats(v *Variant, res *Result, status int, latency time.Duration) {
-	if p.stats == nil || v == nil {
+	if p.stats == nil || v == nil || res.Trigger == fallback.Cancelled {
 		return
 	}
-	o := outcome{latency: latency, errKind: -1, fallback: res.Fallback != ""}
+	o := outcome{latency: latency, fallback: res.Fallback != "" && res.Trigger != fallback.Overload}
 	o.nanOutput = hasNaNOutput(v.Route, res, status)
-	switch {
-	case o.nanOutput && status >= 500:
-		o.errKind = 3
-	case status == 504:
-		o.errKind = 1
-	case status == 503:
-		o.errKind = 2
-	case status >= 500:
-		o.errKind = 0
-	}
+	o.errKind = errKindOf(res.Trigger, status, o.nanOutput)
 	p.stats.slot(v.Route.Name, v.Name).record(o)
+}
+
+// errKindOf is the canary's error kind of an answer (an index into
+// errKindNames; -1: not an error).
+func errKindOf(t fallback.Trigger, status int, nan bool) int {
+	switch {
+	case t == fallback.Overload:
+		return errKindOverload
+	case nan && status >= 500:
+		return errKindNaN
+	case status == 504:
+		return errKindTimeout
+	case status == 503:
+		return errKindUnavailable
+	case status >= 500:
+		return errKind5xx
+	case status >= 400 && t == fallback.Rejected:
+		return errKindClient4xx
+	}
+	return errKindNone
 }
 
 // nanMessage is how an OIP v2 backend (Switchyard's; Triton's JSON writer

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 	"github.com/switchyard-dev/switchyard/routing"
 )
@@ -30,6 +31,10 @@ type Route struct {
 	Timeout  time.Duration
 	Retries  int
 	Budget   *upstream.RetryBudget
+
+	// validate: the route has a fallback policy, so the upstream invoker
+	// decodes each answer to judge it (NaN/Inf, batch dimension).
+	validate bool
 
 	stickyHTTP, overrideHTTP string // canonical header keys
 	stickyMD, overrideMD     string // lowercase gRPC metadata keys
@@ -58,7 +63,7 @@ type Variant struct {
 	BackendModel   string
 	BackendVersion string
 	Endpoints      []*upstream.Endpoint
-	Breaker        upstream.Breaker
+	Breaker        *fallback.Breaker
 
 	inferPath, metadataPath, readyPath string
 	headerValue                        []string // for x-switchyard-variant
@@ -89,12 +94,12 @@ type registry struct {
 	retired   []retiredEndpoint
 	maxIdle   int
 	grpcOpts  []grpc.DialOption
-	onBreaker func(name, from, to string)
+	onBreaker func(model, version string, from, to fallback.BreakerState)
 }
 
 type breakerEntry struct {
 	cfg routing.Breaker
-	b   upstream.Breaker
+	b   *fallback.Breaker
 }
 
 type budgetEntry struct {
@@ -102,7 +107,7 @@ type budgetEntry struct {
 	b       *upstream.RetryBudget
 }
 
-func newRegistry(maxIdle int, onBreaker func(name, from, to string), grpcOpts []grpc.DialOption) *registry {
+func newRegistry(maxIdle int, onBreaker func(model, version string, from, to fallback.BreakerState), grpcOpts []grpc.DialOption) *registry {
 	return &registry{
 		endpoints: map[string]*upstream.Endpoint{},
 		breakers:  map[string]breakerEntry{},
@@ -182,12 +187,25 @@ func (g *registry) closeAll() {
 	g.retired = nil
 }
 
-func (g *registry) breaker(model, version string, cfg routing.Breaker) upstream.Breaker {
+// breaker is the one circuit breaker of model/version, kept across
+// configurations while its settings stay the same; onBreaker (the proxy's
+// gauge switchyard_proxy_breaker_state and log line) hears its changes.
+func (g *registry) breaker(model, version string, cfg routing.Breaker) *fallback.Breaker {
 	key := model + "/" + version
 	if e, ok := g.breakers[key]; ok && e.cfg == cfg {
 		return e.b
 	}
-	b := newVersionBreaker(model, version, cfg, g.onBreaker) // fallback.Breaker: one per version (fallback_breaker.go)
+	var notify func(from, to fallback.BreakerState)
+	if g.onBreaker != nil {
+		notify = func(from, to fallback.BreakerState) { g.onBreaker(model, version, from, to) }
+	}
+	b := fallback.NewBreaker(fallback.BreakerConfig{
+		ConsecutiveFailures: cfg.ConsecutiveFailures,
+		FailureRatio:        cfg.FailureRatio,
+		MinRequests:         cfg.MinRequests,
+		OpenFor:             cfg.OpenFor.D(),
+		FirstOpenFor:        cfg.FirstOpenFor.D(),
+	}, nil, notify)
 	g.breakers[key] = breakerEntry{cfg: cfg, b: b}
 	return b
 }
@@ -245,6 +263,7 @@ func (p *Proxy) compile(models []routing.Model, version, source string) (*snapsh
 		var bcfg routing.Breaker
 		if f := m.Spec.Fallback; f != nil {
 			bcfg = f.Breaker
+			r.validate = true
 		}
 		for j, ver := range m.Spec.Versions {
 			v := &Variant{

@@ -243,8 +243,14 @@ type Breaker struct {
 	// the window, 0..1 (0: off).
 	FailureRatio float64 `json:"failureRatio,omitempty" yaml:"failureRatio,omitempty"`
 	MinRequests  int     `json:"minRequests,omitempty" yaml:"minRequests,omitempty"`
-	// OpenFor is how long the breaker stays open (default 10s).
+	// OpenFor is the longest the breaker stays open before a probe call
+	// may go through (default 10s). The first open after a closed spell
+	// lasts FirstOpenFor; each failed probe doubles it, up to OpenFor;
+	// a probe that succeeds closes the breaker.
 	OpenFor Duration `json:"openFor,omitempty" yaml:"openFor,omitempty"`
+	// FirstOpenFor is the first open's length (default min(1s, openFor);
+	// set it to openFor for a fixed open time).
+	FirstOpenFor Duration `json:"firstOpenFor,omitempty" yaml:"firstOpenFor,omitempty"`
 }
 
 // Cache is the prediction cache, keyed by (model, version, input hash).

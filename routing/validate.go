@@ -350,6 +350,11 @@ func (m *Model) validateFallback(v *validator, f *Fallback, version func(field, 
 	if b.OpenFor <= 0 {
 		v.add("spec.fallback.breaker.openFor", "must be > 0")
 	}
+	if b.FirstOpenFor < 0 {
+		v.add("spec.fallback.breaker.firstOpenFor", "must be >= 0 (0: min(1s, openFor)), got %s", b.FirstOpenFor)
+	} else if b.FirstOpenFor > b.OpenFor && b.OpenFor > 0 {
+		v.add("spec.fallback.breaker.firstOpenFor", "must be <= openFor (%s), got %s", b.OpenFor, b.FirstOpenFor)
+	}
 	if f.MaxConcurrency < 0 {
 		v.add("spec.fallback.maxConcurrency", "must be >= 0 (0: unlimited), got %d", f.MaxConcurrency)
 	}

@@ -1,14 +1,11 @@
 package upstream
 
 import (
-	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
 
-	"github.com/sony/gobreaker/v2"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
-	"github.com/switchyard-dev/switchyard/routing"
 	"google.golang.org/grpc"
 )
 
@@ -193,61 +190,3 @@ func (b *RetryBudget) Withdraw() bool {
 		}
 	}
 }
-
-// Breaker is a circuit breaker: Allow says whether a request may go on and
-// returns the function that records its outcome (nil error: success).
-type Breaker interface {
-	Allow() (done func(err error), err error)
-	State() string
-}
-
-// ErrBreakerOpen is returned by Allow while the breaker is open.
-var ErrBreakerOpen = errors.New("circuit breaker open")
-
-type gobreakerAdapter struct {
-	cb *gobreaker.TwoStepCircuitBreaker[struct{}]
-}
-
-var _ Breaker = gobreakerAdapter{}
-
-// NewBreaker returns a sony/gobreaker breaker that opens after
-// cfg.ConsecutiveFailures failures in a row (or cfg.FailureRatio of at least
-// cfg.MinRequests requests) and stays open for cfg.OpenFor. onChange, if not
-// nil, is called on every state change.
-func NewBreaker(name string, cfg routing.Breaker, onChange func(name, from, to string)) Breaker {
-	consecutive := uint32(cfg.ConsecutiveFailures)
-	if consecutive == 0 {
-		consecutive = routing.DefaultBreakerFailures
-	}
-	openFor := cfg.OpenFor.D()
-	if openFor <= 0 {
-		openFor = routing.DefaultBreakerOpenFor.D()
-	}
-	st := gobreaker.Settings{
-		Name:        name,
-		MaxRequests: 1,
-		Interval:    10 * time.Second,
-		Timeout:     openFor,
-		ReadyToTrip: func(c gobreaker.Counts) bool {
-			if c.ConsecutiveFailures >= consecutive {
-				return true
-			}
-			return cfg.FailureRatio > 0 && c.Requests >= uint32(max(cfg.MinRequests, 1)) &&
-				float64(c.TotalFailures)/float64(c.Requests) >= cfg.FailureRatio
-		},
-	}
-	if onChange != nil {
-		st.OnStateChange = func(name string, from, to gobreaker.State) { onChange(name, from.String(), to.String()) }
-	}
-	return gobreakerAdapter{cb: gobreaker.NewTwoStepCircuitBreaker[struct{}](st)}
-}
-
-func (g gobreakerAdapter) Allow() (func(error), error) {
-	done, err := g.cb.Allow()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBreakerOpen, err)
-	}
-	return done, nil
-}
-
-func (g gobreakerAdapter) State() string { return g.cb.State().String() }

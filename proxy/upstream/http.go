@@ -7,12 +7,14 @@ package upstream
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/h1"
@@ -43,6 +45,10 @@ type Request struct {
 	TraceParent, TraceState string
 	// Extra header lines ("Name: value", no CRLF), appended verbatim.
 	Extra []string
+	// Ctx, when it can be cancelled, cuts the call short when it ends
+	// (the client went away): the connection's deadline is moved to the
+	// past and the connection is not reused. Nil: only the deadline.
+	Ctx context.Context
 }
 
 // Response is an upstream's answer. Body is appended to the slice the caller
@@ -171,14 +177,29 @@ func (p *HTTPPool) Do(deadline time.Time, req *Request, resp *Response) error {
 			return err
 		}
 	}
+	var cut *canceller
+	if req.Ctx != nil && req.Ctx.Done() != nil {
+		cut = &canceller{}
+		cut.c.Store(c)
+		cut.stop = context.AfterFunc(req.Ctx, cut.fire)
+	}
 	err := p.roundTrip(c, deadline, req, resp)
-	if err != nil && reused && errors.Is(err, errStale) {
+	if err != nil && reused && errors.Is(err, errStale) && (req.Ctx == nil || req.Ctx.Err() == nil) {
 		c.nc.Close()
 		if c, err = p.dial(deadline); err != nil {
+			if cut != nil {
+				cut.stop()
+			}
 			return err
+		}
+		if cut != nil {
+			cut.c.Store(c)
 		}
 		err = p.roundTrip(c, deadline, req, resp)
 	}
+	// A cut that fired (even as the answer completed) spoilt the
+	// connection's deadline: it is not reused.
+	spoilt := cut != nil && !cut.stop()
 	if err != nil {
 		c.nc.Close()
 		if errors.Is(err, errStale) {
@@ -186,7 +207,7 @@ func (p *HTTPPool) Do(deadline time.Time, req *Request, resp *Response) error {
 		}
 		return err
 	}
-	if resp.keepAlive {
+	if resp.keepAlive && !spoilt {
 		p.put(c)
 	} else {
 		c.nc.Close()
@@ -195,6 +216,19 @@ func (p *HTTPPool) Do(deadline time.Time, req *Request, resp *Response) error {
 }
 
 var errStale = errors.New("connection closed before response")
+
+// canceller cuts a call short when its context ends: the connection in use
+// gets a deadline in the past, so the blocked read or write returns.
+type canceller struct {
+	c    atomic.Pointer[conn]
+	stop func() bool
+}
+
+func (k *canceller) fire() {
+	if c := k.c.Load(); c != nil {
+		c.nc.SetDeadline(time.Unix(1, 0))
+	}
+}
 
 func isTimeout(err error) bool {
 	var ne net.Error

@@ -357,7 +357,14 @@ func versionCluster(m *routing.Model, v *routing.Version) (*clusterv3.Cluster, *
 	}
 	if f := s.Fallback; f != nil {
 		od.Consecutive_5Xx = wrapperspb.UInt32(uint32(f.Breaker.ConsecutiveFailures))
-		od.BaseEjectionTime = durationpb.New(f.Breaker.OpenFor.D())
+		// Envoy ejects for base × the number of ejections, up to max: the
+		// breaker's first open growing to openFor.
+		first := f.Breaker.FirstOpenFor.D()
+		if first <= 0 {
+			first = min(time.Second, f.Breaker.OpenFor.D())
+		}
+		od.BaseEjectionTime = durationpb.New(first)
+		od.MaxEjectionTime = durationpb.New(f.Breaker.OpenFor.D())
 		if f.Breaker.FailureRatio > 0 {
 			od.FailurePercentageThreshold = wrapperspb.UInt32(uint32(math.Round(f.Breaker.FailureRatio * 100)))
 			od.EnforcingFailurePercentage = wrapperspb.UInt32(100)
