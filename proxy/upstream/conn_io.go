@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/rawio"
@@ -33,10 +34,14 @@ type connIO struct {
 	// rearms counts kept deadlines that fired early and were moved to the
 	// request's own.
 	rearms uint64
+	// cut: the call was cancelled (Request.Ctx ended) and the deadline
+	// moved to the past on purpose: never re-armed.
+	cut atomic.Bool
 }
 
 func (ci *connIO) reset(nc net.Conn) {
 	ci.nc, ci.want, ci.armed = nc, time.Time{}, time.Time{}
+	ci.cut.Store(false)
 	ci.raw.Reset(nc)
 }
 
@@ -76,7 +81,7 @@ func (ci *connIO) setDeadline(want time.Time) error {
 // firing before the request's own, it arms the request's deadline and
 // reports true (try again).
 func (ci *connIO) rearm(err error) bool {
-	if ci.armed.Equal(ci.want) || !errors.Is(err, os.ErrDeadlineExceeded) || !time.Now().Before(ci.want) {
+	if ci.armed.Equal(ci.want) || !errors.Is(err, os.ErrDeadlineExceeded) || !time.Now().Before(ci.want) || ci.cut.Load() {
 		return false
 	}
 	if ci.nc.SetDeadline(ci.want) != nil {

@@ -226,6 +226,7 @@ type canceller struct {
 
 func (k *canceller) fire() {
 	if c := k.c.Load(); c != nil {
+		c.io.cut.Store(true)
 		c.nc.SetDeadline(time.Unix(1, 0))
 	}
 }
