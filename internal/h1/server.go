@@ -24,6 +24,10 @@ const (
 	DefaultBodyTimeout  = time.Minute
 	DefaultWriteTimeout = time.Minute
 	DefaultMaxBodyBytes = 64 << 20
+	// A lingering close (see Server.LingerTimeout) ends after this long or
+	// this many bytes read, whichever comes first.
+	DefaultLingerTimeout = 2 * time.Second
+	DefaultLingerBytes   = 4 << 20
 )
 
 // FastFunc answers a request on the connection's buffers. It returns
@@ -47,10 +51,23 @@ type Server struct {
 	// the bound on writing one answer (or a batch of pipelined answers).
 	// Zero: the defaults above.
 	IdleTimeout, HeadTimeout, BodyTimeout, WriteTimeout time.Duration
+	// A connection the server ends while the client may still be sending
+	// (an answer before the whole request was read: a body over the limit,
+	// a malformed head or body; requests pipelined behind the last one)
+	// is closed the way nginx's lingering close does it: the answer goes
+	// out, the write side is shut (the client reads the answer and an end
+	// of stream), and what the client still sends is read and dropped
+	// until it closes, for at most LingerTimeout or LingerBytes, before the
+	// socket is closed. Closing with unread input at once makes the kernel
+	// answer with a reset, and a client still writing its body (curl,
+	// Python requests, Go's transport) then reports "connection reset by
+	// peer" instead of the answer. Zero: the defaults above.
+	LingerTimeout time.Duration
+	LingerBytes   int64
 
 	mu     sync.Mutex
 	ln     net.Listener
-	conns  map[net.Conn]struct{}
+	conns  map[net.Conn]*Conn
 	closed bool
 	// shut mirrors closed for the per-request check (no lock).
 	shut atomic.Bool
@@ -84,7 +101,21 @@ type Conn struct {
 	head []byte
 	hdrs []Header
 	req  Request
+	// state is connIdle while the connection waits for a next request,
+	// connActive while it serves one; Shutdown moves idle connections to
+	// connClosing (and only those: see Shutdown).
+	state atomic.Int32
+	// linger: the connection ends after an answer while the client may
+	// still be sending (Server.LingerTimeout).
+	linger bool
 }
+
+// Connection states (Conn.state).
+const (
+	connIdle int32 = iota
+	connActive
+	connClosing
+)
 
 // NetConn is the underlying connection.
 func (c *Conn) NetConn() net.Conn { return c.nc }
@@ -107,10 +138,15 @@ func (c *Conn) RequestDone(now time.Time) { c.io.now = now }
 // *StatusError from ReadBody) with its status and closes; for a client
 // that left it writes nothing. Earlier pipelined answers still buffered go
 // out first. The FastFunc then returns keep=false.
+//
+// The rest of the body is unread: the connection closes with a lingering
+// close (Server.LingerTimeout), so a client still sending it reads the
+// answer instead of a reset.
 func (c *Conn) AnswerError(err error) {
 	var se *StatusError
 	if errors.As(err, &se) {
 		WriteError(c.W, se.Status, se.Msg, true)
+		c.linger = true
 	}
 	c.W.Flush()
 }
@@ -125,7 +161,7 @@ func (s *Server) Serve(l net.Listener) error {
 		return http.ErrServerClosed
 	}
 	s.ln = l
-	s.conns = map[net.Conn]struct{}{}
+	s.conns = map[net.Conn]*Conn{}
 	s.mu.Unlock()
 	var delay time.Duration
 	for {
@@ -152,15 +188,18 @@ func (s *Server) Serve(l net.Listener) error {
 			c.Close()
 			return http.ErrServerClosed
 		}
-		s.conns[c] = struct{}{}
+		conn := s.newConn(c)
+		s.conns[c] = conn
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go s.serveConn(c)
+		go s.serveConn(conn)
 	}
 }
 
-// Shutdown stops accepting, closes idle connections as they finish their
-// request, and waits (until ctx ends) for connections to finish; then it
+// Shutdown stops accepting, closes idle connections (kept-alive ones and
+// those that never sent a request) at once and the others after the
+// request they are serving (the Handler's answers then say Connection:
+// close), and waits (until ctx ends) for connections to finish; then it
 // closes the rest.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
@@ -169,11 +208,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.ln != nil {
 		s.ln.Close()
 	}
-	// Wake readers blocked waiting for a next request: they see closed and
-	// leave. A request in progress finishes first (a head or body read
-	// arms its own deadline, connIO).
-	for c := range s.conns {
-		c.SetReadDeadline(time.Now())
+	// Wake readers blocked waiting for a next request: they leave. Only
+	// idle ones: a connection reading a request's head or body keeps its
+	// read deadline, so a request in flight (a slow upload too) finishes.
+	// A connection that goes idle later sees shut before it waits.
+	for nc, c := range s.conns {
+		if c.state.CompareAndSwap(connIdle, connClosing) {
+			nc.SetReadDeadline(time.Now())
+		}
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
@@ -192,29 +234,36 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-func (s *Server) serveConn(nc net.Conn) {
-	defer s.wg.Done()
-	defer func() {
-		nc.Close()
-		s.mu.Lock()
-		delete(s.conns, nc)
-		s.mu.Unlock()
-	}()
-	if tc, ok := nc.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
+// newConn takes a Conn from the pool for nc (idle: no request yet).
+func (s *Server) newConn(nc net.Conn) *Conn {
 	c, _ := s.pool.Get().(*Conn)
 	if c == nil {
 		c = &Conn{br: bufio.NewReaderSize(nil, 16<<10), W: bufio.NewWriterSize(nil, 16<<10)}
 	}
-	c.srv, c.nc = s, nc
+	c.srv, c.nc, c.linger = s, nc, false
+	c.state.Store(connIdle)
+	return c
+}
+
+func (s *Server) serveConn(c *Conn) {
+	defer s.wg.Done()
+	nc := c.nc
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
 	c.io.reset(nc, orDefault(s.WriteTimeout, DefaultWriteTimeout))
 	c.br.Reset(&c.io)
 	c.W.Reset(&c.io)
 	defer func() {
 		// Answers to pipelined requests may still be buffered when a later
 		// request ends the connection (closed mid-body): send them.
-		c.W.Flush()
+		if c.W.Flush() == nil && (c.linger || c.br.Buffered() > 0) {
+			s.lingerClose(c)
+		}
+		nc.Close()
+		s.mu.Lock()
+		delete(s.conns, nc)
+		s.mu.Unlock()
 		c.br.Reset(nil)
 		c.W.Reset(nil)
 		c.io.reset(nil, 0)
@@ -226,6 +275,9 @@ func (s *Server) serveConn(nc net.Conn) {
 	idle, headT := orDefault(s.IdleTimeout, DefaultIdleTimeout), orDefault(s.HeadTimeout, DefaultHeadTimeout)
 	var y yielder
 	for {
+		// Idle first, then the check: a Shutdown that has not seen this
+		// connection idle has set shut before (Shutdown).
+		c.state.Store(connIdle)
 		if s.shut.Load() {
 			return
 		}
@@ -238,12 +290,37 @@ func (s *Server) serveConn(nc net.Conn) {
 			}
 			y.after(yielded, c.io.waits != waits)
 		}
+		if !c.state.CompareAndSwap(connIdle, connActive) {
+			// Shutdown took it as idle (and set its read deadline) just as
+			// a request arrived: leave it unanswered, as a refused
+			// connection, but let an answer sent before it arrive.
+			c.linger = true
+			return
+		}
 		c.io.readPhase(headT, false)
 		keep, err := s.serveOne(c)
 		if err != nil || !keep {
 			return
 		}
 	}
+}
+
+// lingerClose shuts the connection's write side after its last answer and
+// reads (and drops) what the client still sends until it closes, for at
+// most LingerTimeout or LingerBytes; the caller then closes the socket
+// (Server.LingerTimeout).
+func (s *Server) lingerClose(c *Conn) {
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	n := s.LingerBytes
+	if n <= 0 {
+		n = DefaultLingerBytes
+	}
+	// One deadline for the whole linger, armed at its first socket read.
+	c.io.readPhase(orDefault(s.LingerTimeout, DefaultLingerTimeout), false)
+	c.br.Discard(int(n))
 }
 
 // yielder decides whether a connection's goroutine yields (runtime.Gosched)
@@ -290,6 +367,8 @@ func (s *Server) serveOne(c *Conn) (bool, error) {
 			}
 			WriteError(c.W, status, msg, true)
 			c.W.Flush()
+			// The rest of the head and any body are unread.
+			c.linger = true
 		}
 		return false, err
 	}
@@ -337,6 +416,9 @@ func (s *Server) handle(c *Conn, r *Request) (bool, error) {
 	}
 	w := &bufferedWriter{header: http.Header{}}
 	s.Handler.ServeHTTP(w, req)
+	// Shutting down: this is the connection's last answer; say so, so the
+	// client does not send another request on it.
+	closing := r.Close || s.shut.Load()
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
@@ -348,14 +430,14 @@ func (s *Server) handle(c *Conn, r *Request) (bool, error) {
 	w.header.Del("Content-Length")
 	w.header.Del("Connection")
 	w.header.Write(c.W)
-	if r.Close {
+	if closing {
 		c.W.WriteString("Connection: close\r\n")
 	}
 	fmt.Fprintf(c.W, "Content-Length: %d\r\n\r\n", w.buf.Len())
 	if !bytes.Equal(r.Method, []byte("HEAD")) {
 		c.W.Write(w.buf.Bytes())
 	}
-	return !r.Close, c.Flush()
+	return !closing, c.Flush()
 }
 
 type bufferedWriter struct {

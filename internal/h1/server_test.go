@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,6 +39,24 @@ func serve(t *testing.T, s *Server) string {
 		}
 	})
 	return l.Addr().String()
+}
+
+// waitConns polls until s holds n connections (10 s at most).
+func waitConns(t *testing.T, s *Server, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		got := len(s.conns)
+		s.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server holds %d connections, want %d", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
@@ -197,5 +216,100 @@ func TestServerShutdownDrains(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", l.Addr().String(), time.Second); err == nil {
 		c.Close()
 		t.Error("dial after Shutdown succeeded")
+	}
+}
+
+// readWatch is a listener whose connections report each Read of the one
+// watch names: a test sees the server's body read reach the socket (its
+// read deadline armed) before it starts a Shutdown.
+type readWatch struct {
+	net.Listener
+	watch atomic.Pointer[watchedConn]
+	reads chan struct{}
+}
+
+func (l *readWatch) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &watchedConn{c.(*net.TCPConn), l}, nil
+}
+
+type watchedConn struct {
+	*net.TCPConn
+	l *readWatch
+}
+
+func (c *watchedConn) Read(p []byte) (int, error) {
+	if c.l.watch.Load() == c {
+		select {
+		case c.l.reads <- struct{}{}:
+		default:
+		}
+	}
+	return c.TCPConn.Read(p)
+}
+
+// A request whose body is still arriving when Shutdown starts (a slow
+// upload, its body read already waiting on the socket) is read to its end
+// and answered: Shutdown cuts only connections waiting for a next request.
+func TestServerShutdownFinishesSlowUpload(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &readWatch{Listener: ln, reads: make(chan struct{}, 1)}
+	s := &Server{Fast: func(c *Conn, r *Request) (bool, bool, error) {
+		l.watch.Store(c.NetConn().(*watchedConn)) // this connection's reads from here on
+		body, err := c.ReadBody(r, nil)
+		if err != nil {
+			c.AnswerError(err)
+			return true, false, err
+		}
+		WriteResponse(c.W, 200, "text/plain", fmt.Appendf(nil, "got %d bytes", len(body)), r.Close)
+		return true, !r.Close, c.Flush()
+	}}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(l) }()
+	addr := ln.Addr().String()
+	// A connection that never sends a request: idle, closed at Shutdown.
+	idle, idleBR := dial(t, addr)
+	_ = idle
+	waitConns(t, s, 1)
+	upload, uploadBR := dial(t, addr)
+	io.WriteString(upload, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n"+strings.Repeat("a", 1000))
+	<-l.reads // the body read waits on the socket
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- s.Shutdown(ctx)
+	}()
+	if _, err := idleBR.ReadByte(); err != io.EOF {
+		t.Errorf("idle connection at shutdown: %v, want EOF", err)
+	}
+	// Shutdown has passed its idle sweep (the idle connection is closed);
+	// new connections are refused while the upload goes on.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("new connections still accepted after Shutdown began")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	io.WriteString(upload, strings.Repeat("b", 1000))
+	if resp, body := read(t, uploadBR, "POST"); resp.StatusCode != 200 || body != "got 2000 bytes" {
+		t.Errorf("upload in flight at shutdown: %d %q", resp.StatusCode, body)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("Serve: %v", err)
 	}
 }
