@@ -374,8 +374,12 @@ func (p *Proxy) XDSStatus() xdsclient.Status {
 	return p.xds.Status()
 }
 
-// Shutdown stops accepting, lets requests in flight finish (until ctx ends),
-// stops the xDS client and closes upstream connections.
+// Shutdown drains the proxy: the xDS client stops (the configuration stays
+// as it is), every listener stops accepting at once, idle connections
+// close (REST keep-alive connections at once, gRPC ones after a GOAWAY),
+// requests in flight finish until ctx ends (then the rest are cut and
+// ctx's error is returned); then upstream connections and the extensions
+// close (the shadow agent drains its queue).
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	if !p.closed.CompareAndSwap(false, true) {
 		return nil
@@ -383,23 +387,49 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	if p.cancel != nil {
 		p.cancel()
 	}
-	var errs []error
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	stop := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				mu.Unlock()
+			}
+		}()
+	}
 	if p.httpSrv != nil {
-		errs = append(errs, p.httpSrv.Shutdown(ctx))
+		stop("http drain", func() error { return p.httpSrv.Shutdown(ctx) })
 	}
 	if p.grpcSrv != nil {
-		stopped := make(chan struct{})
-		go func() { p.grpcSrv.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-ctx.Done():
-			p.grpcSrv.Stop()
-			<-stopped
-		}
+		stop("grpc drain", func() error {
+			stopped := make(chan struct{})
+			go func() { p.grpcSrv.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+				return nil
+			case <-ctx.Done():
+				p.grpcSrv.Stop()
+				<-stopped
+				return ctx.Err()
+			}
+		})
 	}
 	if p.adminSrv != nil {
-		errs = append(errs, p.adminSrv.Shutdown(ctx))
+		stop("admin drain", func() error {
+			if err := p.adminSrv.Shutdown(ctx); err != nil {
+				p.adminSrv.Close() // e.g. a CPU profile still running
+				return err
+			}
+			return nil
+		})
 	}
+	wg.Wait()
 	p.wg.Wait()
 	p.reg.closeAll()
 	for _, e := range p.cfg.Extensions {

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/switchyard-dev/switchyard/inference-backend/backend"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
@@ -29,6 +30,7 @@ func runBackend(args []string) error {
 	provider := fs.String("execution-provider", "", "override every model's execution provider: cpu or cuda (cuda falls back to cpu with a warning when unavailable)")
 	maxBody := fs.Int64("max-body-bytes", oip.DefaultMaxBodyBytes, "largest REST body / gRPC message accepted (413 / RESOURCE_EXHAUSTED beyond)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	drain := fs.Duration("drain-timeout", 10*time.Second, "on SIGTERM or SIGINT: stop accepting, close idle connections and wait this long for requests in flight before cutting them (exit 0 when all finished)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -37,6 +39,9 @@ func runBackend(args []string) error {
 	}
 	if *repo == "" {
 		return fmt.Errorf("--model-repository is required (try `switchyard demo-models --out DIR` for a demo repository)")
+	}
+	if *drain <= 0 {
+		return fmt.Errorf("--drain-timeout: want > 0, got %v", *drain)
 	}
 	switch *provider {
 	case "", "cpu", "cuda":
@@ -51,6 +56,7 @@ func runBackend(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, stop) // draining: a second signal ends the process at once
 	return backend.Run(ctx, backend.ServerConfig{
 		Backend: backend.Options{
 			ModelRepository:   *repo,
@@ -58,9 +64,10 @@ func runBackend(args []string) error {
 			ExecutionProvider: *provider,
 			Logger:            log,
 		},
-		HTTPAddr:     *httpAddr,
-		GRPCAddr:     *grpcAddr,
-		MaxBodyBytes: *maxBody,
+		HTTPAddr:        *httpAddr,
+		GRPCAddr:        *grpcAddr,
+		MaxBodyBytes:    *maxBody,
+		ShutdownTimeout: *drain,
 	})
 }
 

@@ -33,6 +33,7 @@ func runProxy(args []string) error {
 	sampleRatio := fs.Float64("trace-sample-ratio", 1, "share of root traces recorded when tracing is on")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logEvery := fs.Int("log-success-every", 100, "log one successful request in `N` (errors are always logged)")
+	drain := fs.Duration("drain-timeout", 10*time.Second, "on SIGTERM or SIGINT: stop accepting, close idle connections and wait this long for requests in flight before cutting them (exit 0 when all finished)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -45,6 +46,9 @@ func runProxy(args []string) error {
 	}
 	if *shadowProcess != proxy.ShadowAgent && *shadowProcess != proxy.ShadowInline {
 		return fmt.Errorf("--shadow-process: want agent or inline, got %q", *shadowProcess)
+	}
+	if *drain <= 0 {
+		return fmt.Errorf("--drain-timeout: want > 0, got %v", *drain)
 	}
 	if *logEvery < 1 {
 		return fmt.Errorf("--log-success-every: want >= 1, got %d", *logEvery)
@@ -81,11 +85,21 @@ func runProxy(args []string) error {
 	}
 	logger.Info("proxy serving", "http", p.HTTPAddr(), "grpc", p.GRPCAddr(), "admin", p.AdminAddr(), "xds", *xds)
 	<-ctx.Done()
-	logger.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	stop() // a second signal ends the process at once
+	logger.Info("draining", "timeout", drain.String())
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
 	err = p.Shutdown(sctx)
-	if terr := shutdownTracing(sctx); err == nil {
+	if err != nil {
+		err = fmt.Errorf("drain: %w", err)
+	} else {
+		logger.Info("drained", "seconds", time.Since(start).Seconds())
+	}
+	// The spans of the drained requests still go out (their own bound).
+	tctx, tcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer tcancel()
+	if terr := shutdownTracing(tctx); err == nil {
 		err = terr
 	}
 	return err

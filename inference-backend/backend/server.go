@@ -32,7 +32,8 @@ type ServerConfig struct {
 	// Registry receives the metrics served at /metrics on the HTTP port;
 	// nil creates one with the Go and process collectors.
 	Registry *prometheus.Registry
-	// ShutdownTimeout bounds graceful shutdown (default 10s).
+	// ShutdownTimeout bounds the drain at shutdown: the wait for requests
+	// in flight (default 10s).
 	ShutdownTimeout time.Duration
 	// ReadTimeout bounds reading a REST request's body (default 1m) and
 	// its head (at most 10 s), so a client that stops sending mid-request
@@ -168,13 +169,17 @@ func (s *Server) Wait(ctx context.Context) error {
 	}
 }
 
-// Shutdown stops accepting work, lets requests in flight finish (bounded by
-// ctx and ShutdownTimeout), then unloads every model.
+// Shutdown drains the server: both listeners stop accepting at once, idle
+// connections close (REST keep-alive connections at once, gRPC ones after
+// a GOAWAY), requests in flight finish (bounded by ctx and
+// ShutdownTimeout; then the rest are cut and an error says so); then every
+// model is unloaded.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	s.shutOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
 		defer cancel()
+		s.log.Info("backend draining", "timeout", s.cfg.ShutdownTimeout.String())
 		s.Backend.ready.Store(false)
 		s.Backend.closing.Store(true)
 		if !s.started {
@@ -184,24 +189,37 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				}
 			}
 		}
+		var herr, gerr error
+		var wg sync.WaitGroup
 		if s.httpSrv != nil {
-			// Idle connections (spare ones that never sent a request too)
-			// close at once; requests in flight finish, bounded by ctx.
-			if e := s.httpSrv.Shutdown(ctx); e != nil {
-				err = errors.Join(err, fmt.Errorf("http shutdown: %w", e))
-			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Idle connections (spare ones that never sent a request
+				// too) close at once; requests in flight finish, bounded
+				// by ctx.
+				if e := s.httpSrv.Shutdown(ctx); e != nil {
+					herr = fmt.Errorf("http drain: %w", e)
+				}
+			}()
 		}
 		if s.grpcSrv != nil {
-			done := make(chan struct{})
-			go func() { s.grpcSrv.GracefulStop(); close(done) }()
-			select {
-			case <-done:
-			case <-ctx.Done():
-				s.grpcSrv.Stop()
-				<-done
-				err = errors.Join(err, fmt.Errorf("grpc shutdown: %w", ctx.Err()))
-			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				done := make(chan struct{})
+				go func() { s.grpcSrv.GracefulStop(); close(done) }()
+				select {
+				case <-done:
+				case <-ctx.Done():
+					s.grpcSrv.Stop()
+					<-done
+					gerr = fmt.Errorf("grpc drain: %w", ctx.Err())
+				}
+			}()
 		}
+		wg.Wait()
+		err = errors.Join(herr, gerr)
 		s.wg.Wait()
 		s.Backend.Close()
 		s.log.Info("backend stopped")

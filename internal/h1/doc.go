@@ -17,5 +17,10 @@
 // Expect: 100-continue, pipelining (answers to requests already buffered
 // share one write), keep-alive with an idle timeout. Malformed heads get a
 // 400 (414, 431, 505 where they apply) with a JSON {"error": ...} body
-// naming the problem, then the connection closes.
+// naming the problem, then the connection closes with a lingering close
+// (as a body over the limit does after its 413): the write side is shut
+// and what the client still sends is read and dropped for a bounded time,
+// so a client still sending reads the answer instead of a reset.
+// Shutdown closes idle connections at once and lets requests in flight
+// finish (a body still arriving too).
 package h1
