@@ -1,31 +1,22 @@
-// Package fallback keeps a model useful when it fails: it classifies failed
-// upstream attempts into triggers, guards each model version with a circuit
-// breaker and a concurrency limit, plans the fallback chain (last good
+// Package fallback keeps a model useful when it fails: it judges upstream
+// attempts into triggers (whose fault an outcome is), guards each model
+// version with a circuit breaker and a concurrency limit, plans the fallback chain (last good
 // answer, backup version, static answer, empty answer), builds the static
 // answer, caches predictions and coalesces identical requests in flight.
 //
 // The package holds no sockets and no configuration plumbing: the proxy
-// calls it around each upstream attempt. One request through the proxy:
+// calls it around each upstream attempt (proxy/invoke.go,
+// proxy/fallback.go). One request through the proxy:
 //
-//	key, err := fallback.NewKey(model, version, "json", req, nil) // cache on
-//	if e, ok := serving.Get(key); ok { write e.Body; x-switchyard-cache: hit }
-//	if !limiter.TryAcquire() { trigger = fallback.Overload } else { defer limiter.Release() }
-//	done, ok := breakers.Get(model, version, breakerCfg).Allow()
-//	if !ok { trigger = fallback.BreakerOpen } else {
-//	        resp, err := coalescer.Do(ctx, key, call)       // or call directly
-//	        trigger = fallback.Classify(fallback.Outcome{Err: err, HTTPStatus: st, Response: resp})
-//	        done(trigger.CountsForBreaker())
-//	}
-//	if trigger == fallback.None { serving.Add(key, e); lastGood.Add(key, e); return }
-//	metrics.Trigger(model, version, trigger)
-//	step, err := fallback.Walk(chain, fallback.Availability{
-//	        LastGood: lastGood.Contains(key), Backup: backup != "" && backup != version,
-//	        Static: static != nil}, trigger, func(s fallback.Step) error { ... })
-//	// success: headers x-switchyard-fallback: step.String(),
-//	//          x-switchyard-fallback-reason: trigger.String();
-//	//          metrics.Fallback(model, step.String(), trigger)
-//	// err is *fallback.ExhaustedError: 503 / UNAVAILABLE via err.OIP();
-//	//          metrics.Fallback(model, "failed", trigger)
+//	ticket, ok := breaker.Allow()              // not ok: trigger BreakerOpen
+//	outcome := call the version (transport, status, NaN, rows)
+//	trigger := fallback.Judge(outcome)         // whose fault: Trigger.Fault
+//	breaker.Done(ticket, fallback.ResultOf(trigger))
+//	if !trigger.Falls(fallback.Primary) { answer the client (good, or its own 4xx) }
+//	step, err := fallback.Walk(chain, fallback.Availability{...}, trigger,
+//	        func(s fallback.Step) error { ... }) // a backup link falls on trigger.Falls(fallback.Backup)
+//	// success: x-switchyard-fallback: step, x-switchyard-fallback-reason: trigger
+//	// err is *fallback.ExhaustedError: 503 / UNAVAILABLE via err.OIP()
 //
 // Note for the cache: the stored bytes are returned as they are, so they
 // carry the id of the request that filled the entry; the proxy should
@@ -37,24 +28,27 @@
 //
 // # API
 //
-//   - Trigger (None, Timeout, ConnectError, Upstream5xx, Unavailable,
-//     Internal, NaNOutput, BreakerOpen, Overload) with String for labels;
-//     Classify(Outcome), ClassifyHTTP, ClassifyGRPC, ClassifyError,
-//     ClassifyOutputs (NaN/Inf in any FP16/FP32/FP64 output).
-//   - Breaker interface {Allow() (done func(failed bool), ok bool); State()};
-//     GoBreaker (sony/gobreaker/v2 two-step breaker) from NewBreaker;
-//     Breakers: one per (model, version), Get / Remove / Snapshot (admin page).
+//   - Trigger, the failure vocabulary (None, Timeout, ConnectError,
+//     Upstream5xx, Unavailable, Internal, NaNOutput, BreakerOpen, Overload,
+//     NotServing, BadAnswer, Refused, Rejected, Cancelled) with String for
+//     labels; Fault (request / version / overload / client),
+//     CountsForBreaker, EjectsEndpoint, Retryable, Falls(Link); Judge(Outcome),
+//     the one rule for whose fault an outcome is.
+//   - Breaker (NewBreaker, injected clock): Allow / Done(Ticket, Result) /
+//     State; the first open lasts FirstOpenFor and doubles per failed probe
+//     up to OpenFor. ResultOf(Trigger).
 //   - Step, ParseChain, Availability, Plan (pure), Walk, ExhaustedError,
 //     EmptyResponse; header names HeaderFallback, HeaderFallbackReason,
 //     HeaderCache.
-//   - StaticTensor, NewStatic (validated), Static.Response.
+//   - StaticTensor, NewStatic (validated), Static.Response (the request's
+//     batch dimension: a one-row answer repeated per row).
 //   - Key, NewKey, AppendCanonical (canonical request form); Cache (serving
 //     prediction cache: NewCache) and the LastGood store (NewLastGood).
 //   - Coalescer[V] (NewCoalescer, Do).
 //   - Limiter (NewLimiter, TryAcquire, Release).
-//   - Metrics (NewMetrics(reg)): triggers, fallbacks, breaker state and
-//     transitions, cache hits / misses / evictions / expired / bytes /
-//     entries, coalesced requests.
+//   - Metrics (NewMetrics(reg)): triggers, fallbacks, cache hits / misses /
+//     evictions / expired / bytes / entries, coalesced requests (the
+//     breaker's state is the proxy's switchyard_proxy_breaker_state).
 //
 // # Desired state mapping (routing.Model.Spec)
 //
@@ -64,8 +58,9 @@
 //	spec.fallback.static.outputs   -> NewStatic([]StaticTensor{...}) (same fields:
 //	                                  name, datatype, shape, data, strings)
 //	spec.fallback.breaker          -> BreakerConfig{ConsecutiveFailures,
-//	                                  FailureRatio, MinRequests, OpenFor}
-//	                                  (Window, HalfOpenProbes: defaults)
+//	                                  FailureRatio, MinRequests, OpenFor,
+//	                                  FirstOpenFor} (Window, HalfOpenProbes:
+//	                                  defaults)
 //	spec.fallback.maxConcurrency   -> NewLimiter(maxConcurrency)
 //	spec.cache.{ttl,maxEntries,maxBytes} -> CacheConfig{TTL, MaxEntries, MaxBytes}
 //	spec.cache.coalesce            -> use a Coalescer for the model

@@ -42,7 +42,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"model", "variant"}),
 		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_proxy_upstream_errors_total",
-			Help: "Failed upstream attempts by kind (connect, timeout, unavailable, status_5xx, protocol, budget_exhausted, breaker_open).",
+			Help: "Failed upstream attempts by kind: the trigger (connect_error, timeout, unavailable, not_serving, upstream_5xx, internal, refused, nan_output, bad_answer, overload, breaker_open), or budget_exhausted.",
 		}, []string{"model", "variant", "kind"}),
 		Ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_proxy_upstream_ejections_total",
@@ -148,5 +148,3 @@ func httpCode(status int) string {
 	}
 	return strconv.Itoa(status)
 }
-
-
