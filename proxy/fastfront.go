@@ -150,7 +150,7 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 	status := s.respond(c.W, st, err, r.Close)
 	end := time.Now()
 	c.RequestDone(end) // the base of the idle wait's and the write's deadlines
-	p.finishExchange(ctx, span, x, res, v, status, err, end.Sub(start))
+	p.finishExchange(ctx, span, x, res, v, status, httpCode(status), err, end.Sub(start))
 	ferr := c.Flush()
 	x.ext.answered(x, res) // after the answer is written: shadow enqueue
 	return !r.Close, ferr

@@ -187,7 +187,6 @@ func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (
 	res := &Result{}
 	err := route.invoker.Invoke(ctx, x, v, res)
 	out, err := g.toProto(x, res, err)
-	answered := variantName(res, v)
 	hdr := metadata.MD{}
 	if av := answeredBy(res, v); av != nil {
 		hdr.Append(MetadataVariant, av.Name)
@@ -204,20 +203,7 @@ func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (
 		code = st.Code().String()
 		httpStatus = oip.CodeFromGRPC(st.Code()).HTTPStatus()
 	}
-	if span != nil {
-		span.SetAttributes(attribute.String("switchyard.variant", answered), attribute.String("rpc.grpc.status_code", code))
-		span.End()
-	}
-	mv := v.metrics
-	if res.Variant != nil {
-		mv = res.Variant.metrics
-	}
-	latency := time.Since(start)
-	mv.request(code, latency.Seconds())
-	p.recordStats(v, res, httpStatus, latency)
-	if err != nil || p.sampler.Keep() {
-		p.logExchange(ctx, x, res, v, httpStatus, err)
-	}
+	p.finishExchange(ctx, span, x, res, v, httpStatus, code, err, time.Since(start))
 	x.ext.answered(x, res) // shadow enqueue (grpc-go writes the answer after return)
 	return out, err
 }

@@ -210,7 +210,7 @@ func (h *httpFront) infer(w http.ResponseWriter, r *http.Request, rt oip.HTTPRou
 	res := &st.res
 	err := route.invoker.Invoke(ctx, x, v, res)
 	status := h.respond(w, st, err)
-	p.finishExchange(ctx, span, x, res, v, status, err, time.Since(start))
+	p.finishExchange(ctx, span, x, res, v, status, httpCode(status), err, time.Since(start))
 	x.ext.answered(x, res) // after the answer is written: shadow enqueue
 }
 
@@ -456,13 +456,18 @@ func traceID(ctx context.Context, traceParent string) string {
 	return telemetry.TraceIDFromTraceparent(traceParent)
 }
 
-// finishExchange closes one REST infer exchange after its answer is
-// written (either front-end): the span, per-variant metrics (on the variant
-// that answered), the canary's stats (on the variant chosen) and the
-// sampled log line. latency is the exchange's, start to answer.
-func (p *Proxy) finishExchange(ctx context.Context, span trace.Span, x *Exchange, res *Result, v *Variant, status int, err error, latency time.Duration) {
+// finishExchange closes one infer exchange after its answer is written
+// (every front-end: the lean REST server, the net/http handler, gRPC): the
+// span, per-variant metrics (on the variant that answered, under code:
+// the HTTP status or the gRPC code's name), the canary's stats (on the
+// variant chosen, by the HTTP status or its equivalent) and the sampled
+// log line. latency is the exchange's, start to answer.
+func (p *Proxy) finishExchange(ctx context.Context, span trace.Span, x *Exchange, res *Result, v *Variant, status int, code string, err error, latency time.Duration) {
 	if span != nil {
 		span.SetAttributes(attribute.String("switchyard.variant", variantName(res, v)), attribute.Int("http.response.status_code", status))
+		if x.pbReq != nil {
+			span.SetAttributes(attribute.String("rpc.grpc.status_code", code))
+		}
 		if status >= 500 {
 			span.SetStatus(codes.Error, http.StatusText(status))
 		}
@@ -472,7 +477,7 @@ func (p *Proxy) finishExchange(ctx context.Context, span trace.Span, x *Exchange
 	if res.Variant != nil {
 		mv = res.Variant.metrics
 	}
-	mv.request(httpCode(status), latency.Seconds())
+	mv.request(code, latency.Seconds())
 	p.recordStats(v, res, status, latency)
 	if status >= 400 || p.sampler.Keep() {
 		p.logExchange(ctx, x, res, v, status, err)

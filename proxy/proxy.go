@@ -352,11 +352,6 @@ func addrOf(l net.Listener) string {
 	return l.Addr().String()
 }
 
-// Handler is the OIP v2 REST front-end as a net/http handler (for embedding
-// in another server; the proxy's own listener uses a leaner HTTP/1.1 server
-// with the same behaviour).
-func (p *Proxy) Handler() http.Handler { return p.httpFront }
-
 // HTTPAddr is the bound REST address ("" if off or not started).
 func (p *Proxy) HTTPAddr() string { return addrOf(p.listeners[0]) }
 
