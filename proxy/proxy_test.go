@@ -24,7 +24,6 @@ import (
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m,
 		goleak.IgnoreTopFunction("github.com/yalue/onnxruntime_go.(*DynamicAdvancedSession).Run"),
-		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
 	)
 }
 
