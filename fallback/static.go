@@ -7,19 +7,13 @@ import (
 	"math"
 
 	"github.com/switchyard-dev/switchyard/oip"
+	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // StaticTensor is one output tensor of a static answer, as the desired state
-// holds it. Numeric and BOOL tensors carry Data (BOOL as 0/1; integers must
-// be whole numbers within the datatype's range, exact up to 2^53); BYTES
-// tensors carry Strings. Shape's element count must match.
-type StaticTensor struct {
-	Name     string    `json:"name"`
-	Datatype string    `json:"datatype"`
-	Shape    []int64   `json:"shape"`
-	Data     []float64 `json:"data,omitempty"`
-	Strings  []string  `json:"strings,omitempty"`
-}
+// holds it (spec.fallback.static.outputs[]): NewStatic validates and builds
+// it.
+type StaticTensor = routing.StaticTensor
 
 // Static is a validated static answer, ready to serve.
 type Static struct {

@@ -72,11 +72,7 @@ func (f *features) policyLocked(r *Route, spec *routing.Fallback) (*fallbackPoli
 		pol.backupTimeout = r.Timeout
 	}
 	if spec.Static != nil && len(spec.Static.Outputs) > 0 {
-		ts := make([]fallback.StaticTensor, len(spec.Static.Outputs))
-		for i, t := range spec.Static.Outputs {
-			ts[i] = fallback.StaticTensor{Name: t.Name, Datatype: t.Datatype, Shape: t.Shape, Data: t.Data, Strings: t.Strings}
-		}
-		if pol.static, err = fallback.NewStatic(ts); err != nil {
+		if pol.static, err = fallback.NewStatic(spec.Static.Outputs); err != nil {
 			return nil, err
 		}
 	}
