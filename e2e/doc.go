@@ -13,4 +13,10 @@
 //
 // It needs ONNX Runtime (`make setup`) and is skipped under -short. The
 // walkthrough in docs/walkthrough.md is the same story run by hand.
+//
+// TestFault (fault_test.go, harness in fault_harness_test.go) is the
+// fault-injection suite on the same stack: kill -9, SIGSTOP and unloads of
+// backends, the NaN model as primary, kill -9 of the control plane and a
+// proxy restart without it, each under bounded REST and gRPC load; see
+// docs/testing.md.
 package e2e

@@ -52,11 +52,13 @@ type upInfo struct {
 	PID        int    `json:"pid"`
 	API        string `json:"api"`
 	ProxyHTTP  string `json:"proxyHttp"`
+	ProxyGRPC  string `json:"proxyGrpc"`
 	ProxyAdmin string `json:"proxyAdmin"`
 	Backends   []struct {
 		Version string `json:"version"`
 		Model   string `json:"model"`
 		HTTP    string `json:"http"`
+		GRPC    string `json:"grpc"`
 	} `json:"backends"`
 	Processes map[string]int `json:"processes"`
 	Revision  int64          `json:"revision"`
