@@ -229,6 +229,7 @@ func (f *features) Wrap(r *Route, next Invoker) Invoker {
 		}
 		inv = &cacheInvoker{rf: rf, next: inv}
 	}
+	r.features = rf
 	return inv
 }
 
@@ -258,7 +259,7 @@ func (f *features) applied(routes map[string]*Route) {
 	live := map[string]*routeFeatures{}
 	for name, r := range routes {
 		liveModels[name] = true
-		rf := routeFeaturesOf(r)
+		rf := r.features
 		if rf == nil {
 			continue
 		}
@@ -309,20 +310,6 @@ func (f *features) applied(routes map[string]*Route) {
 	if f.agent != nil {
 		f.agent.setConfig(routes)
 	}
-}
-
-// routeFeaturesOf finds the features of a compiled route (nil when the
-// route has none).
-func routeFeaturesOf(r *Route) *routeFeatures {
-	switch inv := r.invoker.(type) {
-	case *cacheInvoker:
-		return inv.rf
-	case *fallbackInvoker:
-		return inv.rf
-	case *shadowInvoker:
-		return inv.rf
-	}
-	return nil
 }
 
 // Close drains the mirrors (up to 5 s), closes the record files and purges
@@ -428,7 +415,7 @@ func (f *features) FallbackStatus() FallbackStatus {
 		for _, v := range r.Variants {
 			ms.Breakers = append(ms.Breakers, fallback.BreakerStatus{Model: n, Version: v.Name, State: v.Breaker.State().String()})
 		}
-		if rf := routeFeaturesOf(r); rf != nil {
+		if rf := r.features; rf != nil {
 			if rf.fb != nil {
 				ms.Chain = r.Model.Spec.Fallback.Chain
 			}

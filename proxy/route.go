@@ -32,6 +32,9 @@ type Route struct {
 	Retries  int
 	Budget   *upstream.RetryBudget
 
+	// features are the route's compiled cache, fallback and shadow
+	// policies (nil: none; set by the features extension's Wrap).
+	features *routeFeatures
 	// validate: the route has a fallback policy, so the upstream invoker
 	// decodes each answer to judge it (NaN/Inf, batch dimension).
 	validate bool

@@ -207,7 +207,7 @@ func (s *agentServer) enqueue(j *agentJob) {
 	r := s.p.Route(j.Model)
 	var ms *mirrorState
 	if r != nil {
-		if rf := routeFeaturesOf(r); rf != nil {
+		if rf := r.features; rf != nil {
 			ms = rf.mirror
 		}
 	}
