@@ -28,6 +28,11 @@ type Gates struct {
 	// MaxShadowDisagreement: share of shadow comparisons that disagreed
 	// (0: gate off).
 	MaxShadowDisagreement float64
+	// MaxClientErrorExcess: how much the canary's client_4xx rate (requests
+	// it rejected as bad, 400 / InvalidArgument) may exceed the
+	// baseline's over the same window, 0..1 (default 0.01: one percentage
+	// point).
+	MaxClientErrorExcess float64
 	// Z is the normal quantile of the Wilson score intervals (default 1.96,
 	// a 95 % two-sided interval).
 	Z float64
@@ -53,11 +58,18 @@ func (g Gates) Defaults() Gates {
 	if g.MaxFallbackRate == 0 {
 		g.MaxFallbackRate = g.MaxErrorRate
 	}
+	if g.MaxClientErrorExcess == 0 {
+		g.MaxClientErrorExcess = DefaultMaxClientErrorExcess
+	}
 	if g.Z == 0 {
 		g.Z = 1.96
 	}
 	return g
 }
+
+// DefaultMaxClientErrorExcess is the client_4xx_rate gate's allowance: the
+// canary may reject one request in a hundred more than the baseline.
+const DefaultMaxClientErrorExcess = 0.01
 
 // Validate names the first bad field.
 func (g Gates) Validate() error {
@@ -70,7 +82,7 @@ func (g Gates) Validate() error {
 	for _, c := range []struct {
 		n string
 		v float64
-	}{{"maxErrorRate", g.MaxErrorRate}, {"maxNaNRate", g.MaxNaNRate}, {"maxFallbackRate", g.MaxFallbackRate}, {"maxShadowDisagreement", g.MaxShadowDisagreement}} {
+	}{{"maxErrorRate", g.MaxErrorRate}, {"maxNaNRate", g.MaxNaNRate}, {"maxFallbackRate", g.MaxFallbackRate}, {"maxShadowDisagreement", g.MaxShadowDisagreement}, {"maxClientErrorExcess", g.MaxClientErrorExcess}} {
 		if err := rate(c.n, c.v); err != nil {
 			return err
 		}
@@ -195,6 +207,50 @@ func rateGate(name string, bad, n, baseBad, baseN uint64, max, z float64) GateRe
 	return g
 }
 
+// excessGate judges how much more often the canary rejects requests than
+// the baseline over the same window (client_4xx answers per request):
+//
+//   - pass without baseline traffic to compare with (the last step, or no
+//     baseline requests in the window);
+//   - fail when the lower Wilson bound of the canary's rate is above the
+//     upper Wilson bound of the baseline's plus maxExcess: the canary
+//     rejects clearly more than the baseline does, beyond the allowance;
+//   - pass when the observed canary rate is at most the observed baseline
+//     rate plus maxExcess;
+//   - otherwise wait: too few requests to tell.
+func excessGate(name string, bad, n, baseBad, baseN uint64, maxExcess, z float64, noBaseline bool) GateResult {
+	g := GateResult{Name: name, Threshold: maxExcess}
+	if baseN > 0 {
+		g.Baseline = float64(baseBad) / float64(baseN)
+	}
+	if n == 0 {
+		g.Status, g.Detail = Wait, "no canary requests yet"
+		return g
+	}
+	g.Value = float64(bad) / float64(n)
+	g.Lower, g.Upper = Wilson(bad, n, z)
+	if baseN == 0 || noBaseline {
+		g.Status = Pass
+		g.Detail = fmt.Sprintf("%s %s (%d/%d): no baseline traffic to compare with", name, pct(g.Value), bad, n)
+		return g
+	}
+	_, baseHi := Wilson(baseBad, baseN, z)
+	switch {
+	case g.Lower > baseHi+maxExcess:
+		g.Status = Fail
+		g.Detail = fmt.Sprintf("%s %s (%d/%d, %.0f%% interval %s..%s) > baseline %s (%d/%d, upper bound %s) + max excess %s",
+			name, pct(g.Value), bad, n, confidence(z), pct(g.Lower), pct(g.Upper), pct(g.Baseline), baseBad, baseN, pct(baseHi), pct(maxExcess))
+	case g.Value <= g.Baseline+maxExcess:
+		g.Status = Pass
+		g.Detail = fmt.Sprintf("%s %s (%d/%d) <= baseline %s (%d/%d) + max excess %s", name, pct(g.Value), bad, n, pct(g.Baseline), baseBad, baseN, pct(maxExcess))
+	default:
+		g.Status = Wait
+		g.Detail = fmt.Sprintf("%s %s (%d/%d) > baseline %s (%d/%d) + max excess %s, not yet significant (lower bound %s, baseline upper bound %s)",
+			name, pct(g.Value), bad, n, pct(g.Baseline), baseBad, baseN, pct(maxExcess), pct(g.Lower), pct(baseHi))
+	}
+	return g
+}
+
 func pct(v float64) string { return fmt.Sprintf("%.2f%%", 100*v) }
 
 func confidence(z float64) float64 { return 100 * math.Erf(z/math.Sqrt2) }
@@ -234,12 +290,20 @@ func p99Gate(base, can *Stats, g Gates, noBaseline bool) GateResult {
 // for enough consecutive ones); otherwise Hold until the canary has
 // MinRequests, the step its MinDuration and every gate enough data;
 // then Promote.
+//
+// The error and fallback gates count only the version's own failures:
+// client_4xx (the request was rejected as bad) and overload (a full
+// backend or concurrency limit; a fallback answered) are left out. The
+// client_4xx_rate gate compares the canary's rejections with the
+// baseline's instead.
 func Analyze(base, can Stats, g Gates, step StepInfo) Verdict {
+	g = g.Defaults()
 	v := Verdict{Gates: []GateResult{
-		rateGate("error_rate", can.ErrorCount(), can.Requests, base.ErrorCount(), base.Requests, g.MaxErrorRate, g.Z),
+		rateGate("error_rate", can.FailureCount(), can.Requests, base.FailureCount(), base.Requests, g.MaxErrorRate, g.Z),
 		p99Gate(&base, &can, g, step.NoBaseline),
 		rateGate("nan_rate", can.NaNOutputs, can.Requests, base.NaNOutputs, base.Requests, g.MaxNaNRate, g.Z),
-		rateGate("fallback_rate", can.Fallbacks, can.Requests, base.Fallbacks, base.Requests, g.MaxFallbackRate, g.Z),
+		rateGate("fallback_rate", can.OwnFallbacks(), can.Requests, base.OwnFallbacks(), base.Requests, g.MaxFallbackRate, g.Z),
+		excessGate("client_4xx_rate", can.Errors[ErrClient4xx], can.Requests, base.Errors[ErrClient4xx], base.Requests, g.MaxClientErrorExcess, g.Z, step.NoBaseline),
 	}}
 	if g.MaxShadowDisagreement > 0 {
 		if can.ShadowCompared == 0 {

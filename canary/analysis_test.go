@@ -1,6 +1,7 @@
 package canary
 
 import (
+	"maps"
 	"math"
 	"strings"
 	"testing"
@@ -29,6 +30,20 @@ func TestWilson(t *testing.T) {
 
 // withNaN sets the NaN count.
 func withNaN(s Stats, n uint64) Stats { s.NaNOutputs = n; return s }
+
+// withErrors adds errors of kind (an overload is also a fallback, as the
+// proxy counts it).
+func withErrors(s Stats, kind string, n uint64) Stats {
+	s.Errors = maps.Clone(s.Errors)
+	if s.Errors == nil {
+		s.Errors = map[string]uint64{}
+	}
+	s.Errors[kind] += n
+	if kind == ErrOverload {
+		s.Fallbacks += n
+	}
+	return s
+}
 
 func TestAnalyze(t *testing.T) {
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -70,6 +85,29 @@ func TestAnalyze(t *testing.T) {
 		{name: "fallbacks", base: stats(4000, 0, 10*ms), can: func() Stats { s := stats(1000, 0, 10*ms); s.Fallbacks = 200; return s }(), gates: g, step: longAgo, decision: Rollback, gate: "fallback_rate", status: Fail},
 		{name: "shadow disagreement gate", base: stats(4000, 0, 10*ms), can: func() Stats { s := stats(1000, 0, 10*ms); s.ShadowCompared, s.ShadowDisagreed = 1000, 300; return s }(),
 			gates: Gates{MinRequests: 500, MaxShadowDisagreement: 0.1}.Defaults(), step: longAgo, decision: Rollback, gate: "shadow_disagreement", status: Fail},
+		// client_4xx and overload are not the version's failure: 30 % of
+		// each fails neither the error gate nor the fallback gate.
+		{name: "overload is not an error", base: stats(4000, 0, 10*ms), can: withErrors(stats(1000, 0, 10*ms), ErrOverload, 300), gates: g, step: longAgo,
+			decision: Promote, gate: "error_rate", status: Pass},
+		{name: "overload is not a failing fallback", base: stats(4000, 0, 10*ms), can: withErrors(stats(1000, 0, 10*ms), ErrOverload, 300), gates: g, step: longAgo,
+			decision: Promote, gate: "fallback_rate", status: Pass},
+		{name: "overload plus real errors still counts the errors", base: stats(4000, 40, 10*ms), can: withErrors(stats(1200, 100, 10*ms), ErrOverload, 500), gates: g, step: longAgo,
+			decision: Rollback, reason: "error_rate 8.33% (100/1200", gate: "error_rate", status: Fail},
+		{name: "client 4xx as often as the baseline", base: withErrors(stats(4000, 0, 10*ms), ErrClient4xx, 400), can: withErrors(stats(1000, 0, 10*ms), ErrClient4xx, 100), gates: g, step: longAgo,
+			decision: Promote, gate: "client_4xx_rate", status: Pass},
+		{name: "client 4xx not an error", base: withErrors(stats(4000, 0, 10*ms), ErrClient4xx, 400), can: withErrors(stats(1000, 0, 10*ms), ErrClient4xx, 100), gates: g, step: longAgo,
+			decision: Promote, gate: "error_rate", status: Pass},
+		// The canary rejects 12 % of what the baseline (0.1 %) accepts.
+		{name: "canary rejects what the baseline accepts", base: withErrors(stats(4000, 0, 10*ms), ErrClient4xx, 4), can: withErrors(stats(1000, 0, 10*ms), ErrClient4xx, 120), gates: g, step: longAgo,
+			decision: Rollback, reason: "client_4xx_rate 12.00% (120/1000, 95% interval 10.13%..14.16%) > baseline 0.10% (4/4000, upper bound 0.26%) + max excess 1.00%", gate: "client_4xx_rate", status: Fail},
+		{name: "a little more rejection than the baseline, within the excess", base: withErrors(stats(4000, 0, 10*ms), ErrClient4xx, 4), can: withErrors(stats(1000, 0, 10*ms), ErrClient4xx, 8), gates: g, step: longAgo,
+			decision: Promote, gate: "client_4xx_rate", status: Pass},
+		{name: "more rejection, too few requests to tell", base: withErrors(stats(4000, 0, 10*ms), ErrClient4xx, 4), can: withErrors(stats(40, 0, 10*ms), ErrClient4xx, 1), gates: Gates{MinRequests: 10, MinLatencySamples: 10, MaxErrorRate: 0.05}.Defaults(), step: longAgo,
+			decision: Hold, reason: "not yet significant", gate: "client_4xx_rate", status: Wait},
+		{name: "client 4xx gate with a tighter excess", base: withErrors(stats(4000, 0, 10*ms), ErrClient4xx, 4), can: withErrors(stats(1000, 0, 10*ms), ErrClient4xx, 40),
+			gates: Gates{MinRequests: 500, MaxErrorRate: 0.05, MaxClientErrorExcess: 0.001}.Defaults(), step: longAgo, decision: Rollback, gate: "client_4xx_rate", status: Fail},
+		{name: "client 4xx without baseline traffic", base: Stats{}, can: withErrors(stats(1000, 0, 10*ms), ErrClient4xx, 120), gates: g, step: lastStep,
+			decision: Promote, gate: "client_4xx_rate", status: Pass},
 		{name: "shadow gate without data passes", base: stats(4000, 0, 10*ms), can: stats(1000, 0, 10*ms),
 			gates: Gates{MinRequests: 500, MaxShadowDisagreement: 0.1}.Defaults(), step: longAgo, decision: Promote, gate: "shadow_disagreement", status: Pass},
 	}
@@ -101,10 +139,16 @@ func TestAnalyze(t *testing.T) {
 }
 
 func TestGatesValidate(t *testing.T) {
-	for _, g := range []Gates{{MaxErrorRate: 2}, {MaxP99Ratio: 0.5}, {MinRequests: -1}, {MaxNaNRate: -0.1}} {
-		if err := g.Validate(); err == nil {
-			t.Errorf("%+v accepted", g)
+	for field, g := range map[string]Gates{
+		"canary.maxErrorRate": {MaxErrorRate: 2}, "canary.maxP99Ratio": {MaxP99Ratio: 0.5}, "canary.minRequests": {MinRequests: -1},
+		"canary.maxNaNRate": {MaxNaNRate: -0.1}, "canary.maxClientErrorExcess": {MaxClientErrorExcess: 1.5},
+	} {
+		if err := g.Validate(); err == nil || !strings.HasPrefix(err.Error(), field+" ") {
+			t.Errorf("%+v: %v, want an error naming %s", g, err, field)
 		}
+	}
+	if d := (Gates{}).Defaults(); d.MaxClientErrorExcess != DefaultMaxClientErrorExcess {
+		t.Errorf("default client 4xx excess %g", d.MaxClientErrorExcess)
 	}
 	if err := (Gates{}).Defaults().Validate(); err != nil {
 		t.Error(err)

@@ -93,7 +93,7 @@ func (c Config) Validate() error {
 type Event struct {
 	Time     time.Time      `json:"time"`
 	Kind     string         `json:"kind"` // start, promote, hold, rollback_check, rollback, pause, resume, promoted
-	Step     int            `json:"step"` // the step index after the event
+	Step     int            `json:"step"` // the step after the event, counted from 1 (as the status and the metric count)
 	Weights  map[string]int `json:"weights,omitempty"`
 	Reason   string         `json:"reason,omitempty"`
 	Manual   bool           `json:"manual,omitempty"`
@@ -104,13 +104,16 @@ type Event struct {
 // with the model and hands back to Tick and Act.
 type State struct {
 	Phase Phase `json:"phase"`
-	// Step indexes Config.Steps.
+	// Step indexes Config.Steps (from 0). Everything shown to people —
+	// events, the status API, the step metric — counts steps from 1:
+	// StepNumber.
 	Step        int       `json:"step"`
 	StepStarted time.Time `json:"step_started"`
 	// Weights are the split to apply now (percent, summing to 100).
 	Weights map[string]int `json:"weights"`
-	// Previous is the split before the canary started: what a rollback
-	// restores.
+	// Previous is the split before the canary started. A rollback
+	// restores it with the canary's share given to the baseline
+	// (RestoreSplit), so the failed version gets no traffic.
 	Previous            map[string]int `json:"previous"`
 	ConsecutiveFailures int            `json:"consecutive_failures"`
 	// Failed is the canary version, once rolled back: it may not be
@@ -139,8 +142,11 @@ func (c *Config) weightsAt(step int) map[string]int {
 	return map[string]int{c.Baseline: 100 - w, c.Canary: w}
 }
 
+// StepNumber is the step counted from 1, as people see it.
+func (s *State) StepNumber() int { return s.Step + 1 }
+
 func (s *State) record(c *Config, e Event) {
-	e.Step = s.Step
+	e.Step = s.StepNumber()
 	if e.Weights == nil {
 		e.Weights = s.Weights
 	}
@@ -218,18 +224,33 @@ func (s State) advance(c *Config, now time.Time, reason string, manual bool) (St
 func (s State) rollback(c *Config, now time.Time, reason string, manual bool) (State, Transition) {
 	s.Phase = RolledBack
 	s.Failed = c.Canary
-	s.Weights = maps.Clone(s.Previous)
-	if len(s.Weights) == 0 {
-		s.Weights = map[string]int{c.Baseline: 100}
-	}
+	s.Weights = RestoreSplit(s.Previous, c.Baseline, c.Canary)
 	s.record(c, Event{Time: now, Kind: "rollback", Decision: Rollback, Reason: reason, Manual: manual})
 	return s, Transition{Changed: true, Weights: s.Weights, Decision: Rollback, Reason: reason}
+}
+
+// RestoreSplit is the split a rollback writes: prev (the split before the
+// canary started) with the canary's share given to the baseline, so the
+// version that failed gets no traffic even when it had some before its
+// canary ({v1: 80, v2: 20} with canary v2 restores {v1: 100, v2: 0}).
+// Without prev, everything goes to the baseline.
+func RestoreSplit(prev map[string]int, baseline, canary string) map[string]int {
+	if len(prev) == 0 {
+		return map[string]int{baseline: 100}
+	}
+	w := maps.Clone(prev)
+	if n := w[canary]; n > 0 {
+		w[baseline] += n
+		w[canary] = 0
+	}
+	return w
 }
 
 // Act applies a manual action. Pause freezes the weights; Resume restarts
 // the current step's clock (time paused does not count); PromoteNow moves
 // to the next step at once, skipping the gates (repeat it to reach 100);
-// Abort rolls back to the previous split and marks the canary failed. An
+// Abort rolls back like an automatic rollback (RestoreSplit) and marks the
+// canary failed. An
 // action that does not apply in the current phase is an error naming both.
 func Act(s State, c Config, a Action, now time.Time, reason string) (State, Transition, error) {
 	c = c.Defaults()

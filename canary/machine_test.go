@@ -90,6 +90,74 @@ func TestRampRollbackAfterConsecutiveFailures(t *testing.T) {
 	}
 }
 
+// TestRollbackRemovesTheFailedVersion: a canary of v2 started from a split
+// that already sent v2 some traffic rolls back to that split with v2's
+// share given to the baseline (issue 15: it restored v1=80 v2=20, leaving
+// the failing version 20 %).
+func TestRollbackRemovesTheFailedVersion(t *testing.T) {
+	c := cfg()
+	c.FailuresBeforeRollback = 1
+	s, _, err := Start(c, map[string]int{"v1": 80, "v2": 20}, nil, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allErrors := stats(200, 200, 10*time.Millisecond)
+	s, tr := Tick(s, c, stats(2000, 0, 10*time.Millisecond), allErrors, t0.Add(time.Second))
+	if tr.Decision != Rollback || s.Phase != RolledBack {
+		t.Fatalf("a 100 %% error rate: %+v", tr)
+	}
+	if want := map[string]int{"v1": 100, "v2": 0}; !reflect.DeepEqual(tr.Weights, want) || !reflect.DeepEqual(s.Weights, want) {
+		t.Fatalf("rollback writes %v (state %v), want %v", tr.Weights, s.Weights, want)
+	}
+	// A manual abort restores the same.
+	s, _, _ = Start(c, map[string]int{"v1": 80, "v2": 20}, nil, t0)
+	_, tr, err = Act(s, c, Abort, t0.Add(time.Second), "")
+	if err != nil || !reflect.DeepEqual(tr.Weights, map[string]int{"v1": 100, "v2": 0}) {
+		t.Fatalf("abort: %v %v", err, tr.Weights)
+	}
+}
+
+func TestRestoreSplit(t *testing.T) {
+	for name, c := range map[string]struct {
+		prev, want map[string]int
+	}{
+		"canary had no traffic":     {map[string]int{"v1": 100}, map[string]int{"v1": 100}},
+		"canary had a share":        {map[string]int{"v1": 80, "v2": 20}, map[string]int{"v1": 100, "v2": 0}},
+		"a third version keeps its": {map[string]int{"v1": 70, "v2": 20, "lite": 10}, map[string]int{"v1": 90, "v2": 0, "lite": 10}},
+		"relative weights":          {map[string]int{"v1": 4, "v2": 1}, map[string]int{"v1": 5, "v2": 0}},
+		"no previous split":         {nil, map[string]int{"v1": 100}},
+	} {
+		if got := RestoreSplit(c.prev, "v1", "v2"); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s: RestoreSplit(%v) = %v, want %v", name, c.prev, got, c.want)
+		}
+	}
+}
+
+// TestStepNumbering: events count steps from 1, as the status and the
+// step metric do (issue 15: the status said step 4 where the history said
+// step 3).
+func TestStepNumbering(t *testing.T) {
+	c := cfg()
+	s, _, _ := Start(c, map[string]int{"v1": 100}, nil, t0)
+	if got := s.History[0].Step; got != 1 || s.StepNumber() != 1 {
+		t.Fatalf("start event at step %d, state step number %d; want 1", got, s.StepNumber())
+	}
+	for range 4 {
+		s, _, _ = Act(s, c, PromoteNow, t0, "")
+	}
+	last := s.History[len(s.History)-1]
+	if last.Kind != "promoted" || last.Step != 4 || s.StepNumber() != 4 {
+		t.Fatalf("promoted event at step %d, state step number %d; want 4 (of 4)", last.Step, s.StepNumber())
+	}
+	var steps []int
+	for _, e := range s.History {
+		steps = append(steps, e.Step)
+	}
+	if !reflect.DeepEqual(steps, []int{1, 2, 3, 4, 4}) {
+		t.Errorf("event steps %v", steps)
+	}
+}
+
 func TestRampLowTrafficHolds(t *testing.T) {
 	c := cfg()
 	s, _, _ := Start(c, map[string]int{"v1": 100}, nil, t0)

@@ -11,8 +11,9 @@ import (
 // reports each second, and what a window sums.
 type Stats struct {
 	Requests uint64 `json:"requests"`
-	// Errors answered to no one's satisfaction, by kind (the proxy's
-	// fallback.Trigger labels: timeout, upstream_5xx, nan_output, ...).
+	// Errors by kind (the proxy's labels: status_5xx, timeout,
+	// unavailable, nan_output, and client_4xx and overload, which are not
+	// the version's failure: see FailureCount).
 	Errors     map[string]uint64 `json:"errors,omitempty"`
 	Fallbacks  uint64            `json:"fallbacks"`
 	NaNOutputs uint64            `json:"nan_outputs"`
@@ -22,13 +23,40 @@ type Stats struct {
 	Latency         Histogram `json:"latency"`
 }
 
-// ErrorCount is the sum of Errors.
+// Error kinds (keys of Stats.Errors) that are not the version failing.
+const (
+	// ErrClient4xx: the variant rejected the request (400 /
+	// InvalidArgument) and the rejection was passed to the client. The
+	// request is taken to be at fault, so the error gate leaves it out; a
+	// canary that rejects what its baseline accepts fails the
+	// client_4xx_rate gate instead.
+	ErrClient4xx = "client_4xx"
+	// ErrOverload: the backend was full (queue full, ResourceExhausted) or
+	// the proxy's concurrency limit was reached, and a fallback answered.
+	// Capacity, not correctness: neither the error gate nor the fallback
+	// gate counts it.
+	ErrOverload = "overload"
+)
+
+// ErrorCount is the sum of Errors, of every kind.
 func (s *Stats) ErrorCount() uint64 {
 	var n uint64
 	for _, c := range s.Errors {
 		n += c
 	}
 	return n
+}
+
+// FailureCount is the errors that are the version's own failure: Errors
+// without client_4xx and overload.
+func (s *Stats) FailureCount() uint64 {
+	return s.ErrorCount() - s.Errors[ErrClient4xx] - s.Errors[ErrOverload]
+}
+
+// OwnFallbacks is the fallbacks not caused by overload (each overload was
+// answered by a fallback, and is counted in both).
+func (s *Stats) OwnFallbacks() uint64 {
+	return s.Fallbacks - min(s.Fallbacks, s.Errors[ErrOverload])
 }
 
 // AddError counts one error of kind.
@@ -176,5 +204,6 @@ func (w *Window) Proxies(now time.Time, staleAfter time.Duration) []string {
 }
 
 func (s *Stats) String() string {
-	return fmt.Sprintf("%d requests, %d errors, %d fallbacks, %d NaN, p99 %s", s.Requests, s.ErrorCount(), s.Fallbacks, s.NaNOutputs, s.Latency.Quantile(0.99))
+	return fmt.Sprintf("%d requests, %d errors (%d client 4xx, %d overload), %d fallbacks, %d NaN, p99 %s", s.Requests, s.FailureCount(),
+		s.Errors[ErrClient4xx], s.Errors[ErrOverload], s.Fallbacks, s.NaNOutputs, s.Latency.Quantile(0.99))
 }
