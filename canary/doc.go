@@ -32,6 +32,18 @@
 //     with confidence, and worse than the baseline); pass when the observed
 //     rate is within the maximum; otherwise wait. So 1 error in 12 requests
 //     (lower bound 1.5 %) waits where 100 in 1,200 (6.9 %) fails a 5 % gate.
+//     error_rate counts only the version's own failures (FailureCount):
+//     not client_4xx (the variant rejected the request as bad, 400 /
+//     InvalidArgument, passed to the client) nor overload (a full backend
+//     or the concurrency limit; a fallback answered). fallback_rate leaves
+//     the overload fallbacks out too (OwnFallbacks).
+//   - client_4xx_rate: the canary's client_4xx rate against the
+//     baseline's over the same window. Fail when the canary's lower Wilson
+//     bound is above the baseline's upper bound plus MaxClientErrorExcess
+//     (default 0.01): it rejects clearly more of the requests than the
+//     baseline, which accepts them; pass when the observed rate is within
+//     the baseline's plus the excess, or without baseline traffic to
+//     compare with (the last step); otherwise wait.
 //   - p99_ratio: canary p99 / baseline p99 <= MaxP99Ratio, judged only once
 //     both have MinLatencySamples (without baseline traffic, e.g. at 100 %,
 //     it passes).
@@ -50,15 +62,19 @@
 // analysis: Promote moves to the next step (or, after the last, to phase
 // promoted with the canary at 100); Rollback needs FailuresBeforeRollback
 // failing ticks in a row (a clean tick resets the count) and then restores
-// the split that was in force at Start and marks the canary Failed; Hold
-// changes nothing. Act(state, cfg, action, now, reason) applies pause,
-// resume (restarts the step clock), promote (next step now, skipping the
-// gates) and abort (rollback). Each returns the new State (the input is
+// the split that was in force at Start with the canary's share given to
+// the baseline (RestoreSplit: from {v1: 80, v2: 20} a failed v2 gets 0),
+// and marks the canary Failed; Hold changes nothing. Act(state, cfg,
+// action, now, reason) applies pause, resume (restarts the step clock),
+// promote (next step now, skipping the gates) and abort (rollback). Each returns the new State (the input is
 // not modified), and a Transition whose Changed/Weights the controller
 // writes through the store and xDS path. State is plain JSON-serialisable
 // data with a bounded History of events (start, hold when its reason
 // changes, rollback_check, promote, promoted, rollback, pause, resume) for
-// GET /v1/models/{name}/canary. Weights are percentages summing to 100;
+// GET /v1/models/{name}/canary. State.Step indexes Config.Steps; events,
+// the status API and the step metric count steps from 1 (StepNumber), so
+// "step 4" of [20, 50, 80, 100] is 100 % everywhere. Weights are
+// percentages summing to 100;
 // during the ramp only the baseline and the canary carry traffic.
 //
 // # Desired state mapping (routing.Model.Spec.Canary)
@@ -73,6 +89,7 @@
 //	canary.maxNaNRate          -> Gates.MaxNaNRate
 //	canary.consecutiveFailures -> Config.FailuresBeforeRollback (default 3
 //	                              in both)
+//	canary.maxClientErrorExcess -> Gates.MaxClientErrorExcess (default 0.01)
 //	(no field yet)             -> Gates.MaxFallbackRate, MaxShadowDisagreement,
 //	                              MinLatencySamples, Z: defaults
 package canary
