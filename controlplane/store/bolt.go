@@ -19,6 +19,8 @@ var (
 	bucketModels  = []byte("models")
 	bucketHistory = []byte("history")
 	bucketAudit   = []byte("audit")
+	bucketFailed  = []byte("failed") // model -> version -> FailedMark
+	bucketSide    = []byte("side")   // kind -> model -> SideRecord
 	keyRevision   = []byte("revision")
 )
 
@@ -66,7 +68,7 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 		return nil, fmt.Errorf("open state file %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketModels, bucketHistory, bucketAudit} {
+		for _, b := range [][]byte{bucketMeta, bucketModels, bucketHistory, bucketAudit, bucketFailed, bucketSide} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -261,6 +263,9 @@ func (s *Bolt) write(name string, pre Precondition, ch Change, fill func(cur Rec
 		if err := tx.Bucket(bucketAudit).Put(revKey(rec.Revision), av); err != nil {
 			return err
 		}
+		if err := s.writeExtras(tx, name, ch, rec.Revision, rec.Time); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketMeta).Put(keyRevision, revKey(rec.Revision))
 	})
 	if err != nil {
@@ -268,6 +273,105 @@ func (s *Bolt) write(name string, pre Precondition, ch Change, fill func(cur Rec
 	}
 	s.notify(rec.Revision)
 	return rec, nil
+}
+
+// writeExtras writes a change's failed marks and side state in tx; rev is
+// the revision written with them (0: none).
+func (s *Bolt) writeExtras(tx *bolt.Tx, name string, ch Change, rev int64, at time.Time) error {
+	if len(ch.MarkFailed) > 0 || len(ch.ClearFailed) > 0 {
+		fb, err := tx.Bucket(bucketFailed).CreateBucketIfNotExists([]byte(name))
+		if err != nil {
+			return err
+		}
+		for _, v := range ch.ClearFailed {
+			if err := fb.Delete([]byte(v)); err != nil {
+				return err
+			}
+		}
+		for v, why := range ch.MarkFailed {
+			val, err := json.Marshal(FailedMark{Version: v, Time: at, Subject: ch.Subject, Reason: why, Revision: rev})
+			if err != nil {
+				return err
+			}
+			if err := fb.Put([]byte(v), val); err != nil {
+				return err
+			}
+		}
+	}
+	if sd := ch.Side; sd != nil {
+		if sd.Kind == "" {
+			return errors.New("side state without a kind")
+		}
+		kb, err := tx.Bucket(bucketSide).CreateBucketIfNotExists([]byte(sd.Kind))
+		if err != nil {
+			return err
+		}
+		if sd.Value == nil {
+			return kb.Delete([]byte(name))
+		}
+		val, err := json.Marshal(SideRecord{Value: sd.Value, Revision: rev})
+		if err != nil {
+			return err
+		}
+		return kb.Put([]byte(name), val)
+	}
+	return nil
+}
+
+// UpdateSide implements Store.
+func (s *Bolt) UpdateSide(ctx context.Context, name string, ch Change) error {
+	if s.closed() {
+		return ErrClosed
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return s.writeExtras(tx, name, ch, 0, s.opts.Now().UTC())
+	})
+}
+
+// Failed implements Store.
+func (s *Bolt) Failed(ctx context.Context, name string) (map[string]FailedMark, error) {
+	if s.closed() {
+		return nil, ErrClosed
+	}
+	out := map[string]FailedMark{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		fb := tx.Bucket(bucketFailed).Bucket([]byte(name))
+		if fb == nil {
+			return nil
+		}
+		return fb.ForEach(func(k, v []byte) error {
+			var m FailedMark
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("decode failed mark %s of %q: %w", k, name, err)
+			}
+			out[string(k)] = m
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Side implements Store.
+func (s *Bolt) Side(ctx context.Context, kind string) (map[string]SideRecord, error) {
+	if s.closed() {
+		return nil, ErrClosed
+	}
+	out := map[string]SideRecord{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		kb := tx.Bucket(bucketSide).Bucket([]byte(kind))
+		if kb == nil {
+			return nil
+		}
+		return kb.ForEach(func(k, v []byte) error {
+			var r SideRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("decode %s state of %q: %w", kind, k, err)
+			}
+			out[string(k)] = r
+			return nil
+		})
+	})
+	return out, err
 }
 
 func trim(b *bolt.Bucket, limit int) error {

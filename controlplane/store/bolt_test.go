@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -394,4 +395,213 @@ func TestCrashLosesNoAcknowledgedChange(t *testing.T) {
 		s.Close()
 	}
 	t.Logf("%d acknowledged changes survived 3 kills", len(acked))
+}
+
+// TestFailedMarksStandApart: failed marks are their own record, written in
+// the transaction of the revision that carries them; they outlive the
+// trimmed history and the model's deletion, and only ClearFailed removes
+// them (issue 15: failed versions were derived from the history).
+func TestFailedMarksStandApart(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 11, 27, 1, 2, 3, 0, time.UTC)
+	s, err := OpenBolt(filepath.Join(t.TempDir(), "s.db"), BoltOptions{HistoryLimit: 2, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Put(ctx, testModel("a", 90), Precondition{}, Change{Subject: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := s.Failed(ctx, "a"); err != nil || len(f) != 0 {
+		t.Fatalf("marks before any: %v %v", f, err)
+	}
+	rb, err := s.Put(ctx, testModel("a", 100), Precondition{}, Change{Subject: "canary-controller", Action: "canary-rollback", MarkFailed: map[string]string{"v2": "nan_rate 10%"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 { // the rollback revision leaves the history
+		if _, err := s.Put(ctx, testModel("a", 10+i), Precondition{}, Change{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Delete(ctx, "a", Precondition{}, Change{}); err != nil {
+		t.Fatal(err)
+	}
+	want := FailedMark{Version: "v2", Time: now, Subject: "canary-controller", Reason: "nan_rate 10%", Revision: rb.Revision}
+	if f, err := s.Failed(ctx, "a"); err != nil || len(f) != 1 || f["v2"] != want {
+		t.Fatalf("marks after trimming and deletion: %+v %v; want %+v", f, err, want)
+	}
+	if _, err := s.Put(ctx, testModel("a", 50), Precondition{}, Change{Action: "canary-reset", ClearFailed: []string{"v2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := s.Failed(ctx, "a"); len(f) != 0 {
+		t.Fatalf("marks after a reset: %+v", f)
+	}
+	if err := s.UpdateSide(ctx, "b", Change{MarkFailed: map[string]string{"v3": "aborted"}}); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := s.Failed(ctx, "b"); f["v3"].Reason != "aborted" || f["v3"].Revision != 0 {
+		t.Fatalf("a mark without a revision: %+v", f)
+	}
+}
+
+// TestSideStateGoesWithItsRevision: side state written with a change
+// records the revision of that change; written alone, none; a nil value
+// deletes it; a failing change writes none of it.
+func TestSideStateGoesWithItsRevision(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	r, err := s.Put(ctx, testModel("a", 1), Precondition{}, Change{Side: &Side{Kind: "canary", Value: []byte(`{"step":1}`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	side, err := s.Side(ctx, "canary")
+	if err != nil || string(side["a"].Value) != `{"step":1}` || side["a"].Revision != r.Revision {
+		t.Fatalf("side after a put: %+v %v", side, err)
+	}
+	// A precondition that fails writes neither the document nor the side
+	// state nor a mark.
+	if _, err := s.Put(ctx, testModel("a", 2), Precondition{IfRevision: r.Revision + 7}, Change{Side: &Side{Kind: "canary", Value: []byte(`{"step":2}`)},
+		MarkFailed: map[string]string{"v2": "x"}}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("stale put: %v", err)
+	}
+	if side, _ := s.Side(ctx, "canary"); string(side["a"].Value) != `{"step":1}` {
+		t.Fatalf("a refused change wrote side state: %s", side["a"].Value)
+	}
+	if f, _ := s.Failed(ctx, "a"); len(f) != 0 {
+		t.Fatalf("a refused change wrote a mark: %+v", f)
+	}
+	if err := s.UpdateSide(ctx, "a", Change{Side: &Side{Kind: "canary", Value: []byte(`{"step":3}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	if side, _ := s.Side(ctx, "canary"); string(side["a"].Value) != `{"step":3}` || side["a"].Revision != 0 {
+		t.Fatalf("side written alone: %+v", side["a"])
+	}
+	if h, _ := s.History(ctx, "a", 0); len(h) != 1 {
+		t.Fatalf("UpdateSide wrote a revision: %d in history", len(h))
+	}
+	if err := s.UpdateSide(ctx, "a", Change{Side: &Side{Kind: "canary"}}); err != nil {
+		t.Fatal(err)
+	}
+	if side, _ := s.Side(ctx, "canary"); len(side) != 0 {
+		t.Fatalf("deleted side state: %+v", side)
+	}
+}
+
+// bigModel is a model document of about 110 KB (400 labels of 256
+// characters): one change of it needs more new pages than a store's free
+// pages hold, so on a full disk it cannot be written.
+func bigModel(name string, w1 int) routing.Model {
+	m := testModel(name, w1)
+	m.Metadata.Labels = map[string]string{}
+	for i := range 400 {
+		m.Metadata.Labels[fmt.Sprintf("l%03d", i)] = strings.Repeat(strconv.Itoa(i%10+w1%10), 256)
+	}
+	return m
+}
+
+// smallTmpfs mounts a tmpfs of size bytes on a fresh folder (as root; the
+// test is skipped where mounting is not allowed) and unmounts it at the
+// end.
+func smallTmpfs(t *testing.T, size int) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("switchyard-test", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
+		t.Skipf("cannot mount a tmpfs here (needs root): %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// fill writes a file in dir until the file system is full.
+func fill(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("filling %s: %v", dir, err)
+			}
+			return path
+		}
+	}
+}
+
+// TestFullDiskWritesNothing runs the store on a real 2 MiB tmpfs filled to
+// the last block: a change fails with ENOSPC and leaves document, history,
+// audit, marks and side state as they were (also after reopening); once
+// there is space again the same change goes through.
+func TestFullDiskWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	dir := smallTmpfs(t, 2<<20)
+	path := filepath.Join(dir, "state.db")
+	s, err := OpenBolt(path, BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	first, err := s.Put(ctx, bigModel("a", 100), Precondition{}, Change{Side: &Side{Kind: "canary", Value: []byte(`{"step":1}`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	filler := fill(t, dir)
+	change := Change{Subject: "canary-controller", Action: "canary-rollback", MarkFailed: map[string]string{"v2": "gate failed"},
+		Side: &Side{Kind: "canary", Value: []byte(`{"step":2}`)}}
+	_, err = s.Put(ctx, bigModel("a", 90), Precondition{IfRevision: first.Revision}, change)
+	if err == nil {
+		t.Fatal("a change on a full disk was acknowledged")
+	}
+	if !errors.Is(err, syscall.ENOSPC) && !strings.Contains(err.Error(), "no space left") {
+		t.Fatalf("full disk: %v, want ENOSPC", err)
+	}
+	check := func(s *Bolt, when string) {
+		t.Helper()
+		cur, err := s.Get(ctx, "a")
+		if err != nil || cur.Revision != first.Revision || cur.Model.Spec.Traffic.Weights["v1"] != 100 {
+			t.Fatalf("%s: current %d %v (%v), want revision %d unchanged", when, cur.Revision, cur.Model.Spec.Traffic.Weights, err, first.Revision)
+		}
+		if h, _ := s.History(ctx, "a", 0); len(h) != 1 {
+			t.Fatalf("%s: %d revisions in history", when, len(h))
+		}
+		if a, _ := s.Audit(ctx, AuditQuery{}); len(a) != 1 {
+			t.Fatalf("%s: %d audit entries", when, len(a))
+		}
+		if f, _ := s.Failed(ctx, "a"); len(f) != 0 {
+			t.Fatalf("%s: marks %+v", when, f)
+		}
+		if side, _ := s.Side(ctx, "canary"); string(side["a"].Value) != `{"step":1}` {
+			t.Fatalf("%s: side state %s", when, side["a"].Value)
+		}
+	}
+	check(s, "after the failed change")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = OpenBolt(path, BoltOptions{}); err != nil {
+		t.Fatalf("reopen on the full disk: %v", err)
+	}
+	check(s, "reopened")
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Put(ctx, bigModel("a", 90), Precondition{IfRevision: first.Revision}, change)
+	if err != nil {
+		t.Fatalf("with space again: %v", err)
+	}
+	if f, _ := s.Failed(ctx, "a"); f["v2"].Revision != rec.Revision {
+		t.Fatalf("marks after the change: %+v", f)
+	}
+	if side, _ := s.Side(ctx, "canary"); string(side["a"].Value) != `{"step":2}` || side["a"].Revision != rec.Revision {
+		t.Fatalf("side after the change: %+v", side["a"])
+	}
 }

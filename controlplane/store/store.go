@@ -46,14 +46,53 @@ type Record struct {
 }
 
 // Change describes who makes a change and why; it goes into the audit log.
+// Its failed marks and side state are written in the same transaction as
+// the revision: either all of it is durable or none of it is.
 type Change struct {
 	// Subject is the authenticated caller (a token's subject).
 	Subject string
 	// Action names the operation: "put", "weights", "rollback", "delete",
-	// and later "canary", "shadow", ...
+	// "canary-rollback", ...
 	Action string
 	// Reason is free text from the caller (optional).
 	Reason string
+	// MarkFailed marks versions of the model failed, version -> why (a
+	// canary rolled back or was aborted).
+	MarkFailed map[string]string
+	// ClearFailed removes versions' failed marks (a canary reset).
+	ClearFailed []string
+	// Side, when set, replaces the model's side state of its kind.
+	Side *Side
+}
+
+// FailedMark says that a version of a model failed its canary: when, why,
+// and with which revision it was marked. Marks are stored apart from the
+// history (which is trimmed) and outlive the model's deletion; only a
+// change with ClearFailed removes one. They are the one record of which
+// versions failed: canary start, rollback and the API all read them here.
+type FailedMark struct {
+	Version string    `json:"version"`
+	Time    time.Time `json:"time"`
+	Subject string    `json:"subject,omitempty"`
+	Reason  string    `json:"reason"`
+	// Revision is the revision written with the mark (0: marked alone).
+	Revision int64 `json:"revision,omitempty"`
+}
+
+// Side is a component's own state about one model, kept with the desired
+// state so that the two cannot disagree: the canary controller's run
+// (Kind "canary"). A nil Value deletes it.
+type Side struct {
+	Kind  string
+	Value []byte
+}
+
+// SideRecord is a stored side value.
+type SideRecord struct {
+	Value []byte `json:"value"`
+	// Revision is the revision written in the same transaction (0: written
+	// alone, by UpdateSide).
+	Revision int64 `json:"revision,omitempty"`
 }
 
 // Precondition guards a write. The zero value writes unconditionally.
@@ -112,6 +151,14 @@ type Store interface {
 	Revision(ctx context.Context, name string, rev int64) (Record, error)
 	// Audit returns audit entries, newest first.
 	Audit(ctx context.Context, q AuditQuery) ([]AuditEntry, error)
+	// Failed returns the model's failed marks by version (empty: none).
+	Failed(ctx context.Context, name string) (map[string]FailedMark, error)
+	// Side returns every model's side state of kind, by model name.
+	Side(ctx context.Context, kind string) (map[string]SideRecord, error)
+	// UpdateSide writes ch.Side and ch's failed marks for model name in one
+	// durable transaction without a new revision (no history, no audit
+	// entry): bookkeeping that changes no document.
+	UpdateSide(ctx context.Context, name string, ch Change) error
 	// Watch returns a channel that receives the store revision now and
 	// after every change, until ctx is done (then it is closed).
 	// Revisions may be coalesced: a slow reader sees only the newest, and
