@@ -190,6 +190,10 @@ type Canary struct {
 	// ConsecutiveFailures: failed analyses in a row before rollback
 	// (default 3, as canary.Config.FailuresBeforeRollback).
 	ConsecutiveFailures int `json:"consecutiveFailures,omitempty" yaml:"consecutiveFailures,omitempty"`
+	// MaxClientErrorExcess: how much the canary's rate of requests it
+	// rejects as bad (400 / InvalidArgument) may exceed the baseline's,
+	// 0..1 (0: the canary package's default, 0.01).
+	MaxClientErrorExcess float64 `json:"maxClientErrorExcess,omitempty" yaml:"maxClientErrorExcess,omitempty"`
 }
 
 // Fallback chain steps.

@@ -267,6 +267,7 @@ func (m *Model) validateSpec(v *validator) {
 		}
 		checkRate(v, "spec.canary.maxErrorRate", c.MaxErrorRate)
 		checkRate(v, "spec.canary.maxNaNRate", c.MaxNaNRate)
+		checkRate(v, "spec.canary.maxClientErrorExcess", c.MaxClientErrorExcess)
 		if !(c.MaxP99Ratio >= 1) || math.IsInf(c.MaxP99Ratio, 0) {
 			v.add("spec.canary.maxP99Ratio", "must be a finite ratio >= 1, got %v", c.MaxP99Ratio)
 		}
