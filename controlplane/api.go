@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,11 +41,11 @@ type HandlerFunc func(w http.ResponseWriter, r *http.Request, caller Identity)
 //
 //	GET    /v1/models                      [viewer]   list
 //	GET    /v1/models/{name}               [viewer]   one model; ETag = revision
-//	PUT    /v1/models/{name}               [editor]   create/replace (If-Match / If-None-Match: *)
+//	PUT    /v1/models/{name}               [editor]   create/replace (If-Match / If-None-Match: *; ?force=true)
 //	DELETE /v1/models/{name}               [operator] delete (If-Match)
 //	GET    /v1/models/{name}/history       [viewer]   revisions, newest first (?limit=)
-//	PUT    /v1/models/{name}/weights       [editor]   change weights only
-//	POST   /v1/models/{name}/rollback      [operator] restore the previous or a named revision
+//	PUT    /v1/models/{name}/weights       [editor]   change weights only (force: true / ?force=true)
+//	POST   /v1/models/{name}/rollback      [operator] restore the previous or a named revision (aborts a running canary first)
 //	GET    /v1/audit                       [viewer]   audit log (?model=&before=&limit=)
 //	GET    /v1/proxies                     [viewer]   connected proxies and their ACK/NACK state
 //	GET    /metrics, /healthz              (no auth)
@@ -61,6 +63,9 @@ type API struct {
 	maxBody  int64
 	mux      *http.ServeMux
 	gatherer prometheus.Gatherer
+	// canary, when the canary controller is enabled, guards writes that
+	// would change a running canary's weights (canary_guard.go).
+	canary *CanaryController
 }
 
 func newAPI(st store.Store, auth *Authenticator, tr *Tracker, x *xdsServer, m *Metrics, g prometheus.Gatherer, logger *slog.Logger, maxBody int64) *API {
@@ -209,6 +214,16 @@ type ModelResponse struct {
 	// Skipped lists, for a rollback without a named revision, the newer
 	// revisions passed over because their split was not known healthy.
 	Skipped []SkippedRevision `json:"skipped,omitempty"`
+	// AbortedCanary is set when the request aborted the model's running
+	// canary first (a rollback, a forced weight change).
+	AbortedCanary *AbortedCanary `json:"abortedCanary,omitempty"`
+	// FailedVersions (GET of one model) are the versions marked failed by
+	// a canary, with when and why: what rollback avoids and canary start
+	// refuses.
+	FailedVersions map[string]store.FailedMark `json:"failedVersions,omitempty"`
+	// Unchanged says the write was a no-op (the document asked for what
+	// is stored): no new revision.
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 func modelResponse(r store.Record) ModelResponse {
@@ -221,6 +236,9 @@ type ErrorResponse struct {
 	Fields []routing.FieldError `json:"fields,omitempty"`
 	// Revision is the current revision on a 409.
 	Revision int64 `json:"revision,omitempty"`
+	// Hints name the actions that resolve a refusal (a 409 during a
+	// canary: abort it, or repeat with force).
+	Hints []Hint `json:"hints,omitempty"`
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -254,6 +272,9 @@ func (a *API) storeError(w http.ResponseWriter, r *http.Request, err error) {
 		writeJSON(w, http.StatusConflict, body)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		writeError(w, http.StatusServiceUnavailable, err.Error(), nil)
+	case outOfSpace(err):
+		a.log.Error("state write failed: out of space", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInsufficientStorage, "state write failed, nothing was changed: the state file has no room (disk full or file size limit): "+err.Error(), nil)
 	default:
 		a.log.Error("store error", "method", r.Method, "path", r.URL.Path, "err", err)
 		writeError(w, http.StatusInternalServerError, "store error: "+err.Error(), nil)
@@ -338,8 +359,29 @@ func (a *API) getModel(w http.ResponseWriter, r *http.Request, _ Identity) {
 		a.storeError(w, r, err)
 		return
 	}
+	resp := modelResponse(rec)
+	if resp.FailedVersions, err = a.store.Failed(r.Context(), rec.Model.Metadata.Name); err != nil {
+		a.storeError(w, r, err)
+		return
+	}
+	if len(resp.FailedVersions) == 0 {
+		resp.FailedVersions = nil
+	}
 	w.Header().Set("ETag", etag(rec.Revision))
-	writeJSON(w, http.StatusOK, modelResponse(rec))
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// forceParam reads ?force=true (or a body's force field, when set).
+func forceParam(r *http.Request, body bool) (bool, error) {
+	q := r.URL.Query().Get("force")
+	if q == "" {
+		return body, nil
+	}
+	v, err := strconv.ParseBool(q)
+	if err != nil {
+		return false, fmt.Errorf("query parameter force: want true or false, got %q", q)
+	}
+	return v || body, nil
 }
 
 // putModel creates or replaces a model. The body is the Model document in
@@ -377,9 +419,13 @@ func (a *API) putModel(w http.ResponseWriter, r *http.Request, caller Identity) 
 		badDecode(w, err)
 		return
 	}
-	rec, err := a.store.Put(r.Context(), m, pre, change(r, caller, "put", ""))
+	force, err := forceParam(r, false)
 	if err != nil {
-		a.storeError(w, r, err)
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	rec, ok := a.guardedPut(w, r, caller, m, pre, force)
+	if !ok {
 		return
 	}
 	code := http.StatusOK
@@ -389,6 +435,87 @@ func (a *API) putModel(w http.ResponseWriter, r *http.Request, caller Identity) 
 	a.log.Info("model stored", "model", name, "revision", rec.Revision, "subject", caller.Subject)
 	w.Header().Set("ETag", etag(rec.Revision))
 	writeJSON(w, code, modelResponse(rec))
+}
+
+// guardedPut stores m. With the canary controller enabled, a write over a
+// running canary is judged first (judgeWrite): one that changes the
+// canary's weights is refused (409 with hints) unless forced, which aborts
+// the canary first; one that carries the split from before the canary
+// keeps the canary's weights, and is a no-op (200, unchanged) when nothing
+// else differs. It then writes with the revision it judged (retrying a
+// lost race when the request pinned none), so the canary cannot move in
+// between. On a problem it has answered and returns false.
+func (a *API) guardedPut(w http.ResponseWriter, r *http.Request, caller Identity, m routing.Model, pre store.Precondition, force bool) (store.Record, bool) {
+	ctx := r.Context()
+	name := m.Metadata.Name
+	for attempt := 0; ; attempt++ {
+		next := m.Clone()
+		writePre, retry := pre, false
+		if a.canary != nil && !pre.MustNotExist {
+			cur, err := a.store.Get(ctx, name)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+			case err != nil:
+				a.storeError(w, r, err)
+				return store.Record{}, false
+			case pre.IfRevision > 0 && cur.Revision != pre.IfRevision:
+				a.storeError(w, r, fmt.Errorf("model %q is at revision %d, not %d: %w", name, cur.Revision, pre.IfRevision, store.ErrConflict))
+				return store.Record{}, false
+			default:
+				out, run := a.canary.judge(name, &cur.Model, &next, false)
+				switch out {
+				case writeConflict:
+					if !force {
+						answerConflict(w, weightsConflict(name, run, forceHint(name, run.Config.Canary, http.MethodPut, modelAPIPath(name)+"?force=true", nil)))
+						return store.Record{}, false
+					}
+					ab, err := a.canary.abortFor(ctx, name, cur.Revision, caller.Subject, "document with other weights applied with force by "+caller.Subject)
+					if err != nil {
+						a.actionError(w, r, err)
+						return store.Record{}, false
+					}
+					if ab != nil && pre.IfRevision > 0 {
+						pre.IfRevision = ab.Revision // the revision the caller saw, aborted on their behalf
+					}
+					if attempt < casAttempts {
+						continue
+					}
+				case writeKeep:
+					next.Spec.Traffic.Weights = maps.Clone(cur.Model.Spec.Traffic.Weights)
+					if sameDocument(&next, &cur.Model) {
+						resp := modelResponse(cur)
+						resp.Unchanged = true
+						w.Header().Set("ETag", etag(cur.Revision))
+						writeJSON(w, http.StatusOK, resp)
+						return store.Record{}, false
+					}
+				}
+				if writePre.IfRevision == 0 {
+					writePre.IfRevision, retry = cur.Revision, true
+				}
+			}
+		}
+		rec, err := a.store.Put(ctx, next, writePre, change(r, caller, "put", ""))
+		if errors.Is(err, store.ErrConflict) && retry && attempt < casAttempts {
+			continue
+		}
+		if err != nil {
+			a.storeError(w, r, err)
+			return store.Record{}, false
+		}
+		return rec, true
+	}
+}
+
+// actionError answers an error of a canary action taken on a request's
+// behalf.
+func (a *API) actionError(w http.ResponseWriter, r *http.Request, err error) {
+	var ce conflictError
+	if errors.As(err, &ce) {
+		answerConflict(w, ce)
+		return
+	}
+	a.storeError(w, r, err)
 }
 
 func (a *API) deleteModel(w http.ResponseWriter, r *http.Request, caller Identity) {
@@ -436,6 +563,10 @@ func (a *API) history(w http.ResponseWriter, r *http.Request, _ Identity) {
 type WeightsRequest struct {
 	Weights map[string]int `json:"weights"`
 	Reason  string         `json:"reason,omitempty"`
+	// Force a change while a canary runs: the canary is aborted first (its
+	// version marked failed), then the weights are written. Without it
+	// such a change is refused (409). Also ?force=true.
+	Force bool `json:"force,omitempty"`
 }
 
 // casAttempts bounds read-modify-write retries when no If-Match was given.
@@ -454,7 +585,44 @@ func (a *API) putWeights(w http.ResponseWriter, r *http.Request, caller Identity
 		writeError(w, http.StatusBadRequest, "weights: required", []routing.FieldError{{Field: "weights", Message: "required: version name to integer weight"}})
 		return
 	}
+	force, err := forceParam(r, req.Force)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	var aborted *AbortedCanary
+	if a.canary != nil && force {
+		cur, err := a.store.Get(r.Context(), name)
+		if err != nil {
+			a.storeError(w, r, err)
+			return
+		}
+		next := cur.Model.Clone()
+		next.Spec.Traffic.Weights = req.Weights
+		if out, _ := a.canary.judge(name, &cur.Model, &next, true); out == writeConflict {
+			why := "weights set with force by " + caller.Subject
+			if req.Reason != "" {
+				why += ": " + req.Reason
+			}
+			if aborted, err = a.canary.abortFor(r.Context(), name, pre.IfRevision, caller.Subject, why); err != nil {
+				a.actionError(w, r, err)
+				return
+			}
+			if aborted != nil && pre.IfRevision > 0 {
+				pre.IfRevision = aborted.Revision
+			}
+		}
+	}
 	rec, ok := a.patch(w, r, caller, name, pre, "weights", req.Reason, func(m *routing.Model) bool {
+		if a.canary != nil {
+			next := m.Clone()
+			next.Spec.Traffic.Weights = req.Weights
+			if out, run := a.canary.judge(name, m, &next, true); out == writeConflict {
+				answerConflict(w, weightsConflict(name, run, forceHint(name, run.Config.Canary, http.MethodPut, modelAPIPath(name)+"/weights",
+					map[string]any{"weights": req.Weights, "force": true})))
+				return false
+			}
+		}
 		m.Spec.Traffic.Weights = req.Weights
 		return true
 	})
@@ -462,7 +630,9 @@ func (a *API) putWeights(w http.ResponseWriter, r *http.Request, caller Identity
 		return
 	}
 	a.log.Info("weights changed", "model", name, "revision", rec.Revision, "weights", req.Weights, "subject", caller.Subject)
-	writeJSON(w, http.StatusOK, modelResponse(rec))
+	resp := modelResponse(rec)
+	resp.AbortedCanary = aborted
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // decodePatch reads what a patch endpoint needs from its request: the
@@ -536,7 +706,12 @@ type RollbackRequest struct {
 }
 
 // rollback writes an earlier revision's document as a new revision. A
-// deleted model can be restored too.
+// deleted model can be restored too. It works at any time: a running
+// canary is aborted first (its version marked failed); when that abort's
+// split routes nothing to a failed version it is the answer (no second
+// revision). Without a named revision it restores the newest revision
+// whose split was healthy (RollbackTarget); a named revision that routes
+// traffic to a failed version is refused (409, hint: reset it first).
 func (a *API) rollback(w http.ResponseWriter, r *http.Request, caller Identity) {
 	name := r.PathValue("name")
 	pre, err := precondition(r)
@@ -559,18 +734,57 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request, caller Identity) 
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("revision must be >= 0 and waitForAck 0..%s", maxAckWait), nil)
 		return
 	}
+	reason := req.Reason
+	if reason == "" {
+		reason = r.Header.Get("X-Switchyard-Reason")
+	}
+	wait := req.WaitForAck.D()
+	if wait == 0 {
+		wait = defaultRollbackAckWait
+	}
+	written := time.Now()
+	var aborted *AbortedCanary
+	if a.canary != nil {
+		why := "rollback requested by " + caller.Subject
+		if reason != "" {
+			why += ": " + reason
+		}
+		if aborted, err = a.canary.abortFor(r.Context(), name, pre.IfRevision, caller.Subject, why); err != nil {
+			a.actionError(w, r, err)
+			return
+		}
+		if aborted != nil && pre.IfRevision > 0 {
+			pre.IfRevision = aborted.Revision
+		}
+	}
 	hist, err := a.store.History(r.Context(), name, 0)
 	if err != nil {
 		a.storeError(w, r, err)
 		return
 	}
+	marks, err := a.store.Failed(r.Context(), name)
+	if err != nil {
+		a.storeError(w, r, err)
+		return
+	}
+	failed := slices.Sorted(maps.Keys(marks))
 	head := hist[0]
+	if aborted != nil && req.Revision == 0 && head.Revision == aborted.Revision && routesToFailed(head.Model.Spec.Traffic.Weights, failed) == "" {
+		resp := modelResponse(head)
+		resp.AbortedCanary = aborted
+		resp.Proxies = waitApplied(r.Context(), a.WaitApplied, head.Revision, written, wait)
+		a.log.Warn("model rolled back: canary aborted", "model", name, "canary", aborted.Canary, "revision", head.Revision,
+			"subject", caller.Subject, "applied", resp.Proxies.Message)
+		w.Header().Set("ETag", etag(head.Revision))
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
 	var target *store.Record
 	var skipped []SkippedRevision
 	if req.Revision == 0 {
 		// The last revision whose split was healthy: not a deletion, not
-		// written mid-canary, no traffic to a version a canary failed.
-		target, skipped = RollbackTarget(hist)
+		// written mid-canary, no traffic to a version marked failed.
+		target, skipped = RollbackTarget(hist, failed)
 	}
 	for i := range hist {
 		if req.Revision > 0 && hist[i].Revision == req.Revision {
@@ -593,32 +807,31 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request, caller Identity) 
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("revision %d is a deletion; name a revision that held the model", target.Revision), []routing.FieldError{{Field: "revision", Message: "is a deletion"}})
 		return
 	}
+	if v := routesToFailed(target.Model.Spec.Traffic.Weights, failed); v != "" {
+		answerConflict(w, conflictError{
+			msg:   fmt.Sprintf("revision %d sends traffic to version %q, which failed its canary (%s); reset it first to roll back to it", target.Revision, v, marks[v].Reason),
+			hints: []Hint{resetHint(name, v)},
+		})
+		return
+	}
 	if pre == (store.Precondition{}) {
 		pre.IfRevision = head.Revision // roll back from what we looked at
 		if head.Deleted {
 			pre = store.Precondition{MustNotExist: true}
 		}
 	}
-	reason := req.Reason
-	if reason == "" {
-		reason = r.Header.Get("X-Switchyard-Reason")
-	}
 	if reason == "" {
 		reason = fmt.Sprintf("rollback to revision %d", target.Revision)
 	}
-	written := time.Now()
 	rec, err := a.store.Put(r.Context(), target.Model, pre, store.Change{Subject: caller.Subject, Action: "rollback", Reason: reason})
 	if err != nil {
 		a.storeError(w, r, err)
 		return
 	}
-	wait := req.WaitForAck.D()
-	if wait == 0 {
-		wait = defaultRollbackAckWait
-	}
 	resp := modelResponse(rec)
 	resp.RestoredRevision = target.Revision
 	resp.Skipped = skipped
+	resp.AbortedCanary = aborted
 	resp.Proxies = waitApplied(r.Context(), a.WaitApplied, rec.Revision, written, wait)
 	a.log.Warn("model rolled back", "model", name, "to", target.Revision, "revision", rec.Revision,
 		"subject", caller.Subject, "applied", resp.Proxies.Message)

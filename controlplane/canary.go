@@ -31,10 +31,6 @@ type CanaryOptions struct {
 	// Retention of the proxies' reports (default 15m): a step is judged on
 	// at most this much of its traffic.
 	Retention time.Duration
-	// StatePath is the bbolt file of the canary's bookkeeping (runs,
-	// failed marks). Default: the bbolt state file's path + ".canary";
-	// with another store and no path, in memory (lost on restart).
-	StatePath string
 	// Source of the stats the analysis reads (default: the proxies'
 	// reports, Stats()); e.g. a PromSource.
 	Source MetricSource
@@ -51,30 +47,50 @@ type CanaryOptions struct {
 // store — a new revision with Change{Subject: "canary-controller", Action:
 // canary-start | canary-promote | canary-promoted | canary-rollback, Reason:
 // the verdict} — so the xDS snapshot follows and the audit log records it.
-// A rollback restores the split from before the canary and marks the
-// version failed (persisted) so it is not ramped again until reset.
+//
+// Its bookkeeping (the run, per model) is side state of the model in the
+// store, written in the same transaction as the revision of each
+// transition; a rollback's failed mark (store.Failed) is written in that
+// transaction too. A write that fails (a full disk, a read-only file)
+// fails the transition: the state in memory stays what is durable, the
+// canary holds and retries at the next tick, the status says why
+// (stateError), the manual action's request gets a 5xx naming the cause,
+// and switchyard_controlplane_store_write_errors_total counts it (alert
+// SwitchyardStateWriteFailing).
+//
+// A rollback restores the split from before the canary with the canary's
+// share given to the baseline, and marks the version failed, so it is not
+// ramped again until reset.
 //
 // Lifecycle of a model's canary: when spec.canary.version names a version
 // that does not already take all traffic, has no finished run and is not
 // marked failed, the controller starts it (or POST .../canary/start does,
-// with overrides). A weight change by someone else during the ramp (a PUT,
-// the rollback endpoint) aborts the canary without touching their weights;
-// removing or renaming spec.canary ends the run.
+// with overrides). While it runs, the API refuses other weight changes
+// (409 naming the action that resolves it) unless forced, which aborts
+// the canary first (canary_guard.go); POST .../rollback aborts it first.
+// Removing or renaming spec.canary ends the run and clears its status;
+// a finished run is cleared the same way.
 type CanaryController struct {
 	cp       *ControlPlane
 	api      *API
 	store    store.Store
 	stats    *StatsService
 	source   MetricSource
-	states   canaryStateStore
 	now      func() time.Time
 	interval time.Duration
 	ackWait  time.Duration
 	log      *slog.Logger
 	metrics  *canaryMetrics
 
-	mu    sync.Mutex // serialises ticks and manual actions
-	books map[string]*canaryBook
+	mu       sync.Mutex // serialises ticks, manual actions and the API's guarded writes
+	books    map[string]*canaryBook
+	writeErr map[string]stateWriteError // the newest failed state write per model, until one succeeds
+}
+
+// stateWriteError is a state write that failed.
+type stateWriteError struct {
+	At  time.Time
+	Err string
 }
 
 // EnableCanary creates the canary controller of cp: it registers the
@@ -98,28 +114,22 @@ func (cp *ControlPlane) EnableCanary(opts CanaryOptions) (*CanaryController, err
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.StatePath == "" {
-		if b, ok := cp.store.(interface{ Path() string }); ok {
-			opts.StatePath = b.Path() + ".canary"
-		}
-	}
-	var states canaryStateStore = &memCanaryState{}
-	if opts.StatePath != "" {
-		s, err := openBoltCanaryState(filepath.Clean(opts.StatePath))
-		if err != nil {
+	log := cp.log.With("component", "canary")
+	st := cp.Store()
+	if b, ok := cp.store.(interface{ Path() string }); ok {
+		// Older control planes kept the canary's state in a file of its
+		// own next to the state file.
+		if err := importLegacyCanaryState(cp.ctx, st, filepath.Clean(b.Path()+".canary"), log); err != nil {
 			return nil, err
 		}
-		states = s
 	}
-	books, err := states.Load()
+	books, err := loadBooks(cp.ctx, st)
 	if err != nil {
-		states.Close()
 		return nil, err
 	}
-	log := cp.log.With("component", "canary")
 	c := &CanaryController{
-		cp: cp, api: cp.api, store: cp.Store(), states: states, now: opts.Now,
-		interval: opts.Interval, ackWait: opts.AckWait, log: log, books: books,
+		cp: cp, api: cp.api, store: st, now: opts.Now,
+		interval: opts.Interval, ackWait: opts.AckWait, log: log, books: books, writeErr: map[string]stateWriteError{},
 	}
 	c.stats = newStatsService(opts.Retention, opts.Now, cp.cfg.Registerer, log)
 	c.source = opts.Source
@@ -129,13 +139,13 @@ func (cp *ControlPlane) EnableCanary(opts CanaryOptions) (*CanaryController, err
 	c.metrics = newCanaryMetrics(cp.cfg.Registerer)
 	statspb.RegisterStatsServer(cp.xds.grpc, c.stats)
 	c.routes()
+	cp.api.canary = c
 	for _, b := range books {
 		c.metrics.observe(b)
 	}
 	cp.wg.Add(1)
 	go func() {
 		defer cp.wg.Done()
-		defer states.Close()
 		c.run(cp.ctx)
 	}()
 	return c, nil
@@ -176,11 +186,18 @@ func (c *CanaryController) TickOnce(ctx context.Context) {
 			c.log.Warn("canary tick", "model", rec.Model.Metadata.Name, "err", err)
 		}
 	}
-	for name, b := range c.books {
-		if !seen[name] && b.Run.active() {
-			b.Run.Ended = "model deleted"
-			c.save(b)
+	for name := range c.books {
+		if seen[name] {
+			continue
 		}
+		// The model was deleted: its canary ends with it.
+		if err := c.store.UpdateSide(ctx, name, store.Change{Subject: CanarySubject, Side: &store.Side{Kind: sideCanary}}); err != nil {
+			c.writeFailed(name, "canary state write (model deleted)", err)
+			continue
+		}
+		delete(c.books, name)
+		delete(c.writeErr, name)
+		c.metrics.forget(name)
 	}
 }
 
@@ -193,11 +210,37 @@ func (c *CanaryController) book(name string) *canaryBook {
 	return b
 }
 
-func (c *CanaryController) save(b *canaryBook) {
-	if err := c.states.Save(b); err != nil {
-		c.log.Error("canary: persist state", "model", b.Model, "err", err)
+// commit persists nb, the model's next book, alone (no revision) with
+// marks, and puts it in place only once that is durable. c.mu is held.
+func (c *CanaryController) commit(ctx context.Context, nb *canaryBook, marks map[string]string) error {
+	side, err := nb.side()
+	if err != nil {
+		return err
 	}
-	c.metrics.observe(b)
+	if err := c.store.UpdateSide(ctx, nb.Model, store.Change{Subject: CanarySubject, Side: side, MarkFailed: marks}); err != nil {
+		return c.writeFailed(nb.Model, "canary state write", err)
+	}
+	c.committed(nb)
+	return nil
+}
+
+// committed puts a durable book in place. c.mu is held.
+func (c *CanaryController) committed(nb *canaryBook) {
+	c.books[nb.Model] = nb
+	delete(c.writeErr, nb.Model)
+	c.metrics.observe(nb)
+}
+
+// writeFailed records a failed state write of model (not a lost race: a
+// store failure) for the status and the log, and returns it wrapped in
+// what.
+func (c *CanaryController) writeFailed(model, what string, err error) error {
+	err = fmt.Errorf("%s: %w", what, err)
+	if storeFailure(err) {
+		c.writeErr[model] = stateWriteError{At: c.now(), Err: err.Error()}
+		c.log.Error("canary: state write failed; the canary holds until it can persist", "model", model, "err", err)
+	}
+	return err
 }
 
 // configOf is the run's configuration with the current spec's thresholds
@@ -210,6 +253,7 @@ func configOf(run *canaryRun, spec *routing.Canary) canary.Config {
 		cfg.Gates.MaxErrorRate = spec.MaxErrorRate
 		cfg.Gates.MaxP99Ratio = spec.MaxP99Ratio
 		cfg.Gates.MaxNaNRate = spec.MaxNaNRate
+		cfg.Gates.MaxClientErrorExcess = spec.MaxClientErrorExcess
 		cfg.FailuresBeforeRollback = spec.ConsecutiveFailures
 	}
 	return cfg.Defaults()
@@ -292,24 +336,33 @@ func (c *CanaryController) reconcile(ctx context.Context, rec store.Record) erro
 			if spec != nil {
 				why = fmt.Sprintf("spec.canary.version changed to %q", spec.Version)
 			}
-			run.Ended = fmt.Sprintf("%s by %s (revision %d)", why, subjectOf(rec), rec.Revision)
-			c.log.Info("canary ended", "model", name, "canary", run.Config.Canary, "why", run.Ended)
-			c.save(b)
+			nb := b.clone()
+			nb.Run = nil
+			nb.LastRun = fmt.Sprintf("the canary of %s ended at step %d/%d: %s by %s (revision %d)", run.Config.Canary, run.State.StepNumber(), len(run.Config.Steps), why, subjectOf(rec), rec.Revision)
+			if err := c.commit(ctx, nb, nil); err != nil {
+				return err
+			}
+			c.log.Info("canary ended", "model", name, "canary", run.Config.Canary, "why", nb.LastRun)
+			return nil
 		case rec.Revision != run.Revision && !sameSplit(rec.Model.Spec.Traffic.Weights, run.State.Weights):
+			// Written past the API's guard (another client of the store):
+			// the canary cannot go on from a split it did not set.
 			reason := fmt.Sprintf("weights changed outside the canary by %s (%s, revision %d)", subjectOf(rec), rec.Action, rec.Revision)
 			st, _, err := canary.Act(run.State, configOf(run, spec), canary.Abort, now, reason)
 			if err != nil {
 				return err
 			}
 			st.Weights = maps.Clone(rec.Model.Spec.Traffic.Weights) // theirs stand
-			run.State, run.Revision = st, rec.Revision
-			b.markFailed(run.Config.Canary, reason, now)
+			nb := b.clone()
+			nb.Run.State, nb.Run.Revision = st, rec.Revision
+			if err := c.commit(ctx, nb, map[string]string{run.Config.Canary: reason}); err != nil {
+				return err
+			}
 			c.metrics.decision(name, canary.Rollback)
 			c.log.Warn("canary aborted", "model", name, "canary", run.Config.Canary, "reason", reason)
-			c.save(b)
 			return nil
 		default:
-			run.Revision = rec.Revision
+			run.Revision = rec.Revision // ours, or a change that left the split alone
 			if run.State.Phase != canary.Progressing {
 				return nil
 			}
@@ -319,22 +372,37 @@ func (c *CanaryController) reconcile(ctx context.Context, rec store.Record) erro
 				return err
 			}
 			st, tr := canary.Tick(run.State, cfg, base, can, now)
-			return c.apply(ctx, b, rec, st, tr, CanarySubject, false)
+			nb := b.clone()
+			nb.Run.State = st
+			return c.apply(ctx, b, nb, rec, tr, CanarySubject, false)
 		}
+	}
+	if run := b.Run; run != nil && (spec == nil || spec.Version != run.Config.Canary) {
+		// A finished run whose version spec.canary no longer names: clear
+		// it, so the status and the phase metric (and its alert) say none.
+		nb := b.clone()
+		nb.Run = nil
+		nb.LastRun = fmt.Sprintf("the canary of %s was %s at step %d/%d", run.Config.Canary, run.State.Phase, run.State.StepNumber(), len(run.Config.Steps))
+		if err := c.commit(ctx, nb, nil); err != nil {
+			return err
+		}
+		b = nb
 	}
 	if spec == nil || spec.Version == "" {
 		return nil
 	}
 	v := spec.Version
 	switch {
-	case b.Run != nil && b.Run.Config.Canary == v && b.Run.Ended == "":
+	case b.Run != nil && b.Run.Config.Canary == v:
 		return nil // this version's canary finished; start or reset to run again
-	case slices.Contains(b.Failed, v):
-		return nil
 	case soleHolder(rec.Model.Spec.Traffic.Weights, v):
 		return nil
 	}
-	_, err := c.start(ctx, b, rec, rec.Model.Clone(), CanarySubject, "spec.canary.version is "+v)
+	failed, _, err := failedVersions(ctx, c.store, name)
+	if err != nil || slices.Contains(failed, v) {
+		return err
+	}
+	_, err = c.start(ctx, b, rec, rec.Model.Clone(), CanarySubject, "spec.canary.version is "+v)
 	return err
 }
 
@@ -364,8 +432,12 @@ func (c *CanaryController) start(ctx context.Context, b *canaryBook, rec store.R
 	if err != nil {
 		return 0, err
 	}
+	failed, _, err := failedVersions(ctx, c.store, m.Metadata.Name)
+	if err != nil {
+		return 0, err
+	}
 	now := c.now()
-	st, tr, err := canary.Start(cfg, m.Spec.Traffic.Weights, b.Failed, now)
+	st, tr, err := canary.Start(cfg, m.Spec.Traffic.Weights, failed, now)
 	if err != nil {
 		return 0, err
 	}
@@ -373,14 +445,14 @@ func (c *CanaryController) start(ctx context.Context, b *canaryBook, rec store.R
 		st.History[len(st.History)-1].Reason += " (" + why + ")"
 	}
 	st.History[len(st.History)-1].Manual = subject != CanarySubject
-	old := b.Run
-	b.Run = &canaryRun{Config: cfg, State: st, Revision: rec.Revision}
-	if err := c.apply(ctx, b, storeRecordWith(rec, m), st, tr, subject, subject != CanarySubject); err != nil {
-		b.Run = old
+	nb := b.clone()
+	nb.Run = &canaryRun{Config: cfg, State: st, Revision: rec.Revision}
+	nb.LastRun = ""
+	if err := c.apply(ctx, b, nb, storeRecordWith(rec, m), tr, subject, subject != CanarySubject); err != nil {
 		return 0, err
 	}
 	c.log.Info("canary started", "model", m.Metadata.Name, "baseline", cfg.Baseline, "canary", cfg.Canary, "steps", cfg.Steps, "subject", subject)
-	return b.Run.Revision, nil
+	return nb.Run.Revision, nil
 }
 
 func storeRecordWith(rec store.Record, m routing.Model) store.Record {
@@ -413,46 +485,71 @@ func actionOf(st *canary.State) string {
 	return "canary"
 }
 
-// apply writes a transition: when the weights change (or always, for a
-// manual action, so the audit log names who did it) a new revision of
-// rec's document with the new weights; then the state. If the write fails
-// the state is not advanced (the next tick retries). c.mu is held.
-func (c *CanaryController) apply(ctx context.Context, b *canaryBook, rec store.Record, st canary.State, tr canary.Transition, subject string, manual bool) error {
-	run := b.Run
+// apply makes a transition from b (the model's book now) to nb (with the
+// new run state) durable, then puts nb in place. When the weights change
+// (or always, for a manual action, so the audit log names who did it) it
+// writes a new revision of rec's document with the new weights, and nb —
+// and, for a rollback, the version's failed mark — in the same
+// transaction; otherwise nb alone when something durable changed (an
+// event, the failure count, the phase). If the write fails nothing
+// changes here (the next tick tries again) and the error says why. A tick
+// that changes nothing durable keeps its verdict in memory only (the
+// status's gates). c.mu is held.
+func (c *CanaryController) apply(ctx context.Context, b, nb *canaryBook, rec store.Record, tr canary.Transition, subject string, manual bool) error {
+	run := nb.Run
+	st := &run.State
 	name := rec.Model.Metadata.Name
-	if tr.Changed || manual {
+	var last canary.Event
+	if n := len(st.History); n > 0 {
+		last = st.History[n-1]
+	}
+	var marks map[string]string
+	if st.Phase == canary.RolledBack && tr.Decision == canary.Rollback {
+		marks = map[string]string{run.Config.Canary: last.Reason}
+	}
+	var prev *canary.State
+	if b.Run != nil {
+		prev = &b.Run.State
+	}
+	switch {
+	case tr.Changed || manual:
 		m := rec.Model.Clone()
 		if tr.Changed {
 			m.Spec.Traffic.Weights = maps.Clone(tr.Weights)
 		}
 		reason := tr.Reason
-		if n := len(st.History); n > 0 && st.History[n-1].Reason != "" {
-			reason = st.History[n-1].Reason
+		if last.Reason != "" {
+			reason = last.Reason
 		}
-		reason = fmt.Sprintf("canary %s (%s -> %s, step %d/%d): %s", run.Config.Canary, run.Config.Baseline, run.Config.Canary, st.Step+1, len(run.Config.Steps), reason)
+		reason = fmt.Sprintf("canary %s (%s -> %s, step %d/%d): %s", run.Config.Canary, run.Config.Baseline, run.Config.Canary, st.StepNumber(), len(run.Config.Steps), reason)
 		if err := routing.Normalize(&m); err != nil {
 			return fmt.Errorf("canary write: %w", err)
 		}
-		nrec, err := c.store.Put(ctx, m, store.Precondition{IfRevision: rec.Revision}, store.Change{Subject: subject, Action: actionOf(&st), Reason: reason})
+		side, err := nb.side()
 		if err != nil {
-			return fmt.Errorf("canary write (%s): %w", actionOf(&st), err)
+			return err
+		}
+		nrec, err := c.store.Put(ctx, m, store.Precondition{IfRevision: rec.Revision},
+			store.Change{Subject: subject, Action: actionOf(st), Reason: reason, MarkFailed: marks, Side: side})
+		if err != nil {
+			return c.writeFailed(name, fmt.Sprintf("canary write (%s)", actionOf(st)), err)
 		}
 		run.Revision = nrec.Revision
-		c.log.Info("canary decision applied", "model", name, "action", actionOf(&st), "weights", m.Spec.Traffic.Weights, "revision", nrec.Revision, "reason", reason)
+		c.committed(nb)
+		c.log.Info("canary decision applied", "model", name, "action", actionOf(st), "weights", m.Spec.Traffic.Weights, "revision", nrec.Revision, "reason", reason)
+	case prev == nil || len(st.History) != len(prev.History) || st.ConsecutiveFailures != prev.ConsecutiveFailures || st.Phase != prev.Phase:
+		if err := c.commit(ctx, nb, marks); err != nil {
+			return err
+		}
+	default:
+		c.books[name] = nb
+		c.metrics.observe(nb)
 	}
-	prev := run.State
-	run.State = st
 	if tr.Decision != "" {
 		c.metrics.decision(name, tr.Decision)
 	}
-	if st.Phase == canary.RolledBack && prev.Phase != canary.RolledBack {
-		b.markFailed(run.Config.Canary, st.History[len(st.History)-1].Reason, c.now())
-		c.log.Warn("canary rolled back", "model", name, "canary", run.Config.Canary, "reason", st.History[len(st.History)-1].Reason)
-	}
-	if tr.Changed || manual || len(st.History) != len(prev.History) || st.ConsecutiveFailures != prev.ConsecutiveFailures || st.Phase != prev.Phase {
-		c.save(b)
-	} else {
-		c.metrics.observe(b)
+	if marks != nil {
+		c.log.Warn("canary rolled back", "model", name, "canary", run.Config.Canary, "weights", st.Weights, "reason", last.Reason)
 	}
 	return nil
 }
@@ -500,7 +597,7 @@ func newCanaryMetrics(reg prometheus.Registerer) *canaryMetrics {
 func (m *canaryMetrics) observe(b *canaryBook) {
 	phase, step, weight := "none", 0, 0
 	if r := b.Run; r != nil && r.Ended == "" {
-		phase, step = string(r.State.Phase), r.State.Step+1
+		phase, step = string(r.State.Phase), r.State.StepNumber()
 		total := 0
 		for _, w := range r.State.Weights {
 			total += w
@@ -518,6 +615,15 @@ func (m *canaryMetrics) observe(b *canaryBook) {
 	}
 	m.step.WithLabelValues(b.Model).Set(float64(step))
 	m.weight.WithLabelValues(b.Model).Set(float64(weight))
+}
+
+// forget drops a deleted model's series.
+func (m *canaryMetrics) forget(model string) {
+	for _, v := range []interface {
+		DeletePartialMatch(prometheus.Labels) int
+	}{m.phase, m.step, m.weight, m.decisions, m.last} {
+		v.DeletePartialMatch(prometheus.Labels{"model": model})
+	}
 }
 
 func (m *canaryMetrics) decision(model string, d canary.Decision) {

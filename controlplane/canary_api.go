@@ -56,8 +56,9 @@ type CanaryWindow struct {
 // CanaryStatus is the answer of GET /v1/models/{name}/canary.
 type CanaryStatus struct {
 	Model string `json:"model"`
-	// Phase: none, progressing, paused, promoted, rolled_back, or ended
-	// (spec.canary removed or changed mid-ramp).
+	// Phase: none, progressing, paused, promoted or rolled_back. A run
+	// ends when spec.canary is removed or names another version: the
+	// status is none again (the reason says how the last run ended).
 	Phase    string `json:"phase"`
 	Canary   string `json:"canary,omitempty"`
 	Baseline string `json:"baseline,omitempty"`
@@ -79,11 +80,15 @@ type CanaryStatus struct {
 	Window              *CanaryWindow       `json:"window,omitempty"`
 	ConsecutiveFailures int                 `json:"consecutiveFailures"`
 	FailuresToRollback  int                 `json:"failuresToRollback,omitempty"`
-	// FailedVersions maps versions marked failed to when and why.
-	FailedVersions   map[string]string `json:"failedVersions,omitempty"`
-	History          []canary.Event    `json:"history"`
-	ReportingProxies []string          `json:"reportingProxies"`
-	Revision         int64             `json:"revision"`
+	// FailedVersions maps versions marked failed (the store's failed
+	// marks) to when and why.
+	FailedVersions map[string]string `json:"failedVersions,omitempty"`
+	// StateError is the newest state write that failed, until one
+	// succeeds: the canary holds meanwhile.
+	StateError       string         `json:"stateError,omitempty"`
+	History          []canary.Event `json:"history"`
+	ReportingProxies []string       `json:"reportingProxies"`
+	Revision         int64          `json:"revision"`
 }
 
 // Status reports a model's canary.
@@ -97,22 +102,33 @@ func (c *CanaryController) Status(ctx context.Context, name string) (CanaryStatu
 		return CanaryStatus{}, err
 	}
 	b := c.book(name).clone()
+	writeErr, hasWriteErr := c.writeErr[name]
+	failed, failedWhy, ferr := failedVersions(ctx, c.store, name)
 	c.mu.Unlock()
+	if ferr != nil {
+		return CanaryStatus{}, ferr
+	}
 	now := c.now()
-	s := CanaryStatus{Model: name, Phase: "none", Weights: rec.Model.Spec.Traffic.Weights, FailedVersions: b.FailedWhy,
+	s := CanaryStatus{Model: name, Phase: "none", Weights: rec.Model.Spec.Traffic.Weights, FailedVersions: failedWhy,
 		History: []canary.Event{}, ReportingProxies: c.stats.Proxies(), Revision: rec.Revision}
+	if hasWriteErr {
+		s.StateError = fmt.Sprintf("%s: %s (the canary holds until its state can be written)", writeErr.At.UTC().Format(time.RFC3339), writeErr.Err)
+	}
 	if s.ReportingProxies == nil {
 		s.ReportingProxies = []string{}
 	}
 	spec := rec.Model.Spec.Canary
 	run := b.Run
+	if run != nil && !run.active() && (spec == nil || spec.Version != run.Config.Canary) {
+		run = nil // finished, and no longer asked for: the next tick clears it
+	}
 	if run == nil {
 		switch {
 		case spec == nil:
 			s.Reason = "no canary: spec.canary is not set (POST .../canary/start with a version, or set spec.canary.version)"
-		case slices.Contains(b.Failed, spec.Version):
+		case slices.Contains(failed, spec.Version):
 			s.Canary = spec.Version
-			s.Reason = fmt.Sprintf("version %q failed an earlier canary (%s); POST .../canary/reset to ramp it again", spec.Version, b.FailedWhy[spec.Version])
+			s.Reason = fmt.Sprintf("version %q failed an earlier canary (%s); POST .../canary/reset to ramp it again", spec.Version, failedWhy[spec.Version])
 		case soleHolder(rec.Model.Spec.Traffic.Weights, spec.Version):
 			s.Canary = spec.Version
 			s.Reason = fmt.Sprintf("version %q already takes all traffic", spec.Version)
@@ -120,15 +136,15 @@ func (c *CanaryController) Status(ctx context.Context, name string) (CanaryStatu
 			s.Canary = spec.Version
 			s.Reason = "waiting for the controller's next tick to start it"
 		}
+		if b.LastRun != "" {
+			s.Reason += "; last run: " + b.LastRun
+		}
 		return s, nil
 	}
 	cfg := configOf(run, spec)
 	st := &run.State
 	s.Phase, s.Canary, s.Baseline = string(st.Phase), cfg.Canary, cfg.Baseline
-	if run.Ended != "" {
-		s.Phase = "ended"
-	}
-	s.Step, s.Steps = st.Step+1, cfg.Steps
+	s.Step, s.Steps = st.StepNumber(), cfg.Steps
 	if st.Step < len(cfg.Steps) {
 		s.StepWeight = cfg.Steps[st.Step]
 	}
@@ -153,8 +169,6 @@ func (c *CanaryController) Status(ctx context.Context, name string) (CanaryStatu
 		}
 	}
 	switch {
-	case run.Ended != "":
-		s.Reason = "ended: " + run.Ended
 	case st.Phase == canary.Progressing && st.LastVerdict != nil && st.ConsecutiveFailures == 0:
 		s.Decision, s.Reason = string(st.LastVerdict.Decision), st.LastVerdict.Reason
 	case st.Phase == canary.Paused:
@@ -203,11 +217,6 @@ type CanaryActionResponse struct {
 	Status  CanaryStatus   `json:"status"`
 }
 
-// conflictError is an action that does not apply now (409).
-type conflictError struct{ msg string }
-
-func (e conflictError) Error() string { return e.msg }
-
 // badRequest is an action the request got wrong (400).
 type badRequest struct{ msg string }
 
@@ -252,7 +261,7 @@ func (c *CanaryController) action(action string) HandlerFunc {
 			var br badRequest
 			switch {
 			case errors.As(err, &ce):
-				writeError(w, http.StatusConflict, err.Error(), nil)
+				answerConflict(w, ce)
 			case errors.As(err, &br):
 				writeError(w, http.StatusBadRequest, err.Error(), nil)
 			default:
@@ -289,7 +298,8 @@ func (c *CanaryController) Act(ctx context.Context, name, action string, req Can
 	switch action {
 	case "start":
 		if run.active() {
-			return 0, conflictError{fmt.Sprintf("model %q: the canary of %q is already %s at step %d; abort it first", name, run.Config.Canary, run.State.Phase, run.State.Step+1)}
+			return 0, conflictError{fmt.Sprintf("model %q: the canary of %q is already %s at step %d; abort it first", name, run.Config.Canary, run.State.Phase, run.State.StepNumber()),
+				[]Hint{abortHint(name, run.Config.Canary)}}
 		}
 		m := rec.Model.Clone()
 		if m.Spec.Canary == nil {
@@ -314,11 +324,16 @@ func (c *CanaryController) Act(ctx context.Context, name, action string, req Can
 		if err := routing.Normalize(&m); err != nil {
 			return 0, err
 		}
+		failed, failedWhy, err := failedVersions(ctx, c.store, name)
+		if err != nil {
+			return 0, err
+		}
 		switch {
-		case slices.Contains(b.Failed, cs.Version):
-			return 0, conflictError{fmt.Sprintf("version %q failed an earlier canary (%s); POST /v1/models/%s/canary/reset to ramp it again", cs.Version, b.FailedWhy[cs.Version], name)}
+		case slices.Contains(failed, cs.Version):
+			return 0, conflictError{fmt.Sprintf("version %q failed an earlier canary (%s); POST /v1/models/%s/canary/reset to ramp it again", cs.Version, failedWhy[cs.Version], name),
+				[]Hint{resetHint(name, cs.Version)}}
 		case soleHolder(m.Spec.Traffic.Weights, cs.Version):
-			return 0, conflictError{fmt.Sprintf("version %q already takes all traffic", cs.Version)}
+			return 0, conflictError{fmt.Sprintf("version %q already takes all traffic", cs.Version), nil}
 		}
 		if _, err := newConfig(&m); err != nil {
 			return 0, badRequest{err.Error()}
@@ -330,19 +345,25 @@ func (c *CanaryController) Act(ctx context.Context, name, action string, req Can
 			if run != nil {
 				phase = string(run.State.Phase)
 			}
-			return 0, conflictError{fmt.Sprintf("model %q has no canary in progress (phase %s): %s does not apply", name, phase, action)}
+			return 0, conflictError{fmt.Sprintf("model %q has no canary in progress (phase %s): %s does not apply", name, phase, action), nil}
+		}
+		if rec.Revision < run.Revision {
+			return 0, fmt.Errorf("model %q changed during the %s: %w", name, action, store.ErrConflict)
 		}
 		st, tr, err := canary.Act(run.State, configOf(run, rec.Model.Spec.Canary), canary.Action(action), now, req.Reason)
 		if err != nil {
-			return 0, conflictError{err.Error()}
+			return 0, conflictError{err.Error(), nil}
 		}
-		if err := c.apply(ctx, b, rec, st, tr, subject, true); err != nil {
+		nb := b.clone()
+		nb.Run.State = st
+		if err := c.apply(ctx, b, nb, rec, tr, subject, true); err != nil {
 			return 0, err
 		}
-		return run.Revision, nil
+		return nb.Run.Revision, nil
 	case "reset":
 		if run.active() {
-			return 0, conflictError{fmt.Sprintf("model %q: the canary of %q is in progress; abort it before a reset", name, run.Config.Canary)}
+			return 0, conflictError{fmt.Sprintf("model %q: the canary of %q is in progress; abort it before a reset", name, run.Config.Canary),
+				[]Hint{abortHint(name, run.Config.Canary)}}
 		}
 		v := req.Version
 		if v == "" && rec.Model.Spec.Canary != nil {
@@ -351,24 +372,33 @@ func (c *CanaryController) Act(ctx context.Context, name, action string, req Can
 		if v == "" {
 			return 0, badRequest{"version: required (the model has no spec.canary.version)"}
 		}
+		failed, _, err := failedVersions(ctx, c.store, name)
+		if err != nil {
+			return 0, err
+		}
 		finished := run != nil && run.Config.Canary == v
-		if !slices.Contains(b.Failed, v) && !finished {
-			return 0, conflictError{fmt.Sprintf("version %q of model %q has no failed or finished canary to reset", v, name)}
+		if !slices.Contains(failed, v) && !finished {
+			return 0, conflictError{fmt.Sprintf("version %q of model %q has no failed or finished canary to reset", v, name), nil}
 		}
 		reason := fmt.Sprintf("canary %s reset: it may be ramped again", v)
 		if req.Reason != "" {
 			reason += ": " + req.Reason
 		}
-		nrec, err := c.store.Put(ctx, rec.Model, store.Precondition{IfRevision: rec.Revision}, store.Change{Subject: subject, Action: ActionCanaryReset, Reason: reason})
+		nb := b.clone()
+		if finished {
+			nb.Run = nil
+			nb.LastRun = ""
+		}
+		side, err := nb.side()
 		if err != nil {
 			return 0, err
 		}
-		b.Failed = slices.DeleteFunc(b.Failed, func(s string) bool { return s == v })
-		delete(b.FailedWhy, v)
-		if finished {
-			b.Run = nil
+		nrec, err := c.store.Put(ctx, rec.Model, store.Precondition{IfRevision: rec.Revision},
+			store.Change{Subject: subject, Action: ActionCanaryReset, Reason: reason, ClearFailed: []string{v}, Side: side})
+		if err != nil {
+			return 0, c.writeFailed(name, "canary write (canary-reset)", err)
 		}
-		c.save(b)
+		c.committed(nb)
 		c.log.Info("canary reset", "model", name, "version", v, "subject", subject)
 		return nrec.Revision, nil
 	}

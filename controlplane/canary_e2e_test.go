@@ -520,7 +520,7 @@ func TestCanaryManualAbortMidRamp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	target, skipped := RollbackTarget(hist)
+	target, skipped := RollbackTarget(hist, []string{"v2"})
 	if target == nil || target.Action != "put" || !sameSplit(target.Model.Spec.Traffic.Weights, map[string]int{"v1": 100}) || len(skipped) != 2 {
 		t.Fatalf("rollback target %+v, skipped %+v", target, skipped)
 	}

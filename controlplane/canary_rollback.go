@@ -33,28 +33,15 @@ func midCanary(action string) bool {
 	return false
 }
 
-// FailedVersions reads, from a model's history (newest first), the versions
-// a canary rolled back or aborted and no later reset cleared: the version
-// named by spec.canary.version of each canary-rollback / canary-abort
-// revision, unless a newer canary-reset revision names it.
-func FailedVersions(hist []store.Record) []string {
-	var failed, reset []string
-	for _, h := range hist {
-		c := h.Model.Spec.Canary
-		if c == nil || c.Version == "" {
-			continue
-		}
-		switch h.Action {
-		case ActionCanaryReset:
-			reset = append(reset, c.Version)
-		case ActionCanaryRollback, ActionCanaryAbort:
-			if !slices.Contains(reset, c.Version) && !slices.Contains(failed, c.Version) {
-				failed = append(failed, c.Version)
-			}
+// routesToFailed names a version of failed that w sends traffic to ("":
+// none).
+func routesToFailed(w map[string]int, failed []string) string {
+	for _, v := range sortedVersions(w) {
+		if w[v] > 0 && slices.Contains(failed, v) {
+			return v
 		}
 	}
-	slices.Sort(failed)
-	return failed
+	return ""
 }
 
 // SkippedRevision is an earlier revision a rollback passed over, and why.
@@ -67,14 +54,14 @@ type SkippedRevision struct {
 // restores when none is named: the newest revision older than the head
 // (hist[0]; history newest first) whose split was healthy. It skips
 // deletions, revisions written mid-ramp by a canary (start, step, pause,
-// resume: their split was never judged), and revisions that sent traffic
-// to a version a canary marked failed (FailedVersions). nil when there is
-// none. Pure: the history in, the choice out.
-func RollbackTarget(hist []store.Record) (*store.Record, []SkippedRevision) {
+// resume: their split was never judged), and revisions that send traffic
+// to a version in failed (the store's failed marks, not the history,
+// which is trimmed). nil when there is none. Pure: the history and the
+// marks in, the choice out.
+func RollbackTarget(hist []store.Record, failed []string) (*store.Record, []SkippedRevision) {
 	if len(hist) == 0 {
 		return nil, nil
 	}
-	failed := FailedVersions(hist)
 	head := hist[0]
 	var skipped []SkippedRevision
 	for i := range hist {
@@ -89,11 +76,8 @@ func RollbackTarget(hist []store.Record) (*store.Record, []SkippedRevision) {
 		case midCanary(h.Action):
 			why = fmt.Sprintf("written mid-canary (%s)", h.Action)
 		default:
-			for v, w := range h.Model.Spec.Traffic.Weights {
-				if w > 0 && slices.Contains(failed, v) {
-					why = fmt.Sprintf("sends traffic to version %q, which failed its canary", v)
-					break
-				}
+			if v := routesToFailed(h.Model.Spec.Traffic.Weights, failed); v != "" {
+				why = fmt.Sprintf("sends traffic to version %q, which failed its canary", v)
 			}
 		}
 		if why == "" {

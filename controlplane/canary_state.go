@@ -1,17 +1,26 @@
 package controlplane
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
+	"os"
 	"slices"
-	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/switchyard-dev/switchyard/canary"
+	"github.com/switchyard-dev/switchyard/controlplane/store"
 )
+
+// sideCanary is the kind of the canary controller's side state in the
+// store (store.Side): one canaryBook per model, written in the same
+// transaction as the revision of each transition.
+const sideCanary = "canary"
 
 // canaryRun is one canary of a model: its configuration as started and its
 // state machine.
@@ -22,8 +31,8 @@ type canaryRun struct {
 	// accepted: a newer revision with other weights was written by
 	// someone else.
 	Revision int64 `json:"revision"`
-	// Ended says the run was closed without a terminal phase (spec.canary
-	// removed or renamed, model deleted).
+	// Ended is read from state written by older versions only (a run
+	// closed without a terminal phase); such a run is cleared on load.
 	Ended string `json:"ended,omitempty"`
 }
 
@@ -31,143 +40,160 @@ func (r *canaryRun) active() bool {
 	return r != nil && r.Ended == "" && (r.State.Phase == canary.Progressing || r.State.Phase == canary.Paused)
 }
 
-// canaryBook is what the controller keeps per model (persisted).
+func (r *canaryRun) clone() *canaryRun {
+	if r == nil {
+		return nil
+	}
+	c := *r
+	c.State.Weights = maps.Clone(r.State.Weights)
+	c.State.Previous = maps.Clone(r.State.Previous)
+	c.State.History = slices.Clone(r.State.History)
+	c.Config.Steps = slices.Clone(r.Config.Steps)
+	return &c
+}
+
+// canaryBook is what the controller keeps per model (persisted as side
+// state of the model). Which versions failed is not here: failed marks
+// are the store's own record (store.Failed), the one source the
+// controller, the rollback endpoint and the status read.
 type canaryBook struct {
 	Model string     `json:"model"`
 	Run   *canaryRun `json:"run,omitempty"`
-	// Failed lists versions marked failed by a rollback or an abort; they
-	// are not ramped again until reset.
-	Failed []string `json:"failed,omitempty"`
-	// FailedAt says when and why each was marked.
+	// LastRun says how the previous run ended when it was closed without
+	// a terminal phase or cleared (spec.canary removed or renamed, model
+	// deleted), for the status.
+	LastRun string `json:"lastRun,omitempty"`
+
+	// Failed and FailedWhy are read from the legacy state file only (see
+	// importLegacyCanaryState).
+	Failed    []string          `json:"failed,omitempty"`
 	FailedWhy map[string]string `json:"failedWhy,omitempty"`
 }
 
 func (b *canaryBook) clone() *canaryBook {
 	c := *b
-	if b.Run != nil {
-		r := *b.Run
-		r.State.Weights = maps.Clone(r.State.Weights)
-		r.State.Previous = maps.Clone(r.State.Previous)
-		r.State.History = slices.Clone(r.State.History)
-		c.Run = &r
-	}
-	c.Failed = slices.Clone(b.Failed)
-	c.FailedWhy = maps.Clone(b.FailedWhy)
+	c.Run = b.Run.clone()
+	c.Failed, c.FailedWhy = nil, nil
 	return &c
 }
 
-func (b *canaryBook) markFailed(version, why string, at time.Time) {
-	if !slices.Contains(b.Failed, version) {
-		b.Failed = append(b.Failed, version)
-		slices.Sort(b.Failed)
-	}
-	if b.FailedWhy == nil {
-		b.FailedWhy = map[string]string{}
-	}
-	b.FailedWhy[version] = at.UTC().Format(time.RFC3339) + ": " + why
-}
-
-// canaryStateStore persists canary books. The controller is its only
-// writer.
-type canaryStateStore interface {
-	Load() (map[string]*canaryBook, error)
-	Save(b *canaryBook) error
-	Delete(model string) error
-	Close() error
-}
-
-var bucketCanary = []byte("canary")
-
-// boltCanaryState keeps the books in their own bbolt file (next to the
-// state file: <state>.canary), so the desired-state store stays the
-// source of truth for documents and the canary's bookkeeping cannot
-// corrupt it.
-type boltCanaryState struct{ db *bolt.DB }
-
-func openBoltCanaryState(path string) (*boltCanaryState, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("open canary state %s: %w", path, err)
-	}
-	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketCanary)
-		return err
-	}); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open canary state %s: %w", path, err)
-	}
-	return &boltCanaryState{db: db}, nil
-}
-
-func (s *boltCanaryState) Load() (map[string]*canaryBook, error) {
-	out := map[string]*canaryBook{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketCanary).ForEach(func(k, v []byte) error {
-			var b canaryBook
-			if err := json.Unmarshal(v, &b); err != nil {
-				return fmt.Errorf("canary state of %q: %w", k, err)
-			}
-			out[string(k)] = &b
-			return nil
-		})
-	})
-	return out, err
-}
-
-func (s *boltCanaryState) Save(b *canaryBook) error {
+// side is b as the store's side state.
+func (b *canaryBook) side() (*store.Side, error) {
 	v, err := json.Marshal(b)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("encode canary state of %q: %w", b.Model, err)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketCanary).Put([]byte(b.Model), v) })
+	return &store.Side{Kind: sideCanary, Value: v}, nil
 }
 
-func (s *boltCanaryState) Delete(model string) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketCanary).Delete([]byte(model)) })
-}
-
-func (s *boltCanaryState) Close() error { return s.db.Close() }
-
-// memCanaryState keeps the books in memory (no state file: lost on
-// restart).
-type memCanaryState struct {
-	mu    sync.Mutex
-	books map[string][]byte
-}
-
-func (s *memCanaryState) Load() (map[string]*canaryBook, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := map[string]*canaryBook{}
-	for k, v := range s.books {
+// loadBooks reads every model's canary book from the store. A run stored
+// with a revision takes that revision (the book is encoded before the
+// store numbers the revision it is written with).
+func loadBooks(ctx context.Context, st store.Store) (map[string]*canaryBook, error) {
+	side, err := st.Side(ctx, sideCanary)
+	if err != nil {
+		return nil, fmt.Errorf("load canary state: %w", err)
+	}
+	out := make(map[string]*canaryBook, len(side))
+	for name, rec := range side {
 		var b canaryBook
-		if err := json.Unmarshal(v, &b); err != nil {
-			return nil, err
+		if err := json.Unmarshal(rec.Value, &b); err != nil {
+			return nil, fmt.Errorf("canary state of %q: %w", name, err)
 		}
-		out[k] = &b
+		b.Model = name
+		if b.Run != nil && rec.Revision > b.Run.Revision {
+			b.Run.Revision = rec.Revision
+		}
+		if b.Run != nil && b.Run.Ended != "" {
+			b.LastRun = fmt.Sprintf("the canary of %s ended: %s", b.Run.Config.Canary, b.Run.Ended)
+			b.Run = nil
+		}
+		b.Failed, b.FailedWhy = nil, nil
+		out[name] = &b
 	}
 	return out, nil
 }
 
-func (s *memCanaryState) Save(b *canaryBook) error {
-	v, err := json.Marshal(b)
+var bucketLegacyCanary = []byte("canary")
+
+// importLegacyCanaryState moves the books of an older control plane's
+// separate canary file (<state>.canary) into the store: runs as side state
+// (unless the store has one for that model already), failed versions as
+// failed marks. The file is renamed to <path>.imported so it is read once.
+func importLegacyCanaryState(ctx context.Context, st store.Store, path string, log *slog.Logger) error {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("open legacy canary state %s: %w", path, err)
+	}
+	var books []canaryBook
+	err = db.View(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketLegacyCanary)
+		if bk == nil {
+			return nil
+		}
+		return bk.ForEach(func(k, v []byte) error {
+			var b canaryBook
+			if err := json.Unmarshal(v, &b); err != nil {
+				return fmt.Errorf("legacy canary state of %q: %w", k, err)
+			}
+			b.Model = string(k)
+			books = append(books, b)
+			return nil
+		})
+	})
+	db.Close()
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.books == nil {
-		s.books = map[string][]byte{}
+	have, err := st.Side(ctx, sideCanary)
+	if err != nil {
+		return err
 	}
-	s.books[b.Model] = v
+	for i := range books {
+		b := &books[i]
+		ch := store.Change{Subject: CanarySubject, Action: "canary-import"}
+		if len(b.Failed) > 0 {
+			ch.MarkFailed = map[string]string{}
+			for _, v := range b.Failed {
+				why := b.FailedWhy[v]
+				if why == "" {
+					why = "marked failed by an earlier control plane"
+				}
+				ch.MarkFailed[v] = why
+			}
+		}
+		if _, ok := have[b.Model]; !ok {
+			if ch.Side, err = b.clone().side(); err != nil {
+				return err
+			}
+		}
+		if err := st.UpdateSide(ctx, b.Model, ch); err != nil {
+			return fmt.Errorf("import legacy canary state of %q: %w", b.Model, err)
+		}
+	}
+	if err := os.Rename(path, path+".imported"); err != nil {
+		return fmt.Errorf("legacy canary state imported, but: %w", err)
+	}
+	log.Info("imported the canary state of an older control plane into the state file", "from", path, "models", len(books))
 	return nil
 }
 
-func (s *memCanaryState) Delete(model string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.books, model)
-	return nil
+// failedVersions reads the model's failed marks: the sorted versions and
+// "time: reason" per version (the status's failedVersions).
+func failedVersions(ctx context.Context, st store.Store, name string) ([]string, map[string]string, error) {
+	marks, err := st.Failed(ctx, name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed versions of %q: %w", name, err)
+	}
+	if len(marks) == 0 {
+		return nil, nil, nil
+	}
+	why := make(map[string]string, len(marks))
+	for v, m := range marks {
+		why[v] = m.Time.UTC().Format(time.RFC3339) + ": " + m.Reason
+	}
+	return slices.Sorted(maps.Keys(marks)), why, nil
 }
-
-func (s *memCanaryState) Close() error { return nil }

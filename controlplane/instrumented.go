@@ -28,14 +28,41 @@ func (s timedStore) List(ctx context.Context) ([]store.Record, int64, error) {
 	return s.Store.List(ctx)
 }
 
+// written counts a write that failed in the store itself.
+func (s timedStore) written(op string, err error) {
+	if storeFailure(err) {
+		cause := "other"
+		if outOfSpace(err) {
+			cause = "no_space"
+		}
+		s.m.storeWriteErrs.WithLabelValues(op, cause).Inc()
+	}
+}
+
 func (s timedStore) Put(ctx context.Context, m routing.Model, pre store.Precondition, ch store.Change) (store.Record, error) {
 	defer s.observe("put", time.Now())
-	return s.Store.Put(ctx, m, pre, ch)
+	rec, err := s.Store.Put(ctx, m, pre, ch)
+	s.written("put", err)
+	return rec, err
 }
 
 func (s timedStore) Delete(ctx context.Context, name string, pre store.Precondition, ch store.Change) (store.Record, error) {
 	defer s.observe("delete", time.Now())
-	return s.Store.Delete(ctx, name, pre, ch)
+	rec, err := s.Store.Delete(ctx, name, pre, ch)
+	s.written("delete", err)
+	return rec, err
+}
+
+func (s timedStore) UpdateSide(ctx context.Context, name string, ch store.Change) error {
+	defer s.observe("side", time.Now())
+	err := s.Store.UpdateSide(ctx, name, ch)
+	s.written("side", err)
+	return err
+}
+
+func (s timedStore) Failed(ctx context.Context, name string) (map[string]store.FailedMark, error) {
+	defer s.observe("failed", time.Now())
+	return s.Store.Failed(ctx, name)
 }
 
 func (s timedStore) History(ctx context.Context, name string, limit int) ([]store.Record, error) {

@@ -10,6 +10,7 @@ type Metrics struct {
 	apiRequests     *prometheus.CounterVec
 	apiDuration     *prometheus.HistogramVec
 	storeDuration   *prometheus.HistogramVec
+	storeWriteErrs  *prometheus.CounterVec
 	snapshotVersion prometheus.Gauge
 	snapshotErrors  prometheus.Counter
 	connected       prometheus.GaugeFunc
@@ -40,6 +41,10 @@ func NewMetrics(reg prometheus.Registerer, connected func() int) *Metrics {
 			Name: "switchyard_controlplane_store_duration_seconds",
 			Help: "State store operation latency by operation.", Buckets: latencyBuckets,
 		}, []string{"op"}),
+		storeWriteErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_controlplane_store_write_errors_total",
+			Help: "State store writes that failed in the store itself (I/O: a full disk, a file size limit, a read-only file), by operation (put, delete, side) and cause (no_space, other); nothing of such a write is kept. Refused writes (conflicts, invalid documents) are not counted.",
+		}, []string{"op", "cause"}),
 		snapshotVersion: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchyard_controlplane_snapshot_version",
 			Help: "Version (store revision) of the xDS snapshot being served.",
@@ -66,7 +71,7 @@ func NewMetrics(reg prometheus.Registerer, connected func() int) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.apiRequests, m.apiDuration, m.storeDuration, m.snapshotVersion, m.snapshotErrors,
+		reg.MustRegister(m.apiRequests, m.apiDuration, m.storeDuration, m.storeWriteErrs, m.snapshotVersion, m.snapshotErrors,
 			m.connected, m.pushDuration, m.ackLatency, m.nacks)
 	}
 	return m
