@@ -1,0 +1,154 @@
+//go:build linux
+
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+const fsizeChildEnv = "SWITCHYARD_TEST_FSIZE_CHILD"
+
+// TestCanaryStateWriteFailsLoudly runs a control plane whose state file
+// cannot grow: the test binary again, in a child process under
+// RLIMIT_FSIZE (process-wide, so not in this one; SIGXFSZ ignored, so
+// writes fail with EFBIG as on a full disk). Tests run as root, so file
+// permissions would prove nothing. In the child: a manual abort is
+// answered 507 naming the cause and changes nothing; an automatic
+// rollback fails the same way and the canary holds; the state in memory
+// is what the file holds; the write-error metric rises and the status
+// says why; with room again the rollback goes through, and a restart reads
+// back what ran (issue 15: the failure was a log line and the saved state
+// disagreed with the running one).
+func TestCanaryStateWriteFailsLoudly(t *testing.T) {
+	if os.Getenv(fsizeChildEnv) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCanaryStateWriteFailsLoudly$", "-test.v", "-test.timeout=120s")
+		cmd.Env = append(os.Environ(), fsizeChildEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestCanaryStateWriteFailsLoudly") {
+			t.Fatalf("child under RLIMIT_FSIZE: %v\n%s", err, out)
+		}
+		line := grepLines(string(out), "state writes fail with: ")
+		if line == "" {
+			t.Fatalf("the child did not see a failing write:\n%s", out)
+		}
+		t.Log(strings.TrimSpace(line))
+		return
+	}
+	signal.Ignore(syscall.SIGXFSZ)
+	e := newTickEnv(t, "")
+	e.startCanary(map[string]int{"v1": 80, "v2": 20})
+	started := e.get()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	// Every bbolt commit writes pages past the two meta pages (8 KiB).
+	full := syscall.Rlimit{Cur: 8192, Max: lim.Max}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &full); err != nil {
+		t.Fatal(err)
+	}
+	limited := true
+	defer func() {
+		if limited {
+			syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim)
+		}
+	}()
+
+	// A manual action: 507, naming the cause; nothing moves.
+	r := call(t, e.cp, "POST", "/v1/models/m/canary/abort", operatorToken, map[string]any{"waitForAck": "0s"})
+	var er ErrorResponse
+	r.decode(t, &er)
+	if r.code != http.StatusInsufficientStorage || !strings.Contains(er.Error, "file too large") || !strings.Contains(er.Error, "canary write (canary-abort)") {
+		t.Fatalf("abort on a full disk: %d %s", r.code, r.body)
+	}
+	t.Logf("state writes fail with: %s", er.Error)
+	if cur := e.get(); cur.Revision != started.Revision {
+		t.Fatalf("a failed abort moved the model to revision %d", cur.Revision)
+	}
+	if len(e.failed()) != 0 {
+		t.Fatalf("a failed abort marked %v", e.failed())
+	}
+
+	// An automatic rollback: the canary holds at step 1, visibly.
+	e.src.set("v2", figures(200, 200, "status_5xx"))
+	e.tick()
+	e.tick()
+	s := e.status()
+	if s.Phase != "progressing" || s.Step != 1 || !sameSplit(s.Weights, map[string]int{"v1": 80, "v2": 20}) ||
+		!strings.Contains(s.StateError, "file too large") || !strings.Contains(s.StateError, "canary holds") {
+		t.Fatalf("status while the state file is full: %s", mustJSON(s))
+	}
+	if cur := e.get(); cur.Revision != started.Revision {
+		t.Fatalf("a failed rollback moved the model to revision %d", cur.Revision)
+	}
+	// What runs is what the file holds.
+	e.cc.mu.Lock()
+	running := e.cc.books["m"].Run.State
+	e.cc.mu.Unlock()
+	if saved, run := savedRun(t, e), mustJSON(running); saved != run {
+		t.Fatalf("saved canary state differs from the running one:\nsaved   %s\nrunning %s", saved, run)
+	}
+	body := metricsText(t, e.cp)
+	if !strings.Contains(body, `switchyard_controlplane_store_write_errors_total{cause="no_space",op="put"} 3`) {
+		t.Fatalf("write errors not counted (1 abort + 2 ticks):\n%s", grepLines(body, "store_write_errors"))
+	}
+	if !strings.Contains(body, `switchyard_canary_phase{model="m",phase="progressing"} 1`) {
+		t.Fatalf("phase metric moved:\n%s", grepLines(body, "canary_phase"))
+	}
+
+	// Room again: the next tick rolls back, the error clears.
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	limited = false
+	e.tick()
+	s = e.status()
+	if s.Phase != "rolled_back" || s.StateError != "" || e.get().Model.Spec.Traffic.Weights["v2"] != 0 {
+		t.Fatalf("with room again: %s", mustJSON(s))
+	}
+	if _, ok := e.failed()["v2"]; !ok {
+		t.Fatal("v2 not marked failed by the rollback")
+	}
+	path := e.path
+	if err := e.cp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after := newTickEnv(t, path).status()
+	if after.Phase != "rolled_back" || after.Revision != s.Revision || fmt.Sprint(after.History) != fmt.Sprint(s.History) {
+		t.Fatalf("after a restart:\n%s\nbefore:\n%s", mustJSON(after), mustJSON(s))
+	}
+}
+
+// savedRun reads the model's canary run state as the state file holds it,
+// in JSON.
+func savedRun(t *testing.T, e *tickEnv) string {
+	t.Helper()
+	side, err := e.cp.Store().Side(context.Background(), sideCanary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b canaryBook
+	if err := json.Unmarshal(side["m"].Value, &b); err != nil {
+		t.Fatal(err)
+	}
+	return mustJSON(b.Run.State)
+}
+
+func grepLines(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
