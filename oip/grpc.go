@@ -3,8 +3,11 @@ package oip
 import (
 	"context"
 	"errors"
+	"io"
+	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -30,11 +33,18 @@ func RegisterGRPCService(r grpc.ServiceRegistrar, s Server) {
 }
 
 // NewGRPCService adapts s to the generated gRPC service interface.
-func NewGRPCService(s Server) pb.GRPCInferenceServiceServer { return &grpcService{s: s} }
+func NewGRPCService(s Server) pb.GRPCInferenceServiceServer {
+	g := &grpcService{s: s}
+	g.config, _ = s.(ConfigServer)
+	g.stats, _ = s.(StatsServer)
+	return g
+}
 
 type grpcService struct {
 	pb.UnimplementedGRPCInferenceServiceServer
-	s Server
+	s      Server
+	config ConfigServer // nil: ModelConfig is Unimplemented
+	stats  StatsServer  // nil: ModelStatistics is Unimplemented
 }
 
 // GRPCError converts err into a gRPC status error with the code of its
@@ -79,6 +89,11 @@ func (g *grpcService) ModelReady(ctx context.Context, r *pb.ModelReadyRequest) (
 		return nil, GRPCError(Errorf(InvalidArgument, "name: missing"))
 	}
 	ok, err := g.s.ModelReady(ctx, r.GetName(), r.GetVersion())
+	if CodeOf(err) == NotFound {
+		// Triton answers an unknown model or version with OK, ready false
+		// (tritonclient's is_model_ready expects it); REST keeps its 404.
+		return &pb.ModelReadyResponse{Ready: false}, nil
+	}
 	if err != nil {
 		return nil, GRPCError(err)
 	}
@@ -101,16 +116,22 @@ func (g *grpcService) ModelMetadata(ctx context.Context, r *pb.ModelMetadataRequ
 }
 
 func (g *grpcService) ModelInfer(ctx context.Context, r *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
+	m, err := g.infer(ctx, r)
+	return m, GRPCError(err)
+}
+
+// infer is one ModelInfer, unary or a message of ModelStreamInfer.
+func (g *grpcService) infer(ctx context.Context, r *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
 	if r.GetModelName() == "" {
-		return nil, GRPCError(Errorf(InvalidArgument, "model_name: missing"))
+		return nil, Errorf(InvalidArgument, "model_name: missing")
 	}
 	req, err := InferRequestFromProto(r)
 	if err != nil {
-		return nil, GRPCError(err)
+		return nil, err
 	}
 	resp, err := g.s.Infer(ctx, req)
 	if err != nil {
-		return nil, GRPCError(err)
+		return nil, err
 	}
 	if resp.ModelName == "" {
 		resp.ModelName = req.ModelName
@@ -120,10 +141,104 @@ func (g *grpcService) ModelInfer(ctx context.Context, r *pb.ModelInferRequest) (
 	}
 	for i := range resp.Outputs {
 		if err := resp.Outputs[i].Validate(); err != nil {
-			return nil, GRPCError(Errorf(Internal, "outputs[%d]: %v", i, err))
+			return nil, Errorf(Internal, "outputs[%d]: %v", i, err)
 		}
 	}
 	return InferResponseToProto(resp), nil
+}
+
+// MaxStreamInFlight bounds the requests of one ModelStreamInfer stream
+// that run at once; further messages wait to be read until one finishes.
+const MaxStreamInFlight = 64
+
+// ModelStreamInfer runs each message of the stream like a ModelInfer, up to
+// MaxStreamInFlight at once (so the dynamic batcher can join them), and
+// answers each in order of completion. A failed request is answered with
+// error_message (and its id, model name and version) and the stream goes
+// on; the stream ends when the client closes its side and every answer is
+// sent.
+func (g *grpcService) ModelStreamInfer(stream pb.GRPCInferenceService_ModelStreamInferServer) error {
+	ctx := stream.Context()
+	var (
+		sendMu  sync.Mutex
+		sendErr error
+		wg      sync.WaitGroup
+	)
+	slots := make(chan struct{}, MaxStreamInFlight)
+	send := func(m *pb.ModelStreamInferResponse) {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		if sendErr == nil {
+			sendErr = stream.Send(m)
+		}
+	}
+	var recvErr error
+	for {
+		r, err := stream.Recv()
+		if err != nil {
+			if err != io.EOF {
+				recvErr = err
+			}
+			break
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			resp, err := g.infer(ctx, r)
+			if err != nil {
+				send(&pb.ModelStreamInferResponse{
+					ErrorMessage:  err.Error(),
+					InferResponse: &pb.ModelInferResponse{ModelName: r.GetModelName(), ModelVersion: r.GetModelVersion(), Id: r.GetId()},
+				})
+				return
+			}
+			send(&pb.ModelStreamInferResponse{InferResponse: resp})
+		}()
+	}
+	wg.Wait()
+	if recvErr != nil {
+		return recvErr
+	}
+	if err := ctx.Err(); err != nil {
+		return status.FromContextError(err).Err()
+	}
+	return sendErr
+}
+
+func (g *grpcService) ModelConfig(ctx context.Context, r *pb.ModelConfigRequest) (*pb.ModelConfigResponse, error) {
+	if g.config == nil {
+		return nil, status.Error(codes.Unimplemented, "this server does not serve model configurations")
+	}
+	if r.GetName() == "" {
+		return nil, GRPCError(Errorf(InvalidArgument, "name: missing"))
+	}
+	c, err := g.config.ModelConfig(ctx, r.GetName(), r.GetVersion())
+	if err != nil {
+		return nil, GRPCError(err)
+	}
+	return &pb.ModelConfigResponse{Config: ModelConfigToProto(c)}, nil
+}
+
+func (g *grpcService) ModelStatistics(ctx context.Context, r *pb.ModelStatisticsRequest) (*pb.ModelStatisticsResponse, error) {
+	if g.stats == nil {
+		return nil, status.Error(codes.Unimplemented, "this server keeps no statistics")
+	}
+	if r.GetName() == "" && r.GetVersion() != "" {
+		return nil, GRPCError(Errorf(InvalidArgument, "version %q given without a model name", r.GetVersion()))
+	}
+	st, err := g.stats.ModelStatistics(ctx, r.GetName(), r.GetVersion())
+	if err != nil {
+		return nil, GRPCError(err)
+	}
+	return ModelStatisticsToProto(st), nil
 }
 
 func (g *grpcService) RepositoryIndex(ctx context.Context, r *pb.RepositoryIndexRequest) (*pb.RepositoryIndexResponse, error) {

@@ -42,6 +42,8 @@ const (
 	RouteRepositoryIndex            // POST /v2/repository/index
 	RouteRepositoryLoad             // POST /v2/repository/models/{name}/load
 	RouteRepositoryUnload           // POST /v2/repository/models/{name}/unload
+	RouteModelConfig                // GET  /v2/models/{name}[/versions/{v}]/config (Triton)
+	RouteModelStats                 // GET  /v2/models[/{name}[/versions/{v}]]/stats (Triton; no name: every model)
 )
 
 // Method is the HTTP method the endpoint accepts.
@@ -79,6 +81,8 @@ func ParseHTTPPath(path string) HTTPRoute {
 		return HTTPRoute{Kind: RouteHealthReady}
 	case "/repository/index":
 		return HTTPRoute{Kind: RouteRepositoryIndex}
+	case "/models/stats": // Triton: every model's statistics (a model named "stats" loses its metadata path, as in Triton)
+		return HTTPRoute{Kind: RouteModelStats}
 	}
 	if r, ok := strings.CutPrefix(rest, "/repository/models/"); ok {
 		name, action, ok := strings.Cut(r, "/")
@@ -128,6 +132,10 @@ func ParseHTTPPath(path string) HTTPRoute {
 		kind = RouteModelReady
 	case "infer":
 		kind = RouteInfer
+	case "config":
+		kind = RouteModelConfig
+	case "stats":
+		kind = RouteModelStats
 	default:
 		return HTTPRoute{}
 	}
@@ -153,12 +161,17 @@ func NewHTTPHandler(s Server, opts HTTPOptions) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &httpHandler{s: s, opts: opts}
+	h := &httpHandler{s: s, opts: opts}
+	h.config, _ = s.(ConfigServer)
+	h.stats, _ = s.(StatsServer)
+	return h
 }
 
 type httpHandler struct {
-	s    Server
-	opts HTTPOptions
+	s      Server
+	config ConfigServer // nil: the server has no model configuration
+	stats  StatsServer  // nil: the server keeps no statistics
+	opts   HTTPOptions
 }
 
 // bufPool holds body and response buffers; buffers that grew past
@@ -212,6 +225,33 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeBool(w, "ready", ok)
 	case RouteInfer:
 		h.infer(w, r, route)
+	case RouteModelConfig:
+		if h.config == nil {
+			h.writeError(w, Errorf(NotFound, "this server does not serve model configurations (%s)", r.URL.Path))
+			return
+		}
+		c, err := h.config.ModelConfig(ctx, route.Model, route.Version)
+		if err != nil {
+			h.writeError(w, err)
+			return
+		}
+		h.writeJSON(w, c)
+	case RouteModelStats:
+		if h.stats == nil {
+			h.writeError(w, Errorf(NotFound, "this server keeps no statistics (%s)", r.URL.Path))
+			return
+		}
+		st, err := h.stats.ModelStatistics(ctx, route.Model, route.Version)
+		if err != nil {
+			h.writeError(w, err)
+			return
+		}
+		if st == nil {
+			st = []ModelStatistics{}
+		}
+		h.writeJSON(w, struct {
+			ModelStats []ModelStatistics `json:"model_stats"`
+		}{st})
 	case RouteRepositoryIndex:
 		var body struct {
 			Ready bool `json:"ready"`

@@ -72,6 +72,11 @@ func (g *grpcFront) resolveMD(ctx context.Context, model, version string) (*Rout
 
 func (g *grpcFront) ModelReady(ctx context.Context, req *pb.ModelReadyRequest) (*pb.ModelReadyResponse, error) {
 	r, v, err := g.resolveMD(ctx, req.GetName(), req.GetVersion())
+	if oip.CodeOf(oip.ErrorFromGRPC(err)) == oip.NotFound {
+		// Triton's answer for an unknown model or version: OK, ready false
+		// (tritonclient's is_model_ready expects it). REST keeps its 404.
+		return &pb.ModelReadyResponse{Ready: false}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -80,6 +85,9 @@ func (g *grpcFront) ModelReady(ctx context.Context, req *pb.ModelReadyRequest) (
 	e := upstream.PickP2C(v.Endpoints, rand.Uint64(), time.Now().UnixNano(), nil)
 	if e.GRPC != nil {
 		ok, err := grpcModelReady(ctx, v, e)
+		if oip.CodeOf(err) == oip.NotFound {
+			return &pb.ModelReadyResponse{Ready: false}, nil
+		}
 		if err != nil {
 			return nil, oip.GRPCError(err)
 		}

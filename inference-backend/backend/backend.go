@@ -92,7 +92,8 @@ type version struct {
 	batcher  *batcher // nil: batching off
 	inflight sync.WaitGroup
 	metrics  versionMetrics
-	first    atomic.Bool // first real request seen
+	stats    versionStats // Triton's statistics (triton.go)
+	first    atomic.Bool  // first real request seen
 }
 
 // New checks the repository, initialises ONNX Runtime and returns a Backend
@@ -171,7 +172,7 @@ func (b *Backend) Ready(context.Context) bool { return b.ready.Load() && !b.clos
 
 // ServerMetadata describes the server.
 func (b *Backend) ServerMetadata(context.Context) oip.ServerMetadata {
-	return oip.ServerMetadata{Name: "switchyard-backend", Version: b.opts.Version, Extensions: []string{"model_repository"}}
+	return oip.ServerMetadata{Name: "switchyard-backend", Version: b.opts.Version, Extensions: []string{"model_repository", "model_configuration", "statistics", "binary_tensor_data"}}
 }
 
 // lookup finds a model version; version "" is the latest served one.
@@ -273,12 +274,14 @@ func (b *Backend) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferR
 	}
 	defer v.inflight.Done()
 	v.metrics.requests.Inc()
-	resp, err := v.infer(ctx, req)
+	resp, rows, ph, err := v.infer(ctx, req)
+	now := time.Now()
+	d := now.Sub(start)
+	v.stats.request(now, d, err == nil, rows, ph)
 	if err != nil {
 		v.metrics.failuresByTag.WithLabelValues(codeName(oip.CodeOf(err))).Inc()
 		return nil, err
 	}
-	d := time.Since(start)
 	v.metrics.request.Observe(d.Seconds())
 	if v.first.CompareAndSwap(false, true) {
 		b.metrics.FirstRequest.WithLabelValues(v.model, v.name).Set(d.Seconds())
@@ -308,7 +311,10 @@ func codeName(c oip.Code) string {
 	return "internal"
 }
 
-func (v *version) infer(ctx context.Context, req *oip.InferRequest) (resp *oip.InferResponse, err error) {
+// infer runs one request on the version; n is its number of inferences
+// (the batch rows of a batched model, else 1) and ph the parts of its time
+// (Triton's statistics).
+func (v *version) infer(ctx context.Context, req *oip.InferRequest) (resp *oip.InferResponse, n int, ph phases, err error) {
 	v.metrics.inflight.Inc()
 	defer v.metrics.inflight.Dec()
 	defer func() {
@@ -316,13 +322,14 @@ func (v *version) infer(ctx context.Context, req *oip.InferRequest) (resp *oip.I
 			resp, err = nil, oip.Errorf(oip.Internal, "internal error serving model %q: %v", v.model, r)
 		}
 	}()
+	t0 := time.Now()
 	bound := make([]*oip.Tensor, len(v.sess.inputs))
 	if err := v.sess.bindInputs(v.model, req.Inputs, bound); err != nil {
-		return nil, err
+		return nil, 0, ph, err
 	}
 	for _, o := range req.Outputs {
 		if _, ok := v.sess.outIndex[o.Name]; !ok {
-			return nil, oip.Errorf(oip.InvalidArgument, "model %q has no output %q (outputs: %s)", v.model, o.Name, listSpecs(v.sess.outputs))
+			return nil, 0, ph, oip.Errorf(oip.InvalidArgument, "model %q has no output %q (outputs: %s)", v.model, o.Name, listSpecs(v.sess.outputs))
 		}
 	}
 	var outs []oip.Tensor
@@ -330,45 +337,53 @@ func (v *version) infer(ctx context.Context, req *oip.InferRequest) (resp *oip.I
 	if v.cfg.MaxBatchSize > 0 {
 		rows, err = v.batchRows(bound)
 		if err != nil {
-			return nil, err
+			return nil, 0, ph, err
 		}
 	}
+	n = 1
+	if rows > 0 {
+		n = int(rows)
+	}
+	ph.input = time.Since(t0)
 	if v.batcher != nil && rows > 0 {
 		j := v.batcher.getJob()
 		j.ctx, j.inputs, j.rows = ctx, bound, rows
 		v.batcher.submit(j)
 		outs, err = j.outputs, j.err
+		ph.queue, ph.infer = j.queued, j.compute
 		v.metrics.queue.Observe(j.queued.Seconds())
 		v.metrics.compute.Observe(j.compute.Seconds())
 		v.batcher.putJob(j)
 	} else {
 		s := time.Now()
 		outs, err = safeRun(v.sess.run, bound)
+		ph.infer = time.Since(s)
 		v.metrics.queue.Observe(0)
-		v.metrics.compute.Observe(time.Since(s).Seconds())
+		v.metrics.compute.Observe(ph.infer.Seconds())
 		if err == nil {
-			n := 1
-			if rows > 0 {
-				n = int(rows)
-			}
 			v.metrics.batch.Observe(float64(n))
 		}
 	}
 	if err != nil {
-		return nil, err
+		return nil, n, ph, err
 	}
+	t1 := time.Now()
 	resp = &oip.InferResponse{ModelName: v.model, ModelVersion: v.name, ID: req.ID}
 	if len(req.Outputs) == 0 {
 		resp.Outputs = outs
-		return resp, nil
+	} else {
+		resp.Outputs = make([]oip.Tensor, 0, len(req.Outputs))
+		for _, o := range req.Outputs {
+			t := outs[v.sess.outIndex[o.Name]]
+			t.Parameters = o.Parameters
+			resp.Outputs = append(resp.Outputs, t)
+		}
 	}
-	resp.Outputs = make([]oip.Tensor, 0, len(req.Outputs))
-	for _, o := range req.Outputs {
-		t := outs[v.sess.outIndex[o.Name]]
-		t.Parameters = o.Parameters
-		resp.Outputs = append(resp.Outputs, t)
+	ph.output = time.Since(t1)
+	if v.batcher == nil || rows <= 0 {
+		v.stats.execution(n, ph)
 	}
-	return resp, nil
+	return resp, n, ph, nil
 }
 
 // batchRows checks dimension 0 of every input against max_batch_size; all
@@ -538,7 +553,12 @@ func (b *Backend) loadVersion(src *modelSource, ver int64) (*version, error) {
 	}
 	if cfg.batching() {
 		v.batcher = newBatcher(cfg.MaxBatchSize, cfg.InstanceCount, cfg.DynamicBatching.MaxQueueDelay, cfg.DynamicBatching.PreferredBatchSizes,
-			sess.run, func(rows int) { v.metrics.batch.Observe(float64(rows)) })
+			sess.run, func(rows int, compute time.Duration, ok bool) {
+				v.metrics.batch.Observe(float64(rows))
+				if ok {
+					v.stats.execution(rows, phases{input: -1, infer: compute, output: -1})
+				}
+			})
 	}
 	ws := time.Now()
 	if err := v.warmup(cfg.Warmup); err != nil {

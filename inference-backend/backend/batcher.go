@@ -52,12 +52,12 @@ type batcher struct {
 	delay     time.Duration
 	preferred map[int64]bool
 	run       runFunc
-	observe   func(rows int)
+	observe   func(rows int, compute time.Duration, ok bool) // one run of the model: its rows, duration, success
 	loops     sync.WaitGroup
 	pool      sync.Pool // of *job
 }
 
-func newBatcher(maxRows, instances int, delay time.Duration, preferred []int, run runFunc, observe func(rows int)) *batcher {
+func newBatcher(maxRows, instances int, delay time.Duration, preferred []int, run runFunc, observe func(rows int, compute time.Duration, ok bool)) *batcher {
 	instances = max(instances, 1)
 	b := &batcher{
 		queue:     make(chan *job, 4*maxRows*instances),
@@ -206,7 +206,7 @@ func (b *batcher) execute(batch []*job, rows int64) {
 		j.queued = start.Sub(j.enq)
 		j.outputs, j.err = safeRun(b.run, j.inputs)
 		j.compute = time.Since(start)
-		b.observe(int(rows))
+		b.observe(int(rows), j.compute, j.err == nil)
 		j.done <- struct{}{}
 		return
 	}
@@ -221,12 +221,12 @@ func (b *batcher) execute(batch []*job, rows int64) {
 			j.queued = s.Sub(j.enq)
 			j.outputs, j.err = safeRun(b.run, j.inputs)
 			j.compute = time.Since(s)
-			b.observe(int(j.rows))
+			b.observe(int(j.rows), j.compute, j.err == nil)
 			j.done <- struct{}{}
 		}
 		return
 	}
-	b.observe(int(rows))
+	b.observe(int(rows), compute, true)
 	for i, j := range live {
 		j.queued = start.Sub(j.enq)
 		j.compute = compute

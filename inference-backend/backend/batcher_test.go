@@ -40,7 +40,7 @@ func TestBatcherInstancesRunAtOnce(t *testing.T) {
 			mu.Unlock()
 			return []oip.Tensor{{Name: "y", Datatype: oip.FP32, Shape: in[0].Shape, Raw: in[0].Raw}}, nil
 		}
-		b := newBatcher(1, instances, 0, nil, run, func(int) {})
+		b := newBatcher(1, instances, 0, nil, run, func(int, time.Duration, bool) {})
 		var wg sync.WaitGroup
 		for i := range 6 {
 			wg.Go(func() {
