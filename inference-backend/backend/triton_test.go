@@ -206,3 +206,47 @@ func TestModelStatistics(t *testing.T) {
 		t.Errorf("gRPC statistics of a version without a model: %v", err)
 	}
 }
+
+// TestModelStreamInfer: each message of the stream is answered with its id,
+// a bad one with error_message, and the stream goes on.
+func TestModelStreamInfer(t *testing.T) {
+	be := tritonRepo(t)
+	g := rawGRPC(t, be)
+	stream, err := g.ModelStreamInfer(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := oip.InferRequestToProto(&oip.InferRequest{ModelName: "rec-batched", Inputs: []oip.Tensor{featuresTensor(demomodels.RandomFeatures(9, 2))}})
+	for _, id := range []string{"a", "b", "c"} {
+		m := &pb.ModelInferRequest{ModelName: good.ModelName, Id: id, Inputs: good.Inputs, RawInputContents: good.RawInputContents}
+		if id == "b" {
+			m.Inputs = []*pb.ModelInferRequest_InferInputTensor{{Name: "features", Datatype: "FP32", Shape: []int64{1, 2}}}
+			m.RawInputContents = [][]byte{make([]byte, 8)}
+		}
+		if err := stream.Send(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*pb.ModelStreamInferResponse{}
+	for range 3 {
+		r, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[r.GetInferResponse().GetId()] = r
+	}
+	if _, err := stream.Recv(); err == nil {
+		t.Error("stream did not end after the last answer")
+	}
+	for _, id := range []string{"a", "c"} {
+		if r := got[id]; r == nil || r.GetErrorMessage() != "" || len(r.GetInferResponse().GetRawOutputContents()) != 1 {
+			t.Errorf("answer %s: %v", id, r)
+		}
+	}
+	if r := got["b"]; r == nil || !strings.Contains(r.GetErrorMessage(), "features") || r.GetInferResponse().GetModelName() != "rec-batched" {
+		t.Errorf("answer b: %v", r)
+	}
+}
