@@ -13,6 +13,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/routing"
 )
 
 const fsizeChildEnv = "SWITCHYARD_TEST_FSIZE_CHILD"
@@ -45,8 +48,13 @@ func TestCanaryStateWriteFailsLoudly(t *testing.T) {
 	}
 	signal.Ignore(syscall.SIGXFSZ)
 	e := newTickEnv(t, "")
-	e.startCanary(map[string]int{"v1": 80, "v2": 20})
+	e.put(canaryModel(t, map[string]int{"v1": 80, "v2": 20}, &routing.Canary{Version: "v2", StepDuration: routing.Duration(time.Hour), MinRequests: 10, ConsecutiveFailures: 2}))
+	e.tick()
 	started := e.get()
+	before := e.status()
+	if before.Phase != "progressing" {
+		t.Fatalf("canary did not start: %s", mustJSON(before))
+	}
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
 		t.Fatal(err)
@@ -78,13 +86,14 @@ func TestCanaryStateWriteFailsLoudly(t *testing.T) {
 		t.Fatalf("a failed abort marked %v", e.failed())
 	}
 
-	// An automatic rollback: the canary holds at step 1, visibly.
+	// Failing analyses: the first failing check cannot be written, so it
+	// does not count; the canary holds at step 1, visibly.
 	e.src.set("v2", figures(200, 200, "status_5xx"))
 	e.tick()
 	e.tick()
 	s := e.status()
-	if s.Phase != "progressing" || s.Step != 1 || !sameSplit(s.Weights, map[string]int{"v1": 80, "v2": 20}) ||
-		!strings.Contains(s.StateError, "file too large") || !strings.Contains(s.StateError, "canary holds") {
+	if s.Phase != "progressing" || s.Step != 1 || !sameSplit(s.Weights, map[string]int{"v1": 80, "v2": 20}) || s.ConsecutiveFailures != 0 ||
+		len(s.History) != len(before.History) || !strings.Contains(s.StateError, "file too large") || !strings.Contains(s.StateError, "canary holds") {
 		t.Fatalf("status while the state file is full: %s", mustJSON(s))
 	}
 	if cur := e.get(); cur.Revision != started.Revision {
@@ -98,8 +107,9 @@ func TestCanaryStateWriteFailsLoudly(t *testing.T) {
 		t.Fatalf("saved canary state differs from the running one:\nsaved   %s\nrunning %s", saved, run)
 	}
 	body := metricsText(t, e.cp)
-	if !strings.Contains(body, `switchyard_controlplane_store_write_errors_total{cause="no_space",op="put"} 3`) {
-		t.Fatalf("write errors not counted (1 abort + 2 ticks):\n%s", grepLines(body, "store_write_errors"))
+	if !strings.Contains(body, `switchyard_controlplane_store_write_errors_total{cause="no_space",op="put"} 1`) ||
+		!strings.Contains(body, `switchyard_controlplane_store_write_errors_total{cause="no_space",op="side"} 2`) {
+		t.Fatalf("write errors not counted (an abort, two failing checks):\n%s", grepLines(body, "store_write_errors"))
 	}
 	if !strings.Contains(body, `switchyard_canary_phase{model="m",phase="progressing"} 1`) {
 		t.Fatalf("phase metric moved:\n%s", grepLines(body, "canary_phase"))
@@ -110,6 +120,10 @@ func TestCanaryStateWriteFailsLoudly(t *testing.T) {
 		t.Fatal(err)
 	}
 	limited = false
+	e.tick()
+	if s = e.status(); s.ConsecutiveFailures != 1 || s.StateError != "" {
+		t.Fatalf("with room again, the first failing check: %s", mustJSON(s))
+	}
 	e.tick()
 	s = e.status()
 	if s.Phase != "rolled_back" || s.StateError != "" || e.get().Model.Spec.Traffic.Weights["v2"] != 0 {
