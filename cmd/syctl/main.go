@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -79,6 +80,9 @@ type app struct {
 	timeout                       time.Duration
 
 	api *client.Client
+	// forceCommand is the running command repeated with --force, for a
+	// "force" hint ("": the command has no --force).
+	forceCommand string
 }
 
 type cmdFunc func(a *app, args []string) error
@@ -232,6 +236,7 @@ func (a *app) printAPIError(ae *client.APIError) {
 		}
 		return
 	}
+	defer a.printHints(ae.Hints)
 	msg := ae.Error()
 	switch ae.Status {
 	case http.StatusConflict:
@@ -242,6 +247,40 @@ func (a *app) printAPIError(ae *client.APIError) {
 		msg += " (give a token with --token, SYCTL_TOKEN or the config file)"
 	}
 	fmt.Fprintf(a.stderr, "error: %s (HTTP %d)\n", msg, ae.Status)
+}
+
+// printHints renders the actions that resolve a refusal as the commands
+// to run.
+func (a *app) printHints(hints []client.Hint) {
+	if len(hints) == 0 {
+		return
+	}
+	fmt.Fprintln(a.stderr, "to resolve it, run one of:")
+	for _, h := range hints {
+		fmt.Fprintf(a.stderr, "  %s\n      (%s)\n", a.hintCommand(h), h.Message)
+	}
+}
+
+// hintCommand is the syctl command that does what a hint says, or the API
+// request where syctl has none.
+func (a *app) hintCommand(h client.Hint) string {
+	switch h.Action {
+	case client.HintCanaryAbort:
+		return "syctl canary abort " + h.Model
+	case client.HintCanaryReset:
+		return "syctl canary reset " + h.Model + " --version " + h.Version
+	case client.HintForce:
+		if a.forceCommand != "" {
+			return a.forceCommand
+		}
+	}
+	req := h.Method + " " + h.Path
+	if len(h.Body) > 0 {
+		if b, err := json.Marshal(h.Body); err == nil {
+			req += " " + string(b)
+		}
+	}
+	return req
 }
 
 // parse parses a command's flags wherever they appear among its positional

@@ -199,7 +199,10 @@ func (a *app) applyOne(ctx context.Context, d document, rev int64, reason string
 		return applyResult{}, nil, err
 	}
 	verb := "configured"
-	if res.CreateRevision == res.Revision {
+	switch {
+	case res.Unchanged:
+		verb = "unchanged" // e.g. the split from before a running canary: the canary's weights stay
+	case res.CreateRevision == res.Revision:
 		verb = "created"
 	}
 	return applyResult{verb, res.Revision}, raw, nil

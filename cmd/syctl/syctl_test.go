@@ -643,3 +643,72 @@ func TestOneLine(t *testing.T) {
 		t.Fatalf("oneLine = %q, want %q", got, want)
 	}
 }
+
+// startCanaryCP starts a control plane with its canary controller, which
+// ticks only when the test calls TickOnce.
+func startCanaryCP(t *testing.T) (*controlplane.ControlPlane, *controlplane.CanaryController) {
+	t.Helper()
+	cp, err := controlplane.New(controlplane.Config{StatePath: filepath.Join(t.TempDir(), "state.db"), APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", InsecureLoopbackNoAuth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cp.EnableCanary(controlplane.CanaryOptions{Interval: time.Hour})
+	if err != nil {
+		cp.Close()
+		t.Fatal(err)
+	}
+	if err := cp.Start(); err != nil {
+		cp.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cp.Close() })
+	return cp, cc
+}
+
+const canaryDoc = `{"metadata": {"name": "rec"}, "spec": {
+  "versions": [{"name": "v1", "endpoints": ["127.0.0.1:1"]}, {"name": "v2", "endpoints": ["127.0.0.1:2"]}],
+  "traffic": {"weights": {"v1": 100, "v2": 0}},
+  "canary": {"version": "v2", "stepDuration": "1h"}}}`
+
+// TestCanaryRefusalsNameTheCommand: during a canary `weights set` exits 4
+// and says which commands resolve it; --force aborts the canary first;
+// rollback then avoids the failed version and `canary start` says how to
+// reset it; a rollback during a canary aborts it first; re-applying the
+// document that started a canary is unchanged (issue 15).
+func TestCanaryRefusalsNameTheCommand(t *testing.T) {
+	cp, cc := startCanaryCP(t)
+	ctx := context.Background()
+	mustOK(t, syctl(t, cp, nil, canaryDoc, "apply", "-f", "-"))
+	cc.TickOnce(ctx)
+	if rec, _ := cp.Store().Get(ctx, "rec"); rec.Action != controlplane.ActionCanaryStart {
+		t.Fatalf("canary not started: %s", rec.Action)
+	}
+	if r := mustOK(t, syctl(t, cp, nil, canaryDoc, "apply", "-f", "-")); !strings.Contains(r.stdout, "unchanged") {
+		t.Fatalf("re-apply during the canary: %q", r.stdout)
+	}
+
+	wantCode(t, syctl(t, cp, nil, "", "weights", "set", "rec", "v1=50", "v2=50", "--reason", "A/B test"), exitConflict,
+		`canary of v2 in progress`, "(HTTP 409)", "to resolve it, run one of:",
+		"\n  syctl canary abort rec\n", "\n  syctl weights set rec v1=50 v2=50 --reason \"A/B test\" --force\n")
+
+	r := mustOK(t, syctl(t, cp, nil, "", "weights", "set", "rec", "v1=50", "v2=50", "--force"))
+	if !regexp.MustCompile(`^model/rec canary of v2 aborted first \(v2 marked failed; revision \d+\)\nmodel/rec weights v1=50 v2=50 \(revision \d+\)\n$`).MatchString(r.stdout) {
+		t.Fatalf("weights set --force:\n%s", r.stdout)
+	}
+	r = mustOK(t, syctl(t, cp, nil, "", "rollback", "rec", "--wait", "0"))
+	if !strings.Contains(r.stdout, "weights v1=100\n") || strings.Contains(r.stdout, "aborted") {
+		t.Fatalf("rollback after the forced change:\n%s", r.stdout)
+	}
+	wantCode(t, syctl(t, cp, nil, "", "canary", "start", "rec", "--version", "v2"), exitConflict, "\n  syctl canary reset rec --version v2\n")
+	mustOK(t, syctl(t, cp, nil, "", "canary", "reset", "rec", "--version", "v2"))
+
+	cc.TickOnce(ctx) // spec.canary still names v2: it starts again
+	r = mustOK(t, syctl(t, cp, nil, "", "rollback", "rec", "--wait", "0", "--reason", "pager"))
+	if !regexp.MustCompile(`^model/rec canary of v2 aborted \(v2 marked failed\): the split from before the canary, v2 gets no traffic \(revision (\d+)\)\nmodel/rec rolled back \(now revision (\d+)\): weights v1=100\n`).MatchString(r.stdout) {
+		t.Fatalf("rollback during a canary:\n%s", r.stdout)
+	}
+	rec, _ := cp.Store().Get(ctx, "rec")
+	if rec.Action != controlplane.ActionCanaryAbort || rec.Model.Spec.Traffic.Weights["v2"] != 0 {
+		t.Fatalf("after the rollback: %s %v", rec.Action, rec.Model.Spec.Traffic.Weights)
+	}
+}

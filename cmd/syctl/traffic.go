@@ -25,6 +25,7 @@ func cmdWeights(a *app, args []string) error {
 	fs := flag.NewFlagSet("weights set MODEL v1=80 v2=20", flag.ContinueOnError)
 	reason := fs.String("reason", "", "reason recorded in the audit log")
 	rev := fs.Int64("revision", 0, "change only if the model is at this `REVISION` (else exit 4)")
+	force := fs.Bool("force", false, "change the weights during a canary: it is aborted first (its version marked failed); without it the change is refused (exit 4)")
 	pos, err := a.parse(fs, args)
 	if err != nil {
 		return err
@@ -40,14 +41,24 @@ func cmdWeights(a *app, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The command a "force" hint repeats: this one, with --force (built
+	// from what it means, so no token or other flag is echoed).
+	a.forceCommand = "syctl weights set " + name + " " + strings.Join(pos[2:], " ")
+	if *reason != "" {
+		a.forceCommand += " --reason " + strconv.Quote(*reason)
+	}
+	a.forceCommand += " --force"
 	ctx, cancel := a.cctx()
 	defer cancel()
-	res, raw, err := a.api.SetWeights(ctx, name, weights, *reason, client.Precondition{IfRevision: *rev})
+	res, raw, err := a.api.SetWeights(ctx, name, weights, *reason, *force, client.Precondition{IfRevision: *rev})
 	if err != nil {
 		return err
 	}
 	if a.structured() {
 		return a.printRaw(raw)
+	}
+	if ab := res.AbortedCanary; ab != nil {
+		fmt.Fprintf(a.stdout, "model/%s canary of %s aborted first (%s marked failed; revision %d)\n", name, ab.Canary, ab.Canary, ab.Revision)
 	}
 	fmt.Fprintf(a.stdout, "model/%s weights %s (revision %d)\n", name, weightsString(&res.Model), res.Revision)
 	return nil
@@ -75,7 +86,7 @@ func parseWeights(args []string) (map[string]int, error) {
 func cmdCanary(a *app, args []string) error {
 	fs := flag.NewFlagSet("canary start|pause|resume|promote|abort|status MODEL", flag.ContinueOnError)
 	reason := fs.String("reason", "", "reason recorded in the audit log")
-	version := fs.String("version", "", "start: the version to ramp (default: spec.canary.version)")
+	version := fs.String("version", "", "start: the version to ramp; reset: the version to clear (default: spec.canary.version)")
 	steps := fs.String("steps", "", "start: traffic steps in percent, e.g. 20,50,80,100")
 	stepDur := fs.String("step-duration", "", "start: minimum time per step, e.g. 5m")
 	pos, err := a.parse(fs, args)
@@ -98,10 +109,10 @@ func cmdCanary(a *app, args []string) error {
 		if *reason != "" {
 			body["reason"] = *reason
 		}
+		if (action == "start" || action == "reset") && *version != "" {
+			body["version"] = *version
+		}
 		if action == "start" {
-			if *version != "" {
-				body["version"] = *version
-			}
 			if *steps != "" {
 				var st []int
 				for _, s := range strings.Split(*steps, ",") {
@@ -119,8 +130,8 @@ func cmdCanary(a *app, args []string) error {
 				}
 				body["stepDuration"] = *stepDur
 			}
-		} else if *version != "" || *steps != "" || *stepDur != "" {
-			return usagef("--version, --steps and --step-duration go with canary start")
+		} else if *steps != "" || *stepDur != "" || (*version != "" && action != "reset") {
+			return usagef("--steps and --step-duration go with canary start, --version with start and reset")
 		}
 		path += "/" + action
 		raw, err = a.api.Raw(ctx, http.MethodPost, path, body)
@@ -206,6 +217,11 @@ func cmdRollback(a *app, args []string) error {
 	if a.structured() {
 		return a.printRaw(raw)
 	}
+	ab := res.AbortedCanary
+	if ab != nil {
+		fmt.Fprintf(a.stdout, "model/%s canary of %s aborted (%s marked failed): the split from before the canary, %s gets no traffic (revision %d)\n",
+			name, ab.Canary, ab.Canary, ab.Canary, ab.Revision)
+	}
 	restored := "the last healthy revision"
 	switch {
 	case res.RestoredRevision > 0:
@@ -213,7 +229,11 @@ func cmdRollback(a *app, args []string) error {
 	case *to > 0:
 		restored = fmt.Sprintf("revision %d", *to)
 	}
-	fmt.Fprintf(a.stdout, "model/%s rolled back to %s (now revision %d): weights %s\n", name, restored, res.Revision, weightsString(&res.Model))
+	if ab != nil && res.Revision == ab.Revision {
+		fmt.Fprintf(a.stdout, "model/%s rolled back (now revision %d): weights %s\n", name, res.Revision, weightsString(&res.Model))
+	} else {
+		fmt.Fprintf(a.stdout, "model/%s rolled back to %s (now revision %d): weights %s\n", name, restored, res.Revision, weightsString(&res.Model))
+	}
 	for _, sk := range res.Skipped {
 		fmt.Fprintf(a.stdout, "  skipped revision %d: %s\n", sk.Revision, sk.Why)
 	}

@@ -56,6 +56,9 @@ type APIError struct {
 	Fields       []FieldError
 	// Revision is the current revision the API reported with a 409.
 	Revision int64
+	// Hints name the actions that resolve a refusal (a 409 during a
+	// canary: abort it, or repeat with force).
+	Hints []Hint
 	// NoEndpoint: the server has no such route (a plain 404/405 without
 	// the API's JSON error body).
 	NoEndpoint bool
@@ -70,6 +73,25 @@ func (e *APIError) Error() string {
 		msg = http.StatusText(e.Status)
 	}
 	return msg
+}
+
+// Hint actions.
+const (
+	HintCanaryAbort = "canary-abort"
+	HintCanaryReset = "canary-reset"
+	HintForce       = "force"
+)
+
+// Hint is one action that resolves a refused request (the API's
+// controlplane.Hint): Method, Path and Body are the request that does it.
+type Hint struct {
+	Action  string         `json:"action"`
+	Model   string         `json:"model"`
+	Version string         `json:"version,omitempty"`
+	Method  string         `json:"method"`
+	Path    string         `json:"path"`
+	Body    map[string]any `json:"body,omitempty"`
+	Message string         `json:"message"`
 }
 
 // IsStatus reports whether err is an APIError with this HTTP status (and
@@ -97,6 +119,19 @@ type ModelResponse struct {
 	// passed over (not known healthy).
 	RestoredRevision int64             `json:"restoredRevision,omitempty"`
 	Skipped          []SkippedRevision `json:"skipped,omitempty"`
+	// AbortedCanary: the request aborted the model's running canary first
+	// (a rollback, a forced weight change).
+	AbortedCanary *AbortedCanary `json:"abortedCanary,omitempty"`
+	// Unchanged: the write was a no-op (no new revision).
+	Unchanged bool `json:"unchanged,omitempty"`
+}
+
+// AbortedCanary is a canary a request aborted first.
+type AbortedCanary struct {
+	Canary   string         `json:"canary"`
+	Revision int64          `json:"revision"`
+	Weights  map[string]int `json:"weights"`
+	Reason   string         `json:"reason"`
 }
 
 // SkippedRevision is a revision a rollback passed over, and why.
@@ -265,12 +300,13 @@ func decodeError(method, path string, resp *http.Response, raw []byte) error {
 		Error    string       `json:"error"`
 		Fields   []FieldError `json:"fields"`
 		Revision int64        `json:"revision"`
+		Hints    []Hint       `json:"hints"`
 	}
 	// The control plane marks "no such route" (vs "no such model").
 	e.NoEndpoint = resp.Header.Get("X-Switchyard-Unknown-Route") == "true"
 	isJSON := strings.Contains(resp.Header.Get("Content-Type"), "json")
 	if isJSON && json.Unmarshal(raw, &body) == nil && body.Error != "" {
-		e.Message, e.Fields, e.Revision = body.Error, body.Fields, body.Revision
+		e.Message, e.Fields, e.Revision, e.Hints = body.Error, body.Fields, body.Revision, body.Hints
 		return e
 	}
 	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
@@ -330,12 +366,17 @@ func (c *Client) History(ctx context.Context, name string, limit int) (History, 
 	return out, raw, err
 }
 
-// SetWeights is PUT /v1/models/{name}/weights.
-func (c *Client) SetWeights(ctx context.Context, name string, weights map[string]int, reason string, pre Precondition) (ModelResponse, []byte, error) {
+// SetWeights is PUT /v1/models/{name}/weights. force goes through a
+// running canary (the API aborts it first); without it such a change is
+// refused (409 with hints).
+func (c *Client) SetWeights(ctx context.Context, name string, weights map[string]int, reason string, force bool, pre Precondition) (ModelResponse, []byte, error) {
 	var out ModelResponse
 	body := map[string]any{"weights": weights}
 	if reason != "" {
 		body["reason"] = reason
+	}
+	if force {
+		body["force"] = true
 	}
 	raw, err := c.Do(ctx, http.MethodPut, modelPath(name)+"/weights", body, pre, &out)
 	return out, raw, err
