@@ -25,6 +25,9 @@ type PromQueries struct {
 	Requests string
 	// Errors: one series per error kind, labelled by code.
 	Errors string
+	// ClientErrors: one value, requests the version rejected as bad (400 /
+	// InvalidArgument, passed to the client): the canary's client_4xx.
+	ClientErrors string
 	// NaN: one value, answers with NaN/Inf outputs.
 	NaN string
 	// Fallbacks: one value.
@@ -41,6 +44,7 @@ type PromQueries struct {
 var DefaultPromQueries = PromQueries{
 	Requests:       `sum(increase(switchyard_proxy_requests_total{{{sel}}}[{{window}}]))`,
 	Errors:         `sum by (code) (increase(switchyard_proxy_requests_total{{{sel}},code=~"5..|DeadlineExceeded|Unavailable|Internal|Unknown|DataLoss"}[{{window}}]))`,
+	ClientErrors:   `sum(increase(switchyard_proxy_requests_total{{{sel}},code=~"400|InvalidArgument"}[{{window}}]))`,
 	NaN:            `sum(increase(switchyard_fallback_triggers_total{{{vsel}},trigger="nan_output"}[{{window}}]))`,
 	Fallbacks:      `sum(increase(switchyard_fallback_triggers_total{{{vsel}},trigger!="nan_output"}[{{window}}]))`,
 	LatencyBuckets: `sum by (le) (increase(switchyard_proxy_request_duration_seconds_bucket{{{sel}}}[{{window}}]))`,
@@ -193,6 +197,14 @@ func (p *PromSource) Stats(ctx context.Context, model, version string, from, to 
 				s.Errors["code_"+e.labels["code"]] += n
 			}
 		}
+	}
+	if n, err := p.scalar(ctx, q.ClientErrors, model, version, from, to); err != nil {
+		return s, err
+	} else if n > 0 {
+		if s.Errors == nil {
+			s.Errors = map[string]uint64{}
+		}
+		s.Errors[canary.ErrClient4xx] = n
 	}
 	if q.LatencyBuckets != "" {
 		ss, err := p.query(ctx, p.expand(q.LatencyBuckets, model, version, from, to), to)

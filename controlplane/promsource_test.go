@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -235,5 +236,43 @@ func TestPromQueryExpansion(t *testing.T) {
 	want := `sum by (code) (increase(switchyard_proxy_requests_total{model="rec\"ommender",variant="v2",code=~"5..|DeadlineExceeded|Unavailable|Internal|Unknown|DataLoss"}[91s]))`
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	got = p.expand(DefaultPromQueries.ClientErrors, "recommender", "v2", t0, t0.Add(time.Minute))
+	if want := `sum(increase(switchyard_proxy_requests_total{model="recommender",variant="v2",code=~"400|InvalidArgument"}[60s]))`; got != want {
+		t.Fatalf("client errors: got  %s\nwant %s", got, want)
+	}
+}
+
+// TestPromSourceClientErrors: the client 4xx count becomes the
+// client_4xx error kind, which the error gate leaves out and the
+// client_4xx_rate gate reads (a stub Prometheus answers by query).
+func TestPromSourceClientErrors(t *testing.T) {
+	answers := map[string]string{
+		"requests": "1000", "client": "120",
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query().Get("query")
+		val := ""
+		switch {
+		case strings.Contains(q, `code=~"400|InvalidArgument"`):
+			val = answers["client"]
+		case strings.HasPrefix(q, "sum(increase(switchyard_proxy_requests_total"):
+			val = answers["requests"]
+		}
+		result := "[]"
+		if val != "" {
+			result = `[{"metric": {}, "value": [1, "` + val + `"]}]`
+		}
+		fmt.Fprintf(w, `{"status": "success", "data": {"resultType": "vector", "result": %s}}`, result)
+	}))
+	defer srv.Close()
+	src := NewPromSource(srv.URL)
+	t0 := time.Unix(1000, 0)
+	st, err := src.Stats(context.Background(), "recommender", "v2", t0, t0.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Requests != 1000 || st.Errors[canary.ErrClient4xx] != 120 || st.FailureCount() != 0 {
+		t.Fatalf("stats %d requests, errors %v", st.Requests, st.Errors)
 	}
 }

@@ -127,14 +127,19 @@ var _ MetricSource = (*StatsService)(nil)
 
 // VariantStatsView is one version's live figures in GET .../stats.
 type VariantStatsView struct {
-	Version    string            `json:"version"`
-	Requests   uint64            `json:"requests"`
-	Errors     map[string]uint64 `json:"errors,omitempty"`
-	ErrorRate  float64           `json:"errorRate"`
-	Fallbacks  uint64            `json:"fallbacks"`
-	NaNOutputs uint64            `json:"nanOutputs"`
-	P50Ms      float64           `json:"p50Ms"`
-	P99Ms      float64           `json:"p99Ms"`
+	Version  string            `json:"version"`
+	Requests uint64            `json:"requests"`
+	Errors   map[string]uint64 `json:"errors,omitempty"`
+	// ErrorRate counts the version's own failures: not client_4xx nor
+	// overload (the error gate's count).
+	ErrorRate float64 `json:"errorRate"`
+	// ClientErrorRate is the share of requests the version rejected as
+	// bad (client_4xx: the client_4xx_rate gate's).
+	ClientErrorRate float64 `json:"clientErrorRate,omitempty"`
+	Fallbacks       uint64  `json:"fallbacks"`
+	NaNOutputs      uint64  `json:"nanOutputs"`
+	P50Ms           float64 `json:"p50Ms"`
+	P99Ms           float64 `json:"p99Ms"`
 }
 
 // ModelStatsView is the answer of GET /v1/models/{name}/stats.
@@ -151,7 +156,8 @@ func variantView(version string, st *canary.Stats) VariantStatsView {
 	v := VariantStatsView{Version: version, Requests: st.Requests, Errors: st.Errors, Fallbacks: st.Fallbacks, NaNOutputs: st.NaNOutputs,
 		P50Ms: ms(st.Latency.Quantile(0.5)), P99Ms: ms(st.Latency.Quantile(0.99))}
 	if st.Requests > 0 {
-		v.ErrorRate = float64(st.ErrorCount()) / float64(st.Requests)
+		v.ErrorRate = float64(st.FailureCount()) / float64(st.Requests)
+		v.ClientErrorRate = float64(st.Errors[canary.ErrClient4xx]) / float64(st.Requests)
 	}
 	return v
 }
