@@ -3,6 +3,7 @@ package oip
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/switchyard-dev/switchyard/internal/h1"
+	"github.com/switchyard-dev/switchyard/oip/compress"
 )
 
 // DefaultMaxBodyBytes bounds a REST request body (and is the suggested
@@ -301,6 +303,13 @@ func (h *httpHandler) infer(w http.ResponseWriter, r *http.Request, route HTTPRo
 		h.writeError(w, err)
 		return
 	}
+	dbuf := getBuf()
+	defer putBuf(dbuf)
+	if body, err = decodeBody(r.Header.Get("Content-Encoding"), body, h.opts.MaxBodyBytes, dbuf); err != nil {
+		putBuf(buf)
+		h.writeError(w, err)
+		return
+	}
 	out := getBuf()
 	defer putBuf(out)
 	b, hl, err := h.inferBody(r.Context(), route, []byte(r.Header.Get(HeaderContentLength)), body, (*out)[:0])
@@ -311,7 +320,16 @@ func (h *httpHandler) infer(w http.ResponseWriter, r *http.Request, route HTTPRo
 		return
 	}
 	hdr := w.Header()
-	if hl < len(b) {
+	binary := hl < len(b)
+	if len(b) >= compress.MinGzipBytes && compress.AcceptsGzip(r.Header.Get("Accept-Encoding")) {
+		gz := getBuf()
+		defer putBuf(gz)
+		*gz = compress.AppendGzip((*gz)[:0], b)
+		b = *gz
+		hdr.Set("Content-Encoding", "gzip")
+		hdr.Set("Vary", "Accept-Encoding")
+	}
+	if binary {
 		hdr.Set("Content-Type", "application/octet-stream")
 		hdr.Set(HeaderContentLength, strconv.Itoa(hl))
 	} else {
@@ -355,6 +373,27 @@ func (h *httpHandler) inferBody(ctx context.Context, route HTTPRoute, headerLen,
 	return AppendInferResponse(out, resp, req)
 }
 
+// decodeBody undoes a request body's Content-Encoding (gzip, deflate:
+// zlib-wrapped or raw) into *scratch; max bounds the decompressed size
+// (TooLarge naming it). Without a coding body is returned as is.
+func decodeBody(contentEncoding string, body []byte, max int64, scratch *[]byte) ([]byte, error) {
+	if contentEncoding == "" {
+		return body, nil
+	}
+	out, err := compress.Decode((*scratch)[:0], contentEncoding, body, max)
+	if out != nil {
+		*scratch = out
+	}
+	var tl *compress.TooLargeError
+	switch {
+	case errors.As(err, &tl):
+		return nil, Errorf(TooLarge, "%v", err)
+	case err != nil:
+		return nil, Errorf(InvalidArgument, "request body: %v", err)
+	}
+	return out, nil
+}
+
 // readBody reads the request body into *buf, refusing bodies over max with
 // a TooLarge error.
 func readBody(r *http.Request, max int64, buf *[]byte) ([]byte, error) {
@@ -392,6 +431,11 @@ func (h *httpHandler) readSmallJSON(r *http.Request, v any) error {
 	defer putBuf(buf)
 	body, err := readBody(r, min(h.opts.MaxBodyBytes, 1<<20), buf)
 	if err != nil {
+		return err
+	}
+	dbuf := getBuf()
+	defer putBuf(dbuf)
+	if body, err = decodeBody(r.Header.Get("Content-Encoding"), body, min(h.opts.MaxBodyBytes, 1<<20), dbuf); err != nil {
 		return err
 	}
 	if len(strings.TrimSpace(string(body))) == 0 {

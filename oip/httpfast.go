@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/h1"
+	"github.com/switchyard-dev/switchyard/oip/compress"
 )
 
 // FastInfer answers POST /v2/models/{name}[/versions/{v}]/infer of s on the
@@ -43,10 +44,24 @@ func (h *httpHandler) fastInfer(c *h1.Conn, r *h1.Request) (served, keep bool, e
 		c.AnswerError(err)
 		return true, false, err
 	}
+	dbuf := getBuf()
+	defer putBuf(dbuf)
 	out := getBuf()
 	defer putBuf(out)
-	answer, hl, ierr := h.inferBody(context.Background(), route, r.Header("inference-header-content-length"), body, (*out)[:0])
-	*out = answer
+	var answer []byte
+	var hl int
+	body, ierr := decodeBody(r.HeaderString("content-encoding"), body, h.opts.MaxBodyBytes, dbuf)
+	if ierr == nil {
+		answer, hl, ierr = h.inferBody(context.Background(), route, r.Header("inference-header-content-length"), body, (*out)[:0])
+		*out = answer
+	}
+	var gzipped bool
+	if ierr == nil && len(answer) >= compress.MinGzipBytes && compress.AcceptsGzip(r.HeaderString("accept-encoding")) {
+		// The decompressed request is done with: its buffer takes the
+		// compressed answer.
+		*dbuf = compress.AppendGzip((*dbuf)[:0], answer)
+		answer, gzipped = *dbuf, true
+	}
 	switch {
 	case ierr != nil:
 		e := AsError(ierr)
@@ -56,11 +71,20 @@ func (h *httpHandler) fastInfer(c *h1.Conn, r *h1.Request) (served, keep bool, e
 		eb := appendJSONString(append((*out)[:0], `{"error":`...), e.Msg)
 		*out = append(eb, '}')
 		h1.WriteResponse(c.W, e.HTTPStatus(), "application/json", *out, r.Close)
-	case hl < len(answer): // binary tensor data after a JSON header
-		h1.StartHead(c.W, 200, "application/octet-stream")
-		c.W.WriteString(HeaderContentLength + ": ")
-		h1.WriteInt(c.W, hl)
-		c.W.WriteString("\r\n")
+	case hl < len(*out) || gzipped: // binary tensor data after a JSON header, or a compressed answer
+		ct := "application/json"
+		if hl < len(*out) {
+			ct = "application/octet-stream"
+		}
+		h1.StartHead(c.W, 200, ct)
+		if hl < len(*out) {
+			c.W.WriteString(HeaderContentLength + ": ")
+			h1.WriteInt(c.W, hl)
+			c.W.WriteString("\r\n")
+		}
+		if gzipped {
+			c.W.WriteString("Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n")
+		}
 		h1.EndHead(c.W, len(answer), r.Close)
 		c.W.Write(answer)
 	default:

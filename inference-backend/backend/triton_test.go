@@ -1,8 +1,14 @@
 package backend_test
 
 import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -14,6 +20,7 @@ import (
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
+	"github.com/switchyard-dev/switchyard/oip/compress"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 )
 
@@ -248,5 +255,97 @@ func TestModelStreamInfer(t *testing.T) {
 	}
 	if r := got["b"]; r == nil || !strings.Contains(r.GetErrorMessage(), "features") || r.GetInferResponse().GetModelName() != "rec-batched" {
 		t.Errorf("answer b: %v", r)
+	}
+}
+
+// TestCompression: REST bodies in gzip, zlib-wrapped and raw deflate; the
+// limit applies to the decompressed size (a zip bomb is 413 naming it);
+// gzip answers when asked; gRPC with grpc-encoding deflate.
+func TestCompression(t *testing.T) {
+	repo := t.TempDir()
+	writeModelAs(t, repo, demomodels.V1, "rec-single", "1", "warmup: 0\n")
+	be := backendtest.Start(t, backendtest.Options{Repository: repo, MaxBodyBytes: 1 << 20})
+	url := "http://" + be.HTTPAddr + "/v2/models/rec-single/infer"
+	flat := make([]float32, 0, 64*demomodels.Features)
+	for _, r := range demomodels.RandomFeatures(4, 64) {
+		flat = append(flat, r...)
+	}
+	plain := []byte(mustJSON(map[string]any{"inputs": []any{map[string]any{"name": "features", "datatype": "FP32", "shape": []int{64, demomodels.Features}, "data": flat}}}))
+	var gz, zl, raw bytes.Buffer
+	gw := gzip.NewWriter(&gz)
+	gw.Write(plain)
+	gw.Close()
+	zw := zlib.NewWriter(&zl)
+	zw.Write(plain)
+	zw.Close()
+	fw, _ := flate.NewWriter(&raw, flate.DefaultCompression)
+	fw.Write(plain)
+	fw.Close()
+	var bomb bytes.Buffer
+	bw := gzip.NewWriter(&bomb)
+	bw.Write(make([]byte, 3<<20))
+	bw.Close()
+
+	hc := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	post := func(body []byte, enc, accept string) (int, http.Header, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if enc != "" {
+			req.Header.Set("Content-Encoding", enc)
+		}
+		if accept != "" {
+			req.Header.Set("Accept-Encoding", accept)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, b
+	}
+	code, _, want := post(plain, "", "")
+	if code != 200 {
+		t.Fatalf("plain: %d %s", code, want)
+	}
+	for _, c := range []struct {
+		name, enc string
+		body      []byte
+	}{{"gzip", "gzip", gz.Bytes()}, {"zlib deflate", "deflate", zl.Bytes()}, {"raw deflate", "Deflate", raw.Bytes()}} {
+		if code, _, b := post(c.body, c.enc, ""); code != 200 || !bytes.Equal(b, want) {
+			t.Errorf("%s: %d %s", c.name, code, clipS(string(b)))
+		}
+	}
+	if code, _, b := post(bomb.Bytes(), "gzip", ""); code != 413 || !strings.Contains(string(b), "1048576") {
+		t.Errorf("zip bomb: %d %s", code, b)
+	}
+	if code, _, b := post([]byte("not gzip at all"), "gzip", ""); code != 400 || !strings.Contains(string(b), "gzip") {
+		t.Errorf("corrupt gzip: %d %s", code, b)
+	}
+	if code, _, b := post(plain, "br", ""); code != 400 || !strings.Contains(string(b), `Content-Encoding \"br\" is not supported`) {
+		t.Errorf("unknown coding: %d %s", code, b)
+	}
+	code, hdr, b := post(plain, "", "gzip, deflate")
+	if code != 200 || hdr.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("Accept-Encoding gzip: %d %v", code, hdr)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := io.ReadAll(zr); !bytes.Equal(got, want) {
+		t.Errorf("gzip answer differs from the plain one: %s", clipS(string(got)))
+	}
+	if _, hdr, _ := post(plain, "", "gzip;q=0"); hdr.Get("Content-Encoding") != "" {
+		t.Errorf("gzip;q=0 got Content-Encoding %q", hdr.Get("Content-Encoding"))
+	}
+
+	g := rawGRPC(t, be)
+	m := oip.InferRequestToProto(&oip.InferRequest{ModelName: "rec-single", Inputs: []oip.Tensor{featuresTensor(demomodels.RandomFeatures(5, 3))}})
+	for _, name := range []string{compress.Deflate, "gzip"} {
+		if _, err := g.ModelInfer(context.Background(), m, grpc.UseCompressor(name)); err != nil {
+			t.Errorf("gRPC with grpc-encoding %s: %v", name, err)
+		}
 	}
 }
