@@ -91,9 +91,11 @@ func TestGRPCFrontHardening(t *testing.T) {
 		if st, _ := status.FromError(err); st.Code() != codes.NotFound || !strings.Contains(st.Message(), "recommender") {
 			t.Fatalf("metadata: %v", err)
 		}
-		_, err = client.ModelReady(context.Background(), &pb.ModelReadyRequest{Name: "recommender", Version: "v9"})
-		if st, _ := status.FromError(err); st.Code() != codes.NotFound {
-			t.Fatalf("ready: %v", err)
+		// Triton's answer for an unknown model or version (tritonclient's
+		// is_model_ready expects it): OK, ready false (issue 17).
+		r, err := client.ModelReady(context.Background(), &pb.ModelReadyRequest{Name: "recommender", Version: "v9"})
+		if err != nil || r.GetReady() {
+			t.Fatalf("ready of an unknown version: %v, %v; want OK, ready false", r, err)
 		}
 	})
 
