@@ -12,11 +12,14 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
@@ -514,5 +517,43 @@ func TestJudgeWrite(t *testing.T) {
 		if got := judgeWrite(c.run, cur, c.next, c.weightsOnly); got != c.want {
 			t.Errorf("%s: %d, want %d", name, got, c.want)
 		}
+	}
+}
+
+// TestLegacyCanaryStateImported: the separate <state>.canary file of an
+// older control plane is read once into the state file: its failed
+// versions become failed marks, its run the model's side state.
+func TestLegacyCanaryStateImported(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := bolt.Open(path+".canary", 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	book := `{"model": "m", "run": {"config": {"Baseline": "v1", "Canary": "v2"}, "state": {"phase": "rolled_back", "step": 0, "weights": {"v1": 100}}, "revision": 3},
+		"failed": ["v2"], "failedWhy": {"v2": "2026-11-27T01:00:00Z: nan_rate 12%"}}`
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte("canary"))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("m"), []byte(book))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	e := newTickEnv(t, path)
+	e.put(canaryModel(t, map[string]int{"v1": 100}, &routing.Canary{Version: "v2"}))
+	if m := e.failed()["v2"]; !strings.Contains(m.Reason, "nan_rate 12%") {
+		t.Fatalf("imported marks %+v", e.failed())
+	}
+	if s := e.status(); s.Phase != "rolled_back" {
+		t.Fatalf("imported run: %s", mustJSON(s))
+	}
+	if _, err := os.Stat(path + ".canary.imported"); err != nil {
+		t.Fatalf("the legacy file was not set aside: %v", err)
+	}
+	e.tick() // v2 is failed: not started again
+	if s := e.status(); s.Phase != "rolled_back" {
+		t.Fatalf("after a tick: %s", mustJSON(s))
 	}
 }
