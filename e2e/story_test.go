@@ -473,11 +473,19 @@ func TestStory(t *testing.T) {
 		waitFor(t, "up to report the dead backend", 50*time.Millisecond, 100, func() (bool, string) {
 			return strings.Contains(up.stderr.String(), fmt.Sprintf("backend-v2 (pid %d) exited", pid)), up.stderr.String()
 		})
-		// Bad input is still the client's error, named, while the
-		// fallback answers for the dead version.
-		bad := `{"inputs":[{"name":"features","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}`
-		if code, msg := c.post(t, "bad-input", bad); code != 400 || !strings.Contains(msg, "shape") {
-			t.Errorf("a [1,3] input while v2 is down: HTTP %d %s; want 400 naming the shape", code, msg)
+		// A malformed request is still the client's error, named, while
+		// the fallback answers for the dead version; a well-formed one the
+		// backup rejects (another input shape) moves the chain on — the
+		// backup disagreeing is not the client's fault (issue 15) — and
+		// with no step after the backup the client gets 503 naming the
+		// backup's reason.
+		malformed := `{"inputs":[{"name":"features","datatype":"FP32","shape":[1,3],"data":[1,2]}]}`
+		if code, msg := c.post(t, "bad-input", malformed); code != 400 || !strings.Contains(msg, "features") {
+			t.Errorf("a malformed input while v2 is down: HTTP %d %s; want 400 naming the tensor", code, msg)
+		}
+		other := `{"inputs":[{"name":"features","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}`
+		if code, msg := c.post(t, "bad-input", other); code != 503 || !strings.Contains(msg, "every fallback failed") || !strings.Contains(msg, "rejected") || !strings.Contains(msg, "shape [1 3]") {
+			t.Errorf("a [1,3] input the backup rejects while v2 is down: HTTP %d %s; want 503 naming the backup's rejection", code, msg)
 		}
 		// The breaker for v2 is open, as describe shows from the proxy.
 		var d struct {

@@ -108,6 +108,15 @@ func (fi *fallbackInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, 
 		return err
 	}
 	r := rf.route
+	if _, perr := x.Request(); perr != nil {
+		// Not a well-formed inference request at all (malformed JSON, a
+		// tensor that contradicts its own shape): the request's fault
+		// whoever is asked, so no link is tried. (A well-formed request
+		// a backup rejects — another schema, a smaller batch — moves the
+		// chain on.)
+		res.Variant, res.Trigger = v, fallback.Rejected
+		return perr
+	}
 	m := rf.f.fbm
 	m.Trigger(r.Name, v.Name, trig)
 	key, keyOK := rf.key(x, v)

@@ -611,6 +611,12 @@ func TestBackupRejectionMovesChainOn(t *testing.T) {
 		if a.status != 200 || a.fallback != "static" || a.reason != "connect_error" || scoresOf(t, a.body)[0] != 5 {
 			t.Fatalf("%s: request the backup rejects while v1 is down: %+v %s", m.Metadata.Name, a, a.body)
 		}
+		// A request that is not well-formed at all is the client's
+		// fault whoever is asked: 400 naming the problem, no chain.
+		a = postFull(t, c, inferURL(p, m.Metadata.Name), []byte(`{"inputs":[{"name":"features","datatype":"FP32","shape":[1,3],"data":[1,2]}]}`), nil)
+		if a.status != 400 || a.fallback != "" || !strings.Contains(string(a.body), "features") {
+			t.Fatalf("%s: malformed request while v1 is down: %+v %s", m.Metadata.Name, a, a.body)
+		}
 		// The primary itself rejecting it: the client gets the 400.
 		a = postFull(t, c, inferURL(p, m.Metadata.Name), bad, map[string]string{"x-switchyard-variant": "lite"})
 		if a.status != 400 || !strings.Contains(string(a.body), "features") || a.fallback != "" {
