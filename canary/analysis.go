@@ -178,16 +178,10 @@ func Wilson(k, n uint64, z float64) (lo, hi float64) {
 //     a lower bound of 1.5 %, 100 in 1200 of 6.9 %), or as bad as the
 //     baseline.
 func rateGate(name string, bad, n, baseBad, baseN uint64, max, z float64) GateResult {
-	g := GateResult{Name: name, Threshold: max}
-	if baseN > 0 {
-		g.Baseline = float64(baseBad) / float64(baseN)
-	}
-	if n == 0 {
-		g.Status, g.Detail = Wait, "no canary requests yet"
+	g, ok := observeRate(name, bad, n, baseBad, baseN, max, z)
+	if !ok {
 		return g
 	}
-	g.Value = float64(bad) / float64(n)
-	g.Lower, g.Upper = Wilson(bad, n, z)
 	_, baseHi := Wilson(baseBad, baseN, z)
 	switch {
 	case g.Lower > max && (baseN == 0 || g.Lower > baseHi):
@@ -207,6 +201,23 @@ func rateGate(name string, bad, n, baseBad, baseN uint64, max, z float64) GateRe
 	return g
 }
 
+// observeRate fills a rate gate's figures: the baseline's rate, the
+// canary's and its Wilson interval; ok is false (the gate waits) while the
+// canary has no requests.
+func observeRate(name string, bad, n, baseBad, baseN uint64, threshold, z float64) (g GateResult, ok bool) {
+	g = GateResult{Name: name, Threshold: threshold}
+	if baseN > 0 {
+		g.Baseline = float64(baseBad) / float64(baseN)
+	}
+	if n == 0 {
+		g.Status, g.Detail = Wait, "no canary requests yet"
+		return g, false
+	}
+	g.Value = float64(bad) / float64(n)
+	g.Lower, g.Upper = Wilson(bad, n, z)
+	return g, true
+}
+
 // excessGate judges how much more often the canary rejects requests than
 // the baseline over the same window (client_4xx answers per request):
 //
@@ -219,16 +230,10 @@ func rateGate(name string, bad, n, baseBad, baseN uint64, max, z float64) GateRe
 //     rate plus maxExcess;
 //   - otherwise wait: too few requests to tell.
 func excessGate(name string, bad, n, baseBad, baseN uint64, maxExcess, z float64, noBaseline bool) GateResult {
-	g := GateResult{Name: name, Threshold: maxExcess}
-	if baseN > 0 {
-		g.Baseline = float64(baseBad) / float64(baseN)
-	}
-	if n == 0 {
-		g.Status, g.Detail = Wait, "no canary requests yet"
+	g, ok := observeRate(name, bad, n, baseBad, baseN, maxExcess, z)
+	if !ok {
 		return g
 	}
-	g.Value = float64(bad) / float64(n)
-	g.Lower, g.Upper = Wilson(bad, n, z)
 	if baseN == 0 || noBaseline {
 		g.Status = Pass
 		g.Detail = fmt.Sprintf("%s %s (%d/%d): no baseline traffic to compare with", name, pct(g.Value), bad, n)

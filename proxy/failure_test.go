@@ -129,23 +129,30 @@ func TestUnloadedModelIsTheVersionsFailure(t *testing.T) {
 	}
 }
 
-// TestFailingBackupMovesToStatic: with the primary unreachable and the
-// backup's model unloaded (REST 404 / gRPC NotFound), static answers.
-func TestFailingBackupMovesToStatic(t *testing.T) {
-	be := backendtest.Start(t, backendtest.Options{})
-	dead := closedAddr(t)
+// deadPrimaryWithBackup is two models whose v1 is at the unreachable
+// address dead, with the chain backup → static (static scores starting
+// at first): rec-rest with the backup lite over REST, rec-grpc with lite
+// over gRPC.
+func deadPrimaryWithBackup(be *backendtest.Running, dead string, first float64) []routing.Model {
 	mk := func(name string, lite routing.Version) routing.Model {
 		return recommenderWith(be, func(m *routing.Model) {
 			m.Metadata.Name = name
 			m.Spec.Versions[0].Endpoints = []string{dead}
 			m.Spec.Versions[3] = lite
-			m.Spec.Fallback = &routing.Fallback{Chain: []string{"backup", "static"}, Backup: "lite", Static: staticScores(4)}
+			m.Spec.Fallback = &routing.Fallback{Chain: []string{"backup", "static"}, Backup: "lite", Static: staticScores(first)}
 		})
 	}
-	models := []routing.Model{
+	return []routing.Model{
 		mk("rec-rest", routing.Version{Name: "lite", Endpoints: []string{be.HTTPAddr}, BackendModel: "recommender-lite"}),
 		mk("rec-grpc", routing.Version{Name: "lite", Endpoints: []string{be.GRPCAddr}, Protocol: routing.ProtocolGRPC, BackendModel: "recommender-lite"}),
 	}
+}
+
+// TestFailingBackupMovesToStatic: with the primary unreachable and the
+// backup's model unloaded (REST 404 / gRPC NotFound), static answers.
+func TestFailingBackupMovesToStatic(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	models := deadPrimaryWithBackup(be, closedAddr(t), 4)
 	p, _ := featuresProxy(t, Config{Models: models}, FeaturesConfig{})
 	unloadModel(t, be, "recommender-lite")
 	c := newHTTPClient()

@@ -584,24 +584,7 @@ func TestStaticFallbackUpdatedThroughAPI(t *testing.T) {
 // a backup's 400 ends the chain — the issue reverses.)
 func TestBackupRejectionMovesChainOn(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
-	mk := func(name string, lite routing.Version) routing.Model {
-		return recommenderWith(be, func(m *routing.Model) {
-			m.Metadata.Name = name
-			m.Spec.Versions[0].Endpoints = []string{dead}
-			m.Spec.Versions[3] = lite
-			m.Spec.Fallback = &routing.Fallback{Chain: []string{"backup", "static"}, Backup: "lite", Static: staticScores(5)}
-		})
-	}
-	models := []routing.Model{
-		mk("rec-rest", routing.Version{Name: "lite", Endpoints: []string{be.HTTPAddr}, BackendModel: "recommender-lite"}),
-		mk("rec-grpc", routing.Version{Name: "lite", Endpoints: []string{be.GRPCAddr}, Protocol: routing.ProtocolGRPC, BackendModel: "recommender-lite"}),
-	}
+	models := deadPrimaryWithBackup(be, closedAddr(t), 5)
 	p, _ := featuresProxy(t, Config{Models: models}, FeaturesConfig{})
 	c := newHTTPClient()
 	defer c.CloseIdleConnections()
