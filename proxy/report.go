@@ -27,7 +27,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/controlplane/statspb"
@@ -69,7 +71,7 @@ type statsShard struct {
 	shadowCompared, shadowDiff atomic.Uint64
 	errors                     [numErrKinds]atomic.Uint64
 	buckets                    [canary.NumBuckets]atomic.Uint64
-	total, sumNS               atomic.Uint64
+	sumNS                      atomic.Uint64
 	maxNS                      atomic.Uint64 // since the last collect (swapped to 0)
 	_                          [64]byte
 }
@@ -138,7 +140,6 @@ func (s *statsSlot) record(o outcome) {
 		sh.nan.Add(1)
 	}
 	sh.buckets[canary.BucketIndex(ns)].Add(1)
-	sh.total.Add(1)
 	sh.sumNS.Add(ns)
 	for {
 		m := sh.maxNS.Load()
@@ -149,7 +150,11 @@ func (s *statsSlot) record(o outcome) {
 }
 
 // snapshot sums the shards into cumulative stats (maxNS: since the last
-// snapshot).
+// snapshot). Requests are recorded while it reads, so the latency total is
+// the sum of the bucket counts it read, never a counter of its own: a
+// total read apart from the buckets can be one request ahead of (or
+// behind) them, and the control plane rejects such a report (its buckets
+// must sum to its total), which stalled the reporter's stream behind it.
 func (s *statsSlot) snapshot(out *canary.Stats) {
 	*out = canary.Stats{Errors: out.Errors}
 	clear(out.Errors)
@@ -169,9 +174,10 @@ func (s *statsSlot) snapshot(out *canary.Stats) {
 			}
 		}
 		for b := range sh.buckets {
-			out.Latency.Counts[b] += sh.buckets[b].Load()
+			n := sh.buckets[b].Load()
+			out.Latency.Counts[b] += n
+			out.Latency.Total += n
 		}
-		out.Latency.Total += sh.total.Load()
 		out.Latency.SumNS += sh.sumNS.Load()
 		out.Latency.MaxNS = max(out.Latency.MaxNS, sh.maxNS.Swap(0))
 	}
@@ -314,6 +320,7 @@ type ReporterStatus struct {
 	Acked     uint64 `json:"acked"`     // newest report the control plane took
 	Buffered  int    `json:"buffered"`  // made, not yet acknowledged
 	Dropped   uint64 `json:"dropped"`   // dropped unsent when the buffer was full
+	Rejected  uint64 `json:"rejected"`  // refused by the control plane as malformed, dropped
 	Connected bool   `json:"connected"` // a stream is open
 }
 
@@ -381,8 +388,8 @@ func (r *statsReporter) collect(now time.Time) {
 		for k, v := range r.cur.Errors {
 			prev.Errors[k] = v
 		}
-		if d.Requests == 0 && d.ShadowCompared == 0 {
-			continue
+		if d.Requests == 0 && d.ShadowCompared == 0 && d.Latency.Total == 0 {
+			continue // idle (latency samples read past the request count still go out)
 		}
 		rep.Entries = append(rep.Entries, statspb.FromEntry(&canary.Entry{Model: s.model, Version: s.version, Stats: d}))
 	}
@@ -438,6 +445,24 @@ func (r *statsReporter) ack(seq uint64) {
 	n := sort.Search(len(r.buf), func(i int) bool { return r.buf[i].Seq > seq })
 	r.buf = r.buf[n:]
 	r.status.Buffered = len(r.buf)
+}
+
+// reject drops the oldest unacknowledged report: the one the control
+// plane refused as malformed (InvalidArgument) when it ended the stream.
+// It acknowledges the reports before it, in order, so that is the first
+// one left. Resending it would be refused again, and every report after
+// it would wait behind it until the buffer overflowed.
+func (r *statsReporter) reject() (uint64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.buf) == 0 {
+		return 0, false
+	}
+	seq := r.buf[0].Seq
+	r.buf = r.buf[1:]
+	r.status.Rejected++
+	r.status.Buffered = len(r.buf)
+	return seq, true
 }
 
 // pending returns the buffered reports with seq > after.
@@ -526,7 +551,11 @@ func (r *statsReporter) run(ctx context.Context) {
 			for {
 				a, err := s.Recv()
 				if err != nil {
-					if !errors.Is(err, io.EOF) && sctx.Err() == nil {
+					if status.Code(err) == codes.InvalidArgument && sctx.Err() == nil {
+						if seq, ok := r.reject(); ok {
+							r.log.Warn("stats reporter: the control plane refused a report; dropped it", "seq", seq, "error", err)
+						}
+					} else if !errors.Is(err, io.EOF) && sctx.Err() == nil {
 						r.log.Debug("stats reporter: stream ended", "error", err)
 					}
 					select {

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"math"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -214,4 +216,102 @@ func BenchmarkRecordStats(b *testing.B) {
 			rec.slot("recommender", "v1").record(outcome{latency: time.Duration(1000000 + i*37), errKind: -1})
 		}
 	})
+}
+
+// Requests recorded while the reporter collects must not tear a report:
+// the control plane refuses one whose latency buckets do not sum to its
+// total (a torn snapshot used to read the total counter apart from the
+// buckets, one request off), and the refused report then held up the
+// whole stream (TestStory's canary saw 0 requests for 95 s).
+func TestReportsConsistentUnderConcurrentRecording(t *testing.T) {
+	rec := newStatsRecorder()
+	r := newStatsReporter(rec, "127.0.0.1:1", "node", time.Second, 1<<20, time.Millisecond, time.Millisecond, slog.New(slog.DiscardHandler))
+	s := rec.slot("m", "v1")
+	var stop atomic.Bool
+	var recorded [2]uint64
+	var wg sync.WaitGroup
+	for w := range recorded {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				s.record(outcome{latency: time.Duration(i*7+w) * time.Microsecond, errKind: -1})
+				recorded[w]++
+			}
+		}()
+	}
+	for range 20000 {
+		r.collect(time.Now())
+	}
+	stop.Store(true)
+	wg.Wait()
+	r.collect(time.Now())
+	var requests, total uint64
+	for _, rep := range r.buf {
+		cr, err := statspb.ToReport(rep, time.Now())
+		if err != nil {
+			t.Fatalf("the control plane would refuse report %d: %v", rep.Seq, err)
+		}
+		for _, e := range cr.Entries {
+			requests += e.Stats.Requests
+			total += e.Stats.Latency.Total
+		}
+	}
+	if want := recorded[0] + recorded[1]; requests != want || total != want {
+		t.Fatalf("reports sum to %d requests, %d latency samples; %d were recorded", requests, total, want)
+	}
+}
+
+// A report the control plane refuses (InvalidArgument) is dropped, not
+// resent on every reconnect ahead of the reports behind it.
+func TestReporterDropsRefusedReport(t *testing.T) {
+	cpAddr := closedAddr(t)
+	cp, err := controlplane.New(controlplane.Config{StatePath: filepath.Join(t.TempDir(), "state.db"), APIAddr: "127.0.0.1:0", XDSAddr: cpAddr, InsecureLoopbackNoAuth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cp.EnableCanary(controlplane.CanaryOptions{Interval: time.Hour})
+	if err != nil {
+		cp.Close()
+		t.Fatal(err)
+	}
+	if err := cp.Start(); err != nil {
+		cp.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cp.Close() })
+
+	rec := newStatsRecorder()
+	// Room for far more reports than the wait below lasts: the buffer
+	// overflowing must not be what clears the refused one.
+	r := newStatsReporter(rec, cpAddr, "edge-1", 20*time.Millisecond, 1<<20, 10*time.Millisecond, 50*time.Millisecond, slog.New(slog.DiscardHandler))
+	s := rec.slot("recommender", "v1")
+	for range 5 {
+		s.record(outcome{latency: time.Millisecond, errKind: -1})
+	}
+	r.collect(time.Now())
+	r.buf[0].Entries[0].Latency.Total++ // malformed: buckets sum to 5, total says 6
+	for range 7 {
+		s.record(outcome{latency: time.Millisecond, errKind: -1})
+	}
+	r.collect(time.Now())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	from := time.Now().Add(-time.Minute)
+	count := func() uint64 {
+		st, _ := cc.Stats().Stats(context.Background(), "recommender", "v1", from, time.Now().Add(time.Minute))
+		return st.Requests
+	}
+	waitFor(t, "the reports behind the refused one to be counted", func() bool {
+		st := r.Status()
+		return count() == 7 && st.Rejected == 1 && st.Buffered == 0 && st.Connected
+	})
+	s.record(outcome{latency: time.Millisecond, errKind: -1})
+	waitFor(t, "a later report", func() bool { return count() == 8 })
+	if st := r.Status(); st.Rejected != 1 {
+		t.Fatalf("status %+v, want exactly the malformed report rejected", st)
+	}
 }
