@@ -306,11 +306,15 @@ func (a *shadowAgent) supervise(started chan<- error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	conn, cmd, err := a.spawn()
+	if err == nil {
+		// Connected before the start is reported: the starter's first
+		// call must find the connection.
+		a.connect(conn)
+	}
 	started <- err
 	if err != nil {
 		return
 	}
-	a.connect(conn)
 	first := a.f.cfg.ShadowAgentRestartBackoff
 	backoff := first
 	for {
