@@ -284,7 +284,15 @@ func (mr *Mirror) worker(w *workerState) {
 		// new job wakes no idle worker to start a batch of its own.
 		batching := mr.batching()
 		if batching {
-			mr.collecting.Lock()
+			if j == nil {
+				mr.collecting.Lock()
+			} else if !mr.collecting.TryLock() {
+				// The job carried from this worker's last batch does not
+				// wait for the queue: the worker holding it may be
+				// waiting there for a next job, however long that takes.
+				mr.callOne(w, j)
+				continue
+			}
 		}
 		if j == nil {
 			var ok bool

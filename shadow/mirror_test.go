@@ -403,3 +403,79 @@ func TestMirrorBatchesCalls(t *testing.T) {
 		})
 	}
 }
+
+// holdPrepare is a job payload whose Prepare waits until the channel is
+// closed.
+type holdPrepare chan struct{}
+
+func (h holdPrepare) Prepare(*Job) error { <-h; return nil }
+
+// A job that did not fit the last batch (another kind or target: carried
+// to the worker's next round) is called even while the other worker holds
+// the queue waiting for a next job; it used to wait behind that worker
+// until more mirrors came, so the last pairs of a burst were never
+// compared.
+func TestMirrorCarriedJobIsCalled(t *testing.T) {
+	arrived, hold := make(chan struct{}, 1), make(chan struct{})
+	v2 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-hold
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}))
+	defer v2.Close()
+	v1 := serve(t, identity, nil)
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+	call := httpCall(client, map[string]string{"v2": v2.URL, "v1": v1.URL})
+	batchCall := func(ctx context.Context, jobs []*Job) ([]*oip.InferResponse, error) {
+		out := make([]*oip.InferResponse, len(jobs))
+		for i, j := range jobs {
+			r, err := call(ctx, j)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = r
+		}
+		return out, nil
+	}
+	m := NewMetrics(prometheus.NewRegistry())
+	mr := NewMirror(MirrorConfig{Workers: 2, QueueSize: 8, Timeout: time.Minute, Compare: Config{Rule: Rule{Mode: TopK, K: 2}},
+		Batch: BatchConfig{MaxRows: 8}, BatchCall: batchCall}, call, nil, m, nil)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := mr.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	x := []float32{1, 0.5, 0.25}
+	primary := Result{Response: &oip.InferResponse{Outputs: []oip.Tensor{oip.NewTensor("scores", []int64{1, 3}, x)}}}
+	// The first job is prepared once the second is queued: the worker that
+	// took it finds the second, of another kind and target, and carries it.
+	queued := make(holdPrepare)
+	mr.Enqueue(&Job{Model: "rec", PrimaryVersion: "v1", TargetVersion: "v2", Request: input(x...), Primary: primary, Payload: queued})
+	mr.Enqueue(&Job{Kind: KindNoiseFloor, Model: "rec", PrimaryVersion: "v1", TargetVersion: "v1", Request: input(x...), Primary: primary})
+	close(queued)
+	// The carrying worker calls the first job (held at v2); the other one
+	// takes the queue and waits there for a next job.
+	<-arrived
+	deadline := time.Now().Add(10 * time.Second)
+	for mr.collecting.TryLock() {
+		mr.collecting.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the second worker did not take the queue")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(hold)
+	compared := func(version, kind string) float64 {
+		return testutil.ToFloat64(m.compared.WithLabelValues("rec", version, kind))
+	}
+	for compared("v2", KindShadow) != 1 || compared("v1", KindNoiseFloor) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("compared: %v shadow, %v noise floor; want 1 and 1 (the carried job waits)", compared("v2", KindShadow), compared("v1", KindNoiseFloor))
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
