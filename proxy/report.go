@@ -57,8 +57,8 @@ var errKindNames = [numErrKinds]string{
 	errKindTimeout:     "timeout",
 	errKindUnavailable: "unavailable",
 	errKindNaN:         "nan_output",
-	errKindClient4xx:   "client_4xx",
-	errKindOverload:    "overload",
+	errKindClient4xx:   canary.ErrClient4xx,
+	errKindOverload:    canary.ErrOverload,
 }
 
 // statsShards spreads concurrent requests of one variant over several
