@@ -40,11 +40,7 @@ func (a *API) putStatic(w http.ResponseWriter, r *http.Request, caller Identity)
 	}
 	// The fallback package's checks name the tensor and the problem
 	// (element count vs shape, range of the datatype, ...).
-	ts := make([]fallback.StaticTensor, len(req.Outputs))
-	for i, t := range req.Outputs {
-		ts[i] = fallback.StaticTensor{Name: t.Name, Datatype: t.Datatype, Shape: t.Shape, Data: t.Data, Strings: t.Strings}
-	}
-	if _, err := fallback.NewStatic(ts); err != nil {
+	if _, err := fallback.NewStatic(req.Outputs); err != nil {
 		msg := strings.TrimPrefix(err.Error(), "static.")
 		writeError(w, http.StatusBadRequest, msg, []routing.FieldError{{Field: "outputs", Message: msg}})
 		return

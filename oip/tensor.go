@@ -398,12 +398,19 @@ func AnyNaNOrInf(ts []Tensor) bool {
 // when no tensor has one, or when they disagree. A request's rows are
 // BatchRows(inputs, 1); an answer's, BatchRows(outputs, 2).
 func BatchRows(ts []Tensor, minRank int) int64 {
+	return BatchRowsOf(len(ts), func(i int) []int64 { return ts[i].Shape }, minRank)
+}
+
+// BatchRowsOf is BatchRows over n shapes (shape(i) for i < n), for tensors
+// in another form (a gRPC message's inputs).
+func BatchRowsOf(n int, shape func(i int) []int64, minRank int) int64 {
 	rows := int64(-1)
-	for i := range ts {
-		if len(ts[i].Shape) < max(minRank, 1) {
+	for i := range n {
+		sh := shape(i)
+		if len(sh) < max(minRank, 1) {
 			continue
 		}
-		switch r := ts[i].Shape[0]; {
+		switch r := sh[0]; {
 		case rows < 0:
 			rows = r
 		case r != rows:

@@ -150,12 +150,9 @@ func grpcModelMetadata(ctx context.Context, v *Variant, e *upstream.Endpoint) (*
 // httpErrorToGRPC turns an upstream REST error answer ({"error": "..."})
 // into a gRPC status with the matching code.
 func httpErrorToGRPC(statusCode int, body []byte) error {
-	var e struct {
-		Error string `json:"error"`
-	}
-	msg := string(body)
-	if json.Unmarshal(body, &e) == nil && e.Error != "" {
-		msg = e.Error
+	msg, ok := errorMessage(body)
+	if !ok {
+		msg = string(body)
 	}
 	return status.Error(oip.CodeFromHTTPStatus(statusCode).GRPCCode(), msg)
 }

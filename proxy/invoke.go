@@ -125,11 +125,7 @@ func upstreamError(x *Exchange, v *Variant, res *Result, trig fallback.Trigger, 
 // error message, or the call's error.
 func upstreamCause(res *Result, err error) string {
 	if res.Status != 0 {
-		var body struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(res.Body, &body) == nil && body.Error != "" {
-			msg := body.Error
+		if msg, ok := errorMessage(res.Body); ok {
 			if len(msg) > 300 {
 				msg = msg[:300] + "..."
 			}
@@ -138,6 +134,18 @@ func upstreamCause(res *Result, err error) string {
 		return fmt.Sprintf("the backend answered %d", res.Status)
 	}
 	return errString(err)
+}
+
+// errorMessage is the message of an OIP REST error answer
+// ({"error": "..."}); ok is false when body is not one.
+func errorMessage(body []byte) (string, bool) {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		return e.Error, true
+	}
+	return "", false
 }
 
 func errString(err error) string {
@@ -217,18 +225,8 @@ func validateAnswer(x *Exchange, res *Result, err error) (nan, mismatch bool, _ 
 // parsed REST request.
 func requestRows(x *Exchange) int64 {
 	if x.pbReq != nil {
-		rows := int64(-1)
-		for _, in := range x.pbReq.GetInputs() {
-			if sh := in.GetShape(); len(sh) > 0 {
-				switch {
-				case rows < 0:
-					rows = sh[0]
-				case sh[0] != rows:
-					return -1
-				}
-			}
-		}
-		return rows
+		in := x.pbReq.GetInputs()
+		return oip.BatchRowsOf(len(in), func(i int) []int64 { return in[i].GetShape() }, 1)
 	}
 	req, err := x.Request()
 	if err != nil {

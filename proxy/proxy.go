@@ -238,15 +238,6 @@ func (p *Proxy) onBreakerChange(model, variant string, from, to fallback.Breaker
 	p.log.Warn("circuit breaker state change", "model", model, "variant", variant, "from", from.String(), "to", to.String())
 }
 
-func cut(s string, sep byte) (string, string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == sep {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
-}
-
 // Models returns the active configuration (nil before the first one), its
 // version and source.
 func (p *Proxy) Models() ([]routing.Model, string, string) {
