@@ -133,11 +133,7 @@ func (p *Proxy) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"ready": true, "version": s.version, "source": s.source})
 	})
-	for _, e := range p.cfg.Extensions { // e.g. /shadow/report, /fallback
-		if a, ok := e.(interface{ adminRoutes(*http.ServeMux) }); ok {
-			a.adminRoutes(mux)
-		}
-	}
+	p.features.adminRoutes(mux) // /shadow/report, /shadow/records, /fallback
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)

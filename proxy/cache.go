@@ -33,14 +33,9 @@ import (
 //
 // Coalescing (spec.cache.coalesce, default on with the cache): identical
 // requests (same key) in flight at the same moment share the first one's
-// upstream call; the first caller makes it on its own goroutine
-// (fallback.Coalescer Join / Finish), the others wait for its answer.
-
-// cacheInvoker answers from the cache or calls next (coalesced).
-type cacheInvoker struct {
-	rf   *routeFeatures
-	next Invoker
-}
+// upstream call; the first caller (the leader) makes it on its own
+// goroutine (fallback.Coalescer Join / Finish, in the pipeline's serve),
+// the others wait for its answer.
 
 // sharedAnswer is a coalesced call's outcome, handed to the followers.
 type sharedAnswer struct {
@@ -56,103 +51,86 @@ type sharedAnswer struct {
 	trigger  fallback.Trigger
 }
 
-func (ci *cacheInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
-	rf := ci.rf
-	key, ok := rf.key(x, v)
-	if !ok {
-		return ci.next.Invoke(ctx, x, v, res) // undecodable: the upstream says why
-	}
-	if x.ext.noCache || rf.coal == nil {
-		if !x.ext.noCache {
-			if e, hit := rf.cache.Get(key); hit && rf.fill(x, v, res, e) == nil {
-				res.Cache = "hit"
-				return nil
-			}
-		}
-		err := ci.next.Invoke(ctx, x, v, res)
-		ci.store(x, v, res, err, key)
-		return err
-	}
-	if e, hit := rf.cache.Get(key); hit && rf.fill(x, v, res, e) == nil {
+// reqKey is an exchange's cache key for the variant it was routed to (ok
+// false: the request could not be hashed, so the cache is bypassed and
+// the upstream says what is wrong with it), and its request id when the
+// key came from the raw-body memo (idOK), so a hit needs no decoding.
+type reqKey struct {
+	key      fallback.Key
+	ok, idOK bool
+	id       string
+}
+
+// hit answers the exchange from the prediction cache.
+func (rp *routePolicies) hit(x *Exchange, v *Variant, res *Result, k reqKey) bool {
+	if e, ok := rp.cache.Get(k.key); ok && rp.fill(x, v, res, e, k) == nil {
 		res.Cache = "hit"
-		return nil
+		return true
 	}
-	fl, leader := rf.coal.Join(key)
-	if !leader {
-		sh, err := fl.Wait(ctx)
-		if err != nil {
-			return oip.Errorf(oip.Canceled, "model %q: request cancelled while waiting for an identical request's answer", rf.route.Name)
-		}
-		return rf.fillShared(x, v, res, sh)
+	return false
+}
+
+// follow answers a coalesced follower with its leader's outcome.
+func (rp *routePolicies) follow(ctx context.Context, fl fallback.Flight[*sharedAnswer], x *Exchange, v *Variant, res *Result, k reqKey) error {
+	sh, err := fl.Wait(ctx)
+	if err != nil {
+		return oip.Errorf(oip.Canceled, "model %q: request cancelled while waiting for an identical request's answer", rp.route.Name)
 	}
-	var sh *sharedAnswer
-	defer func() {
-		if sh == nil {
-			sh = &sharedAnswer{err: oip.Errorf(oip.Internal, "model %q: the shared call failed", rf.route.Name)}
-		}
-		rf.coal.Finish(key, fl, sh, nil)
-	}()
-	// The leader's call answers its followers too: a leader whose client
-	// goes away does not cut it short (it stays within the deadline).
-	err := ci.next.Invoke(context.WithoutCancel(ctx), x, v, res)
-	e, eok := ci.store(x, v, res, err, key)
-	sh = &sharedAnswer{err: err, entry: e, hasEntry: eok, variant: res.Variant, fallback: res.Fallback, reason: res.FallbackReason, trigger: res.Trigger}
+	return rp.fillShared(x, v, res, sh, k)
+}
+
+// shareAnswer is the leader's outcome for its followers: the cache entry
+// built from it, or its bytes as they are.
+func shareAnswer(res *Result, err error, e fallback.Entry, eok bool) *sharedAnswer {
+	sh := &sharedAnswer{err: err, entry: e, hasEntry: eok, variant: res.Variant, fallback: res.Fallback, reason: res.FallbackReason, trigger: res.Trigger}
 	if err == nil && !eok {
 		sh.status, sh.ct, sh.body = res.Status, res.ContentType, bytes.Clone(res.Body)
 	}
-	return err
+	return sh
 }
 
 // store adds a good answer of v itself to the cache and returns the entry
 // built (also for a fallback's answer, which is shared with coalesced
 // followers but not cached).
-func (ci *cacheInvoker) store(x *Exchange, v *Variant, res *Result, err error, key fallback.Key) (fallback.Entry, bool) {
+func (rp *routePolicies) store(x *Exchange, v *Variant, res *Result, err error, k reqKey) (fallback.Entry, bool) {
 	if err != nil || !res.OK() {
 		return fallback.Entry{}, false
 	}
-	e, ok := ci.rf.entry(x, res)
+	e, ok := rp.entry(x, res)
 	if ok && res.Fallback == "" && (res.Variant == nil || res.Variant == v) {
-		ci.rf.cache.Add(key, e)
+		rp.cache.Add(k.key, e)
 	}
 	return e, ok
 }
 
-// key is the exchange's cache key for v, computed once per exchange. With
-// the cache on, a REST body seen before (byte for byte) gets its key from
-// the raw-body memo without decoding.
-func (rf *routeFeatures) key(x *Exchange, v *Variant) (fallback.Key, bool) {
-	if x.ext.keyOK {
-		return x.ext.key, true
-	}
-	if x.ext.keyErr {
-		return fallback.Key{}, false
-	}
+// keyOf is the exchange's cache key for v. With the cache on, a REST body
+// seen before (byte for byte) gets its key from the raw-body memo without
+// decoding.
+func (rp *routePolicies) keyOf(x *Exchange, v *Variant) reqKey {
 	var h uint64
-	memo := rf.memo != nil && x.pbReq == nil
+	memo := rp.memo != nil && x.pbReq == nil
 	if memo {
-		h = rf.memo.hash(v.Index, x.headerLen, x.body)
-		if k, id, ok := rf.memo.get(h, v.Index, x.headerLen, x.body); ok {
-			x.ext.key, x.ext.keyOK, x.ext.reqID, x.ext.idOK = k, true, id, true
-			return k, true
+		h = rp.memo.hash(v.Index, x.headerLen, x.body)
+		if key, id, ok := rp.memo.get(h, v.Index, x.headerLen, x.body); ok {
+			return reqKey{key: key, ok: true, id: id, idOK: true}
 		}
 	}
 	req, err := x.Request()
-	if err == nil {
-		format := "json"
-		if x.pbReq != nil {
-			format = "grpc"
-		}
-		x.ext.key, err = fallback.NewKey(rf.route.Name, rf.keyVersion[v.Index], format, req, nil)
-	}
 	if err != nil {
-		x.ext.keyErr = true
-		return fallback.Key{}, false
+		return reqKey{}
 	}
-	x.ext.keyOK = true
+	format := "json"
+	if x.pbReq != nil {
+		format = "grpc"
+	}
+	key, err := fallback.NewKey(rp.route.Name, rp.keyVersion[v.Index], format, req, nil)
+	if err != nil {
+		return reqKey{}
+	}
 	if memo {
-		rf.memo.put(h, v.Index, x.headerLen, x.body, x.ext.key, req.ID)
+		rp.memo.put(h, v.Index, x.headerLen, x.body, key, req.ID)
 	}
-	return x.ext.key, true
+	return reqKey{key: key, ok: true}
 }
 
 // rawMemo maps REST bodies seen recently (exact bytes, per variant) to
@@ -209,7 +187,7 @@ func (m *rawMemo) put(h uint64, variant, headerLen int, body []byte, k fallback.
 
 // entry builds the cache entry of a good answer, in the client's form and
 // without the request id.
-func (rf *routeFeatures) entry(x *Exchange, res *Result) (fallback.Entry, bool) {
+func (rp *routePolicies) entry(x *Exchange, res *Result) (fallback.Entry, bool) {
 	if x.pbReq != nil {
 		m := res.PB
 		if m == nil {
@@ -253,7 +231,7 @@ func (rf *routeFeatures) entry(x *Exchange, res *Result) (fallback.Entry, bool) 
 }
 
 // fill answers the exchange from an entry, with the request's own id.
-func (rf *routeFeatures) fill(x *Exchange, v *Variant, res *Result, e fallback.Entry) error {
+func (rp *routePolicies) fill(x *Exchange, v *Variant, res *Result, e fallback.Entry, k reqKey) error {
 	if e.Value != nil {
 		m, ok := e.Value.(*pb.ModelInferResponse)
 		if !ok || x.pbReq == nil {
@@ -268,8 +246,8 @@ func (rf *routeFeatures) fill(x *Exchange, v *Variant, res *Result, e fallback.E
 		return fmt.Errorf("cache entry of the wrong form")
 	}
 	body, hl := res.Body[:0], e.HeaderLen
-	id := x.ext.reqID
-	if !x.ext.idOK {
+	id := k.id
+	if !k.idOK {
 		id = requestID(x)
 	}
 	if id != "" && len(e.Body) > 1 && e.Body[0] == '{' {
@@ -288,7 +266,7 @@ func (rf *routeFeatures) fill(x *Exchange, v *Variant, res *Result, e fallback.E
 }
 
 // fillShared answers a coalesced follower with the leader's outcome.
-func (rf *routeFeatures) fillShared(x *Exchange, v *Variant, res *Result, sh *sharedAnswer) error {
+func (rp *routePolicies) fillShared(x *Exchange, v *Variant, res *Result, sh *sharedAnswer, k reqKey) error {
 	av := sh.variant
 	if av == nil && sh.fallback == "" {
 		av = v
@@ -299,8 +277,8 @@ func (rf *routeFeatures) fillShared(x *Exchange, v *Variant, res *Result, sh *sh
 		res.Variant = av
 		return sh.err
 	case sh.hasEntry:
-		if err := rf.fill(x, av, res, sh.entry); err != nil {
-			return oip.Errorf(oip.Internal, "model %q: %v", rf.route.Name, err)
+		if err := rp.fill(x, av, res, sh.entry, k); err != nil {
+			return oip.Errorf(oip.Internal, "model %q: %v", rp.route.Name, err)
 		}
 	default:
 		body := append(res.Body[:0], sh.body...)

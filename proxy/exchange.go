@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
 	"time"
 
@@ -36,13 +35,17 @@ type Exchange struct {
 	// gRPC form.
 	pbReq *pb.ModelInferRequest
 
+	// noCache: the request said Cache-Control: no-cache or no-store
+	// (the prediction cache is not read; the answer is still stored).
+	noCache bool
+
 	parsed   *oip.InferRequest
 	parseErr error
 	restBuf  []byte // REST re-encoding of a gRPC request, for HTTP upstreams
 
-	// ext is the per-exchange state of the cache, fallback and shadow
-	// extensions (cache_state.go); zeroed with the exchange.
-	ext extState
+	// captured is the work the pipeline captured for after the answer (a
+	// shadow mirror job); handOff gives it away once the answer is written.
+	captured *shadowPending
 }
 
 // Request returns the parsed request, decoding it on first use.
@@ -134,35 +137,4 @@ func (r *Result) SetResponse(v *Variant, resp *oip.InferResponse) {
 func (r *Result) reset() {
 	body := r.Body[:0]
 	*r = Result{Body: body}
-}
-
-// Invoker answers an exchange with variant v, filling res. It returns an
-// *oip.Error when no answer could be had (timeout, no healthy upstream,
-// breaker open); an upstream's own HTTP error answer (e.g. 400) is not an
-// error: it is a Result with that status, passed through unchanged.
-type Invoker interface {
-	Invoke(ctx context.Context, x *Exchange, v *Variant, res *Result) error
-}
-
-// InvokerFunc adapts a function to Invoker.
-type InvokerFunc func(ctx context.Context, x *Exchange, v *Variant, res *Result) error
-
-// Invoke calls f.
-func (f InvokerFunc) Invoke(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
-	return f(ctx, x, v, res)
-}
-
-// Extension is the hook for per-route features that sit between variant
-// choice and the upstream call: a prediction cache, a fallback chain, shadow
-// mirroring. Wrap is called once per route each time a configuration is
-// applied (never per request) and returns the invoker the route uses;
-// returning next unchanged turns the extension off for that route. The
-// upstream invoker at the bottom of the chain can be called for any variant
-// of the route (e.g. a backup), and Route.Invoker gives it directly.
-//
-// Extensions that hold resources (workers, queues) may also implement
-// io.Closer; Proxy.Close closes them.
-type Extension interface {
-	Name() string
-	Wrap(r *Route, next Invoker) Invoker
 }

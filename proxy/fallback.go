@@ -12,10 +12,10 @@ import (
 	"github.com/switchyard-dev/switchyard/routing"
 )
 
-// Fallbacks (spec.fallback). The fallback invoker takes the chosen
-// version's concurrency slot (spec.fallback.maxConcurrency) and its circuit
-// breaker itself, calls the version, and classifies the outcome into a
-// fallback.Trigger: timeout (latency budget), connect_error, upstream_5xx,
+// Fallbacks (spec.fallback), steps 2 and 4 of the pipeline (pipeline.go).
+// The primary call takes the chosen version's concurrency slot
+// (spec.fallback.maxConcurrency), then its circuit breaker, calls the
+// version, and judges the outcome into a fallback.Trigger: timeout (latency budget), connect_error, upstream_5xx,
 // unavailable (503 / UNAVAILABLE), internal (gRPC INTERNAL), nan_output
 // (NaN/Inf in a floating-point output; a REST JSON answer cannot carry
 // them, so a backend's 5xx naming NaN counts too), breaker_open, overload.
@@ -90,23 +90,12 @@ func (f *features) policyLocked(r *Route, spec *routing.Fallback) (*fallbackPoli
 	return pol, nil
 }
 
-// fallbackInvoker runs the primary call and, on a trigger that falls
-// (fallback.Trigger.Falls), the chain.
-type fallbackInvoker struct {
-	rf   *routeFeatures
-	next Invoker
-}
-
-func (fi *fallbackInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
-	rf := fi.rf
+// fallBack walks the route's chain for an exchange whose primary outcome
+// (res.Trigger) falls; primaryErr is the primary's error. It returns the
+// error the client gets (nil when a step answered).
+func (p *Proxy) fallBack(ctx context.Context, rf *routePolicies, x *Exchange, v *Variant, res *Result, k reqKey, primaryErr error) error {
 	pol := rf.fb
-	trig, err := fi.primary(ctx, x, v, res)
-	if !trig.Falls(fallback.Primary) {
-		if trig == fallback.None && err == nil && res.OK() {
-			fi.good(x, v, res)
-		}
-		return err
-	}
+	trig, err := res.Trigger, primaryErr
 	r := rf.route
 	if _, perr := x.Request(); perr != nil {
 		// Not a well-formed inference request at all (malformed JSON, a
@@ -119,9 +108,8 @@ func (fi *fallbackInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, 
 	}
 	m := rf.f.fbm
 	m.Trigger(r.Name, v.Name, trig)
-	key, keyOK := rf.key(x, v)
 	avail := fallback.Availability{
-		LastGood: rf.lastGood != nil && keyOK && rf.lastGood.Contains(key),
+		LastGood: rf.lastGood != nil && k.ok && rf.lastGood.Contains(k.key),
 		Backup:   pol.backup != nil && pol.backup != v,
 		Static:   pol.static != nil,
 	}
@@ -136,13 +124,13 @@ func (fi *fallbackInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, 
 		}
 		switch s {
 		case fallback.StepCache:
-			e, ok := rf.lastGood.Get(key)
+			e, ok := rf.lastGood.Get(k.key)
 			if !ok {
 				return errors.New("the last good answer expired")
 			}
-			return rf.fill(x, v, res, e)
+			return rf.fill(x, v, res, e, k)
 		case fallback.StepBackup:
-			err := fi.backup(ctx, x, res)
+			err := p.backup(ctx, pol, x, res)
 			if res.Trigger == fallback.Cancelled {
 				gone = err
 			}
@@ -158,8 +146,8 @@ func (fi *fallbackInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, 
 			var like []oip.Tensor
 			if pol.static != nil {
 				like = pol.static.Outputs()
-			} else if p := pol.like.Load(); p != nil {
-				like = *p
+			} else if lp := pol.like.Load(); lp != nil {
+				like = *lp
 			}
 			res.SetResponse(nil, fallback.EmptyResponse(r.Name, requestID(x), like, requestRows(x)))
 			return nil
@@ -189,29 +177,27 @@ func (fi *fallbackInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, 
 	return nil
 }
 
-// primary calls v under its concurrency limit and returns the attempt's
-// trigger (the upstream invoker judged it and told the breaker).
-func (fi *fallbackInvoker) primary(ctx context.Context, x *Exchange, v *Variant, res *Result) (fallback.Trigger, error) {
-	if l := fi.rf.fb.limiters[v.Index]; l != nil {
-		if !l.TryAcquire() {
-			res.Variant, res.Trigger = v, fallback.Overload
-			return fallback.Overload, oip.Errorf(oip.Unavailable, "model %q version %q: %d requests in flight (maxConcurrency)", v.Route.Name, v.Name, l.Max())
+// primary calls v under its concurrency limit (routes with a fallback
+// policy) through its breaker; res.Trigger is the judged outcome.
+func (p *Proxy) primary(ctx context.Context, rf *routePolicies, x *Exchange, v *Variant, res *Result) error {
+	if rf.fb != nil {
+		if l := rf.fb.limiters[v.Index]; l != nil {
+			if !l.TryAcquire() {
+				res.Variant, res.Trigger = v, fallback.Overload
+				return oip.Errorf(oip.Unavailable, "model %q version %q: %d requests in flight (maxConcurrency)", v.Route.Name, v.Name, l.Max())
+			}
+			defer l.Release()
 		}
-		defer l.Release()
 	}
-	err := fi.next.Invoke(ctx, x, v, res)
-	return res.Trigger, err
+	return p.call(ctx, x, v, res)
 }
 
-// good records a good primary answer: the LastGood store and the shape of
-// answers for the empty step.
-func (fi *fallbackInvoker) good(x *Exchange, v *Variant, res *Result) {
-	rf := fi.rf
-	if rf.lastGood != nil {
-		if key, ok := rf.key(x, v); ok {
-			if e, ok := rf.entry(x, res); ok {
-				rf.lastGood.Add(key, e)
-			}
+// remember records a good primary answer for the chain: the last good
+// store and the shape of answers for the empty step.
+func (rf *routePolicies) remember(x *Exchange, v *Variant, res *Result, k reqKey) {
+	if rf.lastGood != nil && k.ok {
+		if e, ok := rf.entry(x, res); ok {
+			rf.lastGood.Add(k.key, e)
 		}
 	}
 	if rf.fb.static == nil && rf.fb.like.Load() == nil && rf.fb.hasStep(fallback.StepEmpty) {
@@ -225,18 +211,16 @@ func (fi *fallbackInvoker) good(x *Exchange, v *Variant, res *Result) {
 	}
 }
 
-// backup calls the backup version with its own latency budget through the
-// plain upstream invoker (the backup's own breaker and retries). Any
-// outcome but a good answer moves the chain on — a backup that rejects
-// the request disagrees with its form (a smaller max_batch_size, another
-// schema); the request is not at fault — so the error says why, for the
-// message naming every step.
-func (fi *fallbackInvoker) backup(ctx context.Context, x *Exchange, res *Result) error {
-	pol := fi.rf.fb
+// backup calls the backup version with its own latency budget (its own
+// breaker and retries). Any outcome but a good answer moves the chain on —
+// a backup that rejects the request disagrees with its form (a smaller
+// max_batch_size, another schema); the request is not at fault — so the
+// error says why, for the message naming every step.
+func (p *Proxy) backup(ctx context.Context, pol *fallbackPolicy, x *Exchange, res *Result) error {
 	bv := pol.backup
 	saved := x.Deadline
 	x.Deadline = time.Now().Add(pol.backupTimeout)
-	err := fi.rf.route.Invoker().Invoke(ctx, x, bv, res)
+	err := p.call(ctx, x, bv, res)
 	x.Deadline = saved
 	t := res.Trigger
 	if !t.Falls(fallback.Backup) && t != fallback.Cancelled && err == nil && res.OK() {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -20,10 +19,10 @@ import (
 )
 
 // FeaturesConfig configures the prediction cache, fallback and shadow
-// extension (NewFeatures). Zero values take defaults. What each model gets
-// comes from its desired state (spec.cache, spec.fallback, spec.shadow); a
-// model without those sections pays nothing: its route keeps the plain
-// upstream invoker.
+// policies (Config.Features). Zero values take defaults. What each model
+// gets comes from its desired state (spec.cache, spec.fallback,
+// spec.shadow); a model without those sections pays nothing: its route
+// has no policies and the pipeline only calls its version.
 type FeaturesConfig struct {
 	// ShadowDir holds the shadow record files, one JSON-lines file per
 	// model (<model>.jsonl, rotated to .1, .2, ...). Default: <StateDir>/shadow
@@ -55,19 +54,13 @@ type FeaturesConfig struct {
 	ShadowAgentRestartBackoff time.Duration
 }
 
-// NewFeatures returns the extension that wires Switchyard's per-model
-// policies into each route, outermost first:
-//
-//	prediction cache (spec.cache: hits, coalescing)
-//	  → fallback chain (spec.fallback: triggers, breaker, concurrency limit;
-//	    cache → backup → static → empty)
-//	    → shadow capture (spec.shadow: sampled; enqueued after the answer)
-//	      → upstream invoker
-//
-// Put it in Config.Extensions (once). It registers its metrics on the
-// proxy's registry, serves /shadow/report, /shadow/records and /fallback on
-// the admin server, and is closed with the proxy.
-func NewFeatures(cfg FeaturesConfig) Extension {
+// newFeatures builds the proxy's policies component: it compiles each
+// route's cache, fallback and shadow policies (compile, in the pipeline's
+// order: pipeline.go), keeps their long-lived pieces across
+// configurations, registers their metrics on the proxy's registry, serves
+// /shadow/report, /shadow/records and /fallback on the admin server, and is
+// closed with the proxy.
+func newFeatures(cfg FeaturesConfig) *features {
 	if cfg.ShadowRecordAgreements == 0 {
 		cfg.ShadowRecordAgreements = 0.01
 	}
@@ -91,7 +84,7 @@ func NewFeatures(cfg FeaturesConfig) Extension {
 		limiters:  map[string]*fallback.Limiter{},
 		mirrors:   map[string]*mirrorState{},
 		sinks:     map[string]*recordSink{},
-		liveModel: map[string]*routeFeatures{},
+		liveModel: map[string]*routePolicies{},
 	}
 }
 
@@ -114,7 +107,7 @@ type features struct {
 	limiters  map[string]*fallback.Limiter // by model/version/max
 	mirrors   map[string]*mirrorState      // by shadowSig
 	sinks     map[string]*recordSink       // by model
-	liveModel map[string]*routeFeatures    // model -> features of the live route
+	liveModel map[string]*routePolicies    // model -> features of the live route
 	closed    bool
 	closing   sync.WaitGroup // mirrors draining in the background
 
@@ -122,17 +115,9 @@ type features struct {
 	onShadow func(model, version string, disagreed bool) // in the agent: comparisons go back to the proxy
 }
 
-var (
-	_ Extension = (*features)(nil)
-	_ io.Closer = (*features)(nil)
-)
-
-func (f *features) Name() string { return "features" }
-
+// attach binds the component to its proxy (metrics, logger, state dir)
+// and starts the shadow agent if configured.
 func (f *features) attach(p *Proxy) error {
-	if f.p != nil {
-		return errors.New("NewFeatures: the same extension is attached to two proxies")
-	}
 	f.p, f.log = p, p.log.With("component", "features")
 	f.fbm = fallback.NewMetrics(p.cfg.Registry)
 	f.shm = shadow.NewMetrics(p.cfg.Registry)
@@ -155,8 +140,9 @@ func (f *features) attach(p *Proxy) error {
 	return nil
 }
 
-// routeFeatures is what one compiled route uses; built by Wrap.
-type routeFeatures struct {
+// routePolicies are one compiled route's policies, in the order the
+// pipeline applies them (serve); built by compile.
+type routePolicies struct {
 	f     *features
 	route *Route
 	// keyVersion[i] is variant i's version as the cache key holds it: the
@@ -175,26 +161,24 @@ type routeFeatures struct {
 	mirror *mirrorState // nil: no shadow
 }
 
-// Wrap builds the route's invoker chain (called once per route per
-// configuration, never per request).
-func (f *features) Wrap(r *Route, next Invoker) Invoker {
+// compile builds the route's policies (once per route per configuration,
+// never per request); nil when the model has none.
+func (f *features) compile(r *Route) *routePolicies {
 	m := r.Model
 	if !m.Spec.Cache.On() && m.Spec.Fallback == nil && m.Spec.Shadow == nil {
-		return next
+		return nil
 	}
-	rf := &routeFeatures{f: f, route: r, keyVersion: make([]string, len(r.Variants))}
+	rf := &routePolicies{f: f, route: r, keyVersion: make([]string, len(r.Variants))}
 	for i, v := range r.Variants {
 		rf.keyVersion[i] = v.Name + "\x00" + v.BackendModel + "\x00" + v.BackendVersion + "\x00" + v.Protocol
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	inv := next
 	if sh := m.Spec.Shadow; sh != nil {
 		if ms, err := f.mirrorLocked(r, sh); err != nil {
 			f.log.Error("shadow off for this configuration", "model", r.Name, "error", err)
 		} else {
 			rf.mirror = ms
-			inv = &shadowInvoker{rf: rf, next: inv}
 		}
 	}
 	if fb := m.Spec.Fallback; fb != nil {
@@ -208,7 +192,6 @@ func (f *features) Wrap(r *Route, next Invoker) Invoker {
 			if pol.hasStep(fallback.StepCache) && m.Spec.Cache.On() {
 				rf.lastGood = f.lastGoodLocked(r.Name)
 			}
-			inv = &fallbackInvoker{rf: rf, next: inv}
 		}
 	}
 	if c := m.Spec.Cache; c.On() {
@@ -227,10 +210,8 @@ func (f *features) Wrap(r *Route, next Invoker) Invoker {
 				f.coalesce[r.Name] = rf.coal
 			}
 		}
-		inv = &cacheInvoker{rf: rf, next: inv}
 	}
-	r.features = rf
-	return inv
+	return rf
 }
 
 func cacheSig(model string, c *routing.Cache) string {
@@ -256,10 +237,10 @@ func (f *features) applied(routes map[string]*Route) {
 	liveModels := map[string]bool{}
 	liveMirror := map[*mirrorState]bool{}
 	liveLimiter := map[*fallback.Limiter]bool{}
-	live := map[string]*routeFeatures{}
+	live := map[string]*routePolicies{}
 	for name, r := range routes {
 		liveModels[name] = true
-		rf := r.features
+		rf := r.policies
 		if rf == nil {
 			continue
 		}
@@ -415,7 +396,7 @@ func (f *features) FallbackStatus() FallbackStatus {
 		for _, v := range r.Variants {
 			ms.Breakers = append(ms.Breakers, fallback.BreakerStatus{Model: n, Version: v.Name, State: v.Breaker.State().String()})
 		}
-		if rf := r.features; rf != nil {
+		if rf := r.policies; rf != nil {
 			if rf.fb != nil {
 				ms.Chain = r.Model.Spec.Fallback.Chain
 			}

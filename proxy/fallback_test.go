@@ -30,8 +30,8 @@ import (
 	"github.com/switchyard-dev/switchyard/routing"
 )
 
-// featuresProxy starts a proxy with the cache/fallback/shadow extension and
-// its own registry.
+// featuresProxy starts a proxy with these cache/fallback/shadow settings
+// and its own registry.
 func featuresProxy(t testing.TB, cfg Config, fc FeaturesConfig) (*Proxy, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
@@ -39,7 +39,7 @@ func featuresProxy(t testing.TB, cfg Config, fc FeaturesConfig) (*Proxy, *promet
 	if fc.ShadowDir == "" {
 		fc.ShadowDir = t.TempDir()
 	}
-	cfg.Extensions = append(cfg.Extensions, NewFeatures(fc))
+	cfg.Features = fc
 	return startProxy(t, cfg), reg
 }
 

@@ -9,35 +9,60 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchyard-dev/switchyard/internal/h1"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/routing"
-	"github.com/switchyard-dev/switchyard/telemetry"
 )
 
 // fastServer is the REST front-end: the lean HTTP/1.1 server (internal/h1:
 // one goroutine per connection, pooled buffers, request heads parsed in
-// place, raw-syscall I/O) with POST .../infer answered on its buffers
-// without net/http (no per-request goroutine, background read or header
-// maps); every other request goes to the net/http handler (httpFront).
+// place, raw-syscall I/O) with every POST .../infer (origin- or
+// absolute-form target) answered on its buffers without net/http (no
+// per-request goroutine, background read or header maps): the REST adapter
+// of the request pipeline (pipeline.go). Every other request (health,
+// metadata, ready, errors) goes to the net/http handler (httpFront).
 // Measured: net/http's server cost most of the gap to nginx (see
 // docs/benchmarks-proxy.md).
 type fastServer struct {
 	h1.Server
-	p     *Proxy
-	front *httpFront
+	p         *Proxy
+	exchanges sync.Pool // *exchangeState
+}
+
+// exchangeState is one request's pooled exchange, result and encoding
+// buffer.
+type exchangeState struct {
+	x   Exchange
+	res Result
+	out []byte // encoded response when the transport had to encode one
+}
+
+func (s *fastServer) get() *exchangeState {
+	if st, ok := s.exchanges.Get().(*exchangeState); ok {
+		return st
+	}
+	return &exchangeState{}
+}
+
+func (s *fastServer) put(st *exchangeState) {
+	if cap(st.x.body) > 1<<20 || cap(st.res.Body) > 1<<20 {
+		return // don't keep huge buffers
+	}
+	st.x.reset()
+	st.res.reset()
+	st.out = st.out[:0]
+	s.exchanges.Put(st)
 }
 
 // newFastServer serves p's REST front-end; zero timeouts are h1's
 // defaults.
 func newFastServer(p *Proxy, head, body, idle time.Duration) *fastServer {
-	s := &fastServer{p: p, front: p.httpFront}
+	s := &fastServer{p: p}
 	s.Server.Fast = s.fast
 	s.Server.Handler = p.httpFront
 	s.Server.MaxBodyBytes = p.cfg.MaxBodyBytes
@@ -50,7 +75,7 @@ func (s *fastServer) fast(c *h1.Conn, r *h1.Request) (served, keep bool, err err
 	if !bytes.Equal(r.Method, []byte("POST")) {
 		return false, false, nil
 	}
-	path := r.Path()
+	path := originPath(r.Path())
 	if !bytes.HasSuffix(path, []byte("/infer")) {
 		return false, false, nil
 	}
@@ -64,6 +89,23 @@ func (s *fastServer) fast(c *h1.Conn, r *h1.Request) (served, keep bool, err err
 	}
 	keep, err = s.infer(c, r, []byte(rt.Model), rt.Version)
 	return true, keep, err
+}
+
+// originPath is the path of a request target: an absolute-form target
+// (http://host/v2/..., as sent to a proxy) loses its scheme and authority.
+func originPath(target []byte) []byte {
+	if len(target) > 0 && target[0] == '/' {
+		return target
+	}
+	i := bytes.Index(target, []byte("://"))
+	if i < 0 {
+		return target
+	}
+	rest := target[i+3:]
+	if j := bytes.IndexByte(rest, '/'); j >= 0 {
+		return rest[j:]
+	}
+	return []byte("/")
 }
 
 // plainInferPath returns the model of /v2/models/{name}/infer when the name
@@ -102,8 +144,8 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 	if route == nil {
 		route, choice, oerr = p.resolve(snap, string(model), version, "", "")
 	}
-	st := s.front.get()
-	defer s.front.put(st)
+	st := s.get()
+	defer s.put(st)
 	x := &st.x
 	var err error
 	x.body, err = c.ReadBody(r, x.body)
@@ -123,7 +165,7 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 		x.StickyKey = r.HeaderString(route.stickyMD)
 	}
 	x.contentType = internCT(r.Header("content-type"))
-	x.ext.noCache = hasNoCache(r.Header("cache-control"))
+	x.noCache = hasNoCache(r.Header("cache-control"))
 	v := route.Variants[choice.Index]
 	if hl := r.Header("inference-header-content-length"); hl != nil {
 		n, err := strconv.Atoi(string(hl))
@@ -137,22 +179,15 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 	}
 	x.TraceParent = r.HeaderString("traceparent")
 	x.TraceState = r.HeaderString("tracestate")
-	var span trace.Span
-	if p.tracing {
-		ctx = p.prop.Extract(ctx, headCarrier{r})
-		ctx, span = p.tracer.Start(ctx, "infer "+route.Name, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("switchyard.model", route.Name), attribute.String("switchyard.pick", choice.Reason.String())))
-		x.TraceParent = telemetry.FormatTraceparent(span.SpanContext())
-	}
-	route.Budget.Deposit()
+	ctx, span := p.begin(ctx, x, headCarrier{r})
 	res := &st.res
-	err = route.invoker.Invoke(ctx, x, v, res)
+	err = p.serve(ctx, x, res)
 	status := s.respond(c.W, st, err, r.Close)
 	end := time.Now()
 	c.RequestDone(end) // the base of the idle wait's and the write's deadlines
-	p.finishExchange(ctx, span, x, res, v, status, httpCode(status), err, end.Sub(start))
+	p.finish(ctx, span, x, res, status, httpCode(status), err, end.Sub(start))
 	ferr := c.Flush()
-	x.ext.answered(x, res) // after the answer is written: shadow enqueue
+	p.handOff(x) // after the answer is written: the shadow enqueue
 	return !r.Close, ferr
 }
 
@@ -176,7 +211,7 @@ func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, res *Result,
 		bw.WriteString("\r\n")
 	}
 	if res != nil {
-		writeExtHeaders(bw, res) // fallback / cache marks (cache_state.go)
+		writeMarks(bw, res) // fallback / cache marks (marks.go)
 	}
 	if headerLen > 0 {
 		bw.WriteString("Inference-Header-Content-Length: ")

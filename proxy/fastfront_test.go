@@ -31,6 +31,18 @@ func TestFastFrontEndProtocol(t *testing.T) {
 			t.Fatalf("pipelined: %v %v / %v %v", rs[0].StatusCode, rs[0].Header, rs[1].StatusCode, rs[1].Header)
 		}
 	})
+	t.Run("absolute-form target", func(t *testing.T) {
+		// As sent to a forward proxy: the same pipeline as origin form.
+		abs := strings.Replace(req("X-Switchyard-Variant: v2\r\n"), "POST /v2/", "POST http://"+addr+"/v2/", 1)
+		rs := rawhttp.Exchange(t, addr, abs, 1)
+		if rs[0].StatusCode != 200 || rs[0].Header.Get("X-Switchyard-Variant") != "v2" || !strings.Contains(body(rs[0]), `"scores"`) {
+			t.Fatalf("absolute form: %d %v", rs[0].StatusCode, rs[0].Header)
+		}
+		abs = strings.Replace(req(""), "POST /v2/models/recommender/", "POST http://"+addr+"/v2/models/nosuch/", 1)
+		if rs := rawhttp.Exchange(t, addr, abs, 1); rs[0].StatusCode != 404 || !strings.Contains(body(rs[0]), `unknown model`) {
+			t.Fatalf("absolute form, unknown model: %d", rs[0].StatusCode)
+		}
+	})
 	t.Run("chunked body", func(t *testing.T) {
 		raw := "POST /v2/models/recommender/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
 			fmt.Sprintf("%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n", 10, b[:10], len(b)-10, b[10:])
@@ -89,4 +101,19 @@ func TestFastFrontEndProtocol(t *testing.T) {
 			t.Fatalf("fallback: %d %d %d %d", rs[0].StatusCode, rs[1].StatusCode, rs[2].StatusCode, rs[3].StatusCode)
 		}
 	})
+}
+
+func TestOriginPath(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"/v2/models/m/infer", "/v2/models/m/infer"},
+		{"http://h:8000/v2/models/m/infer", "/v2/models/m/infer"},
+		{"HTTPS://h/v2", "/v2"},
+		{"http://h", "/"},
+		{"*", "*"},
+		{"", ""},
+	} {
+		if got := string(originPath([]byte(c.in))); got != c.want {
+			t.Errorf("originPath(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
 }

@@ -7,9 +7,7 @@ import (
 	"net/http"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -17,7 +15,6 @@ import (
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
-	"github.com/switchyard-dev/switchyard/telemetry"
 )
 
 // grpcFront serves GRPCInferenceService for the virtual models.
@@ -27,11 +24,8 @@ type grpcFront struct {
 }
 
 // MetadataVariant is the gRPC header metadata key naming the variant that
-// answered (and MetadataFallback the fallback step, if one answered).
-const (
-	MetadataVariant  = "x-switchyard-variant"
-	MetadataFallback = "x-switchyard-fallback"
-)
+// answered (the fallback marks: marks.go).
+const MetadataVariant = "x-switchyard-variant"
 
 func (g *grpcFront) ServerLive(context.Context, *pb.ServerLiveRequest) (*pb.ServerLiveResponse, error) {
 	return &pb.ServerLiveResponse{Live: true}, nil
@@ -175,31 +169,20 @@ func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (
 		return nil, oip.GRPCError(oerr)
 	}
 	x := &Exchange{Route: route, Choice: choice, Start: start, Deadline: start.Add(route.Timeout), StickyKey: key, pbReq: req}
-	x.ext.noCache = hasNoCache(mdFirst(md, "cache-control"))
+	x.noCache = hasNoCache(mdFirst(md, "cache-control"))
 	if dl, ok := ctx.Deadline(); ok && dl.Before(x.Deadline) {
 		x.Deadline = dl
 	}
 	x.TraceParent, x.TraceState = mdFirst(md, "traceparent"), mdFirst(md, "tracestate")
-	var span trace.Span
-	if p.tracing {
-		ctx = p.prop.Extract(ctx, metadataCarrier(md))
-		ctx, span = p.tracer.Start(ctx, "infer "+route.Name, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("switchyard.model", route.Name), attribute.String("switchyard.pick", choice.Reason.String())))
-		x.TraceParent = telemetry.FormatTraceparent(span.SpanContext())
-	}
-	v := route.Variants[choice.Index]
-	route.Budget.Deposit()
+	ctx, span := p.begin(ctx, x, metadataCarrier(md))
 	res := &Result{}
-	err := route.invoker.Invoke(ctx, x, v, res)
+	err := p.serve(ctx, x, res)
 	out, err := g.toProto(x, res, err)
 	hdr := metadata.MD{}
-	if av := answeredBy(res, v); av != nil {
+	if av := answeredBy(res, route.Variants[choice.Index]); av != nil {
 		hdr.Append(MetadataVariant, av.Name)
 	}
-	if res.Fallback != "" {
-		hdr.Append(MetadataFallback, res.Fallback)
-	}
-	appendExtMetadata(hdr, res) // fallback reason, cache hit (cache_state.go)
+	appendMarks(hdr, res)
 	grpc.SetHeader(ctx, hdr)
 	code := "OK"
 	httpStatus := http.StatusOK
@@ -208,8 +191,8 @@ func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (
 		code = st.Code().String()
 		httpStatus = oip.CodeFromGRPC(st.Code()).HTTPStatus()
 	}
-	p.finishExchange(ctx, span, x, res, v, httpStatus, code, err, time.Since(start))
-	x.ext.answered(x, res) // shadow enqueue (grpc-go writes the answer after return)
+	p.finish(ctx, span, x, res, httpStatus, code, err, time.Since(start))
+	p.handOff(x) // the shadow enqueue (grpc-go writes the answer after return)
 	return out, err
 }
 

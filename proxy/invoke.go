@@ -22,16 +22,16 @@ import (
 	"github.com/switchyard-dev/switchyard/telemetry"
 )
 
-// upstreamInvoker calls a variant's endpoints: the breaker first, then up to
+// call calls a variant's endpoints: the breaker first, then up to
 // 1+Retries attempts, each on an endpoint chosen by power of two choices
 // (avoiding the endpoint that just failed), all within the exchange's
 // deadline and the route's retry budget. Each attempt is judged by
 // fallback.Judge, the one rule for whose fault an outcome is; the last
 // attempt's trigger goes to res.Trigger, to the breaker and to the error
-// the client would get.
-type upstreamInvoker struct{ p *Proxy }
-
-func (u *upstreamInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
+// the client would get: nil for a good answer and for the backend's own
+// REST answers passed through (a 4xx about the request, a 5xx), else an
+// *oip.Error naming the model, version and cause.
+func (p *Proxy) call(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
 	r := v.Route
 	res.Variant = v
 	ticket, ok := v.Breaker.Allow()
@@ -56,11 +56,11 @@ func (u *upstreamInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, r
 		res.reset()
 		res.Variant = v
 		attempts++
-		trig, lastErr = u.attempt(ctx, x, v, e, attempts, res)
+		trig, lastErr = p.attempt(ctx, x, v, e, attempts, res)
 		if trig == fallback.None || trig.EjectsEndpoint() || trig.Fault() == fallback.FaultRequest {
-			if e.Report(!trig.EjectsEndpoint(), time.Now().UnixNano(), &u.p.cfg.Outlier) {
-				u.p.metrics.Ejections.WithLabelValues(e.Addr).Inc()
-				u.p.log.Warn("upstream endpoint ejected", "model", r.Name, "variant", v.Name, "endpoint", e.Addr, "ejections", e.Ejections(), "error", errString(lastErr))
+			if e.Report(!trig.EjectsEndpoint(), time.Now().UnixNano(), &p.cfg.Outlier) {
+				p.metrics.Ejections.WithLabelValues(e.Addr).Inc()
+				p.log.Warn("upstream endpoint ejected", "model", r.Name, "variant", v.Name, "endpoint", e.Addr, "ejections", e.Ejections(), "error", errString(lastErr))
 			}
 		}
 		if trig == fallback.None || trig.Fault() == fallback.FaultRequest || trig == fallback.Cancelled {
@@ -155,11 +155,11 @@ func errString(err error) string {
 	return err.Error()
 }
 
-func (u *upstreamInvoker) attempt(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, n int, res *Result) (fallback.Trigger, error) {
+func (p *Proxy) attempt(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, n int, res *Result) (fallback.Trigger, error) {
 	traceParent := x.TraceParent
 	var span trace.Span
-	if u.p.tracing {
-		ctx, span = u.p.tracer.Start(ctx, "upstream "+v.Route.Name+"/"+v.Name, trace.WithSpanKind(trace.SpanKindClient),
+	if p.tracing {
+		ctx, span = p.tracer.Start(ctx, "upstream "+v.Route.Name+"/"+v.Name, trace.WithSpanKind(trace.SpanKindClient),
 			trace.WithAttributes(attribute.String("switchyard.endpoint", e.Addr), attribute.Int("switchyard.attempt", n)))
 		traceParent = telemetry.FormatTraceparent(span.SpanContext())
 	}
@@ -167,9 +167,9 @@ func (u *upstreamInvoker) attempt(ctx context.Context, x *Exchange, v *Variant, 
 	var o fallback.Outcome
 	var err error
 	if e.HTTP != nil {
-		o, err = u.attemptHTTP(ctx, x, v, e, traceParent, res)
+		o, err = attemptHTTP(ctx, x, v, e, traceParent, res)
 	} else {
-		o, err = u.attemptGRPC(ctx, x, v, e, traceParent, res)
+		o, err = attemptGRPC(ctx, x, v, e, traceParent, res)
 	}
 	e.End()
 	// The client cancelled or went away (its own deadline passing is a
@@ -235,7 +235,7 @@ func requestRows(x *Exchange) int64 {
 	return oip.BatchRows(req.Inputs, 1)
 }
 
-func (u *upstreamInvoker) attemptHTTP(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, traceParent string, res *Result) (fallback.Outcome, error) {
+func attemptHTTP(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, traceParent string, res *Result) (fallback.Outcome, error) {
 	req := upstream.Request{Path: v.inferPath, ContentType: x.contentType, HeaderLen: x.headerLen, Body: x.body,
 		TraceParent: traceParent, TraceState: x.TraceState, Ctx: ctx}
 	if x.pbReq != nil {
@@ -276,7 +276,7 @@ func (u *upstreamInvoker) attemptHTTP(ctx context.Context, x *Exchange, v *Varia
 	return o, nil
 }
 
-func (u *upstreamInvoker) attemptGRPC(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, traceParent string, res *Result) (fallback.Outcome, error) {
+func attemptGRPC(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, traceParent string, res *Result) (fallback.Outcome, error) {
 	req := x.pbReq
 	if req == nil {
 		parsed, err := x.Request()

@@ -62,8 +62,10 @@ type Config struct {
 	// Models is an initial static configuration (source "static").
 	Models []routing.Model
 
-	// Extensions wrap each route's invoker (cache, fallback, shadow).
-	Extensions []Extension
+	// Features configures the prediction cache, fallback and shadow
+	// policies (zero: defaults); each model's desired state says which it
+	// uses.
+	Features FeaturesConfig
 
 	// Logger for structured logs (nil: discard). Successful requests are
 	// logged one in LogSampleEvery (default 100); errors always.
@@ -118,6 +120,7 @@ type Proxy struct {
 	persisted string // path of the persisted config loaded at start ("" if none)
 	stats     *statsRecorder
 	reporter  *statsReporter
+	features  *features // the routes' cache, fallback and shadow policies
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -164,12 +167,9 @@ func New(cfg Config) (*Proxy, error) {
 		p.tracer = cfg.TracerProvider.Tracer("github.com/switchyard-dev/switchyard/proxy")
 	}
 	p.reg = newRegistry(cfg.MaxIdleConnsPerEndpoint, p.onBreakerChange, nil)
-	for _, e := range cfg.Extensions { // extensions that need the proxy (metrics, logger, state dir)
-		if a, ok := e.(interface{ attach(*Proxy) error }); ok {
-			if err := a.attach(p); err != nil {
-				return nil, fmt.Errorf("proxy: extension %s: %w", e.Name(), err)
-			}
-		}
+	p.features = newFeatures(cfg.Features)
+	if err := p.features.attach(p); err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	p.httpFront = &httpFront{p: p}
 	if len(cfg.Models) > 0 {
@@ -216,11 +216,7 @@ func (p *Proxy) Apply(models []routing.Model, version, source string) error {
 		p.metrics.ConfigInfo.DeleteLabelValues(old.version, old.source)
 	}
 	p.metrics.ConfigInfo.WithLabelValues(version, source).Set(1)
-	for _, e := range p.cfg.Extensions { // let extensions drop state of removed models
-		if a, ok := e.(interface{ applied(map[string]*Route) }); ok {
-			a.applied(s.routes)
-		}
-	}
+	p.features.applied(s.routes) // pieces of removed policies close
 	p.metrics.ConfigTimestamp.Set(float64(s.applied.Unix()))
 	p.metrics.ConfigUpdates.WithLabelValues("applied").Inc()
 	for _, r := range s.routes {
@@ -287,16 +283,16 @@ func (p *Proxy) Start(ctx context.Context) error {
 	ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if l := p.listeners[0]; l != nil {
 		p.httpSrv = newFastServer(p, 0, 0, 0)
-		p.serve(func() error { return p.httpSrv.Serve(l) })
+		p.goServe(func() error { return p.httpSrv.Serve(l) })
 	}
 	if l := p.listeners[1]; l != nil {
 		p.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(int(p.cfg.MaxBodyBytes)))
 		pb.RegisterGRPCInferenceServiceServer(p.grpcSrv, &grpcFront{p: p})
-		p.serve(func() error { return p.grpcSrv.Serve(l) })
+		p.goServe(func() error { return p.grpcSrv.Serve(l) })
 	}
 	if l := p.listeners[2]; l != nil {
 		p.adminSrv = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
-		p.serve(func() error { return p.adminSrv.Serve(l) })
+		p.goServe(func() error { return p.adminSrv.Serve(l) })
 	}
 	if p.cfg.XDSAddr != "" {
 		p.xds = xdsclient.New(xdsclient.Config{
@@ -326,7 +322,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	return nil
 }
 
-func (p *Proxy) serve(f func() error) {
+func (p *Proxy) goServe(f func() error) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -365,7 +361,7 @@ func (p *Proxy) XDSStatus() xdsclient.Status {
 // close (REST keep-alive connections at once, gRPC ones after a GOAWAY),
 // requests in flight finish until ctx ends (then the rest are cut and
 // ctx's error is returned); then upstream connections and the extensions
-// close (the shadow agent drains its queue).
+// close (the shadow mirrors drain their queues).
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	if !p.closed.CompareAndSwap(false, true) {
 		return nil
@@ -418,11 +414,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	p.wg.Wait()
 	p.reg.closeAll()
-	for _, e := range p.cfg.Extensions {
-		if c, ok := e.(io.Closer); ok {
-			errs = append(errs, c.Close())
-		}
-	}
+	errs = append(errs, p.features.Close()) // the shadow mirrors drain
 	return errors.Join(errs...)
 }
 

@@ -16,7 +16,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"github.com/switchyard-dev/switchyard/fallback"
 	"io"
 	"log/slog"
 	"math"
@@ -25,6 +24,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/fallback"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"

@@ -32,22 +32,16 @@ type Route struct {
 	Retries  int
 	Budget   *upstream.RetryBudget
 
-	// features are the route's compiled cache, fallback and shadow
-	// policies (nil: none; set by the features extension's Wrap).
-	features *routeFeatures
+	// policies are the route's compiled cache, fallback and shadow
+	// policies (nil: none, the route only calls its versions).
+	policies *routePolicies
 	// validate: the route has a fallback policy, so the upstream invoker
 	// decodes each answer to judge it (NaN/Inf, batch dimension).
 	validate bool
 
 	stickyHTTP, overrideHTTP string // canonical header keys
 	stickyMD, overrideMD     string // lowercase gRPC metadata keys
-	invoker                  Invoker
-	base                     Invoker
 }
-
-// Invoker is the route's upstream invoker without extensions: it calls the
-// variant's endpoints with retries, breaker and ejection.
-func (r *Route) Invoker() Invoker { return r.base }
 
 // Variant returns the variant with this version name, or nil.
 func (r *Route) Variant(name string) *Variant {
@@ -299,11 +293,7 @@ func (p *Proxy) compile(models []routing.Model, version, source string) (*snapsh
 			v.metrics = p.metrics.variant(r.Name, v.Name)
 			r.Variants = append(r.Variants, v)
 		}
-		r.base = &upstreamInvoker{p: p}
-		r.invoker = r.base
-		for _, ext := range p.cfg.Extensions {
-			r.invoker = ext.Wrap(r, r.invoker)
-		}
+		r.policies = p.features.compile(r)
 		s.routes[r.Name] = r
 		names = append(names, r.Name)
 	}

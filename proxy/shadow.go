@@ -21,10 +21,10 @@ import (
 	"github.com/switchyard-dev/switchyard/shadow"
 )
 
-// Shadow mirroring (spec.shadow). The request path does three cheap
-// things for a sampled request: the shadow invoker copies the request and
-// the primary's answer (bytes, no decoding) into a payload after the
-// primary answered; the front-end, once the answer is written, offers the
+// Shadow mirroring (spec.shadow). The request path does two cheap things
+// for a sampled request: the pipeline's capture step copies the request
+// and the primary's answer (bytes, no decoding) into a payload after the
+// primary answered; its handOff, once the answer is written, offers the
 // job to the model's shadow.Mirror (a non-blocking channel send; a full
 // queue drops and counts). Decoding, the shadow call, the comparison, the
 // metrics and the record file all happen in the mirror's fixed workers.
@@ -212,30 +212,26 @@ func (f *features) releaseSinkLocked(s *recordSink) error {
 	return s.w.Close()
 }
 
-// shadowInvoker captures sampled requests and the primary's outcome.
-type shadowInvoker struct {
-	rf   *routeFeatures
-	next Invoker
-}
-
-func (si *shadowInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
-	err := si.next.Invoke(ctx, x, v, res)
-	ms := si.rf.mirror
+// capture is the pipeline's step 3: for a sampled request, a copy of the
+// request and of the primary's own outcome (err is the primary's error),
+// handed to the mirror once the answer is written (Proxy.handOff).
+func (rf *routePolicies) capture(x *Exchange, v *Variant, res *Result, err error) {
+	ms := rf.mirror
 	if !ms.sampler.Sample(x.StickyKey, rand.Float64()) {
-		return err
+		return
 	}
-	tv := si.rf.route.Variant(ms.target)
+	tv := rf.route.Variant(ms.target)
 	if tv == nil || tv == v {
-		return err // the request was routed to the shadow version itself
+		return // the request was routed to the shadow version itself
 	}
 	// A request the primary turned down as bad is not the model's answer:
 	// not mirrored.
 	if err != nil {
 		if c := oip.CodeOf(err); c == oip.InvalidArgument || c == oip.NotFound || c == oip.TooLarge {
-			return err
+			return
 		}
 	} else if res.PB == nil && res.Status >= 400 && res.Status < 500 {
-		return err
+		return
 	}
 	pl := &shadowPayload{target: tv, primary: v, start: x.Start, latency: time.Since(x.Start), primaryErr: err}
 	if x.pbReq != nil {
@@ -258,8 +254,7 @@ func (si *shadowInvoker) Invoke(ctx context.Context, x *Exchange, v *Variant, re
 		}
 	}
 	pl.pending = shadowPending{ms: ms, pl: pl, noise: ms.noise > 0 && rand.Float64()*100 < ms.noise}
-	x.ext.shadow = &pl.pending
-	return err
+	x.captured = &pl.pending
 }
 
 // shadowPending is a captured job waiting for the answer to be written.

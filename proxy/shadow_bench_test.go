@@ -261,7 +261,7 @@ func featuresProxyNoRecords(b *testing.B, cfg Config, process string) (*Proxy, *
 	b.Helper()
 	reg := prometheus.NewRegistry()
 	cfg.Registry = reg
-	cfg.Extensions = append(cfg.Extensions, NewFeatures(FeaturesConfig{ShadowProcess: process}))
+	cfg.Features = FeaturesConfig{ShadowProcess: process}
 	return startProxy(b, cfg), reg
 }
 

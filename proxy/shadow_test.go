@@ -347,15 +347,8 @@ func canaryShadowCounts(p *Proxy, model, version string) (compared, disagreed ui
 	return compared, disagreed
 }
 
-// featuresOf finds the proxy's features extension.
-func featuresOf(p *Proxy) *features {
-	for _, e := range p.cfg.Extensions {
-		if f, ok := e.(*features); ok {
-			return f
-		}
-	}
-	return nil
-}
+// featuresOf is the proxy's policies component.
+func featuresOf(p *Proxy) *features { return p.features }
 
 // TestShadowV3NaN: v3 (NaN for some inputs) as the shadow, over gRPC
 // (NaN in the answer) and REST (the backend's 500 naming the NaN output):

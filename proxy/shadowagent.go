@@ -406,7 +406,7 @@ func (a *shadowAgent) close() {
 func (a *shadowAgent) setConfig(routes map[string]*Route) {
 	cfg := agentConfig{Models: []routing.Model{}}
 	for _, r := range routes {
-		if rf := r.features; rf == nil || rf.mirror == nil {
+		if rf := r.policies; rf == nil || rf.mirror == nil {
 			continue
 		}
 		m := r.Model.Clone()

@@ -181,15 +181,15 @@ func (s *agentServer) start(body []byte) error {
 		return fmt.Errorf("shadow agent init: %w", err)
 	}
 	s.reg = prometheus.NewRegistry()
-	f := NewFeatures(FeaturesConfig{
+	p, err := New(Config{Registry: s.reg, Logger: s.log, StatsInterval: -1, Features: FeaturesConfig{
 		ShadowDir: in.ShadowDir, ShadowRecordMaxBytes: in.ShadowRecordMaxBytes, ShadowRecordKeep: in.ShadowRecordKeep,
 		ShadowRecordAgreements: in.ShadowRecordAgreements, ShadowRingSize: in.ShadowRingSize,
-	}).(*features)
-	f.onShadow = s.recordEvent
-	p, err := New(Config{Registry: s.reg, Logger: s.log, Extensions: []Extension{f}, StatsInterval: -1})
+	}})
 	if err != nil {
 		return fmt.Errorf("shadow agent: %w", err)
 	}
+	f := p.features
+	f.onShadow = s.recordEvent // comparisons go back to the proxy
 	s.p, s.f = p, f
 	return nil
 }
@@ -207,7 +207,7 @@ func (s *agentServer) enqueue(j *agentJob) {
 	r := s.p.Route(j.Model)
 	var ms *mirrorState
 	if r != nil {
-		if rf := r.features; rf != nil {
+		if rf := r.policies; rf != nil {
 			ms = rf.mirror
 		}
 	}

@@ -171,7 +171,7 @@ func TestShadowAgentFallsBackInline(t *testing.T) {
 
 // TestShadowProcessInvalid: an unknown mode is a configuration error.
 func TestShadowProcessInvalid(t *testing.T) {
-	_, err := New(Config{Extensions: []Extension{NewFeatures(FeaturesConfig{ShadowProcess: "thread"})}})
+	_, err := New(Config{Features: FeaturesConfig{ShadowProcess: "thread"}})
 	if err == nil || !strings.Contains(err.Error(), `shadow process "thread"`) {
 		t.Fatalf("err = %v", err)
 	}

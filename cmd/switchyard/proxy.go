@@ -75,7 +75,7 @@ func runProxy(args []string) error {
 		Logger: logger, LogSampleEvery: *logEvery, TracerProvider: tp,
 		// Prediction cache, fallbacks and shadow mirroring: per model from
 		// its desired state; a model without those sections pays nothing.
-		Extensions: []proxy.Extension{proxy.NewFeatures(proxy.FeaturesConfig{ShadowDir: *shadowDir, ShadowProcess: *shadowProcess})},
+		Features: proxy.FeaturesConfig{ShadowDir: *shadowDir, ShadowProcess: *shadowProcess},
 	})
 	if err != nil {
 		return err
