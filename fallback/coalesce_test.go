@@ -3,7 +3,6 @@ package fallback
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -36,141 +35,70 @@ func TestCoalesceHundredIdentical(t *testing.T) {
 	c := NewCoalescer[[]byte]("rec", m)
 	coalesced := m.coalesced.WithLabelValues("rec")
 	k := keyN(t, "v1", 1)
-	var calls atomic.Int32
-	release := make(chan struct{})
-	fn := func(ctx context.Context) ([]byte, error) {
-		calls.Add(1)
-		<-release
-		return []byte("answer"), nil
+	lead, leader := c.Join(k)
+	if !leader {
+		t.Fatal("the first caller is not the leader")
 	}
 	const n = 100
 	var wg sync.WaitGroup
 	results := make([][]byte, n)
-	shared := make([]bool, n)
 	for i := 0; i < n; i++ {
+		fl, leader := c.Join(k)
+		if leader {
+			t.Fatalf("caller %d led a second call for the same key", i)
+		}
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			v, sh, err := c.Do(context.Background(), k, fn)
+			v, err := fl.Wait(context.Background())
 			if err != nil {
 				t.Error(err)
 			}
-			results[i], shared[i] = v, sh
+			results[i] = v
 		}(i)
 	}
-	waitFor(t, "99 joiners", func() bool { return testutil.ToFloat64(coalesced) == n-1 })
-	close(release)
-	wg.Wait()
-	if calls.Load() != 1 {
-		t.Fatalf("upstream calls = %d, want 1", calls.Load())
+	if got := testutil.ToFloat64(coalesced); got != n {
+		t.Fatalf("coalesced = %v, want %d", got, n)
 	}
-	nShared := 0
+	c.Finish(k, lead, []byte("answer"), nil)
+	wg.Wait()
 	for i := range results {
 		if string(results[i]) != "answer" {
 			t.Fatalf("result %d = %q", i, results[i])
 		}
-		if shared[i] {
-			nShared++
-		}
-	}
-	if nShared != n-1 {
-		t.Errorf("shared = %d, want %d", nShared, n-1)
 	}
 	if c.InFlight() != 0 {
 		t.Error("flight not removed")
 	}
 	// a later identical request makes a new call
-	if _, sh, _ := c.Do(context.Background(), k, func(context.Context) ([]byte, error) { calls.Add(1); return nil, nil }); sh || calls.Load() != 2 {
+	if _, leader := c.Join(k); !leader {
 		t.Error("finished flight was reused")
 	}
 }
 
-func TestCoalesceWaitersOwnContext(t *testing.T) {
+func TestCoalesceFollowerWaitsOnItsOwnContext(t *testing.T) {
 	c := NewCoalescer[string]("rec", nil)
 	k := keyN(t, "v1", 1)
-	release := make(chan struct{})
-	var callCtx context.Context
-	started := make(chan struct{})
-	fn := func(ctx context.Context) (string, error) {
-		callCtx = ctx
-		close(started)
-		select {
-		case <-release:
-			return "ok", nil
-		case <-ctx.Done():
-			return "", ctx.Err()
-		}
-	}
-	leaderCtx, cancelLeader := context.WithCancel(context.Background())
-	leaderDone := make(chan error, 1)
-	go func() { _, _, err := c.Do(leaderCtx, k, fn); leaderDone <- err }()
-	<-started
-	followerDone := make(chan string, 1)
-	go func() { v, _, _ := c.Do(context.Background(), k, fn); followerDone <- v }()
-	waitFor(t, "follower joined", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.calls[k] != nil && c.calls[k].waiters == 2
-	})
-	cancelLeader()
-	if err := <-leaderDone; !errors.Is(err, context.Canceled) {
-		t.Fatalf("leader err %v", err)
-	}
-	if callCtx.Err() != nil {
-		t.Fatal("leader leaving cancelled the shared call while a follower waits")
-	}
-	close(release)
-	if v := <-followerDone; v != "ok" {
-		t.Fatalf("follower got %q", v)
-	}
-}
-
-func TestCoalesceAllLeaveCancelsCall(t *testing.T) {
-	c := NewCoalescer[string]("rec", nil)
-	k := keyN(t, "v1", 1)
-	stopped := make(chan error, 1)
+	lead, _ := c.Join(k)
+	impatient, _ := c.Join(k)
+	patient, _ := c.Join(k)
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		<-time.After(10 * time.Millisecond)
-		cancel()
-	}()
-	_, _, err := c.Do(ctx, k, func(cctx context.Context) (string, error) {
-		<-cctx.Done()
-		stopped <- cctx.Err()
-		return "", cctx.Err()
-	})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("err %v", err)
+	cancel()
+	if _, err := impatient.Wait(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled follower: %v", err)
 	}
-	if err := <-stopped; !errors.Is(err, context.Canceled) {
-		t.Fatalf("call ctx %v", err)
+	done := make(chan string, 1)
+	go func() { v, _ := patient.Wait(context.Background()); done <- v }()
+	c.Finish(k, lead, "ok", nil)
+	if v := <-done; v != "ok" {
+		t.Fatalf("patient follower got %q", v)
 	}
-	// a new caller does not join the cancelled flight
-	v, sh, err := c.Do(context.Background(), k, func(context.Context) (string, error) { return "fresh", nil })
-	if v != "fresh" || sh || err != nil {
-		t.Fatalf("got %q %v %v", v, sh, err)
-	}
-}
-
-func TestCoalescePanicBecomesError(t *testing.T) {
-	c := NewCoalescer[int]("rec", nil)
-	_, _, err := c.Do(context.Background(), keyN(t, "v1", 1), func(context.Context) (int, error) { panic("boom") })
-	if err == nil || !strings.Contains(err.Error(), "boom") {
-		t.Fatalf("err %v", err)
-	}
-}
-
-func TestCoalesceDeadlineCarried(t *testing.T) {
-	c := NewCoalescer[bool]("rec", nil)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
-	defer cancel()
-	want, _ := ctx.Deadline()
-	got, _, _ := c.Do(ctx, keyN(t, "v1", 1), func(cctx context.Context) (bool, error) {
-		dl, ok := cctx.Deadline()
-		return ok && dl.Equal(want), nil
-	})
-	if !got {
-		t.Error("shared call lost the caller's deadline")
+	boom := errors.New("boom")
+	lead, _ = c.Join(k)
+	f, _ := c.Join(k)
+	c.Finish(k, lead, "", boom)
+	if _, err := f.Wait(context.Background()); !errors.Is(err, boom) {
+		t.Fatalf("the leader's error did not reach the follower: %v", err)
 	}
 }
 

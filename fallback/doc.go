@@ -4,9 +4,9 @@
 // answer, backup version, static answer, empty answer), builds the static
 // answer, caches predictions and coalesces identical requests in flight.
 //
-// The package holds no sockets and no configuration plumbing: the proxy
-// calls it around each upstream attempt (proxy/invoke.go,
-// proxy/fallback.go). One request through the proxy:
+// The package holds no sockets and no configuration plumbing: the proxy's
+// request pipeline (proxy/pipeline.go) calls it around each upstream
+// attempt. One request through the proxy:
 //
 //	ticket, ok := breaker.Allow()              // not ok: trigger BreakerOpen
 //	outcome := call the version (transport, status, NaN, rows)
@@ -44,7 +44,7 @@
 //     batch dimension: a one-row answer repeated per row).
 //   - Key, NewKey, AppendCanonical (canonical request form); Cache (serving
 //     prediction cache: NewCache) and the LastGood store (NewLastGood).
-//   - Coalescer[V] (NewCoalescer, Do).
+//   - Coalescer[V] (NewCoalescer, Join / Finish / Flight.Wait).
 //   - Limiter (NewLimiter, TryAcquire, Release).
 //   - Metrics (NewMetrics(reg)): triggers, fallbacks, cache hits / misses /
 //     evictions / expired / bytes / entries, coalesced requests (the

@@ -62,7 +62,7 @@
 //	primary_version  version that answered the client
 //	shadow_version   version mirrored to (the primary version for noise_floor)
 //	kind             "shadow" | "noise_floor"
-//	input_digest     hex SHA-256 of the canonical request (fallback.AppendCanonical;
+//	input_digest     hex SHA-256 of the canonical request (oip.AppendCanonical;
 //	                 equal to the prediction cache key hash)
 //	weight           pairs this line stands for: 1, or 1/rate for a sampled agreement
 //	agree            bool

@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/oip"
 )
 
@@ -113,7 +112,7 @@ func InputDigest(req *oip.InferRequest) string {
 	if req == nil {
 		return ""
 	}
-	c, err := fallback.AppendCanonical(nil, req, nil)
+	c, err := oip.AppendCanonical(nil, req, nil)
 	if err != nil {
 		return ""
 	}
