@@ -50,7 +50,7 @@ func (h *httpHandler) fastInfer(c *h1.Conn, r *h1.Request) (served, keep bool, e
 	defer putBuf(out)
 	var answer []byte
 	var hl int
-	body, ierr := decodeBody(r.HeaderString("content-encoding"), body, h.opts.MaxBodyBytes, dbuf)
+	body, ierr := DecodeBody(r.HeaderString("content-encoding"), body, h.opts.MaxBodyBytes, dbuf)
 	if ierr == nil {
 		answer, hl, ierr = h.inferBody(context.Background(), route, r.Header("inference-header-content-length"), body, (*out)[:0])
 		*out = answer

@@ -16,6 +16,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/internal/h1"
 	"github.com/switchyard-dev/switchyard/oip"
+	"github.com/switchyard-dev/switchyard/oip/compress"
 	"github.com/switchyard-dev/switchyard/routing"
 )
 
@@ -40,6 +41,11 @@ type exchangeState struct {
 	x   Exchange
 	res Result
 	out []byte // encoded response when the transport had to encode one
+	// spare holds the other side of a Content-Encoding: the compressed
+	// request once inflated, then the gzip answer.
+	spare []byte
+	// gzip: the client accepts a gzip answer (Accept-Encoding).
+	gzip bool
 }
 
 func (s *fastServer) get() *exchangeState {
@@ -50,12 +56,12 @@ func (s *fastServer) get() *exchangeState {
 }
 
 func (s *fastServer) put(st *exchangeState) {
-	if cap(st.x.body) > 1<<20 || cap(st.res.Body) > 1<<20 {
+	if cap(st.x.body) > 1<<20 || cap(st.res.Body) > 1<<20 || cap(st.spare) > 1<<20 {
 		return // don't keep huge buffers
 	}
 	st.x.reset()
 	st.res.reset()
-	st.out = st.out[:0]
+	st.out, st.spare, st.gzip = st.out[:0], st.spare[:0], false
 	s.exchanges.Put(st)
 }
 
@@ -167,6 +173,18 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 	x.contentType = internCT(r.Header("content-type"))
 	x.noCache = hasNoCache(r.Header("cache-control"))
 	v := route.Variants[choice.Index]
+	if ce := r.Header("content-encoding"); ce != nil {
+		// The pipeline, its limit and Inference-Header-Content-Length see
+		// the inflated body.
+		body, err := oip.DecodeBody(string(ce), x.body, p.cfg.MaxBodyBytes, &st.spare)
+		if err != nil {
+			e := oip.AsError(err)
+			writeErrorTo(c.W, e.HTTPStatus(), e.Msg, v, r.Close)
+			v.metrics.request(httpCode(e.HTTPStatus()), time.Since(start).Seconds())
+			return !r.Close, c.Flush()
+		}
+		st.spare, x.body = x.body, body
+	}
 	if hl := r.Header("inference-header-content-length"); hl != nil {
 		n, err := strconv.Atoi(string(hl))
 		if err != nil || n < 0 || n > len(x.body) {
@@ -177,6 +195,7 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 		}
 		x.headerLen = n
 	}
+	st.gzip = compress.AcceptsGzip(string(r.Header("accept-encoding")))
 	x.TraceParent = r.HeaderString("traceparent")
 	x.TraceState = r.HeaderString("tracestate")
 	ctx, span := p.begin(ctx, x, headCarrier{r})
@@ -203,8 +222,11 @@ func internCT(v []byte) string {
 	return string(v)
 }
 
-func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, res *Result, headerLen, n int, close bool) {
+func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, res *Result, headerLen, n int, close, gzipped bool) {
 	h1.StartHead(bw, status, ct)
+	if gzipped {
+		bw.WriteString("Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n")
+	}
 	if v != nil {
 		bw.WriteString("X-Switchyard-Variant: ")
 		bw.WriteString(v.Name)
@@ -223,7 +245,7 @@ func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, res *Result,
 
 func writeErrorTo(bw *bufio.Writer, status int, msg string, v *Variant, close bool) {
 	body := h1.ErrorJSON(msg)
-	writeHead(bw, status, "application/json", v, nil, 0, len(body), close)
+	writeHead(bw, status, "application/json", v, nil, 0, len(body), close, false)
 	bw.Write(body)
 }
 
@@ -233,7 +255,7 @@ func (s *fastServer) respond(bw *bufio.Writer, st *exchangeState, err error, clo
 	if err != nil {
 		e := oip.AsError(err)
 		body := h1.ErrorJSON(e.Msg)
-		writeHead(bw, e.HTTPStatus(), "application/json", res.Variant, res, 0, len(body), close)
+		writeHead(bw, e.HTTPStatus(), "application/json", res.Variant, res, 0, len(body), close, false)
 		bw.Write(body)
 		return e.HTTPStatus()
 	}
@@ -249,7 +271,7 @@ func (s *fastServer) respond(bw *bufio.Writer, st *exchangeState, err error, clo
 		}
 		if perr != nil {
 			msg := h1.ErrorJSON(fmt.Sprintf("model %q: cannot encode the upstream answer: %v", st.x.Route.Name, perr))
-			writeHead(bw, http.StatusBadGateway, "application/json", res.Variant, res, 0, len(msg), close)
+			writeHead(bw, http.StatusBadGateway, "application/json", res.Variant, res, 0, len(msg), close, false)
 			bw.Write(msg)
 			return http.StatusBadGateway
 		}
@@ -260,7 +282,13 @@ func (s *fastServer) respond(bw *bufio.Writer, st *exchangeState, err error, clo
 			headerLen = 0 // all JSON: no Inference-Header-Content-Length
 		}
 	}
-	writeHead(bw, status, ct, res.Variant, res, headerLen, len(body), close)
+	gzipped := st.gzip && status == http.StatusOK && len(body) >= compress.MinGzipBytes
+	if gzipped {
+		// The request is done with: its spare buffer takes the answer.
+		st.spare = compress.AppendGzip(st.spare[:0], body)
+		body = st.spare
+	}
+	writeHead(bw, status, ct, res.Variant, res, headerLen, len(body), close, gzipped)
 	bw.Write(body)
 	return status
 }

@@ -157,6 +157,7 @@ func (p *Proxy) finish(ctx context.Context, span trace.Span, x *Exchange, res *R
 		}
 		span.End()
 	}
+	v.metrics.picks[x.Choice.Reason].Inc()
 	mv := v.metrics
 	if res.Variant != nil {
 		mv = res.Variant.metrics

@@ -32,6 +32,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/reflection"
 
 	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/oip"
@@ -288,6 +289,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	if l := p.listeners[1]; l != nil {
 		p.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(int(p.cfg.MaxBodyBytes)))
 		pb.RegisterGRPCInferenceServiceServer(p.grpcSrv, &grpcFront{p: p})
+		reflection.Register(p.grpcSrv) // grpcurl and friends work without the proto files
 		p.goServe(func() error { return p.grpcSrv.Serve(l) })
 	}
 	if l := p.listeners[2]; l != nil {

@@ -62,7 +62,7 @@ type Variant struct {
 	Endpoints      []*upstream.Endpoint
 	Breaker        *fallback.Breaker
 
-	inferPath, metadataPath, readyPath string
+	inferPath, metadataPath, readyPath, configPath, statsPath string
 	headerValue                        []string // for x-switchyard-variant
 	metrics                            *variantMetrics
 }
@@ -279,6 +279,7 @@ func (p *Proxy) compile(models []routing.Model, version, source string) (*snapsh
 				base += "/versions/" + url.PathEscape(v.BackendVersion)
 			}
 			v.inferPath, v.metadataPath, v.readyPath = base+"/infer", base, base+"/ready"
+			v.configPath, v.statsPath = base+"/config", base+"/stats"
 			if len(ver.Endpoints) == 0 {
 				return nil, fmt.Errorf("model %q version %q: no endpoints", r.Name, v.Name)
 			}

@@ -1,0 +1,355 @@
+package proxy
+
+import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"context"
+	"encoding/json"
+	"io"
+	"math"
+	"net/http"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	grpcgzip "google.golang.org/grpc/encoding/gzip"
+	"google.golang.org/grpc/metadata"
+	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+
+	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
+	"github.com/switchyard-dev/switchyard/oip"
+	"github.com/switchyard-dev/switchyard/oip/compress"
+	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+	"github.com/switchyard-dev/switchyard/routing"
+)
+
+// protocolProxy is the demo route (v1, v2 REST; v3 gRPC) at 20/80, so the
+// serving version is v2, and a gRPC client of the proxy.
+func protocolProxy(t *testing.T) (*Proxy, pb.GRPCInferenceServiceClient) {
+	t.Helper()
+	be := backendtest.Start(t, backendtest.Options{})
+	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 20, "v2": 80})}})
+	cc, err := grpc.NewClient(p.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return p, pb.NewGRPCInferenceServiceClient(cc)
+}
+
+func get(t *testing.T, url string, hdr map[string]string) (int, http.Header, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+// TestVirtualModelDescribe: metadata, configuration, statistics and
+// readiness of the virtual model describe one version (the serving one,
+// or the one named) under the virtual name, over REST and gRPC, and the
+// versions advertised are the ones the proxy accepts.
+func TestVirtualModelDescribe(t *testing.T) {
+	p, client := protocolProxy(t)
+	base := "http://" + p.HTTPAddr() + "/v2/models/recommender"
+	ctx := context.Background()
+
+	for i := 0; i < 5; i++ { // a 20/80 split: always the serving version, v2
+		var md oip.ModelMetadata
+		status, hdr, b := get(t, base, nil)
+		if err := json.Unmarshal(b, &md); status != 200 || err != nil || md.Name != "recommender" ||
+			strings.Join(md.Versions, ",") != "v1,v2,v3" || hdr.Get("X-Switchyard-Variant") != "v2" {
+			t.Fatalf("metadata %d %s (variant %q)", status, b, hdr.Get("X-Switchyard-Variant"))
+		}
+	}
+	// Every advertised version works in /versions/{v}/ and model_version.
+	for _, v := range []string{"v1", "v2", "v3"} {
+		status, hdr, b := get(t, base+"/versions/"+v, nil)
+		if status != 200 || hdr.Get("X-Switchyard-Variant") != v {
+			t.Fatalf("metadata of %s: %d %s", v, status, b)
+		}
+		if status, _, b := get(t, base+"/versions/"+v+"/ready", nil); status != 200 {
+			t.Fatalf("ready of %s: %d %s", v, status, b)
+		}
+		a := post(t, newHTTPClient(), base+"/versions/"+v+"/infer", inferBody(1), nil)
+		if a.status != 200 || a.variant != v {
+			t.Fatalf("infer pinned to %s: %d %q %s", v, a.status, a.variant, a.body)
+		}
+		in := oip.InferRequestToProto(&oip.InferRequest{Inputs: []oip.Tensor{oip.NewTensor("features", []int64{1, 32}, make([]float32, 32))}})
+		in.ModelName, in.ModelVersion = "recommender", v
+		if _, err := client.ModelInfer(ctx, in); err != nil {
+			t.Fatalf("gRPC infer pinned to %s: %v", v, err)
+		}
+	}
+	if n := testutilCounterLabels(t, p, "switchyard_proxy_picks_total", map[string]string{"variant": "v3", "reason": "pinned"}); n != 2 {
+		t.Errorf("pinned picks of v3 = %v, want 2 (REST + gRPC)", n)
+	}
+	// An unknown version names the ones there are.
+	if status, _, b := get(t, base+"/versions/1", nil); status != 404 || !strings.Contains(string(b), "versions: v1, v2, v3") {
+		t.Fatalf("unknown version: %d %s", status, b)
+	}
+
+	// Configuration: REST and gRPC, under the virtual name.
+	var cfg oip.ModelConfig
+	status, _, b := get(t, base+"/config", nil)
+	if err := json.Unmarshal(b, &cfg); status != 200 || err != nil || cfg.Name != "recommender" || len(cfg.Input) != 1 || cfg.Input[0].Name != "features" {
+		t.Fatalf("config %d %s", status, b)
+	}
+	for _, v := range []string{"", "v3"} { // an HTTP and the gRPC backend
+		gc, err := client.ModelConfig(ctx, &pb.ModelConfigRequest{Name: "recommender", Version: v})
+		if err != nil || gc.GetConfig().GetName() != "recommender" || len(gc.GetConfig().GetOutput()) != 1 {
+			t.Fatalf("gRPC config %q: %v %v", v, gc, err)
+		}
+	}
+
+	// Statistics: the version's own, renamed.
+	var st statsBody
+	status, _, b = get(t, base+"/versions/v1/stats", nil)
+	if err := json.Unmarshal(b, &st); status != 200 || err != nil || len(st.ModelStats) != 1 ||
+		st.ModelStats[0].Name != "recommender" || st.ModelStats[0].Version != "v1" || st.ModelStats[0].InferenceStats.Success.Count == 0 {
+		t.Fatalf("stats of v1 (which answered a pinned request): %d %s", status, b)
+	}
+	gs, err := client.ModelStatistics(ctx, &pb.ModelStatisticsRequest{Name: "recommender", Version: "v3"})
+	if err != nil || len(gs.GetModelStats()) != 1 || gs.ModelStats[0].GetName() != "recommender" || gs.ModelStats[0].GetVersion() != "v3" {
+		t.Fatalf("gRPC stats of v3: %v %v", gs, err)
+	}
+	if status, _, b := get(t, "http://"+p.HTTPAddr()+"/v2/models/stats", nil); status != 200 || !strings.Contains(string(b), `"name":"recommender"`) {
+		t.Fatalf("all stats: %d %s", status, b)
+	}
+
+	// Readiness: Triton's answer for an unknown model over gRPC.
+	if r, err := client.ModelReady(ctx, &pb.ModelReadyRequest{Name: "nosuch"}); err != nil || r.GetReady() {
+		t.Fatalf("gRPC ready of an unknown model: %v %v", r, err)
+	}
+	if status, _, _ := get(t, "http://"+p.HTTPAddr()+"/v2/models/nosuch/ready", nil); status != 404 {
+		t.Fatalf("REST ready of an unknown model: %d", status)
+	}
+}
+
+func testutilCounterLabels(t *testing.T, p *Proxy, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := p.cfg.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for k, v := range want {
+				found := false
+				for _, l := range m.GetLabel() {
+					if l.GetName() == k && l.GetValue() == v {
+						found = true
+					}
+				}
+				if !found {
+					continue next
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+// TestStreamInferThroughProxy: each message of a ModelStreamInfer stream is
+// routed like a unary call and answered with its id; a bad message gets
+// its own error and the stream goes on.
+func TestStreamInferThroughProxy(t *testing.T) {
+	_, client := protocolProxy(t)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-user-id", "user-7")
+	stream, err := client.ModelStreamInfer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	for i := 0; i < n; i++ {
+		in := oip.InferRequestToProto(&oip.InferRequest{ID: "req-" + string(rune('a'+i)), Inputs: []oip.Tensor{oip.NewTensor("features", []int64{1, 32}, make([]float32, 32))}})
+		in.ModelName = "recommender"
+		if i == 7 {
+			in.Inputs[0].Shape = []int64{1, 3} // contradicts its data
+		}
+		if err := stream.Send(in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream.CloseSend()
+	seen := map[string]bool{}
+	errs := 0
+	for {
+		m, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := m.GetInferResponse().GetId()
+		if seen[id] {
+			t.Fatalf("answer for %q twice", id)
+		}
+		seen[id] = true
+		if m.GetErrorMessage() != "" {
+			errs++
+			if id != "req-h" || !strings.Contains(m.GetErrorMessage(), "features") {
+				t.Fatalf("error for %q: %s", id, m.GetErrorMessage())
+			}
+			continue
+		}
+		if len(m.GetInferResponse().GetOutputs()) != 1 {
+			t.Fatalf("answer %q: %v", id, m.GetInferResponse())
+		}
+	}
+	if len(seen) != n || errs != 1 {
+		t.Fatalf("answers %d (want %d), errors %d (want 1)", len(seen), n, errs)
+	}
+}
+
+// TestProxyCompression: REST bodies in gzip, zlib deflate and raw deflate
+// are inflated before anything reads them; the limit counts inflated
+// bytes; answers are gzipped when the client asks; gRPC gzip and deflate.
+func TestProxyCompression(t *testing.T) {
+	p, client := protocolProxy(t)
+	url := inferURL(p, "recommender")
+	plain := inferBody(3)
+	encode := map[string]func([]byte) []byte{
+		"gzip": func(b []byte) []byte {
+			var buf bytes.Buffer
+			w := gzip.NewWriter(&buf)
+			w.Write(b)
+			w.Close()
+			return buf.Bytes()
+		},
+		"deflate (zlib)": func(b []byte) []byte {
+			var buf bytes.Buffer
+			w := zlib.NewWriter(&buf)
+			w.Write(b)
+			w.Close()
+			return buf.Bytes()
+		},
+		"deflate (raw)": func(b []byte) []byte {
+			var buf bytes.Buffer
+			w, _ := flate.NewWriter(&buf, flate.BestSpeed)
+			w.Write(b)
+			w.Close()
+			return buf.Bytes()
+		},
+	}
+	c := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	want := post(t, c, url, plain, map[string]string{"x-switchyard-variant": "v1"})
+	for name, enc := range encode {
+		coding := strings.Fields(name)[0]
+		a := post(t, c, url, enc(plain), map[string]string{"Content-Encoding": coding, "x-switchyard-variant": "v1"})
+		if a.status != 200 || !bytes.Equal(a.body, want.body) {
+			t.Fatalf("%s: %d %s", name, a.status, a.body)
+		}
+	}
+	if a := post(t, c, url, []byte("not gzip"), map[string]string{"Content-Encoding": "gzip"}); a.status != 400 {
+		t.Fatalf("corrupt gzip: %d %s", a.status, a.body)
+	}
+	if a := post(t, c, url, plain, map[string]string{"Content-Encoding": "br"}); a.status != 400 || !strings.Contains(string(a.body), "br") {
+		t.Fatalf("unknown coding: %d %s", a.status, a.body)
+	}
+
+	// A small body that inflates past the limit: 413, not an OOM.
+	small := startProxy(t, Config{Models: p.snap.Load().models, MaxBodyBytes: 64 << 10})
+	bomb := encode["gzip"](bytes.Repeat([]byte(" "), 8<<20))
+	if a := post(t, c, inferURL(small, "recommender"), bomb, map[string]string{"Content-Encoding": "gzip"}); a.status != 413 {
+		t.Fatalf("zip bomb (%d bytes): %d %s", len(bomb), a.status, a.body)
+	}
+
+	// Answers in gzip when asked.
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(plain))
+	req.Header.Set("Accept-Encoding", "gzip")
+	req.Header.Set("X-Switchyard-Variant", "v1")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("no gzip answer (%d bytes): %v", len(raw), resp.Header)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unz, _ := io.ReadAll(zr)
+	if !bytes.Equal(unz, want.body) {
+		t.Fatalf("gzip answer differs: %s", unz)
+	}
+
+	// gRPC: gzip (grpc-go's) and deflate (oip/compress), both ways.
+	for _, comp := range []string{grpcgzip.Name, compress.Deflate} {
+		in := oip.InferRequestToProto(&oip.InferRequest{Inputs: []oip.Tensor{oip.NewTensor("features", []int64{1, 32}, make([]float32, 32))}})
+		in.ModelName = "recommender"
+		if _, err := client.ModelInfer(context.Background(), in, grpc.UseCompressor(comp)); err != nil {
+			t.Fatalf("gRPC %s: %v", comp, err)
+		}
+	}
+}
+
+// TestLosslessGRPCToHTTPVersion: what a gRPC client may send reaches an
+// http-protocol version intact — raw contents with the KServe SDK's
+// binary_data_size parameter, NaN and ±Inf inputs.
+func TestLosslessGRPCToHTTPVersion(t *testing.T) {
+	_, client := protocolProxy(t)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-switchyard-variant", "v1") // REST upstream
+	row := make([]float32, 32)
+	row[3], row[5], row[9] = float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))
+	t0 := oip.NewTensor("features", []int64{1, 32}, row)
+	in := &pb.ModelInferRequest{ModelName: "recommender", Id: "kserve-1",
+		Inputs: []*pb.ModelInferRequest_InferInputTensor{{Name: "features", Datatype: "FP32", Shape: []int64{1, 32},
+			Parameters: map[string]*pb.InferParameter{"binary_data_size": {ParameterChoice: &pb.InferParameter_Int64Param{Int64Param: int64(len(t0.Raw))}}}}},
+		RawInputContents: [][]byte{t0.Raw}}
+	resp, err := client.ModelInfer(ctx, in)
+	if err != nil {
+		t.Fatalf("raw contents + binary_data_size, NaN/±Inf inputs: %v", err)
+	}
+	if resp.GetId() != "kserve-1" || len(resp.GetOutputs()) != 1 {
+		t.Fatalf("answer %v", resp)
+	}
+}
+
+// TestProxyReflection: grpcurl and friends can list the proxy's services.
+func TestProxyReflection(t *testing.T) {
+	p, _ := protocolProxy(t)
+	cc, err := grpc.NewClient(p.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	stream, err := rpb.NewServerReflectionClient(cc).ServerReflectionInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range r.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	if !strings.Contains(strings.Join(names, " "), "inference.GRPCInferenceService") {
+		t.Fatalf("services %v", names)
+	}
+}
