@@ -25,7 +25,7 @@ import (
 // DefaultMaxBodyBytes caps request bodies.
 const DefaultMaxBodyBytes = 1 << 20
 
-// maxAckWait caps the waitForAck of a rollback.
+// maxAckWait caps the waitForAck of a write (rollback, weights, put).
 const maxAckWait = 60 * time.Second
 
 // defaultRollbackAckWait bounds how long a rollback answer waits for the
@@ -41,10 +41,10 @@ type HandlerFunc func(w http.ResponseWriter, r *http.Request, caller Identity)
 //
 //	GET    /v1/models                      [viewer]   list
 //	GET    /v1/models/{name}               [viewer]   one model; ETag = revision
-//	PUT    /v1/models/{name}               [editor]   create/replace (If-Match / If-None-Match: *; ?force=true)
+//	PUT    /v1/models/{name}               [editor]   create/replace (If-Match / If-None-Match: *; ?force=true; ?waitForAck=10s)
 //	DELETE /v1/models/{name}               [operator] delete (If-Match)
 //	GET    /v1/models/{name}/history       [viewer]   revisions, newest first (?limit=)
-//	PUT    /v1/models/{name}/weights       [editor]   change weights only (force: true / ?force=true)
+//	PUT    /v1/models/{name}/weights       [editor]   change weights only (force: true / ?force=true; waitForAck)
 //	POST   /v1/models/{name}/rollback      [operator] restore the previous or a named revision (aborts a running canary first)
 //	GET    /v1/audit                       [viewer]   audit log (?model=&before=&limit=)
 //	GET    /v1/proxies                     [viewer]   connected proxies and their ACK/NACK state
@@ -424,6 +424,12 @@ func (a *API) putModel(w http.ResponseWriter, r *http.Request, caller Identity) 
 		writeError(w, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
+	wait, err := ackWaitParam(r, 0)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	written := time.Now()
 	rec, ok := a.guardedPut(w, r, caller, m, pre, force)
 	if !ok {
 		return
@@ -432,9 +438,31 @@ func (a *API) putModel(w http.ResponseWriter, r *http.Request, caller Identity) 
 	if rec.CreateRevision == rec.Revision {
 		code = http.StatusCreated
 	}
+	resp := modelResponse(rec)
+	if wait > 0 {
+		resp.Proxies = waitApplied(r.Context(), a.WaitApplied, rec.Revision, written, wait)
+	}
 	a.log.Info("model stored", "model", name, "revision", rec.Revision, "subject", caller.Subject)
 	w.Header().Set("ETag", etag(rec.Revision))
-	writeJSON(w, code, modelResponse(rec))
+	writeJSON(w, code, resp)
+}
+
+// ackWaitParam reads ?waitForAck=DURATION (or a body's waitForAck, when
+// set): how long a write's answer waits for the connected proxies to apply
+// it ("applied on N/N proxies in T ms"); 0 answers at once.
+func ackWaitParam(r *http.Request, body routing.Duration) (time.Duration, error) {
+	wait := body.D()
+	if q := r.URL.Query().Get("waitForAck"); q != "" {
+		d, err := time.ParseDuration(q)
+		if err != nil {
+			return 0, fmt.Errorf("query parameter waitForAck: want a duration such as 10s, got %q", q)
+		}
+		wait = d
+	}
+	if wait < 0 || wait > maxAckWait {
+		return 0, fmt.Errorf("waitForAck: want 0s..%s, got %s", maxAckWait, wait)
+	}
+	return wait, nil
 }
 
 // guardedPut stores m. With the canary controller enabled, a write over a
@@ -567,6 +595,10 @@ type WeightsRequest struct {
 	// version marked failed), then the weights are written. Without it
 	// such a change is refused (409). Also ?force=true.
 	Force bool `json:"force,omitempty"`
+	// WaitForAck, e.g. "10s", waits up to that long for the connected
+	// proxies to apply the new weights and reports which did (at most 60s;
+	// default: answer at once). Also ?waitForAck=10s.
+	WaitForAck routing.Duration `json:"waitForAck,omitempty"`
 }
 
 // casAttempts bounds read-modify-write retries when no If-Match was given.
@@ -590,6 +622,12 @@ func (a *API) putWeights(w http.ResponseWriter, r *http.Request, caller Identity
 		writeError(w, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
+	wait, err := ackWaitParam(r, req.WaitForAck)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	written := time.Now()
 	var aborted *AbortedCanary
 	if a.canary != nil && force {
 		cur, err := a.store.Get(r.Context(), name)
@@ -632,6 +670,9 @@ func (a *API) putWeights(w http.ResponseWriter, r *http.Request, caller Identity
 	a.log.Info("weights changed", "model", name, "revision", rec.Revision, "weights", req.Weights, "subject", caller.Subject)
 	resp := modelResponse(rec)
 	resp.AbortedCanary = aborted
+	if wait > 0 {
+		resp.Proxies = waitApplied(r.Context(), a.WaitApplied, rec.Revision, written, wait)
+	}
 	writeJSON(w, http.StatusOK, resp)
 }
 

@@ -538,3 +538,44 @@ func TestCanaryManualAbortMidRamp(t *testing.T) {
 		t.Fatalf("rollback target %+v, skipped %+v", target, skipped)
 	}
 }
+
+// TestWritesWaitForACKs: a weights change and a document PUT asked to wait
+// (waitForAck) answer once both real proxies have applied the revision,
+// as rollback does; without it they answer at once with no proxies field.
+func TestWritesWaitForACKs(t *testing.T) {
+	e := newCanaryEnv(t, 2)
+	e.put(e.model(map[string]int{"v1": 100}, nil))
+	e.waitProxies(map[string]int{"v1": 100})
+	applied := regexp.MustCompile(`^applied on 2/2 proxies in \d+ ms$`)
+
+	r := call(t, e.cp, "PUT", "/v1/models/recommender/weights", editorToken, map[string]any{"weights": map[string]int{"v1": 80, "v2": 20}, "waitForAck": "10s"})
+	var resp ModelResponse
+	r.decode(t, &resp)
+	if r.code != http.StatusOK || resp.Proxies == nil || !applied.MatchString(resp.Proxies.Message) || len(resp.Proxies.Acked) != 2 || resp.Proxies.Version != fmt.Sprint(resp.Revision) {
+		t.Fatalf("weights with waitForAck: %d %s", r.code, r.body)
+	}
+	for i, p := range e.proxies { // acked means applied: no wait needed here
+		if r := p.Route("recommender"); r == nil || !sameSplit(r.Model.Spec.Traffic.Weights, map[string]int{"v1": 80, "v2": 20}) {
+			t.Fatalf("proxy %d does not serve v1=80 v2=20 after its ACK: %+v", i, r)
+		}
+	}
+
+	doc := e.model(map[string]int{"v1": 50, "v2": 50}, nil)
+	r = call(t, e.cp, "PUT", "/v1/models/recommender?waitForAck=10s", editorToken, doc)
+	resp = ModelResponse{}
+	r.decode(t, &resp)
+	if r.code != http.StatusOK || resp.Proxies == nil || !applied.MatchString(resp.Proxies.Message) {
+		t.Fatalf("PUT with waitForAck: %d %s", r.code, r.body)
+	}
+	r = call(t, e.cp, "PUT", "/v1/models/recommender/weights", editorToken, map[string]any{"weights": map[string]int{"v1": 100}})
+	resp = ModelResponse{}
+	r.decode(t, &resp)
+	if r.code != http.StatusOK || resp.Proxies != nil {
+		t.Fatalf("weights without waitForAck: %d %s", r.code, r.body)
+	}
+	for _, bad := range []string{"?waitForAck=soon", "?waitForAck=2m", "?waitForAck=-1s"} {
+		if r := call(t, e.cp, "PUT", "/v1/models/recommender"+bad, editorToken, doc); r.code != http.StatusBadRequest || !strings.Contains(string(r.body), "waitForAck") {
+			t.Fatalf("PUT %s: %d %s", bad, r.code, r.body)
+		}
+	}
+}
