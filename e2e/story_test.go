@@ -239,11 +239,11 @@ func TestStory(t *testing.T) {
 		}
 		// The table a user reads.
 		r = sy.ok(t, "shadow", "report", "recommender")
-		if !strings.Contains(r.stdout, "SHADOW NaN") {
+		if !strings.Contains(r.stdout, "SHADOW NaN") || !strings.Contains(r.stdout, "shadow output has NaN/Inf") {
 			t.Errorf("shadow report table:\n%s", r)
 		}
 		r = sy.ok(t, "shadow", "off", "recommender", "--reason", "shadow done")
-		if !regexp.MustCompile(`^model/recommender shadow off \(revision \d+\)\n$`).MatchString(r.stdout) {
+		if !regexp.MustCompile(`^model/recommender shadow off \(revision \d+\)\napplied on 1/1 proxies in \d+ ms\n$`).MatchString(r.stdout) {
 			t.Fatalf("output:\n%s", r)
 		}
 	})

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -433,10 +434,13 @@ func (a *app) getOnce(ctx context.Context, name string) error {
 		if a.output == "wide" {
 			fallback := ""
 			if f := m.Spec.Fallback; f != nil {
-				fallback = strings.Join(f.Chain, ",")
-				if f.Backup != "" {
-					fallback += " (backup " + f.Backup + ")"
+				chain := slices.Clone(f.Chain)
+				for i, c := range chain {
+					if c == routing.FallbackBackup && f.Backup != "" {
+						chain[i] = c + "(" + f.Backup + ")"
+					}
 				}
+				fallback = strings.Join(chain, ",")
 			}
 			var eps []string
 			for _, v := range m.Spec.Versions {

@@ -107,11 +107,11 @@ func printCanaryStatus(w io.Writer, s canaryStatusView) {
 		p("Gates:")
 		rows := make([][]string, len(s.Gates))
 		for i, g := range s.Gates {
-			rows[i] = []string{gateMark(g.Status), g.Name, gateValue(g.Name, g.Value), "max " + gateValue(g.Name, g.Threshold),
-				"baseline " + gateValue(g.Name, g.Baseline), g.Detail}
-			if g.Name == "p99_ratio" {
-				rows[i][4] = ""
+			detail := g.Detail // the figures and the threshold, in the analysis's words
+			if detail == "" {
+				detail = gateValue(g.Name, g.Value) + ", max " + gateValue(g.Name, g.Threshold)
 			}
+			rows[i] = []string{gateMark(g.Status), g.Name, detail}
 		}
 		branches(w, "", columns(rows))
 	}
