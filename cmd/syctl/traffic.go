@@ -455,7 +455,7 @@ func (a *app) shadowReport(ctx context.Context, name, window string) error {
 	if !r.From.IsZero() {
 		p("Window:      %s .. %s", timeString(r.From), timeString(r.To))
 	}
-	t := newTable(a.stdout, "", "RECORDS", "COMPARED", "AGREED", "AGREEMENT", "SHADOW ERRORS", "SHADOW NaN", "PRIMARY P99", "SHADOW P99")
+	t := newTable(a.stdout, "COMPARISON", "RECORDS", "COMPARED", "AGREED", "AGREEMENT", "SHADOW ERRORS", "SHADOW NaN", "PRIMARY P99", "SHADOW P99")
 	for _, row := range []struct {
 		name string
 		f    shadow.Figures
