@@ -16,6 +16,7 @@ type Metrics struct {
 	UpstreamErrors     *prometheus.CounterVec   // model, variant, kind
 	Ejections          *prometheus.CounterVec   // endpoint
 	Picks              *prometheus.CounterVec   // model, variant, reason: why requests went to each variant
+	Shed               *prometheus.CounterVec   // reason: requests refused to protect the proxy
 	BreakerState       *prometheus.GaugeVec     // model, variant: 0 closed, 1 half-open, 2 open
 	BreakerTransitions *prometheus.CounterVec   // model, variant, to: breaker state changes
 	ConfigInfo         *prometheus.GaugeVec     // version, source
@@ -54,6 +55,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "switchyard_proxy_picks_total",
 			Help: "Inference requests by virtual model, the variant they were routed to and why: random (the weighted split), sticky (the sticky key's bucket), override (the override header), pinned (the version named in the path or gRPC model_version).",
 		}, []string{"model", "variant", "reason"}),
+		Shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_proxy_shed_total",
+			Help: "Requests refused with 503 + Retry-After before the pipeline to protect the proxy, by reason: buffer (the buffered request bytes budget).",
+		}, []string{"reason"}),
 		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "switchyard_proxy_breaker_state",
 			Help: "Circuit breaker state per variant: 0 closed, 1 half-open, 2 open.",
@@ -77,7 +82,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		variants: map[string]*variantMetrics{},
 	}
 	if reg != nil {
-		reg.MustRegister(m.Requests, m.Duration, m.UpstreamRetries, m.UpstreamErrors, m.Ejections, m.Picks,
+		reg.MustRegister(m.Requests, m.Duration, m.UpstreamRetries, m.UpstreamErrors, m.Ejections, m.Picks, m.Shed,
 			m.BreakerState, m.BreakerTransitions, m.ConfigInfo, m.ConfigUpdates, m.ConfigTimestamp)
 	}
 	return m

@@ -1,17 +1,21 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -351,5 +355,98 @@ func TestProxyReflection(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(names, " "), "inference.GRPCInferenceService") {
 		t.Fatalf("services %v", names)
+	}
+}
+
+// TestBufferedBytesBudget: while a large body holds most of the budget,
+// another large one is refused before it is read (503, Retry-After, the
+// connection closed), small requests are still answered, and once the
+// first is done the budget is free again.
+func TestBufferedBytesBudget(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 100})},
+		MaxBodyBytes: 200 << 10, MaxBufferedBytes: 256 << 10})
+	big := append(inferBody(1), bytes.Repeat([]byte(" "), 150<<10)...) // JSON with trailing blanks
+	c, err := net.Dial("tcp", p.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST /v2/models/recommender/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(big))
+	c.Write(big[:1000]) // the rest later: the reservation is held meanwhile
+	waitFor(t, "the first body to hold the budget", func() bool { return p.budget.used.Load() >= int64(len(big)) })
+
+	hc := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	req, _ := http.NewRequest(http.MethodPost, inferURL(p, "recommender"), bytes.NewReader(big))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !resp.Close || !strings.Contains(string(b), "request bodies") {
+		t.Fatalf("over budget: %d close=%v %v %s", resp.StatusCode, resp.Close, resp.Header, b)
+	}
+	if a := post(t, hc, inferURL(p, "recommender"), inferBody(2), nil); a.status != 200 {
+		t.Fatalf("a small request while the budget is nearly spent: %d %s", a.status, a.body)
+	}
+	if n := testutilCounter(t, p, "switchyard_proxy_shed_total"); n != 1 {
+		t.Fatalf("shed = %v, want 1", n)
+	}
+	c.Write(big[1000:])
+	r, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || r.StatusCode != 200 {
+		t.Fatalf("the first request: %v %v", r, err)
+	}
+	r.Body.Close()
+	waitFor(t, "the budget freed", func() bool { return p.budget.used.Load() == 0 })
+	if a := post(t, hc, inferURL(p, "recommender"), big, nil); a.status != 200 {
+		t.Fatalf("a large request once the budget is free: %d %s", a.status, a.body)
+	}
+}
+
+// TestConnectionCap: past MaxConnections a new connection waits to be
+// accepted; it is served once another closes.
+func TestConnectionCap(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 100})}, MaxConnections: 2})
+	ask := func(c net.Conn) {
+		fmt.Fprintf(c, "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+	}
+	answered := func(c net.Conn) bool {
+		r, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == 200
+	}
+	var held []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", p.HTTPAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ask(c)
+		if !answered(c) {
+			t.Fatalf("connection %d within the cap not served", i)
+		}
+		held = append(held, c)
+	}
+	third, err := net.Dial("tcp", p.HTTPAddr()) // the kernel completes the handshake
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	ask(third)
+	third.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if answered(third) {
+		t.Fatal("a third connection was served past a cap of 2")
+	}
+	held[0].Close()
+	third.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if !answered(third) {
+		t.Fatal("the waiting connection was not served after another closed")
 	}
 }

@@ -63,8 +63,8 @@ type Variant struct {
 	Breaker        *fallback.Breaker
 
 	inferPath, metadataPath, readyPath, configPath, statsPath string
-	headerValue                        []string // for x-switchyard-variant
-	metrics                            *variantMetrics
+	headerValue                                               []string // for x-switchyard-variant
+	metrics                                                   *variantMetrics
 }
 
 // snapshot is one applied configuration. Requests load it once and use it
