@@ -57,7 +57,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"model", "variant", "reason"}),
 		Shed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_proxy_shed_total",
-			Help: "Requests refused with 503 + Retry-After before the pipeline to protect the proxy, by reason: buffer (the buffered request bytes budget).",
+			Help: "Requests refused with 503 + Retry-After before the pipeline to protect the proxy, by reason: buffer (the buffered request bytes budget), concurrency (a version's spec.concurrency limit; the fallback chain may still answer these).",
 		}, []string{"reason"}),
 		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "switchyard_proxy_breaker_state",

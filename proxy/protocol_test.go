@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/oip/compress"
@@ -448,5 +450,60 @@ func TestConnectionCap(t *testing.T) {
 	third.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if !answered(third) {
 		t.Fatal("the waiting connection was not served after another closed")
+	}
+}
+
+// TestConcurrencyShedding: past a version's spec.concurrency limit a
+// request is shed at once — 503 with Retry-After on a route without a
+// fallback, the chain's answer (reason overload) on one with — and the
+// version's breaker does not count it.
+func TestConcurrencyShedding(t *testing.T) {
+	hole := blackhole(t) // accepts, never answers: requests stay in flight
+	model := func(name string, fb *routing.Fallback) routing.Model {
+		return routing.Model{Metadata: routing.Metadata{Name: name}, Spec: routing.Spec{
+			Versions:    []routing.Version{{Name: "v1", Endpoints: []string{hole}}},
+			Traffic:     routing.Traffic{Weights: map[string]int{"v1": 100}},
+			Timeout:     routing.Duration(3 * time.Second),
+			Concurrency: &routing.Concurrency{Limit: 2},
+			Fallback:    fb,
+		}}
+	}
+	p := startProxy(t, Config{Models: []routing.Model{
+		model("plain", nil),
+		model("chained", &routing.Fallback{Chain: []string{"empty"}, Breaker: routing.Breaker{ConsecutiveFailures: 1, OpenFor: routing.Duration(time.Minute)}}),
+	}})
+	hc := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	for _, name := range []string{"plain", "chained"} {
+		var wg sync.WaitGroup
+		for i := 0; i < 2; i++ {
+			wg.Add(1)
+			go func() { defer wg.Done(); post(t, hc, inferURL(p, name), inferBody(i), nil) }()
+		}
+		l := p.Route(name).Variants[0].limiter
+		waitFor(t, name+": two requests in flight", func() bool { return l.InFlight() == 2 })
+		req, _ := http.NewRequest(http.MethodPost, inferURL(p, name), bytes.NewReader(inferBody(9)))
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch name {
+		case "plain":
+			if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !strings.Contains(string(b), "spec.concurrency") {
+				t.Fatalf("plain, over the limit: %d %v %s", resp.StatusCode, resp.Header, b)
+			}
+		case "chained":
+			if resp.StatusCode != 200 || resp.Header.Get("X-Switchyard-Fallback") != "empty" || resp.Header.Get("X-Switchyard-Fallback-Reason") != "overload" {
+				t.Fatalf("chained, over the limit: %d %v %s", resp.StatusCode, resp.Header, b)
+			}
+			if st := p.Route(name).Variants[0].Breaker.State(); st != fallback.StateClosed {
+				t.Fatalf("a shed request moved the breaker to %s", st)
+			}
+		}
+		wg.Wait()
+	}
+	if n := testutilCounterLabels(t, p, "switchyard_proxy_shed_total", map[string]string{"reason": "concurrency"}); n != 2 {
+		t.Fatalf("shed (concurrency) = %v, want 2", n)
 	}
 }
