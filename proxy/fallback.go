@@ -26,7 +26,7 @@ import (
 //	        filled by every good answer of the version the request was
 //	        routed to; needs spec.cache)
 //	backup  spec.fallback.backup, called through the ordinary upstream
-//	        invoker (its own breaker and retries) with its own budget
+//	        call (its own limiter, breaker and retries) with its own budget
 //	        spec.fallback.backupTimeout
 //	static  spec.fallback.static, the desired state's fixed answer
 //	empty   200 with empty outputs (named like the static answer, or like the

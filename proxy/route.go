@@ -35,8 +35,8 @@ type Route struct {
 	// policies are the route's compiled cache, fallback and shadow
 	// policies (nil: none, the route only calls its versions).
 	policies *routePolicies
-	// validate: the route has a fallback policy, so the upstream invoker
-	// decodes each answer to judge it (NaN/Inf, batch dimension).
+	// validate: the route has a fallback policy, so each upstream
+	// attempt's answer is decoded to judge it (NaN/Inf, batch dimension).
 	validate bool
 
 	stickyHTTP, overrideHTTP string // canonical header keys
