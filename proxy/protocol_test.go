@@ -97,7 +97,7 @@ func TestVirtualModelDescribe(t *testing.T) {
 			t.Fatalf("gRPC infer pinned to %s: %v", v, err)
 		}
 	}
-	if n := testutilCounterLabels(t, p, "switchyard_proxy_picks_total", map[string]string{"variant": "v3", "reason": "pinned"}); n != 2 {
+	if n := metricSum(t, p.cfg.Registry, "switchyard_proxy_picks_total", map[string]string{"variant": "v3", "reason": "pinned"}); n != 2 {
 		t.Errorf("pinned picks of v3 = %v, want 2 (REST + gRPC)", n)
 	}
 	// An unknown version names the ones there are.
@@ -140,36 +140,6 @@ func TestVirtualModelDescribe(t *testing.T) {
 	if status, _, _ := get(t, "http://"+p.HTTPAddr()+"/v2/models/nosuch/ready", nil); status != 404 {
 		t.Fatalf("REST ready of an unknown model: %d", status)
 	}
-}
-
-func testutilCounterLabels(t *testing.T, p *Proxy, name string, want map[string]string) float64 {
-	t.Helper()
-	mfs, err := p.cfg.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for k, v := range want {
-				found := false
-				for _, l := range m.GetLabel() {
-					if l.GetName() == k && l.GetValue() == v {
-						found = true
-					}
-				}
-				if !found {
-					continue next
-				}
-			}
-			sum += m.GetCounter().GetValue()
-		}
-	}
-	return sum
 }
 
 // TestStreamInferThroughProxy: each message of a ModelStreamInfer stream is
@@ -503,7 +473,7 @@ func TestConcurrencyShedding(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	if n := testutilCounterLabels(t, p, "switchyard_proxy_shed_total", map[string]string{"reason": "concurrency"}); n != 2 {
+	if n := metricSum(t, p.cfg.Registry, "switchyard_proxy_shed_total", map[string]string{"reason": "concurrency"}); n != 2 {
 		t.Fatalf("shed (concurrency) = %v, want 2", n)
 	}
 }
