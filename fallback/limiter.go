@@ -128,8 +128,9 @@ func (l *Limiter) InFlight() int { return int(l.inflight.Load()) }
 func (l *Limiter) Max() int { return int(l.limit.Load()) }
 
 // gradient is the adaptive limiter's arithmetic (pure: samples in, the cap
-// out). longRTT is a slow average of latency, the no-load estimate;
-// shortRTT a fast one. The cap moves toward
+// out). longRTT is the no-load estimate: it falls to any faster answer at
+// once and rises as a slow average (2000 samples); shortRTT is a fast
+// average (10 samples). The cap moves toward
 //
 //	limit × clamp(tolerance × long / short, 0.5, 1) + √limit
 //
@@ -138,8 +139,7 @@ func (l *Limiter) Max() int { return int(l.limit.Load()) }
 // past tolerance × the no-load estimate the gradient falls below 1 and the
 // cap shrinks. A dropped request (timeout, overload) cuts the cap by a
 // tenth. A cap that is not being used (in flight under half of it) does
-// not grow. When the short average stays far under the long one (the load
-// went away), the long one decays toward it.
+// not grow.
 type gradient struct {
 	cfg               AdaptiveConfig
 	limit             float64
@@ -148,7 +148,7 @@ type gradient struct {
 }
 
 const (
-	longWindow  = 600.0
+	longWindow  = 2000.0
 	shortWindow = 10.0
 	smoothing   = 0.2
 )
@@ -165,11 +165,15 @@ func (g *gradient) observe(rtt float64, dropped bool, inflight int) int64 {
 		g.longRTT, g.shortRTT = rtt, rtt
 	}
 	g.samples++
-	g.longRTT += (rtt - g.longRTT) / longWindow
-	g.shortRTT += (rtt - g.shortRTT) / shortWindow
-	if g.longRTT/g.shortRTT > 2 {
-		g.longRTT *= 0.95 // the load went away: forget the old latency faster
+	// The no-load estimate falls to any faster answer at once and rises
+	// only slowly: under sustained overload every answer is slow, and an
+	// average would soon take the queueing for the version's own latency.
+	if rtt < g.longRTT {
+		g.longRTT = rtt
+	} else {
+		g.longRTT += (rtt - g.longRTT) / longWindow
 	}
+	g.shortRTT += (rtt - g.shortRTT) / shortWindow
 	if float64(inflight) < g.limit/2 && g.shortRTT <= g.cfg.Tolerance*g.longRTT {
 		return int64(g.limit) // app-limited: the cap was not what held latency
 	}

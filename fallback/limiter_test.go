@@ -15,7 +15,7 @@ func TestAdaptiveLimiter(t *testing.T) {
 		dropped  bool
 		inflight func(limit int) int
 	}
-	busy := func(limit int) int { return limit }    // the cap is in use
+	busy := func(limit int) int { return limit }     // the cap is in use
 	idle := func(limit int) int { return limit / 4 } // app-limited
 	cfg := AdaptiveConfig{Initial: 20, MinLimit: 4, MaxLimit: 200, Tolerance: 1.5}
 	for name, c := range map[string]struct {
