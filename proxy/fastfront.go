@@ -179,9 +179,9 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 	}
 	ctx := context.Background()
 	if oerr != nil {
-		writeErrorTo(c.W, oerr.HTTPStatus(), oerr.Msg, nil, r.Close, "")
+		writeErrorTo(c.W, oerr.HTTPStatus(), oerr.Msg, nil, r.Close || c.Closing(), "")
 		p.logRequest(ctx, string(model), "", oerr.HTTPStatus(), start, oerr, r.HeaderString("traceparent"))
-		return !r.Close, c.Flush()
+		return !r.Close && !c.Closing(), c.Flush()
 	}
 	x.Route, x.Choice, x.Start = route, choice, start
 	x.Deadline = start.Add(route.Timeout)
@@ -204,9 +204,9 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 		}
 		if err != nil {
 			e := oip.AsError(err)
-			writeErrorTo(c.W, e.HTTPStatus(), e.Msg, v, r.Close, "")
+			writeErrorTo(c.W, e.HTTPStatus(), e.Msg, v, r.Close || c.Closing(), "")
 			v.metrics.request(httpCode(e.HTTPStatus()), time.Since(start).Seconds())
-			return !r.Close, c.Flush()
+			return !r.Close && !c.Closing(), c.Flush()
 		}
 		st.spare, x.body = x.body, body
 	}
@@ -214,9 +214,9 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 		n, err := strconv.Atoi(string(hl))
 		if err != nil || n < 0 || n > len(x.body) {
 			e := oip.Errorf(oip.InvalidArgument, "%s %q is not an integer in 0..%d (the body size)", hdrInferHeader, hl, len(x.body))
-			writeErrorTo(c.W, e.HTTPStatus(), e.Msg, v, r.Close, "")
+			writeErrorTo(c.W, e.HTTPStatus(), e.Msg, v, r.Close || c.Closing(), "")
 			v.metrics.request(httpCode(e.HTTPStatus()), time.Since(start).Seconds())
-			return !r.Close, c.Flush()
+			return !r.Close && !c.Closing(), c.Flush()
 		}
 		x.headerLen = n
 	}
@@ -226,13 +226,14 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 	ctx, span := p.begin(ctx, x, headCarrier{r})
 	res := &st.res
 	err = p.serve(ctx, x, res)
-	status := s.respond(c.W, st, err, r.Close)
+	closing := r.Close || c.Closing() // draining: the last answer on this connection
+	status := s.respond(c.W, st, err, closing)
 	end := time.Now()
 	c.RequestDone(end) // the base of the idle wait's and the write's deadlines
 	p.finish(ctx, span, x, res, status, httpCode(status), err, end.Sub(start))
 	ferr := c.Flush()
 	p.handOff(x) // after the answer is written: the shadow enqueue
-	return !r.Close, ferr
+	return !closing, ferr
 }
 
 // refuse answers a request shed before the pipeline (the buffered-bytes

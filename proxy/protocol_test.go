@@ -477,3 +477,47 @@ func TestConcurrencyShedding(t *testing.T) {
 		t.Fatalf("shed (concurrency) = %v, want 2", n)
 	}
 }
+
+// TestDrainAnswersSayClose: an answer written while the proxy drains says
+// Connection: close, so a keep-alive client sends its next request
+// elsewhere.
+func TestDrainAnswersSayClose(t *testing.T) {
+	hole := blackhole(t)
+	p, err := New(Config{HTTPAddr: "127.0.0.1:0", Models: []routing.Model{{Metadata: routing.Metadata{Name: "slow"}, Spec: routing.Spec{
+		Versions:    []routing.Version{{Name: "v1", Endpoints: []string{hole}}},
+		Traffic:     routing.Traffic{Weights: map[string]int{"v1": 100}},
+		Timeout:     routing.Duration(3 * time.Second), // the answer (a timeout) comes well after the drain began
+		Concurrency: &routing.Concurrency{Limit: 10},
+	}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", p.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b := inferBody(1)
+	fmt.Fprintf(c, "POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+	waitFor(t, "the request in flight", func() bool { return p.Route("slow").Variants[0].limiter.InFlight() == 1 })
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- p.Shutdown(ctx)
+	}()
+	r, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 504 || !r.Close {
+		t.Fatalf("answer during the drain: %d, Connection: close %v", r.StatusCode, r.Close)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+}

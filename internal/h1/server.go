@@ -134,6 +134,11 @@ func (c *Conn) Flush() error {
 // readings.
 func (c *Conn) RequestDone(now time.Time) { c.io.now = now }
 
+// Closing reports whether the server is shutting down: an answer written
+// now should say Connection: close (and the FastFunc return keep=false),
+// so the client sends its next request elsewhere.
+func (c *Conn) Closing() bool { return c.srv.shut.Load() }
+
 // Refuse marks the connection to end after the answer being written, with
 // a lingering close: for an answer given without reading the request's
 // body (e.g. a load-shedding 503). The FastFunc then returns keep=false.
