@@ -315,10 +315,11 @@ func (f *features) Close() error {
 }
 
 // adminRoutes adds the extension's admin pages.
-func (f *features) adminRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /shadow/report", f.serveShadowReport)
-	mux.HandleFunc("GET /shadow/records", f.serveShadowRecords)
-	mux.HandleFunc("GET /fallback", f.serveFallback)
+// (guard protects them: they expose captured data and internal state.)
+func (f *features) adminRoutes(mux *http.ServeMux, guard func(http.Handler) http.Handler) {
+	mux.Handle("GET /shadow/report", guard(http.HandlerFunc(f.serveShadowReport)))
+	mux.Handle("GET /shadow/records", guard(http.HandlerFunc(f.serveShadowRecords)))
+	mux.Handle("GET /fallback", guard(http.HandlerFunc(f.serveFallback)))
 }
 
 // FallbackStatus is the admin page /fallback: per model, the chain, the

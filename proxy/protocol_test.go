@@ -13,6 +13,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -519,5 +520,48 @@ func TestDrainAnswersSayClose(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("drain: %v", err)
+	}
+}
+
+// TestAdminGuard: pages that expose data or internals need the admin token
+// when one is set, and are served to loopback clients only without one;
+// /ready, /metrics and /stats stay open.
+func TestAdminGuard(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	models := []routing.Model{demoModel(be, map[string]int{"v1": 100})}
+	const token = "s3cret-admin-token-0123"
+	p := startProxy(t, Config{Models: models, AdminToken: token})
+	base := "http://" + p.AdminAddr()
+	for _, path := range []string{"/config_dump", "/fallback", "/shadow/records?model=recommender", "/debug/pprof/"} {
+		if status, hdr, _ := get(t, base+path, nil); status != 401 || hdr.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s without the token: %d", path, status)
+		}
+		if status, _, _ := get(t, base+path, map[string]string{"Authorization": "Bearer wrong"}); status != 401 {
+			t.Errorf("%s with a wrong token: %d", path, status)
+		}
+	}
+	if status, _, b := get(t, base+"/config_dump", map[string]string{"Authorization": "Bearer " + token}); status != 200 || !strings.Contains(string(b), "recommender") {
+		t.Fatalf("/config_dump with the token: %d %s", status, b)
+	}
+	for _, path := range []string{"/ready", "/metrics", "/stats"} {
+		if status, _, _ := get(t, base+path, nil); status != 200 {
+			t.Errorf("%s is open: %d", path, status)
+		}
+	}
+	if n := metricSum(t, p.cfg.Registry, "switchyard_proxy_admin_refused_total", map[string]string{"reason": "bad_credential"}); n != 4 {
+		t.Errorf("refused (bad_credential) = %v, want 4", n)
+	}
+
+	// Without a token: loopback only.
+	open := startProxy(t, Config{Models: models})
+	h := open.adminHandler()
+	for remote, want := range map[string]int{"127.0.0.1:5000": 200, "[::1]:5000": 200, "10.1.2.3:5000": 403} {
+		r := httptest.NewRequest(http.MethodGet, "/config_dump", nil)
+		r.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != want {
+			t.Errorf("/config_dump from %s without a token configured: %d, want %d", remote, w.Code, want)
+		}
 	}
 }

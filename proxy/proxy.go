@@ -51,6 +51,12 @@ type Config struct {
 	// (/metrics, /config_dump, /ready, /stats). Use 127.0.0.1:0 in tests.
 	HTTPAddr, GRPCAddr, AdminAddr string
 
+	// AdminToken, when set, is the bearer token the admin pages that
+	// expose data or internals (/config_dump, /shadow/*, /fallback,
+	// /debug/pprof/) require; without one they are served to loopback
+	// clients only. /ready, /metrics and /stats stay open.
+	AdminToken string
+
 	// XDSAddr is the control plane's ADS address (host:port); empty means
 	// no xDS client (configure through Models or Apply).
 	XDSAddr string
