@@ -126,14 +126,27 @@ func (e *canaryEnv) waitProxies(weights map[string]int) {
 			}
 		}
 		return true
+	}, func() string { // what each side saw, for a timeout
+		var b strings.Builder
+		for _, p := range e.proxies {
+			fmt.Fprintf(&b, "proxy xds status %+v\n", p.XDSStatus())
+			if r := p.Route("recommender"); r != nil {
+				fmt.Fprintf(&b, "  route weights %v\n", r.Model.Spec.Traffic.Weights)
+			}
+		}
+		fmt.Fprintf(&b, "cp snapshot %d proxies %s\n", e.cp.SnapshotVersion(), mustJSON(e.cp.Tracker().Proxies()))
+		return b.String()
 	})
 }
 
-func waitUntil(t *testing.T, what string, limit time.Duration, cond func() bool) {
+func waitUntil(t *testing.T, what string, limit time.Duration, cond func() bool, diag ...func() string) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
+			for _, d := range diag {
+				t.Log(d())
+			}
 			t.Fatalf("timed out after %s waiting for %s", limit, what)
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -151,13 +151,20 @@ func (g *grpcService) infer(ctx context.Context, r *pb.ModelInferRequest) (*pb.M
 // that run at once; further messages wait to be read until one finishes.
 const MaxStreamInFlight = 64
 
-// ModelStreamInfer runs each message of the stream like a ModelInfer, up to
-// MaxStreamInFlight at once (so the dynamic batcher can join them), and
-// answers each in order of completion. A failed request is answered with
+// ModelStreamInfer runs each message of the stream like a ModelInfer
+// (ServeInferStream).
+func (g *grpcService) ModelStreamInfer(stream pb.GRPCInferenceService_ModelStreamInferServer) error {
+	return ServeInferStream(stream, g.infer)
+}
+
+// ServeInferStream serves one ModelStreamInfer stream with infer, the
+// server's unary inference: each message runs like a ModelInfer, up to
+// MaxStreamInFlight at once (so a dynamic batcher can join them), and is
+// answered in order of completion. A failed request is answered with
 // error_message (and its id, model name and version) and the stream goes
 // on; the stream ends when the client closes its side and every answer is
-// sent.
-func (g *grpcService) ModelStreamInfer(stream pb.GRPCInferenceService_ModelStreamInferServer) error {
+// sent. Every Switchyard server (backend, proxy) streams through it.
+func ServeInferStream(stream pb.GRPCInferenceService_ModelStreamInferServer, infer func(context.Context, *pb.ModelInferRequest) (*pb.ModelInferResponse, error)) error {
 	ctx := stream.Context()
 	var (
 		sendMu  sync.Mutex
@@ -192,11 +199,12 @@ func (g *grpcService) ModelStreamInfer(stream pb.GRPCInferenceService_ModelStrea
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			resp, err := g.infer(ctx, r)
+			name, version, id := r.GetModelName(), r.GetModelVersion(), r.GetId() // as the client sent them
+			resp, err := infer(ctx, r)
 			if err != nil {
 				send(&pb.ModelStreamInferResponse{
 					ErrorMessage:  err.Error(),
-					InferResponse: &pb.ModelInferResponse{ModelName: r.GetModelName(), ModelVersion: r.GetModelVersion(), Id: r.GetId()},
+					InferResponse: &pb.ModelInferResponse{ModelName: name, ModelVersion: version, Id: id},
 				})
 				return
 			}

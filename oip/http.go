@@ -305,7 +305,7 @@ func (h *httpHandler) infer(w http.ResponseWriter, r *http.Request, route HTTPRo
 	}
 	dbuf := getBuf()
 	defer putBuf(dbuf)
-	if body, err = decodeBody(r.Header.Get("Content-Encoding"), body, h.opts.MaxBodyBytes, dbuf); err != nil {
+	if body, err = DecodeBody(r.Header.Get("Content-Encoding"), body, h.opts.MaxBodyBytes, dbuf); err != nil {
 		putBuf(buf)
 		h.writeError(w, err)
 		return
@@ -373,10 +373,12 @@ func (h *httpHandler) inferBody(ctx context.Context, route HTTPRoute, headerLen,
 	return AppendInferResponse(out, resp, req)
 }
 
-// decodeBody undoes a request body's Content-Encoding (gzip, deflate:
+// DecodeBody undoes a request body's Content-Encoding (gzip, deflate:
 // zlib-wrapped or raw) into *scratch; max bounds the decompressed size
-// (TooLarge naming it). Without a coding body is returned as is.
-func decodeBody(contentEncoding string, body []byte, max int64, scratch *[]byte) ([]byte, error) {
+// (TooLarge naming it; a corrupt body or an unknown coding is
+// InvalidArgument). Without a coding body is returned as is. Every REST
+// server of the project (backend, proxy) reads bodies through it.
+func DecodeBody(contentEncoding string, body []byte, max int64, scratch *[]byte) ([]byte, error) {
 	if contentEncoding == "" {
 		return body, nil
 	}
@@ -435,7 +437,7 @@ func (h *httpHandler) readSmallJSON(r *http.Request, v any) error {
 	}
 	dbuf := getBuf()
 	defer putBuf(dbuf)
-	if body, err = decodeBody(r.Header.Get("Content-Encoding"), body, min(h.opts.MaxBodyBytes, 1<<20), dbuf); err != nil {
+	if body, err = DecodeBody(r.Header.Get("Content-Encoding"), body, min(h.opts.MaxBodyBytes, 1<<20), dbuf); err != nil {
 		return err
 	}
 	if len(strings.TrimSpace(string(body))) == 0 {

@@ -50,7 +50,7 @@ func (h *httpHandler) fastInfer(c *h1.Conn, r *h1.Request) (served, keep bool, e
 	defer putBuf(out)
 	var answer []byte
 	var hl int
-	body, ierr := decodeBody(r.HeaderString("content-encoding"), body, h.opts.MaxBodyBytes, dbuf)
+	body, ierr := DecodeBody(r.HeaderString("content-encoding"), body, h.opts.MaxBodyBytes, dbuf)
 	if ierr == nil {
 		answer, hl, ierr = h.inferBody(context.Background(), route, r.Header("inference-header-content-length"), body, (*out)[:0])
 		*out = answer
@@ -62,6 +62,7 @@ func (h *httpHandler) fastInfer(c *h1.Conn, r *h1.Request) (served, keep bool, e
 		*dbuf = compress.AppendGzip((*dbuf)[:0], answer)
 		answer, gzipped = *dbuf, true
 	}
+	closing := r.Close || c.Closing() // draining: the last answer on this connection
 	switch {
 	case ierr != nil:
 		e := AsError(ierr)
@@ -70,7 +71,7 @@ func (h *httpHandler) fastInfer(c *h1.Conn, r *h1.Request) (served, keep bool, e
 		}
 		eb := appendJSONString(append((*out)[:0], `{"error":`...), e.Msg)
 		*out = append(eb, '}')
-		h1.WriteResponse(c.W, e.HTTPStatus(), "application/json", *out, r.Close)
+		h1.WriteResponse(c.W, e.HTTPStatus(), "application/json", *out, closing)
 	case hl < len(*out) || gzipped: // binary tensor data after a JSON header, or a compressed answer
 		ct := "application/json"
 		if hl < len(*out) {
@@ -85,11 +86,11 @@ func (h *httpHandler) fastInfer(c *h1.Conn, r *h1.Request) (served, keep bool, e
 		if gzipped {
 			c.W.WriteString("Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n")
 		}
-		h1.EndHead(c.W, len(answer), r.Close)
+		h1.EndHead(c.W, len(answer), closing)
 		c.W.Write(answer)
 	default:
-		h1.WriteResponse(c.W, 200, "application/json", answer, r.Close)
+		h1.WriteResponse(c.W, 200, "application/json", answer, closing)
 	}
 	c.RequestDone(time.Now())
-	return true, !r.Close, c.Flush()
+	return true, !closing, c.Flush()
 }

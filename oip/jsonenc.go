@@ -150,7 +150,7 @@ func appendTensor(b []byte, t *Tensor, bin bool) ([]byte, error) {
 	}
 	b = append(b, ']')
 	if bin || len(t.Parameters) > 0 {
-		size := -1
+		size := dropBinarySize // JSON data: a binary_data_size from another form is stale
 		if bin {
 			size = len(t.Raw)
 		}
@@ -292,10 +292,18 @@ func nonFinite(i int) error {
 
 // appendParams writes a parameters object with sorted keys (deterministic
 // output). binarySize >= 0 adds binary_data_size.
+// dropBinarySize is appendParams's binarySize for a tensor sent as JSON
+// data: a binary_data_size parameter is left out (it would contradict the
+// data), none written.
+const dropBinarySize = -2
+
+// appendParams writes m as a JSON object; binarySize >= 0 writes
+// binary_data_size with that value instead of m's, dropBinarySize leaves
+// it out, -1 writes m as it is.
 func appendParams(b []byte, m map[string]any, binarySize int) []byte {
 	keys := make([]string, 0, len(m)+1)
 	for k := range m {
-		if k == ParamBinaryDataSize && binarySize >= 0 {
+		if k == ParamBinaryDataSize && binarySize != -1 {
 			continue
 		}
 		keys = append(keys, k)

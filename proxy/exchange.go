@@ -41,7 +41,12 @@ type Exchange struct {
 
 	parsed   *oip.InferRequest
 	parseErr error
-	restBuf  []byte // REST re-encoding of a gRPC request, for HTTP upstreams
+	// restBuf is the REST (binary tensor) encoding of a gRPC request, for
+	// HTTP upstreams; restHeaderLen its JSON header's length.
+	restBuf       []byte
+	restHeaderLen int
+	// upPB is the gRPC encoding of a REST request, for gRPC upstreams.
+	upPB *pb.ModelInferRequest
 
 	// captured is the work the pipeline captured for after the answer (a
 	// shadow mirror job); handOff gives it away once the answer is written.

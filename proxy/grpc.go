@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
-	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -11,10 +9,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
-	"github.com/switchyard-dev/switchyard/proxy/upstream"
 )
 
 // grpcFront serves GRPCInferenceService for the virtual models.
@@ -36,7 +34,7 @@ func (g *grpcFront) ServerReady(context.Context, *pb.ServerReadyRequest) (*pb.Se
 }
 
 func (g *grpcFront) ServerMetadata(context.Context, *pb.ServerMetadataRequest) (*pb.ServerMetadataResponse, error) {
-	return oip.ServerMetadataToProto(oip.ServerMetadata{Name: ServerName, Version: ServerVersion, Extensions: []string{}}), nil
+	return oip.ServerMetadataToProto(serverMetadata), nil
 }
 
 func mdFirst(md metadata.MD, key string) string {
@@ -46,99 +44,80 @@ func mdFirst(md metadata.MD, key string) string {
 	return first(md[key])
 }
 
-func (g *grpcFront) resolveMD(ctx context.Context, model, version string) (*Route, *Variant, error) {
+// describeTarget is the version a describe RPC is answered from (the
+// virtual model rule, describe.go); it sets the variant header.
+func (g *grpcFront) describeTarget(ctx context.Context, model, version string) (*Variant, error) {
 	s := g.p.snap.Load()
-	md, _ := metadata.FromIncomingContext(ctx)
-	var override, key string
+	override := ""
 	if s != nil {
 		if r := s.routes[model]; r != nil {
-			override, key = mdFirst(md, r.overrideMD), mdFirst(md, r.stickyMD)
+			md, _ := metadata.FromIncomingContext(ctx)
+			override = mdFirst(md, r.overrideMD)
 		}
 	}
-	r, choice, oerr := g.p.resolve(s, model, version, override, key)
+	_, v, oerr := g.p.describeTarget(s, model, version, override)
 	if oerr != nil {
-		return nil, nil, oip.GRPCError(oerr)
+		return nil, oerr
 	}
-	v := r.Variants[choice.Index]
 	grpc.SetHeader(ctx, metadata.Pairs(MetadataVariant, v.Name))
-	return r, v, nil
+	return v, nil
 }
 
 func (g *grpcFront) ModelReady(ctx context.Context, req *pb.ModelReadyRequest) (*pb.ModelReadyResponse, error) {
-	r, v, err := g.resolveMD(ctx, req.GetName(), req.GetVersion())
-	if oip.CodeOf(oip.ErrorFromGRPC(err)) == oip.NotFound {
+	v, err := g.describeTarget(ctx, req.GetName(), req.GetVersion())
+	if oip.CodeOf(err) == oip.NotFound {
 		// Triton's answer for an unknown model or version: OK, ready false
 		// (tritonclient's is_model_ready expects it). REST keeps its 404.
 		return &pb.ModelReadyResponse{Ready: false}, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, oip.GRPCError(err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
-	defer cancel()
-	e := upstream.PickP2C(v.Endpoints, rand.Uint64(), time.Now().UnixNano(), nil)
-	if e.GRPC != nil {
-		ok, err := grpcModelReady(ctx, v, e)
-		if oip.CodeOf(err) == oip.NotFound {
-			return &pb.ModelReadyResponse{Ready: false}, nil
-		}
-		if err != nil {
-			return nil, oip.GRPCError(err)
-		}
-		return &pb.ModelReadyResponse{Ready: ok}, nil
+	ok, err := g.p.ready(ctx, v)
+	if err != nil {
+		return nil, oip.GRPCError(err)
 	}
-	deadline, _ := ctx.Deadline()
-	var resp upstream.Response
-	if err := e.HTTP.Do(deadline, &upstream.Request{Method: http.MethodGet, Path: v.readyPath}, &resp); err != nil {
-		return nil, oip.GRPCError(oip.Errorf(oip.Unavailable, "model %q version %q: %v", r.Name, v.Name, err))
-	}
-	return &pb.ModelReadyResponse{Ready: resp.Status == http.StatusOK}, nil
+	return &pb.ModelReadyResponse{Ready: ok}, nil
 }
 
 func (g *grpcFront) ModelMetadata(ctx context.Context, req *pb.ModelMetadataRequest) (*pb.ModelMetadataResponse, error) {
-	r, v, err := g.resolveMD(ctx, req.GetName(), req.GetVersion())
+	v, err := g.describeTarget(ctx, req.GetName(), req.GetVersion())
 	if err != nil {
-		return nil, err
+		return nil, oip.GRPCError(err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
-	defer cancel()
-	e := upstream.PickP2C(v.Endpoints, rand.Uint64(), time.Now().UnixNano(), nil)
-	if e.GRPC != nil {
-		md, err := grpcModelMetadata(ctx, v, e)
-		if err != nil {
-			return nil, oip.GRPCError(err)
-		}
-		return oip.ModelMetadataToProto(md), nil
+	md, err := g.p.metadata(ctx, v)
+	if err != nil {
+		return nil, oip.GRPCError(err)
 	}
-	deadline, _ := ctx.Deadline()
-	var resp upstream.Response
-	if err := e.HTTP.Do(deadline, &upstream.Request{Method: http.MethodGet, Path: v.metadataPath}, &resp); err != nil {
-		return nil, oip.GRPCError(oip.Errorf(oip.Unavailable, "model %q version %q: %v", r.Name, v.Name, err))
-	}
-	if resp.Status != http.StatusOK {
-		return nil, httpErrorToGRPC(resp.Status, resp.Body)
-	}
-	var md oip.ModelMetadata
-	if err := json.Unmarshal(resp.Body, &md); err != nil {
-		return nil, status.Errorf(oip.Internal.GRPCCode(), "model %q version %q: bad metadata from upstream: %v", r.Name, v.Name, err)
-	}
-	return oip.ModelMetadataToProto(&md), nil
+	return oip.ModelMetadataToProto(md), nil
 }
 
-func grpcModelReady(ctx context.Context, v *Variant, e *upstream.Endpoint) (bool, error) {
-	resp, err := e.GRPC.ModelReady(ctx, &pb.ModelReadyRequest{Name: v.BackendModel, Version: v.BackendVersion})
+func (g *grpcFront) ModelConfig(ctx context.Context, req *pb.ModelConfigRequest) (*pb.ModelConfigResponse, error) {
+	v, err := g.describeTarget(ctx, req.GetName(), req.GetVersion())
 	if err != nil {
-		return false, oip.ErrorFromGRPC(err)
+		return nil, oip.GRPCError(err)
 	}
-	return resp.GetReady(), nil
+	c, err := g.p.config(ctx, v)
+	if err != nil {
+		return nil, oip.GRPCError(err)
+	}
+	return &pb.ModelConfigResponse{Config: oip.ModelConfigToProto(c)}, nil
 }
 
-func grpcModelMetadata(ctx context.Context, v *Variant, e *upstream.Endpoint) (*oip.ModelMetadata, error) {
-	resp, err := e.GRPC.ModelMetadata(ctx, &pb.ModelMetadataRequest{Name: v.BackendModel, Version: v.BackendVersion})
-	if err != nil {
-		return nil, oip.ErrorFromGRPC(err)
+func (g *grpcFront) ModelStatistics(ctx context.Context, req *pb.ModelStatisticsRequest) (*pb.ModelStatisticsResponse, error) {
+	if req.GetName() == "" {
+		all := g.p.allStatistics(ctx)
+		return oip.ModelStatisticsToProto(all), nil
 	}
-	return oip.ModelMetadataFromProto(resp), nil
+	v, err := g.describeTarget(ctx, req.GetName(), req.GetVersion())
+	if err != nil {
+		return nil, oip.GRPCError(err)
+	}
+	st, err := g.p.statistics(ctx, v)
+	if err != nil {
+		return nil, oip.GRPCError(err)
+	}
+	return oip.ModelStatisticsToProto(st), nil
 }
 
 // httpErrorToGRPC turns an upstream REST error answer ({"error": "..."})
@@ -152,8 +131,37 @@ func httpErrorToGRPC(statusCode int, body []byte) error {
 }
 
 func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
+	hdr := metadata.MD{}
+	out, err := g.infer(ctx, req, hdr)
+	grpc.SetHeader(ctx, hdr)
+	return out, err
+}
+
+// ModelStreamInfer routes each message of the stream like a unary
+// ModelInfer (the sticky key and override from the stream's metadata),
+// answering in order of completion with its id, errors per message
+// (oip.ServeInferStream). A stream has one header for all its messages, so
+// the variant and fallback marks of each answer are not sent.
+func (g *grpcFront) ModelStreamInfer(stream pb.GRPCInferenceService_ModelStreamInferServer) error {
+	return oip.ServeInferStream(stream, func(ctx context.Context, req *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
+		return g.infer(ctx, req, nil)
+	})
+}
+
+// infer is the gRPC adapter of the request pipeline: one ModelInfer, unary
+// or a message of a stream. hdr, when not nil, gets the response marks
+// (variant, fallback, cache).
+func (g *grpcFront) infer(ctx context.Context, req *pb.ModelInferRequest, hdr metadata.MD) (*pb.ModelInferResponse, error) {
 	p := g.p
 	start := time.Now()
+	// The buffered-bytes budget (overload.go): grpc-go has read the
+	// message; holding it for the whole call is what is counted.
+	held := int64(proto.Size(req))
+	if !p.budget.take(held) {
+		p.shed("buffer")
+		return nil, oip.GRPCError(p.budget.overBudget(held))
+	}
+	defer p.budget.give(held)
 	s := p.snap.Load()
 	md, _ := metadata.FromIncomingContext(ctx)
 	model := req.GetModelName()
@@ -178,12 +186,12 @@ func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (
 	res := &Result{}
 	err := p.serve(ctx, x, res)
 	out, err := g.toProto(x, res, err)
-	hdr := metadata.MD{}
-	if av := answeredBy(res, route.Variants[choice.Index]); av != nil {
-		hdr.Append(MetadataVariant, av.Name)
+	if hdr != nil {
+		if av := answeredBy(res, route.Variants[choice.Index]); av != nil {
+			hdr.Append(MetadataVariant, av.Name)
+		}
+		appendMarks(hdr, res)
 	}
-	appendMarks(hdr, res)
-	grpc.SetHeader(ctx, hdr)
 	code := "OK"
 	httpStatus := http.StatusOK
 	if err != nil {

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,10 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/switchyard-dev/switchyard/oip"
-	"github.com/switchyard-dev/switchyard/proxy/upstream"
 	"github.com/switchyard-dev/switchyard/routing"
 )
 
@@ -21,6 +18,12 @@ const (
 	ServerName    = "switchyard-proxy"
 	ServerVersion = "0.1.0"
 )
+
+// serverMetadata answers GET /v2 and ServerMetadata: the extensions are
+// Triton's names of what the proxy serves (docs/protocol.md; the model
+// repository is the control plane's).
+var serverMetadata = oip.ServerMetadata{Name: ServerName, Version: ServerVersion,
+	Extensions: []string{"binary_tensor_data", "model_configuration", "statistics"}}
 
 // httpFront serves the REST requests the lean front-end (fastfront.go)
 // leaves to net/http: health, server and model metadata, readiness, and
@@ -58,14 +61,14 @@ func (h *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeRaw(w, http.StatusOK, `{"ready":true}`)
 	case oip.RouteServerMetadata:
-		b, _ := json.Marshal(oip.ServerMetadata{Name: ServerName, Version: ServerVersion, Extensions: []string{}})
+		b, _ := json.Marshal(serverMetadata)
 		writeRaw(w, http.StatusOK, string(b))
-	case oip.RouteModelMetadata, oip.RouteModelReady:
-		h.modelGet(w, r, rt)
+	case oip.RouteModelMetadata, oip.RouteModelReady, oip.RouteModelConfig, oip.RouteModelStats:
+		h.describe(w, r, rt)
 	case oip.RouteRepositoryIndex, oip.RouteRepositoryLoad, oip.RouteRepositoryUnload:
 		writeError(w, http.StatusNotFound, "the proxy does not serve the model repository extension; manage models through the control plane")
 	default:
-		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown path %q: the proxy serves OIP v2 (/v2, /v2/health/{live,ready}, /v2/models/{name}[/ready|/infer])", path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown path %q: the proxy serves OIP v2 (/v2, /v2/health/{live,ready}, /v2/models/{name}[/versions/{v}][/ready|/infer|/config|/stats], /v2/models/stats)", path))
 	}
 }
 
@@ -102,80 +105,78 @@ func (p *Proxy) resolve(s *snapshot, model, pathVersion, override, key string) (
 		return nil, routing.Choice{}, oip.Errorf(oip.NotFound, "unknown model %q; known models: %s", model, s.names)
 	}
 	if pathVersion != "" {
+		// Pinned: like the override header (any version, whatever its
+		// weight), counted as pinned.
 		i := r.Picker.Index(pathVersion)
 		if i < 0 {
-			return nil, routing.Choice{}, oip.Errorf(oip.NotFound, "model %q has no version %q; versions: %s", model, pathVersion, strings.Join(r.Model.VersionNames(), ", "))
+			return nil, routing.Choice{}, noSuchVersion(r, pathVersion)
 		}
-		return r, routing.Choice{Index: i, Reason: routing.ReasonOverride}, nil
+		return r, routing.Choice{Index: i, Reason: routing.ReasonPinned}, nil
 	}
 	return r, r.Picker.Pick(override, key, rand.Uint64()), nil
 }
 
-// modelGet answers model metadata and readiness from the variant a request
-// would be routed to.
-func (h *httpFront) modelGet(w http.ResponseWriter, r *http.Request, rt oip.HTTPRoute) {
+// describe answers model metadata, configuration, statistics and
+// readiness by the virtual model rule (describe.go).
+func (h *httpFront) describe(w http.ResponseWriter, r *http.Request, rt oip.HTTPRoute) {
 	p := h.p
 	s := p.snap.Load()
-	var key, override string
+	if rt.Kind == oip.RouteModelStats && rt.Model == "" {
+		h.allStats(w, r)
+		return
+	}
+	override := ""
 	if s != nil {
 		if route := s.routes[rt.Model]; route != nil {
 			override = first(r.Header[route.overrideHTTP])
-			if route.stickyHTTP != "" {
-				key = first(r.Header[route.stickyHTTP])
-			}
 		}
 	}
-	route, choice, oerr := p.resolve(s, rt.Model, rt.Version, override, key)
+	_, v, oerr := p.describeTarget(s, rt.Model, rt.Version, override)
 	if oerr != nil {
 		writeError(w, oerr.HTTPStatus(), oerr.Msg)
 		return
 	}
-	v := route.Variants[choice.Index]
 	w.Header()[hdrVariant] = v.headerValue
-	ready := rt.Kind == oip.RouteModelReady
-	deadline := time.Now().Add(route.Timeout)
-	e := upstream.PickP2C(v.Endpoints, rand.Uint64(), time.Now().UnixNano(), nil)
-	if e.HTTP != nil {
-		path := v.metadataPath
-		if ready {
-			path = v.readyPath
-		}
-		resp := upstream.Response{}
-		err := e.HTTP.Do(deadline, &upstream.Request{Method: http.MethodGet, Path: path}, &resp)
-		if err != nil {
-			writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("model %q version %q: %v", route.Name, v.Name, err))
-			return
-		}
-		if resp.ContentType != "" {
-			w.Header().Set("Content-Type", resp.ContentType)
-		}
-		w.Header().Set("Content-Length", strconv.Itoa(len(resp.Body)))
-		w.WriteHeader(resp.Status)
-		w.Write(resp.Body)
-		return
-	}
-	ctx, cancel := context.WithDeadline(r.Context(), deadline)
-	defer cancel()
-	if ready {
-		ok, err := grpcModelReady(ctx, v, e)
-		if err != nil {
+	var out any
+	var err error
+	switch rt.Kind {
+	case oip.RouteModelReady:
+		ok, err := p.ready(r.Context(), v)
+		switch {
+		case err != nil:
 			oe := oip.AsError(err)
 			writeError(w, oe.HTTPStatus(), oe.Msg)
-			return
-		}
-		if ok {
+		case ok:
 			writeRaw(w, http.StatusOK, `{"ready":true}`)
-		} else {
+		default:
 			writeRaw(w, http.StatusServiceUnavailable, `{"ready":false}`)
 		}
 		return
+	case oip.RouteModelMetadata:
+		out, err = p.metadata(r.Context(), v)
+	case oip.RouteModelConfig:
+		out, err = p.config(r.Context(), v)
+	case oip.RouteModelStats:
+		var st []oip.ModelStatistics
+		st, err = p.statistics(r.Context(), v)
+		out = statsBody{st}
 	}
-	md, err := grpcModelMetadata(ctx, v, e)
 	if err != nil {
 		oe := oip.AsError(err)
 		writeError(w, oe.HTTPStatus(), oe.Msg)
 		return
 	}
-	b, _ := json.Marshal(md)
+	b, _ := json.Marshal(out)
+	writeRaw(w, http.StatusOK, string(b))
+}
+
+// statsBody is the REST form of statistics (Triton's).
+type statsBody struct {
+	ModelStats []oip.ModelStatistics `json:"model_stats"`
+}
+
+// allStats answers GET /v2/models/stats (Proxy.allStatistics).
+func (h *httpFront) allStats(w http.ResponseWriter, r *http.Request) {
+	b, _ := json.Marshal(statsBody{h.p.allStatistics(r.Context())})
 	writeRaw(w, http.StatusOK, string(b))
 }

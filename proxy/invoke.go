@@ -239,17 +239,23 @@ func attemptHTTP(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpo
 	req := upstream.Request{Path: v.inferPath, ContentType: x.contentType, HeaderLen: x.headerLen, Body: x.body,
 		TraceParent: traceParent, TraceState: x.TraceState, Ctx: ctx}
 	if x.pbReq != nil {
-		// A gRPC request to an HTTP version: encode it as REST JSON once.
+		// A gRPC request to an HTTP version: encoded once in the binary
+		// tensor form, asking for binary outputs, so nothing is lost on
+		// the way (NaN, ±Inf, 64-bit integers, exact floats) and nothing a
+		// gRPC client may send is refused.
 		if len(x.restBuf) == 0 {
 			parsed, err := x.Request()
 			if err != nil {
 				return fallback.Outcome{HTTPStatus: 400}, err
 			}
-			if x.restBuf, _, err = oip.AppendInferRequest(x.restBuf[:0], parsed, false); err != nil {
+			if x.restBuf, x.restHeaderLen, err = oip.AppendInferRequest(x.restBuf[:0], parsed.WithBinaryOutput(), true); err != nil {
 				return fallback.Outcome{HTTPStatus: 400}, oip.Errorf(oip.InvalidArgument, "model %q: %v", v.Route.Name, err)
 			}
 		}
 		req.Body, req.ContentType, req.HeaderLen = x.restBuf, "application/json", 0
+		if x.restHeaderLen < len(x.restBuf) {
+			req.ContentType, req.HeaderLen = "application/octet-stream", x.restHeaderLen
+		}
 	}
 	if req.ContentType == "" {
 		req.ContentType = "application/json"
@@ -279,12 +285,16 @@ func attemptHTTP(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpo
 func attemptGRPC(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, traceParent string, res *Result) (fallback.Outcome, error) {
 	req := x.pbReq
 	if req == nil {
-		parsed, err := x.Request()
-		if err != nil {
-			return fallback.Outcome{GRPC: true, GRPCCode: grpccodes.InvalidArgument}, err
+		// A REST request to a gRPC version: encoded once (x.pbReq stays
+		// nil: it says the client speaks gRPC).
+		if x.upPB == nil {
+			parsed, err := x.Request()
+			if err != nil {
+				return fallback.Outcome{GRPC: true, GRPCCode: grpccodes.InvalidArgument}, err
+			}
+			x.upPB = oip.InferRequestToProto(parsed)
 		}
-		req = oip.InferRequestToProto(parsed)
-		x.pbReq = req
+		req = x.upPB
 	}
 	req.ModelName, req.ModelVersion = v.BackendModel, v.BackendVersion
 	cctx, cancel := context.WithDeadline(ctx, x.Deadline)

@@ -178,7 +178,7 @@ func TestErrors(t *testing.T) {
 		t.Fatalf("ready %d", s)
 	}
 	var md oip.ModelMetadata
-	if s := getJSON(t, "http://"+p.HTTPAddr()+"/v2/models/recommender", &md); s != 200 || md.Name != "recommender-v1" || len(md.Inputs) != 1 {
+	if s := getJSON(t, "http://"+p.HTTPAddr()+"/v2/models/recommender", &md); s != 200 || md.Name != "recommender" || strings.Join(md.Versions, ",") != "v1,v2,v3" || len(md.Inputs) != 1 {
 		t.Fatalf("metadata %d %+v", s, md)
 	}
 	if s := getJSON(t, "http://"+p.HTTPAddr()+"/v2/models/recommender/ready", nil); s != 200 {
@@ -235,7 +235,7 @@ func TestGRPCFrontEnd(t *testing.T) {
 		t.Fatalf("model ready: %v %v", mr, err)
 	}
 	md, err := client.ModelMetadata(context.Background(), &pb.ModelMetadataRequest{Name: "recommender"})
-	if err != nil || md.Name != "recommender-v1" {
+	if err != nil || md.Name != "recommender" || strings.Join(md.Versions, ",") != "v1,v2,v3" {
 		t.Fatalf("metadata: %v %v", md, err)
 	}
 	// REST front-end to the gRPC upstream.

@@ -17,6 +17,8 @@ const (
 	ReasonRandom   Reason = iota // weighted random (no sticky key)
 	ReasonSticky                 // the sticky key's bucket
 	ReasonOverride               // the override header named the version
+	ReasonPinned                 // the request named the version (REST /versions/{v}/, gRPC model_version)
+	NumReasons    = iota         // the number of reasons (for tables indexed by Reason)
 )
 
 func (r Reason) String() string {
@@ -25,6 +27,8 @@ func (r Reason) String() string {
 		return "sticky"
 	case ReasonOverride:
 		return "override"
+	case ReasonPinned:
+		return "pinned"
 	}
 	return "random"
 }
@@ -182,6 +186,21 @@ func (p *Picker) Pick(override, key string, rnd uint64) Choice {
 		}
 	}
 	return Choice{Index: int(p.cumIdx[lo]), Reason: ReasonRandom}
+}
+
+// Serving is the version that describes the virtual model (its metadata,
+// configuration, statistics and readiness): the one with the largest
+// weight, the first in document order on a tie. It is what a request
+// without a sticky key most likely gets, and it does not change from one
+// call to the next under a split.
+func (p *Picker) Serving() int {
+	best := 0
+	for i, w := range p.weights {
+		if w > p.weights[best] {
+			best = i
+		}
+	}
+	return best
 }
 
 // Index returns the index of the named version, or -1.

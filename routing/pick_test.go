@@ -291,3 +291,21 @@ func BenchmarkNewPicker(b *testing.B) {
 		}
 	}
 }
+
+func TestServing(t *testing.T) {
+	for name, c := range map[string]struct {
+		weights map[string]int
+		want    string
+	}{
+		"the only weighted version":          {map[string]int{"v1": 100}, "v1"},
+		"the larger share":                   {map[string]int{"v1": 20, "v2": 80}, "v2"},
+		"a tie goes to document order":       {map[string]int{"v1": 50, "v2": 50}, "v1"},
+		"weight 0 does not describe":         {map[string]int{"v1": 0, "v2": 1}, "v2"},
+		"a later larger version among three": {map[string]int{"v1": 10, "v2": 10, "v3": 80}, "v3"},
+	} {
+		p := mustPicker(t, pickModel(c.weights, "v1", "v2", "v3"))
+		if got := p.Name(p.Serving()); got != c.want {
+			t.Errorf("%s: Serving = %s, want %s", name, got, c.want)
+		}
+	}
+}

@@ -3,11 +3,16 @@
 // Clusters and ClusterLoadAssignments. Each complete, consistent set of
 // resources is converted with xdsconv.FromResources and handed to Apply;
 // a set that fails conversion or Apply is NACKed with the reason and the
-// last good configuration stays. The stream reconnects with backoff.
+// last good configuration stays. A set whose types are at different
+// versions is a transition between two snapshots (the new clusters have
+// come, the new routes not yet): if its types disagree
+// (xdsconv.ErrMismatch), it is ACKed and waited on like an incomplete one,
+// since a NACK would reject the new snapshot for good. The stream reconnects with backoff.
 package xdsclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -230,12 +235,22 @@ func (c *Client) handle(st discoveryv3.AggregatedDiscoveryService_StreamAggregat
 	}
 	rdsNames, edsNames, refs := subscriptions(r)
 	complete, waitFor := isComplete(s, typ, r, rdsNames, edsNames, refs)
+	var models []routing.Model
+	version, oneVersion := combinedVersion(s, typ, resp.GetVersionInfo())
 	if complete {
-		models, err := r.Models()
-		if err != nil {
-			return nack(err)
+		if models, err = r.Models(); err != nil {
+			if oneVersion || !errors.Is(err, xdsconv.ErrMismatch) {
+				return nack(err)
+			}
+			// Types of different snapshots that disagree (the new
+			// snapshot's clusters beside the old one's routes): a
+			// transition the rest of the new snapshot completes. A NACK
+			// would reject the new snapshot for good (the control plane
+			// answers a NACK only with a newer snapshot), so wait.
+			complete, waitFor = false, fmt.Sprintf("the other types of version %s (%v)", resp.GetVersionInfo(), err)
 		}
-		version := combinedVersion(s, typ, resp.GetVersionInfo())
+	}
+	if complete {
 		if err := c.cfg.Apply(models, version); err != nil {
 			return nack(err)
 		}
@@ -243,7 +258,7 @@ func (c *Client) handle(st discoveryv3.AggregatedDiscoveryService_StreamAggregat
 			st.AppliedVersion, st.AppliedAt = version, time.Now()
 		})
 	} else {
-		c.log.Debug("xds update incomplete; waiting", "type", typ, "waiting_for", waitFor)
+		c.log.Debug("xds update incomplete; waiting", "type", typ, "version", version, "waiting_for", waitFor)
 	}
 	// ACK.
 	s.res[typ] = resp.GetResources()
@@ -269,13 +284,13 @@ func (c *Client) handle(st discoveryv3.AggregatedDiscoveryService_StreamAggregat
 	return nil
 }
 
-// combinedVersion names the applied set: the common version when every
-// type is at the same version (the usual case with one snapshot), else each
+// combinedVersion names the candidate set: the common version when every
+// type is at the same version (one snapshot; same is true), else each
 // type's version, e.g. "cds=2 eds=2 lds=2 rds=1".
-func combinedVersion(s *streamState, typ, v string) string {
+func combinedVersion(s *streamState, typ, v string) (name string, same bool) {
 	short := map[string]string{resourcev3.ClusterType: "cds", resourcev3.EndpointType: "eds",
 		resourcev3.ListenerType: "lds", resourcev3.RouteType: "rds"}
-	same := true
+	same = true
 	parts := make([]string, 0, 4)
 	for _, t := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType} {
 		tv, ok := s.version[t], s.received[t]
@@ -291,9 +306,9 @@ func combinedVersion(s *streamState, typ, v string) string {
 		parts = append(parts, short[t]+"="+tv)
 	}
 	if same {
-		return v
+		return v, true
 	}
-	return strings.Join(parts, " ")
+	return strings.Join(parts, " "), false
 }
 
 func decode(m map[string][]*anypb.Any) (xdsconv.Resources, error) {

@@ -21,6 +21,22 @@ import (
 	"github.com/switchyard-dev/switchyard/routing"
 )
 
+// ErrMismatch marks a conversion error that is a disagreement between
+// resource types rather than a fault in one resource: a cluster that no
+// model version names, a version whose cluster or load assignment is
+// missing, clusters without a route configuration. A client holding some
+// types of a newer snapshot than others (between two snapshots) meets it;
+// errors.Is(err, ErrMismatch) tells it apart. The message is unchanged.
+var ErrMismatch = errors.New("resource types disagree")
+
+type mismatchError struct{ error }
+
+func (e mismatchError) Unwrap() []error { return []error{e.error, ErrMismatch} }
+
+func mismatch(format string, args ...any) error {
+	return mismatchError{fmt.Errorf(format, args...)}
+}
+
 // Resources holds decoded xDS resources of the four types Switchyard uses.
 type Resources struct {
 	Listeners []*listenerv3.Listener
@@ -136,7 +152,7 @@ func FromResources(listeners []*listenerv3.Listener, routes []*routev3.RouteConf
 	}
 	if rc == nil {
 		if len(clusters) > 0 {
-			return nil, fmt.Errorf("no route configuration %q, but %d clusters", RouteConfigName, len(clusters))
+			return nil, mismatch("no route configuration %q, but %d clusters", RouteConfigName, len(clusters))
 		}
 		return nil, nil
 	}
@@ -180,7 +196,7 @@ func FromResources(listeners []*listenerv3.Listener, routes []*routev3.RouteConf
 			cn := ClusterName(name, v.Name)
 			c, ok := clusterByName[cn]
 			if !ok {
-				return nil, fmt.Errorf("model %q version %q: no cluster %q", name, v.Name, cn)
+				return nil, mismatch("model %q version %q: no cluster %q", name, v.Name, cn)
 			}
 			used[cn] = true
 			eps, err := clusterEndpoints(c, claByName, name, v)
@@ -196,7 +212,7 @@ func FromResources(listeners []*listenerv3.Listener, routes []*routev3.RouteConf
 	}
 	for _, c := range clusters {
 		if !used[c.GetName()] {
-			return nil, fmt.Errorf("cluster %q belongs to no model version", c.GetName())
+			return nil, mismatch("cluster %q belongs to no model version", c.GetName())
 		}
 	}
 	return out, nil
@@ -351,7 +367,7 @@ func clusterEndpoints(c *clusterv3.Cluster, clas map[string]*endpointv3.ClusterL
 		}
 		cla = clas[svc]
 		if cla == nil {
-			return nil, fmt.Errorf("no cluster load assignment %q", svc)
+			return nil, mismatch("no cluster load assignment %q", svc)
 		}
 	case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_STATIC, clusterv3.Cluster_LOGICAL_DNS:
 		cla = c.GetLoadAssignment()

@@ -1,6 +1,7 @@
 package xdsconv
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -69,10 +70,14 @@ func TestFromResourcesRejects(t *testing.T) {
 	tests := map[string]struct {
 		edit func(t *testing.T, r *Resources)
 		want string
+		// mismatch: the types disagree with each other (ErrMismatch), as
+		// they may between two snapshots, rather than one being faulty.
+		mismatch bool
 	}{
 		"missing route configuration": {
-			edit: func(t *testing.T, r *Resources) { r.Routes = nil },
-			want: `no route configuration "switchyard", but 4 clusters`,
+			edit:     func(t *testing.T, r *Resources) { r.Routes = nil },
+			want:     `no route configuration "switchyard", but 4 clusters`,
+			mismatch: true,
 		},
 		"other route configuration": {
 			edit: func(t *testing.T, r *Resources) { r.Routes[0].Name = "other" },
@@ -147,7 +152,8 @@ func TestFromResourcesRejects(t *testing.T) {
 				}
 				r.Clusters = keep
 			},
-			want: `model "recommender" version "v2": no cluster "recommender_v2"`,
+			want:     `model "recommender" version "v2": no cluster "recommender_v2"`,
+			mismatch: true,
 		},
 		"duplicate cluster": {
 			edit: func(t *testing.T, r *Resources) { r.Clusters = append(r.Clusters, r.Clusters[0]) },
@@ -159,11 +165,13 @@ func TestFromResourcesRejects(t *testing.T) {
 				c.Name = "stray_v1"
 				r.Clusters = append(r.Clusters, c)
 			},
-			want: `cluster "stray_v1" belongs to no model version`,
+			want:     `cluster "stray_v1" belongs to no model version`,
+			mismatch: true,
 		},
 		"missing load assignment": {
-			edit: func(t *testing.T, r *Resources) { r.Endpoints = r.Endpoints[1:] },
-			want: `model "recommender" version "lite": cluster "recommender_lite": no cluster load assignment "recommender_lite"`,
+			edit:     func(t *testing.T, r *Resources) { r.Endpoints = r.Endpoints[1:] },
+			want:     `model "recommender" version "lite": cluster "recommender_lite": no cluster load assignment "recommender_lite"`,
+			mismatch: true,
 		},
 		"cluster metadata of another version": {
 			edit: func(t *testing.T, r *Resources) {
@@ -211,6 +219,9 @@ func TestFromResourcesRejects(t *testing.T) {
 			_, err := r.Models()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("want error containing\n  %s\ngot\n  %v", tc.want, err)
+			}
+			if got := errors.Is(err, ErrMismatch); got != tc.mismatch {
+				t.Fatalf("errors.Is(%v, ErrMismatch) = %v, want %v", err, got, tc.mismatch)
 			}
 		})
 	}
