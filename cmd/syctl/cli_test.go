@@ -238,6 +238,12 @@ func TestCanaryTreesResetAndCommands(t *testing.T) {
 
 	// v2 and v3 both fail their canaries.
 	mustOK(t, syctl(t, cp, nil, "", "canary", "abort", "rec", "--wait", "0"))
+	// A document changed after the run ended: describe says the status is
+	// the previous run's until the controller's next tick.
+	mustOK(t, syctl(t, cp, nil, strings.Replace(doc("v2"), `"1h"`, `"2h"`, 1), "apply", "-f", "-"))
+	if r := mustOK(t, syctl(t, cp, nil, "", "describe", "model/rec")); !strings.Contains(r.stdout, "├── phase: rolled_back, step 1 of 4 (v2 at 20%) (the previous run, ended ") {
+		t.Errorf("describe after a change to a finished canary:\n%s", r.stdout)
+	}
 	mustOK(t, syctl(t, cp, nil, doc("v3"), "apply", "-f", "-"))
 	cc.TickOnce(ctx)
 	mustOK(t, syctl(t, cp, nil, "", "canary", "abort", "rec", "--wait", "0"))

@@ -490,7 +490,7 @@ func canarySummary(raw json.RawMessage, mr *client.ModelResponse) []string {
 	if s.Step > 0 {
 		phase += fmt.Sprintf(", step %d of %d (%s at %d%%)", s.Step, len(s.Steps), s.Canary, s.StepWeight)
 	}
-	if s.TimeInStep != "" {
+	if s.TimeInStep != "" && (s.Phase == "progressing" || s.Phase == "paused") {
 		phase += ", " + roundDuration(s.TimeInStep) + " in step"
 	}
 	if n := len(s.History); n > 0 && (s.Phase == "promoted" || s.Phase == "rolled_back") && s.History[n-1].Time.Before(mr.Time) {
