@@ -301,8 +301,9 @@ func (fs *faultStack) waitExit(t *testing.T, name string, within time.Duration) 
 			t.Fatalf("%s (pid %d) did not exit within %s", name, p.pid, within)
 		}
 	}
-	// up's child: up reaps it and says how it ended on its stderr.
-	re := regexp.MustCompile(regexp.QuoteMeta(fmt.Sprintf("switchyard up: %s (pid %d) exited: ", name, p.pid)) + `([^;]*);`)
+	// up's child: up reaps it and says how it ended on its stderr
+	// ("exited: <how> (log: FILE); ...").
+	re := regexp.MustCompile(regexp.QuoteMeta(fmt.Sprintf("switchyard up: %s (pid %d) exited: ", name, p.pid)) + `([^;]*?)(?: \(log: [^)]*\))?;`)
 	var how string
 	waitFor(t, fmt.Sprintf("%s (pid %d) to exit", name, p.pid), 20*time.Millisecond, int(within/(20*time.Millisecond)), func() (bool, string) {
 		m := re.FindStringSubmatch(fs.up.stderr.String())
