@@ -443,7 +443,7 @@ func (u *upStack) launch(c *upChild, logMode int) (*upChild, error) {
 // exited reports a child that died after start-up and, with --restart
 // always, starts it again after its backoff.
 func (u *upStack) exited(c *upChild) {
-	what := fmt.Sprintf("switchyard up: %s (pid %d) exited: %v (log: %s)", c.name, c.cmd.Process.Pid, exitText(c.err), c.log)
+	what := fmt.Sprintf("switchyard up: %s (pid %d) exited: %v", c.name, c.cmd.Process.Pid, exitText(c.err))
 	defer func() { // after the message: a reader of up.json finds it said
 		u.mu.Lock()
 		if u.info.Exited == nil {
@@ -454,12 +454,12 @@ func (u *upStack) exited(c *upChild) {
 		u.mu.Unlock()
 	}()
 	if !u.restart {
-		fmt.Fprintf(u.logw, "%s; not restarted (--restart=%s); the rest keeps running; restart switchyard up to bring it back\n", what, restartNever)
+		fmt.Fprintf(u.logw, "%s; not restarted (--restart=%s); the rest keeps running; restart switchyard up to bring it back (log: %s)\n", what, restartNever, c.log)
 		return
 	}
 	n := nextRestart(c.restarts, time.Since(c.started))
 	delay := restartDelay(n)
-	fmt.Fprintf(u.logw, "%s; restarting it in %s (restart %d in a row; --restart=%s leaves it down)\n", what, delay, n, restartNever)
+	fmt.Fprintf(u.logw, "%s; restarting it in %s (restart %d in a row; --restart=%s leaves it down) (log: %s)\n", what, delay, n, restartNever, c.log)
 	go func() {
 		select {
 		case <-u.stopCh:

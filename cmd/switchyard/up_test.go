@@ -336,7 +336,7 @@ func TestUpRestartsACrashedChild(t *testing.T) {
 			}
 			waitGone(t, all, 5*time.Second)
 			stderr := r.stderr.String()
-			want := []string{"backend-v2 (pid " + strconv.Itoa(old) + ") exited: signal: killed"}
+			want := []string{"backend-v2 (pid " + strconv.Itoa(old) + ") exited: signal: killed; "}
 			if mode == "always" {
 				want = append(want, "restarting it in 1s (restart 1 in a row; --restart=never leaves it down)", "backend-v2 restarted (pid ")
 			} else {

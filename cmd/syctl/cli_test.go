@@ -59,6 +59,9 @@ func TestWritesWaitForTheProxies(t *testing.T) {
 		t.Fatalf("shadow set:\n%s", r.stdout)
 	}
 	wantCode(t, syctl(t, cp, nil, "", "weights", "set", "recommender", "v1=1", "--wait", "2m"), exitUsage, "--wait: want 0..60s")
+	if r := mustOK(t, syctl(t, cp, nil, "", "proxies", "-o", "wide")); !strings.Contains(r.stdout, "STREAM") || !strings.Contains(r.stdout, "proxy-a") {
+		t.Fatalf("proxies -o wide:\n%s", r.stdout)
+	}
 }
 
 // What get prints, apply takes back: one model, a list, YAML and JSON;

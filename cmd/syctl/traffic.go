@@ -636,7 +636,11 @@ func cmdProxies(a *app, args []string) error {
 	}
 	sort.Slice(px.Proxies, func(i, j int) bool { return px.Proxies[i].Node < px.Proxies[j].Node })
 	now := time.Now()
-	t := newTable(a.stdout, "NODE", "CLUSTER", "APPLIED", "STATUS", "CONNECTED")
+	header := []string{"NODE", "CLUSTER", "APPLIED", "STATUS", "CONNECTED"}
+	if a.output == "wide" {
+		header = append(header, "STREAM", "SINCE")
+	}
+	t := newTable(a.stdout, header...)
 	for _, p := range px.Proxies {
 		status := "in sync"
 		switch {
@@ -647,7 +651,11 @@ func cmdProxies(a *app, args []string) error {
 		case p.AckedVersion != px.SnapshotVersion:
 			status = "behind (serving " + px.SnapshotVersion + ")"
 		}
-		t.row(p.Node, p.Cluster, p.AckedVersion, status, age(now, p.ConnectedAt))
+		row := []any{p.Node, p.Cluster, p.AckedVersion, status, age(now, p.ConnectedAt)}
+		if a.output == "wide" {
+			row = append(row, p.Stream, timeString(p.ConnectedAt))
+		}
+		t.row(row...)
 	}
 	if err := t.flush(); err != nil {
 		return err
