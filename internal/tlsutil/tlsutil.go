@@ -320,4 +320,3 @@ func NewClientConfig(f Files, opts ClientOptions) (*tls.Config, error) {
 	}
 	return c, nil
 }
-
