@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/inference-backend/backend"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
@@ -81,6 +82,9 @@ func cmdline(t *testing.T, pid int) []string {
 func startFaultStack(t *testing.T) *faultStack {
 	t.Helper()
 	bins := buildBinaries(t)
+	// The backends' repository API (unloads below) takes a bearer token:
+	// up's backends inherit it from the environment.
+	t.Setenv(backend.EnvRepositoryToken, faultRepositoryToken)
 	up := startUp(t, bins.switchyard, filepath.Join(t.TempDir(), "state"))
 	fs := &faultStack{up: up, info: up.info, sy: syctl{bin: bins.syctl, server: up.info.API, home: t.TempDir()},
 		admin: up.info.ProxyAdmin, procs: map[string]*proc{}}
@@ -301,8 +305,9 @@ func (fs *faultStack) waitExit(t *testing.T, name string, within time.Duration) 
 			t.Fatalf("%s (pid %d) did not exit within %s", name, p.pid, within)
 		}
 	}
-	// up's child: up reaps it and says how it ended on its stderr.
-	re := regexp.MustCompile(regexp.QuoteMeta(fmt.Sprintf("switchyard up: %s (pid %d) exited: ", name, p.pid)) + `([^;]*);`)
+	// up's child: up reaps it and says how it ended on its stderr
+	// ("exited: <how> (log: FILE); ...").
+	re := regexp.MustCompile(regexp.QuoteMeta(fmt.Sprintf("switchyard up: %s (pid %d) exited: ", name, p.pid)) + `([^;]*?)(?: \(log: [^)]*\))?;`)
 	var how string
 	waitFor(t, fmt.Sprintf("%s (pid %d) to exit", name, p.pid), 20*time.Millisecond, int(within/(20*time.Millisecond)), func() (bool, string) {
 		m := re.FindStringSubmatch(fs.up.stderr.String())
@@ -395,12 +400,15 @@ func (fs *faultStack) waitReady(t *testing.T, p *proc) {
 
 // httpDo sends one bodiless request (no connection kept) and returns the
 // status (0 when there was no answer) and the body or error.
-func httpDo(method, url string) (int, string) {
+func httpDo(method, url string, header ...string) (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
 		return 0, err.Error()
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	req.Close = true
 	resp, err := http.DefaultClient.Do(req)
@@ -418,10 +426,14 @@ func (fs *faultStack) repository(t *testing.T, version, action string) {
 	t.Helper()
 	h, _ := fs.backend(t, version)
 	url := h + "/v2/repository/models/recommender-" + version + "/" + action
-	if code, body := httpDo(http.MethodPost, url); code != http.StatusOK {
+	if code, body := httpDo(http.MethodPost, url, "Authorization", "Bearer "+faultRepositoryToken); code != http.StatusOK {
 		t.Fatalf("POST %s: HTTP %d %s", url, code, body)
 	}
 }
+
+// faultRepositoryToken is the suite's credential for the backends'
+// repository API (docs/security.md).
+const faultRepositoryToken = "fault-suite-repository-token"
 
 // waitModelReady waits until the backend says the version's model is ready.
 func (fs *faultStack) waitModelReady(t *testing.T, version string) {

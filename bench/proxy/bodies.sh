@@ -13,30 +13,14 @@
 set -euo pipefail
 N=${N:-12}
 SIZE_MB=${SIZE_MB:-60}
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TMP=$(mktemp -d /tmp/switchyard-bodies.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-export SWITCHYARD_ORT_LIB=${SWITCHYARD_ORT_LIB:-$ROOT/third_party/onnxruntime/libonnxruntime.so.1}
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-waitok() { for _ in $(seq 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not ready: $1" >&2; return 1; }
-
-cd "$ROOT"
+source "$(dirname "$0")/stack.sh"
 go build -o "$TMP/switchyard" ./cmd/switchyard
 "$TMP/switchyard" demo-models --out "$TMP/models" >/dev/null
 BE_HTTP=$(freeport); BE_GRPC=$(freeport)
 "$TMP/switchyard" backend --model-repository "$TMP/models" --http 127.0.0.1:$BE_HTTP --grpc 127.0.0.1:$BE_GRPC --log-level warn 2>"$TMP/backend.log" &
 PIDS+=($!)
 waitok http://127.0.0.1:$BE_HTTP/v2/models/recommender-v1/ready
-CP_API=$(freeport); CP_XDS=$(freeport)
-"$TMP/switchyard" controlplane --state "$TMP/cp.db" --api 127.0.0.1:$CP_API --xds 127.0.0.1:$CP_XDS --insecure-loopback-no-auth --log-level warn 2>"$TMP/cp.log" &
-PIDS+=($!)
-waitok http://127.0.0.1:$CP_API/v1/models
+start_controlplane
 curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1/models/recommender -d @- >/dev/null <<JSON
 {"apiVersion":"switchyard.dev/v1","kind":"Model","metadata":{"name":"recommender"},
  "spec":{"versions":[{"name":"v1","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"recommender-v1"}],

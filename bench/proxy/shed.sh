@@ -19,20 +19,7 @@ FACTOR=${FACTOR:-3}
 DURATION=${DURATION:-10s}
 P99_BUDGET=${P99_BUDGET:-50ms}
 LIMIT=${LIMIT:-8}
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TMP=$(mktemp -d /tmp/switchyard-shed.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-export SWITCHYARD_ORT_LIB=${SWITCHYARD_ORT_LIB:-$ROOT/third_party/onnxruntime/libonnxruntime.so.1}
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-waitok() { for _ in $(seq 400); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not ready: $1" >&2; return 1; }
-
-cd "$ROOT"
+source "$(dirname "$0")/stack.sh"
 go build -o "$TMP/switchyard" ./cmd/switchyard
 go build -o "$TMP/syctl" ./cmd/syctl
 go build -o "$TMP/ranker" ./bench/backend/ranker
@@ -55,10 +42,7 @@ echo "ramp: $(field 'r["ramp"]["stop_reason"]' <"$TMP/ramp.json")"
 unloaded=$(load 127.0.0.1:$BE_HTTP ranker "$(python3 -c "print(max(1, $cap/10))")" 5s | field 'r["run"]["ok_latency"]["p99_ns"]/1e6')
 echo "backend capacity (p99 <= $P99_BUDGET): $cap rps; unloaded p99 (at a tenth): $unloaded ms"
 
-CP_API=$(freeport); CP_XDS=$(freeport)
-"$TMP/switchyard" controlplane --state "$TMP/cp.db" --api 127.0.0.1:$CP_API --xds 127.0.0.1:$CP_XDS --insecure-loopback-no-auth --log-level warn 2>"$TMP/cp.log" &
-PIDS+=($!)
-waitok http://127.0.0.1:$CP_API/v1/models
+start_controlplane
 PX_HTTP=$(freeport); PX_GRPC=$(freeport); PX_ADMIN=$(freeport)
 "$TMP/switchyard" proxy --xds 127.0.0.1:$CP_XDS --http 127.0.0.1:$PX_HTTP --grpc 127.0.0.1:$PX_GRPC --admin 127.0.0.1:$PX_ADMIN \
   --node-id shed --shadow-process inline --log-level error 2>"$TMP/proxy.log" &

@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -410,6 +412,12 @@ func (v *version) batchRows(bound []*oip.Tensor) (int64, error) {
 // them in atomically and drains and closes the versions they replace. If
 // anything fails, the versions already served stay served.
 func (b *Backend) LoadModel(ctx context.Context, name string) error {
+	// Only names the repository holds get an entry, a metric series or a
+	// lock: a flood of loads for made-up names leaves nothing behind.
+	if err := b.inRepository(name); err != nil {
+		b.metrics.Refused.Inc()
+		return err
+	}
 	b.mu.Lock()
 	m := b.models[name]
 	if m == nil {
@@ -433,22 +441,21 @@ func (b *Backend) LoadModel(ctx context.Context, name string) error {
 		b.log.Error("model load failed", "model", name, "err", err.Error())
 		b.mu.Lock()
 		if len(m.versions) == 0 {
-			m.state, m.reason = StateUnavailable, err.Error()
+			m.state, m.reason = StateUnavailable, b.scrub(err.Error())
 		}
 		b.mu.Unlock()
-		return err
+		return oip.Errorf(oip.CodeOf(err), "%s", b.scrub(err.Error()))
 	}
 	src, err := readModel(b.opts.ModelRepository, name, b.override(name))
 	if err != nil {
 		if errors.Is(err, errNoModelFolder) {
-			// Forget names that are not in the repository at all.
-			b.metrics.Loads.WithLabelValues(name, "error").Inc()
+			// Removed between the check and the read.
 			b.mu.Lock()
 			if len(m.versions) == 0 {
 				delete(b.models, name)
 			}
 			b.mu.Unlock()
-			return oip.Errorf(oip.NotFound, "load model %q: %v", name, err)
+			return oip.Errorf(oip.NotFound, "load model %q: not in the model repository", name)
 		}
 		return fail(oip.Errorf(oip.InvalidArgument, "load model %q: %v", name, err))
 	}
@@ -482,6 +489,32 @@ func (b *Backend) LoadModel(ctx context.Context, name string) error {
 	b.log.Info("model ready", "model", name, "versions", sortedVersions(loaded))
 	b.drain(old, loaded)
 	return nil
+}
+
+// inRepository checks that name is a model folder of the repository; the
+// error names no server path.
+func (b *Backend) inRepository(name string) error {
+	if !validModelName(name) {
+		return oip.Errorf(oip.InvalidArgument, "load model %q: not a model name (a folder name of the model repository: no /, \\, or leading dot)", name)
+	}
+	st, err := os.Stat(filepath.Join(b.opts.ModelRepository, name))
+	if err != nil || !st.IsDir() {
+		return oip.Errorf(oip.NotFound, "load model %q: not in the model repository", name)
+	}
+	return nil
+}
+
+// scrub replaces the repository's absolute path in a message meant for a
+// caller with "<repository>": answers and the index name no server paths.
+func (b *Backend) scrub(msg string) string {
+	repo := filepath.Clean(b.opts.ModelRepository)
+	if abs, err := filepath.Abs(repo); err == nil && abs != repo {
+		msg = strings.ReplaceAll(msg, abs, "<repository>")
+	}
+	if repo != "." && repo != "" {
+		msg = strings.ReplaceAll(msg, repo, "<repository>")
+	}
+	return msg
 }
 
 // override combines the options' provider and config override for a model.
@@ -667,7 +700,8 @@ func (b *Backend) unload(name, reason string) error {
 func (b *Backend) RepositoryIndex(_ context.Context, readyOnly bool) ([]oip.RepositoryModel, error) {
 	names, err := listModels(b.opts.ModelRepository)
 	if err != nil {
-		return nil, oip.Errorf(oip.Internal, "%v", err)
+		b.log.Error("list model repository", "err", err.Error())
+		return nil, oip.Errorf(oip.Internal, "the model repository cannot be listed (see the backend's log)")
 	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -188,10 +189,15 @@ func listModels(repo string) ([]string, error) {
 	return names, nil
 }
 
+// validModelName: a plain folder name (no separators, not hidden).
+func validModelName(name string) bool {
+	return name != "" && name[0] != '.' && !strings.ContainsAny(name, "/\\\x00") && filepath.Base(name) == name
+}
+
 // readModel reads DIR/<name>: config.yaml (optional) and the version folders
 // selected by its version policy.
 func readModel(repo, name string, override func(*ModelConfig)) (*modelSource, error) {
-	if name == "" || name == "." || name == ".." || filepath.Base(name) != name {
+	if !validModelName(name) {
 		return nil, fmt.Errorf("invalid model name %q", name)
 	}
 	dir := filepath.Join(repo, name)

@@ -21,6 +21,7 @@ type Metrics struct {
 	InFlight     *prometheus.GaugeVec     // requests inside the backend now (queued for a batch or running)
 	Loads        *prometheus.CounterVec   // switchyard_backend_model_loads_total{model,result}
 	Provider     *prometheus.GaugeVec     // switchyard_backend_model_execution_provider{model,version,requested,provider}: 1 while loaded
+	Refused      prometheus.Counter       // switchyard_backend_model_load_refused_total: loads of names the repository does not hold (no per-name series)
 }
 
 // NewMetrics creates the backend's metrics and registers them with reg (nil:
@@ -74,10 +75,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "switchyard_backend_model_execution_provider",
 			Help: "1 for each loaded model version: the execution provider its config asked for (requested) and the one it runs on (provider); requested=\"cuda\",provider=\"cpu\" is a CUDA fallback.",
 		}, []string{"model", "version", "requested", "provider"}),
+		Refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchyard_backend_model_load_refused_total",
+			Help: "Load calls for names that are not model folders of the repository (refused; no series per name).",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Requests, m.Failures, m.QueueSeconds, m.ComputeSecs, m.RequestSecs, m.BatchSize,
-			m.LoadSeconds, m.WarmupSecs, m.ColdStart, m.FirstRequest, m.Ready, m.InFlight, m.Loads, m.Provider)
+			m.LoadSeconds, m.WarmupSecs, m.ColdStart, m.FirstRequest, m.Ready, m.InFlight, m.Loads, m.Provider, m.Refused)
 	}
 	return m
 }

@@ -14,8 +14,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/switchyard-dev/switchyard/internal/h1"
+	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	"github.com/switchyard-dev/switchyard/oip"
 )
 
@@ -40,6 +42,13 @@ type ServerConfig struct {
 	// cannot hold a connection and its buffer forever. An idle kept-alive
 	// connection is closed after 2 minutes.
 	ReadTimeout time.Duration
+	// TLS, if set, serves both listeners over TLS from these files,
+	// reloaded when they change; with TLS.CA set, clients must present a
+	// certificate that chains to it (mTLS). Nil: plain TCP.
+	TLS *tlsutil.Files
+	// Repository guards the model repository API (load, unload) and the
+	// security log; the zero value turns them off (repoauth.go).
+	Repository RepositoryAccess
 }
 
 // Server is a Backend on OIP v2 REST (with /metrics) and gRPC listeners.
@@ -83,6 +92,17 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 		cfg.Backend.Logger = log
 	}
+	var tlsSrv *tlsutil.Server
+	if cfg.TLS != nil {
+		var err error
+		if tlsSrv, err = tlsutil.NewServer(*cfg.TLS, tlsutil.ServerOptions{Name: "backend", Logger: log, Metrics: tlsutil.NewMetrics(reg)}); err != nil {
+			return nil, err
+		}
+	}
+	guard, err := newRepoGuard(cfg.Repository, log, reg)
+	if err != nil {
+		return nil, err
+	}
 	b, err := New(cfg.Backend)
 	if err != nil {
 		return nil, err
@@ -95,12 +115,16 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		opts := oip.HTTPOptions{MaxBodyBytes: cfg.MaxBodyBytes, Logger: log}
-		mux.Handle("/", oip.NewHTTPHandler(b, opts))
+		mux.Handle("/", guard.http(oip.NewHTTPHandler(b, opts)))
+		mux.Handle(SecurityEventsPath, guard.eventsHandler())
 		// The lean HTTP/1.1 server (internal/h1): infer requests are
 		// answered on its own buffers (oip.FastInfer), the rest of the
 		// protocol and /metrics through the mux.
 		s.httpSrv = &h1.Server{Fast: oip.FastInfer(b, opts), Handler: mux, MaxBodyBytes: cfg.MaxBodyBytes,
 			HeadTimeout: min(10*time.Second, cfg.ReadTimeout), BodyTimeout: cfg.ReadTimeout, IdleTimeout: 2 * time.Minute}
+		if tlsSrv != nil {
+			s.httpSrv.TLSConfig = tlsSrv.Config("http/1.1")
+		}
 	}
 	if cfg.GRPCAddr != "" {
 		if s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
@@ -109,7 +133,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			}
 			return nil, fmt.Errorf("listen grpc %s: %w", cfg.GRPCAddr, err)
 		}
-		s.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(int(cfg.MaxBodyBytes)), grpc.MaxSendMsgSize(int(cfg.MaxBodyBytes)))
+		gopts := []grpc.ServerOption{grpc.MaxRecvMsgSize(int(cfg.MaxBodyBytes)), grpc.MaxSendMsgSize(int(cfg.MaxBodyBytes)),
+			grpc.UnaryInterceptor(guard.unary)}
+		if tlsSrv != nil {
+			gopts = append(gopts, grpc.Creds(credentials.NewTLS(tlsSrv.Config("h2"))))
+		}
+		s.grpcSrv = grpc.NewServer(gopts...)
 		oip.RegisterGRPC(s.grpcSrv, b)
 	}
 	return s, nil

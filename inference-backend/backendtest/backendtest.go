@@ -22,6 +22,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/inference-backend/backend"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
+	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 )
 
 // Options configure Start. The zero value serves the demo models.
@@ -39,6 +40,12 @@ type Options struct {
 	MaxBodyBytes int64
 	// Logger receives the backend's logs; nil discards them.
 	Logger *slog.Logger
+	// Repository guards the repository API (load, unload); nil leaves it
+	// open to any caller, as tests of other packages expect (a production
+	// backend has it off unless a credential is configured).
+	RepositoryAccess *backend.RepositoryAccess
+	// TLS, if set, serves both listeners over TLS (mTLS with TLS.CA).
+	TLS *tlsutil.Files
 }
 
 // Running is a started backend.
@@ -72,6 +79,10 @@ func Start(t testing.TB, opts Options) *Running {
 		}
 	}
 	reg := prometheus.NewRegistry()
+	access := backend.RepositoryAccess{Open: true}
+	if opts.RepositoryAccess != nil {
+		access = *opts.RepositoryAccess
+	}
 	s, err := backend.NewServer(backend.ServerConfig{
 		Backend: backend.Options{
 			ModelRepository:   repo,
@@ -84,6 +95,8 @@ func Start(t testing.TB, opts Options) *Running {
 		GRPCAddr:     "127.0.0.1:0",
 		MaxBodyBytes: opts.MaxBodyBytes,
 		Registry:     reg,
+		TLS:          opts.TLS,
+		Repository:   access,
 	})
 	if err != nil {
 		t.Fatalf("backendtest: %v", err)

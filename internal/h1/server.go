@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -64,6 +65,13 @@ type Server struct {
 	// peer" instead of the answer. Zero: the defaults above.
 	LingerTimeout time.Duration
 	LingerBytes   int64
+	// TLSConfig, if set, serves TLS on every accepted connection (its
+	// handshake bounded by HeadTimeout, in the connection's goroutine);
+	// reads and writes then go through crypto/tls instead of raw system
+	// calls. The Handler's requests carry the connection's TLS state
+	// (http.Request.TLS); a FastFunc reads it from Conn.TLS. Nil: plain
+	// TCP on the raw-syscall path.
+	TLSConfig *tls.Config
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -108,7 +116,13 @@ type Conn struct {
 	// linger: the connection ends after an answer while the client may
 	// still be sending (Server.LingerTimeout).
 	linger bool
+	// tls is the connection's TLS state after its handshake (nil: plain).
+	tls *tls.ConnectionState
 }
+
+// TLS is the connection's TLS state (nil on a plain connection): the
+// peer's verified certificates under mTLS.
+func (c *Conn) TLS() *tls.ConnectionState { return c.tls }
 
 // Connection states (Conn.state).
 const (
@@ -198,6 +212,9 @@ func (s *Server) Serve(l net.Listener) error {
 			c.Close()
 			return http.ErrServerClosed
 		}
+		if s.TLSConfig != nil {
+			c = tls.Server(c, s.TLSConfig)
+		}
 		conn := s.newConn(c)
 		s.conns[c] = conn
 		s.wg.Add(1)
@@ -250,7 +267,7 @@ func (s *Server) newConn(nc net.Conn) *Conn {
 	if c == nil {
 		c = &Conn{br: bufio.NewReaderSize(nil, 16<<10), W: bufio.NewWriterSize(nil, 16<<10)}
 	}
-	c.srv, c.nc, c.linger = s, nc, false
+	c.srv, c.nc, c.linger, c.tls = s, nc, false, nil
 	c.state.Store(connIdle)
 	return c
 }
@@ -259,7 +276,16 @@ func (s *Server) serveConn(c *Conn) {
 	defer s.wg.Done()
 	nc := c.nc
 	if tc, ok := nc.(interface{ SetNoDelay(bool) error }); ok { // TCP, or a wrapper embedding it
-		tc.SetNoDelay(true)
+		tc.SetNoDelay(true) // Go's default already; kept for other dialers' sockets
+	}
+	if tc, ok := nc.(*tls.Conn); ok && !s.handshake(c, tc) {
+		s.mu.Lock()
+		delete(s.conns, nc)
+		s.mu.Unlock()
+		nc.Close()
+		c.nc = nil
+		s.pool.Put(c)
+		return
 	}
 	c.io.reset(nc, orDefault(s.WriteTimeout, DefaultWriteTimeout))
 	c.br.Reset(&c.io)
@@ -313,6 +339,20 @@ func (s *Server) serveConn(c *Conn) {
 			return
 		}
 	}
+}
+
+// handshake runs a TLS connection's handshake within HeadTimeout; it
+// reports whether the connection is to be served.
+func (s *Server) handshake(c *Conn, tc *tls.Conn) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), orDefault(s.HeadTimeout, DefaultHeadTimeout))
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return false
+	}
+	tc.SetDeadline(time.Time{})
+	cs := tc.ConnectionState()
+	c.tls = &cs
+	return true
 }
 
 // lingerClose shuts the connection's write side after its last answer and
@@ -415,7 +455,7 @@ func (s *Server) handle(c *Conn, r *Request) (bool, error) {
 	req := (&http.Request{
 		Method: string(r.Method), URL: u, RequestURI: target, Proto: string(r.Proto), ProtoMajor: 1, ProtoMinor: 1,
 		Header: hdr, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
-		Host: hdr.Get("Host"), RemoteAddr: c.nc.RemoteAddr().String(),
+		Host: hdr.Get("Host"), RemoteAddr: c.nc.RemoteAddr().String(), TLS: c.tls,
 	}).WithContext(context.Background())
 	if r.Proto[len(r.Proto)-1] == '0' {
 		req.ProtoMinor = 0
