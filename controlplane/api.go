@@ -66,6 +66,8 @@ type API struct {
 	// canary, when the canary controller is enabled, guards writes that
 	// would change a running canary's weights (canary_guard.go).
 	canary *CanaryController
+	// proxyAdminToken is presented to the proxies' admin pages.
+	proxyAdminToken string
 }
 
 func newAPI(st store.Store, auth *Authenticator, tr *Tracker, x *xdsServer, m *Metrics, g prometheus.Gatherer, logger *slog.Logger, maxBody int64) *API {

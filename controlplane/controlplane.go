@@ -43,6 +43,10 @@ import (
 type Config struct {
 	// StatePath is the bbolt state file (used when Store is nil).
 	StatePath string
+	// ProxyAdminToken is the proxies' admin token (their
+	// --admin-token-file), presented when the shadow report gathers their
+	// records ("": none; proxies then serve loopback callers only).
+	ProxyAdminToken string
 	// Store, when set, is used instead of opening StatePath (e.g. etcd).
 	// The control plane closes it on Close.
 	Store store.Store
@@ -128,6 +132,7 @@ func New(cfg Config) (*ControlPlane, error) {
 	timed := timedStore{Store: st, m: cp.metrics}
 	cp.xds = newXDSServer(cp.ctx, timed, cp.tracker, cp.metrics, cfg.Logger.With("component", "xds"), cfg.Listener)
 	cp.api = newAPI(timed, cfg.Auth, cp.tracker, cp.xds, cp.metrics, cfg.Gatherer, cfg.Logger.With("component", "api"), cfg.MaxBodyBytes)
+	cp.api.proxyAdminToken = cfg.ProxyAdminToken
 
 	var err error
 	if cp.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {

@@ -6,7 +6,11 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
+	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
+	"github.com/switchyard-dev/switchyard/proxy"
 	"github.com/switchyard-dev/switchyard/routing"
 )
 
@@ -104,4 +108,39 @@ func modelJSON(t testing.TB, m routing.Model) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestShadowRecordsPresentProxyAdminToken: the shadow report's fetch of a
+// proxy's records presents the proxies' admin token (a real proxy whose
+// admin pages need it), and a wrong one is named in the error.
+func TestShadowRecordsPresentProxyAdminToken(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	m := routing.Model{
+		Metadata: routing.Metadata{Name: "recommender"},
+		Spec: routing.Spec{
+			Versions: []routing.Version{
+				{Name: "v1", Endpoints: []string{be.HTTPAddr}, BackendModel: demomodels.V1},
+				{Name: "v2", Endpoints: []string{be.HTTPAddr}, BackendModel: demomodels.V1},
+			},
+			Traffic: routing.Traffic{Weights: map[string]int{"v1": 100}},
+			Timeout: routing.Duration(2 * time.Second),
+			Shadow:  &routing.Shadow{Version: "v2", Percent: 100},
+		},
+	}
+	const token = "proxy-admin-token-0123456"
+	p, err := proxy.New(proxy.Config{AdminAddr: "127.0.0.1:0", Models: []routing.Model{m}, AdminToken: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	client := &http.Client{Timeout: 5 * time.Second}
+	if _, err := fetchShadowRecords(context.Background(), client, p.AdminAddr(), token, "recommender", time.Minute); err != nil {
+		t.Fatalf("with the token: %v", err)
+	}
+	if _, err := fetchShadowRecords(context.Background(), client, p.AdminAddr(), "", "recommender", time.Minute); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("without the token: %v", err)
+	}
 }

@@ -122,7 +122,7 @@ func (a *API) gatherShadowRecords(ctx context.Context, model string, window time
 		go func() {
 			defer wg.Done()
 			results[i] = ShadowProxy{Node: byAdmin[ad], Admin: ad}
-			recs, err := fetchShadowRecords(ctx, client, ad, model, window)
+			recs, err := fetchShadowRecords(ctx, client, ad, a.proxyAdminToken, model, window)
 			if err != nil {
 				results[i].Error = err.Error()
 				return
@@ -150,11 +150,14 @@ type proxyShadowRecords struct {
 	Records []shadow.Record `json:"records"`
 }
 
-func fetchShadowRecords(ctx context.Context, client *http.Client, admin, model string, window time.Duration) ([]shadow.Record, error) {
+func fetchShadowRecords(ctx context.Context, client *http.Client, admin, token, model string, window time.Duration) ([]shadow.Record, error) {
 	u := "http://" + admin + "/shadow/records?model=" + url.QueryEscape(model) + "&window=" + url.QueryEscape(window.String())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	res, err := client.Do(req)
 	if err != nil {

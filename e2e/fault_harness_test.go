@@ -124,11 +124,10 @@ func (fs *faultStack) backend(t *testing.T, version string) (httpURL, grpcAddr s
 // breaker that opens after 5 failures.
 func (fs *faultStack) faultModel(t *testing.T) []byte {
 	t.Helper()
-	var cur struct {
-		Model map[string]any `json:"model"`
-	}
+	var cur map[string]any // the document apply takes back, and status
 	fs.sy.json(t, &cur, "get", "model", "recommender")
-	spec := cur.Model["spec"].(map[string]any)
+	delete(cur, "status")
+	spec := cur["spec"].(map[string]any)
 	for _, v := range spec["versions"].([]any) {
 		v := v.(map[string]any)
 		if name := v["name"].(string); name == "v2" || name == "lite" {
@@ -147,7 +146,7 @@ func (fs *faultStack) faultModel(t *testing.T) []byte {
 		"static":  map[string]any{"outputs": []any{map[string]any{"name": demomodels.OutputName, "datatype": "FP32", "shape": []int{1, demomodels.Items}, "data": static}}},
 		"breaker": map[string]any{"consecutiveFailures": 5, "openFor": "2s"},
 	}
-	b, err := json.Marshal(cur.Model)
+	b, err := json.Marshal(cur)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,22 +196,29 @@ func (fs *faultStack) setWeights(t *testing.T, reason string, weights ...string)
 
 // stored is the control plane's model as `syctl get model` shows it.
 type stored struct {
-	Revision int64 `json:"revision"`
-	Model    struct {
-		Spec struct {
-			Traffic struct {
-				Weights map[string]int `json:"weights"`
-			} `json:"traffic"`
-			Timeout string `json:"timeout"`
-		} `json:"spec"`
-	} `json:"model"`
+	Revision int64
+	Model    storedModel
+}
+
+type storedModel struct {
+	Spec struct {
+		Traffic struct {
+			Weights map[string]int `json:"weights"`
+		} `json:"traffic"`
+		Timeout string `json:"timeout"`
+	} `json:"spec"`
 }
 
 func (fs *faultStack) stored(t *testing.T) stored {
 	t.Helper()
-	var s stored
-	fs.sy.json(t, &s, "get", "model", "recommender")
-	return s
+	var doc struct { // get -o json: the document and its status
+		storedModel
+		Status struct {
+			Revision int64 `json:"revision"`
+		} `json:"status"`
+	}
+	fs.sy.json(t, &doc, "get", "model", "recommender")
+	return stored{Revision: doc.Status.Revision, Model: doc.storedModel}
 }
 
 // waitProxyAt waits until the proxy serves revision rev from the control
@@ -299,8 +305,9 @@ func (fs *faultStack) waitExit(t *testing.T, name string, within time.Duration) 
 			t.Fatalf("%s (pid %d) did not exit within %s", name, p.pid, within)
 		}
 	}
-	// up's child: up reaps it and says how it ended on its stderr.
-	re := regexp.MustCompile(regexp.QuoteMeta(fmt.Sprintf("switchyard up: %s (pid %d) exited: ", name, p.pid)) + `([^;]*);`)
+	// up's child: up reaps it and says how it ended on its stderr
+	// ("exited: <how> (log: FILE); ...").
+	re := regexp.MustCompile(regexp.QuoteMeta(fmt.Sprintf("switchyard up: %s (pid %d) exited: ", name, p.pid)) + `([^;]*?)(?: \(log: [^)]*\))?;`)
 	var how string
 	waitFor(t, fmt.Sprintf("%s (pid %d) to exit", name, p.pid), 20*time.Millisecond, int(within/(20*time.Millisecond)), func() (bool, string) {
 		m := re.FindStringSubmatch(fs.up.stderr.String())

@@ -93,12 +93,15 @@ type upProcess struct {
 	info     upInfo
 }
 
-// startUp runs `switchyard up --any-ports --state-dir DIR` and waits
-// (bounded) until it prints that it is up and up.json is written.
+// startUp runs `switchyard up --any-ports --state-dir DIR --restart=never`
+// and waits (bounded) until it prints that it is up and up.json is written.
+// --restart=never: the fault and story tests kill processes on purpose and
+// start them again themselves, so up must not race them with its own
+// restart.
 func startUp(t *testing.T, bin, stateDir string) *upProcess {
 	t.Helper()
 	u := &upProcess{stateDir: stateDir, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-	u.cmd = exec.Command(bin, "up", "--any-ports", "--state-dir", stateDir, "--ready-timeout", "90s")
+	u.cmd = exec.Command(bin, "up", "--any-ports", "--state-dir", stateDir, "--ready-timeout", "90s", "--restart=never")
 	pr, pw := io.Pipe()
 	u.cmd.Stdout, u.cmd.Stderr = pw, u.stderr
 	if err := u.cmd.Start(); err != nil {

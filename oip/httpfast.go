@@ -62,6 +62,7 @@ func (h *httpHandler) fastInfer(c *h1.Conn, r *h1.Request) (served, keep bool, e
 		*dbuf = compress.AppendGzip((*dbuf)[:0], answer)
 		answer, gzipped = *dbuf, true
 	}
+	closing := r.Close || c.Closing() // draining: the last answer on this connection
 	switch {
 	case ierr != nil:
 		e := AsError(ierr)
@@ -74,7 +75,7 @@ func (h *httpHandler) fastInfer(c *h1.Conn, r *h1.Request) (served, keep bool, e
 		if ra := e.RetryAfterSeconds(); ra != "" {
 			c.W.WriteString("Retry-After: " + ra + "\r\n")
 		}
-		h1.EndHead(c.W, len(*out), r.Close)
+		h1.EndHead(c.W, len(*out), closing)
 		c.W.Write(*out)
 	case hl < len(*out) || gzipped: // binary tensor data after a JSON header, or a compressed answer
 		ct := "application/json"
@@ -90,11 +91,11 @@ func (h *httpHandler) fastInfer(c *h1.Conn, r *h1.Request) (served, keep bool, e
 		if gzipped {
 			c.W.WriteString("Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n")
 		}
-		h1.EndHead(c.W, len(answer), r.Close)
+		h1.EndHead(c.W, len(answer), closing)
 		c.W.Write(answer)
 	default:
-		h1.WriteResponse(c.W, 200, "application/json", answer, r.Close)
+		h1.WriteResponse(c.W, 200, "application/json", answer, closing)
 	}
 	c.RequestDone(time.Now())
-	return true, !r.Close, c.Flush()
+	return true, !closing, c.Flush()
 }

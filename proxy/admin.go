@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"crypto/subtle"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -119,9 +123,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (p *Proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.cfg.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /config_dump", p.guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, p.ConfigDump())
-	})
+	})))
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, p.Stats())
 	})
@@ -133,10 +137,56 @@ func (p *Proxy) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"ready": true, "version": s.version, "source": s.source})
 	})
-	p.features.adminRoutes(mux) // /shadow/report, /shadow/records, /fallback
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	p.features.adminRoutes(mux, p.guard) // /shadow/report, /shadow/records, /fallback
+	mux.Handle("GET /debug/pprof/", p.guard(http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/profile", p.guard(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /debug/pprof/symbol", p.guard(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("GET /debug/pprof/trace", p.guard(http.HandlerFunc(pprof.Trace)))
 	return mux
+}
+
+// guard protects an admin page that exposes data or internals (the
+// configuration, captured shadow records, fallback state, profiles):
+// with Config.AdminToken set it needs "Authorization: Bearer <token>"
+// (401 without it); without one it is served to loopback clients only
+// (403 otherwise). /ready, /metrics and /stats (counts only) stay open.
+// Refused calls are logged and counted
+// (switchyard_proxy_admin_refused_total{reason}).
+func (p *Proxy) guard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reason := ""
+		switch {
+		case p.cfg.AdminToken != "":
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(p.cfg.AdminToken)) != 1 {
+				reason = "no_credential"
+				if ok {
+					reason = "bad_credential"
+				}
+			}
+		case !isLoopback(r.RemoteAddr):
+			reason = "not_loopback"
+		}
+		if reason == "" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		p.metrics.AdminRefused.WithLabelValues(reason).Inc()
+		p.log.Warn("admin call refused", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "reason", reason)
+		if reason == "not_loopback" {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("%s is served to loopback clients only; start the proxy with --admin-token-file to serve it to callers that present the token", r.URL.Path))
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard-proxy-admin"`)
+		writeError(w, http.StatusUnauthorized, fmt.Sprintf("%s needs the admin token: Authorization: Bearer <token>", r.URL.Path))
+	})
+}
+
+func isLoopback(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -26,7 +26,7 @@ import (
 //	        filled by every good answer of the version the request was
 //	        routed to; needs spec.cache)
 //	backup  spec.fallback.backup, called through the ordinary upstream
-//	        invoker (its own breaker and retries) with its own budget
+//	        call (its own limiter, breaker and retries) with its own budget
 //	        spec.fallback.backupTimeout
 //	static  spec.fallback.static, the desired state's fixed answer
 //	empty   200 with empty outputs (named like the static answer, or like the
@@ -42,7 +42,6 @@ type fallbackPolicy struct {
 	backup        *Variant
 	backupTimeout time.Duration
 	static        *fallback.Static
-	limiters      []*fallback.Limiter // by variant index (nil: unlimited)
 	// like holds the output names/types/shapes of a good answer, for the
 	// empty step when no static answer is configured.
 	like atomic.Pointer[[]oip.Tensor]
@@ -62,7 +61,7 @@ func (f *features) policyLocked(r *Route, spec *routing.Fallback) (*fallbackPoli
 	if err != nil {
 		return nil, err
 	}
-	pol := &fallbackPolicy{chain: chain, backupTimeout: spec.BackupTimeout.D(), limiters: make([]*fallback.Limiter, len(r.Variants))}
+	pol := &fallbackPolicy{chain: chain, backupTimeout: spec.BackupTimeout.D()}
 	if spec.Backup != "" {
 		if pol.backup = r.Variant(spec.Backup); pol.backup == nil {
 			return nil, fmt.Errorf("fallback.backup %q is not a version of the model", spec.Backup)
@@ -74,17 +73,6 @@ func (f *features) policyLocked(r *Route, spec *routing.Fallback) (*fallbackPoli
 	if spec.Static != nil && len(spec.Static.Outputs) > 0 {
 		if pol.static, err = fallback.NewStatic(spec.Static.Outputs); err != nil {
 			return nil, err
-		}
-	}
-	if spec.MaxConcurrency > 0 {
-		for i, v := range r.Variants {
-			k := fmt.Sprintf("%s/%s/%d", r.Name, v.Name, spec.MaxConcurrency)
-			l := f.limiters[k]
-			if l == nil {
-				l = fallback.NewLimiter(spec.MaxConcurrency)
-				f.limiters[k] = l
-			}
-			pol.limiters[i] = l
 		}
 	}
 	return pol, nil
@@ -177,19 +165,26 @@ func (p *Proxy) fallBack(ctx context.Context, rf *routePolicies, x *Exchange, v 
 	return nil
 }
 
-// primary calls v under its concurrency limit (routes with a fallback
-// policy) through its breaker; res.Trigger is the judged outcome.
-func (p *Proxy) primary(ctx context.Context, rf *routePolicies, x *Exchange, v *Variant, res *Result) error {
-	if rf.fb != nil {
-		if l := rf.fb.limiters[v.Index]; l != nil {
-			if !l.TryAcquire() {
-				res.Variant, res.Trigger = v, fallback.Overload
-				return oip.Errorf(oip.Unavailable, "model %q version %q: %d requests in flight (maxConcurrency)", v.Route.Name, v.Name, l.Max())
-			}
-			defer l.Release()
-		}
+// primary calls v under its concurrency limit (spec.concurrency), then
+// through its breaker; res.Trigger is the judged outcome. A request over
+// the limit is shed (trigger Overload: the chain answers it where there is
+// one); an adaptive limit learns from the call's latency.
+func (p *Proxy) primary(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
+	l := v.limiter
+	if l == nil {
+		return p.call(ctx, x, v, res)
 	}
-	return p.call(ctx, x, v, res)
+	if !l.TryAcquire() {
+		p.shed("concurrency")
+		res.Variant, res.Trigger = v, fallback.Overload
+		return oip.Errorf(oip.Unavailable, "model %q version %q: %d requests in flight (spec.concurrency); shed, retry shortly", v.Route.Name, v.Name, l.Max())
+	}
+	inflight := l.InFlight()
+	start := time.Now()
+	err := p.call(ctx, x, v, res)
+	l.Observe(time.Since(start), fallback.SampleOf(res.Trigger), inflight)
+	l.Release()
+	return err
 }
 
 // remember records a good primary answer for the chain: the last good
@@ -220,7 +215,7 @@ func (p *Proxy) backup(ctx context.Context, pol *fallbackPolicy, x *Exchange, re
 	bv := pol.backup
 	saved := x.Deadline
 	x.Deadline = time.Now().Add(pol.backupTimeout)
-	err := p.call(ctx, x, bv, res)
+	err := p.primary(ctx, x, bv, res) // the backup's own limit too
 	x.Deadline = saved
 	t := res.Trigger
 	if !t.Falls(fallback.Backup) && t != fallback.Cancelled && err == nil && res.OK() {

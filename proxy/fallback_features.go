@@ -81,7 +81,6 @@ func newFeatures(cfg FeaturesConfig) *features {
 		caches:    map[string]*fallback.Cache{},
 		lastGood:  map[string]*fallback.Cache{},
 		coalesce:  map[string]*fallback.Coalescer[*sharedAnswer]{},
-		limiters:  map[string]*fallback.Limiter{},
 		mirrors:   map[string]*mirrorState{},
 		sinks:     map[string]*recordSink{},
 		liveModel: map[string]*routePolicies{},
@@ -89,7 +88,7 @@ func newFeatures(cfg FeaturesConfig) *features {
 }
 
 // features is the extension. Long-lived pieces (caches, mirrors, record
-// files, limiters) are kept by model and configuration signature, so a new
+// files) are kept by model and configuration signature, so a new
 // configuration that does not change a model's policy keeps its warm cache
 // and its mirror; pieces no live route uses are closed after each apply.
 type features struct {
@@ -104,10 +103,9 @@ type features struct {
 	caches    map[string]*fallback.Cache // by cacheSig
 	lastGood  map[string]*fallback.Cache // by model
 	coalesce  map[string]*fallback.Coalescer[*sharedAnswer]
-	limiters  map[string]*fallback.Limiter // by model/version/max
-	mirrors   map[string]*mirrorState      // by shadowSig
-	sinks     map[string]*recordSink       // by model
-	liveModel map[string]*routePolicies    // model -> features of the live route
+	mirrors   map[string]*mirrorState   // by shadowSig
+	sinks     map[string]*recordSink    // by model
+	liveModel map[string]*routePolicies // model -> features of the live route
 	closed    bool
 	closing   sync.WaitGroup // mirrors draining in the background
 
@@ -236,7 +234,6 @@ func (f *features) applied(routes map[string]*Route) {
 	liveCache := map[string]bool{}
 	liveModels := map[string]bool{}
 	liveMirror := map[*mirrorState]bool{}
-	liveLimiter := map[*fallback.Limiter]bool{}
 	live := map[string]*routePolicies{}
 	for name, r := range routes {
 		liveModels[name] = true
@@ -250,13 +247,6 @@ func (f *features) applied(routes map[string]*Route) {
 		}
 		if rf.mirror != nil {
 			liveMirror[rf.mirror] = true
-		}
-		if rf.fb != nil {
-			for _, l := range rf.fb.limiters {
-				if l != nil {
-					liveLimiter[l] = true
-				}
-			}
 		}
 	}
 	f.liveModel = live
@@ -275,11 +265,6 @@ func (f *features) applied(routes map[string]*Route) {
 	for model := range f.coalesce {
 		if rf := live[model]; rf == nil || rf.coal == nil {
 			delete(f.coalesce, model)
-		}
-	}
-	for k, l := range f.limiters {
-		if !liveLimiter[l] {
-			delete(f.limiters, k)
 		}
 	}
 	for sig, ms := range f.mirrors {
@@ -330,10 +315,11 @@ func (f *features) Close() error {
 }
 
 // adminRoutes adds the extension's admin pages.
-func (f *features) adminRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /shadow/report", f.serveShadowReport)
-	mux.HandleFunc("GET /shadow/records", f.serveShadowRecords)
-	mux.HandleFunc("GET /fallback", f.serveFallback)
+// (guard protects them: they expose captured data and internal state.)
+func (f *features) adminRoutes(mux *http.ServeMux, guard func(http.Handler) http.Handler) {
+	mux.Handle("GET /shadow/report", guard(http.HandlerFunc(f.serveShadowReport)))
+	mux.Handle("GET /shadow/records", guard(http.HandlerFunc(f.serveShadowRecords)))
+	mux.Handle("GET /fallback", guard(http.HandlerFunc(f.serveFallback)))
 }
 
 // FallbackStatus is the admin page /fallback: per model, the chain, the

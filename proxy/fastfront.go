@@ -14,6 +14,7 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 
+	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/internal/h1"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/oip/compress"
@@ -150,6 +151,16 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 	if route == nil {
 		route, choice, oerr = p.resolve(snap, string(model), version, "", "")
 	}
+	// The buffered-bytes budget (overload.go): a body that does not fit
+	// is not read. (One over the body limit gets ReadBody's 413.)
+	held := r.ContentLength
+	if held < 0 || held > p.cfg.MaxBodyBytes {
+		held = 0
+	}
+	if !p.budget.take(held) {
+		return s.refuse(c, r, model, start, p.budget.overBudget(held))
+	}
+	defer func() { p.budget.give(held) }()
 	st := s.get()
 	defer s.put(st)
 	x := &st.x
@@ -159,11 +170,18 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 		c.AnswerError(err)
 		return false, err
 	}
+	if r.ContentLength < 0 { // chunked: counted once read
+		n := int64(len(x.body))
+		if !p.budget.take(n) {
+			return s.refuse(c, r, model, start, p.budget.overBudget(n))
+		}
+		held = n
+	}
 	ctx := context.Background()
 	if oerr != nil {
-		writeErrorTo(c.W, oerr.HTTPStatus(), oerr.Msg, nil, r.Close)
+		writeErrorTo(c.W, oerr.HTTPStatus(), oerr.Msg, nil, r.Close || c.Closing(), "")
 		p.logRequest(ctx, string(model), "", oerr.HTTPStatus(), start, oerr, r.HeaderString("traceparent"))
-		return !r.Close, c.Flush()
+		return !r.Close && !c.Closing(), c.Flush()
 	}
 	x.Route, x.Choice, x.Start = route, choice, start
 	x.Deadline = start.Add(route.Timeout)
@@ -177,11 +195,18 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 		// The pipeline, its limit and Inference-Header-Content-Length see
 		// the inflated body.
 		body, err := oip.DecodeBody(string(ce), x.body, p.cfg.MaxBodyBytes, &st.spare)
+		if err == nil {
+			if n := int64(len(body)); p.budget.take(n) {
+				held += n
+			} else {
+				return s.refuse(c, r, model, start, p.budget.overBudget(n))
+			}
+		}
 		if err != nil {
 			e := oip.AsError(err)
-			writeErrorTo(c.W, e.HTTPStatus(), e.Msg, v, r.Close)
+			writeErrorTo(c.W, e.HTTPStatus(), e.Msg, v, r.Close || c.Closing(), "")
 			v.metrics.request(httpCode(e.HTTPStatus()), time.Since(start).Seconds())
-			return !r.Close, c.Flush()
+			return !r.Close && !c.Closing(), c.Flush()
 		}
 		st.spare, x.body = x.body, body
 	}
@@ -189,9 +214,9 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 		n, err := strconv.Atoi(string(hl))
 		if err != nil || n < 0 || n > len(x.body) {
 			e := oip.Errorf(oip.InvalidArgument, "%s %q is not an integer in 0..%d (the body size)", hdrInferHeader, hl, len(x.body))
-			writeErrorTo(c.W, e.HTTPStatus(), e.Msg, v, r.Close)
+			writeErrorTo(c.W, e.HTTPStatus(), e.Msg, v, r.Close || c.Closing(), "")
 			v.metrics.request(httpCode(e.HTTPStatus()), time.Since(start).Seconds())
-			return !r.Close, c.Flush()
+			return !r.Close && !c.Closing(), c.Flush()
 		}
 		x.headerLen = n
 	}
@@ -201,13 +226,25 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 	ctx, span := p.begin(ctx, x, headCarrier{r})
 	res := &st.res
 	err = p.serve(ctx, x, res)
-	status := s.respond(c.W, st, err, r.Close)
+	closing := r.Close || c.Closing() // draining: the last answer on this connection
+	status := s.respond(c.W, st, err, closing)
 	end := time.Now()
 	c.RequestDone(end) // the base of the idle wait's and the write's deadlines
 	p.finish(ctx, span, x, res, status, httpCode(status), err, end.Sub(start))
 	ferr := c.Flush()
 	p.handOff(x) // after the answer is written: the shadow enqueue
-	return !r.Close, ferr
+	return !closing, ferr
+}
+
+// refuse answers a request shed before the pipeline (the buffered-bytes
+// budget): 503 with Retry-After, and the connection ends (lingering) since
+// the body may be unread.
+func (s *fastServer) refuse(c *h1.Conn, r *h1.Request, model []byte, start time.Time, e *oip.Error) (bool, error) {
+	s.p.shed("buffer")
+	writeErrorTo(c.W, e.HTTPStatus(), e.Msg, nil, true, retryAfterHeader)
+	c.Refuse()
+	s.p.logRequest(context.Background(), string(model), "", e.HTTPStatus(), start, e, r.HeaderString("traceparent"))
+	return false, c.Flush()
 }
 
 func internCT(v []byte) string {
@@ -222,11 +259,11 @@ func internCT(v []byte) string {
 	return string(v)
 }
 
-func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, res *Result, headerLen, n int, close, gzipped bool) {
+// writeHead writes an answer's head; extra holds further header lines
+// (each ending in CRLF), e.g. Content-Encoding or Retry-After.
+func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, res *Result, headerLen, n int, close bool, extra string) {
 	h1.StartHead(bw, status, ct)
-	if gzipped {
-		bw.WriteString("Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n")
-	}
+	bw.WriteString(extra)
 	if v != nil {
 		bw.WriteString("X-Switchyard-Variant: ")
 		bw.WriteString(v.Name)
@@ -243,9 +280,9 @@ func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, res *Result,
 	h1.EndHead(bw, n, close)
 }
 
-func writeErrorTo(bw *bufio.Writer, status int, msg string, v *Variant, close bool) {
+func writeErrorTo(bw *bufio.Writer, status int, msg string, v *Variant, close bool, extra string) {
 	body := h1.ErrorJSON(msg)
-	writeHead(bw, status, "application/json", v, nil, 0, len(body), close, false)
+	writeHead(bw, status, "application/json", v, nil, 0, len(body), close, extra)
 	bw.Write(body)
 }
 
@@ -255,7 +292,11 @@ func (s *fastServer) respond(bw *bufio.Writer, st *exchangeState, err error, clo
 	if err != nil {
 		e := oip.AsError(err)
 		body := h1.ErrorJSON(e.Msg)
-		writeHead(bw, e.HTTPStatus(), "application/json", res.Variant, res, 0, len(body), close, false)
+		extra := ""
+		if res.Trigger == fallback.Overload {
+			extra = retryAfterHeader // shed: come back in a second
+		}
+		writeHead(bw, e.HTTPStatus(), "application/json", res.Variant, res, 0, len(body), close, extra)
 		bw.Write(body)
 		return e.HTTPStatus()
 	}
@@ -271,7 +312,7 @@ func (s *fastServer) respond(bw *bufio.Writer, st *exchangeState, err error, clo
 		}
 		if perr != nil {
 			msg := h1.ErrorJSON(fmt.Sprintf("model %q: cannot encode the upstream answer: %v", st.x.Route.Name, perr))
-			writeHead(bw, http.StatusBadGateway, "application/json", res.Variant, res, 0, len(msg), close, false)
+			writeHead(bw, http.StatusBadGateway, "application/json", res.Variant, res, 0, len(msg), close, "")
 			bw.Write(msg)
 			return http.StatusBadGateway
 		}
@@ -282,13 +323,13 @@ func (s *fastServer) respond(bw *bufio.Writer, st *exchangeState, err error, clo
 			headerLen = 0 // all JSON: no Inference-Header-Content-Length
 		}
 	}
-	gzipped := st.gzip && status == http.StatusOK && len(body) >= compress.MinGzipBytes
-	if gzipped {
+	extra := ""
+	if st.gzip && status == http.StatusOK && len(body) >= compress.MinGzipBytes {
 		// The request is done with: its spare buffer takes the answer.
 		st.spare = compress.AppendGzip(st.spare[:0], body)
-		body = st.spare
+		body, extra = st.spare, "Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n"
 	}
-	writeHead(bw, status, ct, res.Variant, res, headerLen, len(body), close, gzipped)
+	writeHead(bw, status, ct, res.Variant, res, headerLen, len(body), close, extra)
 	bw.Write(body)
 	return status
 }

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
@@ -153,6 +154,14 @@ func (g *grpcFront) ModelStreamInfer(stream pb.GRPCInferenceService_ModelStreamI
 func (g *grpcFront) infer(ctx context.Context, req *pb.ModelInferRequest, hdr metadata.MD) (*pb.ModelInferResponse, error) {
 	p := g.p
 	start := time.Now()
+	// The buffered-bytes budget (overload.go): grpc-go has read the
+	// message; holding it for the whole call is what is counted.
+	held := int64(proto.Size(req))
+	if !p.budget.take(held) {
+		p.shed("buffer")
+		return nil, oip.GRPCError(p.budget.overBudget(held))
+	}
+	defer p.budget.give(held)
 	s := p.snap.Load()
 	md, _ := metadata.FromIncomingContext(ctx)
 	model := req.GetModelName()

@@ -16,6 +16,8 @@ type Metrics struct {
 	UpstreamErrors     *prometheus.CounterVec   // model, variant, kind
 	Ejections          *prometheus.CounterVec   // endpoint
 	Picks              *prometheus.CounterVec   // model, variant, reason: why requests went to each variant
+	Shed               *prometheus.CounterVec   // reason: requests refused to protect the proxy
+	AdminRefused       *prometheus.CounterVec   // reason: admin calls refused (no_credential, bad_credential, not_loopback)
 	BreakerState       *prometheus.GaugeVec     // model, variant: 0 closed, 1 half-open, 2 open
 	BreakerTransitions *prometheus.CounterVec   // model, variant, to: breaker state changes
 	ConfigInfo         *prometheus.GaugeVec     // version, source
@@ -54,6 +56,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "switchyard_proxy_picks_total",
 			Help: "Inference requests by virtual model, the variant they were routed to and why: random (the weighted split), sticky (the sticky key's bucket), override (the override header), pinned (the version named in the path or gRPC model_version).",
 		}, []string{"model", "variant", "reason"}),
+		Shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_proxy_shed_total",
+			Help: "Requests refused with 503 + Retry-After before the pipeline to protect the proxy, by reason: buffer (the buffered request bytes budget), concurrency (a version's spec.concurrency limit; the fallback chain may still answer these).",
+		}, []string{"reason"}),
+		AdminRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_proxy_admin_refused_total",
+			Help: "Admin calls refused by reason: no_credential, bad_credential (the admin token), not_loopback (no token configured: loopback only).",
+		}, []string{"reason"}),
 		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "switchyard_proxy_breaker_state",
 			Help: "Circuit breaker state per variant: 0 closed, 1 half-open, 2 open.",
@@ -77,7 +87,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		variants: map[string]*variantMetrics{},
 	}
 	if reg != nil {
-		reg.MustRegister(m.Requests, m.Duration, m.UpstreamRetries, m.UpstreamErrors, m.Ejections, m.Picks,
+		reg.MustRegister(m.Requests, m.Duration, m.UpstreamRetries, m.UpstreamErrors, m.Ejections, m.Picks, m.Shed, m.AdminRefused,
 			m.BreakerState, m.BreakerTransitions, m.ConfigInfo, m.ConfigUpdates, m.ConfigTimestamp)
 	}
 	return m

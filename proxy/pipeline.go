@@ -31,7 +31,8 @@ import (
 //
 //  1. cache: a prediction cache hit answers; identical requests in
 //     flight share the first one's call (coalescing)
-//  2. primary: the version's concurrency limit, its breaker, then the
+//  2. primary: the version's concurrency limit (spec.concurrency: load
+//     shedding), its breaker, then the
 //     attempts (retries within the budget), each judged by fallback.Judge
 //     into res.Trigger, the one failure vocabulary
 //  3. capture: a sampled request and the primary's own outcome, for the
@@ -68,7 +69,7 @@ func (p *Proxy) serve(ctx context.Context, x *Exchange, res *Result) error {
 	r.Budget.Deposit()
 	pol := r.policies
 	if pol == nil {
-		return p.call(ctx, x, v, res) // a plain route: the version, nothing else
+		return p.primary(ctx, x, v, res) // a plain route: the version, nothing else
 	}
 	// 1. cache (the key also serves the chain's last good answer, which
 	// needs the cache on)
@@ -103,7 +104,7 @@ func (p *Proxy) serve(ctx context.Context, x *Exchange, res *Result) error {
 	}
 
 	// 2. primary
-	err := p.primary(ctx, pol, x, v, res)
+	err := p.primary(ctx, x, v, res)
 
 	// 3. capture
 	if pol.mirror != nil {

@@ -1,17 +1,23 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -19,6 +25,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/oip/compress"
@@ -91,7 +98,7 @@ func TestVirtualModelDescribe(t *testing.T) {
 			t.Fatalf("gRPC infer pinned to %s: %v", v, err)
 		}
 	}
-	if n := testutilCounterLabels(t, p, "switchyard_proxy_picks_total", map[string]string{"variant": "v3", "reason": "pinned"}); n != 2 {
+	if n := metricSum(t, p.cfg.Registry, "switchyard_proxy_picks_total", map[string]string{"variant": "v3", "reason": "pinned"}); n != 2 {
 		t.Errorf("pinned picks of v3 = %v, want 2 (REST + gRPC)", n)
 	}
 	// An unknown version names the ones there are.
@@ -134,36 +141,6 @@ func TestVirtualModelDescribe(t *testing.T) {
 	if status, _, _ := get(t, "http://"+p.HTTPAddr()+"/v2/models/nosuch/ready", nil); status != 404 {
 		t.Fatalf("REST ready of an unknown model: %d", status)
 	}
-}
-
-func testutilCounterLabels(t *testing.T, p *Proxy, name string, want map[string]string) float64 {
-	t.Helper()
-	mfs, err := p.cfg.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for k, v := range want {
-				found := false
-				for _, l := range m.GetLabel() {
-					if l.GetName() == k && l.GetValue() == v {
-						found = true
-					}
-				}
-				if !found {
-					continue next
-				}
-			}
-			sum += m.GetCounter().GetValue()
-		}
-	}
-	return sum
 }
 
 // TestStreamInferThroughProxy: each message of a ModelStreamInfer stream is
@@ -351,5 +328,240 @@ func TestProxyReflection(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(names, " "), "inference.GRPCInferenceService") {
 		t.Fatalf("services %v", names)
+	}
+}
+
+// TestBufferedBytesBudget: while a large body holds most of the budget,
+// another large one is refused before it is read (503, Retry-After, the
+// connection closed), small requests are still answered, and once the
+// first is done the budget is free again.
+func TestBufferedBytesBudget(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 100})},
+		MaxBodyBytes: 200 << 10, MaxBufferedBytes: 256 << 10})
+	big := append(inferBody(1), bytes.Repeat([]byte(" "), 150<<10)...) // JSON with trailing blanks
+	c, err := net.Dial("tcp", p.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST /v2/models/recommender/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(big))
+	c.Write(big[:1000]) // the rest later: the reservation is held meanwhile
+	waitFor(t, "the first body to hold the budget", func() bool { return p.budget.used.Load() >= int64(len(big)) })
+
+	hc := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	req, _ := http.NewRequest(http.MethodPost, inferURL(p, "recommender"), bytes.NewReader(big))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !resp.Close || !strings.Contains(string(b), "request bodies") {
+		t.Fatalf("over budget: %d close=%v %v %s", resp.StatusCode, resp.Close, resp.Header, b)
+	}
+	if a := post(t, hc, inferURL(p, "recommender"), inferBody(2), nil); a.status != 200 {
+		t.Fatalf("a small request while the budget is nearly spent: %d %s", a.status, a.body)
+	}
+	if n := testutilCounter(t, p, "switchyard_proxy_shed_total"); n != 1 {
+		t.Fatalf("shed = %v, want 1", n)
+	}
+	c.Write(big[1000:])
+	r, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || r.StatusCode != 200 {
+		t.Fatalf("the first request: %v %v", r, err)
+	}
+	r.Body.Close()
+	waitFor(t, "the budget freed", func() bool { return p.budget.used.Load() == 0 })
+	if a := post(t, hc, inferURL(p, "recommender"), big, nil); a.status != 200 {
+		t.Fatalf("a large request once the budget is free: %d %s", a.status, a.body)
+	}
+}
+
+// TestConnectionCap: past MaxConnections a new connection waits to be
+// accepted; it is served once another closes.
+func TestConnectionCap(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 100})}, MaxConnections: 2})
+	ask := func(c net.Conn) {
+		fmt.Fprintf(c, "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+	}
+	answered := func(c net.Conn) bool {
+		r, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == 200
+	}
+	var held []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", p.HTTPAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ask(c)
+		if !answered(c) {
+			t.Fatalf("connection %d within the cap not served", i)
+		}
+		held = append(held, c)
+	}
+	third, err := net.Dial("tcp", p.HTTPAddr()) // the kernel completes the handshake
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	ask(third)
+	third.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if answered(third) {
+		t.Fatal("a third connection was served past a cap of 2")
+	}
+	held[0].Close()
+	third.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if !answered(third) {
+		t.Fatal("the waiting connection was not served after another closed")
+	}
+}
+
+// TestConcurrencyShedding: past a version's spec.concurrency limit a
+// request is shed at once — 503 with Retry-After on a route without a
+// fallback, the chain's answer (reason overload) on one with — and the
+// version's breaker does not count it.
+func TestConcurrencyShedding(t *testing.T) {
+	hole := blackhole(t) // accepts, never answers: requests stay in flight
+	model := func(name string, fb *routing.Fallback) routing.Model {
+		return routing.Model{Metadata: routing.Metadata{Name: name}, Spec: routing.Spec{
+			Versions:    []routing.Version{{Name: "v1", Endpoints: []string{hole}}},
+			Traffic:     routing.Traffic{Weights: map[string]int{"v1": 100}},
+			Timeout:     routing.Duration(3 * time.Second),
+			Concurrency: &routing.Concurrency{Limit: 2},
+			Fallback:    fb,
+		}}
+	}
+	p := startProxy(t, Config{Models: []routing.Model{
+		model("plain", nil),
+		model("chained", &routing.Fallback{Chain: []string{"empty"}, Breaker: routing.Breaker{ConsecutiveFailures: 1, OpenFor: routing.Duration(time.Minute)}}),
+	}})
+	hc := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	for _, name := range []string{"plain", "chained"} {
+		var wg sync.WaitGroup
+		for i := 0; i < 2; i++ {
+			wg.Add(1)
+			go func() { defer wg.Done(); post(t, hc, inferURL(p, name), inferBody(i), nil) }()
+		}
+		l := p.Route(name).Variants[0].limiter
+		waitFor(t, name+": two requests in flight", func() bool { return l.InFlight() == 2 })
+		req, _ := http.NewRequest(http.MethodPost, inferURL(p, name), bytes.NewReader(inferBody(9)))
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch name {
+		case "plain":
+			if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !strings.Contains(string(b), "spec.concurrency") {
+				t.Fatalf("plain, over the limit: %d %v %s", resp.StatusCode, resp.Header, b)
+			}
+		case "chained":
+			if resp.StatusCode != 200 || resp.Header.Get("X-Switchyard-Fallback") != "empty" || resp.Header.Get("X-Switchyard-Fallback-Reason") != "overload" {
+				t.Fatalf("chained, over the limit: %d %v %s", resp.StatusCode, resp.Header, b)
+			}
+			if st := p.Route(name).Variants[0].Breaker.State(); st != fallback.StateClosed {
+				t.Fatalf("a shed request moved the breaker to %s", st)
+			}
+		}
+		wg.Wait()
+	}
+	if n := metricSum(t, p.cfg.Registry, "switchyard_proxy_shed_total", map[string]string{"reason": "concurrency"}); n != 2 {
+		t.Fatalf("shed (concurrency) = %v, want 2", n)
+	}
+}
+
+// TestDrainAnswersSayClose: an answer written while the proxy drains says
+// Connection: close, so a keep-alive client sends its next request
+// elsewhere.
+func TestDrainAnswersSayClose(t *testing.T) {
+	hole := blackhole(t)
+	p, err := New(Config{HTTPAddr: "127.0.0.1:0", Models: []routing.Model{{Metadata: routing.Metadata{Name: "slow"}, Spec: routing.Spec{
+		Versions:    []routing.Version{{Name: "v1", Endpoints: []string{hole}}},
+		Traffic:     routing.Traffic{Weights: map[string]int{"v1": 100}},
+		Timeout:     routing.Duration(3 * time.Second), // the answer (a timeout) comes well after the drain began
+		Concurrency: &routing.Concurrency{Limit: 10},
+	}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", p.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b := inferBody(1)
+	fmt.Fprintf(c, "POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+	waitFor(t, "the request in flight", func() bool { return p.Route("slow").Variants[0].limiter.InFlight() == 1 })
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- p.Shutdown(ctx)
+	}()
+	r, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 504 || !r.Close {
+		t.Fatalf("answer during the drain: %d, Connection: close %v", r.StatusCode, r.Close)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+}
+
+// TestAdminGuard: pages that expose data or internals need the admin token
+// when one is set, and are served to loopback clients only without one;
+// /ready, /metrics and /stats stay open.
+func TestAdminGuard(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	models := []routing.Model{demoModel(be, map[string]int{"v1": 100})}
+	const token = "s3cret-admin-token-0123"
+	p := startProxy(t, Config{Models: models, AdminToken: token})
+	base := "http://" + p.AdminAddr()
+	for _, path := range []string{"/config_dump", "/fallback", "/shadow/records?model=recommender", "/debug/pprof/"} {
+		if status, hdr, _ := get(t, base+path, nil); status != 401 || hdr.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s without the token: %d", path, status)
+		}
+		if status, _, _ := get(t, base+path, map[string]string{"Authorization": "Bearer wrong"}); status != 401 {
+			t.Errorf("%s with a wrong token: %d", path, status)
+		}
+	}
+	if status, _, b := get(t, base+"/config_dump", map[string]string{"Authorization": "Bearer " + token}); status != 200 || !strings.Contains(string(b), "recommender") {
+		t.Fatalf("/config_dump with the token: %d %s", status, b)
+	}
+	for _, path := range []string{"/ready", "/metrics", "/stats"} {
+		if status, _, _ := get(t, base+path, nil); status != 200 {
+			t.Errorf("%s is open: %d", path, status)
+		}
+	}
+	if n := metricSum(t, p.cfg.Registry, "switchyard_proxy_admin_refused_total", map[string]string{"reason": "bad_credential"}); n != 4 {
+		t.Errorf("refused (bad_credential) = %v, want 4", n)
+	}
+
+	// Without a token: loopback only.
+	open := startProxy(t, Config{Models: models})
+	h := open.adminHandler()
+	for remote, want := range map[string]int{"127.0.0.1:5000": 200, "[::1]:5000": 200, "10.1.2.3:5000": 403} {
+		r := httptest.NewRequest(http.MethodGet, "/config_dump", nil)
+		r.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != want {
+			t.Errorf("/config_dump from %s without a token configured: %d, want %d", remote, w.Code, want)
+		}
 	}
 }

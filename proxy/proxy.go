@@ -51,6 +51,12 @@ type Config struct {
 	// (/metrics, /config_dump, /ready, /stats). Use 127.0.0.1:0 in tests.
 	HTTPAddr, GRPCAddr, AdminAddr string
 
+	// AdminToken, when set, is the bearer token the admin pages that
+	// expose data or internals (/config_dump, /shadow/*, /fallback,
+	// /debug/pprof/) require; without one they are served to loopback
+	// clients only. /ready, /metrics and /stats stay open.
+	AdminToken string
+
 	// XDSAddr is the control plane's ADS address (host:port); empty means
 	// no xDS client (configure through Models or Apply).
 	XDSAddr string
@@ -86,6 +92,13 @@ type Config struct {
 	Outlier upstream.Outlier
 	// MaxBodyBytes bounds request bodies (default oip.DefaultMaxBodyBytes).
 	MaxBodyBytes int64
+	// MaxBufferedBytes bounds the bytes of request bodies held at once,
+	// REST and gRPC, inflated bytes counted (default
+	// DefaultMaxBufferedBytes; see overload.go). MaxConnections caps the
+	// connections of each listener (default DefaultMaxConnections;
+	// negative: no cap).
+	MaxBufferedBytes int64
+	MaxConnections   int
 	// MaxIdleConnsPerEndpoint bounds each HTTP upstream pool (default 256).
 	MaxIdleConnsPerEndpoint int
 	// XDSBackoff bounds the reconnect backoff (default 100ms..5s).
@@ -122,6 +135,7 @@ type Proxy struct {
 	stats     *statsRecorder
 	reporter  *statsReporter
 	features  *features // the routes' cache, fallback and shadow policies
+	budget    *byteBudget
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -145,6 +159,12 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = oip.DefaultMaxBodyBytes
 	}
+	if cfg.MaxBufferedBytes <= 0 {
+		cfg.MaxBufferedBytes = DefaultMaxBufferedBytes
+	}
+	if cfg.MaxConnections == 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
 	if cfg.XDSAddr != "" && cfg.NodeID == "" {
 		return nil, errors.New("proxy: an xDS address needs a node id")
 	}
@@ -162,7 +182,12 @@ func New(cfg Config) (*Proxy, error) {
 		prop:    telemetry.Propagator(),
 		ctJSON:  []string{"application/json"},
 		stats:   newStatsRecorder(),
+		budget:  &byteBudget{limit: cfg.MaxBufferedBytes},
 	}
+	cfg.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "switchyard_proxy_buffered_request_bytes",
+		Help: "Bytes of request bodies the proxy holds now (the budget is --max-buffered-bytes).",
+	}, func() float64 { return float64(p.budget.used.Load()) }))
 	if telemetry.Enabled(cfg.TracerProvider) {
 		p.tracing = true
 		p.tracer = cfg.TracerProvider.Tracer("github.com/switchyard-dev/switchyard/proxy")
@@ -278,6 +303,9 @@ func (p *Proxy) Start(ctx context.Context) error {
 				}
 			}
 			return fmt.Errorf("proxy: listen %s: %w", a, err)
+		}
+		if i < 2 {
+			l = limitListener(l, p.cfg.MaxConnections)
 		}
 		p.listeners[i] = l
 	}

@@ -35,8 +35,8 @@ type Route struct {
 	// policies are the route's compiled cache, fallback and shadow
 	// policies (nil: none, the route only calls its versions).
 	policies *routePolicies
-	// validate: the route has a fallback policy, so the upstream invoker
-	// decodes each answer to judge it (NaN/Inf, batch dimension).
+	// validate: the route has a fallback policy, so each upstream
+	// attempt's answer is decoded to judge it (NaN/Inf, batch dimension).
 	validate bool
 
 	stickyHTTP, overrideHTTP string // canonical header keys
@@ -61,10 +61,12 @@ type Variant struct {
 	BackendVersion string
 	Endpoints      []*upstream.Endpoint
 	Breaker        *fallback.Breaker
+	// limiter caps the requests in flight (spec.concurrency; nil: none).
+	limiter *fallback.Limiter
 
 	inferPath, metadataPath, readyPath, configPath, statsPath string
-	headerValue                        []string // for x-switchyard-variant
-	metrics                            *variantMetrics
+	headerValue                                               []string // for x-switchyard-variant
+	metrics                                                   *variantMetrics
 }
 
 // snapshot is one applied configuration. Requests load it once and use it
@@ -88,6 +90,7 @@ type registry struct {
 	endpoints map[string]*upstream.Endpoint
 	breakers  map[string]breakerEntry
 	budgets   map[string]budgetEntry
+	limiters  map[string]limiterEntry
 	retired   []retiredEndpoint
 	maxIdle   int
 	grpcOpts  []grpc.DialOption
@@ -97,6 +100,11 @@ type registry struct {
 type breakerEntry struct {
 	cfg routing.Breaker
 	b   *fallback.Breaker
+}
+
+type limiterEntry struct {
+	cfg routing.Concurrency
+	l   *fallback.Limiter
 }
 
 type budgetEntry struct {
@@ -109,6 +117,7 @@ func newRegistry(maxIdle int, onBreaker func(model, version string, from, to fal
 		endpoints: map[string]*upstream.Endpoint{},
 		breakers:  map[string]breakerEntry{},
 		budgets:   map[string]budgetEntry{},
+		limiters:  map[string]limiterEntry{},
 		maxIdle:   maxIdle,
 		grpcOpts:  append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, grpcOpts...),
 		onBreaker: onBreaker,
@@ -207,6 +216,22 @@ func (g *registry) breaker(model, version string, cfg routing.Breaker) *fallback
 	return b
 }
 
+// limiter is the concurrency limiter of model/version, kept across
+// configurations while its settings stay the same (an adaptive limit keeps
+// what it learnt).
+func (g *registry) limiter(model, version string, cfg routing.Concurrency) *fallback.Limiter {
+	key := model + "/" + version
+	if e, ok := g.limiters[key]; ok && e.cfg == cfg {
+		return e.l
+	}
+	l := fallback.NewLimiter(cfg.Limit)
+	if cfg.Adaptive {
+		l = fallback.NewAdaptiveLimiter(fallback.AdaptiveConfig{Initial: cfg.Limit, MinLimit: cfg.MinLimit, MaxLimit: cfg.MaxLimit, Tolerance: cfg.Tolerance})
+	}
+	g.limiters[key] = limiterEntry{cfg: cfg, l: l}
+	return l
+}
+
 func (g *registry) budget(model string, percent float64) *upstream.RetryBudget {
 	if e, ok := g.budgets[model]; ok && e.percent == percent {
 		return e.b
@@ -291,6 +316,9 @@ func (p *Proxy) compile(models []routing.Model, version, source string) (*snapsh
 				v.Endpoints = append(v.Endpoints, e)
 			}
 			v.Breaker = g.breaker(r.Name, v.Name, bcfg)
+			if c := m.Spec.ConcurrencyOf(); c != nil {
+				v.limiter = g.limiter(r.Name, v.Name, *c)
+			}
 			v.metrics = p.metrics.variant(r.Name, v.Name)
 			r.Variants = append(r.Variants, v)
 		}

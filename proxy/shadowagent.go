@@ -38,7 +38,7 @@ import (
 // files, the ring behind the report — and sends comparison counts back for
 // the canary's shadow-disagreement gate.
 //
-// Proxy side (this file): the shadow invoker's capture is unchanged; once
+// Proxy side (this file): the pipeline's capture step is unchanged; once
 // the answer is written, the request's goroutine frames the job into the
 // hand-off buffer (a memory copy under a mutex) and, when the buffer's
 // oldest job is handoffLinger old or the buffer is big, writes the buffer

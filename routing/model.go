@@ -62,6 +62,47 @@ type Spec struct {
 	Canary   *Canary   `json:"canary,omitempty" yaml:"canary,omitempty"`
 	Fallback *Fallback `json:"fallback,omitempty" yaml:"fallback,omitempty"`
 	Cache    *Cache    `json:"cache,omitempty" yaml:"cache,omitempty"`
+	// Concurrency caps the requests in flight to each version (load
+	// shedding); none by default.
+	Concurrency *Concurrency `json:"concurrency,omitempty" yaml:"concurrency,omitempty"`
+}
+
+// Concurrency is spec.concurrency: one limiter per version of the model.
+// A request over a version's cap is shed at once: the fallback chain
+// answers it where spec.fallback has one, else 503 with Retry-After
+// (gRPC UNAVAILABLE). A shed request is an overload: it opens no breaker
+// and fails no canary error gate.
+type Concurrency struct {
+	// Adaptive: the cap follows measured latency (a gradient limiter, in
+	// the spirit of Envoy's adaptive concurrency filter and Netflix's
+	// Gradient2), between MinLimit and MaxLimit, starting at Limit.
+	// Otherwise Limit is a fixed cap.
+	Adaptive bool `json:"adaptive,omitempty" yaml:"adaptive,omitempty"`
+	// Limit is the fixed cap (required without adaptive), or the adaptive
+	// cap's start (default 32).
+	Limit int `json:"limit,omitempty" yaml:"limit,omitempty"`
+	// MinLimit and MaxLimit bound the adaptive cap (defaults 4 and 1000).
+	MinLimit int `json:"minLimit,omitempty" yaml:"minLimit,omitempty"`
+	MaxLimit int `json:"maxLimit,omitempty" yaml:"maxLimit,omitempty"`
+	// Tolerance is how far latency may rise over the version's no-load
+	// latency before the adaptive cap shrinks (default 1.5).
+	Tolerance float64 `json:"tolerance,omitempty" yaml:"tolerance,omitempty"`
+}
+
+// DefaultConcurrencyMaxLimit is spec.concurrency.maxLimit's default.
+const DefaultConcurrencyMaxLimit = 1000
+
+// ConcurrencyOf is the model's concurrency policy: spec.concurrency, or
+// the older spelling spec.fallback.maxConcurrency as a fixed cap (nil:
+// none).
+func (s *Spec) ConcurrencyOf() *Concurrency {
+	if s.Concurrency != nil {
+		return s.Concurrency
+	}
+	if f := s.Fallback; f != nil && f.MaxConcurrency > 0 {
+		return &Concurrency{Limit: f.MaxConcurrency}
+	}
+	return nil
 }
 
 // Version is one deployed model version behind the virtual model.
@@ -219,7 +260,8 @@ type Fallback struct {
 	// Breaker opens a version's circuit on failures (defaults below).
 	Breaker Breaker `json:"breaker" yaml:"breaker"`
 	// MaxConcurrency caps in-flight requests per version; above it a
-	// request falls back at once (0: unlimited).
+	// request falls back at once (0: unlimited). The older spelling of
+	// spec.concurrency.limit (a fixed cap); not both.
 	MaxConcurrency int `json:"maxConcurrency,omitempty" yaml:"maxConcurrency,omitempty"`
 }
 

@@ -260,6 +260,26 @@ func TestValidate(t *testing.T) {
 				"spec.fallback.maxConcurrency: must be >= 0",
 			},
 		},
+		"concurrency: fixed without a limit": {
+			edit: func(m *Model) { m.Spec.Concurrency = &Concurrency{MaxLimit: 10} },
+			want: []string{"spec.concurrency.limit: required (> 0) for a fixed cap; or set adaptive: true"},
+		},
+		"concurrency: adaptive bounds": {
+			edit: func(m *Model) { m.Spec.Concurrency = &Concurrency{Adaptive: true, MinLimit: 50, MaxLimit: 10} },
+			want: []string{"spec.concurrency.minLimit: must be <= maxLimit (10), got 50"},
+		},
+		"concurrency: start outside the bounds": {
+			edit: func(m *Model) { m.Spec.Concurrency = &Concurrency{Adaptive: true, Limit: 2, MinLimit: 4} },
+			want: []string{"spec.concurrency.limit: the adaptive cap's start must be within minLimit..maxLimit, got 2"},
+		},
+		"concurrency: tolerance": {
+			edit: func(m *Model) { m.Spec.Concurrency = &Concurrency{Adaptive: true, Tolerance: 0.5} },
+			want: []string{"spec.concurrency.tolerance: must be a finite ratio >= 1 (default 1.5), got 0.5"},
+		},
+		"concurrency: both spellings": {
+			edit: func(m *Model) { m.Spec.Fallback.MaxConcurrency = 8; m.Spec.Concurrency = &Concurrency{Limit: 8} },
+			want: []string{"spec.fallback.maxConcurrency: is the older spelling of spec.concurrency.limit: set one of them, not both"},
+		},
 		"fallback backup missing": {
 			edit: func(m *Model) { m.Spec.Fallback.Backup = "" },
 			want: []string{"spec.fallback.backup: required: name a version"},

@@ -280,6 +280,26 @@ func (m *Model) validateSpec(v *validator) {
 		m.validateFallback(v, f, version)
 	}
 
+	if c := s.Concurrency; c != nil {
+		if f := s.Fallback; f != nil && f.MaxConcurrency > 0 {
+			v.add("spec.fallback.maxConcurrency", "is the older spelling of spec.concurrency.limit: set one of them, not both")
+		}
+		switch {
+		case c.Limit < 0 || c.MinLimit < 0 || c.MaxLimit < 0:
+			v.add("spec.concurrency", "limit, minLimit and maxLimit must be >= 0, got %d, %d, %d", c.Limit, c.MinLimit, c.MaxLimit)
+		case !c.Adaptive && c.Limit == 0:
+			v.add("spec.concurrency.limit", "required (> 0) for a fixed cap; or set adaptive: true")
+		case !c.Adaptive && (c.MinLimit != 0 || c.MaxLimit != 0 || c.Tolerance != 0):
+			v.add("spec.concurrency", "minLimit, maxLimit and tolerance are for adaptive: true")
+		case c.Adaptive && c.MinLimit > 0 && c.MaxLimit > 0 && c.MinLimit > c.MaxLimit:
+			v.add("spec.concurrency.minLimit", "must be <= maxLimit (%d), got %d", c.MaxLimit, c.MinLimit)
+		case c.Adaptive && c.Limit > 0 && ((c.MinLimit > 0 && c.Limit < c.MinLimit) || (c.MaxLimit > 0 && c.Limit > c.MaxLimit)):
+			v.add("spec.concurrency.limit", "the adaptive cap's start must be within minLimit..maxLimit, got %d", c.Limit)
+		case c.Tolerance != 0 && (!(c.Tolerance >= 1) || math.IsInf(c.Tolerance, 0)):
+			v.add("spec.concurrency.tolerance", "must be a finite ratio >= 1 (default 1.5), got %v", c.Tolerance)
+		}
+	}
+
 	if c := s.Cache; c != nil {
 		checkDuration(v, "spec.cache.ttl", c.TTL, true)
 		if c.MaxEntries < 1 {

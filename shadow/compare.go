@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/oip"
@@ -153,6 +155,10 @@ type OutputDiff struct {
 	Mode   Mode   `json:"mode"`
 	Agree  bool   `json:"agree"`
 	Reason string `json:"reason,omitempty"`
+	// NaN: a side of this output holds NaN/Inf. A ranking (topk, argmax)
+	// is not computed then, so it has no figures, and reports leave it out
+	// of the mode's means.
+	NaN bool `json:"nan,omitempty"`
 	// Rows compared (topk, argmax: the tensor viewed as rows of its last
 	// dimension).
 	Rows int `json:"rows,omitempty"`
@@ -244,10 +250,30 @@ func compareWith(primary, shadow Result, cfg Config, sc *scratch) Comparison {
 		}
 		c.Outputs = append(c.Outputs, d)
 	}
-	if c.Agree && c.ShadowNaN && !c.PrimaryNaN {
-		c.Agree, c.Reason = false, "shadow output has NaN/Inf"
+	// NaN/Inf on one side is the disagreement, whatever else differs: the
+	// reason says so first.
+	switch {
+	case c.ShadowNaN && !c.PrimaryNaN:
+		c.Agree, c.Reason = false, "shadow output has NaN/Inf"+nanOutputs(c.Outputs)
+	case c.PrimaryNaN && !c.ShadowNaN:
+		c.Agree, c.Reason = false, "primary output has NaN/Inf"+nanOutputs(c.Outputs)
 	}
 	return c
+}
+
+// nanOutputs names the compared outputs holding NaN/Inf (": output
+// "scores""), or "".
+func nanOutputs(ds []OutputDiff) string {
+	var names []string
+	for _, d := range ds {
+		if d.NaN {
+			names = append(names, strconv.Quote(d.Name))
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return ": output " + strings.Join(names, ", ")
 }
 
 // compareNaNErrors judges a pair where at least one side's NaN/Inf answer
@@ -330,11 +356,43 @@ func compareOutput(name string, p, s *oip.Tensor, r Rule, sc *scratch) OutputDif
 		d.Reason = "cannot read values"
 		return d
 	}
+	pNaN, sNaN := anyNaN(pv), anyNaN(sv)
+	d.NaN = pNaN || sNaN
+	if d.NaN && d.Mode == TopK {
+		d.K = r.K
+	}
 	switch d.Mode {
 	case TopK, Argmax:
+		// NaN/Inf are not ranked as numbers: no overlap or label
+		// figures. Both sides broken alike agree when they are equal
+		// element by element (NaN matching NaN).
+		switch {
+		case pNaN && sNaN:
+			d = compareNumeric(d, pv, sv, r)
+			if !d.Agree {
+				d.Reason = "both outputs have NaN/Inf, at different places: " + d.Reason
+			}
+			d.MaxAbsDiff, d.MaxRelDiff = 0, 0
+			return d
+		case sNaN:
+			d.Reason = "shadow output has NaN/Inf"
+			return d
+		case pNaN:
+			d.Reason = "primary output has NaN/Inf"
+			return d
+		}
 		return compareRows(d, pv, sv, p.Shape, r)
 	}
 	return compareNumeric(d, pv, sv, r)
+}
+
+func anyNaN(v []float64) bool {
+	for _, x := range v {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return true
+		}
+	}
+	return false
 }
 
 func compareNumeric(d OutputDiff, pv, sv []float64, r Rule) OutputDiff {

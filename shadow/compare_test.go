@@ -43,6 +43,7 @@ func equalInts(a, b []int) bool {
 func TestCompareModes(t *testing.T) {
 	cfg := func(r Rule) Config { return Config{Rule: r}.Defaults() }
 	nan := float32(math.NaN())
+	inf := float32(math.Inf(1))
 	cases := []struct {
 		name   string
 		p, s   Result
@@ -101,7 +102,28 @@ func TestCompareModes(t *testing.T) {
 		{name: "exact datatype differs", p: resp(oip.NewTensor("i", []int64{1}, []int64{1})), s: resp(oip.NewTensor("i", []int64{1}, []int32{1})), cfg: cfg(Rule{Mode: Exact}), agree: false, reason: "datatype INT64 vs INT32"},
 		{name: "shape differs", p: resp(scores("y", 1, 1, 2)), s: resp(scores("y", 1, 1, 2, 3)), cfg: cfg(Rule{}), agree: false, reason: "shape [1 2] vs [1 3]"},
 		{name: "missing in shadow", p: resp(scores("y", 1, 1)), s: resp(scores("z", 1, 1)), cfg: cfg(Rule{}), agree: false, reason: "missing in shadow"},
-		{name: "shadow NaN", p: resp(scores("y", 1, 1, 2)), s: resp(scores("y", 1, 1, nan)), cfg: cfg(Rule{}), agree: false, reason: "element 1"},
+		{name: "shadow NaN", p: resp(scores("y", 1, 1, 2)), s: resp(scores("y", 1, 1, nan)), cfg: cfg(Rule{}), agree: false, reason: `shadow output has NaN/Inf: output "y"`,
+			check: func(t *testing.T, d OutputDiff) {
+				if !d.NaN || !strings.HasPrefix(d.Reason, "element 1") {
+					t.Errorf("numeric output diff %+v", d)
+				}
+			}},
+		// NaN is never ranked: a NaN that moves other items in or out of
+		// the top k reads as NaN, not as a low overlap.
+		{name: "shadow NaN that changes the top k", p: resp(scores("s", 1, 5, 4, 3, 2, 1)), s: resp(scores("s", 1, nan, 4, 3, 2, 1)), cfg: cfg(Rule{Mode: TopK, K: 2}), agree: false, reason: `shadow output has NaN/Inf: output "s"`,
+			check: func(t *testing.T, d OutputDiff) {
+				if !d.NaN || d.Reason != "shadow output has NaN/Inf" || d.TopKOverlap != 0 || d.Rows != 0 || d.K != 2 {
+					t.Errorf("topk output diff %+v", d)
+				}
+			}},
+		{name: "primary Inf with argmax", p: resp(scores("c", 1, 0.1, inf)), s: resp(scores("c", 1, 0.1, 0.9)), cfg: cfg(Rule{Mode: Argmax}), agree: false, reason: `primary output has NaN/Inf: output "c"`,
+			check: func(t *testing.T, d OutputDiff) {
+				if !d.NaN || d.Reason != "primary output has NaN/Inf" || d.ArgmaxAgreement != 0 {
+					t.Errorf("argmax output diff %+v", d)
+				}
+			}},
+		{name: "both NaN alike with topk agree", p: resp(scores("s", 1, nan, 2, 1)), s: resp(scores("s", 1, nan, 2, 1)), cfg: cfg(Rule{Mode: TopK, K: 2}), agree: true},
+		{name: "both NaN at different places with topk", p: resp(scores("s", 1, nan, 2, 1)), s: resp(scores("s", 1, 3, nan, 1)), cfg: cfg(Rule{Mode: TopK, K: 2}), agree: false, reason: "both outputs have NaN/Inf, at different places"},
 		{name: "shadow NaN with topk still disagrees", p: resp(scores("s", 1, 3, 2, 1)), s: resp(scores("s", 1, 3, 2, nan)), cfg: cfg(Rule{Mode: TopK, K: 2}), agree: false, reason: "shadow output has NaN/Inf"},
 		{name: "both NaN same place", p: resp(scores("y", 1, 1, nan)), s: resp(scores("y", 1, 1, nan)), cfg: cfg(Rule{}), agree: true},
 		{name: "shadow error", p: resp(scores("y", 1, 1)), s: Result{Err: errors.New("connection refused")}, cfg: cfg(Rule{}), agree: false, reason: "shadow failed: connection refused"},

@@ -88,7 +88,7 @@ func Summarise(r *oip.InferResponse) []OutputSummary {
 				break
 			}
 			c := rowLen(t.Shape, len(v))
-			if t.Datatype.IsFloat() && c > 1 {
+			if t.Datatype.IsFloat() && c > 1 && !anyNaN(v) { // NaN/Inf are not ranked: the head shows them (as 0, Side.NaN set)
 				for row := 0; row < len(v)/c && row < summaryRows; row++ {
 					s.Top = append(s.Top, topK(nil, v[row*c:(row+1)*c], min(summaryTop, c)))
 				}

@@ -155,6 +155,9 @@ func figures(recs []Record) Figures {
 			sl = append(sl, weighted{r.Shadow.LatencyMS, w})
 		}
 		for _, d := range r.Diff {
+			if d.NaN && (d.Mode == TopK || d.Mode == Argmax) {
+				continue // not ranked: counted in ShadowNaN / PrimaryNaN, not in the mode's means
+			}
 			a := modes[d.Mode]
 			if a == nil {
 				a = &acc{}

@@ -107,3 +107,31 @@ func TestRingDeferredRecords(t *testing.T) {
 		}
 	}
 }
+
+// A NaN answer is counted as such and never ranked: the topk means are
+// over the ranked outputs only, and a record's summary of a NaN output
+// holds its head, not a top-k order (issue 19).
+func TestNaNIsCountedNotRanked(t *testing.T) {
+	nan := float32(math.NaN())
+	p := &oip.InferResponse{Outputs: []oip.Tensor{oip.NewTensor("s", []int64{1, 4}, []float32{4, 3, 2, 1})}}
+	sGood := &oip.InferResponse{Outputs: []oip.Tensor{oip.NewTensor("s", []int64{1, 4}, []float32{4, 3, 2, 1})}}
+	sNaN := &oip.InferResponse{Outputs: []oip.Tensor{oip.NewTensor("s", []int64{1, 4}, []float32{nan, 3, 2, 1})}}
+	cfg := Config{Rule: Rule{Mode: TopK, K: 2}}.Defaults()
+	good := Compare(Result{Response: p}, Result{Response: sGood}, cfg)
+	bad := Compare(Result{Response: p}, Result{Response: sNaN}, cfg)
+	if bad.Reason != `shadow output has NaN/Inf: output "s"` || !bad.ShadowNaN {
+		t.Fatalf("NaN comparison: %+v", bad)
+	}
+	recs := []Record{
+		{Agree: good.Agree, Diff: good.Outputs},
+		{Agree: bad.Agree, Shadow: Side{NaN: bad.ShadowNaN, Outputs: Summarise(sNaN)}, Diff: bad.Outputs},
+	}
+	f := figures(recs)
+	tk := f.ByMode[TopK]
+	if f.ShadowNaN != 1 || f.Compared != 2 || f.Agreed != 1 || tk.Outputs != 1 || tk.MeanTopKOverlap != 1 {
+		t.Fatalf("figures %+v, topk %+v", f, tk)
+	}
+	if sum := recs[1].Shadow.Outputs[0]; len(sum.Top) != 0 || len(sum.Head) != 4 || sum.Head[0] != 0 {
+		t.Fatalf("summary of a NaN output: %+v", sum)
+	}
+}

@@ -35,7 +35,7 @@ func runBackend(args []string) error {
 	tlsCert := fs.String("tls-cert", "", "serve REST and gRPC over TLS with this certificate (PEM; reloaded when the file changes); needs --tls-key")
 	tlsKey := fs.String("tls-key", "", "the key of --tls-cert (PEM)")
 	tlsCA := fs.String("tls-client-ca", "", "require client certificates that chain to this CA (mTLS); needs --tls-cert")
-	tokenFile := fs.String("repository-token-file", "", "file of bearer tokens (one a line) accepted by the repository API's load/unload and "+backend.SecurityEventsPath+"; also $"+backend.EnvRepositoryToken)
+	tokenFile := fs.String("repository-token-file", "", "file holding a bearer token (at least 16 characters) accepted by the repository API's load/unload and "+backend.SecurityEventsPath+"; also $"+backend.EnvRepositoryToken)
 	allow := fs.String("repository-allow", "", "mTLS identities (spiffe://... URI SAN or CN) accepted by the repository API, comma-separated; needs --tls-client-ca")
 	open := fs.Bool("repository-api-open", false, "accept repository load/unload from anyone (development only); without it and without a credential the API is off")
 	if err := fs.Parse(args); err != nil {
@@ -96,26 +96,22 @@ func runBackend(args []string) error {
 	})
 }
 
-// repositoryAccess reads the repository API's credentials: tokens from the
-// file (one a line, # comments) and $SWITCHYARD_REPOSITORY_TOKEN, the
-// allowed identities.
+// repositoryAccess reads the repository API's credentials: the token of
+// the file (readTokenFile) and $SWITCHYARD_REPOSITORY_TOKEN (two tokens
+// at once let a rotation overlap), the allowed identities.
 func repositoryAccess(tokenFile, allow string, open bool) (backend.RepositoryAccess, error) {
 	a := backend.RepositoryAccess{Open: open, Identities: splitList(allow)}
-	if tokenFile != "" {
-		b, err := os.ReadFile(tokenFile)
-		if err != nil {
-			return a, fmt.Errorf("--repository-token-file: %w", err)
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-				a.Tokens = append(a.Tokens, l)
-			}
-		}
-		if len(a.Tokens) == 0 {
-			return a, fmt.Errorf("--repository-token-file %s holds no token", tokenFile)
-		}
+	tok, err := readTokenFile("--repository-token-file", tokenFile)
+	if err != nil {
+		return a, err
+	}
+	if tok != "" {
+		a.Tokens = append(a.Tokens, tok)
 	}
 	if t := strings.TrimSpace(os.Getenv(backend.EnvRepositoryToken)); t != "" {
+		if len(t) < 16 {
+			return a, fmt.Errorf("$%s: the token must be at least 16 characters, got %d", backend.EnvRepositoryToken, len(t))
+		}
 		a.Tokens = append(a.Tokens, t)
 	}
 	return a, nil

@@ -28,6 +28,7 @@ func runControlPlane(args []string) error {
 	listenerPort := fs.Uint("envoy-listener-port", xdsconv.DefaultListenerPort, "port of the Listener served to edge Envoys")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	canaryTick := fs.Duration("canary-interval", time.Second, "how often the canary controller judges running canaries")
+	proxyAdminTokenFile := fs.String("proxy-admin-token-file", "", "`FILE` holding the proxies' admin token (their --admin-token-file), presented when the shadow report gathers their records")
 	promURL := fs.String("prometheus", "", "read the canary's stats by PromQL from this Prometheus `URL` instead of the proxies' stats stream")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -43,6 +44,10 @@ func runControlPlane(args []string) error {
 		return fmt.Errorf("--envoy-listener-port: want 1..65535, got %d", *listenerPort)
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	proxyAdminToken, err := readTokenFile("--proxy-admin-token-file", *proxyAdminTokenFile)
+	if err != nil {
+		return err
+	}
 
 	cfg := controlplane.Config{
 		StatePath:              *state,
@@ -51,6 +56,7 @@ func runControlPlane(args []string) error {
 		InsecureLoopbackNoAuth: *insecure,
 		Listener:               xdsconv.Options{ListenerPort: uint32(*listenerPort)},
 		Logger:                 logger,
+		ProxyAdminToken:        proxyAdminToken,
 	}
 	if *tokens != "" {
 		auth, err := controlplane.LoadTokens(*tokens)

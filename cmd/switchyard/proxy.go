@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/proxy"
 	"github.com/switchyard-dev/switchyard/telemetry"
 )
@@ -33,6 +34,10 @@ func runProxy(args []string) error {
 	sampleRatio := fs.Float64("trace-sample-ratio", 1, "share of root traces recorded when tracing is on")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logEvery := fs.Int("log-success-every", 100, "log one successful request in `N` (errors are always logged)")
+	adminTokenFile := fs.String("admin-token-file", "", "`FILE` holding the bearer token the admin pages that expose data or internals require (/config_dump, /shadow/*, /fallback, /debug/pprof/); without it they are served to loopback clients only")
+	maxBody := fs.Int64("max-body-bytes", oip.DefaultMaxBodyBytes, "largest request body in `BYTES`, after decompression (413 above)")
+	maxBuffered := fs.Int64("max-buffered-bytes", proxy.DefaultMaxBufferedBytes, "`BYTES` of request bodies held at once, REST and gRPC together, decompressed (503 with Retry-After above)")
+	maxConns := fs.Int("max-connections", proxy.DefaultMaxConnections, "connections per listener (REST, gRPC) served at once; more wait to be accepted (`N`; -1: no cap)")
 	drain := fs.Duration("drain-timeout", 10*time.Second, "on SIGTERM or SIGINT: stop accepting, close idle connections and wait this long for requests in flight before cutting them (exit 0 when all finished)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -46,6 +51,19 @@ func runProxy(args []string) error {
 	}
 	if *shadowProcess != proxy.ShadowAgent && *shadowProcess != proxy.ShadowInline {
 		return fmt.Errorf("--shadow-process: want agent or inline, got %q", *shadowProcess)
+	}
+	if *maxBody <= 0 || *maxBuffered <= 0 {
+		return fmt.Errorf("--max-body-bytes and --max-buffered-bytes: want > 0, got %d and %d", *maxBody, *maxBuffered)
+	}
+	if *maxBuffered < *maxBody {
+		return fmt.Errorf("--max-buffered-bytes (%d) is below --max-body-bytes (%d): the largest allowed request could never be served", *maxBuffered, *maxBody)
+	}
+	if *maxConns == 0 || *maxConns < -1 {
+		return fmt.Errorf("--max-connections: want > 0 or -1 (no cap), got %d", *maxConns)
+	}
+	adminToken, err := readTokenFile("--admin-token-file", *adminTokenFile)
+	if err != nil {
+		return err
 	}
 	if *drain <= 0 {
 		return fmt.Errorf("--drain-timeout: want > 0, got %v", *drain)
@@ -73,6 +91,7 @@ func runProxy(args []string) error {
 		HTTPAddr: *httpAddr, GRPCAddr: *grpcAddr, AdminAddr: *admin,
 		XDSAddr: *xds, NodeID: *nodeID, StateDir: *stateDir,
 		Logger: logger, LogSampleEvery: *logEvery, TracerProvider: tp,
+		MaxBodyBytes: *maxBody, MaxBufferedBytes: *maxBuffered, MaxConnections: *maxConns, AdminToken: adminToken,
 		// Prediction cache, fallbacks and shadow mirroring: per model from
 		// its desired state; a model without those sections pays nothing.
 		Features: proxy.FeaturesConfig{ShadowDir: *shadowDir, ShadowProcess: *shadowProcess},

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -73,10 +74,13 @@ type upInfo struct {
 	ProxyAdmin string          `json:"proxyAdmin"`
 	Backends   []upBackendInfo `json:"backends"`
 	Processes  map[string]int  `json:"processes"`
-	Revision   int64           `json:"revision"`
-	Model      string          `json:"model"`
-	StartedAt  time.Time       `json:"startedAt"`
-	StateDir   string          `json:"stateDir"`
+	// Exited names the children that died after start-up and are down
+	// (with --restart=always, until their restart), with how they ended.
+	Exited    map[string]string `json:"exited,omitempty"`
+	Revision  int64             `json:"revision"`
+	Model     string            `json:"model"`
+	StartedAt time.Time         `json:"startedAt"`
+	StateDir  string            `json:"stateDir"`
 }
 
 type upBackendInfo struct {
@@ -100,6 +104,7 @@ func runUp(args []string) error {
 	anyPorts := fs.Bool("any-ports", false, "pick free ports instead of the defaults for every port flag not given (a port flag of 0 does this for one port)")
 	keep := fs.Bool("keep-state", false, "keep a stored recommender model instead of applying the starting state")
 	readyTimeout := fs.Duration("ready-timeout", 90*time.Second, "how long to wait for every process to become ready")
+	restart := fs.String("restart", restartAlways, "what to do when a child process dies after start-up: "+restartAlways+" (start it again, with backoff 1s, 2s, 4s … 30s) or "+restartNever+" (leave it down: for demos and tests that kill processes on purpose)")
 	ortLib := fs.String("ort-lib", "", "ONNX Runtime shared library for the backends (default: $"+backend.EnvORTLibrary+", else third_party/onnxruntime/ above the working directory or this binary)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -113,6 +118,9 @@ func runUp(args []string) error {
 	}
 	if p.BackendGRPC, err = parsePorts("--backend-grpc-ports", *bGRPC, len(upVersions)); err != nil {
 		return err
+	}
+	if *restart != restartAlways && *restart != restartNever {
+		return fmt.Errorf("--restart: want %s or %s, got %q", restartAlways, restartNever, *restart)
 	}
 	if *readyTimeout <= 0 {
 		return fmt.Errorf("--ready-timeout: want > 0, got %s", *readyTimeout)
@@ -141,7 +149,7 @@ func runUp(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	u := &upStack{ports: p, stateDir: *stateDir, keep: *keep, readyTimeout: *readyTimeout, ortLib: *ortLib,
-		out: os.Stdout, logw: os.Stderr}
+		restart: *restart == restartAlways, out: os.Stdout, logw: os.Stderr, stopCh: make(chan struct{})}
 	return u.run(ctx)
 }
 
@@ -222,19 +230,59 @@ type upStack struct {
 	ortLib       string
 	out, logw    io.Writer
 
+	restart bool // start a child again when it dies after start-up
+
 	exe      string
 	mu       sync.Mutex
 	children []*upChild
 	stopping bool
-	ready    bool // everything came up; later exits are reported
+	stopCh   chan struct{} // closed when stopping
+	ready    bool          // everything came up; later exits are reported
+	info     upInfo        // written to up.json; pids updated on restarts
+	infoPath string
 }
 
 type upChild struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-	err  error
+	name    string
+	args    []string
+	cmd     *exec.Cmd
+	log     string
+	done    chan struct{}
+	err     error
+	started time.Time
+	// restarts counts the restarts in a row that did not stay up for
+	// restartStable (they set the backoff).
+	restarts int
+}
+
+// --restart values.
+const (
+	restartAlways = "always"
+	restartNever  = "never"
+)
+
+// restartStable is how long a restarted child must stay up for its backoff
+// to start again from the first step.
+const restartStable = 30 * time.Second
+
+// restartDelay is the backoff before restart number n (1, 2, ...) of a
+// child in a row: 1s, 2s, 4s, ... at most 30s. Pure.
+func restartDelay(n int) time.Duration {
+	d := time.Second
+	for i := 1; i < n && d < 30*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 30*time.Second)
+}
+
+// nextRestart is the restart count of a child that ran for ran after
+// prev restarts in a row: a child that stayed up restartStable starts
+// over. Pure.
+func nextRestart(prev int, ran time.Duration) int {
+	if ran >= restartStable {
+		return 1
+	}
+	return prev + 1
 }
 
 func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
@@ -259,6 +307,7 @@ func (u *upStack) run(ctx context.Context) (err error) {
 		dirs[d] = p
 	}
 	infoPath := filepath.Join(u.stateDir, "up.json")
+	u.infoPath = infoPath
 	os.Remove(infoPath)
 	defer func() {
 		os.Remove(infoPath)
@@ -329,10 +378,10 @@ func (u *upStack) run(ctx context.Context) (err error) {
 		info.Processes[c.name] = c.cmd.Process.Pid
 	}
 	u.ready = true
+	u.info = info
+	u.info.Processes = maps.Clone(info.Processes) // restarts update this copy
+	u.writeInfoLocked()
 	u.mu.Unlock()
-	if b, err := json.MarshalIndent(info, "", "  "); err == nil {
-		_ = os.WriteFile(infoPath, append(b, '\n'), 0o644)
-	}
 	u.printBanner(info, rev, verb, variant)
 
 	<-ctx.Done()
@@ -343,12 +392,18 @@ func (u *upStack) run(ctx context.Context) (err error) {
 // start launches `switchyard ARGS...` as a child in its own process group,
 // killed by the kernel if this process dies (Pdeathsig), output to a log.
 func (u *upStack) start(name string, args ...string) (*upChild, error) {
-	logPath := filepath.Join(u.stateDir, "logs", name+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	return u.launch(&upChild{name: name, args: args}, os.O_TRUNC)
+}
+
+// launch starts c's process (a new one, or a restart of one that died:
+// its log is appended to) and watches it.
+func (u *upStack) launch(c *upChild, logMode int) (*upChild, error) {
+	logPath := filepath.Join(u.stateDir, "logs", c.name+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|logMode, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("log file for %s: %w", name, err)
+		return nil, fmt.Errorf("log file for %s: %w", c.name, err)
 	}
-	cmd := exec.Command(u.exe, args...)
+	cmd := exec.Command(u.exe, c.args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	u.mu.Lock()
@@ -359,22 +414,91 @@ func (u *upStack) start(name string, args ...string) (*upChild, error) {
 	}
 	if err := cmd.Start(); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
+		return nil, fmt.Errorf("start %s: %w", c.name, err)
 	}
-	c := &upChild{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	u.children = append(u.children, c)
+	nc := &upChild{name: c.name, args: c.args, cmd: cmd, log: logPath, done: make(chan struct{}), started: time.Now(), restarts: c.restarts}
+	replaced := false
+	for i, old := range u.children {
+		if old.name == nc.name {
+			u.children[i], replaced = nc, true
+		}
+	}
+	if !replaced {
+		u.children = append(u.children, nc)
+	}
 	go func() {
-		c.err = cmd.Wait()
+		nc.err = cmd.Wait()
 		f.Close()
 		u.mu.Lock()
 		stopping, ready := u.stopping, u.ready
 		u.mu.Unlock()
+		close(nc.done)
 		if !stopping && ready {
-			fmt.Fprintf(u.logw, "switchyard up: %s (pid %d) exited: %v; the rest keeps running (log: %s)\n", name, cmd.Process.Pid, exitText(c.err), logPath)
+			u.exited(nc)
 		}
-		close(c.done)
 	}()
-	return c, nil
+	return nc, nil
+}
+
+// exited reports a child that died after start-up and, with --restart
+// always, starts it again after its backoff.
+func (u *upStack) exited(c *upChild) {
+	what := fmt.Sprintf("switchyard up: %s (pid %d) exited: %v", c.name, c.cmd.Process.Pid, exitText(c.err))
+	defer func() { // after the message: a reader of up.json finds it said
+		u.mu.Lock()
+		if u.info.Exited == nil {
+			u.info.Exited = map[string]string{}
+		}
+		u.info.Exited[c.name] = exitText(c.err)
+		u.writeInfoLocked()
+		u.mu.Unlock()
+	}()
+	if !u.restart {
+		fmt.Fprintf(u.logw, "%s; not restarted (--restart=%s); the rest keeps running; restart switchyard up to bring it back (log: %s)\n", what, restartNever, c.log)
+		return
+	}
+	n := nextRestart(c.restarts, time.Since(c.started))
+	delay := restartDelay(n)
+	fmt.Fprintf(u.logw, "%s; restarting it in %s (restart %d in a row; --restart=%s leaves it down) (log: %s)\n", what, delay, n, restartNever, c.log)
+	go func() {
+		select {
+		case <-u.stopCh:
+			return
+		case <-time.After(delay):
+		}
+		nc, err := u.launch(&upChild{name: c.name, args: c.args, restarts: n}, os.O_APPEND)
+		if err != nil {
+			if !u.isStopping() {
+				fmt.Fprintf(u.logw, "switchyard up: restart %s: %v\n", c.name, err)
+			}
+			return
+		}
+		fmt.Fprintf(u.logw, "switchyard up: %s restarted (pid %d)\n", nc.name, nc.cmd.Process.Pid)
+		u.mu.Lock()
+		u.info.Processes[nc.name] = nc.cmd.Process.Pid
+		delete(u.info.Exited, nc.name)
+		u.writeInfoLocked()
+		u.mu.Unlock()
+	}()
+}
+
+func (u *upStack) isStopping() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.stopping
+}
+
+// writeInfoLocked writes up.json (u.mu held), whole or not at all (a
+// reader never sees half of it).
+func (u *upStack) writeInfoLocked() {
+	b, err := json.MarshalIndent(u.info, "", "  ")
+	if err != nil {
+		return
+	}
+	tmp := u.infoPath + ".tmp"
+	if os.WriteFile(tmp, append(b, '\n'), 0o644) == nil {
+		_ = os.Rename(tmp, u.infoPath)
+	}
 }
 
 func exitText(err error) string {
@@ -388,6 +512,9 @@ func exitText(err error) string {
 // then SIGKILLs what is left and waits for it.
 func (u *upStack) stopAll() error {
 	u.mu.Lock()
+	if !u.stopping {
+		close(u.stopCh)
+	}
 	u.stopping = true
 	children := append([]*upChild(nil), u.children...)
 	u.mu.Unlock()
@@ -678,5 +805,10 @@ func (u *upStack) printBanner(info upInfo, rev int64, verb, variant string) {
 	p("  %s rollback recommender", sy)
 	p("  %s proxies", sy)
 	p("")
+	if u.restart {
+		p("A process that dies is started again (backoff 1s, 2s, 4s … 30s; --restart=never leaves it down).")
+	} else {
+		p("A process that dies stays down (--restart=never); restart switchyard up to bring it back.")
+	}
 	p("Ctrl-C stops everything.")
 }

@@ -46,9 +46,9 @@ type upRun struct {
 
 // startUp starts `switchyard up` on free ports with state in dir and waits
 // (bounded) until it prints that it is up.
-func startUp(t *testing.T, bin, dir string) *upRun {
+func startUp(t *testing.T, bin, dir string, extra ...string) *upRun {
 	t.Helper()
-	cmd := exec.Command(bin, "up", "--state-dir", dir, "--any-ports", "--ready-timeout", "90s")
+	cmd := exec.Command(bin, append([]string{"up", "--state-dir", dir, "--any-ports", "--ready-timeout", "90s"}, extra...)...)
 	r := &upRun{cmd: cmd, stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, ready: make(chan struct{}), done: make(chan error, 1)}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, r.stderr
@@ -271,5 +271,85 @@ func TestUpRefusesATakenPort(t *testing.T) {
 	want := "port " + port + " (proxy HTTP, --proxy-http-port) is taken on 127.0.0.1"
 	if !strings.Contains(string(out), want) {
 		t.Fatalf("output lacks %q:\n%s", want, out)
+	}
+}
+
+func TestRestartBackoff(t *testing.T) {
+	for n, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 5: 16 * time.Second, 6: 30 * time.Second, 50: 30 * time.Second} {
+		if got := restartDelay(n); got != want {
+			t.Errorf("restartDelay(%d) = %s, want %s", n, got, want)
+		}
+	}
+	if nextRestart(3, time.Second) != 4 || nextRestart(3, restartStable) != 1 || nextRestart(0, 0) != 1 {
+		t.Error("nextRestart: a quick death counts on, a stable run starts over")
+	}
+}
+
+// A child killed after start-up is started again (and says so); with
+// --restart=never it stays down and up says how to bring it back. Either
+// way, Ctrl-C leaves no process behind, the restarted one included.
+func TestUpRestartsACrashedChild(t *testing.T) {
+	bin := buildSwitchyard(t)
+	for _, mode := range []string{"always", "never"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "state")
+			r := startUp(t, bin, dir, "--restart="+mode)
+			info := readUpInfo(t, dir)
+			old := info.Processes["backend-v2"]
+			if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			all := map[string]int{}
+			for k, v := range info.Processes {
+				all[k] = v
+			}
+			if mode == "always" {
+				deadline := time.Now().Add(60 * time.Second)
+				for {
+					now := readUpInfo(t, dir).Processes["backend-v2"]
+					if now != old && alive(now) {
+						all["backend-v2 restarted"] = now
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("backend-v2 not restarted within 60s (pid still %d)", now)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			} else {
+				deadline := time.Now().Add(30 * time.Second)
+				for readUpInfo(t, dir).Exited["backend-v2"] == "" {
+					if time.Now().After(deadline) {
+						t.Fatal("up.json does not say backend-v2 exited within 30s")
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+				if p := readUpInfo(t, dir).Processes["backend-v2"]; p != old {
+					t.Fatalf("backend-v2 restarted with --restart=never: pid %d", p)
+				}
+			}
+			if err := r.cmd.Process.Signal(os.Interrupt); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.wait(t, 30*time.Second); err != nil {
+				t.Fatalf("up after SIGINT: %v\nstderr:\n%s", err, r.stderr)
+			}
+			waitGone(t, all, 5*time.Second)
+			stderr := r.stderr.String()
+			want := []string{"backend-v2 (pid " + strconv.Itoa(old) + ") exited: signal: killed; "}
+			if mode == "always" {
+				want = append(want, "restarting it in 1s (restart 1 in a row; --restart=never leaves it down)", "backend-v2 restarted (pid ")
+			} else {
+				want = append(want, "not restarted (--restart=never)")
+			}
+			for _, w := range want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr)
+				}
+			}
+			if mode == "always" && !strings.Contains(r.stdout.String(), "A process that dies is started again") {
+				t.Errorf("banner does not say it restarts:\n%s", r.stdout)
+			}
+		})
 	}
 }

@@ -28,6 +28,8 @@ type describeView struct {
 	ProxyStats  json.RawMessage `json:"proxyStats,omitempty"`
 	Applied     *appliedView    `json:"applied,omitempty"`
 	Unavailable []string        `json:"unavailable,omitempty"`
+	// StatsSource says where the live numbers come from.
+	StatsSource string `json:"statsSource,omitempty"`
 }
 
 type variantView struct {
@@ -43,6 +45,12 @@ type variantView struct {
 	Requests  *int64   `json:"requests,omitempty"`
 	ErrorRate *float64 `json:"errorRate,omitempty"`
 	P99MS     *float64 `json:"p99Ms,omitempty"`
+	// Fallbacks: the version's requests a fallback answered; NaNOutputs:
+	// its answers with NaN/Inf; Errors: its failures by kind (from the
+	// control plane's stats).
+	Fallbacks  *uint64           `json:"fallbacks,omitempty"`
+	NaNOutputs *uint64           `json:"nanOutputs,omitempty"`
+	Errors     map[string]uint64 `json:"errors,omitempty"`
 }
 
 type appliedView struct {
@@ -54,21 +62,27 @@ type appliedView struct {
 }
 
 func cmdDescribe(a *app, args []string) error {
-	fs := flag.NewFlagSet("describe model NAME", flag.ContinueOnError)
+	fs := flag.NewFlagSet("describe model NAME | describe model/NAME", flag.ContinueOnError)
 	proxyAdmin := fs.String("proxy-admin", "", "also read live breaker states and request counts from this proxy's admin `URL` (env SYCTL_PROXY_ADMIN), e.g. http://127.0.0.1:9901")
+	watch := watchFlags(fs)
 	pos, err := a.parse(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 2 || (pos[0] != "model" && pos[0] != "models") {
+	name, err := modelResource(pos)
+	if err != nil {
+		return err
+	}
+	if name == "" {
 		return usagef("want: describe model NAME")
 	}
-	name := pos[1]
 	if *proxyAdmin == "" {
 		*proxyAdmin = a.getenv("SYCTL_PROXY_ADMIN")
 	}
-	ctx, cancel := a.cctx()
-	defer cancel()
+	return a.watch(watch, func(ctx context.Context) error { return a.describeOnce(ctx, name, *proxyAdmin) })
+}
+
+func (a *app) describeOnce(ctx context.Context, name, proxyAdmin string) error {
 	mr, _, err := a.api.GetModel(ctx, name)
 	if err != nil {
 		return err
@@ -109,27 +123,28 @@ func cmdDescribe(a *app, args []string) error {
 	// one, else a proxy's /stats when asked.
 	if raw, err := a.api.Raw(ctx, http.MethodGet, base+"/stats", nil); err == nil {
 		v.ProxyStats = raw
-		fillStats(v.Variants, raw, name)
-		if *proxyAdmin != "" { // the control plane has no breaker states: take them from the proxy
-			if praw, perr := fetchProxyStats(ctx, *proxyAdmin); perr != nil {
+		v.StatsSource = fillStats(v.Variants, raw, name)
+		if proxyAdmin != "" { // the control plane has no breaker states: take them from the proxy
+			if praw, perr := fetchProxyStats(ctx, proxyAdmin); perr != nil {
 				v.Unavailable = append(v.Unavailable, "proxy breaker states: "+perr.Error())
 			} else {
 				fillBreakers(v.Variants, praw, name)
 			}
 		}
-	} else if *proxyAdmin != "" {
-		raw, perr := fetchProxyStats(ctx, *proxyAdmin)
+	} else if proxyAdmin != "" {
+		raw, perr := fetchProxyStats(ctx, proxyAdmin)
 		if perr != nil {
 			v.Unavailable = append(v.Unavailable, "proxy stats: "+perr.Error())
 		} else {
 			v.ProxyStats = raw
 			fillStats(v.Variants, raw, name)
 		}
-		if nums, err := fetchProxyMetrics(ctx, *proxyAdmin, name); err != nil {
+		if nums, err := fetchProxyMetrics(ctx, proxyAdmin, name); err != nil {
 			v.Unavailable = append(v.Unavailable, "proxy metrics: "+err.Error())
 		} else {
 			fillMetrics(v.Variants, nums)
-			v.Unavailable = append(v.Unavailable, "requests, error rate (5xx share) and p99 are from proxy "+*proxyAdmin+" since it started")
+			v.StatsSource = "proxy " + proxyAdmin + " since it started (error rate: 5xx share)"
+			v.Unavailable = append(v.Unavailable, "requests, error rate (5xx share) and p99 are from proxy "+proxyAdmin+" since it started")
 		}
 	} else {
 		v.Unavailable = append(v.Unavailable, "per-variant p99, error rate and breaker state: "+why(err)+"; --proxy-admin URL reads breaker states and counts from a proxy")
@@ -214,13 +229,18 @@ func fetchProxyStats(ctx context.Context, adminURL string) (json.RawMessage, err
 // the proxy's /stats ({models: [{model, variants: [{variant, breaker,
 // endpoints: [{attempts, failures}], p99Ms?, errorRate?}]}]}) or a
 // control-plane aggregate with the same per-variant keys.
-func fillStats(vs []variantView, raw []byte, model string) {
+func fillStats(vs []variantView, raw []byte, model string) (source string) {
 	var doc struct {
 		Models   []statsModel   `json:"models"`
 		Variants []statsVariant `json:"variants"`
+		Window   string         `json:"window"`
+		Proxies  []string       `json:"proxies"`
 	}
 	if json.Unmarshal(raw, &doc) != nil {
-		return
+		return ""
+	}
+	if doc.Window != "" {
+		source = fmt.Sprintf("the control plane, last %s, reports of %d proxies", doc.Window, len(doc.Proxies))
 	}
 	variants := doc.Variants
 	for _, m := range doc.Models {
@@ -257,8 +277,10 @@ func fillStats(vs []variantView, raw []byte, model string) {
 				vs[i].ErrorRate = &r
 			}
 			vs[i].P99MS = sv.P99MS
+			vs[i].Fallbacks, vs[i].NaNOutputs, vs[i].Errors = sv.Fallbacks, sv.NaNOutputs, sv.Errors
 		}
 	}
+	return source
 }
 
 // fillBreakers copies only the breaker states from a proxy's /stats.
@@ -290,13 +312,16 @@ type statsModel struct {
 }
 
 type statsVariant struct {
-	Variant   string   `json:"variant"`
-	Version   string   `json:"version"`
-	Breaker   string   `json:"breaker"`
-	Requests  *int64   `json:"requests"`
-	ErrorRate *float64 `json:"errorRate"`
-	P99MS     *float64 `json:"p99Ms"`
-	Endpoints []struct {
+	Variant    string            `json:"variant"`
+	Version    string            `json:"version"`
+	Breaker    string            `json:"breaker"`
+	Requests   *int64            `json:"requests"`
+	ErrorRate  *float64          `json:"errorRate"`
+	P99MS      *float64          `json:"p99Ms"`
+	Fallbacks  *uint64           `json:"fallbacks"`
+	NaNOutputs *uint64           `json:"nanOutputs"`
+	Errors     map[string]uint64 `json:"errors"`
+	Endpoints  []struct {
 		Attempts int64 `json:"attempts"`
 		Failures int64 `json:"failures"`
 	} `json:"endpoints"`
@@ -342,16 +367,25 @@ func printDescribe(w io.Writer, v describeView) error {
 	}
 	p("Traffic:     sticky by %s; override header %s", sticky, s.Traffic.OverrideHeader)
 	p("Versions:")
-	t := newTable(w, "  VERSION", "WEIGHT", "SHARE", "ROLE", "PROTOCOL", "BACKEND MODEL", "ENDPOINTS", "BREAKER", "REQUESTS", "ERROR RATE", "P99")
+	t := newTable(w, "  VERSION", "WEIGHT", "SHARE", "ROLE", "PROTOCOL", "BACKEND MODEL", "ENDPOINTS", "BREAKER", "REQUESTS", "ERROR RATE", "P99", "FALLBACKS", "NaN", "ERRORS")
+	count := func(n uint64) string { return strconv.FormatUint(n, 10) }
 	for _, vv := range v.Variants {
+		var kinds []string
+		for _, k := range sortedKeys(vv.Errors) {
+			kinds = append(kinds, fmt.Sprintf("%s=%d", k, vv.Errors[k]))
+		}
 		t.row("  "+vv.Version, vv.Weight, fmtFloat(vv.Share*100, 0)+"%", strings.Join(vv.Roles, ","), vv.Protocol, vv.BackendModel,
 			strings.Join(vv.Endpoints, ","), na(vv.Breaker, func(s string) string { return s }),
 			na(vv.Requests, func(n int64) string { return strconv.FormatInt(n, 10) }),
 			na(vv.ErrorRate, func(x float64) string { return fmtFloat(x*100, 2) + "%" }),
-			na(vv.P99MS, func(x float64) string { return fmtFloat(x, 1) + "ms" }))
+			na(vv.P99MS, func(x float64) string { return fmtFloat(x, 1) + "ms" }),
+			na(vv.Fallbacks, count), na(vv.NaNOutputs, count), strings.Join(kinds, " "))
 	}
 	if err := t.flush(); err != nil {
 		return err
+	}
+	if v.StatsSource != "" {
+		p("  (live figures: %s)", v.StatsSource)
 	}
 	if c := s.Canary; c != nil {
 		steps := make([]string, len(c.Steps))
@@ -359,13 +393,10 @@ func printDescribe(w io.Writer, v describeView) error {
 			steps[i] = strconv.Itoa(x) + "%"
 		}
 		p("Canary:      %s, steps %s, at least %s and %d requests per step", c.Version, strings.Join(steps, " → "), c.StepDuration, c.MinRequests)
-		p("  Gates:     error rate ≤ %s, p99 ≤ %s× baseline, NaN rate ≤ %s, rollback after %d failed analyses",
-			pct(c.MaxErrorRate), fmtFloat(c.MaxP99Ratio, -1), pct(c.MaxNaNRate), c.ConsecutiveFailures)
-		if v.Canary != nil {
-			p("  Status:    %s", oneLine(v.Canary))
-		} else {
-			p("  Status:    n/a")
-		}
+		items := []string{fmt.Sprintf("gates: error rate ≤ %s, p99 ≤ %s× baseline, NaN rate ≤ %s, rollback after %d failed analyses",
+			pct(c.MaxErrorRate), fmtFloat(c.MaxP99Ratio, -1), pct(c.MaxNaNRate), c.ConsecutiveFailures)}
+		items = append(items, canarySummary(v.Canary, &v.Model)...)
+		branches(w, "", items)
 	} else {
 		p("Canary:      none")
 	}
@@ -378,7 +409,7 @@ func printDescribe(w io.Writer, v describeView) error {
 			cmp += fmt.Sprintf(" absTol=%g relTol=%g", sh.Compare.AbsTol, sh.Compare.RelTol)
 		}
 		p("Shadow:      %s at %s%% (%s sampling), compare %s", sh.Version, fmtFloat(sh.Percent, -1), sh.Sampling, cmp)
-		p("  Agreement: %s", shadowAgreement(v.Shadow))
+		branches(w, "", []string{"agreement: " + shadowAgreement(v.Shadow), "details: syctl shadow report " + m.Metadata.Name})
 	} else {
 		p("Shadow:      none")
 	}
@@ -433,7 +464,7 @@ func shadowAgreement(raw json.RawMessage) string {
 		} `json:"shadow"`
 	}
 	if json.Unmarshal(raw, &r) != nil {
-		return oneLine(raw)
+		return strings.TrimSpace(string(raw))
 	}
 	if r.Shadow.Compared == 0 {
 		return "no comparisons yet"
@@ -442,33 +473,45 @@ func shadowAgreement(raw json.RawMessage) string {
 		fmtFloat(r.Shadow.AgreementRate*100, 1)+"%", fmtFloat(r.Shadow.Compared, -1), fmtFloat(r.Shadow.ShadowErrors, -1), fmtFloat(r.Shadow.ShadowNaN, -1))
 }
 
-// oneLine renders a small JSON object as "k=v, a.b=v" (scalars, nested
-// objects flattened with dotted keys; lists and nulls left out).
-func oneLine(raw json.RawMessage) string {
-	var obj map[string]any
-	if json.Unmarshal(raw, &obj) != nil {
-		return strings.TrimSpace(string(raw))
+// canarySummary is the canary status as describe's tree items: phase and
+// step, the newest decision and why, the gates' verdicts. A finished run
+// older than the document (the controller has not acted on the change
+// yet) is said to be the previous one.
+func canarySummary(raw json.RawMessage, mr *client.ModelResponse) []string {
+	if raw == nil {
+		return []string{"status: n/a"}
 	}
-	var parts []string
-	var walk func(prefix string, m map[string]any)
-	walk = func(prefix string, m map[string]any) {
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			switch v := m[k].(type) {
-			case map[string]any:
-				walk(prefix+k+".", v)
-			case []any, nil:
-			default:
-				parts = append(parts, fmt.Sprintf("%s%s=%v", prefix, k, v))
-			}
-		}
+	var s canaryStatusView
+	if json.Unmarshal(raw, &s) != nil {
+		return []string{"status: " + strings.TrimSpace(string(raw))}
 	}
-	walk("", obj)
-	return strings.Join(parts, ", ")
+	name := mr.Model.Metadata.Name
+	phase := s.Phase
+	if s.Step > 0 {
+		phase += fmt.Sprintf(", step %d of %d (%s at %d%%)", s.Step, len(s.Steps), s.Canary, s.StepWeight)
+	}
+	if s.TimeInStep != "" && (s.Phase == "progressing" || s.Phase == "paused") {
+		phase += ", " + roundDuration(s.TimeInStep) + " in step"
+	}
+	if n := len(s.History); n > 0 && (s.Phase == "promoted" || s.Phase == "rolled_back") && s.History[n-1].Time.Before(mr.Time) {
+		phase += fmt.Sprintf(" (the previous run, ended %s; the document changed since, at revision %d: the controller acts on it at its next tick)",
+			timeString(s.History[n-1].Time), mr.Revision)
+	}
+	items := []string{"phase: " + phase}
+	reason := restToCommands(s.Reason, name, s.Canary)
+	if s.Decision != "" {
+		items = append(items, "decision: "+s.Decision+": "+reason)
+	} else if reason != "" {
+		items = append(items, "status: "+reason)
+	}
+	if len(s.Gates) > 0 {
+		var gs []string
+		for _, g := range s.Gates {
+			gs = append(gs, fmt.Sprintf("%s %s %s", gateMark(g.Status), g.Name, gateValue(g.Name, g.Value)))
+		}
+		items = append(items, "gates now: "+strings.Join(gs, ", "))
+	}
+	return append(items, "details: syctl canary status "+name)
 }
 
 // fillMetrics sets requests, error rate and p99 from a proxy's metrics.

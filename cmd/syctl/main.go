@@ -118,26 +118,35 @@ func printUsage(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nglobal flags (also accepted after the command):")
 	fs := flag.NewFlagSet("syctl", flag.ContinueOnError)
-	var a app
+	a := newApp(context.Background(), nil, nil, nil, nil)
 	a.globalFlags(fs)
-	fs.SetOutput(w)
-	fs.PrintDefaults()
+	printFlags(w, fs)
 	fmt.Fprintln(w, "\nexit codes: 0 ok, 1 API/other error, 2 usage, 3 not found, 4 conflict (stale revision), 5 unauthorized/forbidden")
-	fmt.Fprintln(w, "run 'syctl <command> -h' for a command's flags")
+	fmt.Fprintln(w, "run 'syctl <command> --help' for a command's flags")
+}
+
+// newApp is an app with the global flags' defaults.
+func newApp(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) *app {
+	return &app{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, output: "table", timeout: 2 * time.Minute}
 }
 
 func (a *app) globalFlags(fs *flag.FlagSet) {
-	fs.StringVar(&a.server, "server", a.server, "control plane API `URL` (env SYCTL_SERVER, config file; default "+DefaultServer+")")
-	fs.StringVar(&a.token, "token", a.token, "bearer `TOKEN` (env SYCTL_TOKEN, config file)")
-	fs.StringVar(&a.config, "config", a.config, "config `FILE` with server and token (env SYCTL_CONFIG; default ~/.config/syctl/config.yaml)")
-	fs.StringVar(&a.output, "o", a.output, "output format: table, json or yaml")
-	fs.StringVar(&a.output, "output", a.output, "output format: table, json or yaml")
-	fs.DurationVar(&a.timeout, "timeout", a.timeout, "timeout of the whole command")
+	// Defining a flag sets its variable to the default: keep what an
+	// earlier parse (global flags before the command) set.
+	cur := *a
+	d := newApp(nil, nil, nil, nil, nil)
+	fs.StringVar(&a.server, "server", d.server, "control plane API `URL` (env SYCTL_SERVER, config file; default "+DefaultServer+")")
+	fs.StringVar(&a.token, "token", d.token, "bearer `TOKEN` (env SYCTL_TOKEN, config file)")
+	fs.StringVar(&a.config, "config", d.config, "config `FILE` with server and token (env SYCTL_CONFIG; default ~/.config/syctl/config.yaml)")
+	fs.StringVar(&a.output, "o", d.output, "same as --output")
+	fs.StringVar(&a.output, "output", d.output, "output `FORMAT`: table, wide (more columns), json or yaml")
+	fs.DurationVar(&a.timeout, "timeout", d.timeout, "`DURATION` of the whole command")
+	a.server, a.token, a.config, a.output, a.timeout = cur.server, cur.token, cur.config, cur.output, cur.timeout
 }
 
 // run is syctl without the process: it returns the exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
-	a := &app{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, output: "table", timeout: 2 * time.Minute}
+	a := newApp(ctx, stdin, stdout, stderr, getenv)
 	// Global flags before the command.
 	gfs := flag.NewFlagSet("syctl", flag.ContinueOnError)
 	gfs.SetOutput(io.Discard)
@@ -147,7 +156,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			printUsage(stdout)
 			return exitOK
 		}
-		fmt.Fprintf(stderr, "error: %v\n\n", err)
+		fmt.Fprintf(stderr, "error: %v\n\n", flagError(err))
 		printUsage(stderr)
 		return exitUsage
 	}
@@ -237,7 +246,13 @@ func (a *app) printAPIError(ae *client.APIError) {
 		return
 	}
 	defer a.printHints(ae.Hints)
-	msg := ae.Error()
+	// A message naming an API request (POST .../canary/reset) names the
+	// syctl command instead.
+	model, version := modelOfPath(ae.Path), ""
+	for _, h := range ae.Hints {
+		model, version = first(h.Model, model), first(h.Version, version)
+	}
+	msg := restToCommands(ae.Error(), model, version)
 	switch ae.Status {
 	case http.StatusConflict:
 		if ae.Revision > 0 {
@@ -247,6 +262,17 @@ func (a *app) printAPIError(ae *client.APIError) {
 		msg += " (give a token with --token, SYCTL_TOKEN or the config file)"
 	}
 	fmt.Fprintf(a.stderr, "error: %s (HTTP %d)\n", msg, ae.Status)
+}
+
+// modelOfPath is NAME in /v1/models/NAME/...
+func modelOfPath(p string) string {
+	rest, ok := strings.CutPrefix(p, "/v1/models/")
+	if !ok {
+		return ""
+	}
+	name, _, _ := strings.Cut(rest, "/")
+	name, _, _ = strings.Cut(name, "?")
+	return name
 }
 
 // printHints renders the actions that resolve a refusal as the commands
@@ -293,12 +319,11 @@ func (a *app) parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fs.SetOutput(a.stdout)
 				fmt.Fprintf(a.stdout, "usage: syctl %s\n\nflags:\n", fs.Name())
-				fs.PrintDefaults()
+				printFlags(a.stdout, fs)
 				return nil, flag.ErrHelp
 			}
-			return nil, usageError{err.Error()}
+			return nil, flagError(err)
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
@@ -316,7 +341,7 @@ func (a *app) parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	switch a.output {
 	case "table", "json", "yaml", "wide":
 	default:
-		return nil, usagef("-o: want table, json or yaml, got %q", a.output)
+		return nil, usagef("--output: want table, wide, json or yaml, got %q", a.output)
 	}
 	return pos, a.connect()
 }
@@ -385,10 +410,32 @@ func readConfig(path string) (fileConfig, error) {
 		}
 		return c, fmt.Errorf("config file: %w", err)
 	}
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return c, fmt.Errorf("config file %s: %v (allowed keys: server, token)", path, err)
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return c, fmt.Errorf("config file %s: %v", path, yamlError(b, err))
+	}
+	if len(doc.Content) == 0 {
+		return c, nil
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return c, fmt.Errorf("config file %s: line %d: want a mapping with server and token", path, root.Line)
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		var dst *string
+		switch k.Value {
+		case "server":
+			dst = &c.Server
+		case "token":
+			dst = &c.Token
+		default:
+			return c, fmt.Errorf("config file %s: line %d: unknown key %q (allowed keys: server, token)", path, k.Line, k.Value)
+		}
+		if v.Kind != yaml.ScalarNode {
+			return c, fmt.Errorf("config file %s: line %d: %s: want a string", path, v.Line, k.Value)
+		}
+		*dst = v.Value
 	}
 	return c, nil
 }

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,80 +23,144 @@ import (
 // document is one desired-state document read by apply.
 type document struct {
 	name  string
-	json  []byte // sent to the API as is
+	json  []byte // sent to the API
 	where string // "recommender.yaml (document 2)"
 }
 
+// kindList is a list of documents (what `get models -o yaml` prints).
+const kindList = "List"
+
 // readDocuments reads JSON (one object) or YAML (one or more "---"
-// separated documents) and returns each as JSON for the API.
+// separated documents) and returns each Model as JSON for the API. A
+// document's status (what `get -o yaml` prints besides the desired state)
+// is left out, and a List's items are read as documents, so the output of
+// get applies as it is.
 func readDocuments(data []byte, source string) ([]document, error) {
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 {
 		return nil, fmt.Errorf("%s: empty; want a Model document in YAML or JSON", source)
 	}
+	var values []any
 	if trimmed[0] == '{' {
-		var head struct {
-			Metadata struct {
-				Name any `json:"name"`
-			} `json:"metadata"`
-		}
-		if err := json.Unmarshal(trimmed, &head); err != nil {
+		dec := json.NewDecoder(bytes.NewReader(trimmed))
+		dec.UseNumber()
+		var v any
+		if err := dec.Decode(&v); err != nil || dec.More() {
 			// routing's strict decoder says where the JSON breaks.
 			if _, derr := routing.DecodeJSON(trimmed); derr != nil {
 				return nil, fmt.Errorf("%s: %v", source, derr)
 			}
-			return nil, fmt.Errorf("%s: %v", source, err)
+			return nil, fmt.Errorf("%s: malformed JSON: %v", source, err)
 		}
-		name, err := docName(head.Metadata.Name)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", source, err)
+		values = append(values, v)
+	} else {
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		for {
+			var raw any
+			err := dec.Decode(&raw)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s: malformed YAML: %v", source, yamlError(data, err))
+			}
+			if raw == nil {
+				continue
+			}
+			plain, err := routing.YAMLValueToJSON(raw)
+			if err != nil {
+				return nil, fmt.Errorf("%s (document %d): %w", source, len(values)+1, err)
+			}
+			values = append(values, plain)
 		}
-		return []document{{name: name, json: trimmed, where: source}}, nil
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var docs []document
-	for i := 1; ; i++ {
-		var raw any
-		err := dec.Decode(&raw)
-		if errors.Is(err, io.EOF) {
-			break
-		}
+	for i, v := range values {
 		where := source
-		if i > 1 || len(docs) > 0 {
-			where = fmt.Sprintf("%s (document %d)", source, i)
+		if len(values) > 1 {
+			where = fmt.Sprintf("%s (document %d)", source, i+1)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: malformed YAML: %v", where, err)
-		}
-		if raw == nil {
-			continue
-		}
-		plain, err := routing.YAMLValueToJSON(raw)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", where, err)
-		}
-		b, err := json.Marshal(plain)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %v", where, err)
-		}
-		obj, _ := plain.(map[string]any)
+		obj, _ := v.(map[string]any)
 		if obj == nil {
 			return nil, fmt.Errorf("%s: want a Model document (a mapping with apiVersion, kind, metadata, spec)", where)
 		}
-		md, _ := obj["metadata"].(map[string]any)
-		name, err := docName(md["name"])
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", where, err)
+		if obj["kind"] == kindList {
+			items, _ := obj["items"].([]any)
+			for j, it := range items {
+				d, err := modelDocument(it, fmt.Sprintf("%s item %d", where, j+1))
+				if err != nil {
+					return nil, err
+				}
+				docs = append(docs, d)
+			}
+			continue
 		}
-		docs = append(docs, document{name: name, json: b, where: where})
+		d, err := modelDocument(obj, where)
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, d)
 	}
 	if len(docs) == 0 {
 		return nil, fmt.Errorf("%s: no documents", source)
 	}
-	if len(docs) == 1 {
-		docs[0].where = source
-	}
 	return docs, nil
+}
+
+// modelDocument is one Model of a file: status dropped, name required.
+func modelDocument(v any, where string) (document, error) {
+	obj, _ := v.(map[string]any)
+	if obj == nil {
+		return document{}, fmt.Errorf("%s: want a Model document (a mapping with apiVersion, kind, metadata, spec)", where)
+	}
+	delete(obj, "status")
+	md, _ := obj["metadata"].(map[string]any)
+	name, err := docName(md["name"])
+	if err != nil {
+		return document{}, fmt.Errorf("%s: %w", where, err)
+	}
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return document{}, fmt.Errorf("%s: %v", where, err)
+	}
+	return document{name: name, json: b, where: where}, nil
+}
+
+var reYAMLLine = regexp.MustCompile(`^yaml: line \d+: `)
+
+// yamlError names the line where YAML stops parsing. The YAML decoder
+// often reports the line before the fault (the start of the construct it
+// was in), so the line is found here: the first line after the longest
+// prefix of whole lines that still parses.
+func yamlError(data []byte, err error) error {
+	msg := reYAMLLine.ReplaceAllString(err.Error(), "")
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	good := 0
+	for k := len(lines) - 1; k >= 0; k-- {
+		if yamlParses(bytes.Join(lines[:k], nil)) {
+			good = k
+			break
+		}
+	}
+	if good >= len(lines) {
+		return errors.New(msg)
+	}
+	return fmt.Errorf("line %d: %s: %s", good+1, msg, strings.TrimRight(string(lines[good]), "\r\n"))
+}
+
+func yamlParses(b []byte) bool {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	for {
+		var n yaml.Node
+		err := dec.Decode(&n)
+		if errors.Is(err, io.EOF) {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
 }
 
 func docName(v any) (string, error) {
@@ -107,10 +173,11 @@ func docName(v any) (string, error) {
 
 func cmdApply(a *app, args []string) error {
 	fs := flag.NewFlagSet("apply -f FILE|-", flag.ContinueOnError)
-	file := fs.String("f", "", "desired-state `FILE` (YAML or JSON; - reads stdin)")
-	fs.StringVar(file, "filename", "", "same as -f")
+	file := fs.String("f", "", "same as --filename")
+	fs.StringVar(file, "filename", "", "desired-state `FILE` (YAML or JSON, e.g. the output of get -o yaml; - reads stdin)")
 	rev := fs.Int64("revision", 0, "apply only if the model is at this `REVISION` (else exit 4)")
-	reason := fs.String("reason", "", "reason recorded in the audit log")
+	reason := fs.String("reason", "", "`TEXT` recorded in the audit log")
+	wait := waitFlag(fs)
 	pos, err := a.parse(fs, args)
 	if err != nil {
 		return err
@@ -120,6 +187,9 @@ func cmdApply(a *app, args []string) error {
 	}
 	if *file == "" {
 		return usagef("-f FILE is required (- for stdin)")
+	}
+	if err := checkWait(*wait); err != nil {
+		return err
 	}
 	var data []byte
 	source := *file
@@ -143,7 +213,7 @@ func cmdApply(a *app, args []string) error {
 	defer cancel()
 	var answers []json.RawMessage
 	for _, d := range docs {
-		res, raw, err := a.applyOne(ctx, d, *rev, *reason)
+		res, raw, err := a.applyOne(ctx, d, *rev, *reason, *wait)
 		if err != nil {
 			return err
 		}
@@ -154,6 +224,9 @@ func cmdApply(a *app, args []string) error {
 			continue
 		}
 		fmt.Fprintf(a.stdout, "model/%s %s (revision %d)\n", d.name, res.verb, res.revision)
+		if res.proxies != nil {
+			fmt.Fprintln(a.stdout, ackLine(res.proxies, res.took))
+		}
 	}
 	if a.structured() {
 		if len(answers) == 1 {
@@ -164,15 +237,33 @@ func cmdApply(a *app, args []string) error {
 	return nil
 }
 
+// defaultAckWait is how long a write waits for the proxies to apply it.
+const defaultAckWait = 10 * time.Second
+
+// waitFlag registers --wait.
+func waitFlag(fs *flag.FlagSet) *time.Duration {
+	return fs.Duration("wait", defaultAckWait, "wait up to `DURATION` for the connected proxies to apply the change and say how many did (0: don't wait; at most 60s)")
+}
+
+func checkWait(d time.Duration) error {
+	if d < 0 || d > 60*time.Second {
+		return usagef("--wait: want 0..60s, got %s", d)
+	}
+	return nil
+}
+
 type applyResult struct {
 	verb     string
 	revision int64
+	proxies  *client.AckResult
+	took     time.Duration
 }
 
 // applyOne creates or replaces one model: If-None-Match: * when it does
 // not exist yet, If-Match with the revision it read (or --revision) when
 // it does, so a concurrent change is never overwritten unseen (exit 4).
-func (a *app) applyOne(ctx context.Context, d document, rev int64, reason string) (applyResult, []byte, error) {
+// An unchanged document writes nothing (and waits for nothing).
+func (a *app) applyOne(ctx context.Context, d document, rev int64, reason string, wait time.Duration) (applyResult, []byte, error) {
 	cur, raw, err := a.api.GetModel(ctx, d.name)
 	exists := err == nil
 	if err != nil && !client.IsStatus(err, 404) {
@@ -188,9 +279,10 @@ func (a *app) applyOne(ctx context.Context, d document, rev int64, reason string
 		pre.MustNotExist = true
 	}
 	if exists && (rev == 0 || rev == cur.Revision) && sameModel(d.json, cur.Model) {
-		return applyResult{"unchanged", cur.Revision}, raw, nil
+		return applyResult{verb: "unchanged", revision: cur.Revision}, raw, nil
 	}
-	res, raw, err := a.api.PutModel(ctx, d.name, d.json, pre)
+	start := time.Now()
+	res, raw, err := a.api.PutModel(ctx, d.name, d.json, wait, pre)
 	if err != nil {
 		var ae *client.APIError
 		if errors.As(err, &ae) && ae.Status == 409 && len(ae.Fields) == 0 {
@@ -205,7 +297,7 @@ func (a *app) applyOne(ctx context.Context, d document, rev int64, reason string
 	case res.CreateRevision == res.Revision:
 		verb = "created"
 	}
-	return applyResult{verb, res.Revision}, raw, nil
+	return applyResult{verb: verb, revision: res.Revision, proxies: res.Proxies, took: time.Since(start)}, raw, nil
 }
 
 // sameModel reports whether doc, with defaults applied, is exactly the
@@ -221,88 +313,192 @@ func sameModel(doc []byte, stored routing.Model) bool {
 	return err1 == nil && err2 == nil && bytes.Equal(a, b)
 }
 
+// modelResource parses the resource arguments of get, describe and delete:
+// "model NAME", "models NAME", "mo NAME" or "model/NAME" (TYPE/NAME, as
+// these commands print it). name is "" for "models" alone (a list).
+func modelResource(pos []string) (name string, err error) {
+	if len(pos) == 0 {
+		return "", usagef("what: model NAME (or model/NAME)")
+	}
+	kind, name, slash := strings.Cut(pos[0], "/")
+	switch kind {
+	case "models", "model", "mo":
+	default:
+		return "", usagef("unknown resource type %q (want model NAME or model/NAME)", kind)
+	}
+	switch {
+	case slash && name == "":
+		return "", usagef("%q: want model/NAME", pos[0])
+	case slash && len(pos) > 1:
+		return "", usagef("unexpected arguments: %s", strings.Join(pos[1:], " "))
+	case slash:
+		return name, nil
+	case len(pos) > 2:
+		return "", usagef("unexpected arguments: %s", strings.Join(pos[2:], " "))
+	case len(pos) == 2:
+		return pos[1], nil
+	}
+	return "", nil
+}
+
+// modelDoc is a model as get -o json|yaml prints it: the desired-state
+// document apply takes back, and status apart (as kubectl does; apply
+// leaves status out).
+type modelDoc struct {
+	routing.Model
+	Status modelStatus `json:"status"`
+}
+
+type modelStatus struct {
+	Revision       int64                        `json:"revision"`
+	CreateRevision int64                        `json:"createRevision"`
+	Time           time.Time                    `json:"time"`
+	Subject        string                       `json:"subject,omitempty"`
+	FailedVersions map[string]client.FailedMark `json:"failedVersions,omitempty"`
+}
+
+func toModelDoc(it client.ModelResponse) modelDoc {
+	return modelDoc{Model: it.Model, Status: modelStatus{Revision: it.Revision, CreateRevision: it.CreateRevision,
+		Time: it.Time, Subject: it.Subject, FailedVersions: it.FailedVersions}}
+}
+
+// modelListDoc is get models -o json|yaml; apply -f takes it back.
+type modelListDoc struct {
+	APIVersion string     `json:"apiVersion"`
+	Kind       string     `json:"kind"`
+	Items      []modelDoc `json:"items"`
+}
+
 func cmdGet(a *app, args []string) error {
-	fs := flag.NewFlagSet("get models | get model NAME", flag.ContinueOnError)
+	fs := flag.NewFlagSet("get models | get model NAME | get model/NAME", flag.ContinueOnError)
+	watch := watchFlags(fs)
 	pos, err := a.parse(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) == 0 {
-		return usagef("what to get: models, or model NAME")
+	name, err := modelResource(pos)
+	if err != nil {
+		return err
 	}
-	switch pos[0] {
-	case "models", "model", "mo":
-	default:
-		return usagef("unknown resource %q (want models or model NAME)", pos[0])
+	if name == "" && pos[0] != "models" && pos[0] != "mo" {
+		return usagef("get model needs a NAME (get models lists them)")
 	}
-	ctx, cancel := a.cctx()
-	defer cancel()
-	now := time.Now()
-	switch len(pos) {
-	case 1:
-		list, raw, err := a.api.ListModels(ctx)
-		if err != nil {
-			return err
-		}
-		if a.structured() {
-			return a.printRaw(raw)
-		}
-		if len(list.Items) == 0 {
-			fmt.Fprintln(a.stderr, "no models")
-			return nil
-		}
-		t := newTable(a.stdout, "NAME", "VERSIONS", "WEIGHTS", "CANARY", "SHADOW", "REVISION", "AGE")
-		for _, it := range list.Items {
-			modelRow(t, it, now)
-		}
-		return t.flush()
-	case 2:
-		it, raw, err := a.api.GetModel(ctx, pos[1])
-		if err != nil {
-			return err
-		}
-		if a.structured() {
-			return a.printRaw(raw)
-		}
-		t := newTable(a.stdout, "NAME", "VERSIONS", "WEIGHTS", "CANARY", "SHADOW", "REVISION", "AGE")
-		modelRow(t, it, now)
-		return t.flush()
-	}
-	return usagef("unexpected arguments: %s", strings.Join(pos[2:], " "))
+	return a.watch(watch, func(ctx context.Context) error { return a.getOnce(ctx, name) })
 }
 
-func modelRow(t *table, it client.ModelResponse, now time.Time) {
-	m := &it.Model
-	canary, shadow := "", ""
-	if c := m.Spec.Canary; c != nil {
-		canary = c.Version
+func (a *app) getOnce(ctx context.Context, name string) error {
+	var items []client.ModelResponse
+	if name == "" {
+		list, _, err := a.api.ListModels(ctx)
+		if err != nil {
+			return err
+		}
+		items = list.Items
+	} else {
+		it, _, err := a.api.GetModel(ctx, name)
+		if err != nil {
+			return err
+		}
+		items = []client.ModelResponse{it}
 	}
-	if s := m.Spec.Shadow; s != nil {
-		shadow = fmt.Sprintf("%s %s%%", s.Version, fmtFloat(s.Percent, -1))
+	if a.structured() {
+		if name != "" {
+			return a.printValue(toModelDoc(items[0]))
+		}
+		l := modelListDoc{APIVersion: routing.APIVersion, Kind: kindList, Items: []modelDoc{}}
+		for _, it := range items {
+			l.Items = append(l.Items, toModelDoc(it))
+		}
+		return a.printValue(l)
 	}
-	t.row(m.Metadata.Name, strings.Join(m.VersionNames(), ","), weightsString(m), canary, shadow, it.Revision, age(now, it.Time))
+	if len(items) == 0 {
+		fmt.Fprintln(a.stderr, "no models")
+		return nil
+	}
+	now := time.Now()
+	header := []string{"NAME", "VERSIONS", "WEIGHTS", "CANARY", "SHADOW", "REVISION", "AGE"}
+	if a.output == "wide" {
+		header = append(header, "UPDATED", "BY", "STICKY", "FALLBACK", "ENDPOINTS")
+	}
+	t := newTable(a.stdout, header...)
+	for _, it := range items {
+		m := &it.Model
+		canary, shadow := "", ""
+		if c := m.Spec.Canary; c != nil {
+			canary = c.Version
+		}
+		if s := m.Spec.Shadow; s != nil {
+			shadow = fmt.Sprintf("%s %s%%", s.Version, fmtFloat(s.Percent, -1))
+		}
+		row := []any{m.Metadata.Name, strings.Join(m.VersionNames(), ","), weightsString(m), canary, shadow, it.Revision, a.createdAge(ctx, it, now)}
+		if a.output == "wide" {
+			fallback := ""
+			if f := m.Spec.Fallback; f != nil {
+				chain := slices.Clone(f.Chain)
+				for i, c := range chain {
+					if c == routing.FallbackBackup && f.Backup != "" {
+						chain[i] = c + "(" + f.Backup + ")"
+					}
+				}
+				fallback = strings.Join(chain, ",")
+			}
+			var eps []string
+			for _, v := range m.Spec.Versions {
+				eps = append(eps, v.Name+"="+strings.Join(v.Endpoints, ","))
+			}
+			row = append(row, age(now, it.Time), it.Subject, m.Spec.Traffic.StickyHeader, fallback, strings.Join(eps, " "))
+		}
+		t.row(row...)
+	}
+	return t.flush()
+}
+
+// createdAge is how long ago the model was created (kubectl's AGE), from
+// the time of its creating revision in its history. When the history no
+// longer holds it (100 revisions are kept), the oldest kept revision's age
+// is shown with ">".
+func (a *app) createdAge(ctx context.Context, it client.ModelResponse, now time.Time) string {
+	h, _, err := a.api.History(ctx, it.Model.Metadata.Name, 0)
+	if err != nil || len(h.Items) == 0 {
+		return ""
+	}
+	oldest := h.Items[len(h.Items)-1]
+	for _, r := range h.Items {
+		if r.Revision == it.CreateRevision {
+			return age(now, r.Time)
+		}
+		if r.Revision < it.CreateRevision {
+			break
+		}
+		oldest = r
+	}
+	return ">" + age(now, oldest.Time)
 }
 
 func cmdDelete(a *app, args []string) error {
-	fs := flag.NewFlagSet("delete model NAME", flag.ContinueOnError)
+	fs := flag.NewFlagSet("delete model NAME | delete model/NAME", flag.ContinueOnError)
 	rev := fs.Int64("revision", 0, "delete only if the model is at this `REVISION` (else exit 4)")
-	reason := fs.String("reason", "", "reason recorded in the audit log")
+	reason := fs.String("reason", "", "`TEXT` recorded in the audit log")
 	pos, err := a.parse(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 2 || (pos[0] != "model" && pos[0] != "models") {
+	name, err := modelResource(pos)
+	if err != nil {
+		return err
+	}
+	if name == "" {
 		return usagef("want: delete model NAME")
 	}
 	ctx, cancel := a.cctx()
 	defer cancel()
-	r, raw, err := a.api.DeleteModel(ctx, pos[1], client.Precondition{IfRevision: *rev, Reason: *reason})
+	r, raw, err := a.api.DeleteModel(ctx, name, client.Precondition{IfRevision: *rev, Reason: *reason})
 	if err != nil {
 		return err
 	}
 	if a.structured() {
 		return a.printRaw(raw)
 	}
-	fmt.Fprintf(a.stdout, "model/%s deleted (revision %d)\n", pos[1], r)
+	fmt.Fprintf(a.stdout, "model/%s deleted (revision %d)\n", name, r)
 	return nil
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -183,3 +185,59 @@ func pct(x float64) string {
 }
 
 func fmtFloat(x float64, prec int) string { return strconv.FormatFloat(x, 'f', prec, 64) }
+
+// watchOpts are --watch, --interval and --count.
+type watchOpts struct {
+	on       *bool
+	interval *time.Duration
+	count    *int
+}
+
+func watchFlags(fs *flag.FlagSet) watchOpts {
+	return watchOpts{
+		on:       watchBool(fs),
+		interval: fs.Duration("interval", 2*time.Second, "with --watch: `DURATION` between refreshes"),
+		count:    fs.Int("count", 0, "with --watch: stop after `N` refreshes (0: until Ctrl-C)"),
+	}
+}
+
+// watch runs show once, or with --watch every interval, each refresh under
+// a line naming its time, until Ctrl-C (a clean exit) or --count refreshes.
+func (a *app) watch(w watchOpts, show func(ctx context.Context) error) error {
+	if !*w.on {
+		ctx, cancel := a.cctx()
+		defer cancel()
+		return show(ctx)
+	}
+	if *w.interval <= 0 || *w.count < 0 {
+		return usagef("--interval: want > 0, --count: want >= 0")
+	}
+	for i := 1; ; i++ {
+		if i > 1 && !a.structured() {
+			fmt.Fprintf(a.stdout, "\n--- %s ---\n", time.Now().Format("15:04:05"))
+		}
+		ctx, cancel := a.cctx()
+		err := show(ctx)
+		cancel()
+		if err != nil {
+			if a.ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if *w.count > 0 && i >= *w.count {
+			return nil
+		}
+		select {
+		case <-a.ctx.Done():
+			return nil
+		case <-time.After(*w.interval):
+		}
+	}
+}
+
+func watchBool(fs *flag.FlagSet) *bool {
+	on := fs.Bool("watch", false, "print again every --interval until Ctrl-C (or --count times)")
+	fs.BoolVar(on, "w", false, "same as --watch")
+	return on
+}

@@ -193,7 +193,8 @@ spec:
 `
 	r = mustOK(t, syctl(t, cp, nil, stdin, "apply", "-f", "-"))
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], "model/ranker created") || !strings.HasPrefix(lines[1], "model/search created") {
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "model/ranker created") || !strings.HasPrefix(lines[2], "model/search created") ||
+		lines[1] != "no proxies connected (nothing to apply it yet)" {
 		t.Fatalf("stdin apply: %q", r.stdout)
 	}
 
@@ -206,28 +207,30 @@ spec:
 	}
 	r = mustOK(t, syctl(t, cp, nil, "", "get", "models", "-o", "json"))
 	var list struct {
+		Kind  string `json:"kind"`
 		Items []struct {
-			Revision int64 `json:"revision"`
-			Model    struct {
-				Metadata struct{ Name string } `json:"metadata"`
-			} `json:"model"`
+			Metadata struct{ Name string } `json:"metadata"`
+			Status   struct {
+				Revision int64 `json:"revision"`
+			} `json:"status"`
 		} `json:"items"`
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list.Items) != 3 {
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list.Items) != 3 || list.Kind != "List" || list.Items[0].Status.Revision == 0 {
 		t.Fatalf("get models -o json: %v\n%s", err, r.stdout)
 	}
 	r = mustOK(t, syctl(t, cp, nil, "", "-o", "yaml", "get", "model", "search"))
 	var y struct {
-		Revision int64 `yaml:"revision"`
-		Model    struct {
-			Spec struct {
-				Traffic struct {
-					Weights map[string]int `yaml:"weights"`
-				} `yaml:"traffic"`
-			} `yaml:"spec"`
-		} `yaml:"model"`
+		Kind string `yaml:"kind"`
+		Spec struct {
+			Traffic struct {
+				Weights map[string]int `yaml:"weights"`
+			} `yaml:"traffic"`
+		} `yaml:"spec"`
+		Status struct {
+			Revision int64 `yaml:"revision"`
+		} `yaml:"status"`
 	}
-	if err := yaml.Unmarshal([]byte(r.stdout), &y); err != nil || y.Revision == 0 || y.Model.Spec.Traffic.Weights["a"] != 3 {
+	if err := yaml.Unmarshal([]byte(r.stdout), &y); err != nil || y.Status.Revision == 0 || y.Kind != "Model" || y.Spec.Traffic.Weights["a"] != 3 {
 		t.Fatalf("get model -o yaml: %v %+v\n%s", err, y, r.stdout)
 	}
 }
@@ -422,9 +425,9 @@ func TestNotFoundAndUsage(t *testing.T) {
 	wantCode(t, syctl(t, cp, nil, "", "frobnicate"), exitUsage, `unknown command "frobnicate"`)
 	wantCode(t, syctl(t, cp, nil, "", "weights", "set", "m", "v1:80"), exitUsage, "want VERSION=WEIGHT")
 	wantCode(t, syctl(t, cp, nil, "", "weights", "set", "m", "v1=eighty"), exitUsage, "must be an integer")
-	wantCode(t, syctl(t, cp, nil, "", "get", "models", "-o", "xml"), exitUsage, "want table, json or yaml")
+	wantCode(t, syctl(t, cp, nil, "", "get", "models", "-o", "xml"), exitUsage, "--output: want table, wide, json or yaml")
 	wantCode(t, syctl(t, cp, nil, "", "apply"), exitUsage, "-f FILE is required")
-	wantCode(t, syctl(t, cp, nil, "", "apply", "-f", "x", "--bogus"), exitUsage, "flag provided but not defined: -bogus")
+	wantCode(t, syctl(t, cp, nil, "", "apply", "-f", "x", "--bogus"), exitUsage, "error: unknown flag --bogus\n")
 	wantCode(t, syctl(t, cp, nil, "", "canary", "jump", "m"), exitUsage)
 	wantCode(t, syctl(t, cp, nil, "", "rollback", "m", "--wait", "2m"), exitUsage)
 	mustOK(t, syctl(t, cp, nil, "", "apply", "-h"))
@@ -636,14 +639,6 @@ spec:
 	}
 }
 
-func TestOneLine(t *testing.T) {
-	got := oneLine(json.RawMessage(`{"phase":"Progressing","state":{"step":1,"weight":50,"weights":{"v1":50}},"history":[1],"x":null}`))
-	want := "phase=Progressing, state.step=1, state.weight=50, state.weights.v1=50"
-	if got != want {
-		t.Fatalf("oneLine = %q, want %q", got, want)
-	}
-}
-
 // startCanaryCP starts a control plane with its canary controller, which
 // ticks only when the test calls TickOnce.
 func startCanaryCP(t *testing.T) (*controlplane.ControlPlane, *controlplane.CanaryController) {
@@ -692,7 +687,7 @@ func TestCanaryRefusalsNameTheCommand(t *testing.T) {
 		"\n  syctl canary abort rec\n", "\n  syctl weights set rec v1=50 v2=50 --reason \"A/B test\" --force\n")
 
 	r := mustOK(t, syctl(t, cp, nil, "", "weights", "set", "rec", "v1=50", "v2=50", "--force"))
-	if !regexp.MustCompile(`^model/rec canary of v2 aborted first \(v2 marked failed; revision \d+\)\nmodel/rec weights v1=50 v2=50 \(revision \d+\)\n$`).MatchString(r.stdout) {
+	if !regexp.MustCompile(`^model/rec canary of v2 aborted first \(v2 marked failed; revision \d+\)\nmodel/rec weights v1=50 v2=50 \(revision \d+\)\nno proxies connected \(nothing to apply it yet\)\n$`).MatchString(r.stdout) {
 		t.Fatalf("weights set --force:\n%s", r.stdout)
 	}
 	r = mustOK(t, syctl(t, cp, nil, "", "rollback", "rec", "--wait", "0"))

@@ -23,11 +23,15 @@ import (
 
 func cmdWeights(a *app, args []string) error {
 	fs := flag.NewFlagSet("weights set MODEL v1=80 v2=20", flag.ContinueOnError)
-	reason := fs.String("reason", "", "reason recorded in the audit log")
+	reason := fs.String("reason", "", "`TEXT` recorded in the audit log")
 	rev := fs.Int64("revision", 0, "change only if the model is at this `REVISION` (else exit 4)")
 	force := fs.Bool("force", false, "change the weights during a canary: it is aborted first (its version marked failed); without it the change is refused (exit 4)")
+	wait := waitFlag(fs)
 	pos, err := a.parse(fs, args)
 	if err != nil {
+		return err
+	}
+	if err := checkWait(*wait); err != nil {
 		return err
 	}
 	if len(pos) < 1 || pos[0] != "set" {
@@ -50,7 +54,8 @@ func cmdWeights(a *app, args []string) error {
 	a.forceCommand += " --force"
 	ctx, cancel := a.cctx()
 	defer cancel()
-	res, raw, err := a.api.SetWeights(ctx, name, weights, *reason, *force, client.Precondition{IfRevision: *rev})
+	start := time.Now()
+	res, raw, err := a.api.SetWeights(ctx, name, weights, *reason, *force, *wait, client.Precondition{IfRevision: *rev})
 	if err != nil {
 		return err
 	}
@@ -61,6 +66,9 @@ func cmdWeights(a *app, args []string) error {
 		fmt.Fprintf(a.stdout, "model/%s canary of %s aborted first (%s marked failed; revision %d)\n", name, ab.Canary, ab.Canary, ab.Revision)
 	}
 	fmt.Fprintf(a.stdout, "model/%s weights %s (revision %d)\n", name, weightsString(&res.Model), res.Revision)
+	if res.Proxies != nil {
+		fmt.Fprintln(a.stdout, ackLine(res.Proxies, time.Since(start)))
+	}
 	return nil
 }
 
@@ -84,11 +92,13 @@ func parseWeights(args []string) (map[string]int, error) {
 }
 
 func cmdCanary(a *app, args []string) error {
-	fs := flag.NewFlagSet("canary start|pause|resume|promote|abort|status MODEL", flag.ContinueOnError)
-	reason := fs.String("reason", "", "reason recorded in the audit log")
-	version := fs.String("version", "", "start: the version to ramp; reset: the version to clear (default: spec.canary.version)")
-	steps := fs.String("steps", "", "start: traffic steps in percent, e.g. 20,50,80,100")
-	stepDur := fs.String("step-duration", "", "start: minimum time per step, e.g. 5m")
+	fs := flag.NewFlagSet("canary start|pause|resume|promote|abort|reset|status MODEL", flag.ContinueOnError)
+	reason := fs.String("reason", "", "`TEXT` recorded in the audit log")
+	version := fs.String("version", "", "start: the `VERSION` to ramp; reset: the version whose failed mark to clear (default: spec.canary.version)")
+	steps := fs.String("steps", "", "start: traffic `STEPS` in percent, e.g. 20,50,80,100")
+	stepDur := fs.String("step-duration", "", "start: minimum `DURATION` per step, e.g. 5m")
+	wait := waitFlag(fs)
+	watch := watchFlags(fs)
 	pos, err := a.parse(fs, args)
 	if err != nil {
 		return err
@@ -96,75 +106,106 @@ func cmdCanary(a *app, args []string) error {
 	if len(pos) != 2 {
 		return usagef("want: canary start|pause|resume|promote|abort|reset|status MODEL")
 	}
+	if err := checkWait(*wait); err != nil {
+		return err
+	}
 	action, name := pos[0], pos[1]
-	ctx, cancel := a.cctx()
-	defer cancel()
 	path := client.ModelPath(name) + "/canary"
-	var raw []byte
 	switch action {
 	case "status":
-		raw, err = a.api.Raw(ctx, http.MethodGet, path, nil)
+		return a.watch(watch, func(ctx context.Context) error {
+			raw, err := a.api.Raw(ctx, http.MethodGet, path, nil)
+			if err != nil {
+				return err
+			}
+			if a.structured() {
+				return a.printRaw(raw)
+			}
+			var st canaryStatusView
+			if err := json.Unmarshal(raw, &st); err != nil {
+				return fmt.Errorf("decode canary status: %w", err)
+			}
+			printCanaryStatus(a.stdout, st)
+			return nil
+		})
 	case "start", "pause", "resume", "promote", "abort", "reset":
-		body := map[string]any{}
-		if *reason != "" {
-			body["reason"] = *reason
-		}
-		if (action == "start" || action == "reset") && *version != "" {
-			body["version"] = *version
-		}
-		if action == "start" {
-			if *steps != "" {
-				var st []int
-				for _, s := range strings.Split(*steps, ",") {
-					n, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(s, "%")))
-					if err != nil {
-						return usagef("--steps: want integers such as 20,50,80,100, got %q", *steps)
-					}
-					st = append(st, n)
-				}
-				body["steps"] = st
-			}
-			if *stepDur != "" {
-				if _, err := time.ParseDuration(*stepDur); err != nil {
-					return usagef("--step-duration: want a duration such as 5m, got %q", *stepDur)
-				}
-				body["stepDuration"] = *stepDur
-			}
-		} else if *steps != "" || *stepDur != "" || (*version != "" && action != "reset") {
-			return usagef("--steps and --step-duration go with canary start, --version with start and reset")
-		}
-		path += "/" + action
-		raw, err = a.api.Raw(ctx, http.MethodPost, path, body)
 	default:
 		return usagef("unknown canary action %q (want start, pause, resume, promote, abort, reset or status)", action)
 	}
-	if err != nil {
-		if client.IsNoEndpoint(err) {
-			return fmt.Errorf("canary %s: this control plane has no canary API yet (%s %s); a canary can still be configured in spec.canary with apply", action, methodOf(action), path)
+	if *watch.on {
+		return usagef("--watch goes with canary status")
+	}
+	body := map[string]any{"waitForAck": wait.String()}
+	if *reason != "" {
+		body["reason"] = *reason
+	}
+	if (action == "start" || action == "reset") && *version != "" {
+		body["version"] = *version
+	}
+	if action == "start" {
+		if *steps != "" {
+			var st []int
+			for _, s := range strings.Split(*steps, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(s, "%")))
+				if err != nil {
+					return usagef("--steps: want integers such as 20,50,80,100, got %q", *steps)
+				}
+				st = append(st, n)
+			}
+			body["steps"] = st
 		}
+		if *stepDur != "" {
+			if _, err := time.ParseDuration(*stepDur); err != nil {
+				return usagef("--step-duration: want a duration such as 5m, got %q", *stepDur)
+			}
+			body["stepDuration"] = *stepDur
+		}
+	} else if *steps != "" || *stepDur != "" || (*version != "" && action != "reset") {
+		return usagef("--steps and --step-duration go with canary start, --version with start and reset")
+	}
+	ctx, cancel := a.cctx()
+	defer cancel()
+	start := time.Now()
+	raw, err := a.api.Raw(ctx, http.MethodPost, path+"/"+action, body)
+	if err != nil {
 		return err
 	}
 	if a.structured() {
 		return a.printRaw(raw)
 	}
-	if action != "status" {
-		fmt.Fprintf(a.stdout, "model/%s canary %s\n", name, pastTense(action))
+	var res struct {
+		Revision int64             `json:"revision"`
+		Proxies  *client.AckResult `json:"proxies"`
+		Status   canaryStatusView  `json:"status"`
 	}
-	if len(raw) > 0 && json.Valid(raw) {
-		b, err := jsonToYAML(raw)
-		if err == nil {
-			_, err = a.stdout.Write(b)
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return fmt.Errorf("decode the canary %s answer: %w", action, err)
+	}
+	if action == "reset" {
+		cleared := first(*version, res.Status.Canary)
+		fmt.Fprintf(a.stdout, "model/%s canary reset: %s may be ramped again (its failed mark cleared; revision %d)\n", name, first(cleared, "the version"), res.Revision)
+		for _, v := range sortedKeys(res.Status.FailedVersions) {
+			fmt.Fprintf(a.stdout, "  %s is still marked failed (%s): syctl canary reset %s --version %s\n", v, res.Status.FailedVersions[v], name, v)
 		}
-		return err
+	} else {
+		fmt.Fprintf(a.stdout, "model/%s canary %s (revision %d)\n", name, pastTense(action), res.Revision)
+	}
+	if res.Proxies != nil {
+		fmt.Fprintln(a.stdout, ackLine(res.Proxies, time.Since(start)))
+	}
+	if action != "reset" {
+		printCanaryStatus(a.stdout, res.Status)
 	}
 	return nil
 }
 
-func methodOf(action string) string {
-	if action == "status" {
-		return http.MethodGet
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	return http.MethodPost
+	sort.Strings(keys)
+	return keys
 }
 
 func pastTense(action string) string {
@@ -179,8 +220,6 @@ func pastTense(action string) string {
 		return "promoted"
 	case "abort":
 		return "aborted"
-	case "reset":
-		return "reset (failed marks cleared)"
 	}
 	return action
 }
@@ -189,7 +228,7 @@ func cmdRollback(a *app, args []string) error {
 	fs := flag.NewFlagSet("rollback MODEL", flag.ContinueOnError)
 	to := fs.Int64("to", 0, "`REVISION` to restore (default: the last one whose split was healthy)")
 	reason := fs.String("reason", "", "reason recorded in the audit log")
-	wait := fs.Duration("wait", 10*time.Second, "wait up to this long for connected proxies to apply it (0: don't wait; at most 60s)")
+	wait := waitFlag(fs)
 	rev := fs.Int64("revision", 0, "roll back only if the model is at this `REVISION` (else exit 4)")
 	pos, err := a.parse(fs, args)
 	if err != nil {
@@ -198,8 +237,11 @@ func cmdRollback(a *app, args []string) error {
 	if len(pos) != 1 {
 		return usagef("want: rollback MODEL [--to REVISION]")
 	}
-	if *wait < 0 || *wait > 60*time.Second {
-		return usagef("--wait: want 0..60s, got %s", *wait)
+	if err := checkWait(*wait); err != nil {
+		return err
+	}
+	if explicit(fs, "to") && *to <= 0 {
+		return usagef("--to: want a revision number >= 1 (see syctl history %s), got %d; leave --to out to restore the last healthy revision", pos[0], *to)
 	}
 	name := pos[0]
 	ctx, cancel := a.cctx()
@@ -274,12 +316,16 @@ func cmdShadow(a *app, args []string) error {
 	window := fs.String("window", "", "report: the time window, e.g. 5m (default: the server's)")
 	reason := fs.String("reason", "", "reason recorded in the audit log")
 	rev := fs.Int64("revision", 0, "set/off: change only if the model is at this `REVISION` (else exit 4)")
+	wait := waitFlag(fs)
 	pos, err := a.parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 2 {
 		return usagef("want: shadow set|off|report MODEL")
+	}
+	if err := checkWait(*wait); err != nil {
+		return err
 	}
 	action, name := pos[0], pos[1]
 	ctx, cancel := a.cctx()
@@ -299,7 +345,7 @@ func cmdShadow(a *app, args []string) error {
 		if *k != 0 && *mode == "" {
 			*mode = routing.CompareTopK
 		}
-		return a.editModel(ctx, name, *rev, *reason, func(m *routing.Model) (string, error) {
+		return a.editModel(ctx, name, *rev, *reason, *wait, func(m *routing.Model) (string, error) {
 			sh := routing.Shadow{}
 			if m.Spec.Shadow != nil {
 				sh = *m.Spec.Shadow
@@ -318,7 +364,7 @@ func cmdShadow(a *app, args []string) error {
 			return fmt.Sprintf("shadow %s at %s%%", sh.Version, fmtFloat(sh.Percent, -1)), nil
 		})
 	case "off":
-		return a.editModel(ctx, name, *rev, *reason, func(m *routing.Model) (string, error) {
+		return a.editModel(ctx, name, *rev, *reason, *wait, func(m *routing.Model) (string, error) {
 			if m.Spec.Shadow == nil {
 				return "", errUnchanged
 			}
@@ -334,7 +380,7 @@ var errUnchanged = errors.New("unchanged")
 // editModel changes a model read-modify-write: it reads the model, edits
 // it and writes it back with If-Match, retrying a few times when another
 // change lands in between (unless --revision pinned the revision).
-func (a *app) editModel(ctx context.Context, name string, rev int64, reason string, edit func(*routing.Model) (string, error)) error {
+func (a *app) editModel(ctx context.Context, name string, rev int64, reason string, wait time.Duration, edit func(*routing.Model) (string, error)) error {
 	for attempt := 0; ; attempt++ {
 		cur, _, err := a.api.GetModel(ctx, name)
 		if err != nil {
@@ -360,7 +406,8 @@ func (a *app) editModel(ctx context.Context, name string, rev int64, reason stri
 		if err != nil {
 			return err
 		}
-		res, raw, err := a.api.PutModel(ctx, name, doc, client.Precondition{IfRevision: cur.Revision, Reason: reason})
+		start := time.Now()
+		res, raw, err := a.api.PutModel(ctx, name, doc, wait, client.Precondition{IfRevision: cur.Revision, Reason: reason})
 		if client.IsStatus(err, http.StatusConflict) && rev == 0 && attempt < 3 {
 			continue
 		}
@@ -371,6 +418,9 @@ func (a *app) editModel(ctx context.Context, name string, rev int64, reason stri
 			return a.printRaw(raw)
 		}
 		fmt.Fprintf(a.stdout, "model/%s %s (revision %d)\n", name, what, res.Revision)
+		if res.Proxies != nil {
+			fmt.Fprintln(a.stdout, ackLine(res.Proxies, time.Since(start)))
+		}
 		return nil
 	}
 }
@@ -386,9 +436,6 @@ func (a *app) shadowReport(ctx context.Context, name, window string) error {
 	}
 	raw, err := a.api.Raw(ctx, http.MethodGet, path, nil)
 	if err != nil {
-		if client.IsNoEndpoint(err) {
-			return fmt.Errorf("shadow report: this control plane has no shadow report API yet (GET %s)", path)
-		}
 		return err
 	}
 	if a.structured() {
@@ -408,7 +455,7 @@ func (a *app) shadowReport(ctx context.Context, name, window string) error {
 	if !r.From.IsZero() {
 		p("Window:      %s .. %s", timeString(r.From), timeString(r.To))
 	}
-	t := newTable(a.stdout, "", "RECORDS", "COMPARED", "AGREED", "AGREEMENT", "SHADOW ERRORS", "SHADOW NaN", "PRIMARY P99", "SHADOW P99")
+	t := newTable(a.stdout, "COMPARISON", "RECORDS", "COMPARED", "AGREED", "AGREEMENT", "SHADOW ERRORS", "SHADOW NaN", "PRIMARY P99", "SHADOW P99")
 	for _, row := range []struct {
 		name string
 		f    shadow.Figures
@@ -589,7 +636,11 @@ func cmdProxies(a *app, args []string) error {
 	}
 	sort.Slice(px.Proxies, func(i, j int) bool { return px.Proxies[i].Node < px.Proxies[j].Node })
 	now := time.Now()
-	t := newTable(a.stdout, "NODE", "CLUSTER", "APPLIED", "STATUS", "CONNECTED")
+	header := []string{"NODE", "CLUSTER", "APPLIED", "STATUS", "CONNECTED"}
+	if a.output == "wide" {
+		header = append(header, "STREAM", "SINCE")
+	}
+	t := newTable(a.stdout, header...)
 	for _, p := range px.Proxies {
 		status := "in sync"
 		switch {
@@ -600,7 +651,11 @@ func cmdProxies(a *app, args []string) error {
 		case p.AckedVersion != px.SnapshotVersion:
 			status = "behind (serving " + px.SnapshotVersion + ")"
 		}
-		t.row(p.Node, p.Cluster, p.AckedVersion, status, age(now, p.ConnectedAt))
+		row := []any{p.Node, p.Cluster, p.AckedVersion, status, age(now, p.ConnectedAt)}
+		if a.output == "wide" {
+			row = append(row, p.Stream, timeString(p.ConnectedAt))
+		}
+		t.row(row...)
 	}
 	if err := t.flush(); err != nil {
 		return err
@@ -648,15 +703,18 @@ func cmdVersion(a *app, args []string) error {
 	}
 	out["server"] = srv
 	if a.structured() {
-		return a.printValue(out)
+		if err := a.printValue(out); err != nil || herr == nil {
+			return err
+		}
+		return exitCode(exitError)
 	}
 	fmt.Fprintf(a.stdout, "syctl %s (%s, %s/%s)\n", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	if herr == nil {
 		fmt.Fprintf(a.stdout, "server %s: reachable, config version %d\n", a.api.BaseURL, h.SnapshotVersion)
-	} else {
-		fmt.Fprintf(a.stdout, "server %s: %v\n", a.api.BaseURL, herr)
+		return nil
 	}
-	return nil
+	fmt.Fprintf(a.stdout, "server %s: %v\n", a.api.BaseURL, herr)
+	return exitCode(exitError) // the client's version is printed; the server's could not be read
 }
 
 func versionNum(s string) int64 {

@@ -148,6 +148,16 @@ func (c *Conn) Flush() error {
 // readings.
 func (c *Conn) RequestDone(now time.Time) { c.io.now = now }
 
+// Closing reports whether the server is shutting down: an answer written
+// now should say Connection: close (and the FastFunc return keep=false),
+// so the client sends its next request elsewhere.
+func (c *Conn) Closing() bool { return c.srv.shut.Load() }
+
+// Refuse marks the connection to end after the answer being written, with
+// a lingering close: for an answer given without reading the request's
+// body (e.g. a load-shedding 503). The FastFunc then returns keep=false.
+func (c *Conn) Refuse() { c.linger = true }
+
 // AnswerError answers a request whose body could not be read (a
 // *StatusError from ReadBody) with its status and closes; for a client
 // that left it writes nothing. Earlier pipelined answers still buffered go
@@ -265,7 +275,7 @@ func (s *Server) newConn(nc net.Conn) *Conn {
 func (s *Server) serveConn(c *Conn) {
 	defer s.wg.Done()
 	nc := c.nc
-	if tc, ok := nc.(*net.TCPConn); ok {
+	if tc, ok := nc.(interface{ SetNoDelay(bool) error }); ok { // TCP, or a wrapper embedding it
 		tc.SetNoDelay(true) // Go's default already; kept for other dialers' sockets
 	}
 	if tc, ok := nc.(*tls.Conn); ok && !s.handshake(c, tc) {

@@ -39,7 +39,14 @@ func (sc *Conn) Reset(c net.Conn) {
 	if c == nil {
 		return
 	}
-	if tc, ok := c.(*net.TCPConn); ok {
+	// A TCP connection, or a wrapper that changes none of its I/O and says
+	// so by handing it out (RawTCPConn; e.g. a listener's connection cap).
+	// Other wrappers keep their Read and Write.
+	tc, ok := c.(*net.TCPConn)
+	if w, isWrapper := c.(interface{ RawTCPConn() *net.TCPConn }); !ok && isWrapper {
+		tc, ok = w.RawTCPConn(), true
+	}
+	if ok {
 		if rc, err := tc.SyscallConn(); err == nil {
 			sc.rc = rc
 		}

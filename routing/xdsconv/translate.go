@@ -370,9 +370,17 @@ func versionCluster(m *routing.Model, v *routing.Version) (*clusterv3.Cluster, *
 			od.EnforcingFailurePercentage = wrapperspb.UInt32(100)
 			od.FailurePercentageRequestVolume = wrapperspb.UInt32(uint32(f.Breaker.MinRequests))
 		}
-		if f.MaxConcurrency > 0 {
-			th.MaxRequests = wrapperspb.UInt32(uint32(f.MaxConcurrency))
+	}
+	if c := s.ConcurrencyOf(); c != nil {
+		// Envoy's max_requests is a fixed cap: the adaptive limit's ceiling.
+		limit := c.Limit
+		if c.Adaptive {
+			limit = c.MaxLimit
+			if limit <= 0 {
+				limit = routing.DefaultConcurrencyMaxLimit
+			}
 		}
+		th.MaxRequests = wrapperspb.UInt32(uint32(limit))
 	}
 	if r := s.Retries; r != nil && r.Attempts > 0 {
 		th.RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{

@@ -124,6 +124,18 @@ type ModelResponse struct {
 	AbortedCanary *AbortedCanary `json:"abortedCanary,omitempty"`
 	// Unchanged: the write was a no-op (no new revision).
 	Unchanged bool `json:"unchanged,omitempty"`
+	// FailedVersions (GET of one model): versions marked failed by a
+	// canary.
+	FailedVersions map[string]FailedMark `json:"failedVersions,omitempty"`
+}
+
+// FailedMark says when and why a version failed its canary.
+type FailedMark struct {
+	Version  string    `json:"version"`
+	Time     time.Time `json:"time"`
+	Subject  string    `json:"subject,omitempty"`
+	Reason   string    `json:"reason"`
+	Revision int64     `json:"revision,omitempty"`
 }
 
 // AbortedCanary is a canary a request aborted first.
@@ -155,6 +167,8 @@ type AckResult struct {
 	Total   int      `json:"total"`
 	// ElapsedMS is how long applying took, when the API reports it.
 	ElapsedMS *float64 `json:"elapsedMs,omitempty"`
+	// Message is the API's one-line summary.
+	Message string `json:"message,omitempty"`
 }
 
 // Record is one revision in a model's history.
@@ -338,10 +352,15 @@ func (c *Client) GetModel(ctx context.Context, name string) (ModelResponse, []by
 }
 
 // PutModel is PUT /v1/models/{name} with a JSON document (sent as is, so the
-// API validates exactly what the user wrote).
-func (c *Client) PutModel(ctx context.Context, name string, doc []byte, pre Precondition) (ModelResponse, []byte, error) {
+// API validates exactly what the user wrote). A wait > 0 asks the answer to
+// wait that long for the proxies' ACKs (Proxies).
+func (c *Client) PutModel(ctx context.Context, name string, doc []byte, wait time.Duration, pre Precondition) (ModelResponse, []byte, error) {
 	var out ModelResponse
-	raw, err := c.Do(ctx, http.MethodPut, modelPath(name), doc, pre, &out)
+	p := modelPath(name)
+	if wait > 0 {
+		p += "?waitForAck=" + url.QueryEscape(wait.String())
+	}
+	raw, err := c.Do(ctx, http.MethodPut, p, doc, pre, &out)
 	return out, raw, err
 }
 
@@ -368,8 +387,8 @@ func (c *Client) History(ctx context.Context, name string, limit int) (History, 
 
 // SetWeights is PUT /v1/models/{name}/weights. force goes through a
 // running canary (the API aborts it first); without it such a change is
-// refused (409 with hints).
-func (c *Client) SetWeights(ctx context.Context, name string, weights map[string]int, reason string, force bool, pre Precondition) (ModelResponse, []byte, error) {
+// refused (409 with hints). A wait > 0 waits for the proxies' ACKs.
+func (c *Client) SetWeights(ctx context.Context, name string, weights map[string]int, reason string, force bool, wait time.Duration, pre Precondition) (ModelResponse, []byte, error) {
 	var out ModelResponse
 	body := map[string]any{"weights": weights}
 	if reason != "" {
@@ -377,6 +396,9 @@ func (c *Client) SetWeights(ctx context.Context, name string, weights map[string
 	}
 	if force {
 		body["force"] = true
+	}
+	if wait > 0 {
+		body["waitForAck"] = wait.String()
 	}
 	raw, err := c.Do(ctx, http.MethodPut, modelPath(name)+"/weights", body, pre, &out)
 	return out, raw, err

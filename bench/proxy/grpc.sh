@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The gRPC path, side by side in one sitting: the demo backend's gRPC port
+# straight (direct), through nginx grpc_pass (keepalive_requests raised: its
+# default of 1000 drains the connection and fails requests in flight), and
+# through the Switchyard proxy (a plain route to a gRPC version; and,
+# HTTP_VERSION=1, to an http-protocol version: the gRPC → binary REST
+# path). Fixed rate RATE (default 1000 rps) for DURATION (default 10s),
+# ROUNDS rounds (default 3) in alternating order; syctl loadtest's gRPC
+# client over one HTTP/2 connection pool, 64 workers. Reports per target:
+# p50 / p99 (service time) and the proxy's CPU per request (utime+stime of
+# its process from /proc; nginx: its one worker).
+#
+#   bench/proxy/grpc.sh
+#   RATE=1000 DURATION=10s ROUNDS=3 bench/proxy/grpc.sh
+#
+# Everything listens on 127.0.0.1; every run is bounded in time and count.
+set -euo pipefail
+RATE=${RATE:-1000}
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
+source "$(dirname "$0")/stack.sh"
+go build -o "$TMP/switchyard" ./cmd/switchyard
+go build -o "$TMP/syctl" ./cmd/syctl
+"$TMP/switchyard" demo-models --out "$TMP/models" >/dev/null
+BE_HTTP=$(freeport); BE_GRPC=$(freeport)
+"$TMP/switchyard" backend --model-repository "$TMP/models" --http 127.0.0.1:$BE_HTTP --grpc 127.0.0.1:$BE_GRPC --log-level warn 2>"$TMP/backend.log" &
+BE_PID=$!; PIDS+=($BE_PID)
+waitok http://127.0.0.1:$BE_HTTP/v2/models/recommender-v1/ready
+start_controlplane
+curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1/models/recommender -d @- >/dev/null <<JSON
+{"apiVersion":"switchyard.dev/v1","kind":"Model","metadata":{"name":"recommender"},
+ "spec":{"versions":[{"name":"v1","endpoints":["127.0.0.1:$BE_GRPC"],"protocol":"grpc","backendModel":"recommender-v1"},
+                     {"name":"h1","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"recommender-v1"}],
+         "traffic":{"weights":{"v1":100}},"timeout":"2s"}}
+JSON
+PX_HTTP=$(freeport); PX_GRPC=$(freeport); PX_ADMIN=$(freeport)
+"$TMP/switchyard" proxy --xds 127.0.0.1:$CP_XDS --http 127.0.0.1:$PX_HTTP --grpc 127.0.0.1:$PX_GRPC --admin 127.0.0.1:$PX_ADMIN \
+  --node-id grpc-bench --shadow-process inline --log-level error 2>"$TMP/proxy.log" &
+PX_PID=$!; PIDS+=($PX_PID)
+waitok http://127.0.0.1:$PX_HTTP/v2/models/recommender/ready
+
+NG_PORT=$(freeport)
+mkdir -p "$TMP/nginx/logs"
+cat >"$TMP/nginx/nginx.conf" <<CONF
+worker_processes 1;
+error_log $TMP/nginx/logs/error.log warn;
+pid $TMP/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $TMP/nginx/body;
+  upstream backend { server 127.0.0.1:$BE_GRPC; keepalive 64; keepalive_requests 100000000; }
+  server {
+    listen 127.0.0.1:$NG_PORT http2;
+    keepalive_requests 100000000;
+    location / { grpc_pass grpc://backend; }
+  }
+}
+CONF
+nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx"
+for _ in $(seq 100); do [ -s "$TMP/nginx/nginx.pid" ] && break; sleep 0.05; done
+NG_WORKER=$(pgrep -P "$(cat "$TMP/nginx/nginx.pid")" | head -1)
+
+run() { # name target model version pid
+  local extra=()
+  [ -n "$4" ] && extra=(--model-version "$4")
+  "$TMP/syctl" loadtest --target "$2" --protocol grpc --model "$3" "${extra[@]}" --rate "$RATE" --duration "$DURATION" \
+    --workers 64 --timeout 2s --backend-pid "$5" --quiet -o json >"$TMP/$1.json" || true
+  python3 - "$TMP/$1.json" "$1" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); run = r["run"]
+cpu = (r.get("process") or {}).get("cpu_seconds", 0)
+ok = run["ok"]
+print(f'{sys.argv[2]} ok={ok} errors={sum((run.get("errors") or {}).values())} p50_ms={run["service"]["p50_ns"]/1e6:.3f} p99_ms={run["service"]["p99_ns"]/1e6:.3f} cpu_us_per_req={cpu/max(ok,1)*1e6:.1f}')
+PY
+}
+targets=(direct nginx proxy)
+[ "${HTTP_VERSION:-0}" = 1 ] && targets+=(proxy-to-http)
+echo "# $(date -u +%FT%TZ) $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); RATE=$RATE DURATION=$DURATION"
+for i in $(seq "$ROUNDS"); do
+  order=("${targets[@]}")
+  [ $((i % 2)) = 0 ] && order=($(printf '%s\n' "${targets[@]}" | tac))
+  for t in "${order[@]}"; do
+    case $t in
+      direct) run "direct-$i" 127.0.0.1:$BE_GRPC recommender-v1 "" "$BE_PID" ;;
+      nginx) run "nginx-$i" 127.0.0.1:$NG_PORT recommender-v1 "" "$NG_WORKER" ;;
+      proxy) run "proxy-$i" 127.0.0.1:$PX_GRPC recommender "" "$PX_PID" ;;
+      proxy-to-http) run "proxy-to-http-$i" 127.0.0.1:$PX_GRPC recommender h1 "$PX_PID" ;;
+    esac
+  done
+done
