@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"time"
 
 	"google.golang.org/grpc/codes"
 )
@@ -33,6 +35,17 @@ const StatusClientClosedRequest = 499
 type Error struct {
 	Code Code
 	Msg  string
+	// RetryAfter, when set, marks an overload answer (a full queue): REST
+	// answers carry Retry-After (whole seconds, at least 1) with the 503.
+	RetryAfter time.Duration
+}
+
+// RetryAfterSeconds is the Retry-After value of the error ("" if none).
+func (e *Error) RetryAfterSeconds() string {
+	if e.RetryAfter <= 0 {
+		return ""
+	}
+	return strconv.FormatInt(int64(max(1, (e.RetryAfter+time.Second-1)/time.Second)), 10)
 }
 
 func (e *Error) Error() string { return e.Msg }

@@ -479,6 +479,9 @@ func (h *httpHandler) writeError(w http.ResponseWriter, err error) {
 	if e.Code == Internal {
 		h.opts.Logger.Error("oip: internal error", "err", e.Msg)
 	}
+	if ra := e.RetryAfterSeconds(); ra != "" {
+		w.Header().Set("Retry-After", ra)
+	}
 	h.writeErrorStatus(w, e.HTTPStatus(), e.Msg)
 }
 

@@ -71,7 +71,12 @@ func (h *httpHandler) fastInfer(c *h1.Conn, r *h1.Request) (served, keep bool, e
 		}
 		eb := appendJSONString(append((*out)[:0], `{"error":`...), e.Msg)
 		*out = append(eb, '}')
-		h1.WriteResponse(c.W, e.HTTPStatus(), "application/json", *out, closing)
+		h1.StartHead(c.W, e.HTTPStatus(), "application/json")
+		if ra := e.RetryAfterSeconds(); ra != "" {
+			c.W.WriteString("Retry-After: " + ra + "\r\n")
+		}
+		h1.EndHead(c.W, len(*out), closing)
+		c.W.Write(*out)
 	case hl < len(*out) || gzipped: // binary tensor data after a JSON header, or a compressed answer
 		ct := "application/json"
 		if hl < len(*out) {

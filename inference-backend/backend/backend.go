@@ -92,6 +92,7 @@ type version struct {
 	cfg      ModelConfig
 	sess     *Session
 	batcher  *batcher // nil: batching off
+	gate     *gate    // nil: no queue policy
 	inflight sync.WaitGroup
 	metrics  versionMetrics
 	stats    versionStats // Triton's statistics (triton.go)
@@ -276,6 +277,17 @@ func (b *Backend) Infer(ctx context.Context, req *oip.InferRequest) (*oip.InferR
 	}
 	defer v.inflight.Done()
 	v.metrics.requests.Inc()
+	if v.gate != nil {
+		level, timeout, err := requestQueue(v.cfg.PriorityLevels, v.cfg.DefaultPriority, v.cfg.QueuePolicy, req.Parameters)
+		if err == nil {
+			err = v.gate.acquire(ctx, level, timeout)
+		}
+		if err != nil {
+			v.metrics.failuresByTag.WithLabelValues(codeName(oip.CodeOf(err))).Inc()
+			return nil, err
+		}
+		defer v.gate.release()
+	}
 	resp, rows, ph, err := v.infer(ctx, req)
 	now := time.Now()
 	d := now.Sub(start)
@@ -495,7 +507,7 @@ func (b *Backend) LoadModel(ctx context.Context, name string) error {
 // error names no server path.
 func (b *Backend) inRepository(name string) error {
 	if !validModelName(name) {
-		return oip.Errorf(oip.InvalidArgument, "load model %q: not a model name (a folder name of the model repository: no /, \\, or leading dot)", name)
+		return oip.Errorf(oip.InvalidArgument, "load model %q: invalid model name (a folder name of the model repository: no /, \\, or leading dot)", name)
 	}
 	st, err := os.Stat(filepath.Join(b.opts.ModelRepository, name))
 	if err != nil || !st.IsDir() {
@@ -593,6 +605,12 @@ func (b *Backend) loadVersion(src *modelSource, ver int64) (*version, error) {
 				}
 			})
 	}
+	if cfg.queued() {
+		v.gate = newGate(src.Name, vname, cfg.slots(), cfg.PriorityLevels, queueSize(cfg.QueuePolicy),
+			func(reason string) { v.metrics.queueRejects.WithLabelValues(reason).Inc() }, v.metrics.queueDepth.Add)
+		v.metrics.queueRejects.WithLabelValues("queue_full")
+		v.metrics.queueRejects.WithLabelValues("timeout")
+	}
 	ws := time.Now()
 	if err := v.warmup(cfg.Warmup); err != nil {
 		b.log.Warn("warm-up request failed; the model is served anyway (it may need real inputs)",
@@ -607,6 +625,13 @@ func (b *Backend) loadVersion(src *modelSource, ver int64) (*version, error) {
 		"load_ms", ms(loadTime), "warmup_ms", ms(warm), "cold_start_ms", ms(cold),
 		"max_batch_size", cfg.MaxBatchSize, "dynamic_batching", cfg.batching())
 	return v, nil
+}
+
+func queueSize(p *QueuePolicy) int {
+	if p == nil {
+		return 0
+	}
+	return p.MaxQueueSize
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -29,6 +29,9 @@ import (
 //	allow_spinning: true       # intra-op threads busy-wait for work (ONNX Runtime's default); false frees the cores between runs
 //	versions: {latest: 1}      # which versions to serve: {latest: N} | {specific: [1, 3]} | {all: true}
 //	execution_provider: cpu    # cpu | cuda (falls back to cpu, with a warning, where CUDA is unavailable)
+//	queue_policy: {...}        # absent = no admission queue (see QueuePolicy)
+//	priority_levels: 0         # request priorities 1..N (see QueuePolicy)
+//	default_priority_level: 0
 type ModelConfig struct {
 	MaxBatchSize      int              `yaml:"max_batch_size"`
 	DynamicBatching   *DynamicBatching `yaml:"dynamic_batching"`
@@ -39,6 +42,20 @@ type ModelConfig struct {
 	AllowSpinning     *bool            `yaml:"allow_spinning"`
 	Versions          VersionPolicy    `yaml:"versions"`
 	ExecutionProvider string           `yaml:"execution_provider"`
+	QueuePolicy       *QueuePolicy     `yaml:"queue_policy"`
+	PriorityLevels    int              `yaml:"priority_levels"`
+	DefaultPriority   int              `yaml:"default_priority_level"`
+}
+
+// queued reports whether requests pass an admission queue (QueuePolicy).
+func (c *ModelConfig) queued() bool { return c.QueuePolicy != nil || c.PriorityLevels > 0 }
+
+// slots is the number of requests the queue lets run at once.
+func (c *ModelConfig) slots() int {
+	if c.batching() {
+		return c.InstanceCount * c.MaxBatchSize
+	}
+	return c.InstanceCount
 }
 
 // DynamicBatching configures joining concurrent requests into one run.
@@ -110,8 +127,19 @@ func (c *ModelConfig) Validate() error {
 	if c.InstanceCount < 1 || c.InstanceCount > 64 {
 		return fmt.Errorf("instance_count: %d is not in 1..64", c.InstanceCount)
 	}
-	if c.InstanceCount > 1 && c.DynamicBatching == nil {
-		return fmt.Errorf("instance_count: %d needs dynamic_batching (without it every request already runs on its own)", c.InstanceCount)
+	if c.InstanceCount > 1 && c.DynamicBatching == nil && !c.queued() {
+		return fmt.Errorf("instance_count: %d needs dynamic_batching or queue_policy (without them every request already runs on its own)", c.InstanceCount)
+	}
+	if c.QueuePolicy != nil {
+		if err := c.QueuePolicy.validate(); err != nil {
+			return err
+		}
+	}
+	if c.PriorityLevels < 0 || c.PriorityLevels > 16 {
+		return fmt.Errorf("priority_levels: %d is not in 0..16", c.PriorityLevels)
+	}
+	if c.DefaultPriority < 0 || c.DefaultPriority > c.PriorityLevels {
+		return fmt.Errorf("default_priority_level: %d is not in 0..priority_levels (%d)", c.DefaultPriority, c.PriorityLevels)
 	}
 	if c.IntraOpThreads < 0 {
 		return fmt.Errorf("intra_op_threads: %d is negative", c.IntraOpThreads)

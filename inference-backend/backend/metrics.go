@@ -21,6 +21,8 @@ type Metrics struct {
 	InFlight     *prometheus.GaugeVec     // requests inside the backend now (queued for a batch or running)
 	Loads        *prometheus.CounterVec   // switchyard_backend_model_loads_total{model,result}
 	Provider     *prometheus.GaugeVec     // switchyard_backend_model_execution_provider{model,version,requested,provider}: 1 while loaded
+	QueueRejects *prometheus.CounterVec   // switchyard_backend_queue_rejections_total{model,version,reason}: queue_full, timeout
+	QueueDepth   *prometheus.GaugeVec     // switchyard_backend_queue_depth{model,version}: requests waiting for an execution slot
 	Refused      prometheus.Counter       // switchyard_backend_model_load_refused_total: loads of names the repository does not hold (no per-name series)
 }
 
@@ -75,6 +77,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "switchyard_backend_model_execution_provider",
 			Help: "1 for each loaded model version: the execution provider its config asked for (requested) and the one it runs on (provider); requested=\"cuda\",provider=\"cpu\" is a CUDA fallback.",
 		}, []string{"model", "version", "requested", "provider"}),
+		QueueRejects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_backend_queue_rejections_total", Help: "Requests the model's queue policy rejected with 503 / UNAVAILABLE, by reason (queue_full, timeout).",
+		}, []string{"model", "version", "reason"}),
+		QueueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "switchyard_backend_queue_depth", Help: "Requests waiting in the model's admission queue for an execution slot (models with a queue_policy).",
+		}, mv),
 		Refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchyard_backend_model_load_refused_total",
 			Help: "Load calls for names that are not model folders of the repository (refused; no series per name).",
@@ -82,7 +90,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Requests, m.Failures, m.QueueSeconds, m.ComputeSecs, m.RequestSecs, m.BatchSize,
-			m.LoadSeconds, m.WarmupSecs, m.ColdStart, m.FirstRequest, m.Ready, m.InFlight, m.Loads, m.Provider, m.Refused)
+			m.LoadSeconds, m.WarmupSecs, m.ColdStart, m.FirstRequest, m.Ready, m.InFlight, m.Loads, m.Provider, m.QueueRejects, m.QueueDepth, m.Refused)
 	}
 	return m
 }
@@ -97,6 +105,8 @@ type versionMetrics struct {
 	batch         prometheus.Observer
 	inflight      prometheus.Gauge
 	failuresByTag *prometheus.CounterVec
+	queueRejects  *prometheus.CounterVec
+	queueDepth    prometheus.Gauge
 }
 
 func (m *Metrics) forVersion(model, version string) versionMetrics {
@@ -109,5 +119,7 @@ func (m *Metrics) forVersion(model, version string) versionMetrics {
 		batch:         m.BatchSize.With(l),
 		inflight:      m.InFlight.With(l),
 		failuresByTag: m.Failures.MustCurryWith(l),
+		queueRejects:  m.QueueRejects.MustCurryWith(l),
+		queueDepth:    m.QueueDepth.With(l),
 	}
 }
