@@ -507,7 +507,7 @@ func (b *Backend) LoadModel(ctx context.Context, name string) error {
 // error names no server path.
 func (b *Backend) inRepository(name string) error {
 	if !validModelName(name) {
-		return oip.Errorf(oip.InvalidArgument, "load model %q: not a model name (a folder name of the model repository: no /, \\, or leading dot)", name)
+		return oip.Errorf(oip.InvalidArgument, "load model %q: invalid model name (a folder name of the model repository: no /, \\, or leading dot)", name)
 	}
 	st, err := os.Stat(filepath.Join(b.opts.ModelRepository, name))
 	if err != nil || !st.IsDir() {

@@ -88,7 +88,7 @@ func TestBackendRESTOddRequests(t *testing.T) {
 		{"header length overflow", "POST", "/v2/models/recommender-v1/infer", good, map[string]string{"Inference-Header-Content-Length": "99999999999999999999999"}, 400, "Inference-Header-Content-Length"},
 		{"huge shape", "POST", "/v2/models/recommender-v1/infer", `{"inputs":[{"name":"features","datatype":"FP32","shape":[4611686018427387904,4611686018427387904],"data":[1]}]}`, nil, 400, "shape"},
 		{"repository load bad JSON", "POST", "/v2/repository/models/recommender-v1/load", `{"parameters":`, nil, 400, "JSON"},
-		{"repository load traversal", "POST", "/v2/repository/models/..%2Fetc/load", ``, nil, 400, "not a model name"},
+		{"repository load traversal", "POST", "/v2/repository/models/..%2Fetc/load", ``, nil, 400, "invalid model name"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
