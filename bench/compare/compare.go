@@ -229,8 +229,10 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			return nil, "", err
 		}
 		addr := fmt.Sprintf("127.0.0.1:%d", hp)
+		// The cold-start step unloads and loads through the repository
+		// API: open on this loopback-only benchmark backend.
 		c, err := startChild(work, name, cfg.Switchyard, "backend", "--model-repository", repo, "--http", addr,
-			"--grpc", fmt.Sprintf("127.0.0.1:%d", gp), "--ort-lib", lib, "--log-level", "warn")
+			"--grpc", fmt.Sprintf("127.0.0.1:%d", gp), "--ort-lib", lib, "--log-level", "warn", "--repository-api-open")
 		if err != nil {
 			return nil, "", err
 		}
