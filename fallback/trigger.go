@@ -17,11 +17,11 @@ const (
 	Timeout                     // the route's latency budget ran out (or the backend said 408/504/DEADLINE_EXCEEDED)
 	ConnectError                // the upstream could not be reached, or the connection broke
 	Upstream5xx                 // HTTP 5xx other than 503/504, or a malformed answer
-	Unavailable                 // HTTP 503 / gRPC UNAVAILABLE or FAILED_PRECONDITION (loading, draining)
+	Unavailable                 // HTTP 503 / gRPC UNAVAILABLE or FAILED_PRECONDITION without a retry hint (loading, draining)
 	Internal                    // gRPC INTERNAL, UNKNOWN, DATA_LOSS, ABORTED
 	NaNOutput                   // NaN or ±Inf in a floating-point output
 	BreakerOpen                 // the version's circuit breaker refused the call
-	Overload                    // a concurrency limit was reached, or the backend said queue full (429 / RESOURCE_EXHAUSTED)
+	Overload                    // a concurrency limit was reached, or the backend said it is too busy (429 / RESOURCE_EXHAUSTED, or 503 / UNAVAILABLE with a retry hint: a queue rejection)
 	NotServing                  // 404 / NOT_FOUND: the version does not serve its model (unloaded, unknown backend model)
 	BadAnswer                   // the answer does not fit the request (its batch dimension differs)
 	Refused                     // the version refused the call for reasons not about the request (401, 403, 405, UNIMPLEMENTED, ...)
@@ -199,6 +199,11 @@ type Outcome struct {
 	// RowsMismatch: the answer's batch dimension differs from the
 	// request's.
 	RowsMismatch bool
+	// RetryAfter: the answer told the caller when to come back (REST
+	// Retry-After, a gRPC RetryInfo detail, or Triton's "Exceeds maximum
+	// queue size"): with a 503 / UNAVAILABLE it is a queue rejection, an
+	// overload answer rather than a failure of the version.
+	RetryAfter bool
 }
 
 // Judge turns one upstream attempt into a trigger: the one rule for whose
@@ -222,6 +227,11 @@ func Judge(o Outcome) Trigger {
 		t = judgeGRPC(o.GRPCCode)
 	} else {
 		t = judgeHTTP(o.HTTPStatus)
+	}
+	if o.RetryAfter && ((!o.GRPC && o.HTTPStatus == 503) || (o.GRPC && o.GRPCCode == codes.Unavailable)) {
+		// A full queue (Triton's ModelQueuePolicy, the backend's
+		// queue_policy): the version is healthy but busy.
+		return Overload
 	}
 	switch {
 	case o.NaN && (t == None || t == Upstream5xx || t == Internal):

@@ -84,6 +84,14 @@ func TestJudge(t *testing.T) {
 		// Overload.
 		{"http 429", Outcome{HTTPStatus: 429}, Overload},
 		{"grpc resource exhausted", Outcome{GRPC: true, GRPCCode: codes.ResourceExhausted}, Overload},
+		{"http 503 queue full (retry-after)", Outcome{HTTPStatus: 503, RetryAfter: true}, Overload},
+		{"grpc unavailable queue full (retry info)", Outcome{GRPC: true, GRPCCode: codes.Unavailable, RetryAfter: true}, Overload},
+		{"queue full beats nan", Outcome{HTTPStatus: 503, RetryAfter: true, NaN: true}, Overload},
+		{"retry-after on a 500 is still a 5xx", Outcome{HTTPStatus: 500, RetryAfter: true}, Upstream5xx},
+		{"retry-after on a 429", Outcome{HTTPStatus: 429, RetryAfter: true}, Overload},
+		{"failed precondition with retry info is unavailable", Outcome{GRPC: true, GRPCCode: codes.FailedPrecondition, RetryAfter: true}, Unavailable},
+		{"client gone beats queue full", Outcome{ClientGone: true, HTTPStatus: 503, RetryAfter: true}, Cancelled},
+		{"grpc ok ignores retry info", Outcome{GRPC: true, RetryAfter: true}, None},
 		// The client went away: decides before everything else.
 		{"client gone, grpc cancelled", Outcome{ClientGone: true, GRPC: true, GRPCCode: codes.Canceled}, Cancelled},
 		{"client gone, transport cut", Outcome{ClientGone: true, Transport: TransportTimeout}, Cancelled},

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/switchyard-dev/switchyard/inference-backend/backend"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
@@ -336,17 +337,23 @@ func TestColdStartAndProcStats(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte("warmup: 0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	be := backendtest.Start(t, backendtest.Options{Repository: repo})
+	const token = "cold-start-token-0123456789"
+	be := backendtest.Start(t, backendtest.Options{Repository: repo, RepositoryAccess: &backend.RepositoryAccess{Tokens: []string{token}}})
 	hc := NewHTTPClient(2)
 	defer hc.CloseIdleConnections()
 	reqs, addr := generated(t, be, hc, "rest")
 	s, _ := NewRESTSender(hc, addr, model, "", reqs)
 
+	// The repository API wants the token: without it, a clear refusal.
+	if _, err := MeasureColdStart(context.Background(), hc, ColdStartConfig{Addr: addr, Model: model, Requests: 1, Timeout: time.Minute}, s.Bodies); err == nil || !strings.Contains(err.Error(), "HTTP 401") {
+		t.Fatalf("cold start without the repository token: %v, want HTTP 401", err)
+	}
+
 	w, err := WatchProc(osPID(), 20*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := MeasureColdStart(context.Background(), hc, ColdStartConfig{Addr: addr, Model: model, Requests: 3, Timeout: time.Minute}, s.Bodies)
+	cs, err := MeasureColdStart(context.Background(), hc, ColdStartConfig{Addr: addr, Model: model, Requests: 3, Timeout: time.Minute, RepositoryToken: token}, s.Bodies)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +373,7 @@ func TestColdStartAndProcStats(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte("warmup: 3\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	warm, err := MeasureColdStart(context.Background(), hc, ColdStartConfig{Addr: addr, Model: model, Requests: 2, Timeout: time.Minute}, s.Bodies)
+	warm, err := MeasureColdStart(context.Background(), hc, ColdStartConfig{Addr: addr, Model: model, Requests: 2, Timeout: time.Minute, RepositoryToken: token}, s.Bodies)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +382,7 @@ func TestColdStartAndProcStats(t *testing.T) {
 	}
 
 	// Unknown model: a clear error.
-	_, err = MeasureColdStart(context.Background(), hc, ColdStartConfig{Addr: addr, Model: "no-such-model", Requests: 1, Timeout: 10 * time.Second}, s.Bodies)
+	_, err = MeasureColdStart(context.Background(), hc, ColdStartConfig{Addr: addr, Model: "no-such-model", Requests: 1, Timeout: 10 * time.Second, RepositoryToken: token}, s.Bodies)
 	if err == nil || !strings.Contains(err.Error(), "no-such-model") {
 		t.Errorf("cold start of unknown model: %v", err)
 	}

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync"
+	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 )
@@ -61,7 +65,36 @@ func GRPCError(err error) error {
 		}
 	}
 	e = AsError(err)
+	if e.RetryAfter > 0 {
+		// An overload answer: the retry hint travels as gRPC's standard
+		// RetryInfo detail (google.rpc.RetryInfo), as REST's Retry-After.
+		st, derr := status.New(e.GRPCCode(), e.Msg).WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
+		if derr == nil {
+			return st.Err()
+		}
+	}
 	return status.Error(e.GRPCCode(), e.Msg)
+}
+
+// tritonQueueFull is how Triton words a request its ModelQueuePolicy
+// turned away (UNAVAILABLE, no detail).
+const tritonQueueFull = "Exceeds maximum queue size"
+
+// RetryAfterOf is the retry hint of a gRPC status: its RetryInfo detail,
+// else one second for Triton's queue-full message, else 0 (no hint).
+func RetryAfterOf(st *status.Status) time.Duration {
+	if st == nil || st.Code() == codes.OK {
+		return 0
+	}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return max(ri.GetRetryDelay().AsDuration(), time.Millisecond)
+		}
+	}
+	if st.Code() == codes.Unavailable && strings.Contains(st.Message(), tritonQueueFull) {
+		return time.Second
+	}
+	return 0
 }
 
 // ErrorFromGRPC converts a gRPC status error back into an *Error (code
@@ -71,7 +104,7 @@ func ErrorFromGRPC(err error) error {
 		return nil
 	}
 	if st, ok := status.FromError(err); ok {
-		return &Error{Code: CodeFromGRPC(st.Code()), Msg: st.Message()}
+		return &Error{Code: CodeFromGRPC(st.Code()), Msg: st.Message(), RetryAfter: RetryAfterOf(st)}
 	}
 	return AsError(err)
 }

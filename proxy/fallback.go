@@ -177,7 +177,9 @@ func (p *Proxy) primary(ctx context.Context, x *Exchange, v *Variant, res *Resul
 	if !l.TryAcquire() {
 		p.shed("concurrency")
 		res.Variant, res.Trigger = v, fallback.Overload
-		return oip.Errorf(oip.Unavailable, "model %q version %q: %d requests in flight (spec.concurrency); shed, retry shortly", v.Route.Name, v.Name, l.Max())
+		e := oip.Errorf(oip.Unavailable, "model %q version %q: %d requests in flight (spec.concurrency); shed, retry shortly", v.Route.Name, v.Name, l.Max())
+		e.RetryAfter = overloadRetryAfter
+		return e
 	}
 	inflight := l.InFlight()
 	start := time.Now()

@@ -106,7 +106,9 @@ func upstreamError(x *Exchange, v *Variant, res *Result, trig fallback.Trigger, 
 	case fallback.Refused:
 		return oip.Errorf(oip.Unavailable, "model %q version %q: the backend refused the call: %s", r.Name, v.Name, upstreamCause(res, err))
 	case fallback.Overload:
-		return oip.Errorf(oip.Unavailable, "model %q version %q is overloaded: %s", r.Name, v.Name, upstreamCause(res, err))
+		e := oip.Errorf(oip.Unavailable, "model %q version %q is overloaded: %s", r.Name, v.Name, upstreamCause(res, err))
+		e.RetryAfter = overloadRetryAfter
+		return e
 	case fallback.BadAnswer:
 		return oip.Errorf(oip.Unavailable, "model %q version %q: %v", r.Name, v.Name, err)
 	case fallback.Upstream5xx, fallback.Unavailable, fallback.Internal, fallback.NaNOutput:
@@ -275,7 +277,7 @@ func attemptHTTP(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpo
 		return fallback.Outcome{Transport: fallback.TransportReset}, err
 	}
 	res.Status, res.ContentType, res.HeaderLen = resp.Status, resp.ContentType, resp.HeaderLen
-	o := fallback.Outcome{HTTPStatus: resp.Status}
+	o := fallback.Outcome{HTTPStatus: resp.Status, RetryAfter: resp.RetryAfter}
 	if resp.Status >= 300 {
 		return o, fmt.Errorf("%s answered %d", e.Addr, resp.Status)
 	}
@@ -312,5 +314,5 @@ func attemptGRPC(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpo
 		return fallback.Outcome{GRPC: true}, nil
 	}
 	st, _ := status.FromError(err)
-	return fallback.Outcome{GRPC: true, GRPCCode: st.Code()}, oip.ErrorFromGRPC(err)
+	return fallback.Outcome{GRPC: true, GRPCCode: st.Code(), RetryAfter: oip.RetryAfterOf(st) > 0}, oip.ErrorFromGRPC(err)
 }

@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/switchyard-dev/switchyard/oip"
 )
@@ -55,12 +56,18 @@ func (b *byteBudget) give(n int64) {
 
 // overBudget is the answer to a request that does not fit the budget.
 func (b *byteBudget) overBudget(n int64) *oip.Error {
-	return oip.Errorf(oip.Unavailable, "the proxy is holding %d bytes of request bodies (limit %d) and cannot take %d more now; retry shortly",
+	e := oip.Errorf(oip.Unavailable, "the proxy is holding %d bytes of request bodies (limit %d) and cannot take %d more now; retry shortly",
 		b.used.Load(), b.limit, n)
+	e.RetryAfter = overloadRetryAfter
+	return e
 }
 
-// retryAfterHeader is the REST header line of a shed request's answer
-// (its gRPC form is UNAVAILABLE, which clients retry).
+// overloadRetryAfter is what an overload answer (shed, or a backend's
+// queue rejection passed on) tells the client to wait: REST Retry-After,
+// gRPC UNAVAILABLE with a RetryInfo detail.
+const overloadRetryAfter = time.Second
+
+// retryAfterHeader is the REST header line of an overload answer.
 const retryAfterHeader = "Retry-After: 1\r\n"
 
 // limitListener caps the connections l hands out at once: past max,

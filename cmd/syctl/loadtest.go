@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/loadtest"
@@ -29,7 +30,7 @@ type loadtestFlags struct {
 	backendPID                     int
 	coldStart                      bool
 	coldStartRequests              int
-	backendAddr                    string
+	backendAddr, repoTokenFile     string
 	output, htmlFile               string
 	allowRemote, quiet             bool
 }
@@ -60,6 +61,7 @@ func (f *loadtestFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.coldStart, "cold-start", false, "first unload and load the model on the backend (REST repository extension) and time load-to-ready and the first requests")
 	fs.IntVar(&f.coldStartRequests, "cold-start-requests", 5, "requests timed one by one after the cold start")
 	fs.StringVar(&f.backendAddr, "backend-addr", "", "backend REST `HOST:PORT` for --cold-start (default --addr)")
+	fs.StringVar(&f.repoTokenFile, "repository-token-file", "", "`FILE` holding the backend's repository API token for --cold-start (default $SWITCHYARD_REPOSITORY_TOKEN)")
 	fs.StringVar(&f.output, "o", "table", "output: table or json")
 	fs.StringVar(&f.output, "output", "table", "output: table or json")
 	fs.StringVar(&f.htmlFile, "html", "", "also write a self-contained HTML report with SVG plots to `FILE`")
@@ -210,7 +212,12 @@ func runLoadtestCtx(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 
 	if f.coldStart {
-		cs, err := loadtest.MeasureColdStart(ctx, hc, loadtest.ColdStartConfig{Addr: backendAddr, Model: f.model, Requests: f.coldStartRequests}, restBodies)
+		tok, err := repositoryToken(f.repoTokenFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "error: %v\n", err)
+			return exitError
+		}
+		cs, err := loadtest.MeasureColdStart(ctx, hc, loadtest.ColdStartConfig{Addr: backendAddr, Model: f.model, Requests: f.coldStartRequests, RepositoryToken: tok}, restBodies)
 		if err != nil {
 			fmt.Fprintf(stderr, "error: cold start: %v\n", err)
 			return exitError
@@ -302,4 +309,22 @@ func writeHTMLFile(path string, rep *loadtest.Report) error {
 func ltUsage(stderr io.Writer, msg string) int {
 	fmt.Fprintf(stderr, "error: %s\nusage: syctl loadtest --target HOST:PORT --model NAME [flags] (syctl loadtest -h for all flags)\n", msg)
 	return exitUsage
+}
+
+// repositoryToken is the backend repository API's token for --cold-start:
+// the file's content (trimmed), else $SWITCHYARD_REPOSITORY_TOKEN, else ""
+// (a backend with the API open).
+func repositoryToken(path string) (string, error) {
+	if path == "" {
+		return strings.TrimSpace(os.Getenv("SWITCHYARD_REPOSITORY_TOKEN")), nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--repository-token-file: %v", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("--repository-token-file %s: the file is empty", path)
+	}
+	return tok, nil
 }

@@ -57,7 +57,10 @@ type Response struct {
 	Status      int
 	ContentType string // "" unless the upstream sent one
 	HeaderLen   int    // Inference-Header-Content-Length, 0 if absent
-	Body        []byte
+	// RetryAfter: the answer carried Retry-After, the form of a queue
+	// rejection (an overload answer, not a failure of the version).
+	RetryAfter bool
+	Body       []byte
 
 	keepAlive bool
 }
@@ -300,6 +303,7 @@ var (
 	hdrTransferEncoding = []byte("transfer-encoding")
 	hdrConnection       = []byte("connection")
 	hdrInferenceHeader  = []byte("inference-header-content-length")
+	hdrRetryAfter       = []byte("retry-after")
 )
 
 func readResponse(br *bufio.Reader, resp *Response) error {
@@ -319,6 +323,7 @@ func readResponse(br *bufio.Reader, resp *Response) error {
 	resp.keepAlive = line[7] == '1'
 	resp.ContentType = ""
 	resp.HeaderLen = 0
+	resp.RetryAfter = false
 	contentLength, chunked := -1, false
 	for i := 0; ; i++ {
 		if i > maxHeaderLines {
@@ -359,6 +364,8 @@ func readResponse(br *bufio.Reader, resp *Response) error {
 			if n, ok := atoi(value); ok {
 				resp.HeaderLen = n
 			}
+		case equalFold(name, hdrRetryAfter):
+			resp.RetryAfter = len(value) > 0
 		}
 	}
 	if status < 200 || status == 204 || status == 304 {
