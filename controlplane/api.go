@@ -18,8 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // DefaultMaxBodyBytes caps request bodies.
@@ -203,11 +203,11 @@ func (s *statusWriter) WriteHeader(code int) {
 
 // ModelResponse is the body of a single-model answer.
 type ModelResponse struct {
-	Revision       int64         `json:"revision"`
-	CreateRevision int64         `json:"createRevision"`
-	Time           time.Time     `json:"time"`
-	Subject        string        `json:"subject,omitempty"`
-	Model          routing.Model `json:"model"`
+	Revision       int64     `json:"revision"`
+	CreateRevision int64     `json:"createRevision"`
+	Time           time.Time `json:"time"`
+	Subject        string    `json:"subject,omitempty"`
+	Model          api.Model `json:"model"`
 	// Proxies is set when the request asked to wait for ACKs.
 	Proxies *AppliedResult `json:"proxies,omitempty"`
 	// RestoredRevision is, for a rollback, the revision whose document was
@@ -234,8 +234,8 @@ func modelResponse(r store.Record) ModelResponse {
 
 // ErrorResponse is the body of every error.
 type ErrorResponse struct {
-	Error  string               `json:"error"`
-	Fields []routing.FieldError `json:"fields,omitempty"`
+	Error  string           `json:"error"`
+	Fields []api.FieldError `json:"fields,omitempty"`
 	// Revision is the current revision on a 409.
 	Revision int64 `json:"revision,omitempty"`
 	// Hints name the actions that resolve a refusal (a 409 during a
@@ -251,7 +251,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
-func writeError(w http.ResponseWriter, code int, msg string, fields []routing.FieldError) {
+func writeError(w http.ResponseWriter, code int, msg string, fields []api.FieldError) {
 	writeJSON(w, code, ErrorResponse{Error: msg, Fields: fields})
 }
 
@@ -259,7 +259,7 @@ func etag(rev int64) string { return `"` + strconv.FormatInt(rev, 10) + `"` }
 
 // storeError maps store errors to HTTP answers.
 func (a *API) storeError(w http.ResponseWriter, r *http.Request, err error) {
-	var ve routing.ValidationError
+	var ve api.ValidationError
 	switch {
 	case errors.As(err, &ve):
 		writeError(w, http.StatusBadRequest, ve.Error(), ve)
@@ -290,20 +290,20 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request, optional bool) ([
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("body: larger than %d bytes", a.maxBody), []routing.FieldError{{Field: "body", Message: fmt.Sprintf("larger than %d bytes", a.maxBody)}})
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("body: larger than %d bytes", a.maxBody), []api.FieldError{{Field: "body", Message: fmt.Sprintf("larger than %d bytes", a.maxBody)}})
 		return nil, false
 	case err != nil:
 		writeError(w, http.StatusBadRequest, "body: "+err.Error(), nil)
 		return nil, false
 	case len(strings.TrimSpace(string(b))) == 0 && !optional:
-		writeError(w, http.StatusBadRequest, "body: empty; want a JSON document", []routing.FieldError{{Field: "body", Message: "empty"}})
+		writeError(w, http.StatusBadRequest, "body: empty; want a JSON document", []api.FieldError{{Field: "body", Message: "empty"}})
 		return nil, false
 	}
 	return b, true
 }
 
 func badDecode(w http.ResponseWriter, err error) {
-	var ve routing.ValidationError
+	var ve api.ValidationError
 	if errors.As(err, &ve) {
 		writeError(w, http.StatusBadRequest, ve.Error(), ve)
 		return
@@ -399,11 +399,11 @@ func (a *API) putModel(w http.ResponseWriter, r *http.Request, caller Identity) 
 	if !ok {
 		return
 	}
-	var m routing.Model
+	var m api.Model
 	if strings.Contains(r.Header.Get("Content-Type"), "yaml") {
-		m, err = routing.DecodeYAML(body)
+		m, err = api.DecodeYAML(body)
 	} else {
-		m, err = routing.DecodeJSON(body)
+		m, err = api.DecodeJSON(body)
 	}
 	if err != nil {
 		badDecode(w, err)
@@ -414,10 +414,10 @@ func (a *API) putModel(w http.ResponseWriter, r *http.Request, caller Identity) 
 	}
 	if m.Metadata.Name != name {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("metadata.name: %q does not match the name in the URL %q", m.Metadata.Name, name),
-			[]routing.FieldError{{Field: "metadata.name", Message: fmt.Sprintf("%q does not match the name in the URL %q", m.Metadata.Name, name)}})
+			[]api.FieldError{{Field: "metadata.name", Message: fmt.Sprintf("%q does not match the name in the URL %q", m.Metadata.Name, name)}})
 		return
 	}
-	if err := routing.Normalize(&m); err != nil {
+	if err := api.Normalize(&m); err != nil {
 		badDecode(w, err)
 		return
 	}
@@ -452,7 +452,7 @@ func (a *API) putModel(w http.ResponseWriter, r *http.Request, caller Identity) 
 // ackWaitParam reads ?waitForAck=DURATION (or a body's waitForAck, when
 // set): how long a write's answer waits for the connected proxies to apply
 // it ("applied on N/N proxies in T ms"); 0 answers at once.
-func ackWaitParam(r *http.Request, body routing.Duration) (time.Duration, error) {
+func ackWaitParam(r *http.Request, body api.Duration) (time.Duration, error) {
 	wait := body.D()
 	if q := r.URL.Query().Get("waitForAck"); q != "" {
 		d, err := time.ParseDuration(q)
@@ -475,7 +475,7 @@ func ackWaitParam(r *http.Request, body routing.Duration) (time.Duration, error)
 // else differs. It then writes with the revision it judged (retrying a
 // lost race when the request pinned none), so the canary cannot move in
 // between. On a problem it has answered and returns false.
-func (a *API) guardedPut(w http.ResponseWriter, r *http.Request, caller Identity, m routing.Model, pre store.Precondition, force bool) (store.Record, bool) {
+func (a *API) guardedPut(w http.ResponseWriter, r *http.Request, caller Identity, m api.Model, pre store.Precondition, force bool) (store.Record, bool) {
 	ctx := r.Context()
 	name := m.Metadata.Name
 	for attempt := 0; ; attempt++ {
@@ -600,7 +600,7 @@ type WeightsRequest struct {
 	// WaitForAck, e.g. "10s", waits up to that long for the connected
 	// proxies to apply the new weights and reports which did (at most 60s;
 	// default: answer at once). Also ?waitForAck=10s.
-	WaitForAck routing.Duration `json:"waitForAck,omitempty"`
+	WaitForAck api.Duration `json:"waitForAck,omitempty"`
 }
 
 // casAttempts bounds read-modify-write retries when no If-Match was given.
@@ -616,7 +616,7 @@ func (a *API) putWeights(w http.ResponseWriter, r *http.Request, caller Identity
 		return
 	}
 	if len(req.Weights) == 0 {
-		writeError(w, http.StatusBadRequest, "weights: required", []routing.FieldError{{Field: "weights", Message: "required: version name to integer weight"}})
+		writeError(w, http.StatusBadRequest, "weights: required", []api.FieldError{{Field: "weights", Message: "required: version name to integer weight"}})
 		return
 	}
 	force, err := forceParam(r, req.Force)
@@ -653,7 +653,7 @@ func (a *API) putWeights(w http.ResponseWriter, r *http.Request, caller Identity
 			}
 		}
 	}
-	rec, ok := a.patch(w, r, caller, name, pre, "weights", req.Reason, func(m *routing.Model) bool {
+	rec, ok := a.patch(w, r, caller, name, pre, "weights", req.Reason, func(m *api.Model) bool {
 		if a.canary != nil {
 			next := m.Clone()
 			next.Spec.Traffic.Weights = req.Weights
@@ -691,7 +691,7 @@ func decodePatch[T any](a *API, w http.ResponseWriter, r *http.Request) (req T, 
 	if !ok {
 		return req, pre, false
 	}
-	if err := routing.DecodeJSONInto(body, &req); err != nil {
+	if err := api.DecodeJSONInto(body, &req); err != nil {
 		badDecode(w, err)
 		return req, pre, false
 	}
@@ -705,7 +705,7 @@ func decodePatch[T any](a *API, w http.ResponseWriter, r *http.Request) (req T, 
 // retrying when another write lands in between, so concurrent editors of
 // different parts never lose each other's change. On success the ETag is
 // set and the new record returned.
-func (a *API) patch(w http.ResponseWriter, r *http.Request, caller Identity, name string, pre store.Precondition, action, reason string, mutate func(m *routing.Model) bool) (store.Record, bool) {
+func (a *API) patch(w http.ResponseWriter, r *http.Request, caller Identity, name string, pre store.Precondition, action, reason string, mutate func(m *api.Model) bool) (store.Record, bool) {
 	for attempt := 0; ; attempt++ {
 		cur, err := a.store.Get(r.Context(), name)
 		if err != nil {
@@ -745,7 +745,7 @@ type RollbackRequest struct {
 	// WaitForAck, e.g. "5s", waits up to that long for connected proxies to
 	// ACK the restored config and reports which did (at most 60s; default
 	// 5s; "1ns" effectively does not wait).
-	WaitForAck routing.Duration `json:"waitForAck,omitempty"`
+	WaitForAck api.Duration `json:"waitForAck,omitempty"`
 }
 
 // rollback writes an earlier revision's document as a new revision. A
@@ -768,7 +768,7 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request, caller Identity) 
 	}
 	var req RollbackRequest
 	if len(strings.TrimSpace(string(body))) > 0 {
-		if err := routing.DecodeJSONInto(body, &req); err != nil {
+		if err := api.DecodeJSONInto(body, &req); err != nil {
 			badDecode(w, err)
 			return
 		}
@@ -847,7 +847,7 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request, caller Identity) 
 		writeError(w, http.StatusConflict, msg, nil)
 		return
 	case target.Deleted:
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("revision %d is a deletion; name a revision that held the model", target.Revision), []routing.FieldError{{Field: "revision", Message: "is a deletion"}})
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("revision %d is a deletion; name a revision that held the model", target.Revision), []api.FieldError{{Field: "revision", Message: "is a deletion"}})
 		return
 	}
 	if v := routesToFailed(target.Model.Spec.Traffic.Weights, failed); v != "" {

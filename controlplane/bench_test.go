@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 // BenchmarkWeightChangeToAck measures the time from an API weight change
@@ -64,11 +64,11 @@ func BenchmarkWeightChangeToAck(b *testing.B) {
 // BenchmarkTranslate100Models measures the pure translation of 100 models
 // with 3 versions each into a consistent snapshot.
 func BenchmarkTranslate100Models(b *testing.B) {
-	models := make([]routing.Model, 100)
+	models := make([]api.Model, 100)
 	for i := range models {
 		m := doc(fmt.Sprintf("model-%03d", i), 80, 20)
-		m.Spec.Versions = append(m.Spec.Versions, routing.Version{Name: "v3", Endpoints: []string{"127.0.0.1:8003", "127.0.0.1:8004"}})
-		if err := routing.Normalize(&m); err != nil {
+		m.Spec.Versions = append(m.Spec.Versions, api.Version{Name: "v3", Endpoints: []string{"127.0.0.1:8003", "127.0.0.1:8004"}})
+		if err := api.Normalize(&m); err != nil {
 			b.Fatal(err)
 		}
 		models[i] = m

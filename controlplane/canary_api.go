@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // Canary endpoints (role in brackets):
@@ -199,12 +199,12 @@ type CanaryActionRequest struct {
 	Version string `json:"version,omitempty"`
 	// Steps, StepDuration and MinRequests (start only) are written into
 	// spec.canary.
-	Steps        []int            `json:"steps,omitempty"`
-	StepDuration routing.Duration `json:"stepDuration,omitempty"`
-	MinRequests  int              `json:"minRequests,omitempty"`
+	Steps        []int        `json:"steps,omitempty"`
+	StepDuration api.Duration `json:"stepDuration,omitempty"`
+	MinRequests  int          `json:"minRequests,omitempty"`
 	// WaitForAck bounds waiting for the proxies to apply the change
 	// (default 10s, at most 60s; "0s": don't wait).
-	WaitForAck *routing.Duration `json:"waitForAck,omitempty"`
+	WaitForAck *api.Duration `json:"waitForAck,omitempty"`
 }
 
 // CanaryActionResponse answers a canary action.
@@ -231,7 +231,7 @@ func (c *CanaryController) action(action string) HandlerFunc {
 		}
 		var req CanaryActionRequest
 		if len(strings.TrimSpace(string(body))) > 0 {
-			if err := routing.DecodeJSONInto(body, &req); err != nil {
+			if err := api.DecodeJSONInto(body, &req); err != nil {
 				badDecode(w, err)
 				return
 			}
@@ -303,7 +303,7 @@ func (c *CanaryController) Act(ctx context.Context, name, action string, req Can
 		}
 		m := rec.Model.Clone()
 		if m.Spec.Canary == nil {
-			m.Spec.Canary = &routing.Canary{}
+			m.Spec.Canary = &api.Canary{}
 		}
 		cs := m.Spec.Canary
 		if req.Version != "" {
@@ -321,7 +321,7 @@ func (c *CanaryController) Act(ctx context.Context, name, action string, req Can
 		if cs.Version == "" {
 			return 0, badRequest{"version: required (the model has no spec.canary.version)"}
 		}
-		if err := routing.Normalize(&m); err != nil {
+		if err := api.Normalize(&m); err != nil {
 			return 0, err
 		}
 		failed, failedWhy, err := failedVersions(ctx, c.store, name)

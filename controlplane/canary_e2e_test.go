@@ -24,12 +24,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/proxy"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 type canaryEnv struct {
@@ -86,27 +86,27 @@ func newCanaryEnv(t *testing.T, n int) *canaryEnv {
 
 // model is "recommender" with the demo versions v1, v2, v3 over REST and
 // extra (name -> endpoint, backend model) versions.
-func (e *canaryEnv) model(weights map[string]int, c *routing.Canary, extra ...routing.Version) routing.Model {
-	m := routing.Model{
-		Metadata: routing.Metadata{Name: "recommender"},
-		Spec: routing.Spec{
-			Versions: append([]routing.Version{
+func (e *canaryEnv) model(weights map[string]int, c *api.Canary, extra ...api.Version) api.Model {
+	m := api.Model{
+		Metadata: api.Metadata{Name: "recommender"},
+		Spec: api.Spec{
+			Versions: append([]api.Version{
 				{Name: "v1", Endpoints: []string{e.be.HTTPAddr}, BackendModel: demomodels.V1},
 				{Name: "v2", Endpoints: []string{e.be.HTTPAddr}, BackendModel: demomodels.V2},
 				{Name: "v3", Endpoints: []string{e.be.HTTPAddr}, BackendModel: demomodels.V3},
 			}, extra...),
-			Traffic: routing.Traffic{Weights: weights},
-			Timeout: routing.Duration(5 * time.Second),
+			Traffic: api.Traffic{Weights: weights},
+			Timeout: api.Duration(5 * time.Second),
 			Canary:  c,
 		},
 	}
-	if err := routing.Normalize(&m); err != nil {
+	if err := api.Normalize(&m); err != nil {
 		e.t.Fatal(err)
 	}
 	return m
 }
 
-func (e *canaryEnv) put(m routing.Model) store.Record {
+func (e *canaryEnv) put(m api.Model) store.Record {
 	e.t.Helper()
 	rec, err := e.cp.Store().Put(context.Background(), m, store.Precondition{}, store.Change{Subject: "test", Action: "put"})
 	if err != nil {
@@ -290,7 +290,7 @@ func TestCanaryHealthyRampPromotes(t *testing.T) {
 	// Setting spec.canary starts the ramp. The p99 gate is loose here: v2
 	// is as fast as v1, but a p99 of 100 samples on a busy 2-core test
 	// machine (-race) swings by 2x; the slow-canary test checks the gate.
-	e.put(e.model(map[string]int{"v1": 100}, &routing.Canary{Version: "v2", StepDuration: routing.Duration(300 * time.Millisecond), MinRequests: 40, MaxP99Ratio: 4}))
+	e.put(e.model(map[string]int{"v1": 100}, &api.Canary{Version: "v2", StepDuration: api.Duration(300 * time.Millisecond), MinRequests: 40, MaxP99Ratio: 4}))
 	s := e.waitPhase("promoted", 40*time.Second)
 	tr.Stop()
 
@@ -348,7 +348,7 @@ func TestCanaryNaNVersionRolledBackAtFirstStep(t *testing.T) {
 	e.waitProxies(map[string]int{"v1": 100})
 	tr := e.startTraffic(4, 20000, 30*time.Second)
 	defer tr.Stop()
-	e.put(e.model(map[string]int{"v1": 100}, &routing.Canary{Version: "v3", StepDuration: routing.Duration(300 * time.Millisecond), MinRequests: 40}))
+	e.put(e.model(map[string]int{"v1": 100}, &api.Canary{Version: "v3", StepDuration: api.Duration(300 * time.Millisecond), MinRequests: 40}))
 	s := e.waitPhase("rolled_back", 30*time.Second)
 	tr.Stop()
 	if s.Step != 1 {
@@ -416,12 +416,12 @@ func delayShim(t *testing.T, target string, delay time.Duration) string {
 
 func TestCanarySlowVersionRolledBackOnP99(t *testing.T) {
 	e := newCanaryEnv(t, 1)
-	slow := routing.Version{Name: "v2slow", Endpoints: []string{delayShim(t, e.be.HTTPAddr, 50*time.Millisecond)}, BackendModel: demomodels.V2}
+	slow := api.Version{Name: "v2slow", Endpoints: []string{delayShim(t, e.be.HTTPAddr, 50*time.Millisecond)}, BackendModel: demomodels.V2}
 	e.put(e.model(map[string]int{"v1": 100}, nil, slow))
 	e.waitProxies(map[string]int{"v1": 100})
 	tr := e.startTraffic(6, 30000, 40*time.Second)
 	defer tr.Stop()
-	e.put(e.model(map[string]int{"v1": 100}, &routing.Canary{Version: "v2slow", StepDuration: routing.Duration(300 * time.Millisecond), MinRequests: 40}, slow))
+	e.put(e.model(map[string]int{"v1": 100}, &api.Canary{Version: "v2slow", StepDuration: api.Duration(300 * time.Millisecond), MinRequests: 40}, slow))
 	s := e.waitPhase("rolled_back", 40*time.Second)
 	tr.Stop()
 	last := s.History[len(s.History)-1]
@@ -444,7 +444,7 @@ func TestCanarySlowVersionRolledBackOnP99(t *testing.T) {
 
 func TestCanaryTooLittleTrafficHolds(t *testing.T) {
 	e := newCanaryEnv(t, 1)
-	e.put(e.model(map[string]int{"v1": 100}, &routing.Canary{Version: "v2", StepDuration: routing.Duration(200 * time.Millisecond)}))
+	e.put(e.model(map[string]int{"v1": 100}, &api.Canary{Version: "v2", StepDuration: api.Duration(200 * time.Millisecond)}))
 	e.waitProxies(map[string]int{"v1": 80, "v2": 20})
 	tr := e.startTraffic(1, 60, 20*time.Second)
 	tr.done.Wait()

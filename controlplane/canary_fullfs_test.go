@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 const fsizeChildEnv = "SWITCHYARD_TEST_FSIZE_CHILD"
@@ -48,7 +48,7 @@ func TestCanaryStateWriteFailsLoudly(t *testing.T) {
 	}
 	signal.Ignore(syscall.SIGXFSZ)
 	e := newTickEnv(t, "")
-	e.put(canaryModel(t, map[string]int{"v1": 80, "v2": 20}, &routing.Canary{Version: "v2", StepDuration: routing.Duration(time.Hour), MinRequests: 10, ConsecutiveFailures: 2}))
+	e.put(canaryModel(t, map[string]int{"v1": 80, "v2": 20}, &api.Canary{Version: "v2", StepDuration: api.Duration(time.Hour), MinRequests: 10, ConsecutiveFailures: 2}))
 	e.tick()
 	started := e.get()
 	before := e.status()

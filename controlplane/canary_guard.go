@@ -9,9 +9,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // While a canary runs, its weights are the controller's. A write through
@@ -91,7 +91,7 @@ const (
 // finished: nothing). weightsOnly says the request sets the weights
 // alone (PUT .../weights): then any other split is a change, even the one
 // from before the canary. Pure.
-func judgeWrite(run *canaryRun, cur, next *routing.Model, weightsOnly bool) writeOutcome {
+func judgeWrite(run *canaryRun, cur, next *api.Model, weightsOnly bool) writeOutcome {
 	if !run.active() {
 		return writePass
 	}
@@ -109,7 +109,7 @@ func judgeWrite(run *canaryRun, cur, next *routing.Model, weightsOnly bool) writ
 }
 
 // judge runs judgeWrite against the model's run now.
-func (c *CanaryController) judge(name string, cur, next *routing.Model, weightsOnly bool) (writeOutcome, *canaryRun) {
+func (c *CanaryController) judge(name string, cur, next *api.Model, weightsOnly bool) (writeOutcome, *canaryRun) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	run := c.book(name).Run.clone()
@@ -174,7 +174,7 @@ func (c *CanaryController) abortFor(ctx context.Context, name string, pinned int
 // full disk, a corrupt file) from an answer about the request (conflict,
 // not found, invalid document) or its end (cancelled, store closed).
 func storeFailure(err error) bool {
-	var ve routing.ValidationError
+	var ve api.ValidationError
 	switch {
 	case err == nil, errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrClosed),
 		errors.As(err, &ve), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
@@ -202,7 +202,7 @@ func outOfSpace(err error) bool {
 }
 
 // sameDocument reports whether two (normalized) documents are the same.
-func sameDocument(a, b *routing.Model) bool {
+func sameDocument(a, b *api.Model) bool {
 	x, err1 := json.Marshal(a)
 	y, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && string(x) == string(y)

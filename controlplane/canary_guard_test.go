@@ -21,9 +21,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // fakeClock is an injected clock.
@@ -120,26 +120,26 @@ func (e *tickEnv) tick() {
 }
 
 // canaryModel is model m with versions v1, v2 at w, with spec.canary c.
-func canaryModel(t testing.TB, w map[string]int, c *routing.Canary) routing.Model {
+func canaryModel(t testing.TB, w map[string]int, c *api.Canary) api.Model {
 	t.Helper()
-	m := routing.Model{
-		Metadata: routing.Metadata{Name: "m"},
-		Spec: routing.Spec{
-			Versions: []routing.Version{
+	m := api.Model{
+		Metadata: api.Metadata{Name: "m"},
+		Spec: api.Spec{
+			Versions: []api.Version{
 				{Name: "v1", Endpoints: []string{"127.0.0.1:8001"}},
 				{Name: "v2", Endpoints: []string{"127.0.0.1:8002"}},
 			},
-			Traffic: routing.Traffic{Weights: w},
+			Traffic: api.Traffic{Weights: w},
 			Canary:  c,
 		},
 	}
-	if err := routing.Normalize(&m); err != nil {
+	if err := api.Normalize(&m); err != nil {
 		t.Fatal(err)
 	}
 	return m
 }
 
-func (e *tickEnv) put(m routing.Model) store.Record {
+func (e *tickEnv) put(m api.Model) store.Record {
 	e.t.Helper()
 	rec, err := e.cp.Store().Put(context.Background(), m, store.Precondition{}, store.Change{Subject: "t", Action: "put"})
 	if err != nil {
@@ -179,7 +179,7 @@ func (e *tickEnv) failed() map[string]store.FailedMark {
 // itself (1h steps) and ticks once to start it.
 func (e *tickEnv) startCanary(w map[string]int) {
 	e.t.Helper()
-	e.put(canaryModel(e.t, w, &routing.Canary{Version: "v2", StepDuration: routing.Duration(time.Hour), MinRequests: 10, ConsecutiveFailures: 1}))
+	e.put(canaryModel(e.t, w, &api.Canary{Version: "v2", StepDuration: api.Duration(time.Hour), MinRequests: 10, ConsecutiveFailures: 1}))
 	e.tick()
 	if s := e.status(); s.Phase != "progressing" {
 		e.t.Fatalf("canary did not start: %s", mustJSON(s))
@@ -294,7 +294,7 @@ func TestWeightChangeDuringCanary(t *testing.T) {
 // (issue 15: a re-apply wrote the old weights and aborted the canary).
 func TestApplyDuringCanary(t *testing.T) {
 	e := newTickEnv(t, "")
-	doc := canaryModel(t, map[string]int{"v1": 100}, &routing.Canary{Version: "v2", StepDuration: routing.Duration(time.Hour), MinRequests: 10, ConsecutiveFailures: 1})
+	doc := canaryModel(t, map[string]int{"v1": 100}, &api.Canary{Version: "v2", StepDuration: api.Duration(time.Hour), MinRequests: 10, ConsecutiveFailures: 1})
 	if r := call(t, e.cp, "PUT", "/v1/models/m", editorToken, doc); r.code != http.StatusCreated {
 		t.Fatalf("create: %d %s", r.code, r.body)
 	}
@@ -488,17 +488,17 @@ func TestJudgeWrite(t *testing.T) {
 	run := &canaryRun{Config: canary.Config{Baseline: "v1", Canary: "v2", Steps: []int{20, 50, 80, 100}},
 		State: canary.State{Phase: canary.Progressing, Weights: map[string]int{"v1": 80, "v2": 20}, Previous: map[string]int{"v1": 100}}}
 	done := &canaryRun{Config: run.Config, State: canary.State{Phase: canary.RolledBack, Weights: map[string]int{"v1": 100}}}
-	model := func(w map[string]int, version string) *routing.Model {
-		m := &routing.Model{Spec: routing.Spec{Traffic: routing.Traffic{Weights: w}}}
+	model := func(w map[string]int, version string) *api.Model {
+		m := &api.Model{Spec: api.Spec{Traffic: api.Traffic{Weights: w}}}
 		if version != "" {
-			m.Spec.Canary = &routing.Canary{Version: version}
+			m.Spec.Canary = &api.Canary{Version: version}
 		}
 		return m
 	}
 	cur := model(map[string]int{"v1": 80, "v2": 20}, "v2")
 	for name, c := range map[string]struct {
 		run         *canaryRun
-		next        *routing.Model
+		next        *api.Model
 		weightsOnly bool
 		want        writeOutcome
 	}{
@@ -542,7 +542,7 @@ func TestLegacyCanaryStateImported(t *testing.T) {
 	}
 	db.Close()
 	e := newTickEnv(t, path)
-	e.put(canaryModel(t, map[string]int{"v1": 100}, &routing.Canary{Version: "v2"}))
+	e.put(canaryModel(t, map[string]int{"v1": 100}, &api.Canary{Version: "v2"}))
 	if m := e.failed()["v2"]; !strings.Contains(m.Reason, "nan_rate 12%") {
 		t.Fatalf("imported marks %+v", e.failed())
 	}

@@ -19,8 +19,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"go.uber.org/goleak"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 func TestMain(m *testing.M) {
@@ -115,15 +115,15 @@ func call(t testing.TB, cp *ControlPlane, method, path, token string, body any, 
 	return result{code: resp.StatusCode, etag: resp.Header.Get("ETag"), body: b}
 }
 
-func doc(name string, w1, w2 int) routing.Model {
-	return routing.Model{
-		Metadata: routing.Metadata{Name: name},
-		Spec: routing.Spec{
-			Versions: []routing.Version{
+func doc(name string, w1, w2 int) api.Model {
+	return api.Model{
+		Metadata: api.Metadata{Name: name},
+		Spec: api.Spec{
+			Versions: []api.Version{
 				{Name: "v1", Endpoints: []string{"127.0.0.1:8001"}},
 				{Name: "v2", Endpoints: []string{"127.0.0.1:8002"}},
 			},
-			Traffic: routing.Traffic{Weights: map[string]int{"v1": w1, "v2": w2}},
+			Traffic: api.Traffic{Weights: map[string]int{"v1": w1, "v2": w2}},
 		},
 	}
 }
@@ -509,7 +509,7 @@ func TestXDSOverSocket(t *testing.T) {
 	})
 	other := dialADS(t, cp.XDSAddr(), "proxy-2", nil)
 
-	v, models, err := client.waitFor(ctx, func(v string, ms []routing.Model) bool { return len(ms) == 1 })
+	v, models, err := client.waitFor(ctx, func(v string, ms []api.Model) bool { return len(ms) == 1 })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -521,7 +521,7 @@ func TestXDSOverSocket(t *testing.T) {
 	r := call(t, cp, "PUT", "/v1/models/rec/weights", editorToken, WeightsRequest{Weights: map[string]int{"v1": 20, "v2": 80}})
 	var wr ModelResponse
 	r.decode(t, &wr)
-	if _, _, err := client.waitFor(ctx, func(v string, ms []routing.Model) bool {
+	if _, _, err := client.waitFor(ctx, func(v string, ms []api.Model) bool {
 		return len(ms) == 1 && ms[0].Spec.Traffic.Weights["v2"] == 80
 	}); err != nil {
 		t.Fatal(err)
@@ -559,13 +559,13 @@ func TestXDSOverSocket(t *testing.T) {
 	clustersAfterNack := client.count(resource.ClusterType)
 
 	// Rollback, waiting for ACKs: both proxies apply it.
-	r = call(t, cp, "POST", "/v1/models/rec/rollback", operatorToken, RollbackRequest{WaitForAck: routing.Duration(10 * time.Second)})
+	r = call(t, cp, "POST", "/v1/models/rec/rollback", operatorToken, RollbackRequest{WaitForAck: api.Duration(10 * time.Second)})
 	var rb ModelResponse
 	r.decode(t, &rb)
 	if r.code != 200 || rb.Proxies == nil || fmt.Sprint(rb.Proxies.Acked) != "[proxy-1 proxy-2]" || rb.Model.Spec.Traffic.Weights["v2"] != 80 {
 		t.Fatalf("rollback: %d %s", r.code, r.body)
 	}
-	if _, _, err := client.waitFor(ctx, func(v string, ms []routing.Model) bool { return v == fmt.Sprint(rb.Revision) }); err != nil {
+	if _, _, err := client.waitFor(ctx, func(v string, ms []api.Model) bool { return v == fmt.Sprint(rb.Revision) }); err != nil {
 		t.Fatal(err)
 	}
 	// No resend loop after the NACK: one more cluster response (the
@@ -581,7 +581,7 @@ func TestXDSOverSocket(t *testing.T) {
 
 	// A deleted model disappears from the proxy's config.
 	call(t, cp, "DELETE", "/v1/models/rec", operatorToken, nil)
-	if _, _, err := client.waitFor(ctx, func(v string, ms []routing.Model) bool { return len(ms) == 0 }); err != nil {
+	if _, _, err := client.waitFor(ctx, func(v string, ms []api.Model) bool { return len(ms) == 0 }); err != nil {
 		t.Fatal(err)
 	}
 	other.Close()
@@ -614,7 +614,7 @@ func TestRestartServesStoredState(t *testing.T) {
 		t.Fatalf("snapshot version after restart: %d", cp2.SnapshotVersion())
 	}
 	client := dialADS(t, cp2.XDSAddr(), "p", nil)
-	if _, _, err := client.waitFor(waitCtx(t), func(v string, ms []routing.Model) bool {
+	if _, _, err := client.waitFor(waitCtx(t), func(v string, ms []api.Model) bool {
 		return len(ms) == 1 && ms[0].Spec.Traffic.Weights["v2"] == 7
 	}); err != nil {
 		t.Fatal(err)
@@ -625,7 +625,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	cp := startCP(t, "")
 	call(t, cp, "PUT", "/v1/models/a", editorToken, doc("a", 1, 1))
 	client := dialADS(t, cp.XDSAddr(), "p", nil)
-	if _, _, err := client.waitFor(waitCtx(t), func(v string, ms []routing.Model) bool { return len(ms) == 1 }); err != nil {
+	if _, _, err := client.waitFor(waitCtx(t), func(v string, ms []api.Model) bool { return len(ms) == 1 }); err != nil {
 		t.Fatal(err)
 	}
 	cp.Tracker().WaitForAck(waitCtx(t), "1")
@@ -656,7 +656,7 @@ func TestRollbackSkipsMidCanaryRevisions(t *testing.T) {
 		w2     int
 	}{{"canary-start", 20}, {"canary-promote", 50}} {
 		m := doc("a", 100-step.w2, step.w2)
-		if err := routing.Normalize(&m); err != nil {
+		if err := api.Normalize(&m); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := cp.Store().Put(ctx, m, store.Precondition{MustExist: true}, store.Change{Subject: "canary-controller", Action: step.action}); err != nil {

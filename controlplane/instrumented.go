@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // timedStore measures every store call.
@@ -39,7 +39,7 @@ func (s timedStore) written(op string, err error) {
 	}
 }
 
-func (s timedStore) Put(ctx context.Context, m routing.Model, pre store.Precondition, ch store.Change) (store.Record, error) {
+func (s timedStore) Put(ctx context.Context, m api.Model, pre store.Precondition, ch store.Change) (store.Record, error) {
 	defer s.observe("put", time.Now())
 	rec, err := s.Store.Put(ctx, m, pre, ch)
 	s.written("put", err)

@@ -12,10 +12,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/controlplane/statspb"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 func startCanaryCP(t *testing.T) (*ControlPlane, *CanaryController) {
@@ -124,7 +124,7 @@ func TestStatsStreamDedupesAndCountsRestarts(t *testing.T) {
 	}
 	// The stats endpoint shows them per version (viewer).
 	if err := func() error {
-		_, err := cp.Store().Put(ctx, func() routing.Model { m := doc("m", 100, 0); m.Defaults(); return m }(), store.Precondition{}, store.Change{Subject: "t", Action: "put"})
+		_, err := cp.Store().Put(ctx, func() api.Model { m := doc("m", 100, 0); m.Defaults(); return m }(), store.Precondition{}, store.Change{Subject: "t", Action: "put"})
 		return err
 	}(); err != nil {
 		t.Fatal(err)
@@ -200,9 +200,9 @@ func TestCanaryAPIErrors(t *testing.T) {
 
 func TestRollbackTarget(t *testing.T) {
 	rec := func(rev int64, action string, canaryVersion string, w map[string]int) store.Record {
-		m := routing.Model{Spec: routing.Spec{Traffic: routing.Traffic{Weights: w}}}
+		m := api.Model{Spec: api.Spec{Traffic: api.Traffic{Weights: w}}}
 		if canaryVersion != "" {
-			m.Spec.Canary = &routing.Canary{Version: canaryVersion}
+			m.Spec.Canary = &api.Canary{Version: canaryVersion}
 		}
 		return store.Record{Revision: rev, Action: action, Model: m}
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 // The upgrade fixture is a bbolt state file written by an earlier release
@@ -190,7 +190,7 @@ func TestUpgradeReadsPreviousStateFile(t *testing.T) {
 		t.Fatalf("%d models, want 2 (recommender, search)", len(list.Items))
 	}
 	for _, it := range list.Items {
-		m, err := routing.DecodeJSON(it.Model)
+		m, err := api.DecodeJSON(it.Model)
 		if err != nil {
 			t.Fatalf("stored model does not decode strictly: %v\n%s", err, it.Model)
 		}

@@ -34,12 +34,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 	"github.com/switchyard-dev/switchyard/proxy/xdsclient"
-	"github.com/switchyard-dev/switchyard/routing"
 	"github.com/switchyard-dev/switchyard/telemetry"
 )
 
@@ -67,7 +67,7 @@ type Config struct {
 	StateDir string
 
 	// Models is an initial static configuration (source "static").
-	Models []routing.Model
+	Models []api.Model
 
 	// Features configures the prediction cache, fallback and shadow
 	// policies (zero: defaults); each model's desired state says which it
@@ -216,10 +216,10 @@ const (
 // Apply validates models and makes them the active configuration atomically.
 // On error the active configuration is unchanged. Models are defaulted
 // first; the slice is not modified.
-func (p *Proxy) Apply(models []routing.Model, version, source string) error {
+func (p *Proxy) Apply(models []api.Model, version, source string) error {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
-	ms := make([]routing.Model, len(models))
+	ms := make([]api.Model, len(models))
 	for i := range models {
 		ms[i] = models[i].Clone()
 		ms[i].Defaults()
@@ -262,7 +262,7 @@ func (p *Proxy) onBreakerChange(model, variant string, from, to fallback.Breaker
 
 // Models returns the active configuration (nil before the first one), its
 // version and source.
-func (p *Proxy) Models() ([]routing.Model, string, string) {
+func (p *Proxy) Models() ([]api.Model, string, string) {
 	s := p.snap.Load()
 	if s == nil {
 		return nil, "", ""
@@ -332,7 +332,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 			Logger:     p.log,
 			BackoffMin: p.cfg.XDSBackoffMin,
 			BackoffMax: p.cfg.XDSBackoffMax,
-			Apply: func(models []routing.Model, version string) error {
+			Apply: func(models []api.Model, version string) error {
 				if err := p.Apply(models, version, SourceXDS); err != nil {
 					return err
 				}

@@ -22,8 +22,8 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/oip"
-	"github.com/switchyard-dev/switchyard/routing"
 	"github.com/switchyard-dev/switchyard/shadow"
 )
 
@@ -91,8 +91,8 @@ type agentInit struct {
 // agentConfig is the proxy's live configuration as the agent needs it:
 // the models that shadow, without their cache and fallback sections.
 type agentConfig struct {
-	Version string          `json:"version"`
-	Models  []routing.Model `json:"models"`
+	Version string      `json:"version"`
+	Models  []api.Model `json:"models"`
 }
 
 // agentQuery asks for a model's report or records.
@@ -220,7 +220,7 @@ func (f *features) startAgent() {
 		ShadowRecordAgreements: f.cfg.ShadowRecordAgreements, ShadowRingSize: f.cfg.ShadowRingSize,
 	})
 	a.init = appendFrame(nil, frameInit, init)
-	a.cfg, _ = json.Marshal(agentConfig{Models: []routing.Model{}})
+	a.cfg, _ = json.Marshal(agentConfig{Models: []api.Model{}})
 	a.metrics = newAgentMetrics() // registered once the agent answers
 	started := make(chan error, 1)
 	a.wg.Add(2)
@@ -404,7 +404,7 @@ func (a *shadowAgent) close() {
 // setConfig sends the live models that shadow to the agent (and again to
 // every agent started later).
 func (a *shadowAgent) setConfig(routes map[string]*Route) {
-	cfg := agentConfig{Models: []routing.Model{}}
+	cfg := agentConfig{Models: []api.Model{}}
 	for _, r := range routes {
 		if rf := r.policies; rf == nil || rf.mirror == nil {
 			continue

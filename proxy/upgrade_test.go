@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 // The upgrade fixture is the persisted configuration an earlier release
@@ -38,9 +38,9 @@ func writeProxyUpgradeFixture(t *testing.T) {
 	if err := json.Unmarshal(b, &list); err != nil {
 		t.Fatal(err)
 	}
-	var models []routing.Model
+	var models []api.Model
 	for _, it := range list.Items {
-		m, err := routing.DecodeJSON(it.Model)
+		m, err := api.DecodeJSON(it.Model)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/cmd/syctl/internal/client"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // describeView is what describe shows (and prints with -o json|yaml).
@@ -180,7 +180,7 @@ func why(err error) string {
 	return "n/a (" + err.Error() + ")"
 }
 
-func roles(m *routing.Model, version string) []string {
+func roles(m *api.Model, version string) []string {
 	var r []string
 	if m.Spec.Traffic.Weights[version] > 0 {
 		r = append(r, "serving")
@@ -403,9 +403,9 @@ func printDescribe(w io.Writer, v describeView) error {
 	if sh := s.Shadow; sh != nil {
 		cmp := sh.Compare.Mode
 		switch sh.Compare.Mode {
-		case routing.CompareTopK:
+		case api.CompareTopK:
 			cmp += fmt.Sprintf(" k=%d", sh.Compare.K)
-		case routing.CompareNumeric:
+		case api.CompareNumeric:
 			cmp += fmt.Sprintf(" absTol=%g relTol=%g", sh.Compare.AbsTol, sh.Compare.RelTol)
 		}
 		p("Shadow:      %s at %s%% (%s sampling), compare %s", sh.Version, fmtFloat(sh.Percent, -1), sh.Sampling, cmp)
@@ -417,7 +417,7 @@ func printDescribe(w io.Writer, v describeView) error {
 		chain := make([]string, len(f.Chain))
 		for i, c := range f.Chain {
 			chain[i] = c
-			if c == routing.FallbackBackup && f.Backup != "" {
+			if c == api.FallbackBackup && f.Backup != "" {
 				chain[i] = "backup (" + f.Backup + ")"
 			}
 		}

@@ -16,8 +16,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/cmd/syctl/internal/client"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // document is one desired-state document read by apply.
@@ -47,7 +47,7 @@ func readDocuments(data []byte, source string) ([]document, error) {
 		var v any
 		if err := dec.Decode(&v); err != nil || dec.More() {
 			// routing's strict decoder says where the JSON breaks.
-			if _, derr := routing.DecodeJSON(trimmed); derr != nil {
+			if _, derr := api.DecodeJSON(trimmed); derr != nil {
 				return nil, fmt.Errorf("%s: %v", source, derr)
 			}
 			return nil, fmt.Errorf("%s: malformed JSON: %v", source, err)
@@ -67,7 +67,7 @@ func readDocuments(data []byte, source string) ([]document, error) {
 			if raw == nil {
 				continue
 			}
-			plain, err := routing.YAMLValueToJSON(raw)
+			plain, err := api.YAMLValueToJSON(raw)
 			if err != nil {
 				return nil, fmt.Errorf("%s (document %d): %w", source, len(values)+1, err)
 			}
@@ -303,9 +303,9 @@ func (a *app) applyOne(ctx context.Context, d document, rev int64, reason string
 // sameModel reports whether doc, with defaults applied, is exactly the
 // stored model (then apply writes nothing). A document that does not
 // decode or validate locally is never "the same": the API says why.
-func sameModel(doc []byte, stored routing.Model) bool {
-	m, err := routing.DecodeJSON(doc)
-	if err != nil || routing.Normalize(&m) != nil {
+func sameModel(doc []byte, stored api.Model) bool {
+	m, err := api.DecodeJSON(doc)
+	if err != nil || api.Normalize(&m) != nil {
 		return false
 	}
 	a, err1 := json.Marshal(m)
@@ -345,7 +345,7 @@ func modelResource(pos []string) (name string, err error) {
 // document apply takes back, and status apart (as kubectl does; apply
 // leaves status out).
 type modelDoc struct {
-	routing.Model
+	api.Model
 	Status modelStatus `json:"status"`
 }
 
@@ -405,7 +405,7 @@ func (a *app) getOnce(ctx context.Context, name string) error {
 		if name != "" {
 			return a.printValue(toModelDoc(items[0]))
 		}
-		l := modelListDoc{APIVersion: routing.APIVersion, Kind: kindList, Items: []modelDoc{}}
+		l := modelListDoc{APIVersion: api.APIVersion, Kind: kindList, Items: []modelDoc{}}
 		for _, it := range items {
 			l.Items = append(l.Items, toModelDoc(it))
 		}
@@ -436,7 +436,7 @@ func (a *app) getOnce(ctx context.Context, name string) error {
 			if f := m.Spec.Fallback; f != nil {
 				chain := slices.Clone(f.Chain)
 				for i, c := range chain {
-					if c == routing.FallbackBackup && f.Backup != "" {
+					if c == api.FallbackBackup && f.Backup != "" {
 						chain[i] = c + "(" + f.Backup + ")"
 					}
 				}

@@ -15,9 +15,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/cmd/syctl/internal/client"
 	"github.com/switchyard-dev/switchyard/controlplane"
-	"github.com/switchyard-dev/switchyard/routing"
 	"github.com/switchyard-dev/switchyard/shadow"
 )
 
@@ -343,10 +343,10 @@ func cmdShadow(a *app, args []string) error {
 			return usagef("shadow set needs --version and --percent")
 		}
 		if *k != 0 && *mode == "" {
-			*mode = routing.CompareTopK
+			*mode = api.CompareTopK
 		}
-		return a.editModel(ctx, name, *rev, *reason, *wait, func(m *routing.Model) (string, error) {
-			sh := routing.Shadow{}
+		return a.editModel(ctx, name, *rev, *reason, *wait, func(m *api.Model) (string, error) {
+			sh := api.Shadow{}
 			if m.Spec.Shadow != nil {
 				sh = *m.Spec.Shadow
 			}
@@ -355,7 +355,7 @@ func cmdShadow(a *app, args []string) error {
 				sh.Sampling = *sampling
 			}
 			if *mode != "" && *mode != sh.Compare.Mode {
-				sh.Compare = routing.Compare{Mode: *mode, Outputs: sh.Compare.Outputs}
+				sh.Compare = api.Compare{Mode: *mode, Outputs: sh.Compare.Outputs}
 			}
 			if *k != 0 {
 				sh.Compare.K = *k
@@ -364,7 +364,7 @@ func cmdShadow(a *app, args []string) error {
 			return fmt.Sprintf("shadow %s at %s%%", sh.Version, fmtFloat(sh.Percent, -1)), nil
 		})
 	case "off":
-		return a.editModel(ctx, name, *rev, *reason, *wait, func(m *routing.Model) (string, error) {
+		return a.editModel(ctx, name, *rev, *reason, *wait, func(m *api.Model) (string, error) {
 			if m.Spec.Shadow == nil {
 				return "", errUnchanged
 			}
@@ -380,7 +380,7 @@ var errUnchanged = errors.New("unchanged")
 // editModel changes a model read-modify-write: it reads the model, edits
 // it and writes it back with If-Match, retrying a few times when another
 // change lands in between (unless --revision pinned the revision).
-func (a *app) editModel(ctx context.Context, name string, rev int64, reason string, wait time.Duration, edit func(*routing.Model) (string, error)) error {
+func (a *app) editModel(ctx context.Context, name string, rev int64, reason string, wait time.Duration, edit func(*api.Model) (string, error)) error {
 	for attempt := 0; ; attempt++ {
 		cur, _, err := a.api.GetModel(ctx, name)
 		if err != nil {
@@ -556,7 +556,7 @@ func cmdAudit(a *app, args []string) error {
 }
 
 // changeSummary says in a few words what an audited change did.
-func changeSummary(before, after *routing.Model) string {
+func changeSummary(before, after *api.Model) string {
 	switch {
 	case before == nil && after == nil:
 		return ""

@@ -11,7 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 var (
@@ -174,7 +174,7 @@ func checkPre(name string, cur Record, exists bool, pre Precondition) error {
 }
 
 // Put implements Store.
-func (s *Bolt) Put(ctx context.Context, m routing.Model, pre Precondition, ch Change) (Record, error) {
+func (s *Bolt) Put(ctx context.Context, m api.Model, pre Precondition, ch Change) (Record, error) {
 	if err := m.Validate(); err != nil {
 		return Record{}, err
 	}

@@ -14,7 +14,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 // Errors callers branch on (use errors.Is).
@@ -30,7 +30,7 @@ var (
 
 // Record is one revision of one model.
 type Record struct {
-	Model routing.Model `json:"model"`
+	Model api.Model `json:"model"`
 	// Revision is the global store revision of this change (the ETag).
 	Revision int64 `json:"revision"`
 	// CreateRevision is the revision that created the model (since its
@@ -109,14 +109,14 @@ type Precondition struct {
 
 // AuditEntry is one change in the audit log.
 type AuditEntry struct {
-	Revision int64          `json:"revision"`
-	Time     time.Time      `json:"time"`
-	Subject  string         `json:"subject"`
-	Action   string         `json:"action"`
-	Model    string         `json:"model"`
-	Reason   string         `json:"reason,omitempty"`
-	Before   *routing.Model `json:"before,omitempty"`
-	After    *routing.Model `json:"after,omitempty"`
+	Revision int64      `json:"revision"`
+	Time     time.Time  `json:"time"`
+	Subject  string     `json:"subject"`
+	Action   string     `json:"action"`
+	Model    string     `json:"model"`
+	Reason   string     `json:"reason,omitempty"`
+	Before   *api.Model `json:"before,omitempty"`
+	After    *api.Model `json:"after,omitempty"`
 }
 
 // AuditQuery selects audit entries, newest first.
@@ -140,7 +140,7 @@ type Store interface {
 	// Put validates m (defaults applied by the caller) and stores it as a
 	// new revision if the precondition holds (else ErrConflict, nothing
 	// changed). It returns once the change is durable.
-	Put(ctx context.Context, m routing.Model, pre Precondition, ch Change) (Record, error)
+	Put(ctx context.Context, m api.Model, pre Precondition, ch Change) (Record, error)
 	// Delete removes a model if the precondition holds; its history stays.
 	Delete(ctx context.Context, name string, pre Precondition, ch Change) (Record, error)
 	// History returns the revisions of a model, newest first, including

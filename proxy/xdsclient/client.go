@@ -35,7 +35,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
 )
 
@@ -50,7 +50,7 @@ type Config struct {
 	// server (shadow reports).
 	Metadata map[string]string
 	// Apply makes models the active configuration; an error NACKs.
-	Apply  func(models []routing.Model, version string) error
+	Apply  func(models []api.Model, version string) error
 	Logger *slog.Logger
 	// BackoffMin and BackoffMax bound the reconnect backoff (defaults 100ms
 	// and 5s); each failed attempt doubles it, with jitter.
@@ -235,7 +235,7 @@ func (c *Client) handle(st discoveryv3.AggregatedDiscoveryService_StreamAggregat
 	}
 	rdsNames, edsNames, refs := subscriptions(r)
 	complete, waitFor := isComplete(s, typ, r, rdsNames, edsNames, refs)
-	var models []routing.Model
+	var models []api.Model
 	version, oneVersion := combinedVersion(s, typ, resp.GetVersionInfo())
 	if complete {
 		if models, err = r.Models(); err != nil {

@@ -21,7 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 // Client calls one control plane.
@@ -109,12 +109,12 @@ func IsNoEndpoint(err error) bool {
 
 // ModelResponse is one stored model (GET/PUT /v1/models/{name}).
 type ModelResponse struct {
-	Revision       int64         `json:"revision"`
-	CreateRevision int64         `json:"createRevision"`
-	Time           time.Time     `json:"time"`
-	Subject        string        `json:"subject,omitempty"`
-	Model          routing.Model `json:"model"`
-	Proxies        *AckResult    `json:"proxies,omitempty"`
+	Revision       int64      `json:"revision"`
+	CreateRevision int64      `json:"createRevision"`
+	Time           time.Time  `json:"time"`
+	Subject        string     `json:"subject,omitempty"`
+	Model          api.Model  `json:"model"`
+	Proxies        *AckResult `json:"proxies,omitempty"`
 	// Rollback answers only: the revision restored and the newer ones
 	// passed over (not known healthy).
 	RestoredRevision int64             `json:"restoredRevision,omitempty"`
@@ -173,14 +173,14 @@ type AckResult struct {
 
 // Record is one revision in a model's history.
 type Record struct {
-	Model          routing.Model `json:"model"`
-	Revision       int64         `json:"revision"`
-	CreateRevision int64         `json:"createRevision"`
-	Deleted        bool          `json:"deleted,omitempty"`
-	Time           time.Time     `json:"time"`
-	Subject        string        `json:"subject,omitempty"`
-	Action         string        `json:"action,omitempty"`
-	Reason         string        `json:"reason,omitempty"`
+	Model          api.Model `json:"model"`
+	Revision       int64     `json:"revision"`
+	CreateRevision int64     `json:"createRevision"`
+	Deleted        bool      `json:"deleted,omitempty"`
+	Time           time.Time `json:"time"`
+	Subject        string    `json:"subject,omitempty"`
+	Action         string    `json:"action,omitempty"`
+	Reason         string    `json:"reason,omitempty"`
 }
 
 // History is GET /v1/models/{name}/history.
@@ -190,14 +190,14 @@ type History struct {
 
 // AuditEntry is one audited change.
 type AuditEntry struct {
-	Revision int64          `json:"revision"`
-	Time     time.Time      `json:"time"`
-	Subject  string         `json:"subject"`
-	Action   string         `json:"action"`
-	Model    string         `json:"model"`
-	Reason   string         `json:"reason,omitempty"`
-	Before   *routing.Model `json:"before,omitempty"`
-	After    *routing.Model `json:"after,omitempty"`
+	Revision int64      `json:"revision"`
+	Time     time.Time  `json:"time"`
+	Subject  string     `json:"subject"`
+	Action   string     `json:"action"`
+	Model    string     `json:"model"`
+	Reason   string     `json:"reason,omitempty"`
+	Before   *api.Model `json:"before,omitempty"`
+	After    *api.Model `json:"after,omitempty"`
 }
 
 // Audit is GET /v1/audit.
