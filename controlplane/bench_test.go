@@ -36,11 +36,11 @@ func BenchmarkWeightChangeToAck(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
-		r := call(b, cp, "PUT", "/v1/models/rec/weights", editorToken, WeightsRequest{Weights: map[string]int{"v1": 1 + i%100, "v2": 50}})
+		r := call(b, cp, "PUT", "/v1/models/rec/weights", editorToken, api.WeightsRequest{Weights: map[string]int{"v1": 1 + i%100, "v2": 50}})
 		if r.code != http.StatusOK {
 			b.Fatalf("PUT weights: %d %s", r.code, r.body)
 		}
-		var mr ModelResponse
+		var mr api.ModelResponse
 		r.decode(b, &mr)
 		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 		res := cp.WaitApplied(wctx, mr.Revision)

@@ -321,7 +321,7 @@ func sameSplit(a, b map[string]int) bool {
 }
 
 // reconcile advances one model's canary. c.mu is held.
-func (c *CanaryController) reconcile(ctx context.Context, rec store.Record) error {
+func (c *CanaryController) reconcile(ctx context.Context, rec api.Record) error {
 	name := rec.Model.Metadata.Name
 	b := c.book(name)
 	spec := rec.Model.Spec.Canary
@@ -418,7 +418,7 @@ func (c *CanaryController) window(ctx context.Context, model string, cfg canary.
 	return base, can, nil
 }
 
-func subjectOf(rec store.Record) string {
+func subjectOf(rec api.Record) string {
 	if rec.Subject == "" {
 		return "unknown"
 	}
@@ -427,7 +427,7 @@ func subjectOf(rec store.Record) string {
 
 // start begins a canary of m (the model to write: rec's document, maybe
 // with spec.canary changed by the caller). c.mu is held.
-func (c *CanaryController) start(ctx context.Context, b *canaryBook, rec store.Record, m api.Model, subject, why string) (int64, error) {
+func (c *CanaryController) start(ctx context.Context, b *canaryBook, rec api.Record, m api.Model, subject, why string) (int64, error) {
 	cfg, err := newConfig(&m)
 	if err != nil {
 		return 0, err
@@ -455,7 +455,7 @@ func (c *CanaryController) start(ctx context.Context, b *canaryBook, rec store.R
 	return nb.Run.Revision, nil
 }
 
-func storeRecordWith(rec store.Record, m api.Model) store.Record {
+func storeRecordWith(rec api.Record, m api.Model) api.Record {
 	rec.Model = m
 	return rec
 }
@@ -495,7 +495,7 @@ func actionOf(st *canary.State) string {
 // changes here (the next tick tries again) and the error says why. A tick
 // that changes nothing durable keeps its verdict in memory only (the
 // status's gates). c.mu is held.
-func (c *CanaryController) apply(ctx context.Context, b, nb *canaryBook, rec store.Record, tr canary.Transition, subject string, manual bool) error {
+func (c *CanaryController) apply(ctx context.Context, b, nb *canaryBook, rec api.Record, tr canary.Transition, subject string, manual bool) error {
 	run := nb.Run
 	st := &run.State
 	name := rec.Model.Metadata.Name

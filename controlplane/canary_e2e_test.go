@@ -106,7 +106,7 @@ func (e *canaryEnv) model(weights map[string]int, c *api.Canary, extra ...api.Ve
 	return m
 }
 
-func (e *canaryEnv) put(m api.Model) store.Record {
+func (e *canaryEnv) put(m api.Model) api.Record {
 	e.t.Helper()
 	rec, err := e.cp.Store().Put(context.Background(), m, store.Precondition{}, store.Change{Subject: "test", Action: "put"})
 	if err != nil {
@@ -233,7 +233,7 @@ func (tr *traffic) counts() (map[string]int, map[int]int) {
 	return a, b
 }
 
-func (e *canaryEnv) status() CanaryStatus {
+func (e *canaryEnv) status() api.CanaryStatus {
 	e.t.Helper()
 	s, err := e.cc.Status(context.Background(), "recommender")
 	if err != nil {
@@ -244,7 +244,7 @@ func (e *canaryEnv) status() CanaryStatus {
 
 // waitPhase waits for the canary to reach phase, failing early if it
 // reaches another terminal phase.
-func (e *canaryEnv) waitPhase(phase string, limit time.Duration) CanaryStatus {
+func (e *canaryEnv) waitPhase(phase string, limit time.Duration) api.CanaryStatus {
 	e.t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
@@ -266,13 +266,13 @@ func mustJSON(v any) string {
 
 // weightHistory lists the weights of every revision the canary controller
 // wrote, oldest first, with their actions.
-func (e *canaryEnv) controllerRevisions() []store.Record {
+func (e *canaryEnv) controllerRevisions() []api.Record {
 	e.t.Helper()
 	hist, err := e.cp.Store().History(context.Background(), "recommender", 0)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	var out []store.Record
+	var out []api.Record
 	for i := len(hist) - 1; i >= 0; i-- {
 		if strings.HasPrefix(hist[i].Action, "canary-") {
 			out = append(out, hist[i])
@@ -450,7 +450,7 @@ func TestCanaryTooLittleTrafficHolds(t *testing.T) {
 	tr.done.Wait()
 	byVar, _ := tr.counts()
 	re := regexp.MustCompile(`^waiting: (\d+)/500 canary requests$`)
-	var s CanaryStatus
+	var s api.CanaryStatus
 	waitUntil(t, "a hold naming the canary's requests", 15*time.Second, func() bool {
 		s = e.status()
 		m := re.FindStringSubmatch(s.Reason)
@@ -466,7 +466,7 @@ func TestCanaryTooLittleTrafficHolds(t *testing.T) {
 	}
 	// GET over the API shows the same, for viewers.
 	r := call(t, e.cp, "GET", "/v1/models/recommender/canary", viewerToken, nil)
-	var api CanaryStatus
+	var api api.CanaryStatus
 	r.decode(t, &api)
 	if r.code != http.StatusOK || api.Reason != s.Reason || api.StepWeight != 20 || len(api.Gates) == 0 || api.MinRequests != 500 {
 		t.Fatalf("GET canary: %d %s", r.code, r.body)
@@ -482,7 +482,7 @@ func TestCanaryManualAbortMidRamp(t *testing.T) {
 	if r.code != http.StatusOK {
 		t.Fatalf("start: %d %s", r.code, r.body)
 	}
-	var resp CanaryActionResponse
+	var resp api.CanaryActionResponse
 	r.decode(t, &resp)
 	if resp.Proxies == nil || resp.Proxies.Message == "" || len(resp.Proxies.Acked) != 2 {
 		t.Fatalf("start answer: %s", r.body)
@@ -502,7 +502,7 @@ func TestCanaryManualAbortMidRamp(t *testing.T) {
 	if r.code != http.StatusOK {
 		t.Fatalf("abort: %d %s", r.code, r.body)
 	}
-	resp = CanaryActionResponse{}
+	resp = api.CanaryActionResponse{}
 	r.decode(t, &resp)
 	if p := resp.Proxies; p == nil || !regexp.MustCompile(`^applied on 2/2 proxies in \d+ ms$`).MatchString(p.Message) || p.ElapsedMS == nil {
 		t.Fatalf("abort answer: %s", r.body)
@@ -549,7 +549,7 @@ func TestWritesWaitForACKs(t *testing.T) {
 	applied := regexp.MustCompile(`^applied on 2/2 proxies in \d+ ms$`)
 
 	r := call(t, e.cp, "PUT", "/v1/models/recommender/weights", editorToken, map[string]any{"weights": map[string]int{"v1": 80, "v2": 20}, "waitForAck": "10s"})
-	var resp ModelResponse
+	var resp api.ModelResponse
 	r.decode(t, &resp)
 	if r.code != http.StatusOK || resp.Proxies == nil || !applied.MatchString(resp.Proxies.Message) || len(resp.Proxies.Acked) != 2 || resp.Proxies.Version != fmt.Sprint(resp.Revision) {
 		t.Fatalf("weights with waitForAck: %d %s", r.code, r.body)
@@ -562,13 +562,13 @@ func TestWritesWaitForACKs(t *testing.T) {
 
 	doc := e.model(map[string]int{"v1": 50, "v2": 50}, nil)
 	r = call(t, e.cp, "PUT", "/v1/models/recommender?waitForAck=10s", editorToken, doc)
-	resp = ModelResponse{}
+	resp = api.ModelResponse{}
 	r.decode(t, &resp)
 	if r.code != http.StatusOK || resp.Proxies == nil || !applied.MatchString(resp.Proxies.Message) {
 		t.Fatalf("PUT with waitForAck: %d %s", r.code, r.body)
 	}
 	r = call(t, e.cp, "PUT", "/v1/models/recommender/weights", editorToken, map[string]any{"weights": map[string]int{"v1": 100}})
-	resp = ModelResponse{}
+	resp = api.ModelResponse{}
 	r.decode(t, &resp)
 	if r.code != http.StatusOK || resp.Proxies != nil {
 		t.Fatalf("weights without waitForAck: %d %s", r.code, r.body)

@@ -73,7 +73,7 @@ func TestCanaryStateWriteFailsLoudly(t *testing.T) {
 
 	// A manual action: 507, naming the cause; nothing moves.
 	r := call(t, e.cp, "POST", "/v1/models/m/canary/abort", operatorToken, map[string]any{"waitForAck": "0s"})
-	var er ErrorResponse
+	var er api.ErrorResponse
 	r.decode(t, &er)
 	if r.code != http.StatusInsufficientStorage || !strings.Contains(er.Error, "file too large") || !strings.Contains(er.Error, "canary write (canary-abort)") {
 		t.Fatalf("abort on a full disk: %d %s", r.code, r.body)

@@ -139,7 +139,7 @@ func canaryModel(t testing.TB, w map[string]int, c *api.Canary) api.Model {
 	return m
 }
 
-func (e *tickEnv) put(m api.Model) store.Record {
+func (e *tickEnv) put(m api.Model) api.Record {
 	e.t.Helper()
 	rec, err := e.cp.Store().Put(context.Background(), m, store.Precondition{}, store.Change{Subject: "t", Action: "put"})
 	if err != nil {
@@ -148,7 +148,7 @@ func (e *tickEnv) put(m api.Model) store.Record {
 	return rec
 }
 
-func (e *tickEnv) get() store.Record {
+func (e *tickEnv) get() api.Record {
 	e.t.Helper()
 	rec, err := e.cp.Store().Get(context.Background(), "m")
 	if err != nil {
@@ -157,7 +157,7 @@ func (e *tickEnv) get() store.Record {
 	return rec
 }
 
-func (e *tickEnv) status() CanaryStatus {
+func (e *tickEnv) status() api.CanaryStatus {
 	e.t.Helper()
 	s, err := e.cc.Status(context.Background(), "m")
 	if err != nil {
@@ -166,7 +166,7 @@ func (e *tickEnv) status() CanaryStatus {
 	return s
 }
 
-func (e *tickEnv) failed() map[string]store.FailedMark {
+func (e *tickEnv) failed() map[string]api.FailedMark {
 	e.t.Helper()
 	f, err := e.cp.Store().Failed(context.Background(), "m")
 	if err != nil {
@@ -214,7 +214,7 @@ func TestAutomaticRollbackRemovesTheFailedVersion(t *testing.T) {
 		t.Errorf("status failedVersions %v", s.FailedVersions)
 	}
 	r := call(t, e.cp, "GET", "/v1/models/m", viewerToken, nil)
-	var got ModelResponse
+	var got api.ModelResponse
 	r.decode(t, &got)
 	if got.FailedVersions["v2"].Revision != cur.Revision {
 		t.Errorf("GET model failedVersions %+v", got.FailedVersions)
@@ -233,10 +233,10 @@ func TestWeightChangeDuringCanary(t *testing.T) {
 	started := e.get()
 
 	r := call(t, e.cp, "PUT", "/v1/models/m/weights", editorToken, map[string]any{"weights": map[string]int{"v1": 50, "v2": 50}})
-	var refusal ErrorResponse
+	var refusal api.ErrorResponse
 	r.decode(t, &refusal)
-	if r.code != http.StatusConflict || len(refusal.Hints) != 2 || refusal.Hints[0].Action != HintCanaryAbort || refusal.Hints[0].Path != "/v1/models/m/canary/abort" ||
-		refusal.Hints[1].Action != HintForce || refusal.Hints[1].Body["force"] != true || !strings.Contains(refusal.Error, "canary of v2 in progress") {
+	if r.code != http.StatusConflict || len(refusal.Hints) != 2 || refusal.Hints[0].Action != api.HintCanaryAbort || refusal.Hints[0].Path != "/v1/models/m/canary/abort" ||
+		refusal.Hints[1].Action != api.HintForce || refusal.Hints[1].Body["force"] != true || !strings.Contains(refusal.Error, "canary of v2 in progress") {
 		t.Fatalf("weights during a canary: %d %s", r.code, r.body)
 	}
 	if cur := e.get(); cur.Revision != started.Revision {
@@ -248,7 +248,7 @@ func TestWeightChangeDuringCanary(t *testing.T) {
 	}
 
 	r = call(t, e.cp, "PUT", "/v1/models/m/weights", editorToken, map[string]any{"weights": map[string]int{"v1": 50, "v2": 50}, "force": true, "reason": "A/B"})
-	var forced ModelResponse
+	var forced api.ModelResponse
 	r.decode(t, &forced)
 	if r.code != http.StatusOK || forced.AbortedCanary == nil || forced.AbortedCanary.Canary != "v2" || forced.Model.Spec.Traffic.Weights["v2"] != 50 {
 		t.Fatalf("forced weights: %d %s", r.code, r.body)
@@ -269,21 +269,21 @@ func TestWeightChangeDuringCanary(t *testing.T) {
 	// refuses v2 (hint: reset), a rollback to a named revision with v2
 	// traffic is refused too.
 	r = call(t, e.cp, "POST", "/v1/models/m/rollback", operatorToken, map[string]any{"waitForAck": "1ms"})
-	var rb ModelResponse
+	var rb api.ModelResponse
 	r.decode(t, &rb)
 	if r.code != http.StatusOK || rb.Model.Spec.Traffic.Weights["v2"] != 0 || rb.AbortedCanary != nil {
 		t.Fatalf("rollback after the forced change: %d %s", r.code, r.body)
 	}
 	r = call(t, e.cp, "POST", "/v1/models/m/canary/start", editorToken, map[string]any{"version": "v2"})
-	refusal = ErrorResponse{}
+	refusal = api.ErrorResponse{}
 	r.decode(t, &refusal)
-	if r.code != http.StatusConflict || len(refusal.Hints) != 1 || refusal.Hints[0].Action != HintCanaryReset || refusal.Hints[0].Version != "v2" {
+	if r.code != http.StatusConflict || len(refusal.Hints) != 1 || refusal.Hints[0].Action != api.HintCanaryReset || refusal.Hints[0].Version != "v2" {
 		t.Fatalf("start of the failed version: %d %s", r.code, r.body)
 	}
 	r = call(t, e.cp, "POST", "/v1/models/m/rollback", operatorToken, map[string]any{"revision": started.Revision, "waitForAck": "1ms"})
-	refusal = ErrorResponse{}
+	refusal = api.ErrorResponse{}
 	r.decode(t, &refusal)
-	if r.code != http.StatusConflict || len(refusal.Hints) != 1 || refusal.Hints[0].Action != HintCanaryReset {
+	if r.code != http.StatusConflict || len(refusal.Hints) != 1 || refusal.Hints[0].Action != api.HintCanaryReset {
 		t.Fatalf("rollback to a revision with traffic to the failed version: %d %s", r.code, r.body)
 	}
 }
@@ -304,7 +304,7 @@ func TestApplyDuringCanary(t *testing.T) {
 		t.Fatalf("not started: %s", started.Action)
 	}
 	r := call(t, e.cp, "PUT", "/v1/models/m", editorToken, doc)
-	var resp ModelResponse
+	var resp api.ModelResponse
 	r.decode(t, &resp)
 	if r.code != http.StatusOK || !resp.Unchanged || resp.Revision != started.Revision || e.get().Revision != started.Revision {
 		t.Fatalf("re-apply during the canary: %d %s", r.code, r.body)
@@ -312,7 +312,7 @@ func TestApplyDuringCanary(t *testing.T) {
 	retuned := doc.Clone()
 	retuned.Spec.Canary.MaxErrorRate = 0.02
 	r = call(t, e.cp, "PUT", "/v1/models/m", editorToken, retuned)
-	resp = ModelResponse{}
+	resp = api.ModelResponse{}
 	r.decode(t, &resp)
 	if r.code != http.StatusOK || resp.Unchanged || !sameSplit(resp.Model.Spec.Traffic.Weights, map[string]int{"v1": 80, "v2": 20}) || resp.Model.Spec.Canary.MaxErrorRate != 0.02 {
 		t.Fatalf("retune during the canary: %d %s", r.code, r.body)
@@ -324,13 +324,13 @@ func TestApplyDuringCanary(t *testing.T) {
 	other := doc.Clone()
 	other.Spec.Traffic.Weights = map[string]int{"v1": 60, "v2": 40}
 	r = call(t, e.cp, "PUT", "/v1/models/m", editorToken, other)
-	var refusal ErrorResponse
+	var refusal api.ErrorResponse
 	r.decode(t, &refusal)
 	if r.code != http.StatusConflict || len(refusal.Hints) != 2 || refusal.Hints[1].Path != "/v1/models/m?force=true" {
 		t.Fatalf("apply with other weights during the canary: %d %s", r.code, r.body)
 	}
 	r = call(t, e.cp, "PUT", "/v1/models/m?force=true", editorToken, other)
-	resp = ModelResponse{}
+	resp = api.ModelResponse{}
 	r.decode(t, &resp)
 	if r.code != http.StatusOK || !sameSplit(resp.Model.Spec.Traffic.Weights, other.Spec.Traffic.Weights) {
 		t.Fatalf("forced apply: %d %s", r.code, r.body)
@@ -360,7 +360,7 @@ func TestRollbackDuringCanary(t *testing.T) {
 		t.Fatalf("promote: %d %s", r.code, r.body)
 	}
 	r := call(t, e.cp, "POST", "/v1/models/m/rollback", operatorToken, map[string]any{"reason": "pager", "waitForAck": "1ms"})
-	var rb ModelResponse
+	var rb api.ModelResponse
 	r.decode(t, &rb)
 	if r.code != http.StatusOK || rb.AbortedCanary == nil || rb.AbortedCanary.Canary != "v2" || rb.Revision != rb.AbortedCanary.Revision ||
 		rb.Model.Spec.Traffic.Weights["v1"] != 100 || rb.Model.Spec.Traffic.Weights["v2"] != 0 || !strings.Contains(rb.AbortedCanary.Reason, "rollback requested by olga: pager") {

@@ -33,6 +33,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchyard-dev/switchyard/controlplane/store"
@@ -235,6 +237,6 @@ func (cp *ControlPlane) SnapshotVersion() int64 { return cp.xds.Version() }
 
 // WaitApplied waits until the snapshot of store revision rev (or newer) is
 // served and every connected proxy has ACKed or NACKed it, or ctx is done.
-func (cp *ControlPlane) WaitApplied(ctx context.Context, rev int64) AckResult {
+func (cp *ControlPlane) WaitApplied(ctx context.Context, rev int64) api.AckResult {
 	return cp.api.WaitApplied(ctx, rev)
 }

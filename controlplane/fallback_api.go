@@ -9,14 +9,6 @@ import (
 	"github.com/switchyard-dev/switchyard/fallback"
 )
 
-// StaticRequest is the body of PUT /v1/models/{name}/fallback/static: the
-// new static answer (e.g. today's popular items), replacing
-// spec.fallback.static and nothing else.
-type StaticRequest struct {
-	Outputs []api.StaticTensor `json:"outputs"`
-	Reason  string             `json:"reason,omitempty"`
-}
-
 // fallbackRoutes registers the fallback endpoints.
 func (a *API) fallbackRoutes() {
 	a.Handle("PUT /v1/models/{name}/fallback/static", RoleEditor, a.putStatic)
@@ -29,7 +21,7 @@ func (a *API) fallbackRoutes() {
 // between. The model must have a fallback chain with a "static" step.
 func (a *API) putStatic(w http.ResponseWriter, r *http.Request, caller Identity) {
 	name := r.PathValue("name")
-	req, pre, ok := decodePatch[StaticRequest](a, w, r)
+	req, pre, ok := decodePatch[api.StaticRequest](a, w, r)
 	if !ok {
 		return
 	}

@@ -87,7 +87,7 @@ func TestShadowReportWithoutProxies(t *testing.T) {
 	if r := call(t, cp, http.MethodPut, "/v1/models/rec", editorToken, m); r.code != http.StatusCreated {
 		t.Fatalf("create: %d %s", r.code, r.body)
 	}
-	var rep ShadowReportResponse
+	var rep api.ShadowReportResponse
 	r := call(t, cp, http.MethodGet, "/v1/models/rec/shadow/report?window=1m", viewerToken, nil)
 	r.decode(t, &rep)
 	if r.code != 200 || rep.Shadow.Compared != 0 || len(rep.Proxies) != 0 || rep.ShadowVersion != "v2" || rep.Window != "1m0s" {

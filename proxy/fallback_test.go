@@ -534,7 +534,7 @@ func TestStaticFallbackUpdatedThroughAPI(t *testing.T) {
 		t.Fatalf("before: %+v %s", a, a.body)
 	}
 
-	api := func(method, path, body string) (int, []byte) {
+	callAPI := func(method, path, body string) (int, []byte) {
 		req, _ := http.NewRequest(method, cp.APIURL()+path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := c.Do(req)
@@ -546,18 +546,18 @@ func TestStaticFallbackUpdatedThroughAPI(t *testing.T) {
 		return resp.StatusCode, b
 	}
 	// Bad: the shape needs 100 values.
-	if code, b := api(http.MethodPut, "/v1/models/recommender/fallback/static",
+	if code, b := callAPI(http.MethodPut, "/v1/models/recommender/fallback/static",
 		`{"outputs":[{"name":"scores","datatype":"FP32","shape":[1,100],"data":[1,2,3]}]}`); code != 400 || !strings.Contains(string(b), "outputs[0]") {
 		t.Fatalf("bad static: %d %s", code, b)
 	}
 	// Good: today's popular items.
 	st := staticScores(99)
 	doc, _ := json.Marshal(map[string]any{"outputs": st.Outputs, "reason": "popular items of the day"})
-	code, b := api(http.MethodPut, "/v1/models/recommender/fallback/static", string(doc))
+	code, b := callAPI(http.MethodPut, "/v1/models/recommender/fallback/static", string(doc))
 	if code != 200 {
 		t.Fatalf("PUT static: %d %s", code, b)
 	}
-	var mr controlplane.ModelResponse
+	var mr api.ModelResponse
 	if err := json.Unmarshal(b, &mr); err != nil {
 		t.Fatal(err)
 	}
@@ -569,7 +569,7 @@ func TestStaticFallbackUpdatedThroughAPI(t *testing.T) {
 		a := postFull(t, c, url, body, nil)
 		return a.status == 200 && a.fallback == "static" && scoresOf(t, a.body)[0] == 99
 	})
-	code, b = api(http.MethodGet, "/v1/audit?model=recommender", "")
+	code, b = callAPI(http.MethodGet, "/v1/audit?model=recommender", "")
 	if code != 200 || !strings.Contains(string(b), `"fallback-static"`) || !strings.Contains(string(b), "popular items of the day") {
 		t.Fatalf("audit: %d %s", code, b)
 	}

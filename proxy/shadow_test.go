@@ -487,7 +487,7 @@ func TestShadowReportThroughControlPlane(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("report: %d %s", resp.StatusCode, b)
 	}
-	var rep controlplane.ShadowReportResponse
+	var rep api.ShadowReportResponse
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
 	}

@@ -19,8 +19,8 @@ import (
 
 // describeView is what describe shows (and prints with -o json|yaml).
 type describeView struct {
-	Model    client.ModelResponse `json:"model"`
-	Variants []variantView        `json:"variants"`
+	Model    api.ModelResponse `json:"model"`
+	Variants []variantView     `json:"variants"`
 	// Canary, Shadow and Stats are the API's (or a proxy's) answers as
 	// they came, or absent with a note why.
 	Canary      json.RawMessage `json:"canaryStatus,omitempty"`
@@ -477,11 +477,11 @@ func shadowAgreement(raw json.RawMessage) string {
 // step, the newest decision and why, the gates' verdicts. A finished run
 // older than the document (the controller has not acted on the change
 // yet) is said to be the previous one.
-func canarySummary(raw json.RawMessage, mr *client.ModelResponse) []string {
+func canarySummary(raw json.RawMessage, mr *api.ModelResponse) []string {
 	if raw == nil {
 		return []string{"status: n/a"}
 	}
-	var s canaryStatusView
+	var s api.CanaryStatus
 	if json.Unmarshal(raw, &s) != nil {
 		return []string{"status: " + strings.TrimSpace(string(raw))}
 	}

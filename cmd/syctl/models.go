@@ -255,7 +255,7 @@ func checkWait(d time.Duration) error {
 type applyResult struct {
 	verb     string
 	revision int64
-	proxies  *client.AckResult
+	proxies  *api.AppliedResult
 	took     time.Duration
 }
 
@@ -350,14 +350,14 @@ type modelDoc struct {
 }
 
 type modelStatus struct {
-	Revision       int64                        `json:"revision"`
-	CreateRevision int64                        `json:"createRevision"`
-	Time           time.Time                    `json:"time"`
-	Subject        string                       `json:"subject,omitempty"`
-	FailedVersions map[string]client.FailedMark `json:"failedVersions,omitempty"`
+	Revision       int64                     `json:"revision"`
+	CreateRevision int64                     `json:"createRevision"`
+	Time           time.Time                 `json:"time"`
+	Subject        string                    `json:"subject,omitempty"`
+	FailedVersions map[string]api.FailedMark `json:"failedVersions,omitempty"`
 }
 
-func toModelDoc(it client.ModelResponse) modelDoc {
+func toModelDoc(it api.ModelResponse) modelDoc {
 	return modelDoc{Model: it.Model, Status: modelStatus{Revision: it.Revision, CreateRevision: it.CreateRevision,
 		Time: it.Time, Subject: it.Subject, FailedVersions: it.FailedVersions}}
 }
@@ -387,7 +387,7 @@ func cmdGet(a *app, args []string) error {
 }
 
 func (a *app) getOnce(ctx context.Context, name string) error {
-	var items []client.ModelResponse
+	var items []api.ModelResponse
 	if name == "" {
 		list, _, err := a.api.ListModels(ctx)
 		if err != nil {
@@ -399,7 +399,7 @@ func (a *app) getOnce(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		items = []client.ModelResponse{it}
+		items = []api.ModelResponse{it}
 	}
 	if a.structured() {
 		if name != "" {
@@ -457,7 +457,7 @@ func (a *app) getOnce(ctx context.Context, name string) error {
 // the time of its creating revision in its history. When the history no
 // longer holds it (100 revisions are kept), the oldest kept revision's age
 // is shown with ">".
-func (a *app) createdAge(ctx context.Context, it client.ModelResponse, now time.Time) string {
+func (a *app) createdAge(ctx context.Context, it api.ModelResponse, now time.Time) string {
 	h, _, err := a.api.History(ctx, it.Model.Metadata.Name, 0)
 	if err != nil || len(h.Items) == 0 {
 		return ""

@@ -17,7 +17,6 @@ import (
 
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/cmd/syctl/internal/client"
-	"github.com/switchyard-dev/switchyard/controlplane"
 	"github.com/switchyard-dev/switchyard/shadow"
 )
 
@@ -121,7 +120,7 @@ func cmdCanary(a *app, args []string) error {
 			if a.structured() {
 				return a.printRaw(raw)
 			}
-			var st canaryStatusView
+			var st api.CanaryStatus
 			if err := json.Unmarshal(raw, &st); err != nil {
 				return fmt.Errorf("decode canary status: %w", err)
 			}
@@ -174,9 +173,9 @@ func cmdCanary(a *app, args []string) error {
 		return a.printRaw(raw)
 	}
 	var res struct {
-		Revision int64             `json:"revision"`
-		Proxies  *client.AckResult `json:"proxies"`
-		Status   canaryStatusView  `json:"status"`
+		Revision int64              `json:"revision"`
+		Proxies  *api.AppliedResult `json:"proxies"`
+		Status   api.CanaryStatus   `json:"status"`
 	}
 	if err := json.Unmarshal(raw, &res); err != nil {
 		return fmt.Errorf("decode the canary %s answer: %w", action, err)
@@ -246,9 +245,9 @@ func cmdRollback(a *app, args []string) error {
 	name := pos[0]
 	ctx, cancel := a.cctx()
 	defer cancel()
-	req := client.RollbackRequest{Revision: *to, Reason: *reason}
+	req := api.RollbackRequest{Revision: *to, Reason: *reason}
 	if *wait > 0 {
-		req.WaitForAck = wait.String()
+		req.WaitForAck = api.Duration(*wait)
 	}
 	start := time.Now()
 	res, raw, err := a.api.Rollback(ctx, name, req, client.Precondition{IfRevision: *rev})
@@ -287,7 +286,7 @@ func cmdRollback(a *app, args []string) error {
 
 // ackLine says how many proxies applied a change: "applied on 3/3 proxies
 // in 41 ms".
-func ackLine(p *client.AckResult, roundTrip time.Duration) string {
+func ackLine(p *api.AppliedResult, roundTrip time.Duration) string {
 	if p.Total == 0 {
 		return "no proxies connected (nothing to apply it yet)"
 	}
@@ -425,10 +424,6 @@ func (a *app) editModel(ctx context.Context, name string, rev int64, reason stri
 	}
 }
 
-// shadowReportView is the control plane's shadow report
-// (controlplane.ShadowReportResponse) as syctl prints it.
-type shadowReportView = controlplane.ShadowReportResponse
-
 func (a *app) shadowReport(ctx context.Context, name, window string) error {
 	path := client.ModelPath(name) + "/shadow/report"
 	if window != "" {
@@ -441,7 +436,7 @@ func (a *app) shadowReport(ctx context.Context, name, window string) error {
 	if a.structured() {
 		return a.printRaw(raw)
 	}
-	var r shadowReportView
+	var r api.ShadowReportResponse
 	if err := json.Unmarshal(raw, &r); err != nil {
 		b, yerr := jsonToYAML(raw)
 		if yerr != nil {

@@ -427,7 +427,7 @@ func TestFailedMarksStandApart(t *testing.T) {
 	if _, err := s.Delete(ctx, "a", Precondition{}, Change{}); err != nil {
 		t.Fatal(err)
 	}
-	want := FailedMark{Version: "v2", Time: now, Subject: "canary-controller", Reason: "nan_rate 10%", Revision: rb.Revision}
+	want := api.FailedMark{Version: "v2", Time: now, Subject: "canary-controller", Reason: "nan_rate 10%", Revision: rb.Revision}
 	if f, err := s.Failed(ctx, "a"); err != nil || len(f) != 1 || f["v2"] != want {
 		t.Fatalf("marks after trimming and deletion: %+v %v; want %+v", f, err, want)
 	}
