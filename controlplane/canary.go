@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchyard-dev/switchyard/api"
+	"github.com/switchyard-dev/switchyard/api/statspb"
 	"github.com/switchyard-dev/switchyard/canary"
-	"github.com/switchyard-dev/switchyard/controlplane/statspb"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
 )
 

@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/api/statspb"
 	"github.com/switchyard-dev/switchyard/canary"
-	"github.com/switchyard-dev/switchyard/controlplane/statspb"
 )
 
 // MetricSource gives a model version's figures over the interval
@@ -83,7 +83,7 @@ func (s *StatsService) Stream(st grpc.BidiStreamingServer[statspb.Report, statsp
 			return err
 		}
 		now := s.now()
-		r, err := statspb.ToReport(p, now)
+		r, err := canary.ReportFromProto(p, now)
 		if err != nil {
 			s.metrics.reports.WithLabelValues("rejected").Inc()
 			return status.Error(codes.InvalidArgument, err.Error())

@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/api"
+	"github.com/switchyard-dev/switchyard/api/statspb"
 	"github.com/switchyard-dev/switchyard/canary"
-	"github.com/switchyard-dev/switchyard/controlplane/statspb"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
 )
 
@@ -48,7 +48,7 @@ func report(proxy, boot string, seq uint64, requests uint64, latency time.Durati
 	st.Requests = requests
 	st.Errors = map[string]uint64{"status_5xx": 1}
 	return &statspb.Report{Proxy: proxy, BootId: boot, Seq: seq, AtUnixNano: time.Now().UnixNano(),
-		Entries: []*statspb.VariantStats{statspb.FromEntry(&canary.Entry{Model: "m", Version: "v1", Stats: st})}}
+		Entries: []*statspb.VariantStats{canary.EntryToProto(&canary.Entry{Model: "m", Version: "v1", Stats: st})}}
 }
 
 // TestStatsStreamDedupesAndCountsRestarts speaks the stats protocol over a

@@ -32,8 +32,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/api/statspb"
 	"github.com/switchyard-dev/switchyard/canary"
-	"github.com/switchyard-dev/switchyard/controlplane/statspb"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 )
 
@@ -392,7 +392,7 @@ func (r *statsReporter) collect(now time.Time) {
 		if d.Requests == 0 && d.ShadowCompared == 0 && d.Latency.Total == 0 {
 			continue // idle (latency samples read past the request count still go out)
 		}
-		rep.Entries = append(rep.Entries, statspb.FromEntry(&canary.Entry{Model: s.model, Version: s.version, Stats: d}))
+		rep.Entries = append(rep.Entries, canary.EntryToProto(&canary.Entry{Model: s.model, Version: s.version, Stats: d}))
 	}
 	sort.Slice(rep.Entries, func(i, j int) bool {
 		if rep.Entries[i].Model != rep.Entries[j].Model {

@@ -12,16 +12,16 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/api"
+	"github.com/switchyard-dev/switchyard/api/statspb"
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/controlplane"
-	"github.com/switchyard-dev/switchyard/controlplane/statspb"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 )
 
 func entriesOf(t *testing.T, r *statspb.Report) map[string]canary.Stats {
 	t.Helper()
-	cr, err := statspb.ToReport(r, time.Now())
+	cr, err := canary.ReportFromProto(r, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestReportsConsistentUnderConcurrentRecording(t *testing.T) {
 	r.collect(time.Now())
 	var requests, total uint64
 	for _, rep := range r.buf {
-		cr, err := statspb.ToReport(rep, time.Now())
+		cr, err := canary.ReportFromProto(rep, time.Now())
 		if err != nil {
 			t.Fatalf("the control plane would refuse report %d: %v", rep.Seq, err)
 		}
