@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/switchyard-dev/switchyard/api"
+	"github.com/switchyard-dev/switchyard/internal/backoff"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/shadow"
 )
@@ -315,8 +316,7 @@ func (a *shadowAgent) supervise(started chan<- error) {
 	if err != nil {
 		return
 	}
-	first := a.f.cfg.ShadowAgentRestartBackoff
-	backoff := first
+	retry := backoff.Backoff{Initial: a.f.cfg.ShadowAgentRestartBackoff, Max: 5 * time.Second}
 	for {
 		started := time.Now()
 		exited := make(chan error, 1)
@@ -337,29 +337,28 @@ func (a *shadowAgent) supervise(started chan<- error) {
 			}
 			return
 		case err := <-exited:
-			a.log.Warn("shadow agent ended; restarting", "error", err, "in", backoff)
+			a.log.Warn("shadow agent ended; restarting", "error", err, "in", retry.Delay())
 		case <-conn.done:
-			a.log.Warn("shadow agent connection lost; restarting", "in", backoff)
+			a.log.Warn("shadow agent connection lost; restarting", "in", retry.Delay())
 			cmd.Process.Kill()
 			<-exited
 		}
 		a.disconnect(conn)
 		if time.Since(started) > 30*time.Second {
-			backoff = first
+			retry.Reset()
 		}
 		for {
 			select {
 			case <-a.stop:
 				return
-			case <-time.After(backoff):
+			case <-time.After(retry.Next()):
 			}
-			backoff = min(backoff*2, 5*time.Second)
 			var err error
 			conn, cmd, err = a.spawn()
 			if err == nil {
 				break
 			}
-			a.log.Error("shadow agent not restarted", "error", err, "retry in", backoff)
+			a.log.Error("shadow agent not restarted", "error", err, "retry in", retry.Delay())
 		}
 		a.metrics.restarts.Inc()
 		a.connect(conn)

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sort"
 	"strings"
@@ -36,6 +35,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/switchyard-dev/switchyard/api"
+	"github.com/switchyard-dev/switchyard/internal/backoff"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
 )
 
@@ -120,7 +120,7 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	defer cc.Close()
 	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(cc)
-	backoff := c.cfg.BackoffMin
+	retry := backoff.Backoff{Initial: c.cfg.BackoffMin, Max: c.cfg.BackoffMax, Jitter: true}
 	for {
 		gotResponse, err := c.stream(ctx, ads)
 		c.update(func(s *Status) {
@@ -133,16 +133,15 @@ func (c *Client) Run(ctx context.Context) error {
 			return nil
 		}
 		if gotResponse {
-			backoff = c.cfg.BackoffMin
+			retry.Reset()
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := retry.Next()
 		c.log.Warn("xds stream ended; reconnecting", "addr", c.cfg.Addr, "error", errString(err), "retry_in", wait.String())
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, c.cfg.BackoffMax)
 		c.update(func(s *Status) { s.Reconnects++ })
 	}
 }
