@@ -55,7 +55,7 @@ func newCanaryEnv(t *testing.T, n int) *canaryEnv {
 		cp.Close()
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}

@@ -103,7 +103,7 @@ func newTickEnv(t *testing.T, statePath string) *tickEnv {
 		cp.Close()
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}

@@ -55,7 +55,7 @@ func startCP(t testing.TB, statePath string) *ControlPlane {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestInsecureLoopbackMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	defer cp.Close()

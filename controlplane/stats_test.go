@@ -32,7 +32,7 @@ func startCanaryCP(t *testing.T) (*ControlPlane, *CanaryController) {
 	if _, err := cp.EnableCanary(CanaryOptions{}); err == nil {
 		t.Error("a second EnableCanary was accepted")
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"net/http"
@@ -52,7 +53,7 @@ func buildUpgradeFixture(t *testing.T, statePath string) {
 		cp.Close()
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}
@@ -151,7 +152,7 @@ func TestUpgradeReadsPreviousStateFile(t *testing.T) {
 		cp.Close()
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}

@@ -514,7 +514,7 @@ func TestStaticFallbackUpdatedThroughAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cp.Close() })

@@ -165,7 +165,7 @@ func TestReporterBuffersReconnectsAndRestarts(t *testing.T) {
 		cp.Close()
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestReporterDropsRefusedReport(t *testing.T) {
 		cp.Close()
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}

@@ -57,7 +57,7 @@ func TestControlPlaneStoppedAndProxyRestarted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	cpClosed := false
