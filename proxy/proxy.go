@@ -140,6 +140,11 @@ type Proxy struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
+	// failed is closed when a listener or the xDS client fails (failErr
+	// is the first error), for Wait.
+	failOnce sync.Once
+	failed   chan struct{}
+	failErr  error
 }
 
 // New checks cfg and builds a Proxy; Start binds and serves.
@@ -175,6 +180,7 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.XDSBackoffMax = 5 * time.Second
 	}
 	p := &Proxy{
+		failed:  make(chan struct{}),
 		cfg:     cfg,
 		log:     cfg.Logger,
 		metrics: NewMetrics(cfg.Registry),
@@ -343,7 +349,9 @@ func (p *Proxy) Start(ctx context.Context) error {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			p.xds.Run(ctx)
+			if err := p.xds.Run(ctx); err != nil {
+				p.fail(err)
+			}
 		}()
 	}
 	if (p.cfg.XDSAddr != "" || p.cfg.StatsAddr != "") && p.cfg.StatsInterval >= 0 {
@@ -357,9 +365,32 @@ func (p *Proxy) goServe(f func() error) {
 	go func() {
 		defer p.wg.Done()
 		if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) && !p.closed.Load() {
-			p.log.Error("listener stopped", "error", err)
+			p.fail(fmt.Errorf("listener stopped: %w", err))
 		}
 	}()
+}
+
+// fail records a listener's or the xDS client's failure for Wait (the
+// first one counts).
+func (p *Proxy) fail(err error) {
+	p.failOnce.Do(func() {
+		p.log.Error("proxy component failed", "error", err)
+		p.failErr = err
+		close(p.failed)
+	})
+}
+
+// Wait blocks until ctx is done (nil) or a listener or the xDS client has
+// failed (its error); the caller then shuts the proxy down, as after a
+// signal. Before, such a failure was only logged (the xDS client's not
+// even that).
+func (p *Proxy) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-p.failed:
+		return p.failErr
+	}
 }
 
 func addrOf(l net.Listener) string {
