@@ -77,7 +77,7 @@
 // percentages summing to 100;
 // during the ramp only the baseline and the canary carry traffic.
 //
-// # Desired state mapping (routing.Model.Spec.Canary)
+// # Desired state mapping (api.Model.Spec.Canary)
 //
 //	canary.version             -> Config.Canary (Config.Baseline: the version
 //	                              holding the traffic when the canary starts)

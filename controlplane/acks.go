@@ -8,38 +8,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 )
 
-// ProxyStatus is what the control plane knows about one connected xDS
-// stream (one proxy; a proxy that reconnects shows up with a new stream).
-type ProxyStatus struct {
-	Node        string    `json:"node"`
-	Cluster     string    `json:"cluster,omitempty"`
-	Admin       string    `json:"admin,omitempty"` // admin address from node metadata "switchyard.admin" (shadow reports)
-	Stream      int64     `json:"stream"`
-	ConnectedAt time.Time `json:"connectedAt"`
-	// AckedVersion is the newest config version every resource type the
-	// proxy subscribed to has ACKed ("" before the first ACK).
-	AckedVersion string `json:"ackedVersion"`
-	// NackedVersion and NackReason describe the newest rejected version.
-	NackedVersion string                `json:"nackedVersion,omitempty"`
-	NackReason    string                `json:"nackReason,omitempty"`
-	Types         map[string]TypeStatus `json:"types"`
-}
-
-// TypeStatus is the ACK state of one resource type on one stream.
-type TypeStatus struct {
-	SentVersion   string `json:"sentVersion,omitempty"`
-	AckedVersion  string `json:"ackedVersion,omitempty"`
-	NackedVersion string `json:"nackedVersion,omitempty"`
-	NackReason    string `json:"nackReason,omitempty"`
-}
-
 type typeState struct {
-	TypeStatus
+	api.TypeStatus
 	sentNonce string
 }
 
@@ -195,8 +172,8 @@ func olderThan(a, b string) bool {
 // atLeast reports whether version v is the same as or newer than want.
 func atLeast(v, want string) bool { return v != "" && (v == want || !olderThan(v, want)) }
 
-func summarize(s *streamState) ProxyStatus {
-	p := ProxyStatus{Node: s.node, Cluster: s.cluster, Admin: s.admin, ConnectedAt: s.connectedAt, Types: map[string]TypeStatus{}}
+func summarize(s *streamState) api.ProxyStatus {
+	p := api.ProxyStatus{Node: s.node, Cluster: s.cluster, Admin: s.admin, ConnectedAt: s.connectedAt, Types: map[string]api.TypeStatus{}}
 	for url, ts := range s.types {
 		p.Types[url] = ts.TypeStatus
 	}
@@ -226,10 +203,10 @@ func ackState(s *streamState) (acked, nacked, reason string) {
 
 // Proxies lists the connected proxies that have identified themselves,
 // sorted by node id and stream.
-func (t *Tracker) Proxies() []ProxyStatus {
+func (t *Tracker) Proxies() []api.ProxyStatus {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]ProxyStatus, 0, len(t.streams))
+	out := make([]api.ProxyStatus, 0, len(t.streams))
 	for id, s := range t.streams {
 		if s.node == "" {
 			continue
@@ -260,25 +237,16 @@ func (t *Tracker) Connected() int {
 	return n
 }
 
-// AckResult says which proxies applied a version.
-type AckResult struct {
-	Version string   `json:"version"`
-	Acked   []string `json:"acked"`
-	Nacked  []string `json:"nacked,omitempty"`
-	Pending []string `json:"pending,omitempty"`
-	Total   int      `json:"total"`
-}
-
 // Status reports, for every connected proxy, whether it has ACKed version
 // (or a newer one), NACKed it, or not answered yet.
-func (t *Tracker) Status(version string) AckResult {
+func (t *Tracker) Status(version string) api.AckResult {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.statusLocked(version)
 }
 
-func (t *Tracker) statusLocked(version string) AckResult {
-	r := AckResult{Version: version, Acked: []string{}}
+func (t *Tracker) statusLocked(version string) api.AckResult {
+	r := api.AckResult{Version: version, Acked: []string{}}
 	for _, s := range t.streams {
 		if s.node == "" {
 			continue
@@ -312,7 +280,7 @@ func (t *Tracker) WaitForAck(ctx context.Context, version string) (acked, total 
 }
 
 // Wait is WaitForAck returning the full AckResult.
-func (t *Tracker) Wait(ctx context.Context, version string) AckResult {
+func (t *Tracker) Wait(ctx context.Context, version string) api.AckResult {
 	for {
 		t.mu.Lock()
 		r := t.statusLocked(version)

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
 )
 
@@ -114,7 +114,7 @@ func (c *adsClient) Close() {
 
 // models decodes the newest accepted resources, if every type has arrived
 // at one version.
-func (c *adsClient) modelsLocked() (string, []routing.Model, error) {
+func (c *adsClient) modelsLocked() (string, []api.Model, error) {
 	v := c.versions[resource.ListenerType]
 	var r xdsconv.Resources
 	for _, typ := range allTypes {
@@ -134,7 +134,7 @@ func (c *adsClient) modelsLocked() (string, []routing.Model, error) {
 
 // waitFor blocks until cond holds for the client's accepted config
 // (version, models) or ctx ends.
-func (c *adsClient) waitFor(ctx context.Context, cond func(version string, models []routing.Model) bool) (string, []routing.Model, error) {
+func (c *adsClient) waitFor(ctx context.Context, cond func(version string, models []api.Model) bool) (string, []api.Model, error) {
 	for {
 		c.mu.Lock()
 		v, ms, err := c.modelsLocked()

@@ -18,8 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // DefaultMaxBodyBytes caps request bodies.
@@ -101,7 +101,7 @@ func (a *API) routes() {
 		a.mux.Handle("GET /metrics", promhttp.HandlerFor(a.gatherer, promhttp.HandlerOpts{}))
 	}
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "snapshotVersion": a.xds.Version()})
+		writeJSON(w, http.StatusOK, api.Health{OK: true, SnapshotVersion: a.xds.Version()})
 	})
 }
 
@@ -201,46 +201,8 @@ func (s *statusWriter) WriteHeader(code int) {
 	s.ResponseWriter.WriteHeader(code)
 }
 
-// ModelResponse is the body of a single-model answer.
-type ModelResponse struct {
-	Revision       int64         `json:"revision"`
-	CreateRevision int64         `json:"createRevision"`
-	Time           time.Time     `json:"time"`
-	Subject        string        `json:"subject,omitempty"`
-	Model          routing.Model `json:"model"`
-	// Proxies is set when the request asked to wait for ACKs.
-	Proxies *AppliedResult `json:"proxies,omitempty"`
-	// RestoredRevision is, for a rollback, the revision whose document was
-	// restored (as the new revision Revision).
-	RestoredRevision int64 `json:"restoredRevision,omitempty"`
-	// Skipped lists, for a rollback without a named revision, the newer
-	// revisions passed over because their split was not known healthy.
-	Skipped []SkippedRevision `json:"skipped,omitempty"`
-	// AbortedCanary is set when the request aborted the model's running
-	// canary first (a rollback, a forced weight change).
-	AbortedCanary *AbortedCanary `json:"abortedCanary,omitempty"`
-	// FailedVersions (GET of one model) are the versions marked failed by
-	// a canary, with when and why: what rollback avoids and canary start
-	// refuses.
-	FailedVersions map[string]store.FailedMark `json:"failedVersions,omitempty"`
-	// Unchanged says the write was a no-op (the document asked for what
-	// is stored): no new revision.
-	Unchanged bool `json:"unchanged,omitempty"`
-}
-
-func modelResponse(r store.Record) ModelResponse {
-	return ModelResponse{Revision: r.Revision, CreateRevision: r.CreateRevision, Time: r.Time, Subject: r.Subject, Model: r.Model}
-}
-
-// ErrorResponse is the body of every error.
-type ErrorResponse struct {
-	Error  string               `json:"error"`
-	Fields []routing.FieldError `json:"fields,omitempty"`
-	// Revision is the current revision on a 409.
-	Revision int64 `json:"revision,omitempty"`
-	// Hints name the actions that resolve a refusal (a 409 during a
-	// canary: abort it, or repeat with force).
-	Hints []Hint `json:"hints,omitempty"`
+func modelResponse(r api.Record) api.ModelResponse {
+	return api.ModelResponse{Revision: r.Revision, CreateRevision: r.CreateRevision, Time: r.Time, Subject: r.Subject, Model: r.Model}
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -251,22 +213,22 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
-func writeError(w http.ResponseWriter, code int, msg string, fields []routing.FieldError) {
-	writeJSON(w, code, ErrorResponse{Error: msg, Fields: fields})
+func writeError(w http.ResponseWriter, code int, msg string, fields []api.FieldError) {
+	writeJSON(w, code, api.ErrorResponse{Error: msg, Fields: fields})
 }
 
 func etag(rev int64) string { return `"` + strconv.FormatInt(rev, 10) + `"` }
 
 // storeError maps store errors to HTTP answers.
 func (a *API) storeError(w http.ResponseWriter, r *http.Request, err error) {
-	var ve routing.ValidationError
+	var ve api.ValidationError
 	switch {
 	case errors.As(err, &ve):
 		writeError(w, http.StatusBadRequest, ve.Error(), ve)
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error(), nil)
 	case errors.Is(err, store.ErrConflict):
-		body := ErrorResponse{Error: err.Error()}
+		body := api.ErrorResponse{Error: err.Error()}
 		if cur, gerr := a.store.Get(r.Context(), r.PathValue("name")); gerr == nil {
 			body.Revision = cur.Revision
 			w.Header().Set("ETag", etag(cur.Revision))
@@ -290,20 +252,20 @@ func (a *API) readBody(w http.ResponseWriter, r *http.Request, optional bool) ([
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("body: larger than %d bytes", a.maxBody), []routing.FieldError{{Field: "body", Message: fmt.Sprintf("larger than %d bytes", a.maxBody)}})
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("body: larger than %d bytes", a.maxBody), []api.FieldError{{Field: "body", Message: fmt.Sprintf("larger than %d bytes", a.maxBody)}})
 		return nil, false
 	case err != nil:
 		writeError(w, http.StatusBadRequest, "body: "+err.Error(), nil)
 		return nil, false
 	case len(strings.TrimSpace(string(b))) == 0 && !optional:
-		writeError(w, http.StatusBadRequest, "body: empty; want a JSON document", []routing.FieldError{{Field: "body", Message: "empty"}})
+		writeError(w, http.StatusBadRequest, "body: empty; want a JSON document", []api.FieldError{{Field: "body", Message: "empty"}})
 		return nil, false
 	}
 	return b, true
 }
 
 func badDecode(w http.ResponseWriter, err error) {
-	var ve routing.ValidationError
+	var ve api.ValidationError
 	if errors.As(err, &ve) {
 		writeError(w, http.StatusBadRequest, ve.Error(), ve)
 		return
@@ -348,11 +310,11 @@ func (a *API) listModels(w http.ResponseWriter, r *http.Request, _ Identity) {
 		a.storeError(w, r, err)
 		return
 	}
-	items := make([]ModelResponse, len(recs))
+	items := make([]api.ModelResponse, len(recs))
 	for i, rec := range recs {
 		items[i] = modelResponse(rec)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"revision": rev, "items": items})
+	writeJSON(w, http.StatusOK, api.ModelList{Items: items, Revision: rev})
 }
 
 func (a *API) getModel(w http.ResponseWriter, r *http.Request, _ Identity) {
@@ -399,11 +361,11 @@ func (a *API) putModel(w http.ResponseWriter, r *http.Request, caller Identity) 
 	if !ok {
 		return
 	}
-	var m routing.Model
+	var m api.Model
 	if strings.Contains(r.Header.Get("Content-Type"), "yaml") {
-		m, err = routing.DecodeYAML(body)
+		m, err = api.DecodeYAML(body)
 	} else {
-		m, err = routing.DecodeJSON(body)
+		m, err = api.DecodeJSON(body)
 	}
 	if err != nil {
 		badDecode(w, err)
@@ -414,10 +376,10 @@ func (a *API) putModel(w http.ResponseWriter, r *http.Request, caller Identity) 
 	}
 	if m.Metadata.Name != name {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("metadata.name: %q does not match the name in the URL %q", m.Metadata.Name, name),
-			[]routing.FieldError{{Field: "metadata.name", Message: fmt.Sprintf("%q does not match the name in the URL %q", m.Metadata.Name, name)}})
+			[]api.FieldError{{Field: "metadata.name", Message: fmt.Sprintf("%q does not match the name in the URL %q", m.Metadata.Name, name)}})
 		return
 	}
-	if err := routing.Normalize(&m); err != nil {
+	if err := api.Normalize(&m); err != nil {
 		badDecode(w, err)
 		return
 	}
@@ -452,7 +414,7 @@ func (a *API) putModel(w http.ResponseWriter, r *http.Request, caller Identity) 
 // ackWaitParam reads ?waitForAck=DURATION (or a body's waitForAck, when
 // set): how long a write's answer waits for the connected proxies to apply
 // it ("applied on N/N proxies in T ms"); 0 answers at once.
-func ackWaitParam(r *http.Request, body routing.Duration) (time.Duration, error) {
+func ackWaitParam(r *http.Request, body api.Duration) (time.Duration, error) {
 	wait := body.D()
 	if q := r.URL.Query().Get("waitForAck"); q != "" {
 		d, err := time.ParseDuration(q)
@@ -475,7 +437,7 @@ func ackWaitParam(r *http.Request, body routing.Duration) (time.Duration, error)
 // else differs. It then writes with the revision it judged (retrying a
 // lost race when the request pinned none), so the canary cannot move in
 // between. On a problem it has answered and returns false.
-func (a *API) guardedPut(w http.ResponseWriter, r *http.Request, caller Identity, m routing.Model, pre store.Precondition, force bool) (store.Record, bool) {
+func (a *API) guardedPut(w http.ResponseWriter, r *http.Request, caller Identity, m api.Model, pre store.Precondition, force bool) (api.Record, bool) {
 	ctx := r.Context()
 	name := m.Metadata.Name
 	for attempt := 0; ; attempt++ {
@@ -487,22 +449,22 @@ func (a *API) guardedPut(w http.ResponseWriter, r *http.Request, caller Identity
 			case errors.Is(err, store.ErrNotFound):
 			case err != nil:
 				a.storeError(w, r, err)
-				return store.Record{}, false
+				return api.Record{}, false
 			case pre.IfRevision > 0 && cur.Revision != pre.IfRevision:
 				a.storeError(w, r, fmt.Errorf("model %q is at revision %d, not %d: %w", name, cur.Revision, pre.IfRevision, store.ErrConflict))
-				return store.Record{}, false
+				return api.Record{}, false
 			default:
 				out, run := a.canary.judge(name, &cur.Model, &next, false)
 				switch out {
 				case writeConflict:
 					if !force {
 						answerConflict(w, weightsConflict(name, run, forceHint(name, run.Config.Canary, http.MethodPut, modelAPIPath(name)+"?force=true", nil)))
-						return store.Record{}, false
+						return api.Record{}, false
 					}
 					ab, err := a.canary.abortFor(ctx, name, cur.Revision, caller.Subject, "document with other weights applied with force by "+caller.Subject)
 					if err != nil {
 						a.actionError(w, r, err)
-						return store.Record{}, false
+						return api.Record{}, false
 					}
 					if ab != nil && pre.IfRevision > 0 {
 						pre.IfRevision = ab.Revision // the revision the caller saw, aborted on their behalf
@@ -517,7 +479,7 @@ func (a *API) guardedPut(w http.ResponseWriter, r *http.Request, caller Identity
 						resp.Unchanged = true
 						w.Header().Set("ETag", etag(cur.Revision))
 						writeJSON(w, http.StatusOK, resp)
-						return store.Record{}, false
+						return api.Record{}, false
 					}
 				}
 				if writePre.IfRevision == 0 {
@@ -531,7 +493,7 @@ func (a *API) guardedPut(w http.ResponseWriter, r *http.Request, caller Identity
 		}
 		if err != nil {
 			a.storeError(w, r, err)
-			return store.Record{}, false
+			return api.Record{}, false
 		}
 		return rec, true
 	}
@@ -560,7 +522,7 @@ func (a *API) deleteModel(w http.ResponseWriter, r *http.Request, caller Identit
 		return
 	}
 	a.log.Info("model deleted", "model", r.PathValue("name"), "revision", rec.Revision, "subject", caller.Subject)
-	writeJSON(w, http.StatusOK, map[string]any{"revision": rec.Revision, "deleted": true})
+	writeJSON(w, http.StatusOK, api.DeleteResponse{Deleted: true, Revision: rec.Revision})
 }
 
 func intParam(r *http.Request, name string, def, maxV int64) (int64, error) {
@@ -586,21 +548,7 @@ func (a *API) history(w http.ResponseWriter, r *http.Request, _ Identity) {
 		a.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": recs})
-}
-
-// WeightsRequest is the body of PUT /v1/models/{name}/weights.
-type WeightsRequest struct {
-	Weights map[string]int `json:"weights"`
-	Reason  string         `json:"reason,omitempty"`
-	// Force a change while a canary runs: the canary is aborted first (its
-	// version marked failed), then the weights are written. Without it
-	// such a change is refused (409). Also ?force=true.
-	Force bool `json:"force,omitempty"`
-	// WaitForAck, e.g. "10s", waits up to that long for the connected
-	// proxies to apply the new weights and reports which did (at most 60s;
-	// default: answer at once). Also ?waitForAck=10s.
-	WaitForAck routing.Duration `json:"waitForAck,omitempty"`
+	writeJSON(w, http.StatusOK, api.History{Items: recs})
 }
 
 // casAttempts bounds read-modify-write retries when no If-Match was given.
@@ -611,12 +559,12 @@ const casAttempts = 16
 // current revision, retrying if another write lands in between.
 func (a *API) putWeights(w http.ResponseWriter, r *http.Request, caller Identity) {
 	name := r.PathValue("name")
-	req, pre, ok := decodePatch[WeightsRequest](a, w, r)
+	req, pre, ok := decodePatch[api.WeightsRequest](a, w, r)
 	if !ok {
 		return
 	}
 	if len(req.Weights) == 0 {
-		writeError(w, http.StatusBadRequest, "weights: required", []routing.FieldError{{Field: "weights", Message: "required: version name to integer weight"}})
+		writeError(w, http.StatusBadRequest, "weights: required", []api.FieldError{{Field: "weights", Message: "required: version name to integer weight"}})
 		return
 	}
 	force, err := forceParam(r, req.Force)
@@ -630,7 +578,7 @@ func (a *API) putWeights(w http.ResponseWriter, r *http.Request, caller Identity
 		return
 	}
 	written := time.Now()
-	var aborted *AbortedCanary
+	var aborted *api.AbortedCanary
 	if a.canary != nil && force {
 		cur, err := a.store.Get(r.Context(), name)
 		if err != nil {
@@ -653,7 +601,7 @@ func (a *API) putWeights(w http.ResponseWriter, r *http.Request, caller Identity
 			}
 		}
 	}
-	rec, ok := a.patch(w, r, caller, name, pre, "weights", req.Reason, func(m *routing.Model) bool {
+	rec, ok := a.patch(w, r, caller, name, pre, "weights", req.Reason, func(m *api.Model) bool {
 		if a.canary != nil {
 			next := m.Clone()
 			next.Spec.Traffic.Weights = req.Weights
@@ -691,7 +639,7 @@ func decodePatch[T any](a *API, w http.ResponseWriter, r *http.Request) (req T, 
 	if !ok {
 		return req, pre, false
 	}
-	if err := routing.DecodeJSONInto(body, &req); err != nil {
+	if err := api.DecodeJSONInto(body, &req); err != nil {
 		badDecode(w, err)
 		return req, pre, false
 	}
@@ -705,24 +653,24 @@ func decodePatch[T any](a *API, w http.ResponseWriter, r *http.Request) (req T, 
 // retrying when another write lands in between, so concurrent editors of
 // different parts never lose each other's change. On success the ETag is
 // set and the new record returned.
-func (a *API) patch(w http.ResponseWriter, r *http.Request, caller Identity, name string, pre store.Precondition, action, reason string, mutate func(m *routing.Model) bool) (store.Record, bool) {
+func (a *API) patch(w http.ResponseWriter, r *http.Request, caller Identity, name string, pre store.Precondition, action, reason string, mutate func(m *api.Model) bool) (api.Record, bool) {
 	for attempt := 0; ; attempt++ {
 		cur, err := a.store.Get(r.Context(), name)
 		if err != nil {
 			a.storeError(w, r, err)
-			return store.Record{}, false
+			return api.Record{}, false
 		}
 		if pre.IfRevision > 0 && cur.Revision != pre.IfRevision {
 			a.storeError(w, r, fmt.Errorf("model %q is at revision %d, not %d: %w", name, cur.Revision, pre.IfRevision, store.ErrConflict))
-			return store.Record{}, false
+			return api.Record{}, false
 		}
 		m := cur.Model.Clone()
 		if !mutate(&m) {
-			return store.Record{}, false
+			return api.Record{}, false
 		}
 		if err := m.Validate(); err != nil {
 			badDecode(w, err)
-			return store.Record{}, false
+			return api.Record{}, false
 		}
 		rec, err := a.store.Put(r.Context(), m, store.Precondition{IfRevision: cur.Revision}, change(r, caller, action, reason))
 		if errors.Is(err, store.ErrConflict) && pre.IfRevision == 0 && attempt < casAttempts {
@@ -730,22 +678,11 @@ func (a *API) patch(w http.ResponseWriter, r *http.Request, caller Identity, nam
 		}
 		if err != nil {
 			a.storeError(w, r, err)
-			return store.Record{}, false
+			return api.Record{}, false
 		}
 		w.Header().Set("ETag", etag(rec.Revision))
 		return rec, true
 	}
-}
-
-// RollbackRequest is the (optional) body of POST /v1/models/{name}/rollback.
-type RollbackRequest struct {
-	// Revision to restore (0: the revision before the current one).
-	Revision int64  `json:"revision,omitempty"`
-	Reason   string `json:"reason,omitempty"`
-	// WaitForAck, e.g. "5s", waits up to that long for connected proxies to
-	// ACK the restored config and reports which did (at most 60s; default
-	// 5s; "1ns" effectively does not wait).
-	WaitForAck routing.Duration `json:"waitForAck,omitempty"`
 }
 
 // rollback writes an earlier revision's document as a new revision. A
@@ -766,9 +703,9 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request, caller Identity) 
 	if !ok {
 		return
 	}
-	var req RollbackRequest
+	var req api.RollbackRequest
 	if len(strings.TrimSpace(string(body))) > 0 {
-		if err := routing.DecodeJSONInto(body, &req); err != nil {
+		if err := api.DecodeJSONInto(body, &req); err != nil {
 			badDecode(w, err)
 			return
 		}
@@ -786,7 +723,7 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request, caller Identity) 
 		wait = defaultRollbackAckWait
 	}
 	written := time.Now()
-	var aborted *AbortedCanary
+	var aborted *api.AbortedCanary
 	if a.canary != nil {
 		why := "rollback requested by " + caller.Subject
 		if reason != "" {
@@ -822,8 +759,8 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request, caller Identity) 
 		writeJSON(w, http.StatusOK, resp)
 		return
 	}
-	var target *store.Record
-	var skipped []SkippedRevision
+	var target *api.Record
+	var skipped []api.SkippedRevision
 	if req.Revision == 0 {
 		// The last revision whose split was healthy: not a deletion, not
 		// written mid-canary, no traffic to a version marked failed.
@@ -847,13 +784,13 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request, caller Identity) 
 		writeError(w, http.StatusConflict, msg, nil)
 		return
 	case target.Deleted:
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("revision %d is a deletion; name a revision that held the model", target.Revision), []routing.FieldError{{Field: "revision", Message: "is a deletion"}})
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("revision %d is a deletion; name a revision that held the model", target.Revision), []api.FieldError{{Field: "revision", Message: "is a deletion"}})
 		return
 	}
 	if v := routesToFailed(target.Model.Spec.Traffic.Weights, failed); v != "" {
 		answerConflict(w, conflictError{
 			msg:   fmt.Sprintf("revision %d sends traffic to version %q, which failed its canary (%s); reset it first to roll back to it", target.Revision, v, marks[v].Reason),
-			hints: []Hint{resetHint(name, v)},
+			hints: []api.Hint{resetHint(name, v)},
 		})
 		return
 	}
@@ -884,7 +821,7 @@ func (a *API) rollback(w http.ResponseWriter, r *http.Request, caller Identity) 
 
 // WaitApplied waits until the snapshot of store revision rev (or newer) is
 // served and every connected proxy has ACKed or NACKed it, or ctx is done.
-func (a *API) WaitApplied(ctx context.Context, rev int64) AckResult {
+func (a *API) WaitApplied(ctx context.Context, rev int64) api.AckResult {
 	version := strconv.FormatInt(rev, 10)
 	if err := a.xds.waitPublished(ctx, rev); err != nil {
 		return a.tracker.Status(version)
@@ -904,9 +841,9 @@ func (a *API) audit(w http.ResponseWriter, r *http.Request, _ Identity) {
 				return
 			}
 			if entries == nil {
-				entries = []store.AuditEntry{}
+				entries = []api.AuditEntry{}
 			}
-			writeJSON(w, http.StatusOK, map[string]any{"items": entries})
+			writeJSON(w, http.StatusOK, api.Audit{Items: entries})
 			return
 		}
 	}
@@ -914,8 +851,8 @@ func (a *API) audit(w http.ResponseWriter, r *http.Request, _ Identity) {
 }
 
 func (a *API) proxies(w http.ResponseWriter, r *http.Request, _ Identity) {
-	writeJSON(w, http.StatusOK, map[string]any{
-		"snapshotVersion": strconv.FormatInt(a.xds.Version(), 10),
-		"proxies":         a.tracker.Proxies(),
+	writeJSON(w, http.StatusOK, api.ProxyList{
+		Proxies:         a.tracker.Proxies(),
+		SnapshotVersion: strconv.FormatInt(a.xds.Version(), 10),
 	})
 }

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 // Adversarial input to the control plane's REST API: JSON that parses but is
@@ -116,7 +118,7 @@ func TestAPIHardening(t *testing.T) {
 			if r.code != tc.code {
 				t.Fatalf("got %d, want %d: %.300s", r.code, tc.code, r.body)
 			}
-			var e ErrorResponse
+			var e api.ErrorResponse
 			if err := json.Unmarshal(r.body, &e); err != nil || e.Error == "" {
 				t.Fatalf("not a JSON error (%v): %.300s", err, r.body)
 			}
@@ -163,7 +165,7 @@ func TestAPIHardening(t *testing.T) {
 			if tc.allow != "" && !strings.Contains(resp.Header.Get("Allow"), tc.allow) {
 				t.Fatalf("Allow %q lacks %s", resp.Header.Get("Allow"), tc.allow)
 			}
-			var e ErrorResponse
+			var e api.ErrorResponse
 			if err := json.Unmarshal(b, &e); err != nil || e.Error == "" || !strings.Contains(e.Error, tc.path) {
 				t.Fatalf("want a JSON error naming %s, got %q (%v)", tc.path, b, err)
 			}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 // BenchmarkWeightChangeToAck measures the time from an API weight change
@@ -36,11 +36,11 @@ func BenchmarkWeightChangeToAck(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
-		r := call(b, cp, "PUT", "/v1/models/rec/weights", editorToken, WeightsRequest{Weights: map[string]int{"v1": 1 + i%100, "v2": 50}})
+		r := call(b, cp, "PUT", "/v1/models/rec/weights", editorToken, api.WeightsRequest{Weights: map[string]int{"v1": 1 + i%100, "v2": 50}})
 		if r.code != http.StatusOK {
 			b.Fatalf("PUT weights: %d %s", r.code, r.body)
 		}
-		var mr ModelResponse
+		var mr api.ModelResponse
 		r.decode(b, &mr)
 		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 		res := cp.WaitApplied(wctx, mr.Revision)
@@ -64,11 +64,11 @@ func BenchmarkWeightChangeToAck(b *testing.B) {
 // BenchmarkTranslate100Models measures the pure translation of 100 models
 // with 3 versions each into a consistent snapshot.
 func BenchmarkTranslate100Models(b *testing.B) {
-	models := make([]routing.Model, 100)
+	models := make([]api.Model, 100)
 	for i := range models {
 		m := doc(fmt.Sprintf("model-%03d", i), 80, 20)
-		m.Spec.Versions = append(m.Spec.Versions, routing.Version{Name: "v3", Endpoints: []string{"127.0.0.1:8003", "127.0.0.1:8004"}})
-		if err := routing.Normalize(&m); err != nil {
+		m.Spec.Versions = append(m.Spec.Versions, api.Version{Name: "v3", Endpoints: []string{"127.0.0.1:8003", "127.0.0.1:8004"}})
+		if err := api.Normalize(&m); err != nil {
 			b.Fatal(err)
 		}
 		models[i] = m

@@ -15,10 +15,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchyard-dev/switchyard/api"
+	"github.com/switchyard-dev/switchyard/api/statspb"
 	"github.com/switchyard-dev/switchyard/canary"
-	"github.com/switchyard-dev/switchyard/controlplane/statspb"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // CanarySubject is the audit subject of the controller's own decisions.
@@ -245,7 +245,7 @@ func (c *CanaryController) writeFailed(model, what string, err error) error {
 
 // configOf is the run's configuration with the current spec's thresholds
 // (operators may retune gates mid-ramp; versions and steps stay).
-func configOf(run *canaryRun, spec *routing.Canary) canary.Config {
+func configOf(run *canaryRun, spec *api.Canary) canary.Config {
 	cfg := run.Config
 	if spec != nil {
 		cfg.StepDuration = spec.StepDuration.D()
@@ -261,7 +261,7 @@ func configOf(run *canaryRun, spec *routing.Canary) canary.Config {
 
 // newConfig builds a canary's configuration from spec.canary: baseline is
 // the version with the largest weight other than the canary.
-func newConfig(m *routing.Model) (canary.Config, error) {
+func newConfig(m *api.Model) (canary.Config, error) {
 	spec := m.Spec.Canary
 	if spec == nil || spec.Version == "" {
 		return canary.Config{}, errors.New("no canary version: set spec.canary.version or give version")
@@ -321,7 +321,7 @@ func sameSplit(a, b map[string]int) bool {
 }
 
 // reconcile advances one model's canary. c.mu is held.
-func (c *CanaryController) reconcile(ctx context.Context, rec store.Record) error {
+func (c *CanaryController) reconcile(ctx context.Context, rec api.Record) error {
 	name := rec.Model.Metadata.Name
 	b := c.book(name)
 	spec := rec.Model.Spec.Canary
@@ -418,7 +418,7 @@ func (c *CanaryController) window(ctx context.Context, model string, cfg canary.
 	return base, can, nil
 }
 
-func subjectOf(rec store.Record) string {
+func subjectOf(rec api.Record) string {
 	if rec.Subject == "" {
 		return "unknown"
 	}
@@ -427,7 +427,7 @@ func subjectOf(rec store.Record) string {
 
 // start begins a canary of m (the model to write: rec's document, maybe
 // with spec.canary changed by the caller). c.mu is held.
-func (c *CanaryController) start(ctx context.Context, b *canaryBook, rec store.Record, m routing.Model, subject, why string) (int64, error) {
+func (c *CanaryController) start(ctx context.Context, b *canaryBook, rec api.Record, m api.Model, subject, why string) (int64, error) {
 	cfg, err := newConfig(&m)
 	if err != nil {
 		return 0, err
@@ -455,7 +455,7 @@ func (c *CanaryController) start(ctx context.Context, b *canaryBook, rec store.R
 	return nb.Run.Revision, nil
 }
 
-func storeRecordWith(rec store.Record, m routing.Model) store.Record {
+func storeRecordWith(rec api.Record, m api.Model) api.Record {
 	rec.Model = m
 	return rec
 }
@@ -495,7 +495,7 @@ func actionOf(st *canary.State) string {
 // changes here (the next tick tries again) and the error says why. A tick
 // that changes nothing durable keeps its verdict in memory only (the
 // status's gates). c.mu is held.
-func (c *CanaryController) apply(ctx context.Context, b, nb *canaryBook, rec store.Record, tr canary.Transition, subject string, manual bool) error {
+func (c *CanaryController) apply(ctx context.Context, b, nb *canaryBook, rec api.Record, tr canary.Transition, subject string, manual bool) error {
 	run := nb.Run
 	st := &run.State
 	name := rec.Model.Metadata.Name
@@ -522,7 +522,7 @@ func (c *CanaryController) apply(ctx context.Context, b, nb *canaryBook, rec sto
 			reason = last.Reason
 		}
 		reason = fmt.Sprintf("canary %s (%s -> %s, step %d/%d): %s", run.Config.Canary, run.Config.Baseline, run.Config.Canary, st.StepNumber(), len(run.Config.Steps), reason)
-		if err := routing.Normalize(&m); err != nil {
+		if err := api.Normalize(&m); err != nil {
 			return fmt.Errorf("canary write: %w", err)
 		}
 		side, err := nb.side()

@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // Canary endpoints (role in brackets):
@@ -45,71 +45,25 @@ func (c *CanaryController) routes() {
 	})
 }
 
-// CanaryWindow is the figures the newest analysis compares.
-type CanaryWindow struct {
-	From     time.Time        `json:"from"`
-	To       time.Time        `json:"to"`
-	Baseline VariantStatsView `json:"baseline"`
-	Canary   VariantStatsView `json:"canary"`
-}
-
-// CanaryStatus is the answer of GET /v1/models/{name}/canary.
-type CanaryStatus struct {
-	Model string `json:"model"`
-	// Phase: none, progressing, paused, promoted or rolled_back. A run
-	// ends when spec.canary is removed or names another version: the
-	// status is none again (the reason says how the last run ended).
-	Phase    string `json:"phase"`
-	Canary   string `json:"canary,omitempty"`
-	Baseline string `json:"baseline,omitempty"`
-	// Step counts from 1 (0: no canary); StepWeight is the canary's share
-	// at this step, in percent.
-	Step         int            `json:"step"`
-	Steps        []int          `json:"steps,omitempty"`
-	StepWeight   int            `json:"stepWeight"`
-	Weights      map[string]int `json:"weights"`
-	StepStarted  *time.Time     `json:"stepStarted,omitempty"`
-	TimeInStep   string         `json:"timeInStep,omitempty"`
-	StepDuration string         `json:"stepDuration,omitempty"`
-	MinRequests  int            `json:"minRequests,omitempty"`
-	// Decision and Reason of the newest analysis or action ("hold",
-	// "waiting: 137/500 canary requests").
-	Decision            string              `json:"decision,omitempty"`
-	Reason              string              `json:"reason"`
-	Gates               []canary.GateResult `json:"gates,omitempty"`
-	Window              *CanaryWindow       `json:"window,omitempty"`
-	ConsecutiveFailures int                 `json:"consecutiveFailures"`
-	FailuresToRollback  int                 `json:"failuresToRollback,omitempty"`
-	// FailedVersions maps versions marked failed (the store's failed
-	// marks) to when and why.
-	FailedVersions map[string]string `json:"failedVersions,omitempty"`
-	// StateError is the newest state write that failed, until one
-	// succeeds: the canary holds meanwhile.
-	StateError       string         `json:"stateError,omitempty"`
-	History          []canary.Event `json:"history"`
-	ReportingProxies []string       `json:"reportingProxies"`
-	Revision         int64          `json:"revision"`
-}
-
 // Status reports a model's canary.
-func (c *CanaryController) Status(ctx context.Context, name string) (CanaryStatus, error) {
+func (c *CanaryController) Status(ctx context.Context, name string) (api.CanaryStatus, error) {
 	// Under the lock, so the document and the book are of the same moment
 	// (a tick writes both under it).
 	c.mu.Lock()
 	rec, err := c.store.Get(ctx, name)
 	if err != nil {
 		c.mu.Unlock()
-		return CanaryStatus{}, err
+		return api.CanaryStatus{}, err
 	}
 	b := c.book(name).clone()
 	writeErr, hasWriteErr := c.writeErr[name]
 	failed, failedWhy, ferr := failedVersions(ctx, c.store, name)
 	c.mu.Unlock()
 	if ferr != nil {
-		return CanaryStatus{}, ferr
+		return api.CanaryStatus{}, ferr
 	}
 	now := c.now()
-	s := CanaryStatus{Model: name, Phase: "none", Weights: rec.Model.Spec.Traffic.Weights, FailedVersions: failedWhy,
+	s := api.CanaryStatus{Model: name, Phase: "none", Weights: rec.Model.Spec.Traffic.Weights, FailedVersions: failedWhy,
 		History: []canary.Event{}, ReportingProxies: c.stats.Proxies(), Revision: rec.Revision}
 	if hasWriteErr {
 		s.StateError = fmt.Sprintf("%s: %s (the canary holds until its state can be written)", writeErr.At.UTC().Format(time.RFC3339), writeErr.Err)
@@ -176,7 +130,7 @@ func (c *CanaryController) Status(ctx context.Context, name string) (CanaryStatu
 	}
 	if st.Phase == canary.Progressing || st.Phase == canary.Paused {
 		if base, can, err := c.window(ctx, name, cfg, started, now); err == nil {
-			s.Window = &CanaryWindow{From: started, To: now, Baseline: variantView(cfg.Baseline, &base), Canary: variantView(cfg.Canary, &can)}
+			s.Window = &api.CanaryWindow{From: started, To: now, Baseline: variantView(cfg.Baseline, &base), Canary: variantView(cfg.Canary, &can)}
 		}
 	}
 	return s, nil
@@ -191,32 +145,6 @@ func (c *CanaryController) getStatus(w http.ResponseWriter, r *http.Request, _ I
 	writeJSON(w, http.StatusOK, s)
 }
 
-// CanaryActionRequest is the (optional) body of POST .../canary/{action}.
-type CanaryActionRequest struct {
-	Reason string `json:"reason,omitempty"`
-	// Version: start: the version to ramp (default spec.canary.version);
-	// reset: the version to clear (default spec.canary.version).
-	Version string `json:"version,omitempty"`
-	// Steps, StepDuration and MinRequests (start only) are written into
-	// spec.canary.
-	Steps        []int            `json:"steps,omitempty"`
-	StepDuration routing.Duration `json:"stepDuration,omitempty"`
-	MinRequests  int              `json:"minRequests,omitempty"`
-	// WaitForAck bounds waiting for the proxies to apply the change
-	// (default 10s, at most 60s; "0s": don't wait).
-	WaitForAck *routing.Duration `json:"waitForAck,omitempty"`
-}
-
-// CanaryActionResponse answers a canary action.
-type CanaryActionResponse struct {
-	Action   string `json:"action"`
-	Revision int64  `json:"revision"`
-	// Proxies: which proxies applied the revision, "applied on N/N proxies
-	// in T ms".
-	Proxies *AppliedResult `json:"proxies,omitempty"`
-	Status  CanaryStatus   `json:"status"`
-}
-
 // badRequest is an action the request got wrong (400).
 type badRequest struct{ msg string }
 
@@ -229,9 +157,9 @@ func (c *CanaryController) action(action string) HandlerFunc {
 		if !ok {
 			return
 		}
-		var req CanaryActionRequest
+		var req api.CanaryActionRequest
 		if len(strings.TrimSpace(string(body))) > 0 {
-			if err := routing.DecodeJSONInto(body, &req); err != nil {
+			if err := api.DecodeJSONInto(body, &req); err != nil {
 				badDecode(w, err)
 				return
 			}
@@ -270,7 +198,7 @@ func (c *CanaryController) action(action string) HandlerFunc {
 			return
 		}
 		written := time.Now()
-		resp := CanaryActionResponse{Action: action, Revision: rev}
+		resp := api.CanaryActionResponse{Action: action, Revision: rev}
 		if wait > 0 {
 			resp.Proxies = c.cp.waitApplied(r.Context(), rev, written, wait)
 		}
@@ -285,7 +213,7 @@ func (c *CanaryController) action(action string) HandlerFunc {
 
 // Act runs a manual action (start, pause, resume, promote, abort, reset) on
 // a model's canary for subject and returns the revision it wrote.
-func (c *CanaryController) Act(ctx context.Context, name, action string, req CanaryActionRequest, subject string) (int64, error) {
+func (c *CanaryController) Act(ctx context.Context, name, action string, req api.CanaryActionRequest, subject string) (int64, error) {
 	rec, err := c.store.Get(ctx, name)
 	if err != nil {
 		return 0, err
@@ -299,11 +227,11 @@ func (c *CanaryController) Act(ctx context.Context, name, action string, req Can
 	case "start":
 		if run.active() {
 			return 0, conflictError{fmt.Sprintf("model %q: the canary of %q is already %s at step %d; abort it first", name, run.Config.Canary, run.State.Phase, run.State.StepNumber()),
-				[]Hint{abortHint(name, run.Config.Canary)}}
+				[]api.Hint{abortHint(name, run.Config.Canary)}}
 		}
 		m := rec.Model.Clone()
 		if m.Spec.Canary == nil {
-			m.Spec.Canary = &routing.Canary{}
+			m.Spec.Canary = &api.Canary{}
 		}
 		cs := m.Spec.Canary
 		if req.Version != "" {
@@ -321,7 +249,7 @@ func (c *CanaryController) Act(ctx context.Context, name, action string, req Can
 		if cs.Version == "" {
 			return 0, badRequest{"version: required (the model has no spec.canary.version)"}
 		}
-		if err := routing.Normalize(&m); err != nil {
+		if err := api.Normalize(&m); err != nil {
 			return 0, err
 		}
 		failed, failedWhy, err := failedVersions(ctx, c.store, name)
@@ -331,7 +259,7 @@ func (c *CanaryController) Act(ctx context.Context, name, action string, req Can
 		switch {
 		case slices.Contains(failed, cs.Version):
 			return 0, conflictError{fmt.Sprintf("version %q failed an earlier canary (%s); POST /v1/models/%s/canary/reset to ramp it again", cs.Version, failedWhy[cs.Version], name),
-				[]Hint{resetHint(name, cs.Version)}}
+				[]api.Hint{resetHint(name, cs.Version)}}
 		case soleHolder(m.Spec.Traffic.Weights, cs.Version):
 			return 0, conflictError{fmt.Sprintf("version %q already takes all traffic", cs.Version), nil}
 		}
@@ -363,7 +291,7 @@ func (c *CanaryController) Act(ctx context.Context, name, action string, req Can
 	case "reset":
 		if run.active() {
 			return 0, conflictError{fmt.Sprintf("model %q: the canary of %q is in progress; abort it before a reset", name, run.Config.Canary),
-				[]Hint{abortHint(name, run.Config.Canary)}}
+				[]api.Hint{abortHint(name, run.Config.Canary)}}
 		}
 		v := req.Version
 		if v == "" && rec.Model.Spec.Canary != nil {

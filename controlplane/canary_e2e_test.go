@@ -24,12 +24,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/proxy"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 type canaryEnv struct {
@@ -55,7 +55,7 @@ func newCanaryEnv(t *testing.T, n int) *canaryEnv {
 		cp.Close()
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}
@@ -86,27 +86,27 @@ func newCanaryEnv(t *testing.T, n int) *canaryEnv {
 
 // model is "recommender" with the demo versions v1, v2, v3 over REST and
 // extra (name -> endpoint, backend model) versions.
-func (e *canaryEnv) model(weights map[string]int, c *routing.Canary, extra ...routing.Version) routing.Model {
-	m := routing.Model{
-		Metadata: routing.Metadata{Name: "recommender"},
-		Spec: routing.Spec{
-			Versions: append([]routing.Version{
+func (e *canaryEnv) model(weights map[string]int, c *api.Canary, extra ...api.Version) api.Model {
+	m := api.Model{
+		Metadata: api.Metadata{Name: "recommender"},
+		Spec: api.Spec{
+			Versions: append([]api.Version{
 				{Name: "v1", Endpoints: []string{e.be.HTTPAddr}, BackendModel: demomodels.V1},
 				{Name: "v2", Endpoints: []string{e.be.HTTPAddr}, BackendModel: demomodels.V2},
 				{Name: "v3", Endpoints: []string{e.be.HTTPAddr}, BackendModel: demomodels.V3},
 			}, extra...),
-			Traffic: routing.Traffic{Weights: weights},
-			Timeout: routing.Duration(5 * time.Second),
+			Traffic: api.Traffic{Weights: weights},
+			Timeout: api.Duration(5 * time.Second),
 			Canary:  c,
 		},
 	}
-	if err := routing.Normalize(&m); err != nil {
+	if err := api.Normalize(&m); err != nil {
 		e.t.Fatal(err)
 	}
 	return m
 }
 
-func (e *canaryEnv) put(m routing.Model) store.Record {
+func (e *canaryEnv) put(m api.Model) api.Record {
 	e.t.Helper()
 	rec, err := e.cp.Store().Put(context.Background(), m, store.Precondition{}, store.Change{Subject: "test", Action: "put"})
 	if err != nil {
@@ -233,7 +233,7 @@ func (tr *traffic) counts() (map[string]int, map[int]int) {
 	return a, b
 }
 
-func (e *canaryEnv) status() CanaryStatus {
+func (e *canaryEnv) status() api.CanaryStatus {
 	e.t.Helper()
 	s, err := e.cc.Status(context.Background(), "recommender")
 	if err != nil {
@@ -244,7 +244,7 @@ func (e *canaryEnv) status() CanaryStatus {
 
 // waitPhase waits for the canary to reach phase, failing early if it
 // reaches another terminal phase.
-func (e *canaryEnv) waitPhase(phase string, limit time.Duration) CanaryStatus {
+func (e *canaryEnv) waitPhase(phase string, limit time.Duration) api.CanaryStatus {
 	e.t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
@@ -266,13 +266,13 @@ func mustJSON(v any) string {
 
 // weightHistory lists the weights of every revision the canary controller
 // wrote, oldest first, with their actions.
-func (e *canaryEnv) controllerRevisions() []store.Record {
+func (e *canaryEnv) controllerRevisions() []api.Record {
 	e.t.Helper()
 	hist, err := e.cp.Store().History(context.Background(), "recommender", 0)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	var out []store.Record
+	var out []api.Record
 	for i := len(hist) - 1; i >= 0; i-- {
 		if strings.HasPrefix(hist[i].Action, "canary-") {
 			out = append(out, hist[i])
@@ -290,7 +290,7 @@ func TestCanaryHealthyRampPromotes(t *testing.T) {
 	// Setting spec.canary starts the ramp. The p99 gate is loose here: v2
 	// is as fast as v1, but a p99 of 100 samples on a busy 2-core test
 	// machine (-race) swings by 2x; the slow-canary test checks the gate.
-	e.put(e.model(map[string]int{"v1": 100}, &routing.Canary{Version: "v2", StepDuration: routing.Duration(300 * time.Millisecond), MinRequests: 40, MaxP99Ratio: 4}))
+	e.put(e.model(map[string]int{"v1": 100}, &api.Canary{Version: "v2", StepDuration: api.Duration(300 * time.Millisecond), MinRequests: 40, MaxP99Ratio: 4}))
 	s := e.waitPhase("promoted", 40*time.Second)
 	tr.Stop()
 
@@ -348,7 +348,7 @@ func TestCanaryNaNVersionRolledBackAtFirstStep(t *testing.T) {
 	e.waitProxies(map[string]int{"v1": 100})
 	tr := e.startTraffic(4, 20000, 30*time.Second)
 	defer tr.Stop()
-	e.put(e.model(map[string]int{"v1": 100}, &routing.Canary{Version: "v3", StepDuration: routing.Duration(300 * time.Millisecond), MinRequests: 40}))
+	e.put(e.model(map[string]int{"v1": 100}, &api.Canary{Version: "v3", StepDuration: api.Duration(300 * time.Millisecond), MinRequests: 40}))
 	s := e.waitPhase("rolled_back", 30*time.Second)
 	tr.Stop()
 	if s.Step != 1 {
@@ -416,12 +416,12 @@ func delayShim(t *testing.T, target string, delay time.Duration) string {
 
 func TestCanarySlowVersionRolledBackOnP99(t *testing.T) {
 	e := newCanaryEnv(t, 1)
-	slow := routing.Version{Name: "v2slow", Endpoints: []string{delayShim(t, e.be.HTTPAddr, 50*time.Millisecond)}, BackendModel: demomodels.V2}
+	slow := api.Version{Name: "v2slow", Endpoints: []string{delayShim(t, e.be.HTTPAddr, 50*time.Millisecond)}, BackendModel: demomodels.V2}
 	e.put(e.model(map[string]int{"v1": 100}, nil, slow))
 	e.waitProxies(map[string]int{"v1": 100})
 	tr := e.startTraffic(6, 30000, 40*time.Second)
 	defer tr.Stop()
-	e.put(e.model(map[string]int{"v1": 100}, &routing.Canary{Version: "v2slow", StepDuration: routing.Duration(300 * time.Millisecond), MinRequests: 40}, slow))
+	e.put(e.model(map[string]int{"v1": 100}, &api.Canary{Version: "v2slow", StepDuration: api.Duration(300 * time.Millisecond), MinRequests: 40}, slow))
 	s := e.waitPhase("rolled_back", 40*time.Second)
 	tr.Stop()
 	last := s.History[len(s.History)-1]
@@ -444,13 +444,13 @@ func TestCanarySlowVersionRolledBackOnP99(t *testing.T) {
 
 func TestCanaryTooLittleTrafficHolds(t *testing.T) {
 	e := newCanaryEnv(t, 1)
-	e.put(e.model(map[string]int{"v1": 100}, &routing.Canary{Version: "v2", StepDuration: routing.Duration(200 * time.Millisecond)}))
+	e.put(e.model(map[string]int{"v1": 100}, &api.Canary{Version: "v2", StepDuration: api.Duration(200 * time.Millisecond)}))
 	e.waitProxies(map[string]int{"v1": 80, "v2": 20})
 	tr := e.startTraffic(1, 60, 20*time.Second)
 	tr.done.Wait()
 	byVar, _ := tr.counts()
 	re := regexp.MustCompile(`^waiting: (\d+)/500 canary requests$`)
-	var s CanaryStatus
+	var s api.CanaryStatus
 	waitUntil(t, "a hold naming the canary's requests", 15*time.Second, func() bool {
 		s = e.status()
 		m := re.FindStringSubmatch(s.Reason)
@@ -466,7 +466,7 @@ func TestCanaryTooLittleTrafficHolds(t *testing.T) {
 	}
 	// GET over the API shows the same, for viewers.
 	r := call(t, e.cp, "GET", "/v1/models/recommender/canary", viewerToken, nil)
-	var api CanaryStatus
+	var api api.CanaryStatus
 	r.decode(t, &api)
 	if r.code != http.StatusOK || api.Reason != s.Reason || api.StepWeight != 20 || len(api.Gates) == 0 || api.MinRequests != 500 {
 		t.Fatalf("GET canary: %d %s", r.code, r.body)
@@ -482,7 +482,7 @@ func TestCanaryManualAbortMidRamp(t *testing.T) {
 	if r.code != http.StatusOK {
 		t.Fatalf("start: %d %s", r.code, r.body)
 	}
-	var resp CanaryActionResponse
+	var resp api.CanaryActionResponse
 	r.decode(t, &resp)
 	if resp.Proxies == nil || resp.Proxies.Message == "" || len(resp.Proxies.Acked) != 2 {
 		t.Fatalf("start answer: %s", r.body)
@@ -502,7 +502,7 @@ func TestCanaryManualAbortMidRamp(t *testing.T) {
 	if r.code != http.StatusOK {
 		t.Fatalf("abort: %d %s", r.code, r.body)
 	}
-	resp = CanaryActionResponse{}
+	resp = api.CanaryActionResponse{}
 	r.decode(t, &resp)
 	if p := resp.Proxies; p == nil || !regexp.MustCompile(`^applied on 2/2 proxies in \d+ ms$`).MatchString(p.Message) || p.ElapsedMS == nil {
 		t.Fatalf("abort answer: %s", r.body)
@@ -549,7 +549,7 @@ func TestWritesWaitForACKs(t *testing.T) {
 	applied := regexp.MustCompile(`^applied on 2/2 proxies in \d+ ms$`)
 
 	r := call(t, e.cp, "PUT", "/v1/models/recommender/weights", editorToken, map[string]any{"weights": map[string]int{"v1": 80, "v2": 20}, "waitForAck": "10s"})
-	var resp ModelResponse
+	var resp api.ModelResponse
 	r.decode(t, &resp)
 	if r.code != http.StatusOK || resp.Proxies == nil || !applied.MatchString(resp.Proxies.Message) || len(resp.Proxies.Acked) != 2 || resp.Proxies.Version != fmt.Sprint(resp.Revision) {
 		t.Fatalf("weights with waitForAck: %d %s", r.code, r.body)
@@ -562,13 +562,13 @@ func TestWritesWaitForACKs(t *testing.T) {
 
 	doc := e.model(map[string]int{"v1": 50, "v2": 50}, nil)
 	r = call(t, e.cp, "PUT", "/v1/models/recommender?waitForAck=10s", editorToken, doc)
-	resp = ModelResponse{}
+	resp = api.ModelResponse{}
 	r.decode(t, &resp)
 	if r.code != http.StatusOK || resp.Proxies == nil || !applied.MatchString(resp.Proxies.Message) {
 		t.Fatalf("PUT with waitForAck: %d %s", r.code, r.body)
 	}
 	r = call(t, e.cp, "PUT", "/v1/models/recommender/weights", editorToken, map[string]any{"weights": map[string]int{"v1": 100}})
-	resp = ModelResponse{}
+	resp = api.ModelResponse{}
 	r.decode(t, &resp)
 	if r.code != http.StatusOK || resp.Proxies != nil {
 		t.Fatalf("weights without waitForAck: %d %s", r.code, r.body)

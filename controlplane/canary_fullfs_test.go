@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 const fsizeChildEnv = "SWITCHYARD_TEST_FSIZE_CHILD"
@@ -48,7 +48,7 @@ func TestCanaryStateWriteFailsLoudly(t *testing.T) {
 	}
 	signal.Ignore(syscall.SIGXFSZ)
 	e := newTickEnv(t, "")
-	e.put(canaryModel(t, map[string]int{"v1": 80, "v2": 20}, &routing.Canary{Version: "v2", StepDuration: routing.Duration(time.Hour), MinRequests: 10, ConsecutiveFailures: 2}))
+	e.put(canaryModel(t, map[string]int{"v1": 80, "v2": 20}, &api.Canary{Version: "v2", StepDuration: api.Duration(time.Hour), MinRequests: 10, ConsecutiveFailures: 2}))
 	e.tick()
 	started := e.get()
 	before := e.status()
@@ -73,7 +73,7 @@ func TestCanaryStateWriteFailsLoudly(t *testing.T) {
 
 	// A manual action: 507, naming the cause; nothing moves.
 	r := call(t, e.cp, "POST", "/v1/models/m/canary/abort", operatorToken, map[string]any{"waitForAck": "0s"})
-	var er ErrorResponse
+	var er api.ErrorResponse
 	r.decode(t, &er)
 	if r.code != http.StatusInsufficientStorage || !strings.Contains(er.Error, "file too large") || !strings.Contains(er.Error, "canary write (canary-abort)") {
 		t.Fatalf("abort on a full disk: %d %s", r.code, r.body)

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // While a canary runs, its weights are the controller's. A write through
@@ -25,40 +25,20 @@ import (
 // spec.canary ends the run and is written as it is. POST .../rollback
 // aborts a running canary first.
 
-// Hint actions (Hint.Action): what resolves a refusal.
-const (
-	HintCanaryAbort = "canary-abort" // abort the canary: POST .../canary/abort
-	HintCanaryReset = "canary-reset" // clear a version's failed mark: POST .../canary/reset
-	HintForce       = "force"        // repeat the request with force (aborts the canary first)
-)
-
-// Hint is one action that resolves a refused request, in ErrorResponse.
-// Clients render it (syctl prints the command to run); Method, Path and
-// Body are the request that does it.
-type Hint struct {
-	Action  string         `json:"action"`
-	Model   string         `json:"model"`
-	Version string         `json:"version,omitempty"`
-	Method  string         `json:"method"`
-	Path    string         `json:"path"`
-	Body    map[string]any `json:"body,omitempty"`
-	Message string         `json:"message"`
-}
-
 func modelAPIPath(name string) string { return "/v1/models/" + name }
 
-func abortHint(model, version string) Hint {
-	return Hint{Action: HintCanaryAbort, Model: model, Version: version, Method: http.MethodPost, Path: modelAPIPath(model) + "/canary/abort",
+func abortHint(model, version string) api.Hint {
+	return api.Hint{Action: api.HintCanaryAbort, Model: model, Version: version, Method: http.MethodPost, Path: modelAPIPath(model) + "/canary/abort",
 		Message: fmt.Sprintf("abort the canary: %s is marked failed and the split from before the canary comes back", version)}
 }
 
-func resetHint(model, version string) Hint {
-	return Hint{Action: HintCanaryReset, Model: model, Version: version, Method: http.MethodPost, Path: modelAPIPath(model) + "/canary/reset",
+func resetHint(model, version string) api.Hint {
+	return api.Hint{Action: api.HintCanaryReset, Model: model, Version: version, Method: http.MethodPost, Path: modelAPIPath(model) + "/canary/reset",
 		Body: map[string]any{"version": version}, Message: fmt.Sprintf("clear the failed mark of %s (it may take traffic and be ramped again)", version)}
 }
 
-func forceHint(model, version, method, path string, body map[string]any) Hint {
-	return Hint{Action: HintForce, Model: model, Version: version, Method: method, Path: path, Body: body,
+func forceHint(model, version, method, path string, body map[string]any) api.Hint {
+	return api.Hint{Action: api.HintForce, Model: model, Version: version, Method: method, Path: path, Body: body,
 		Message: fmt.Sprintf("repeat with force: the canary is aborted first (%s marked failed), then your change is written", version)}
 }
 
@@ -66,14 +46,14 @@ func forceHint(model, version, method, path string, body map[string]any) Hint {
 // the actions that would resolve it.
 type conflictError struct {
 	msg   string
-	hints []Hint
+	hints []api.Hint
 }
 
 func (e conflictError) Error() string { return e.msg }
 
 // answerConflict answers a conflictError.
 func answerConflict(w http.ResponseWriter, ce conflictError) {
-	writeJSON(w, http.StatusConflict, ErrorResponse{Error: ce.msg, Hints: ce.hints})
+	writeJSON(w, http.StatusConflict, api.ErrorResponse{Error: ce.msg, Hints: ce.hints})
 }
 
 // writeOutcome is what a write of a model's document means for its
@@ -91,7 +71,7 @@ const (
 // finished: nothing). weightsOnly says the request sets the weights
 // alone (PUT .../weights): then any other split is a change, even the one
 // from before the canary. Pure.
-func judgeWrite(run *canaryRun, cur, next *routing.Model, weightsOnly bool) writeOutcome {
+func judgeWrite(run *canaryRun, cur, next *api.Model, weightsOnly bool) writeOutcome {
 	if !run.active() {
 		return writePass
 	}
@@ -109,7 +89,7 @@ func judgeWrite(run *canaryRun, cur, next *routing.Model, weightsOnly bool) writ
 }
 
 // judge runs judgeWrite against the model's run now.
-func (c *CanaryController) judge(name string, cur, next *routing.Model, weightsOnly bool) (writeOutcome, *canaryRun) {
+func (c *CanaryController) judge(name string, cur, next *api.Model, weightsOnly bool) (writeOutcome, *canaryRun) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	run := c.book(name).Run.clone()
@@ -118,29 +98,19 @@ func (c *CanaryController) judge(name string, cur, next *routing.Model, weightsO
 
 // weightsConflict is the refusal of a write that changes a running
 // canary's weights; force is the hint that repeats it with force.
-func weightsConflict(name string, run *canaryRun, force Hint) conflictError {
+func weightsConflict(name string, run *canaryRun, force api.Hint) conflictError {
 	return conflictError{
 		msg: fmt.Sprintf("model %q has a canary of %s in progress (%s at step %d/%d, weights %s): its weights are the canary controller's; abort the canary first, or repeat with force",
 			name, run.Config.Canary, run.State.Phase, run.State.StepNumber(), len(run.Config.Steps), splitString(run.State.Weights)),
-		hints: []Hint{abortHint(name, run.Config.Canary), force},
+		hints: []api.Hint{abortHint(name, run.Config.Canary), force},
 	}
-}
-
-// AbortedCanary says a request aborted the canary it found running.
-type AbortedCanary struct {
-	Canary string `json:"canary"`
-	// Revision is the abort's own revision: the split from before the
-	// canary, the canary's share given to the baseline.
-	Revision int64          `json:"revision"`
-	Weights  map[string]int `json:"weights"`
-	Reason   string         `json:"reason"`
 }
 
 // abortFor aborts the model's canary, if one runs, on behalf of a request
 // that needs it out of the way (a forced weight change, a rollback),
 // marking its version failed. pinned > 0 is the request's If-Match: the
 // abort applies to that revision only. nil when no canary ran.
-func (c *CanaryController) abortFor(ctx context.Context, name string, pinned int64, subject, reason string) (*AbortedCanary, error) {
+func (c *CanaryController) abortFor(ctx context.Context, name string, pinned int64, subject, reason string) (*api.AbortedCanary, error) {
 	rec, err := c.store.Get(ctx, name)
 	if err != nil {
 		return nil, err
@@ -167,14 +137,14 @@ func (c *CanaryController) abortFor(ctx context.Context, name string, pinned int
 	if err := c.apply(ctx, b, nb, rec, tr, subject, true); err != nil {
 		return nil, err
 	}
-	return &AbortedCanary{Canary: run.Config.Canary, Revision: nb.Run.Revision, Weights: st.Weights, Reason: st.History[len(st.History)-1].Reason}, nil
+	return &api.AbortedCanary{Canary: run.Config.Canary, Revision: nb.Run.Revision, Weights: st.Weights, Reason: st.History[len(st.History)-1].Reason}, nil
 }
 
 // storeFailure tells a store error that is a failure of the store (I/O, a
 // full disk, a corrupt file) from an answer about the request (conflict,
 // not found, invalid document) or its end (cancelled, store closed).
 func storeFailure(err error) bool {
-	var ve routing.ValidationError
+	var ve api.ValidationError
 	switch {
 	case err == nil, errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrClosed),
 		errors.As(err, &ve), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
@@ -202,7 +172,7 @@ func outOfSpace(err error) bool {
 }
 
 // sameDocument reports whether two (normalized) documents are the same.
-func sameDocument(a, b *routing.Model) bool {
+func sameDocument(a, b *api.Model) bool {
 	x, err1 := json.Marshal(a)
 	y, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && string(x) == string(y)

@@ -21,9 +21,9 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // fakeClock is an injected clock.
@@ -103,7 +103,7 @@ func newTickEnv(t *testing.T, statePath string) *tickEnv {
 		cp.Close()
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}
@@ -120,26 +120,26 @@ func (e *tickEnv) tick() {
 }
 
 // canaryModel is model m with versions v1, v2 at w, with spec.canary c.
-func canaryModel(t testing.TB, w map[string]int, c *routing.Canary) routing.Model {
+func canaryModel(t testing.TB, w map[string]int, c *api.Canary) api.Model {
 	t.Helper()
-	m := routing.Model{
-		Metadata: routing.Metadata{Name: "m"},
-		Spec: routing.Spec{
-			Versions: []routing.Version{
+	m := api.Model{
+		Metadata: api.Metadata{Name: "m"},
+		Spec: api.Spec{
+			Versions: []api.Version{
 				{Name: "v1", Endpoints: []string{"127.0.0.1:8001"}},
 				{Name: "v2", Endpoints: []string{"127.0.0.1:8002"}},
 			},
-			Traffic: routing.Traffic{Weights: w},
+			Traffic: api.Traffic{Weights: w},
 			Canary:  c,
 		},
 	}
-	if err := routing.Normalize(&m); err != nil {
+	if err := api.Normalize(&m); err != nil {
 		t.Fatal(err)
 	}
 	return m
 }
 
-func (e *tickEnv) put(m routing.Model) store.Record {
+func (e *tickEnv) put(m api.Model) api.Record {
 	e.t.Helper()
 	rec, err := e.cp.Store().Put(context.Background(), m, store.Precondition{}, store.Change{Subject: "t", Action: "put"})
 	if err != nil {
@@ -148,7 +148,7 @@ func (e *tickEnv) put(m routing.Model) store.Record {
 	return rec
 }
 
-func (e *tickEnv) get() store.Record {
+func (e *tickEnv) get() api.Record {
 	e.t.Helper()
 	rec, err := e.cp.Store().Get(context.Background(), "m")
 	if err != nil {
@@ -157,7 +157,7 @@ func (e *tickEnv) get() store.Record {
 	return rec
 }
 
-func (e *tickEnv) status() CanaryStatus {
+func (e *tickEnv) status() api.CanaryStatus {
 	e.t.Helper()
 	s, err := e.cc.Status(context.Background(), "m")
 	if err != nil {
@@ -166,7 +166,7 @@ func (e *tickEnv) status() CanaryStatus {
 	return s
 }
 
-func (e *tickEnv) failed() map[string]store.FailedMark {
+func (e *tickEnv) failed() map[string]api.FailedMark {
 	e.t.Helper()
 	f, err := e.cp.Store().Failed(context.Background(), "m")
 	if err != nil {
@@ -179,7 +179,7 @@ func (e *tickEnv) failed() map[string]store.FailedMark {
 // itself (1h steps) and ticks once to start it.
 func (e *tickEnv) startCanary(w map[string]int) {
 	e.t.Helper()
-	e.put(canaryModel(e.t, w, &routing.Canary{Version: "v2", StepDuration: routing.Duration(time.Hour), MinRequests: 10, ConsecutiveFailures: 1}))
+	e.put(canaryModel(e.t, w, &api.Canary{Version: "v2", StepDuration: api.Duration(time.Hour), MinRequests: 10, ConsecutiveFailures: 1}))
 	e.tick()
 	if s := e.status(); s.Phase != "progressing" {
 		e.t.Fatalf("canary did not start: %s", mustJSON(s))
@@ -214,7 +214,7 @@ func TestAutomaticRollbackRemovesTheFailedVersion(t *testing.T) {
 		t.Errorf("status failedVersions %v", s.FailedVersions)
 	}
 	r := call(t, e.cp, "GET", "/v1/models/m", viewerToken, nil)
-	var got ModelResponse
+	var got api.ModelResponse
 	r.decode(t, &got)
 	if got.FailedVersions["v2"].Revision != cur.Revision {
 		t.Errorf("GET model failedVersions %+v", got.FailedVersions)
@@ -233,10 +233,10 @@ func TestWeightChangeDuringCanary(t *testing.T) {
 	started := e.get()
 
 	r := call(t, e.cp, "PUT", "/v1/models/m/weights", editorToken, map[string]any{"weights": map[string]int{"v1": 50, "v2": 50}})
-	var refusal ErrorResponse
+	var refusal api.ErrorResponse
 	r.decode(t, &refusal)
-	if r.code != http.StatusConflict || len(refusal.Hints) != 2 || refusal.Hints[0].Action != HintCanaryAbort || refusal.Hints[0].Path != "/v1/models/m/canary/abort" ||
-		refusal.Hints[1].Action != HintForce || refusal.Hints[1].Body["force"] != true || !strings.Contains(refusal.Error, "canary of v2 in progress") {
+	if r.code != http.StatusConflict || len(refusal.Hints) != 2 || refusal.Hints[0].Action != api.HintCanaryAbort || refusal.Hints[0].Path != "/v1/models/m/canary/abort" ||
+		refusal.Hints[1].Action != api.HintForce || refusal.Hints[1].Body["force"] != true || !strings.Contains(refusal.Error, "canary of v2 in progress") {
 		t.Fatalf("weights during a canary: %d %s", r.code, r.body)
 	}
 	if cur := e.get(); cur.Revision != started.Revision {
@@ -248,7 +248,7 @@ func TestWeightChangeDuringCanary(t *testing.T) {
 	}
 
 	r = call(t, e.cp, "PUT", "/v1/models/m/weights", editorToken, map[string]any{"weights": map[string]int{"v1": 50, "v2": 50}, "force": true, "reason": "A/B"})
-	var forced ModelResponse
+	var forced api.ModelResponse
 	r.decode(t, &forced)
 	if r.code != http.StatusOK || forced.AbortedCanary == nil || forced.AbortedCanary.Canary != "v2" || forced.Model.Spec.Traffic.Weights["v2"] != 50 {
 		t.Fatalf("forced weights: %d %s", r.code, r.body)
@@ -269,21 +269,21 @@ func TestWeightChangeDuringCanary(t *testing.T) {
 	// refuses v2 (hint: reset), a rollback to a named revision with v2
 	// traffic is refused too.
 	r = call(t, e.cp, "POST", "/v1/models/m/rollback", operatorToken, map[string]any{"waitForAck": "1ms"})
-	var rb ModelResponse
+	var rb api.ModelResponse
 	r.decode(t, &rb)
 	if r.code != http.StatusOK || rb.Model.Spec.Traffic.Weights["v2"] != 0 || rb.AbortedCanary != nil {
 		t.Fatalf("rollback after the forced change: %d %s", r.code, r.body)
 	}
 	r = call(t, e.cp, "POST", "/v1/models/m/canary/start", editorToken, map[string]any{"version": "v2"})
-	refusal = ErrorResponse{}
+	refusal = api.ErrorResponse{}
 	r.decode(t, &refusal)
-	if r.code != http.StatusConflict || len(refusal.Hints) != 1 || refusal.Hints[0].Action != HintCanaryReset || refusal.Hints[0].Version != "v2" {
+	if r.code != http.StatusConflict || len(refusal.Hints) != 1 || refusal.Hints[0].Action != api.HintCanaryReset || refusal.Hints[0].Version != "v2" {
 		t.Fatalf("start of the failed version: %d %s", r.code, r.body)
 	}
 	r = call(t, e.cp, "POST", "/v1/models/m/rollback", operatorToken, map[string]any{"revision": started.Revision, "waitForAck": "1ms"})
-	refusal = ErrorResponse{}
+	refusal = api.ErrorResponse{}
 	r.decode(t, &refusal)
-	if r.code != http.StatusConflict || len(refusal.Hints) != 1 || refusal.Hints[0].Action != HintCanaryReset {
+	if r.code != http.StatusConflict || len(refusal.Hints) != 1 || refusal.Hints[0].Action != api.HintCanaryReset {
 		t.Fatalf("rollback to a revision with traffic to the failed version: %d %s", r.code, r.body)
 	}
 }
@@ -294,7 +294,7 @@ func TestWeightChangeDuringCanary(t *testing.T) {
 // (issue 15: a re-apply wrote the old weights and aborted the canary).
 func TestApplyDuringCanary(t *testing.T) {
 	e := newTickEnv(t, "")
-	doc := canaryModel(t, map[string]int{"v1": 100}, &routing.Canary{Version: "v2", StepDuration: routing.Duration(time.Hour), MinRequests: 10, ConsecutiveFailures: 1})
+	doc := canaryModel(t, map[string]int{"v1": 100}, &api.Canary{Version: "v2", StepDuration: api.Duration(time.Hour), MinRequests: 10, ConsecutiveFailures: 1})
 	if r := call(t, e.cp, "PUT", "/v1/models/m", editorToken, doc); r.code != http.StatusCreated {
 		t.Fatalf("create: %d %s", r.code, r.body)
 	}
@@ -304,7 +304,7 @@ func TestApplyDuringCanary(t *testing.T) {
 		t.Fatalf("not started: %s", started.Action)
 	}
 	r := call(t, e.cp, "PUT", "/v1/models/m", editorToken, doc)
-	var resp ModelResponse
+	var resp api.ModelResponse
 	r.decode(t, &resp)
 	if r.code != http.StatusOK || !resp.Unchanged || resp.Revision != started.Revision || e.get().Revision != started.Revision {
 		t.Fatalf("re-apply during the canary: %d %s", r.code, r.body)
@@ -312,7 +312,7 @@ func TestApplyDuringCanary(t *testing.T) {
 	retuned := doc.Clone()
 	retuned.Spec.Canary.MaxErrorRate = 0.02
 	r = call(t, e.cp, "PUT", "/v1/models/m", editorToken, retuned)
-	resp = ModelResponse{}
+	resp = api.ModelResponse{}
 	r.decode(t, &resp)
 	if r.code != http.StatusOK || resp.Unchanged || !sameSplit(resp.Model.Spec.Traffic.Weights, map[string]int{"v1": 80, "v2": 20}) || resp.Model.Spec.Canary.MaxErrorRate != 0.02 {
 		t.Fatalf("retune during the canary: %d %s", r.code, r.body)
@@ -324,13 +324,13 @@ func TestApplyDuringCanary(t *testing.T) {
 	other := doc.Clone()
 	other.Spec.Traffic.Weights = map[string]int{"v1": 60, "v2": 40}
 	r = call(t, e.cp, "PUT", "/v1/models/m", editorToken, other)
-	var refusal ErrorResponse
+	var refusal api.ErrorResponse
 	r.decode(t, &refusal)
 	if r.code != http.StatusConflict || len(refusal.Hints) != 2 || refusal.Hints[1].Path != "/v1/models/m?force=true" {
 		t.Fatalf("apply with other weights during the canary: %d %s", r.code, r.body)
 	}
 	r = call(t, e.cp, "PUT", "/v1/models/m?force=true", editorToken, other)
-	resp = ModelResponse{}
+	resp = api.ModelResponse{}
 	r.decode(t, &resp)
 	if r.code != http.StatusOK || !sameSplit(resp.Model.Spec.Traffic.Weights, other.Spec.Traffic.Weights) {
 		t.Fatalf("forced apply: %d %s", r.code, r.body)
@@ -360,7 +360,7 @@ func TestRollbackDuringCanary(t *testing.T) {
 		t.Fatalf("promote: %d %s", r.code, r.body)
 	}
 	r := call(t, e.cp, "POST", "/v1/models/m/rollback", operatorToken, map[string]any{"reason": "pager", "waitForAck": "1ms"})
-	var rb ModelResponse
+	var rb api.ModelResponse
 	r.decode(t, &rb)
 	if r.code != http.StatusOK || rb.AbortedCanary == nil || rb.AbortedCanary.Canary != "v2" || rb.Revision != rb.AbortedCanary.Revision ||
 		rb.Model.Spec.Traffic.Weights["v1"] != 100 || rb.Model.Spec.Traffic.Weights["v2"] != 0 || !strings.Contains(rb.AbortedCanary.Reason, "rollback requested by olga: pager") {
@@ -488,17 +488,17 @@ func TestJudgeWrite(t *testing.T) {
 	run := &canaryRun{Config: canary.Config{Baseline: "v1", Canary: "v2", Steps: []int{20, 50, 80, 100}},
 		State: canary.State{Phase: canary.Progressing, Weights: map[string]int{"v1": 80, "v2": 20}, Previous: map[string]int{"v1": 100}}}
 	done := &canaryRun{Config: run.Config, State: canary.State{Phase: canary.RolledBack, Weights: map[string]int{"v1": 100}}}
-	model := func(w map[string]int, version string) *routing.Model {
-		m := &routing.Model{Spec: routing.Spec{Traffic: routing.Traffic{Weights: w}}}
+	model := func(w map[string]int, version string) *api.Model {
+		m := &api.Model{Spec: api.Spec{Traffic: api.Traffic{Weights: w}}}
 		if version != "" {
-			m.Spec.Canary = &routing.Canary{Version: version}
+			m.Spec.Canary = &api.Canary{Version: version}
 		}
 		return m
 	}
 	cur := model(map[string]int{"v1": 80, "v2": 20}, "v2")
 	for name, c := range map[string]struct {
 		run         *canaryRun
-		next        *routing.Model
+		next        *api.Model
 		weightsOnly bool
 		want        writeOutcome
 	}{
@@ -542,7 +542,7 @@ func TestLegacyCanaryStateImported(t *testing.T) {
 	}
 	db.Close()
 	e := newTickEnv(t, path)
-	e.put(canaryModel(t, map[string]int{"v1": 100}, &routing.Canary{Version: "v2"}))
+	e.put(canaryModel(t, map[string]int{"v1": 100}, &api.Canary{Version: "v2"}))
 	if m := e.failed()["v2"]; !strings.Contains(m.Reason, "nan_rate 12%") {
 		t.Fatalf("imported marks %+v", e.failed())
 	}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/controlplane/store"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 // Change actions the canary controller writes (store.Change.Action), so the
@@ -44,12 +44,6 @@ func routesToFailed(w map[string]int, failed []string) string {
 	return ""
 }
 
-// SkippedRevision is an earlier revision a rollback passed over, and why.
-type SkippedRevision struct {
-	Revision int64  `json:"revision"`
-	Why      string `json:"why"`
-}
-
 // RollbackTarget picks the revision POST /v1/models/{name}/rollback
 // restores when none is named: the newest revision older than the head
 // (hist[0]; history newest first) whose split was healthy. It skips
@@ -58,12 +52,12 @@ type SkippedRevision struct {
 // to a version in failed (the store's failed marks, not the history,
 // which is trimmed). nil when there is none. Pure: the history and the
 // marks in, the choice out.
-func RollbackTarget(hist []store.Record, failed []string) (*store.Record, []SkippedRevision) {
+func RollbackTarget(hist []api.Record, failed []string) (*api.Record, []api.SkippedRevision) {
 	if len(hist) == 0 {
 		return nil, nil
 	}
 	head := hist[0]
-	var skipped []SkippedRevision
+	var skipped []api.SkippedRevision
 	for i := range hist {
 		h := &hist[i]
 		if h.Revision >= head.Revision {
@@ -83,30 +77,21 @@ func RollbackTarget(hist []store.Record, failed []string) (*store.Record, []Skip
 		if why == "" {
 			return h, skipped
 		}
-		skipped = append(skipped, SkippedRevision{Revision: h.Revision, Why: why})
+		skipped = append(skipped, api.SkippedRevision{Revision: h.Revision, Why: why})
 	}
 	return nil, skipped
 }
 
-// AppliedResult is an AckResult with how long applying took (from the store
-// write to the last ACK) and its one-line summary, "applied on 2/2 proxies
-// in 14 ms" (cmd/syctl reads elapsedMs).
-type AppliedResult struct {
-	AckResult
-	ElapsedMS *float64 `json:"elapsedMs,omitempty"`
-	Message   string   `json:"message"`
-}
-
 // waitApplied waits (bounded by wait) until the proxies ACK revision rev,
 // written at written.
-func (cp *ControlPlane) waitApplied(ctx context.Context, rev int64, written time.Time, wait time.Duration) *AppliedResult {
+func (cp *ControlPlane) waitApplied(ctx context.Context, rev int64, written time.Time, wait time.Duration) *api.AppliedResult {
 	return waitApplied(ctx, cp.WaitApplied, rev, written, wait)
 }
 
-func waitApplied(ctx context.Context, wait func(context.Context, int64) AckResult, rev int64, written time.Time, limit time.Duration) *AppliedResult {
+func waitApplied(ctx context.Context, wait func(context.Context, int64) api.AckResult, rev int64, written time.Time, limit time.Duration) *api.AppliedResult {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	res := AppliedResult{AckResult: wait(ctx, rev)}
+	res := api.AppliedResult{AckResult: wait(ctx, rev)}
 	if len(res.Pending) == 0 {
 		ms := float64(time.Since(written).Microseconds()) / 1000
 		res.ElapsedMS = &ms
@@ -115,7 +100,7 @@ func waitApplied(ctx context.Context, wait func(context.Context, int64) AckResul
 	return &res
 }
 
-func appliedMessage(r *AppliedResult) string {
+func appliedMessage(r *api.AppliedResult) string {
 	if r.Total == 0 {
 		return "no proxies connected (nothing to apply it yet)"
 	}

@@ -15,12 +15,18 @@
 //		XDSAddr:   "127.0.0.1:0",
 //		InsecureLoopbackNoAuth: true, // or Tokens: auth
 //	})
-//	err = cp.Start()            // serves; the first snapshot is published
+//	err = cp.Start(ctx)         // serves; the first snapshot is published
 //	cp.APIURL()                 // "http://127.0.0.1:PORT"
 //	cp.XDSAddr()                // "127.0.0.1:PORT"
 //	cp.Store().Put(...)         // or the REST API
 //	cp.Tracker().WaitForAck(ctx, version)
-//	defer cp.Close()
+//	err = cp.Wait(ctx)          // until ctx ends, it stops, or a listener fails
+//	defer cp.Close()            // or Shutdown(ctx); cancelling Start's ctx does it too
+//
+// Lifecycle, as the proxy's and the backend's: New binds; Start(ctx)
+// serves (cancelling ctx shuts the control plane down gracefully); Wait
+// reports how serving ended; Shutdown(ctx) drains; Close is Shutdown with
+// DefaultShutdownTimeout.
 package controlplane
 
 import (
@@ -33,7 +39,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 
 	"github.com/switchyard-dev/switchyard/controlplane/store"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
@@ -88,7 +97,18 @@ type ControlPlane struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
+	// stopped is closed when Shutdown has finished (shutErr is its result).
+	stopped chan struct{}
+	shutErr error
+	// failed is closed when a listener fails (serveErr is the first error).
+	failOnce sync.Once
+	failed   chan struct{}
+	serveErr error
 }
+
+// DefaultShutdownTimeout bounds Close, and the shutdown that cancelling
+// Start's ctx begins: API requests in flight get this long to finish.
+const DefaultShutdownTimeout = 5 * time.Second
 
 // New opens the store and binds both listeners (so the addresses are known
 // before Start). It does not serve yet.
@@ -124,7 +144,7 @@ func New(cfg Config) (*ControlPlane, error) {
 		}
 		st = b
 	}
-	cp := &ControlPlane{cfg: cfg, store: st, log: cfg.Logger}
+	cp := &ControlPlane{cfg: cfg, store: st, log: cfg.Logger, stopped: make(chan struct{}), failed: make(chan struct{})}
 	cp.ctx, cp.cancel = context.WithCancel(context.Background())
 	cp.tracker = NewTracker(nil, nil)
 	cp.metrics = NewMetrics(cfg.Registerer, cp.tracker.Connected)
@@ -162,8 +182,15 @@ func (cp *ControlPlane) abort() {
 }
 
 // Start serves the API and xDS in the background and returns once the first
-// snapshot (of the stored state) is published.
-func (cp *ControlPlane) Start() error {
+// snapshot (of the stored state) is published. Cancelling ctx shuts the
+// control plane down gracefully, as Shutdown does (bounded by
+// DefaultShutdownTimeout); Wait returns then. A ctx done before the first
+// snapshot fails Start (the control plane is shut down).
+func (cp *ControlPlane) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		cp.Close()
+		return fmt.Errorf("start control plane: %w", err)
+	}
 	ready := make(chan struct{})
 	cp.wg.Add(3)
 	go func() {
@@ -172,43 +199,103 @@ func (cp *ControlPlane) Start() error {
 	}()
 	go func() {
 		defer cp.wg.Done()
-		if err := cp.xds.grpc.Serve(cp.xdsLn); err != nil {
-			cp.log.Error("xds server stopped", "err", err)
+		if err := cp.xds.grpc.Serve(cp.xdsLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			cp.fail(fmt.Errorf("serve xds on %s: %w", cp.xdsLn.Addr(), err))
 		}
 	}()
 	go func() {
 		defer cp.wg.Done()
 		if err := cp.httpSrv.Serve(cp.apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			cp.log.Error("api server stopped", "err", err)
+			cp.fail(fmt.Errorf("serve api on %s: %w", cp.apiLn.Addr(), err))
+		}
+	}()
+	// Not in wg: it calls Shutdown, which waits for wg.
+	go func() {
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), DefaultShutdownTimeout)
+			defer cancel()
+			if err := cp.Shutdown(sctx); err != nil {
+				cp.log.Error("control plane shutdown", "err", err)
+			}
+		case <-cp.stopped:
 		}
 	}()
 	select {
 	case <-ready:
+	case <-ctx.Done():
+		return fmt.Errorf("start control plane: %w", ctx.Err())
+	case <-cp.failed:
+		cp.Close()
+		return cp.serveErr
 	case <-time.After(30 * time.Second):
+		cp.Close()
 		return errors.New("first xDS snapshot not published within 30s")
 	}
 	cp.log.Info("control plane started", "api", cp.APIAddr(), "xds", cp.XDSAddr(), "snapshotVersion", cp.xds.Version())
 	return nil
 }
 
-// Close stops serving (open xDS streams end; proxies keep their last
-// config), waits for the goroutines and closes the store.
-func (cp *ControlPlane) Close() error {
-	var err error
+// fail records a listener's failure for Wait (the first one counts).
+func (cp *ControlPlane) fail(err error) {
+	cp.failOnce.Do(func() {
+		cp.log.Error("control plane listener failed", "err", err)
+		cp.serveErr = err
+		close(cp.failed)
+	})
+}
+
+// Wait blocks until ctx is done, the control plane has stopped (Start's ctx
+// cancelled, Shutdown, Close) or a listener failed, and returns the
+// listener's error (nil otherwise). After a listener failure the caller
+// shuts the control plane down.
+func (cp *ControlPlane) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-cp.stopped:
+	case <-cp.failed:
+	}
+	select {
+	case <-cp.failed:
+		return cp.serveErr
+	default:
+		return nil
+	}
+}
+
+// Shutdown stops serving: the canary controller and snapshot publishing
+// stop, the API stops accepting and its requests in flight finish (bounded
+// by ctx; then the rest are cut and the error says so), open xDS streams
+// end (proxies keep their last configuration), the goroutines are waited
+// for and the store is closed. Later calls return the first call's result.
+func (cp *ControlPlane) Shutdown(ctx context.Context) error {
 	cp.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
+		defer close(cp.stopped)
 		cp.cancel()
-		err = cp.httpSrv.Shutdown(ctx)
+		var errs []error
+		if err := cp.httpSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("api drain: %w", err))
+			cp.httpSrv.Close()
+		}
 		cp.xds.grpc.Stop()
 		cp.xdsLn.Close()
 		cp.apiLn.Close()
-		if cerr := cp.store.Close(); err == nil {
-			err = cerr
+		if err := cp.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close store: %w", err))
 		}
 		cp.wg.Wait()
+		cp.shutErr = errors.Join(errs...)
 	})
-	return err
+	<-cp.stopped
+	return cp.shutErr
+}
+
+// Close is Shutdown bounded by DefaultShutdownTimeout.
+func (cp *ControlPlane) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultShutdownTimeout)
+	defer cancel()
+	return cp.Shutdown(ctx)
 }
 
 // APIAddr is the bound API address (host:port).
@@ -235,6 +322,6 @@ func (cp *ControlPlane) SnapshotVersion() int64 { return cp.xds.Version() }
 
 // WaitApplied waits until the snapshot of store revision rev (or newer) is
 // served and every connected proxy has ACKed or NACKed it, or ctx is done.
-func (cp *ControlPlane) WaitApplied(ctx context.Context, rev int64) AckResult {
+func (cp *ControlPlane) WaitApplied(ctx context.Context, rev int64) api.AckResult {
 	return cp.api.WaitApplied(ctx, rev)
 }

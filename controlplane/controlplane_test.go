@@ -19,8 +19,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"go.uber.org/goleak"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 func TestMain(m *testing.M) {
@@ -55,7 +55,7 @@ func startCP(t testing.TB, statePath string) *ControlPlane {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}
@@ -115,15 +115,15 @@ func call(t testing.TB, cp *ControlPlane, method, path, token string, body any, 
 	return result{code: resp.StatusCode, etag: resp.Header.Get("ETag"), body: b}
 }
 
-func doc(name string, w1, w2 int) routing.Model {
-	return routing.Model{
-		Metadata: routing.Metadata{Name: name},
-		Spec: routing.Spec{
-			Versions: []routing.Version{
+func doc(name string, w1, w2 int) api.Model {
+	return api.Model{
+		Metadata: api.Metadata{Name: name},
+		Spec: api.Spec{
+			Versions: []api.Version{
 				{Name: "v1", Endpoints: []string{"127.0.0.1:8001"}},
 				{Name: "v2", Endpoints: []string{"127.0.0.1:8002"}},
 			},
-			Traffic: routing.Traffic{Weights: map[string]int{"v1": w1, "v2": w2}},
+			Traffic: api.Traffic{Weights: map[string]int{"v1": w1, "v2": w2}},
 		},
 	}
 }
@@ -167,14 +167,14 @@ func TestInsecureLoopbackMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	defer cp.Close()
 	if r := call(t, cp, "PUT", "/v1/models/a", "", doc("a", 1, 1)); r.code != http.StatusCreated {
 		t.Fatalf("PUT without token in loopback mode: %d %s", r.code, r.body)
 	}
-	var audit struct{ Items []store.AuditEntry }
+	var audit struct{ Items []api.AuditEntry }
 	call(t, cp, "GET", "/v1/audit", "", nil).decode(t, &audit)
 	if len(audit.Items) != 1 || audit.Items[0].Subject != "anonymous" {
 		t.Fatalf("audit %+v", audit.Items)
@@ -223,8 +223,8 @@ func TestAuthAndRoles(t *testing.T) {
 		{"GET", "/v1/proxies", viewerToken, nil, http.StatusOK},
 		{"GET", "/v1/audit", viewerToken, nil, http.StatusOK},
 		{"PUT", "/v1/models/a", viewerToken, doc("a", 1, 2), http.StatusForbidden},
-		{"PUT", "/v1/models/a/weights", viewerToken, WeightsRequest{Weights: map[string]int{"v1": 1}}, http.StatusForbidden},
-		{"PUT", "/v1/models/a/weights", editorToken, WeightsRequest{Weights: map[string]int{"v1": 1}}, http.StatusOK},
+		{"PUT", "/v1/models/a/weights", viewerToken, api.WeightsRequest{Weights: map[string]int{"v1": 1}}, http.StatusForbidden},
+		{"PUT", "/v1/models/a/weights", editorToken, api.WeightsRequest{Weights: map[string]int{"v1": 1}}, http.StatusOK},
 		{"POST", "/v1/models/a/rollback", editorToken, nil, http.StatusForbidden},
 		{"DELETE", "/v1/models/a", editorToken, nil, http.StatusForbidden},
 		{"POST", "/v1/models/a/rollback", operatorToken, nil, http.StatusOK},
@@ -252,7 +252,7 @@ func TestModelLifecycleAndETags(t *testing.T) {
 	if r.code != http.StatusCreated || r.etag != `"1"` {
 		t.Fatalf("create: %d etag %s %s", r.code, r.etag, r.body)
 	}
-	var got ModelResponse
+	var got api.ModelResponse
 	r = call(t, cp, "GET", "/v1/models/a", viewerToken, nil)
 	r.decode(t, &got)
 	if r.etag != `"1"` || got.Revision != 1 || got.Model.Spec.Traffic.Weights["v1"] != 80 || got.Model.Spec.Versions[0].BackendModel != "a" {
@@ -271,7 +271,7 @@ func TestModelLifecycleAndETags(t *testing.T) {
 	// A stale ETag: 409, the current ETag in the answer, nothing changes.
 	before := revisionOf(t, cp)
 	r = call(t, cp, "PUT", "/v1/models/a", editorToken, doc("a", 1, 99), "If-Match", `"1"`)
-	var conflict ErrorResponse
+	var conflict api.ErrorResponse
 	r.decode(t, &conflict)
 	if r.code != http.StatusConflict || r.etag != cur || !strings.Contains(conflict.Error, "not 1") {
 		t.Fatalf("stale update: %d %s %s", r.code, r.etag, r.body)
@@ -279,7 +279,7 @@ func TestModelLifecycleAndETags(t *testing.T) {
 	if revisionOf(t, cp) != before {
 		t.Fatal("a stale write changed the store")
 	}
-	if r := call(t, cp, "PUT", "/v1/models/a/weights", editorToken, WeightsRequest{Weights: map[string]int{"v1": 1}}, "If-Match", `"1"`); r.code != http.StatusConflict {
+	if r := call(t, cp, "PUT", "/v1/models/a/weights", editorToken, api.WeightsRequest{Weights: map[string]int{"v1": 1}}, "If-Match", `"1"`); r.code != http.StatusConflict {
 		t.Fatalf("stale weights: %d", r.code)
 	}
 	if r := call(t, cp, "DELETE", "/v1/models/a", operatorToken, nil, "If-Match", `"1"`); r.code != http.StatusConflict {
@@ -290,7 +290,7 @@ func TestModelLifecycleAndETags(t *testing.T) {
 	}
 	var list struct {
 		Revision int64
-		Items    []ModelResponse
+		Items    []api.ModelResponse
 	}
 	call(t, cp, "GET", "/v1/models", viewerToken, nil).decode(t, &list)
 	if len(list.Items) != 1 || list.Revision != before {
@@ -356,7 +356,7 @@ func TestBadBodiesStoreNothing(t *testing.T) {
 			if r.code != tc.code {
 				t.Fatalf("got %d, want %d: %s", r.code, tc.code, r.body)
 			}
-			var e ErrorResponse
+			var e api.ErrorResponse
 			r.decode(t, &e)
 			if !strings.Contains(e.Error, tc.msg) {
 				t.Errorf("error %q lacks %q", e.Error, tc.msg)
@@ -393,7 +393,7 @@ func TestConcurrentEditorsLoseNoUpdate(t *testing.T) {
 			defer wg.Done()
 			for done, tries := 0, 0; done < each && tries < 1000; tries++ {
 				r := call(t, cp, "GET", "/v1/models/a", editorToken, nil)
-				var cur ModelResponse
+				var cur api.ModelResponse
 				r.decode(t, &cur)
 				m := cur.Model
 				m.Spec.Traffic.Weights["v1"]++
@@ -411,12 +411,12 @@ func TestConcurrentEditorsLoseNoUpdate(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	var got ModelResponse
+	var got api.ModelResponse
 	call(t, cp, "GET", "/v1/models/a", viewerToken, nil).decode(t, &got)
 	if w := got.Model.Spec.Traffic.Weights["v1"]; w != 1+editors*each {
 		t.Fatalf("weight %d, want %d: updates were lost", w, 1+editors*each)
 	}
-	var hist struct{ Items []store.Record }
+	var hist struct{ Items []api.Record }
 	call(t, cp, "GET", "/v1/models/a/history", viewerToken, nil).decode(t, &hist)
 	if len(hist.Items) != 1+editors*each {
 		t.Fatalf("history has %d revisions, want %d", len(hist.Items), 1+editors*each)
@@ -426,35 +426,35 @@ func TestConcurrentEditorsLoseNoUpdate(t *testing.T) {
 func TestWeightsRollbackHistoryAudit(t *testing.T) {
 	cp := startCP(t, "")
 	call(t, cp, "PUT", "/v1/models/a", editorToken, doc("a", 80, 20))
-	r := call(t, cp, "PUT", "/v1/models/a/weights", editorToken, WeightsRequest{Weights: map[string]int{"v1": 50, "v2": 50}, Reason: "ramp"})
-	var w ModelResponse
+	r := call(t, cp, "PUT", "/v1/models/a/weights", editorToken, api.WeightsRequest{Weights: map[string]int{"v1": 50, "v2": 50}, Reason: "ramp"})
+	var w api.ModelResponse
 	r.decode(t, &w)
 	if r.code != 200 || w.Model.Spec.Traffic.Weights["v2"] != 50 || w.Revision != 2 {
 		t.Fatalf("weights: %d %s", r.code, r.body)
 	}
-	call(t, cp, "PUT", "/v1/models/a/weights", editorToken, WeightsRequest{Weights: map[string]int{"v2": 1}})
+	call(t, cp, "PUT", "/v1/models/a/weights", editorToken, api.WeightsRequest{Weights: map[string]int{"v2": 1}})
 	// Rollback to the previous revision (2: 50/50).
 	r = call(t, cp, "POST", "/v1/models/a/rollback", operatorToken, nil)
-	var rb ModelResponse
+	var rb api.ModelResponse
 	r.decode(t, &rb)
 	if r.code != 200 || rb.Revision != 4 || rb.Model.Spec.Traffic.Weights["v1"] != 50 {
 		t.Fatalf("rollback: %d %s", r.code, r.body)
 	}
 	// Rollback to a named revision (1: 80/20).
-	r = call(t, cp, "POST", "/v1/models/a/rollback", operatorToken, RollbackRequest{Revision: 1, Reason: "bad canary"})
+	r = call(t, cp, "POST", "/v1/models/a/rollback", operatorToken, api.RollbackRequest{Revision: 1, Reason: "bad canary"})
 	r.decode(t, &rb)
 	if r.code != 200 || rb.Model.Spec.Traffic.Weights["v1"] != 80 {
 		t.Fatalf("rollback to 1: %d %s", r.code, r.body)
 	}
-	if r := call(t, cp, "POST", "/v1/models/a/rollback", operatorToken, RollbackRequest{Revision: 99}); r.code != 404 {
+	if r := call(t, cp, "POST", "/v1/models/a/rollback", operatorToken, api.RollbackRequest{Revision: 99}); r.code != 404 {
 		t.Fatalf("rollback to unknown revision: %d", r.code)
 	}
-	var hist struct{ Items []store.Record }
+	var hist struct{ Items []api.Record }
 	call(t, cp, "GET", "/v1/models/a/history?limit=3", viewerToken, nil).decode(t, &hist)
 	if len(hist.Items) != 3 || hist.Items[0].Action != "rollback" || hist.Items[0].Reason != "bad canary" || hist.Items[2].Action != "weights" {
 		t.Fatalf("history %+v", hist.Items)
 	}
-	var audit struct{ Items []store.AuditEntry }
+	var audit struct{ Items []api.AuditEntry }
 	call(t, cp, "GET", "/v1/audit?model=a&limit=10", viewerToken, nil).decode(t, &audit)
 	if len(audit.Items) != 5 {
 		t.Fatalf("audit has %d entries", len(audit.Items))
@@ -509,7 +509,7 @@ func TestXDSOverSocket(t *testing.T) {
 	})
 	other := dialADS(t, cp.XDSAddr(), "proxy-2", nil)
 
-	v, models, err := client.waitFor(ctx, func(v string, ms []routing.Model) bool { return len(ms) == 1 })
+	v, models, err := client.waitFor(ctx, func(v string, ms []api.Model) bool { return len(ms) == 1 })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -518,10 +518,10 @@ func TestXDSOverSocket(t *testing.T) {
 	}
 
 	// A weight change reaches the proxy.
-	r := call(t, cp, "PUT", "/v1/models/rec/weights", editorToken, WeightsRequest{Weights: map[string]int{"v1": 20, "v2": 80}})
-	var wr ModelResponse
+	r := call(t, cp, "PUT", "/v1/models/rec/weights", editorToken, api.WeightsRequest{Weights: map[string]int{"v1": 20, "v2": 80}})
+	var wr api.ModelResponse
 	r.decode(t, &wr)
-	if _, _, err := client.waitFor(ctx, func(v string, ms []routing.Model) bool {
+	if _, _, err := client.waitFor(ctx, func(v string, ms []api.Model) bool {
 		return len(ms) == 1 && ms[0].Spec.Traffic.Weights["v2"] == 80
 	}); err != nil {
 		t.Fatal(err)
@@ -533,8 +533,8 @@ func TestXDSOverSocket(t *testing.T) {
 
 	// The next version is NACKed by proxy-1.
 	rejectVersion <- fmt.Sprint(wr.Revision + 1)
-	r = call(t, cp, "PUT", "/v1/models/rec/weights", editorToken, WeightsRequest{Weights: map[string]int{"v1": 1, "v2": 99}})
-	var bad ModelResponse
+	r = call(t, cp, "PUT", "/v1/models/rec/weights", editorToken, api.WeightsRequest{Weights: map[string]int{"v1": 1, "v2": 99}})
+	var bad api.ModelResponse
 	r.decode(t, &bad)
 	res := cp.WaitApplied(ctx, bad.Revision)
 	if fmt.Sprint(res.Nacked) != "[proxy-1]" || fmt.Sprint(res.Acked) != "[proxy-2]" || res.Total != 2 {
@@ -542,7 +542,7 @@ func TestXDSOverSocket(t *testing.T) {
 	}
 	var px struct {
 		SnapshotVersion string
-		Proxies         []ProxyStatus
+		Proxies         []api.ProxyStatus
 	}
 	call(t, cp, "GET", "/v1/proxies", viewerToken, nil).decode(t, &px)
 	if len(px.Proxies) != 2 || px.SnapshotVersion != fmt.Sprint(bad.Revision) {
@@ -559,13 +559,13 @@ func TestXDSOverSocket(t *testing.T) {
 	clustersAfterNack := client.count(resource.ClusterType)
 
 	// Rollback, waiting for ACKs: both proxies apply it.
-	r = call(t, cp, "POST", "/v1/models/rec/rollback", operatorToken, RollbackRequest{WaitForAck: routing.Duration(10 * time.Second)})
-	var rb ModelResponse
+	r = call(t, cp, "POST", "/v1/models/rec/rollback", operatorToken, api.RollbackRequest{WaitForAck: api.Duration(10 * time.Second)})
+	var rb api.ModelResponse
 	r.decode(t, &rb)
 	if r.code != 200 || rb.Proxies == nil || fmt.Sprint(rb.Proxies.Acked) != "[proxy-1 proxy-2]" || rb.Model.Spec.Traffic.Weights["v2"] != 80 {
 		t.Fatalf("rollback: %d %s", r.code, r.body)
 	}
-	if _, _, err := client.waitFor(ctx, func(v string, ms []routing.Model) bool { return v == fmt.Sprint(rb.Revision) }); err != nil {
+	if _, _, err := client.waitFor(ctx, func(v string, ms []api.Model) bool { return v == fmt.Sprint(rb.Revision) }); err != nil {
 		t.Fatal(err)
 	}
 	// No resend loop after the NACK: one more cluster response (the
@@ -573,7 +573,7 @@ func TestXDSOverSocket(t *testing.T) {
 	if n := client.count(resource.ClusterType); n != clustersAfterNack+1 {
 		t.Fatalf("cluster responses after NACK: %d, want %d", n, clustersAfterNack+1)
 	}
-	var px2 struct{ Proxies []ProxyStatus }
+	var px2 struct{ Proxies []api.ProxyStatus }
 	call(t, cp, "GET", "/v1/proxies", viewerToken, nil).decode(t, &px2)
 	if px2.Proxies[0].NackedVersion != "" {
 		t.Fatalf("NACK not cleared by a later ACK: %+v", px2.Proxies[0])
@@ -581,7 +581,7 @@ func TestXDSOverSocket(t *testing.T) {
 
 	// A deleted model disappears from the proxy's config.
 	call(t, cp, "DELETE", "/v1/models/rec", operatorToken, nil)
-	if _, _, err := client.waitFor(ctx, func(v string, ms []routing.Model) bool { return len(ms) == 0 }); err != nil {
+	if _, _, err := client.waitFor(ctx, func(v string, ms []api.Model) bool { return len(ms) == 0 }); err != nil {
 		t.Fatal(err)
 	}
 	other.Close()
@@ -614,7 +614,7 @@ func TestRestartServesStoredState(t *testing.T) {
 		t.Fatalf("snapshot version after restart: %d", cp2.SnapshotVersion())
 	}
 	client := dialADS(t, cp2.XDSAddr(), "p", nil)
-	if _, _, err := client.waitFor(waitCtx(t), func(v string, ms []routing.Model) bool {
+	if _, _, err := client.waitFor(waitCtx(t), func(v string, ms []api.Model) bool {
 		return len(ms) == 1 && ms[0].Spec.Traffic.Weights["v2"] == 7
 	}); err != nil {
 		t.Fatal(err)
@@ -625,7 +625,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	cp := startCP(t, "")
 	call(t, cp, "PUT", "/v1/models/a", editorToken, doc("a", 1, 1))
 	client := dialADS(t, cp.XDSAddr(), "p", nil)
-	if _, _, err := client.waitFor(waitCtx(t), func(v string, ms []routing.Model) bool { return len(ms) == 1 }); err != nil {
+	if _, _, err := client.waitFor(waitCtx(t), func(v string, ms []api.Model) bool { return len(ms) == 1 }); err != nil {
 		t.Fatal(err)
 	}
 	cp.Tracker().WaitForAck(waitCtx(t), "1")
@@ -656,7 +656,7 @@ func TestRollbackSkipsMidCanaryRevisions(t *testing.T) {
 		w2     int
 	}{{"canary-start", 20}, {"canary-promote", 50}} {
 		m := doc("a", 100-step.w2, step.w2)
-		if err := routing.Normalize(&m); err != nil {
+		if err := api.Normalize(&m); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := cp.Store().Put(ctx, m, store.Precondition{MustExist: true}, store.Change{Subject: "canary-controller", Action: step.action}); err != nil {
@@ -664,7 +664,7 @@ func TestRollbackSkipsMidCanaryRevisions(t *testing.T) {
 		}
 	}
 	r := call(t, cp, "POST", "/v1/models/a/rollback", operatorToken, nil)
-	var rb ModelResponse
+	var rb api.ModelResponse
 	r.decode(t, &rb)
 	if r.code != 200 || rb.Model.Spec.Traffic.Weights["v1"] != 100 || rb.Model.Spec.Traffic.Weights["v2"] != 0 {
 		t.Fatalf("rollback: %d %s", r.code, r.body)

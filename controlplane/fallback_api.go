@@ -5,17 +5,9 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/fallback"
-	"github.com/switchyard-dev/switchyard/routing"
 )
-
-// StaticRequest is the body of PUT /v1/models/{name}/fallback/static: the
-// new static answer (e.g. today's popular items), replacing
-// spec.fallback.static and nothing else.
-type StaticRequest struct {
-	Outputs []routing.StaticTensor `json:"outputs"`
-	Reason  string                 `json:"reason,omitempty"`
-}
 
 // fallbackRoutes registers the fallback endpoints.
 func (a *API) fallbackRoutes() {
@@ -29,30 +21,30 @@ func (a *API) fallbackRoutes() {
 // between. The model must have a fallback chain with a "static" step.
 func (a *API) putStatic(w http.ResponseWriter, r *http.Request, caller Identity) {
 	name := r.PathValue("name")
-	req, pre, ok := decodePatch[StaticRequest](a, w, r)
+	req, pre, ok := decodePatch[api.StaticRequest](a, w, r)
 	if !ok {
 		return
 	}
 	if len(req.Outputs) == 0 {
 		writeError(w, http.StatusBadRequest, "outputs: required: at least one output tensor",
-			[]routing.FieldError{{Field: "outputs", Message: "required: at least one output tensor"}})
+			[]api.FieldError{{Field: "outputs", Message: "required: at least one output tensor"}})
 		return
 	}
 	// The fallback package's checks name the tensor and the problem
 	// (element count vs shape, range of the datatype, ...).
 	if _, err := fallback.NewStatic(req.Outputs); err != nil {
 		msg := strings.TrimPrefix(err.Error(), "static.")
-		writeError(w, http.StatusBadRequest, msg, []routing.FieldError{{Field: "outputs", Message: msg}})
+		writeError(w, http.StatusBadRequest, msg, []api.FieldError{{Field: "outputs", Message: msg}})
 		return
 	}
-	rec, ok := a.patch(w, r, caller, name, pre, "fallback-static", req.Reason, func(m *routing.Model) bool {
+	rec, ok := a.patch(w, r, caller, name, pre, "fallback-static", req.Reason, func(m *api.Model) bool {
 		fb := m.Spec.Fallback
 		if fb == nil || !hasStaticStep(fb.Chain) {
 			writeError(w, http.StatusConflict, fmt.Sprintf("model %q has no fallback chain with a \"static\" step; add spec.fallback (chain: [..., static]) first", name),
-				[]routing.FieldError{{Field: "spec.fallback.chain", Message: "needs a \"static\" step"}})
+				[]api.FieldError{{Field: "spec.fallback.chain", Message: "needs a \"static\" step"}})
 			return false
 		}
-		fb.Static = &routing.Static{Outputs: req.Outputs}
+		fb.Static = &api.Static{Outputs: req.Outputs}
 		return true
 	})
 	if !ok {
@@ -64,7 +56,7 @@ func (a *API) putStatic(w http.ResponseWriter, r *http.Request, caller Identity)
 
 func hasStaticStep(chain []string) bool {
 	for _, s := range chain {
-		if s == routing.FallbackStatic {
+		if s == api.FallbackStatic {
 			return true
 		}
 	}

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/proxy"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // TestStaticFallbackAPI: roles, validation naming the field, a model
@@ -20,7 +20,7 @@ import (
 func TestStaticFallbackAPI(t *testing.T) {
 	cp := startCP(t, "")
 	m := doc("rec", 80, 20)
-	m.Spec.Fallback = &routing.Fallback{Chain: []string{"static"}, Static: &routing.Static{Outputs: []routing.StaticTensor{
+	m.Spec.Fallback = &api.Fallback{Chain: []string{"static"}, Static: &api.Static{Outputs: []api.StaticTensor{
 		{Name: "scores", Datatype: "FP32", Shape: []int64{1, 2}, Data: []float64{1, 2}}}}}
 	if r := call(t, cp, http.MethodPut, "/v1/models/rec", editorToken, m); r.code != http.StatusCreated {
 		t.Fatalf("create: %d %s", r.code, r.body)
@@ -83,11 +83,11 @@ func TestStaticFallbackAPI(t *testing.T) {
 func TestShadowReportWithoutProxies(t *testing.T) {
 	cp := startCP(t, "")
 	m := doc("rec", 80, 20)
-	m.Spec.Shadow = &routing.Shadow{Version: "v2", Percent: 10}
+	m.Spec.Shadow = &api.Shadow{Version: "v2", Percent: 10}
 	if r := call(t, cp, http.MethodPut, "/v1/models/rec", editorToken, m); r.code != http.StatusCreated {
 		t.Fatalf("create: %d %s", r.code, r.body)
 	}
-	var rep ShadowReportResponse
+	var rep api.ShadowReportResponse
 	r := call(t, cp, http.MethodGet, "/v1/models/rec/shadow/report?window=1m", viewerToken, nil)
 	r.decode(t, &rep)
 	if r.code != 200 || rep.Shadow.Compared != 0 || len(rep.Proxies) != 0 || rep.ShadowVersion != "v2" || rep.Window != "1m0s" {
@@ -101,7 +101,7 @@ func TestShadowReportWithoutProxies(t *testing.T) {
 	}
 }
 
-func modelJSON(t testing.TB, m routing.Model) string {
+func modelJSON(t testing.TB, m api.Model) string {
 	t.Helper()
 	b, err := json.Marshal(m)
 	if err != nil {
@@ -115,20 +115,20 @@ func modelJSON(t testing.TB, m routing.Model) string {
 // admin pages need it), and a wrong one is named in the error.
 func TestShadowRecordsPresentProxyAdminToken(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	m := routing.Model{
-		Metadata: routing.Metadata{Name: "recommender"},
-		Spec: routing.Spec{
-			Versions: []routing.Version{
+	m := api.Model{
+		Metadata: api.Metadata{Name: "recommender"},
+		Spec: api.Spec{
+			Versions: []api.Version{
 				{Name: "v1", Endpoints: []string{be.HTTPAddr}, BackendModel: demomodels.V1},
 				{Name: "v2", Endpoints: []string{be.HTTPAddr}, BackendModel: demomodels.V1},
 			},
-			Traffic: routing.Traffic{Weights: map[string]int{"v1": 100}},
-			Timeout: routing.Duration(2 * time.Second),
-			Shadow:  &routing.Shadow{Version: "v2", Percent: 100},
+			Traffic: api.Traffic{Weights: map[string]int{"v1": 100}},
+			Timeout: api.Duration(2 * time.Second),
+			Shadow:  &api.Shadow{Version: "v2", Percent: 100},
 		},
 	}
 	const token = "proxy-admin-token-0123456"
-	p, err := proxy.New(proxy.Config{AdminAddr: "127.0.0.1:0", Models: []routing.Model{m}, AdminToken: token})
+	p, err := proxy.New(proxy.Config{AdminAddr: "127.0.0.1:0", Models: []api.Model{m}, AdminToken: token})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
 )
 
@@ -31,17 +31,17 @@ func FuzzModelDocument(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		m, err := routing.DecodeJSON(in)
+		m, err := api.DecodeJSON(in)
 		if err != nil {
 			return
 		}
 		if m.Metadata.Name == "" {
 			m.Metadata.Name = "fuzzed" // the API takes the name from the URL
 		}
-		if err := routing.Normalize(&m); err != nil {
+		if err := api.Normalize(&m); err != nil {
 			return
 		}
-		res, err := xdsconv.Translate([]routing.Model{m}, "1")
+		res, err := xdsconv.Translate([]api.Model{m}, "1")
 		if err != nil {
 			t.Fatalf("accepted document does not translate: %v\n%s", err, in)
 		}

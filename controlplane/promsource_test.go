@@ -16,11 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/proxy"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 const prometheusBin = "/usr/bin/prometheus"
@@ -87,18 +87,18 @@ func TestPromSourceAgainstRealPrometheus(t *testing.T) {
 		t.Skipf("%s not installed (scripts/setup.sh installs Debian's prometheus): %v", prometheusBin, err)
 	}
 	be := backendtest.Start(t, backendtest.Options{})
-	m := routing.Model{
-		Metadata: routing.Metadata{Name: "recommender"},
-		Spec: routing.Spec{
-			Versions: []routing.Version{
+	m := api.Model{
+		Metadata: api.Metadata{Name: "recommender"},
+		Spec: api.Spec{
+			Versions: []api.Version{
 				{Name: "v1", Endpoints: []string{be.HTTPAddr}, BackendModel: demomodels.V1},
 				{Name: "v9", Endpoints: []string{freeAddr(t)}, BackendModel: demomodels.V1},
 			},
-			Traffic: routing.Traffic{Weights: map[string]int{"v1": 100}},
-			Timeout: routing.Duration(2 * time.Second),
+			Traffic: api.Traffic{Weights: map[string]int{"v1": 100}},
+			Timeout: api.Duration(2 * time.Second),
 		},
 	}
-	p, err := proxy.New(proxy.Config{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Models: []routing.Model{m}})
+	p, err := proxy.New(proxy.Config{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Models: []api.Model{m}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
+
 	"github.com/switchyard-dev/switchyard/shadow"
 )
 
@@ -40,28 +42,6 @@ const (
 	shadowWorstExamples   = 10
 )
 
-// ShadowReportResponse is the body of GET /v1/models/{name}/shadow/report:
-// shadow.Report's fields (from, to, shadow, noise_floor, worst) merged over
-// the proxies, plus where the figures came from.
-type ShadowReportResponse struct {
-	shadow.Report
-	Model         string `json:"model"`
-	ShadowVersion string `json:"shadowVersion,omitempty"`
-	Window        string `json:"window"`
-	// Proxies lists every proxy asked (one per admin address).
-	Proxies []ShadowProxy `json:"proxies"`
-	// Missing names the proxies whose figures are not included.
-	Missing []string `json:"missing,omitempty"`
-}
-
-// ShadowProxy is one proxy's part of a report.
-type ShadowProxy struct {
-	Node    string `json:"node"`
-	Admin   string `json:"admin,omitempty"`
-	Records int    `json:"records"`
-	Error   string `json:"error,omitempty"`
-}
-
 // shadowRoutes registers the shadow endpoints.
 func (a *API) shadowRoutes() {
 	a.Handle("GET /v1/models/{name}/shadow/report", RoleViewer, a.shadowReport)
@@ -83,7 +63,7 @@ func (a *API) shadowReport(w http.ResponseWriter, r *http.Request, _ Identity) {
 		a.storeError(w, r, err)
 		return
 	}
-	resp := ShadowReportResponse{Model: name, Window: window.String(), Proxies: []ShadowProxy{}}
+	resp := api.ShadowReportResponse{Model: name, Window: window.String(), Proxies: []api.ShadowProxy{}}
 	if sh := rec.Model.Spec.Shadow; sh != nil {
 		resp.ShadowVersion = sh.Version
 	}
@@ -97,11 +77,11 @@ func (a *API) shadowReport(w http.ResponseWriter, r *http.Request, _ Identity) {
 
 // gatherShadowRecords asks every connected proxy (once per admin address)
 // for its records in the window, concurrently, until ctx ends.
-func (a *API) gatherShadowRecords(ctx context.Context, model string, window time.Duration, resp *ShadowReportResponse) []shadow.Record {
+func (a *API) gatherShadowRecords(ctx context.Context, model string, window time.Duration, resp *api.ShadowReportResponse) []shadow.Record {
 	byAdmin := map[string]string{} // admin -> node
 	for _, p := range a.tracker.Proxies() {
 		if p.Admin == "" {
-			resp.Proxies = append(resp.Proxies, ShadowProxy{Node: p.Node, Error: "no admin address in its node metadata"})
+			resp.Proxies = append(resp.Proxies, api.ShadowProxy{Node: p.Node, Error: "no admin address in its node metadata"})
 			resp.Missing = append(resp.Missing, p.Node)
 			continue
 		}
@@ -114,14 +94,14 @@ func (a *API) gatherShadowRecords(ctx context.Context, model string, window time
 	sort.Strings(admins)
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	defer client.CloseIdleConnections()
-	results := make([]ShadowProxy, len(admins))
+	results := make([]api.ShadowProxy, len(admins))
 	parts := make([][]shadow.Record, len(admins))
 	var wg sync.WaitGroup
 	for i, ad := range admins {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = ShadowProxy{Node: byAdmin[ad], Admin: ad}
+			results[i] = api.ShadowProxy{Node: byAdmin[ad], Admin: ad}
 			recs, err := fetchShadowRecords(ctx, client, ad, a.proxyAdminToken, model, window)
 			if err != nil {
 				results[i].Error = err.Error()

@@ -11,13 +11,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/api/statspb"
 	"github.com/switchyard-dev/switchyard/canary"
-	"github.com/switchyard-dev/switchyard/controlplane/statspb"
 )
 
 // MetricSource gives a model version's figures over the interval
@@ -81,7 +83,7 @@ func (s *StatsService) Stream(st grpc.BidiStreamingServer[statspb.Report, statsp
 			return err
 		}
 		now := s.now()
-		r, err := statspb.ToReport(p, now)
+		r, err := canary.ReportFromProto(p, now)
 		if err != nil {
 			s.metrics.reports.WithLabelValues("rejected").Inc()
 			return status.Error(codes.InvalidArgument, err.Error())
@@ -125,35 +127,8 @@ func (s *StatsService) Proxies() []string {
 
 var _ MetricSource = (*StatsService)(nil)
 
-// VariantStatsView is one version's live figures in GET .../stats.
-type VariantStatsView struct {
-	Version  string            `json:"version"`
-	Requests uint64            `json:"requests"`
-	Errors   map[string]uint64 `json:"errors,omitempty"`
-	// ErrorRate counts the version's own failures: not client_4xx nor
-	// overload (the error gate's count).
-	ErrorRate float64 `json:"errorRate"`
-	// ClientErrorRate is the share of requests the version rejected as
-	// bad (client_4xx: the client_4xx_rate gate's).
-	ClientErrorRate float64 `json:"clientErrorRate,omitempty"`
-	Fallbacks       uint64  `json:"fallbacks"`
-	NaNOutputs      uint64  `json:"nanOutputs"`
-	P50Ms           float64 `json:"p50Ms"`
-	P99Ms           float64 `json:"p99Ms"`
-}
-
-// ModelStatsView is the answer of GET /v1/models/{name}/stats.
-type ModelStatsView struct {
-	Model    string             `json:"model"`
-	Window   string             `json:"window"`
-	From     time.Time          `json:"from"`
-	To       time.Time          `json:"to"`
-	Proxies  []string           `json:"proxies"`
-	Variants []VariantStatsView `json:"variants"`
-}
-
-func variantView(version string, st *canary.Stats) VariantStatsView {
-	v := VariantStatsView{Version: version, Requests: st.Requests, Errors: st.Errors, Fallbacks: st.Fallbacks, NaNOutputs: st.NaNOutputs,
+func variantView(version string, st *canary.Stats) api.VariantStatsView {
+	v := api.VariantStatsView{Version: version, Requests: st.Requests, Errors: st.Errors, Fallbacks: st.Fallbacks, NaNOutputs: st.NaNOutputs,
 		P50Ms: ms(st.Latency.Quantile(0.5)), P99Ms: ms(st.Latency.Quantile(0.99))}
 	if st.Requests > 0 {
 		v.ErrorRate = float64(st.FailureCount()) / float64(st.Requests)
@@ -187,7 +162,7 @@ func (c *CanaryController) modelStats(w http.ResponseWriter, r *http.Request, _ 
 	}
 	to := c.now()
 	from := to.Add(-window)
-	view := ModelStatsView{Model: name, Window: window.String(), From: from, To: to, Proxies: c.stats.Proxies(), Variants: []VariantStatsView{}}
+	view := api.ModelStatsView{Model: name, Window: window.String(), From: from, To: to, Proxies: c.stats.Proxies(), Variants: []api.VariantStatsView{}}
 	if view.Proxies == nil {
 		view.Proxies = []string{}
 	}

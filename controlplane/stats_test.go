@@ -12,10 +12,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/api"
+	"github.com/switchyard-dev/switchyard/api/statspb"
 	"github.com/switchyard-dev/switchyard/canary"
-	"github.com/switchyard-dev/switchyard/controlplane/statspb"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 func startCanaryCP(t *testing.T) (*ControlPlane, *CanaryController) {
@@ -32,7 +32,7 @@ func startCanaryCP(t *testing.T) (*ControlPlane, *CanaryController) {
 	if _, err := cp.EnableCanary(CanaryOptions{}); err == nil {
 		t.Error("a second EnableCanary was accepted")
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func report(proxy, boot string, seq uint64, requests uint64, latency time.Durati
 	st.Requests = requests
 	st.Errors = map[string]uint64{"status_5xx": 1}
 	return &statspb.Report{Proxy: proxy, BootId: boot, Seq: seq, AtUnixNano: time.Now().UnixNano(),
-		Entries: []*statspb.VariantStats{statspb.FromEntry(&canary.Entry{Model: "m", Version: "v1", Stats: st})}}
+		Entries: []*statspb.VariantStats{canary.EntryToProto(&canary.Entry{Model: "m", Version: "v1", Stats: st})}}
 }
 
 // TestStatsStreamDedupesAndCountsRestarts speaks the stats protocol over a
@@ -124,13 +124,13 @@ func TestStatsStreamDedupesAndCountsRestarts(t *testing.T) {
 	}
 	// The stats endpoint shows them per version (viewer).
 	if err := func() error {
-		_, err := cp.Store().Put(ctx, func() routing.Model { m := doc("m", 100, 0); m.Defaults(); return m }(), store.Precondition{}, store.Change{Subject: "t", Action: "put"})
+		_, err := cp.Store().Put(ctx, func() api.Model { m := doc("m", 100, 0); m.Defaults(); return m }(), store.Precondition{}, store.Change{Subject: "t", Action: "put"})
 		return err
 	}(); err != nil {
 		t.Fatal(err)
 	}
 	r := call(t, cp, "GET", "/v1/models/m/stats?window=1m", viewerToken, nil)
-	var view ModelStatsView
+	var view api.ModelStatsView
 	r.decode(t, &view)
 	if r.code != 200 || len(view.Variants) != 2 || view.Variants[0].Version != "v1" || view.Variants[0].Requests != 22 || view.Variants[1].Requests != 0 {
 		t.Fatalf("GET stats: %d %s", r.code, r.body)
@@ -199,47 +199,47 @@ func TestCanaryAPIErrors(t *testing.T) {
 }
 
 func TestRollbackTarget(t *testing.T) {
-	rec := func(rev int64, action string, canaryVersion string, w map[string]int) store.Record {
-		m := routing.Model{Spec: routing.Spec{Traffic: routing.Traffic{Weights: w}}}
+	rec := func(rev int64, action string, canaryVersion string, w map[string]int) api.Record {
+		m := api.Model{Spec: api.Spec{Traffic: api.Traffic{Weights: w}}}
 		if canaryVersion != "" {
-			m.Spec.Canary = &routing.Canary{Version: canaryVersion}
+			m.Spec.Canary = &api.Canary{Version: canaryVersion}
 		}
-		return store.Record{Revision: rev, Action: action, Model: m}
+		return api.Record{Revision: rev, Action: action, Model: m}
 	}
 	v1 := map[string]int{"v1": 100}
 	cases := map[string]struct {
-		hist    []store.Record // newest first
-		failed  []string       // the store's failed marks
-		want    int64          // 0: none
+		hist    []api.Record // newest first
+		failed  []string     // the store's failed marks
+		want    int64        // 0: none
 		skipped int
 	}{
-		"plain previous": {hist: []store.Record{rec(3, "weights", "", map[string]int{"v1": 50, "v2": 50}), rec(2, "put", "", v1)}, want: 2},
-		"skips mid-canary revisions": {hist: []store.Record{
+		"plain previous": {hist: []api.Record{rec(3, "weights", "", map[string]int{"v1": 50, "v2": 50}), rec(2, "put", "", v1)}, want: 2},
+		"skips mid-canary revisions": {hist: []api.Record{
 			rec(5, ActionCanaryPromote, "v2", map[string]int{"v1": 50, "v2": 50}),
 			rec(4, ActionCanaryPause, "v2", map[string]int{"v1": 80, "v2": 20}),
 			rec(3, ActionCanaryStart, "v2", map[string]int{"v1": 80, "v2": 20}),
 			rec(2, "put", "v2", v1)}, want: 2, skipped: 2},
-		"skips splits with a failed version": {hist: []store.Record{
+		"skips splits with a failed version": {hist: []api.Record{
 			rec(6, ActionCanaryRollback, "v3", v1),
 			rec(5, "put", "v3", map[string]int{"v1": 90, "v3": 10}),
 			rec(4, "put", "", v1)}, failed: []string{"v3"}, want: 4, skipped: 1},
 		// Issue 15: a canary aborted by a weight change left no
 		// canary-rollback revision; the mark alone says v2 failed.
-		"a failed mark without a rollback revision": {hist: []store.Record{
+		"a failed mark without a rollback revision": {hist: []api.Record{
 			rec(5, "weights", "v2", map[string]int{"v1": 50, "v2": 50}),
 			rec(4, ActionCanaryStart, "v2", map[string]int{"v1": 80, "v2": 20}),
 			rec(3, "put", "v2", map[string]int{"v1": 90, "v2": 10}),
 			rec(2, "put", "", v1)}, failed: []string{"v2"}, want: 2, skipped: 2},
-		"a cleared mark": {hist: []store.Record{
+		"a cleared mark": {hist: []api.Record{
 			rec(7, "weights", "v3", map[string]int{"v1": 50, "v3": 50}),
 			rec(6, ActionCanaryReset, "v3", map[string]int{"v1": 90, "v3": 10}),
 			rec(5, "put", "v3", map[string]int{"v1": 90, "v3": 10})}, want: 6},
-		"promoted split is healthy": {hist: []store.Record{
+		"promoted split is healthy": {hist: []api.Record{
 			rec(8, "weights", "v2", map[string]int{"v2": 50, "v3": 50}),
 			rec(7, ActionCanaryPromoted, "v2", map[string]int{"v2": 100})}, want: 7},
-		"deletion skipped": {hist: []store.Record{rec(3, "put", "", v1), {Revision: 2, Deleted: true}, rec(1, "put", "", v1)}, want: 1, skipped: 1},
-		"nothing healthy":  {hist: []store.Record{rec(3, "put", "", v1), rec(2, ActionCanaryStart, "v2", v1)}, skipped: 1},
-		"only the head":    {hist: []store.Record{rec(3, "put", "", v1)}},
+		"deletion skipped": {hist: []api.Record{rec(3, "put", "", v1), {Revision: 2, Deleted: true}, rec(1, "put", "", v1)}, want: 1, skipped: 1},
+		"nothing healthy":  {hist: []api.Record{rec(3, "put", "", v1), rec(2, ActionCanaryStart, "v2", v1)}, skipped: 1},
+		"only the head":    {hist: []api.Record{rec(3, "put", "", v1)}},
 		"empty history":    {},
 	}
 	for name, c := range cases {

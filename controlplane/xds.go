@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
-	"github.com/switchyard-dev/switchyard/routing"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
 )
 
@@ -104,7 +104,7 @@ func (x *xdsServer) publish(ctx context.Context) {
 	if stale {
 		return
 	}
-	models := make([]routing.Model, len(recs))
+	models := make([]api.Model, len(recs))
 	for i, r := range recs {
 		models[i] = r.Model
 	}

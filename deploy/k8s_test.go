@@ -25,9 +25,9 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane"
 	"github.com/switchyard-dev/switchyard/oip"
-	"github.com/switchyard-dev/switchyard/routing"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
 )
 
@@ -824,13 +824,13 @@ func TestModelDocumentMatchesManifests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	models, err := routing.DecodeYAMLAll(b)
+	models, err := api.DecodeYAMLAll(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	objs := renderDir(t, "k8s/base")
 	for _, m := range models {
-		if err := routing.Normalize(&m); err != nil {
+		if err := api.Normalize(&m); err != nil {
 			t.Fatalf("model %s: %v", m.Metadata.Name, err)
 		}
 		for _, v := range m.Spec.Versions {

@@ -50,7 +50,7 @@
 //     evictions / expired / bytes / entries, coalesced requests (the
 //     breaker's state is the proxy's switchyard_proxy_breaker_state).
 //
-// # Desired state mapping (routing.Model.Spec)
+// # Desired state mapping (api.Model.Spec)
 //
 //	spec.fallback.chain            -> ParseChain(chain)
 //	spec.fallback.backup           -> the backup version (proxy; Availability.Backup)

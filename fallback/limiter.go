@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 // Limiter caps the requests in flight to one model version; a request over
@@ -48,7 +48,7 @@ type AdaptiveConfig struct {
 const (
 	DefaultAdaptiveInitial   = 32
 	DefaultAdaptiveMinLimit  = 4
-	DefaultAdaptiveMaxLimit  = routing.DefaultConcurrencyMaxLimit
+	DefaultAdaptiveMaxLimit  = api.DefaultConcurrencyMaxLimit
 	DefaultAdaptiveTolerance = 1.5
 )
 

@@ -6,14 +6,14 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/oip"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // StaticTensor is one output tensor of a static answer, as the desired state
 // holds it (spec.fallback.static.outputs[]): NewStatic validates and builds
 // it.
-type StaticTensor = routing.StaticTensor
+type StaticTensor = api.StaticTensor
 
 // Static is a validated static answer, ready to serve.
 type Static struct {

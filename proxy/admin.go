@@ -13,8 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/proxy/xdsclient"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // ConfigDump is the answer of /config_dump.
@@ -27,7 +27,7 @@ type ConfigDump struct {
 	PersistedFrom string            `json:"persistedFrom,omitempty"`
 	Note          string            `json:"note,omitempty"`
 	XDS           *xdsclient.Status `json:"xds,omitempty"`
-	Models        []routing.Model   `json:"models"`
+	Models        []api.Model       `json:"models"`
 }
 
 // Stats is the answer of /stats.
@@ -62,7 +62,7 @@ type EndpointStats struct {
 // ConfigDump returns the active configuration and where it came from.
 func (p *Proxy) ConfigDump() ConfigDump {
 	s := p.snap.Load()
-	d := ConfigDump{Models: []routing.Model{}}
+	d := ConfigDump{Models: []api.Model{}}
 	if s != nil {
 		d.Version, d.Source, d.AppliedAt, d.Models = s.version, s.source, s.applied, s.models
 		if s.source == SourcePersisted {

@@ -14,10 +14,10 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // TestCacheHits: a repeated input is answered from the cache with the same
@@ -27,8 +27,8 @@ import (
 // answers are kept apart.
 func TestCacheHits(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	m := recommenderWith(be, func(m *routing.Model) { m.Spec.Cache = &routing.Cache{} })
-	p, reg := featuresProxy(t, Config{Models: []routing.Model{m}}, FeaturesConfig{})
+	m := recommenderWith(be, func(m *api.Model) { m.Spec.Cache = &api.Cache{} })
+	p, reg := featuresProxy(t, Config{Models: []api.Model{m}}, FeaturesConfig{})
 	url := inferURL(p, "recommender")
 	c := newHTTPClient()
 	defer c.CloseIdleConnections()
@@ -121,11 +121,11 @@ func TestCoalesceIdentical(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
 	sh := startShim(t, be.HTTPAddr)
 	sh.delay.Store(int64(300 * time.Millisecond)) // keep the first call in flight while the others arrive
-	m := recommenderWith(be, func(m *routing.Model) {
+	m := recommenderWith(be, func(m *api.Model) {
 		m.Spec.Versions[0].Endpoints = []string{sh.addr}
-		m.Spec.Cache = &routing.Cache{}
+		m.Spec.Cache = &api.Cache{}
 	})
-	p, reg := featuresProxy(t, Config{Models: []routing.Model{m}}, FeaturesConfig{})
+	p, reg := featuresProxy(t, Config{Models: []api.Model{m}}, FeaturesConfig{})
 	url := inferURL(p, "recommender")
 	body, _ := featuresBody(5)
 	const n = 100

@@ -16,12 +16,12 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // Regression tests of issue 15's failure-path defects, each on real
@@ -80,13 +80,13 @@ func restFeatures(rows int) []byte {
 // client. Without a fallback chain the client gets 503 naming the cause.
 func TestUnloadedModelIsTheVersionsFailure(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	withChain := recommenderWith(be, func(m *routing.Model) {
-		m.Spec.Versions[1] = routing.Version{Name: "v2", Endpoints: []string{be.GRPCAddr}, Protocol: routing.ProtocolGRPC, BackendModel: "recommender-v2"}
-		m.Spec.Fallback = &routing.Fallback{Chain: []string{"backup", "static"}, Backup: "lite", Static: staticScores(3),
-			Breaker: routing.Breaker{ConsecutiveFailures: 3, OpenFor: routing.Duration(time.Hour), FirstOpenFor: routing.Duration(time.Hour)}}
+	withChain := recommenderWith(be, func(m *api.Model) {
+		m.Spec.Versions[1] = api.Version{Name: "v2", Endpoints: []string{be.GRPCAddr}, Protocol: api.ProtocolGRPC, BackendModel: "recommender-v2"}
+		m.Spec.Fallback = &api.Fallback{Chain: []string{"backup", "static"}, Backup: "lite", Static: staticScores(3),
+			Breaker: api.Breaker{ConsecutiveFailures: 3, OpenFor: api.Duration(time.Hour), FirstOpenFor: api.Duration(time.Hour)}}
 	})
-	plain := recommenderWith(be, func(m *routing.Model) { m.Metadata.Name = "plain" })
-	p, reg := featuresProxy(t, Config{Models: []routing.Model{withChain, plain}}, FeaturesConfig{})
+	plain := recommenderWith(be, func(m *api.Model) { m.Metadata.Name = "plain" })
+	p, reg := featuresProxy(t, Config{Models: []api.Model{withChain, plain}}, FeaturesConfig{})
 	c := newHTTPClient()
 	defer c.CloseIdleConnections()
 	body, _ := featuresBody(1)
@@ -133,18 +133,18 @@ func TestUnloadedModelIsTheVersionsFailure(t *testing.T) {
 // address dead, with the chain backup → static (static scores starting
 // at first): rec-rest with the backup lite over REST, rec-grpc with lite
 // over gRPC.
-func deadPrimaryWithBackup(be *backendtest.Running, dead string, first float64) []routing.Model {
-	mk := func(name string, lite routing.Version) routing.Model {
-		return recommenderWith(be, func(m *routing.Model) {
+func deadPrimaryWithBackup(be *backendtest.Running, dead string, first float64) []api.Model {
+	mk := func(name string, lite api.Version) api.Model {
+		return recommenderWith(be, func(m *api.Model) {
 			m.Metadata.Name = name
 			m.Spec.Versions[0].Endpoints = []string{dead}
 			m.Spec.Versions[3] = lite
-			m.Spec.Fallback = &routing.Fallback{Chain: []string{"backup", "static"}, Backup: "lite", Static: staticScores(first)}
+			m.Spec.Fallback = &api.Fallback{Chain: []string{"backup", "static"}, Backup: "lite", Static: staticScores(first)}
 		})
 	}
-	return []routing.Model{
-		mk("rec-rest", routing.Version{Name: "lite", Endpoints: []string{be.HTTPAddr}, BackendModel: "recommender-lite"}),
-		mk("rec-grpc", routing.Version{Name: "lite", Endpoints: []string{be.GRPCAddr}, Protocol: routing.ProtocolGRPC, BackendModel: "recommender-lite"}),
+	return []api.Model{
+		mk("rec-rest", api.Version{Name: "lite", Endpoints: []string{be.HTTPAddr}, BackendModel: "recommender-lite"}),
+		mk("rec-grpc", api.Version{Name: "lite", Endpoints: []string{be.GRPCAddr}, Protocol: api.ProtocolGRPC, BackendModel: "recommender-lite"}),
 	}
 }
 
@@ -176,14 +176,14 @@ func TestStaticAnswerFollowsRequestRows(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"model_name":"x","outputs":[{"name":"scores","datatype":"FP32","shape":[1,2],"data":[1,2]}]}`))
 	}))
-	mk := func(name, addr string) routing.Model {
-		return recommenderWith(be, func(m *routing.Model) {
+	mk := func(name, addr string) api.Model {
+		return recommenderWith(be, func(m *api.Model) {
 			m.Metadata.Name = name
 			m.Spec.Versions[0].Endpoints = []string{addr}
-			m.Spec.Fallback = &routing.Fallback{Chain: []string{"static"}, Static: staticScores(6)}
+			m.Spec.Fallback = &api.Fallback{Chain: []string{"static"}, Static: staticScores(6)}
 		})
 	}
-	p, _ := featuresProxy(t, Config{Models: []routing.Model{mk("dead", closedAddr(t)), mk("misshapen", oneRow)}}, FeaturesConfig{})
+	p, _ := featuresProxy(t, Config{Models: []api.Model{mk("dead", closedAddr(t)), mk("misshapen", oneRow)}}, FeaturesConfig{})
 	c := newHTTPClient()
 	defer c.CloseIdleConnections()
 	for model, reason := range map[string]string{"dead": "connect_error", "misshapen": "bad_answer"} {
@@ -252,16 +252,16 @@ func TestClientCancelIsNobodysFailure(t *testing.T) {
 		<-r.Context().Done()
 		restCancelled.Add(1)
 	}))
-	m := routing.Model{Metadata: routing.Metadata{Name: "m"}, Spec: routing.Spec{
-		Versions: []routing.Version{
-			{Name: "g", Endpoints: []string{l.Addr().String()}, Protocol: routing.ProtocolGRPC},
+	m := api.Model{Metadata: api.Metadata{Name: "m"}, Spec: api.Spec{
+		Versions: []api.Version{
+			{Name: "g", Endpoints: []string{l.Addr().String()}, Protocol: api.ProtocolGRPC},
 			{Name: "r", Endpoints: []string{slowREST}},
 		},
-		Traffic: routing.Traffic{Weights: map[string]int{"g": 100}},
-		Timeout: routing.Duration(time.Minute),
+		Traffic: api.Traffic{Weights: map[string]int{"g": 100}},
+		Timeout: api.Duration(time.Minute),
 	}}
 	reg := prometheus.NewRegistry()
-	p := startProxy(t, Config{Models: []routing.Model{m}, Registry: reg})
+	p := startProxy(t, Config{Models: []api.Model{m}, Registry: reg})
 	gc := dialProxy(t, p)
 	const n = 8 // more than the breaker's default 5 consecutive failures
 	for variant, counter := range map[string]*atomic.Int64{"g": &hs.calls, "r": &restCalls} {
@@ -307,10 +307,10 @@ func TestClientCancelIsNobodysFailure(t *testing.T) {
 // canary — not as a version error.
 func TestPrimaryRejectionReachesClientAndCanary(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	m := recommenderWith(be, func(m *routing.Model) {
-		m.Spec.Fallback = &routing.Fallback{Chain: []string{"static"}, Static: staticScores(1)}
+	m := recommenderWith(be, func(m *api.Model) {
+		m.Spec.Fallback = &api.Fallback{Chain: []string{"static"}, Static: staticScores(1)}
 	})
-	p, reg := featuresProxy(t, Config{Models: []routing.Model{m}}, FeaturesConfig{})
+	p, reg := featuresProxy(t, Config{Models: []api.Model{m}}, FeaturesConfig{})
 	c := newHTTPClient()
 	defer c.CloseIdleConnections()
 	bad := []byte(`{"inputs":[{"name":"features","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}`)

@@ -7,9 +7,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/oip"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // Fallbacks (spec.fallback), steps 2 and 4 of the pipeline (pipeline.go).
@@ -56,7 +56,7 @@ func (p *fallbackPolicy) hasStep(s fallback.Step) bool {
 	return false
 }
 
-func (f *features) policyLocked(r *Route, spec *routing.Fallback) (*fallbackPolicy, error) {
+func (f *features) policyLocked(r *Route, spec *api.Fallback) (*fallbackPolicy, error) {
 	chain, err := fallback.ParseChain(spec.Chain)
 	if err != nil {
 		return nil, err

@@ -13,8 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/fallback"
-	"github.com/switchyard-dev/switchyard/routing"
 	"github.com/switchyard-dev/switchyard/shadow"
 )
 
@@ -212,7 +212,7 @@ func (f *features) compile(r *Route) *routePolicies {
 	return rf
 }
 
-func cacheSig(model string, c *routing.Cache) string {
+func cacheSig(model string, c *api.Cache) string {
 	return fmt.Sprintf("%s|%s|%d|%d", model, c.TTL.D(), c.MaxEntries, c.MaxBytes)
 }
 

@@ -22,12 +22,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // featuresProxy starts a proxy with these cache/fallback/shadow settings
@@ -146,13 +146,13 @@ func scoresOf(t testing.TB, body []byte) []float32 {
 }
 
 // staticScores is a static answer [1,100] with the given first value.
-func staticScores(first float64) *routing.Static {
+func staticScores(first float64) *api.Static {
 	data := make([]float64, 100)
 	for i := range data {
 		data[i] = float64(100-i) / 100
 	}
 	data[0] = first
-	return &routing.Static{Outputs: []routing.StaticTensor{{Name: "scores", Datatype: "FP32", Shape: []int64{1, 100}, Data: data}}}
+	return &api.Static{Outputs: []api.StaticTensor{{Name: "scores", Datatype: "FP32", Shape: []int64{1, 100}, Data: data}}}
 }
 
 // shim is a real HTTP reverse proxy in front of a backend that counts the
@@ -211,18 +211,18 @@ func serveHTTP(t testing.TB, h http.Handler) string {
 
 // recommenderWith is a model "recommender" with the demo versions v1, v2
 // (REST), v3 (gRPC) and lite (REST) on be; v1 takes all traffic.
-func recommenderWith(be *backendtest.Running, mutate func(m *routing.Model)) routing.Model {
-	m := routing.Model{
-		Metadata: routing.Metadata{Name: "recommender"},
-		Spec: routing.Spec{
-			Versions: []routing.Version{
+func recommenderWith(be *backendtest.Running, mutate func(m *api.Model)) api.Model {
+	m := api.Model{
+		Metadata: api.Metadata{Name: "recommender"},
+		Spec: api.Spec{
+			Versions: []api.Version{
 				{Name: "v1", Endpoints: []string{be.HTTPAddr}, BackendModel: "recommender-v1"},
 				{Name: "v2", Endpoints: []string{be.HTTPAddr}, BackendModel: "recommender-v2"},
-				{Name: "v3", Endpoints: []string{be.GRPCAddr}, Protocol: routing.ProtocolGRPC, BackendModel: "recommender-v3"},
+				{Name: "v3", Endpoints: []string{be.GRPCAddr}, Protocol: api.ProtocolGRPC, BackendModel: "recommender-v3"},
 				{Name: "lite", Endpoints: []string{be.HTTPAddr}, BackendModel: "recommender-lite"},
 			},
-			Traffic: routing.Traffic{Weights: map[string]int{"v1": 100}, StickyHeader: "x-user-id"},
-			Timeout: routing.Duration(5 * time.Second),
+			Traffic: api.Traffic{Weights: map[string]int{"v1": 100}, StickyHeader: "x-user-id"},
+			Timeout: api.Duration(5 * time.Second),
 		},
 	}
 	if mutate != nil {
@@ -238,14 +238,14 @@ func recommenderWith(be *backendtest.Running, mutate func(m *routing.Model)) rou
 func TestFallbackChainWhenPrimaryDies(t *testing.T) {
 	beMain := backendtest.Start(t, backendtest.Options{})
 	beLite := backendtest.Start(t, backendtest.Options{})
-	m := recommenderWith(beMain, func(m *routing.Model) {
+	m := recommenderWith(beMain, func(m *api.Model) {
 		m.Spec.Versions[3].Endpoints = []string{beLite.HTTPAddr}
-		m.Spec.Timeout = routing.Duration(2 * time.Second)
-		m.Spec.Cache = &routing.Cache{}
-		m.Spec.Fallback = &routing.Fallback{Chain: []string{"cache", "backup", "static"}, Backup: "lite",
-			Static: staticScores(42), Breaker: routing.Breaker{ConsecutiveFailures: 3, OpenFor: routing.Duration(time.Minute), FirstOpenFor: routing.Duration(time.Minute)}}
+		m.Spec.Timeout = api.Duration(2 * time.Second)
+		m.Spec.Cache = &api.Cache{}
+		m.Spec.Fallback = &api.Fallback{Chain: []string{"cache", "backup", "static"}, Backup: "lite",
+			Static: staticScores(42), Breaker: api.Breaker{ConsecutiveFailures: 3, OpenFor: api.Duration(time.Minute), FirstOpenFor: api.Duration(time.Minute)}}
 	})
-	p, reg := featuresProxy(t, Config{Models: []routing.Model{m}}, FeaturesConfig{})
+	p, reg := featuresProxy(t, Config{Models: []api.Model{m}}, FeaturesConfig{})
 	url := inferURL(p, "recommender")
 	c := newHTTPClient()
 	defer c.CloseIdleConnections()
@@ -363,17 +363,17 @@ func TestFallbackChainWhenPrimaryDies(t *testing.T) {
 // the NaN output), for REST and gRPC clients.
 func TestFallbackNaNToBackup(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	mk := func(name string, v3 routing.Version) routing.Model {
-		return recommenderWith(be, func(m *routing.Model) {
+	mk := func(name string, v3 api.Version) api.Model {
+		return recommenderWith(be, func(m *api.Model) {
 			m.Metadata.Name = name
 			m.Spec.Versions[2] = v3
 			m.Spec.Traffic.Weights = map[string]int{"v3": 100}
-			m.Spec.Fallback = &routing.Fallback{Chain: []string{"backup"}, Backup: "v1"}
+			m.Spec.Fallback = &api.Fallback{Chain: []string{"backup"}, Backup: "v1"}
 		})
 	}
-	models := []routing.Model{
-		mk("rec-grpc", routing.Version{Name: "v3", Endpoints: []string{be.GRPCAddr}, Protocol: routing.ProtocolGRPC, BackendModel: "recommender-v3"}),
-		mk("rec-rest", routing.Version{Name: "v3", Endpoints: []string{be.HTTPAddr}, BackendModel: "recommender-v3"}),
+	models := []api.Model{
+		mk("rec-grpc", api.Version{Name: "v3", Endpoints: []string{be.GRPCAddr}, Protocol: api.ProtocolGRPC, BackendModel: "recommender-v3"}),
+		mk("rec-rest", api.Version{Name: "v3", Endpoints: []string{be.HTTPAddr}, BackendModel: "recommender-v3"}),
 	}
 	p, reg := featuresProxy(t, Config{Models: models}, FeaturesConfig{})
 	c := newHTTPClient()
@@ -445,12 +445,12 @@ func TestFallbackNaNToBackup(t *testing.T) {
 func TestBreakerOpensAndCloses(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
 	sh := startShim(t, be.HTTPAddr)
-	m := recommenderWith(be, func(m *routing.Model) {
+	m := recommenderWith(be, func(m *api.Model) {
 		m.Spec.Versions[0].Endpoints = []string{sh.addr}
-		m.Spec.Fallback = &routing.Fallback{Chain: []string{"static"}, Static: staticScores(7),
-			Breaker: routing.Breaker{ConsecutiveFailures: 3, OpenFor: routing.Duration(300 * time.Millisecond)}}
+		m.Spec.Fallback = &api.Fallback{Chain: []string{"static"}, Static: staticScores(7),
+			Breaker: api.Breaker{ConsecutiveFailures: 3, OpenFor: api.Duration(300 * time.Millisecond)}}
 	})
-	p, reg := featuresProxy(t, Config{Models: []routing.Model{m}}, FeaturesConfig{})
+	p, reg := featuresProxy(t, Config{Models: []api.Model{m}}, FeaturesConfig{})
 	url := inferURL(p, "recommender")
 	c := newHTTPClient()
 	defer c.CloseIdleConnections()
@@ -514,13 +514,13 @@ func TestStaticFallbackUpdatedThroughAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cp.Close() })
-	m := recommenderWith(be, func(m *routing.Model) {
+	m := recommenderWith(be, func(m *api.Model) {
 		m.Spec.Versions[0].Endpoints = []string{closedAddr(t)} // v1 is down
-		m.Spec.Fallback = &routing.Fallback{Chain: []string{"static"}, Static: staticScores(1)}
+		m.Spec.Fallback = &api.Fallback{Chain: []string{"static"}, Static: staticScores(1)}
 	})
 	rev := putModel(t, cp, m)
 	p, _ := featuresProxy(t, Config{XDSAddr: cp.XDSAddr(), NodeID: "proxy-static",
@@ -534,7 +534,7 @@ func TestStaticFallbackUpdatedThroughAPI(t *testing.T) {
 		t.Fatalf("before: %+v %s", a, a.body)
 	}
 
-	api := func(method, path, body string) (int, []byte) {
+	callAPI := func(method, path, body string) (int, []byte) {
 		req, _ := http.NewRequest(method, cp.APIURL()+path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := c.Do(req)
@@ -546,18 +546,18 @@ func TestStaticFallbackUpdatedThroughAPI(t *testing.T) {
 		return resp.StatusCode, b
 	}
 	// Bad: the shape needs 100 values.
-	if code, b := api(http.MethodPut, "/v1/models/recommender/fallback/static",
+	if code, b := callAPI(http.MethodPut, "/v1/models/recommender/fallback/static",
 		`{"outputs":[{"name":"scores","datatype":"FP32","shape":[1,100],"data":[1,2,3]}]}`); code != 400 || !strings.Contains(string(b), "outputs[0]") {
 		t.Fatalf("bad static: %d %s", code, b)
 	}
 	// Good: today's popular items.
 	st := staticScores(99)
 	doc, _ := json.Marshal(map[string]any{"outputs": st.Outputs, "reason": "popular items of the day"})
-	code, b := api(http.MethodPut, "/v1/models/recommender/fallback/static", string(doc))
+	code, b := callAPI(http.MethodPut, "/v1/models/recommender/fallback/static", string(doc))
 	if code != 200 {
 		t.Fatalf("PUT static: %d %s", code, b)
 	}
-	var mr controlplane.ModelResponse
+	var mr api.ModelResponse
 	if err := json.Unmarshal(b, &mr); err != nil {
 		t.Fatal(err)
 	}
@@ -569,7 +569,7 @@ func TestStaticFallbackUpdatedThroughAPI(t *testing.T) {
 		a := postFull(t, c, url, body, nil)
 		return a.status == 200 && a.fallback == "static" && scoresOf(t, a.body)[0] == 99
 	})
-	code, b = api(http.MethodGet, "/v1/audit?model=recommender", "")
+	code, b = callAPI(http.MethodGet, "/v1/audit?model=recommender", "")
 	if code != 200 || !strings.Contains(string(b), `"fallback-static"`) || !strings.Contains(string(b), "popular items of the day") {
 		t.Fatalf("audit: %d %s", code, b)
 	}

@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // BenchmarkFastFrontCacheHit: one kept-alive connection sending the same
@@ -21,8 +21,8 @@ import (
 // includes both sides' system calls.
 func BenchmarkFastFrontCacheHit(b *testing.B) {
 	be := backendtest.Start(b, backendtest.Options{})
-	m := recommenderWith(be, func(m *routing.Model) { m.Spec.Cache = &routing.Cache{} })
-	p, _ := featuresProxy(b, Config{Models: []routing.Model{m}}, FeaturesConfig{})
+	m := recommenderWith(be, func(m *api.Model) { m.Spec.Cache = &api.Cache{} })
+	p, _ := featuresProxy(b, Config{Models: []api.Model{m}}, FeaturesConfig{})
 	body, _ := featuresBody(3)
 	req := fmt.Appendf(nil, "POST /v2/models/recommender/infer HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", p.HTTPAddr(), len(body), body)
 	c, err := net.Dial("tcp", p.HTTPAddr())

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/internal/rawhttp"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // Adversarial HTTP/1.1 input against the fast front-end (fastfront.go):
@@ -41,7 +41,7 @@ func checkError(t *testing.T, r rawhttp.Result, i, status int, want string) {
 
 func TestFastFrontHardening(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 100})}})
+	p := startProxy(t, Config{Models: []api.Model{demoModel(be, map[string]int{"v1": 100})}})
 	addr := p.HTTPAddr()
 	good := string(inferBody(3))
 	goodReq := fmt.Sprintf("POST /v2/models/recommender/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(good), good)
@@ -212,7 +212,7 @@ func startFastServerOn(t *testing.T, p *Proxy, l net.Listener, head, body, idle 
 // turns a server that never closes into a failure instead of a hang.)
 func TestFastFrontDeadlines(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 100})}})
+	p := startProxy(t, Config{Models: []api.Model{demoModel(be, map[string]int{"v1": 100})}})
 	addr := startFastServer(t, p, 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond)
 	head := "POST /v2/models/recommender/infer HTTP/1.1\r\nHost: x\r\n"
 

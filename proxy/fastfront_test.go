@@ -10,16 +10,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/internal/rawhttp"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 func body(r *http.Response) string { b, _ := io.ReadAll(r.Body); return string(b) }
 
 func TestFastFrontEndProtocol(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 100})}})
+	p := startProxy(t, Config{Models: []api.Model{demoModel(be, map[string]int{"v1": 100})}})
 	addr := p.HTTPAddr()
 	b := string(inferBody(4))
 	req := func(extra string) string {
@@ -89,7 +89,7 @@ func TestFastFrontEndProtocol(t *testing.T) {
 		}
 	})
 	t.Run("too large", func(t *testing.T) {
-		p2 := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 100})}, MaxBodyBytes: 100})
+		p2 := startProxy(t, Config{Models: []api.Model{demoModel(be, map[string]int{"v1": 100})}, MaxBodyBytes: 100})
 		rs := rawhttp.Exchange(t, p2.HTTPAddr(), req(""), 1)
 		if rs[0].StatusCode != 413 {
 			t.Fatalf("too large: %d %s", rs[0].StatusCode, body(rs[0]))

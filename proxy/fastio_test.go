@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // smallSendBuffer accepts TCP connections with a 16 KiB send buffer, so an
@@ -35,8 +35,8 @@ func (l smallSendBuffer) Accept() (net.Conn, error) {
 // socket also happen in the middle of a request.
 func TestFastFrontBackpressureAndSplitRequests(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	m := recommenderWith(be, func(m *routing.Model) { m.Spec.Cache = &routing.Cache{} })
-	p, _ := featuresProxy(t, Config{Models: []routing.Model{m}}, FeaturesConfig{})
+	m := recommenderWith(be, func(m *api.Model) { m.Spec.Cache = &api.Cache{} })
+	p, _ := featuresProxy(t, Config{Models: []api.Model{m}}, FeaturesConfig{})
 	addr := startFastServerOn(t, p, smallSendBuffer{listen(t)}, 0, 0, 0)
 	body, _ := featuresBody(5)
 	head := fmt.Sprintf("POST /v2/models/recommender/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))

@@ -12,9 +12,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // Adversarial ModelInfer requests through the proxy's gRPC front-end, to an
@@ -22,7 +22,7 @@ import (
 // a message naming the problem; the proxy keeps serving.
 func TestGRPCFrontHardening(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 100})}, MaxBodyBytes: 64 << 10})
+	p := startProxy(t, Config{Models: []api.Model{demoModel(be, map[string]int{"v1": 100})}, MaxBodyBytes: 64 << 10})
 	cc, err := grpc.NewClient(p.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

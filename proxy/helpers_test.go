@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/oip"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // features is a valid request body for the demo recommenders.
@@ -32,18 +32,18 @@ func inferBody(seed int) []byte {
 }
 
 // demoModel is the virtual model "recommender" over the demo backend.
-func demoModel(be *backendtest.Running, weights map[string]int) routing.Model {
-	m := routing.Model{
-		Metadata: routing.Metadata{Name: "recommender"},
-		Spec: routing.Spec{
-			Versions: []routing.Version{
+func demoModel(be *backendtest.Running, weights map[string]int) api.Model {
+	m := api.Model{
+		Metadata: api.Metadata{Name: "recommender"},
+		Spec: api.Spec{
+			Versions: []api.Version{
 				{Name: "v1", Endpoints: []string{be.HTTPAddr}, BackendModel: "recommender-v1"},
 				{Name: "v2", Endpoints: []string{be.HTTPAddr}, BackendModel: "recommender-v2"},
-				{Name: "v3", Endpoints: []string{be.GRPCAddr}, Protocol: routing.ProtocolGRPC, BackendModel: "recommender-v3"},
+				{Name: "v3", Endpoints: []string{be.GRPCAddr}, Protocol: api.ProtocolGRPC, BackendModel: "recommender-v3"},
 			},
-			Traffic: routing.Traffic{Weights: weights, StickyHeader: "x-user-id"},
-			Timeout: routing.Duration(5 * time.Second),
-			Retries: &routing.Retries{Attempts: 2, BudgetPercent: 20},
+			Traffic: api.Traffic{Weights: weights, StickyHeader: "x-user-id"},
+			Timeout: api.Duration(5 * time.Second),
+			Retries: &api.Retries{Attempts: 2, BudgetPercent: 20},
 		},
 	}
 	return m

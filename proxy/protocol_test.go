@@ -25,12 +25,12 @@ import (
 	"google.golang.org/grpc/metadata"
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/oip/compress"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // protocolProxy is the demo route (v1, v2 REST; v3 gRPC) at 20/80, so the
@@ -38,7 +38,7 @@ import (
 func protocolProxy(t *testing.T) (*Proxy, pb.GRPCInferenceServiceClient) {
 	t.Helper()
 	be := backendtest.Start(t, backendtest.Options{})
-	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 20, "v2": 80})}})
+	p := startProxy(t, Config{Models: []api.Model{demoModel(be, map[string]int{"v1": 20, "v2": 80})}})
 	cc, err := grpc.NewClient(p.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -337,7 +337,7 @@ func TestProxyReflection(t *testing.T) {
 // first is done the budget is free again.
 func TestBufferedBytesBudget(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 100})},
+	p := startProxy(t, Config{Models: []api.Model{demoModel(be, map[string]int{"v1": 100})},
 		MaxBodyBytes: 200 << 10, MaxBufferedBytes: 256 << 10})
 	big := append(inferBody(1), bytes.Repeat([]byte(" "), 150<<10)...) // JSON with trailing blanks
 	c, err := net.Dial("tcp", p.HTTPAddr())
@@ -382,7 +382,7 @@ func TestBufferedBytesBudget(t *testing.T) {
 // accepted; it is served once another closes.
 func TestConnectionCap(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 100})}, MaxConnections: 2})
+	p := startProxy(t, Config{Models: []api.Model{demoModel(be, map[string]int{"v1": 100})}, MaxConnections: 2})
 	ask := func(c net.Conn) {
 		fmt.Fprintf(c, "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
 	}
@@ -430,18 +430,18 @@ func TestConnectionCap(t *testing.T) {
 // version's breaker does not count it.
 func TestConcurrencyShedding(t *testing.T) {
 	hole := blackhole(t) // accepts, never answers: requests stay in flight
-	model := func(name string, fb *routing.Fallback) routing.Model {
-		return routing.Model{Metadata: routing.Metadata{Name: name}, Spec: routing.Spec{
-			Versions:    []routing.Version{{Name: "v1", Endpoints: []string{hole}}},
-			Traffic:     routing.Traffic{Weights: map[string]int{"v1": 100}},
-			Timeout:     routing.Duration(3 * time.Second),
-			Concurrency: &routing.Concurrency{Limit: 2},
+	model := func(name string, fb *api.Fallback) api.Model {
+		return api.Model{Metadata: api.Metadata{Name: name}, Spec: api.Spec{
+			Versions:    []api.Version{{Name: "v1", Endpoints: []string{hole}}},
+			Traffic:     api.Traffic{Weights: map[string]int{"v1": 100}},
+			Timeout:     api.Duration(3 * time.Second),
+			Concurrency: &api.Concurrency{Limit: 2},
 			Fallback:    fb,
 		}}
 	}
-	p := startProxy(t, Config{Models: []routing.Model{
+	p := startProxy(t, Config{Models: []api.Model{
 		model("plain", nil),
-		model("chained", &routing.Fallback{Chain: []string{"empty"}, Breaker: routing.Breaker{ConsecutiveFailures: 1, OpenFor: routing.Duration(time.Minute)}}),
+		model("chained", &api.Fallback{Chain: []string{"empty"}, Breaker: api.Breaker{ConsecutiveFailures: 1, OpenFor: api.Duration(time.Minute)}}),
 	}})
 	hc := &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	for _, name := range []string{"plain", "chained"} {
@@ -484,11 +484,11 @@ func TestConcurrencyShedding(t *testing.T) {
 // elsewhere.
 func TestDrainAnswersSayClose(t *testing.T) {
 	hole := blackhole(t)
-	p, err := New(Config{HTTPAddr: "127.0.0.1:0", Models: []routing.Model{{Metadata: routing.Metadata{Name: "slow"}, Spec: routing.Spec{
-		Versions:    []routing.Version{{Name: "v1", Endpoints: []string{hole}}},
-		Traffic:     routing.Traffic{Weights: map[string]int{"v1": 100}},
-		Timeout:     routing.Duration(3 * time.Second), // the answer (a timeout) comes well after the drain began
-		Concurrency: &routing.Concurrency{Limit: 10},
+	p, err := New(Config{HTTPAddr: "127.0.0.1:0", Models: []api.Model{{Metadata: api.Metadata{Name: "slow"}, Spec: api.Spec{
+		Versions:    []api.Version{{Name: "v1", Endpoints: []string{hole}}},
+		Traffic:     api.Traffic{Weights: map[string]int{"v1": 100}},
+		Timeout:     api.Duration(3 * time.Second), // the answer (a timeout) comes well after the drain began
+		Concurrency: &api.Concurrency{Limit: 10},
 	}}}})
 	if err != nil {
 		t.Fatal(err)
@@ -528,7 +528,7 @@ func TestDrainAnswersSayClose(t *testing.T) {
 // /ready, /metrics and /stats stay open.
 func TestAdminGuard(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	models := []routing.Model{demoModel(be, map[string]int{"v1": 100})}
+	models := []api.Model{demoModel(be, map[string]int{"v1": 100})}
 	const token = "s3cret-admin-token-0123"
 	p := startProxy(t, Config{Models: models, AdminToken: token})
 	base := "http://" + p.AdminAddr()

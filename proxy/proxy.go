@@ -34,12 +34,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 	"github.com/switchyard-dev/switchyard/proxy/xdsclient"
-	"github.com/switchyard-dev/switchyard/routing"
 	"github.com/switchyard-dev/switchyard/telemetry"
 )
 
@@ -67,7 +67,7 @@ type Config struct {
 	StateDir string
 
 	// Models is an initial static configuration (source "static").
-	Models []routing.Model
+	Models []api.Model
 
 	// Features configures the prediction cache, fallback and shadow
 	// policies (zero: defaults); each model's desired state says which it
@@ -140,6 +140,11 @@ type Proxy struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
+	// failed is closed when a listener or the xDS client fails (failErr
+	// is the first error), for Wait.
+	failOnce sync.Once
+	failed   chan struct{}
+	failErr  error
 }
 
 // New checks cfg and builds a Proxy; Start binds and serves.
@@ -175,6 +180,7 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.XDSBackoffMax = 5 * time.Second
 	}
 	p := &Proxy{
+		failed:  make(chan struct{}),
 		cfg:     cfg,
 		log:     cfg.Logger,
 		metrics: NewMetrics(cfg.Registry),
@@ -216,10 +222,10 @@ const (
 // Apply validates models and makes them the active configuration atomically.
 // On error the active configuration is unchanged. Models are defaulted
 // first; the slice is not modified.
-func (p *Proxy) Apply(models []routing.Model, version, source string) error {
+func (p *Proxy) Apply(models []api.Model, version, source string) error {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
-	ms := make([]routing.Model, len(models))
+	ms := make([]api.Model, len(models))
 	for i := range models {
 		ms[i] = models[i].Clone()
 		ms[i].Defaults()
@@ -262,7 +268,7 @@ func (p *Proxy) onBreakerChange(model, variant string, from, to fallback.Breaker
 
 // Models returns the active configuration (nil before the first one), its
 // version and source.
-func (p *Proxy) Models() ([]routing.Model, string, string) {
+func (p *Proxy) Models() ([]api.Model, string, string) {
 	s := p.snap.Load()
 	if s == nil {
 		return nil, "", ""
@@ -332,7 +338,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 			Logger:     p.log,
 			BackoffMin: p.cfg.XDSBackoffMin,
 			BackoffMax: p.cfg.XDSBackoffMax,
-			Apply: func(models []routing.Model, version string) error {
+			Apply: func(models []api.Model, version string) error {
 				if err := p.Apply(models, version, SourceXDS); err != nil {
 					return err
 				}
@@ -343,7 +349,9 @@ func (p *Proxy) Start(ctx context.Context) error {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			p.xds.Run(ctx)
+			if err := p.xds.Run(ctx); err != nil {
+				p.fail(err)
+			}
 		}()
 	}
 	if (p.cfg.XDSAddr != "" || p.cfg.StatsAddr != "") && p.cfg.StatsInterval >= 0 {
@@ -357,9 +365,32 @@ func (p *Proxy) goServe(f func() error) {
 	go func() {
 		defer p.wg.Done()
 		if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) && !p.closed.Load() {
-			p.log.Error("listener stopped", "error", err)
+			p.fail(fmt.Errorf("listener stopped: %w", err))
 		}
 	}()
+}
+
+// fail records a listener's or the xDS client's failure for Wait (the
+// first one counts).
+func (p *Proxy) fail(err error) {
+	p.failOnce.Do(func() {
+		p.log.Error("proxy component failed", "error", err)
+		p.failErr = err
+		close(p.failed)
+	})
+}
+
+// Wait blocks until ctx is done (nil) or a listener or the xDS client has
+// failed (its error); the caller then shuts the proxy down, as after a
+// signal. Before, such a failure was only logged (the xDS client's not
+// even that).
+func (p *Proxy) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-p.failed:
+		return p.failErr
+	}
 }
 
 func addrOf(l net.Listener) string {

@@ -15,10 +15,10 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 func TestMain(m *testing.M) {
@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 
 func TestWeightedSplit8020(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 80, "v2": 20})}})
+	p := startProxy(t, Config{Models: []api.Model{demoModel(be, map[string]int{"v1": 80, "v2": 20})}})
 	const n = 10000
 	answers := load(t, inferURL(p, "recommender"), n, 16, nil)
 	counts := map[string]int{}
@@ -60,7 +60,7 @@ func TestWeightedSplit8020(t *testing.T) {
 
 func TestStickyUsersOnlyMoveTowardRisingVersion(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 80, "v2": 20})}})
+	p := startProxy(t, Config{Models: []api.Model{demoModel(be, map[string]int{"v1": 80, "v2": 20})}})
 	const users = 600
 	url := inferURL(p, "recommender")
 	run := func() []string {
@@ -80,7 +80,7 @@ func TestStickyUsersOnlyMoveTowardRisingVersion(t *testing.T) {
 		t.Fatal("sticky users switched variant while weights held")
 	}
 	for _, step := range []map[string]int{{"v1": 50, "v2": 50}, {"v1": 20, "v2": 80}, {"v1": 0, "v2": 100}} {
-		if err := p.Apply([]routing.Model{demoModel(be, step)}, "ramp", SourceStatic); err != nil {
+		if err := p.Apply([]api.Model{demoModel(be, step)}, "ramp", SourceStatic); err != nil {
 			t.Fatal(err)
 		}
 		cur := run()
@@ -102,7 +102,7 @@ func TestStickyUsersOnlyMoveTowardRisingVersion(t *testing.T) {
 
 func TestOverrideHeaderAndPathVersion(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 100})}})
+	p := startProxy(t, Config{Models: []api.Model{demoModel(be, map[string]int{"v1": 100})}})
 	c := newHTTPClient()
 	for _, v := range []string{"v2", "v3"} {
 		a := post(t, c, inferURL(p, "recommender"), inferBody(3), map[string]string{"x-switchyard-variant": v, "x-user-id": "u1"})
@@ -144,13 +144,13 @@ func TestErrors(t *testing.T) {
 	m := demoModel(be, map[string]int{"v1": 100})
 	hang := m.Clone()
 	hang.Metadata.Name = "hangs"
-	hang.Spec.Versions = []routing.Version{{Name: "v1", Endpoints: []string{blackhole(t)}, BackendModel: "x"}}
-	hang.Spec.Traffic = routing.Traffic{Weights: map[string]int{"v1": 1}}
-	hang.Spec.Timeout = routing.Duration(200 * time.Millisecond)
+	hang.Spec.Versions = []api.Version{{Name: "v1", Endpoints: []string{blackhole(t)}, BackendModel: "x"}}
+	hang.Spec.Traffic = api.Traffic{Weights: map[string]int{"v1": 1}}
+	hang.Spec.Timeout = api.Duration(200 * time.Millisecond)
 	down := hang.Clone()
 	down.Metadata.Name = "down"
 	down.Spec.Versions[0].Endpoints = []string{closedAddr(t)}
-	p := startProxy(t, Config{Models: []routing.Model{m, hang, down}})
+	p := startProxy(t, Config{Models: []api.Model{m, hang, down}})
 	c := newHTTPClient()
 
 	a := post(t, c, inferURL(p, "nosuch"), inferBody(1), nil)
@@ -191,7 +191,7 @@ func TestErrors(t *testing.T) {
 
 func TestGRPCFrontEnd(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 100})}})
+	p := startProxy(t, Config{Models: []api.Model{demoModel(be, map[string]int{"v1": 100})}})
 	cc, err := grpc.NewClient(p.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -248,16 +248,16 @@ func TestGRPCFrontEnd(t *testing.T) {
 func TestBackendKilledUnderTraffic(t *testing.T) {
 	be1 := backendtest.Start(t, backendtest.Options{})
 	be2 := backendtest.Start(t, backendtest.Options{})
-	m := routing.Model{
-		Metadata: routing.Metadata{Name: "recommender"},
-		Spec: routing.Spec{
-			Versions: []routing.Version{{Name: "v1", Endpoints: []string{be1.HTTPAddr, be2.HTTPAddr}, BackendModel: "recommender-v1"}},
-			Traffic:  routing.Traffic{Weights: map[string]int{"v1": 100}},
-			Timeout:  routing.Duration(5 * time.Second),
-			Retries:  &routing.Retries{Attempts: 2, BudgetPercent: 20},
+	m := api.Model{
+		Metadata: api.Metadata{Name: "recommender"},
+		Spec: api.Spec{
+			Versions: []api.Version{{Name: "v1", Endpoints: []string{be1.HTTPAddr, be2.HTTPAddr}, BackendModel: "recommender-v1"}},
+			Traffic:  api.Traffic{Weights: map[string]int{"v1": 100}},
+			Timeout:  api.Duration(5 * time.Second),
+			Retries:  &api.Retries{Attempts: 2, BudgetPercent: 20},
 		},
 	}
-	p := startProxy(t, Config{Models: []routing.Model{m}})
+	p := startProxy(t, Config{Models: []api.Model{m}})
 	const n = 3000
 	done := make(chan []answer)
 	go func() { done <- load(t, inferURL(p, "recommender"), n, 8, nil) }()
@@ -313,7 +313,7 @@ func testutilCounter(t *testing.T, p *Proxy, name string) float64 {
 
 func TestAdminEndpoints(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 80, "v2": 20})}})
+	p := startProxy(t, Config{Models: []api.Model{demoModel(be, map[string]int{"v1": 80, "v2": 20})}})
 	load(t, inferURL(p, "recommender"), 50, 4, nil)
 	var dump ConfigDump
 	if s := getJSON(t, "http://"+p.AdminAddr()+"/config_dump", &dump); s != 200 || dump.Source != SourceStatic || len(dump.Models) != 1 {

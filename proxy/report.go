@@ -32,8 +32,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/api/statspb"
 	"github.com/switchyard-dev/switchyard/canary"
-	"github.com/switchyard-dev/switchyard/controlplane/statspb"
+	"github.com/switchyard-dev/switchyard/internal/backoff"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 )
 
@@ -392,7 +393,7 @@ func (r *statsReporter) collect(now time.Time) {
 		if d.Requests == 0 && d.ShadowCompared == 0 && d.Latency.Total == 0 {
 			continue // idle (latency samples read past the request count still go out)
 		}
-		rep.Entries = append(rep.Entries, statspb.FromEntry(&canary.Entry{Model: s.model, Version: s.version, Stats: d}))
+		rep.Entries = append(rep.Entries, canary.EntryToProto(&canary.Entry{Model: s.model, Version: s.version, Stats: d}))
 	}
 	sort.Slice(rep.Entries, func(i, j int) bool {
 		if rep.Entries[i].Model != rep.Entries[j].Model {
@@ -508,15 +509,14 @@ func (r *statsReporter) run(ctx context.Context) {
 		streamWG sync.WaitGroup
 		broken   = make(chan struct{}, 1)
 		gotAck   atomic.Bool // the current stream has been acknowledged
-		backoff  = r.bmin
+		retry    = backoff.Backoff{Initial: r.bmin, Max: r.bmax, Jitter: true}
 		retryAt  time.Time
 	)
 	retryLater := func() {
 		if gotAck.Load() {
-			backoff = r.bmin
+			retry.Reset()
 		}
-		retryAt = time.Now().Add(jitter(backoff))
-		backoff = min(2*backoff, r.bmax)
+		retryAt = time.Now().Add(retry.Next())
 	}
 	closeStream := func() {
 		if cancel != nil {
@@ -607,13 +607,6 @@ func (r *statsReporter) run(ctx context.Context) {
 			retryLater()
 		}
 	}
-}
-
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return d/2 + time.Duration(mrand.Int64N(int64(d/2)+1))
 }
 
 // StatsReporterStatus returns the stats reporter's state (zero without

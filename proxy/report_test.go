@@ -11,17 +11,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
+	"github.com/switchyard-dev/switchyard/api/statspb"
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/controlplane"
-	"github.com/switchyard-dev/switchyard/controlplane/statspb"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 func entriesOf(t *testing.T, r *statspb.Report) map[string]canary.Stats {
 	t.Helper()
-	cr, err := statspb.ToReport(r, time.Now())
+	cr, err := canary.ReportFromProto(r, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,8 +101,8 @@ func TestNaNDetection(t *testing.T) {
 		return b
 	}
 	nan := float32(math.NaN())
-	canaryRoute := &Route{Model: &routing.Model{Spec: routing.Spec{Canary: &routing.Canary{Version: "v2"}}}}
-	plainRoute := &Route{Model: &routing.Model{}}
+	canaryRoute := &Route{Model: &api.Model{Spec: api.Spec{Canary: &api.Canary{Version: "v2"}}}}
+	plainRoute := &Route{Model: &api.Model{}}
 	withRaw := func(raw []byte) *Result {
 		return &Result{PB: &pb.ModelInferResponse{Outputs: []*pb.ModelInferResponse_InferOutputTensor{{Name: "scores", Datatype: "FP32", Shape: []int64{1, 2}}},
 			RawOutputContents: [][]byte{raw}}}
@@ -143,7 +143,7 @@ func TestNaNDetection(t *testing.T) {
 func TestReporterBuffersReconnectsAndRestarts(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
 	cpAddr := closedAddr(t)
-	cfg := Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 100})}, NodeID: "edge-1", StatsAddr: cpAddr,
+	cfg := Config{Models: []api.Model{demoModel(be, map[string]int{"v1": 100})}, NodeID: "edge-1", StatsAddr: cpAddr,
 		StatsInterval: 50 * time.Millisecond, XDSBackoffMin: 20 * time.Millisecond, XDSBackoffMax: 100 * time.Millisecond}
 	p := startProxy(t, cfg)
 	for _, a := range load(t, inferURL(p, "recommender"), 30, 3, nil) {
@@ -165,7 +165,7 @@ func TestReporterBuffersReconnectsAndRestarts(t *testing.T) {
 		cp.Close()
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestReportsConsistentUnderConcurrentRecording(t *testing.T) {
 	r.collect(time.Now())
 	var requests, total uint64
 	for _, rep := range r.buf {
-		cr, err := statspb.ToReport(rep, time.Now())
+		cr, err := canary.ReportFromProto(rep, time.Now())
 		if err != nil {
 			t.Fatalf("the control plane would refuse report %d: %v", rep.Seq, err)
 		}
@@ -275,7 +275,7 @@ func TestReporterDropsRefusedReport(t *testing.T) {
 		cp.Close()
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}

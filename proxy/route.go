@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 	"github.com/switchyard-dev/switchyard/routing"
@@ -24,7 +25,7 @@ type Route struct {
 	// Name is the virtual model name.
 	Name string
 	// Model is the configuration the route was built from (do not modify).
-	Model  *routing.Model
+	Model  *api.Model
 	Picker *routing.Picker
 	// Variants are the model's versions in document order (Picker indices).
 	Variants []*Variant
@@ -76,7 +77,7 @@ type snapshot struct {
 	version string
 	source  string
 	applied time.Time
-	models  []routing.Model
+	models  []api.Model
 	routes  map[string]*Route
 	names   string // "a, b, c" for 404 messages
 }
@@ -98,12 +99,12 @@ type registry struct {
 }
 
 type breakerEntry struct {
-	cfg routing.Breaker
+	cfg api.Breaker
 	b   *fallback.Breaker
 }
 
 type limiterEntry struct {
-	cfg routing.Concurrency
+	cfg api.Concurrency
 	l   *fallback.Limiter
 }
 
@@ -130,7 +131,7 @@ func (g *registry) endpoint(protocol, addr string) (*upstream.Endpoint, error) {
 		return e, nil
 	}
 	var e *upstream.Endpoint
-	if protocol == routing.ProtocolGRPC {
+	if protocol == api.ProtocolGRPC {
 		var err error
 		if e, err = upstream.NewGRPCEndpoint(addr, g.grpcOpts...); err != nil {
 			return nil, err
@@ -196,7 +197,7 @@ func (g *registry) closeAll() {
 // breaker is the one circuit breaker of model/version, kept across
 // configurations while its settings stay the same; onBreaker (the proxy's
 // gauge switchyard_proxy_breaker_state and log line) hears its changes.
-func (g *registry) breaker(model, version string, cfg routing.Breaker) *fallback.Breaker {
+func (g *registry) breaker(model, version string, cfg api.Breaker) *fallback.Breaker {
 	key := model + "/" + version
 	if e, ok := g.breakers[key]; ok && e.cfg == cfg {
 		return e.b
@@ -219,7 +220,7 @@ func (g *registry) breaker(model, version string, cfg routing.Breaker) *fallback
 // limiter is the concurrency limiter of model/version, kept across
 // configurations while its settings stay the same (an adaptive limit keeps
 // what it learnt).
-func (g *registry) limiter(model, version string, cfg routing.Concurrency) *fallback.Limiter {
+func (g *registry) limiter(model, version string, cfg api.Concurrency) *fallback.Limiter {
 	key := model + "/" + version
 	if e, ok := g.limiters[key]; ok && e.cfg == cfg {
 		return e.l
@@ -242,7 +243,7 @@ func (g *registry) budget(model string, percent float64) *upstream.RetryBudget {
 }
 
 // compile builds a snapshot from validated models.
-func (p *Proxy) compile(models []routing.Model, version, source string) (*snapshot, error) {
+func (p *Proxy) compile(models []api.Model, version, source string) (*snapshot, error) {
 	s := &snapshot{version: version, source: source, applied: time.Now(), models: models, routes: map[string]*Route{}}
 	g := p.reg
 	g.mu.Lock()
@@ -264,9 +265,9 @@ func (p *Proxy) compile(models []routing.Model, version, source string) (*snapsh
 			Timeout: m.Spec.Timeout.D(),
 		}
 		if r.Timeout <= 0 {
-			r.Timeout = routing.DefaultTimeout.D()
+			r.Timeout = api.DefaultTimeout.D()
 		}
-		percent := float64(routing.DefaultRetryBudgetPercent)
+		percent := float64(api.DefaultRetryBudgetPercent)
 		if rt := m.Spec.Retries; rt != nil {
 			r.Retries = rt.Attempts
 			if rt.BudgetPercent > 0 {
@@ -279,10 +280,10 @@ func (p *Proxy) compile(models []routing.Model, version, source string) (*snapsh
 		}
 		override := m.Spec.Traffic.OverrideHeader
 		if override == "" {
-			override = routing.DefaultOverrideHeader
+			override = api.DefaultOverrideHeader
 		}
 		r.overrideHTTP, r.overrideMD = textproto.CanonicalMIMEHeaderKey(override), strings.ToLower(override)
-		var bcfg routing.Breaker
+		var bcfg api.Breaker
 		if f := m.Spec.Fallback; f != nil {
 			bcfg = f.Breaker
 			r.validate = true
@@ -294,7 +295,7 @@ func (p *Proxy) compile(models []routing.Model, version, source string) (*snapsh
 				headerValue: []string{ver.Name},
 			}
 			if v.Protocol == "" {
-				v.Protocol = routing.ProtocolHTTP
+				v.Protocol = api.ProtocolHTTP
 			}
 			if v.BackendModel == "" {
 				v.BackendModel = r.Name
@@ -334,7 +335,7 @@ func (p *Proxy) compile(models []routing.Model, version, source string) (*snapsh
 	return s, nil
 }
 
-func sortedModels(models []routing.Model) []routing.Model {
+func sortedModels(models []api.Model) []api.Model {
 	out := slices.Clone(models)
 	sort.Slice(out, func(i, j int) bool { return out[i].Metadata.Name < out[j].Metadata.Name })
 	return out

@@ -14,10 +14,10 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
-	"github.com/switchyard-dev/switchyard/routing"
 	"github.com/switchyard-dev/switchyard/shadow"
 )
 
@@ -75,14 +75,14 @@ func (ms *mirrorState) queueLen() int {
 	return ms.m.QueueLen()
 }
 
-func shadowSig(model string, sh *routing.Shadow) string {
+func shadowSig(model string, sh *api.Shadow) string {
 	b, _ := json.Marshal(sh)
 	return model + "|" + string(b)
 }
 
 // mirrorLocked returns the mirror for the route's shadow configuration,
 // starting one if the configuration is new.
-func (f *features) mirrorLocked(r *Route, sh *routing.Shadow) (*mirrorState, error) {
+func (f *features) mirrorLocked(r *Route, sh *api.Shadow) (*mirrorState, error) {
 	if r.Variant(sh.Version) == nil {
 		return nil, fmt.Errorf("shadow version %q is not a version of the model", sh.Version)
 	}
@@ -95,7 +95,7 @@ func (f *features) mirrorLocked(r *Route, sh *routing.Shadow) (*mirrorState, err
 		return nil, err
 	}
 	sampling := shadow.SampleRandom
-	if sh.Sampling == routing.SamplingSticky {
+	if sh.Sampling == api.SamplingSticky {
 		sampling = shadow.SampleSticky
 	}
 	ms := &mirrorState{model: r.Name, target: sh.Version, noise: sh.NoiseFloorPercent,

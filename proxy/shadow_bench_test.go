@@ -19,9 +19,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // BenchmarkShadowProxy drives REST requests (the demo recommender's JSON
@@ -45,11 +45,11 @@ func BenchmarkShadowProxy(b *testing.B) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/switchyard").CombinedOutput(); err != nil {
 		b.Fatalf("build switchyard: %v\n%s", err, out)
 	}
-	batch := &routing.ShadowBatch{MaxRows: 16, MaxDelay: routing.Duration(2 * time.Millisecond)}
+	batch := &api.ShadowBatch{MaxRows: 16, MaxDelay: api.Duration(2 * time.Millisecond)}
 	for _, tc := range []struct {
 		name    string
 		percent float64
-		batch   *routing.ShadowBatch
+		batch   *api.ShadowBatch
 		process string
 	}{
 		{"off", 0, nil, ShadowInline},
@@ -115,17 +115,17 @@ func freeAddr(b *testing.B) string {
 	return l.Addr().String()
 }
 
-func benchShadowProxy(b *testing.B, bin string, percent float64, batch *routing.ShadowBatch, process string) {
+func benchShadowProxy(b *testing.B, bin string, percent float64, batch *api.ShadowBatch, process string) {
 	be := startBackendProcess(b, bin)
-	m := recommenderWith(be, func(m *routing.Model) {
+	m := recommenderWith(be, func(m *api.Model) {
 		if percent > 0 {
-			m.Spec.Shadow = &routing.Shadow{Version: "v2", Percent: percent, Workers: 4, Batch: batch,
-				Compare: routing.Compare{Mode: routing.CompareTopK, K: 10}}
+			m.Spec.Shadow = &api.Shadow{Version: "v2", Percent: percent, Workers: 4, Batch: batch,
+				Compare: api.Compare{Mode: api.CompareTopK, K: 10}}
 		}
 	})
 	// No record directory: as bench/proxy/run.sh runs the proxy (the ring
 	// still keeps every comparison for the admin report).
-	p, reg := featuresProxyNoRecords(b, Config{Models: []routing.Model{m}}, process)
+	p, reg := featuresProxyNoRecords(b, Config{Models: []api.Model{m}}, process)
 	const conns = 4
 	clients := make([]*rawClient, conns)
 	for i := range clients {

@@ -18,12 +18,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
-	"github.com/switchyard-dev/switchyard/routing"
 	"github.com/switchyard-dev/switchyard/shadow"
 )
 
@@ -84,7 +84,7 @@ func shadowReport(t testing.TB, p *Proxy, model string) ShadowReportResponse {
 // dropped with its reason counted, never more) and the figures of what it
 // compared, not that it finished (see shadowagent_test.go).
 func TestShadowV2TopKAgreement(t *testing.T) {
-	batch := &routing.ShadowBatch{MaxRows: 16, MaxDelay: routing.Duration(20 * time.Millisecond)}
+	batch := &api.ShadowBatch{MaxRows: 16, MaxDelay: api.Duration(20 * time.Millisecond)}
 	t.Run("one call per mirror", func(t *testing.T) { testShadowV2TopKAgreement(t, nil, ShadowInline) })
 	t.Run("batched", func(t *testing.T) { testShadowV2TopKAgreement(t, batch, ShadowInline) })
 	// The shadow agent: a child process (this test binary, re-executed;
@@ -124,16 +124,16 @@ func rowDigest(row []float32) string {
 	return shadow.InputDigest(&oip.InferRequest{Inputs: []oip.Tensor{oip.NewTensor("features", []int64{1, 32}, row)}})
 }
 
-func testShadowV2TopKAgreement(t *testing.T, batch *routing.ShadowBatch, process string) {
+func testShadowV2TopKAgreement(t *testing.T, batch *api.ShadowBatch, process string) {
 	be := backendtest.Start(t, backendtest.Options{})
 	sh := startShim(t, be.HTTPAddr)
-	m := recommenderWith(be, func(m *routing.Model) {
+	m := recommenderWith(be, func(m *api.Model) {
 		m.Spec.Versions[1].Endpoints = []string{sh.addr} // v2 behind a counting shim
-		m.Spec.Shadow = &routing.Shadow{Version: "v2", Percent: 100, NoiseFloorPercent: 50,
-			Compare: routing.Compare{Mode: routing.CompareTopK, K: 10}, Batch: batch}
+		m.Spec.Shadow = &api.Shadow{Version: "v2", Percent: 100, NoiseFloorPercent: 50,
+			Compare: api.Compare{Mode: api.CompareTopK, K: 10}, Batch: batch}
 	})
 	dir := t.TempDir()
-	p, reg := agentProxy(t, Config{Models: []routing.Model{m}}, FeaturesConfig{ShadowDir: dir, ShadowRecordAgreements: 0.5, ShadowProcess: process})
+	p, reg := agentProxy(t, Config{Models: []api.Model{m}}, FeaturesConfig{ShadowDir: dir, ShadowRecordAgreements: 0.5, ShadowProcess: process})
 	agent := featuresOf(p).agent
 	if (agent != nil) != (process == ShadowAgent) {
 		t.Fatalf("shadow agent running: %v, process %q", agent != nil, process)
@@ -355,16 +355,16 @@ func featuresOf(p *Proxy) *features { return p.features }
 // every NaN input shows up as a shadow NaN and a disagreement.
 func TestShadowV3NaN(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	mk := func(name string, v3 routing.Version) routing.Model {
-		return recommenderWith(be, func(m *routing.Model) {
+	mk := func(name string, v3 api.Version) api.Model {
+		return recommenderWith(be, func(m *api.Model) {
 			m.Metadata.Name = name
 			m.Spec.Versions[2] = v3
-			m.Spec.Shadow = &routing.Shadow{Version: "v3", Percent: 100, Compare: routing.Compare{Mode: routing.CompareTopK}}
+			m.Spec.Shadow = &api.Shadow{Version: "v3", Percent: 100, Compare: api.Compare{Mode: api.CompareTopK}}
 		})
 	}
-	models := []routing.Model{
-		mk("rec-grpc", routing.Version{Name: "v3", Endpoints: []string{be.GRPCAddr}, Protocol: routing.ProtocolGRPC, BackendModel: "recommender-v3"}),
-		mk("rec-rest", routing.Version{Name: "v3", Endpoints: []string{be.HTTPAddr}, BackendModel: "recommender-v3"}),
+	models := []api.Model{
+		mk("rec-grpc", api.Version{Name: "v3", Endpoints: []string{be.GRPCAddr}, Protocol: api.ProtocolGRPC, BackendModel: "recommender-v3"}),
+		mk("rec-rest", api.Version{Name: "v3", Endpoints: []string{be.HTTPAddr}, BackendModel: "recommender-v3"}),
 	}
 	p, reg := featuresProxy(t, Config{Models: models}, FeaturesConfig{})
 	c := newHTTPClient()
@@ -404,18 +404,18 @@ func TestShadowV3NaN(t *testing.T) {
 // not change what clients get; a full queue drops and counts.
 func TestShadowSlowOrDeadChangesNothing(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	plain := recommenderWith(be, func(m *routing.Model) { m.Metadata.Name = "rec-plain" })
-	slow := recommenderWith(be, func(m *routing.Model) {
+	plain := recommenderWith(be, func(m *api.Model) { m.Metadata.Name = "rec-plain" })
+	slow := recommenderWith(be, func(m *api.Model) {
 		m.Metadata.Name = "rec-slow"
 		m.Spec.Versions[1].Endpoints = []string{blackhole(t)}
-		m.Spec.Shadow = &routing.Shadow{Version: "v2", Percent: 100, QueueSize: 2, Workers: 1, Timeout: routing.Duration(200 * time.Millisecond)}
+		m.Spec.Shadow = &api.Shadow{Version: "v2", Percent: 100, QueueSize: 2, Workers: 1, Timeout: api.Duration(200 * time.Millisecond)}
 	})
-	dead := recommenderWith(be, func(m *routing.Model) {
+	dead := recommenderWith(be, func(m *api.Model) {
 		m.Metadata.Name = "rec-dead"
 		m.Spec.Versions[1].Endpoints = []string{closedAddr(t)}
-		m.Spec.Shadow = &routing.Shadow{Version: "v2", Percent: 100}
+		m.Spec.Shadow = &api.Shadow{Version: "v2", Percent: 100}
 	})
-	p, reg := featuresProxy(t, Config{Models: []routing.Model{plain, slow, dead}}, FeaturesConfig{})
+	p, reg := featuresProxy(t, Config{Models: []api.Model{plain, slow, dead}}, FeaturesConfig{})
 	c := newHTTPClient()
 	defer c.CloseIdleConnections()
 	for i := range 100 {
@@ -449,12 +449,12 @@ func TestShadowReportThroughControlPlane(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cp.Close() })
-	putModel(t, cp, recommenderWith(be, func(m *routing.Model) {
-		m.Spec.Shadow = &routing.Shadow{Version: "v2", Percent: 100, Compare: routing.Compare{Mode: routing.CompareTopK}}
+	putModel(t, cp, recommenderWith(be, func(m *api.Model) {
+		m.Spec.Shadow = &api.Shadow{Version: "v2", Percent: 100, Compare: api.Compare{Mode: api.CompareTopK}}
 	}))
 	c := newHTTPClient()
 	defer c.CloseIdleConnections()
@@ -487,7 +487,7 @@ func TestShadowReportThroughControlPlane(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("report: %d %s", resp.StatusCode, b)
 	}
-	var rep controlplane.ShadowReportResponse
+	var rep api.ShadowReportResponse
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
 	}
@@ -520,17 +520,17 @@ func TestShadowReportThroughControlPlane(t *testing.T) {
 func TestShadowRecordsKeepTheirOwnData(t *testing.T) {
 	t.Run("one call per mirror", func(t *testing.T) { testShadowRecordsKeepTheirOwnData(t, nil) })
 	t.Run("batched", func(t *testing.T) {
-		testShadowRecordsKeepTheirOwnData(t, &routing.ShadowBatch{MaxRows: 8, MaxDelay: routing.Duration(5 * time.Millisecond)})
+		testShadowRecordsKeepTheirOwnData(t, &api.ShadowBatch{MaxRows: 8, MaxDelay: api.Duration(5 * time.Millisecond)})
 	})
 }
 
-func testShadowRecordsKeepTheirOwnData(t *testing.T, batch *routing.ShadowBatch) {
+func testShadowRecordsKeepTheirOwnData(t *testing.T, batch *api.ShadowBatch) {
 	be := backendtest.Start(t, backendtest.Options{})
-	m := recommenderWith(be, func(m *routing.Model) {
-		m.Spec.Shadow = &routing.Shadow{Version: "v2", Percent: 100, Workers: 2, Batch: batch,
-			Compare: routing.Compare{Mode: routing.CompareTopK, K: 10}}
+	m := recommenderWith(be, func(m *api.Model) {
+		m.Spec.Shadow = &api.Shadow{Version: "v2", Percent: 100, Workers: 2, Batch: batch,
+			Compare: api.Compare{Mode: api.CompareTopK, K: 10}}
 	})
-	p, reg := featuresProxy(t, Config{Models: []routing.Model{m}}, FeaturesConfig{})
+	p, reg := featuresProxy(t, Config{Models: []api.Model{m}}, FeaturesConfig{})
 	const n, clients = 120, 4
 	bodies, answers := make([][]byte, n), make([][]byte, n)
 	for i := range bodies {

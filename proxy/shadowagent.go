@@ -22,8 +22,9 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/switchyard-dev/switchyard/api"
+	"github.com/switchyard-dev/switchyard/internal/backoff"
 	"github.com/switchyard-dev/switchyard/oip"
-	"github.com/switchyard-dev/switchyard/routing"
 	"github.com/switchyard-dev/switchyard/shadow"
 )
 
@@ -91,8 +92,8 @@ type agentInit struct {
 // agentConfig is the proxy's live configuration as the agent needs it:
 // the models that shadow, without their cache and fallback sections.
 type agentConfig struct {
-	Version string          `json:"version"`
-	Models  []routing.Model `json:"models"`
+	Version string      `json:"version"`
+	Models  []api.Model `json:"models"`
 }
 
 // agentQuery asks for a model's report or records.
@@ -220,7 +221,7 @@ func (f *features) startAgent() {
 		ShadowRecordAgreements: f.cfg.ShadowRecordAgreements, ShadowRingSize: f.cfg.ShadowRingSize,
 	})
 	a.init = appendFrame(nil, frameInit, init)
-	a.cfg, _ = json.Marshal(agentConfig{Models: []routing.Model{}})
+	a.cfg, _ = json.Marshal(agentConfig{Models: []api.Model{}})
 	a.metrics = newAgentMetrics() // registered once the agent answers
 	started := make(chan error, 1)
 	a.wg.Add(2)
@@ -315,8 +316,7 @@ func (a *shadowAgent) supervise(started chan<- error) {
 	if err != nil {
 		return
 	}
-	first := a.f.cfg.ShadowAgentRestartBackoff
-	backoff := first
+	retry := backoff.Backoff{Initial: a.f.cfg.ShadowAgentRestartBackoff, Max: 5 * time.Second}
 	for {
 		started := time.Now()
 		exited := make(chan error, 1)
@@ -337,29 +337,28 @@ func (a *shadowAgent) supervise(started chan<- error) {
 			}
 			return
 		case err := <-exited:
-			a.log.Warn("shadow agent ended; restarting", "error", err, "in", backoff)
+			a.log.Warn("shadow agent ended; restarting", "error", err, "in", retry.Delay())
 		case <-conn.done:
-			a.log.Warn("shadow agent connection lost; restarting", "in", backoff)
+			a.log.Warn("shadow agent connection lost; restarting", "in", retry.Delay())
 			cmd.Process.Kill()
 			<-exited
 		}
 		a.disconnect(conn)
 		if time.Since(started) > 30*time.Second {
-			backoff = first
+			retry.Reset()
 		}
 		for {
 			select {
 			case <-a.stop:
 				return
-			case <-time.After(backoff):
+			case <-time.After(retry.Next()):
 			}
-			backoff = min(backoff*2, 5*time.Second)
 			var err error
 			conn, cmd, err = a.spawn()
 			if err == nil {
 				break
 			}
-			a.log.Error("shadow agent not restarted", "error", err, "retry in", backoff)
+			a.log.Error("shadow agent not restarted", "error", err, "retry in", retry.Delay())
 		}
 		a.metrics.restarts.Inc()
 		a.connect(conn)
@@ -404,7 +403,7 @@ func (a *shadowAgent) close() {
 // setConfig sends the live models that shadow to the agent (and again to
 // every agent started later).
 func (a *shadowAgent) setConfig(routes map[string]*Route) {
-	cfg := agentConfig{Models: []routing.Model{}}
+	cfg := agentConfig{Models: []api.Model{}}
 	for _, r := range routes {
 		if rf := r.policies; rf == nil || rf.mirror == nil {
 			continue

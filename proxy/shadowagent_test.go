@@ -21,8 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
-	"github.com/switchyard-dev/switchyard/routing"
 	"github.com/switchyard-dev/switchyard/shadow"
 )
 
@@ -45,11 +45,11 @@ func init() {
 // as a starved agent got (see awaitAgent).
 func TestShadowAgentRestart(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	m := recommenderWith(be, func(m *routing.Model) {
-		m.Spec.Shadow = &routing.Shadow{Version: "v2", Percent: 100, Compare: routing.Compare{Mode: routing.CompareTopK, K: 10}}
+	m := recommenderWith(be, func(m *api.Model) {
+		m.Spec.Shadow = &api.Shadow{Version: "v2", Percent: 100, Compare: api.Compare{Mode: api.CompareTopK, K: 10}}
 	})
 	dir := t.TempDir()
-	p, reg := agentProxy(t, Config{Models: []routing.Model{m}},
+	p, reg := agentProxy(t, Config{Models: []api.Model{m}},
 		FeaturesConfig{ShadowDir: dir, ShadowProcess: ShadowAgent, ShadowAgentRestartBackoff: 300 * time.Millisecond})
 	f := featuresOf(p)
 	if f.agent == nil {
@@ -148,10 +148,10 @@ func TestShadowAgentRestart(t *testing.T) {
 // mirrors in the proxy's process, working.
 func TestShadowAgentFallsBackInline(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	m := recommenderWith(be, func(m *routing.Model) {
-		m.Spec.Shadow = &routing.Shadow{Version: "v2", Percent: 100, Compare: routing.Compare{Mode: routing.CompareTopK, K: 10}}
+	m := recommenderWith(be, func(m *api.Model) {
+		m.Spec.Shadow = &api.Shadow{Version: "v2", Percent: 100, Compare: api.Compare{Mode: api.CompareTopK, K: 10}}
 	})
-	p, reg := featuresProxy(t, Config{Models: []routing.Model{m}}, FeaturesConfig{ShadowProcess: ShadowAgent,
+	p, reg := featuresProxy(t, Config{Models: []api.Model{m}}, FeaturesConfig{ShadowProcess: ShadowAgent,
 		ShadowAgentCommand: []string{filepath.Join(t.TempDir(), "no-such-agent")}})
 	if featuresOf(p).agent != nil {
 		t.Fatal("an agent that cannot start is running")

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 // StateFile is the name of the persisted configuration in Config.StateDir.
@@ -16,14 +16,14 @@ const StateFile = "proxy-config.json"
 
 // persistedState is the on-disk form of the last good configuration.
 type persistedState struct {
-	Version string          `json:"version"`
-	NodeID  string          `json:"nodeId"`
-	SavedAt time.Time       `json:"savedAt"`
-	Models  []routing.Model `json:"models"`
+	Version string      `json:"version"`
+	NodeID  string      `json:"nodeId"`
+	SavedAt time.Time   `json:"savedAt"`
+	Models  []api.Model `json:"models"`
 }
 
 // persist writes the configuration atomically (temp file + rename).
-func (p *Proxy) persist(models []routing.Model, version string) {
+func (p *Proxy) persist(models []api.Model, version string) {
 	if p.cfg.StateDir == "" {
 		return
 	}

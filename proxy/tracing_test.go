@@ -7,8 +7,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // TestTracing: a span per request and per upstream attempt, continuing the
@@ -17,7 +17,7 @@ func TestTracing(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	p := startProxy(t, Config{Models: []routing.Model{demoModel(be, map[string]int{"v1": 100})}, TracerProvider: tp})
+	p := startProxy(t, Config{Models: []api.Model{demoModel(be, map[string]int{"v1": 100})}, TracerProvider: tp})
 	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	c := newHTTPClient()
 	for _, v := range []string{"v1", "v3"} { // HTTP and gRPC upstreams

@@ -16,10 +16,10 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
-	"github.com/switchyard-dev/switchyard/routing"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
 )
 
@@ -35,7 +35,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func putModel(t *testing.T, cp *controlplane.ControlPlane, m routing.Model) int64 {
+func putModel(t *testing.T, cp *controlplane.ControlPlane, m api.Model) int64 {
 	t.Helper()
 	m.Defaults()
 	rec, err := cp.Store().Put(context.Background(), m, store.Precondition{}, store.Change{Subject: "test", Action: "put"})
@@ -57,7 +57,7 @@ func TestControlPlaneStoppedAndProxyRestarted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	cpClosed := false
@@ -148,7 +148,7 @@ func TestInvalidXDSConfigIsNACKed(t *testing.T) {
 	go gs.Serve(l)
 	defer gs.Stop()
 
-	good, err := xdsconv.Snapshot([]routing.Model{m}, "1")
+	good, err := xdsconv.Snapshot([]api.Model{m}, "1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestInvalidXDSConfigIsNACKed(t *testing.T) {
 	p := startProxy(t, Config{XDSAddr: l.Addr().String(), NodeID: "node-n", XDSBackoffMin: 20 * time.Millisecond})
 	waitFor(t, "version 1", func() bool { _, v, _ := p.Models(); return v == "1" })
 
-	res, err := xdsconv.Translate([]routing.Model{m}, "2")
+	res, err := xdsconv.Translate([]api.Model{m}, "2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestInvalidXDSConfigIsNACKed(t *testing.T) {
 	}
 	// A good update after the bad one is applied.
 	m.Spec.Traffic.Weights = map[string]int{"v1": 50, "v2": 50}
-	good3, err := xdsconv.Snapshot([]routing.Model{m}, "3")
+	good3, err := xdsconv.Snapshot([]api.Model{m}, "3")
 	if err != nil {
 		t.Fatal(err)
 	}

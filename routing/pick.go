@@ -3,6 +3,8 @@ package routing
 import (
 	"fmt"
 	"math"
+
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 // Buckets is the number of sticky buckets. A sticky key hashes to one bucket
@@ -18,7 +20,7 @@ const (
 	ReasonSticky                 // the sticky key's bucket
 	ReasonOverride               // the override header named the version
 	ReasonPinned                 // the request named the version (REST /versions/{v}/, gRPC model_version)
-	NumReasons    = iota         // the number of reasons (for tables indexed by Reason)
+	NumReasons     = iota        // the number of reasons (for tables indexed by Reason)
 )
 
 func (r Reason) String() string {
@@ -68,7 +70,7 @@ type Picker struct {
 
 // NewPicker builds the picker of a model's traffic split. The model should be
 // valid; NewPicker only rejects what would make picking impossible.
-func NewPicker(m *Model) (*Picker, error) {
+func NewPicker(m *api.Model) (*Picker, error) {
 	vs := m.Spec.Versions
 	if len(vs) == 0 {
 		return nil, fmt.Errorf("model %q: no versions", m.Metadata.Name)
@@ -80,8 +82,8 @@ func NewPicker(m *Model) (*Picker, error) {
 	for i, v := range vs {
 		p.names[i] = v.Name
 		w := m.Spec.Traffic.Weights[v.Name]
-		if w < 0 || w > MaxWeight {
-			return nil, fmt.Errorf("model %q: weight of %q is %d, want 0..%d", m.Metadata.Name, v.Name, w, MaxWeight)
+		if w < 0 || w > api.MaxWeight {
+			return nil, fmt.Errorf("model %q: weight of %q is %d, want 0..%d", m.Metadata.Name, v.Name, w, api.MaxWeight)
 		}
 		p.weights[i] = w
 		if w > 0 {

@@ -2,21 +2,25 @@ package routing
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
+
+	"github.com/switchyard-dev/switchyard/api"
 )
 
-func pickModel(weights map[string]int, names ...string) *Model {
-	m := &Model{Metadata: Metadata{Name: "recommender"}}
+func pickModel(weights map[string]int, names ...string) *api.Model {
+	m := &api.Model{Metadata: api.Metadata{Name: "recommender"}}
 	for _, n := range names {
-		m.Spec.Versions = append(m.Spec.Versions, Version{Name: n, Endpoints: []string{"127.0.0.1:1"}})
+		m.Spec.Versions = append(m.Spec.Versions, api.Version{Name: n, Endpoints: []string{"127.0.0.1:1"}})
 	}
 	m.Spec.Traffic.Weights = weights
 	return m
 }
 
-func mustPicker(t testing.TB, m *Model) *Picker {
+func mustPicker(t testing.TB, m *api.Model) *Picker {
 	t.Helper()
 	p, err := NewPicker(m)
 	if err != nil {
@@ -53,11 +57,11 @@ func TestPickTable(t *testing.T) {
 }
 
 func TestNewPickerRejects(t *testing.T) {
-	tests := map[string]*Model{
+	tests := map[string]*api.Model{
 		"no versions":     pickModel(map[string]int{}),
 		"zero total":      pickModel(map[string]int{"v1": 0}, "v1"),
 		"negative":        pickModel(map[string]int{"v1": -1, "v2": 3}, "v1", "v2"),
-		"too large":       pickModel(map[string]int{"v1": MaxWeight + 1}, "v1"),
+		"too large":       pickModel(map[string]int{"v1": api.MaxWeight + 1}, "v1"),
 		"unknown version": pickModel(map[string]int{"v1": 1, "v9": 1}, "v1"),
 	}
 	for name, m := range tests {
@@ -80,7 +84,7 @@ func TestBucketSharesMatchWeights(t *testing.T) {
 	}
 	for _, w := range cases {
 		t.Run(fmt.Sprint(w), func(t *testing.T) {
-			names := sortedKeys(w)
+			names := slices.Sorted(maps.Keys(w))
 			p := mustPicker(t, pickModel(w, names...))
 			counts := make([]int, len(names))
 			for b := 0; b < Buckets; b++ {

@@ -74,7 +74,7 @@
 //	                 topk_overlap?, min_topk_overlap?, rank_agreement?, k?,
 //	                 argmax_agreement?, mismatches?, elements?}]
 //
-// # Desired state mapping (routing.Model.Spec.Shadow)
+// # Desired state mapping (api.Model.Spec.Shadow)
 //
 //	shadow.version     -> Job.TargetVersion
 //	shadow.percent     -> Sampler.Percent

@@ -80,13 +80,17 @@ func runControlPlane(args []string) error {
 	if *insecure {
 		logger.Warn("API authentication is OFF (--insecure-loopback-no-auth): every caller is operator", "api", cp.APIAddr())
 	}
-	if err := cp.Start(); err != nil {
+	// SIGINT/SIGTERM cancel ctx: the control plane shuts itself down.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := cp.Start(ctx); err != nil {
 		cp.Close()
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	<-ctx.Done()
+	err = cp.Wait(context.Background()) // a signal's shutdown, or a listener that failed
 	logger.Info("shutting down")
-	return cp.Close()
+	if cerr := cp.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

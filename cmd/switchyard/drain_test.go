@@ -23,10 +23,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"github.com/switchyard-dev/switchyard/proxy"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // loggedProc is a running switchyard subcommand whose JSON log lines
@@ -330,12 +330,12 @@ func TestProxyDrainsOnSIGTERM(t *testing.T) {
 
 	// The proxy's configuration: persisted state (no control plane).
 	state := t.TempDir()
-	st, _ := json.Marshal(map[string]any{"version": "drain-1", "nodeId": "drain", "savedAt": time.Now().UTC(), "models": []routing.Model{{
-		Metadata: routing.Metadata{Name: "m"},
-		Spec: routing.Spec{
-			Versions: []routing.Version{{Name: "v1", Endpoints: []string{bl.Addr().String()}}},
-			Traffic:  routing.Traffic{Weights: map[string]int{"v1": 100}},
-			Timeout:  routing.Duration(time.Minute),
+	st, _ := json.Marshal(map[string]any{"version": "drain-1", "nodeId": "drain", "savedAt": time.Now().UTC(), "models": []api.Model{{
+		Metadata: api.Metadata{Name: "m"},
+		Spec: api.Spec{
+			Versions: []api.Version{{Name: "v1", Endpoints: []string{bl.Addr().String()}}},
+			Traffic:  api.Traffic{Weights: map[string]int{"v1": 100}},
+			Timeout:  api.Duration(time.Minute),
 		},
 	}}})
 	if err := os.WriteFile(filepath.Join(state, proxy.StateFile), st, 0o644); err != nil {

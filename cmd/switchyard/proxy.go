@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -103,8 +104,8 @@ func runProxy(args []string) error {
 		return err
 	}
 	logger.Info("proxy serving", "http", p.HTTPAddr(), "grpc", p.GRPCAddr(), "admin", p.AdminAddr(), "xds", *xds)
-	<-ctx.Done()
-	stop() // a second signal ends the process at once
+	werr := p.Wait(ctx) // a signal (nil), or a listener or the xDS client that failed
+	stop()              // a second signal ends the process at once
 	logger.Info("draining", "timeout", drain.String())
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(context.Background(), *drain)
@@ -121,5 +122,5 @@ func runProxy(args []string) error {
 	if terr := shutdownTracing(tctx); err == nil {
 		err = terr
 	}
-	return err
+	return errors.Join(werr, err)
 }

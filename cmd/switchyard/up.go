@@ -24,9 +24,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backend"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 func init() {
@@ -609,15 +609,15 @@ func tail(path string, n int) string {
 
 // startingModel is the desired state `up` applies: every demo version
 // behind one virtual model, v1 serving 100 %, lite as backup.
-func (u *upStack) startingModel() routing.Model {
-	m := routing.Model{APIVersion: routing.APIVersion, Kind: routing.KindModel,
-		Metadata: routing.Metadata{Name: "recommender", Labels: map[string]string{"created-by": "switchyard-up"}}}
+func (u *upStack) startingModel() api.Model {
+	m := api.Model{APIVersion: api.APIVersion, Kind: api.KindModel,
+		Metadata: api.Metadata{Name: "recommender", Labels: map[string]string{"created-by": "switchyard-up"}}}
 	for i, v := range upVersions {
-		m.Spec.Versions = append(m.Spec.Versions, routing.Version{Name: v.Name,
-			Endpoints: []string{addr(u.ports.BackendHTTP[i])}, Protocol: routing.ProtocolHTTP, BackendModel: v.Model})
+		m.Spec.Versions = append(m.Spec.Versions, api.Version{Name: v.Name,
+			Endpoints: []string{addr(u.ports.BackendHTTP[i])}, Protocol: api.ProtocolHTTP, BackendModel: v.Model})
 	}
-	m.Spec.Traffic = routing.Traffic{Weights: map[string]int{"v1": 100}, StickyHeader: "x-user-id"}
-	m.Spec.Fallback = &routing.Fallback{Chain: []string{routing.FallbackBackup}, Backup: "lite"}
+	m.Spec.Traffic = api.Traffic{Weights: map[string]int{"v1": 100}, StickyHeader: "x-user-id"}
+	m.Spec.Fallback = &api.Fallback{Chain: []string{api.FallbackBackup}, Backup: "lite"}
 	return m
 }
 
@@ -626,7 +626,7 @@ func (u *upStack) startingModel() routing.Model {
 // what is stored, or with --keep-state).
 func (u *upStack) applyStartingState(ctx context.Context, apiURL string) (int64, string, error) {
 	want := u.startingModel()
-	if err := routing.Normalize(&want); err != nil {
+	if err := api.Normalize(&want); err != nil {
 		return 0, "", fmt.Errorf("starting state: %w", err)
 	}
 	body, err := json.Marshal(want)
@@ -635,8 +635,8 @@ func (u *upStack) applyStartingState(ctx context.Context, apiURL string) (int64,
 	}
 	url := apiURL + "/v1/models/recommender"
 	var cur struct {
-		Revision int64         `json:"revision"`
-		Model    routing.Model `json:"model"`
+		Revision int64     `json:"revision"`
+		Model    api.Model `json:"model"`
 	}
 	code, raw, err := upHTTP(ctx, http.MethodGet, url, nil, nil)
 	if err != nil {

@@ -13,14 +13,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/cmd/syctl/internal/client"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // describeView is what describe shows (and prints with -o json|yaml).
 type describeView struct {
-	Model    client.ModelResponse `json:"model"`
-	Variants []variantView        `json:"variants"`
+	Model    api.ModelResponse `json:"model"`
+	Variants []variantView     `json:"variants"`
 	// Canary, Shadow and Stats are the API's (or a proxy's) answers as
 	// they came, or absent with a note why.
 	Canary      json.RawMessage `json:"canaryStatus,omitempty"`
@@ -180,7 +180,7 @@ func why(err error) string {
 	return "n/a (" + err.Error() + ")"
 }
 
-func roles(m *routing.Model, version string) []string {
+func roles(m *api.Model, version string) []string {
 	var r []string
 	if m.Spec.Traffic.Weights[version] > 0 {
 		r = append(r, "serving")
@@ -403,9 +403,9 @@ func printDescribe(w io.Writer, v describeView) error {
 	if sh := s.Shadow; sh != nil {
 		cmp := sh.Compare.Mode
 		switch sh.Compare.Mode {
-		case routing.CompareTopK:
+		case api.CompareTopK:
 			cmp += fmt.Sprintf(" k=%d", sh.Compare.K)
-		case routing.CompareNumeric:
+		case api.CompareNumeric:
 			cmp += fmt.Sprintf(" absTol=%g relTol=%g", sh.Compare.AbsTol, sh.Compare.RelTol)
 		}
 		p("Shadow:      %s at %s%% (%s sampling), compare %s", sh.Version, fmtFloat(sh.Percent, -1), sh.Sampling, cmp)
@@ -417,7 +417,7 @@ func printDescribe(w io.Writer, v describeView) error {
 		chain := make([]string, len(f.Chain))
 		for i, c := range f.Chain {
 			chain[i] = c
-			if c == routing.FallbackBackup && f.Backup != "" {
+			if c == api.FallbackBackup && f.Backup != "" {
 				chain[i] = "backup (" + f.Backup + ")"
 			}
 		}
@@ -477,11 +477,11 @@ func shadowAgreement(raw json.RawMessage) string {
 // step, the newest decision and why, the gates' verdicts. A finished run
 // older than the document (the controller has not acted on the change
 // yet) is said to be the previous one.
-func canarySummary(raw json.RawMessage, mr *client.ModelResponse) []string {
+func canarySummary(raw json.RawMessage, mr *api.ModelResponse) []string {
 	if raw == nil {
 		return []string{"status: n/a"}
 	}
-	var s canaryStatusView
+	var s api.CanaryStatus
 	if json.Unmarshal(raw, &s) != nil {
 		return []string{"status: " + strings.TrimSpace(string(raw))}
 	}

@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
+
 	"go.yaml.in/yaml/v3"
 
 	"github.com/switchyard-dev/switchyard/cmd/syctl/internal/client"
@@ -277,7 +279,7 @@ func modelOfPath(p string) string {
 
 // printHints renders the actions that resolve a refusal as the commands
 // to run.
-func (a *app) printHints(hints []client.Hint) {
+func (a *app) printHints(hints []api.Hint) {
 	if len(hints) == 0 {
 		return
 	}
@@ -289,13 +291,13 @@ func (a *app) printHints(hints []client.Hint) {
 
 // hintCommand is the syctl command that does what a hint says, or the API
 // request where syctl has none.
-func (a *app) hintCommand(h client.Hint) string {
+func (a *app) hintCommand(h api.Hint) string {
 	switch h.Action {
-	case client.HintCanaryAbort:
+	case api.HintCanaryAbort:
 		return "syctl canary abort " + h.Model
-	case client.HintCanaryReset:
+	case api.HintCanaryReset:
 		return "syctl canary reset " + h.Model + " --version " + h.Version
-	case client.HintForce:
+	case api.HintForce:
 		if a.forceCommand != "" {
 			return a.forceCommand
 		}

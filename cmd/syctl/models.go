@@ -16,8 +16,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/cmd/syctl/internal/client"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // document is one desired-state document read by apply.
@@ -47,7 +47,7 @@ func readDocuments(data []byte, source string) ([]document, error) {
 		var v any
 		if err := dec.Decode(&v); err != nil || dec.More() {
 			// routing's strict decoder says where the JSON breaks.
-			if _, derr := routing.DecodeJSON(trimmed); derr != nil {
+			if _, derr := api.DecodeJSON(trimmed); derr != nil {
 				return nil, fmt.Errorf("%s: %v", source, derr)
 			}
 			return nil, fmt.Errorf("%s: malformed JSON: %v", source, err)
@@ -67,7 +67,7 @@ func readDocuments(data []byte, source string) ([]document, error) {
 			if raw == nil {
 				continue
 			}
-			plain, err := routing.YAMLValueToJSON(raw)
+			plain, err := api.YAMLValueToJSON(raw)
 			if err != nil {
 				return nil, fmt.Errorf("%s (document %d): %w", source, len(values)+1, err)
 			}
@@ -255,7 +255,7 @@ func checkWait(d time.Duration) error {
 type applyResult struct {
 	verb     string
 	revision int64
-	proxies  *client.AckResult
+	proxies  *api.AppliedResult
 	took     time.Duration
 }
 
@@ -303,9 +303,9 @@ func (a *app) applyOne(ctx context.Context, d document, rev int64, reason string
 // sameModel reports whether doc, with defaults applied, is exactly the
 // stored model (then apply writes nothing). A document that does not
 // decode or validate locally is never "the same": the API says why.
-func sameModel(doc []byte, stored routing.Model) bool {
-	m, err := routing.DecodeJSON(doc)
-	if err != nil || routing.Normalize(&m) != nil {
+func sameModel(doc []byte, stored api.Model) bool {
+	m, err := api.DecodeJSON(doc)
+	if err != nil || api.Normalize(&m) != nil {
 		return false
 	}
 	a, err1 := json.Marshal(m)
@@ -345,19 +345,19 @@ func modelResource(pos []string) (name string, err error) {
 // document apply takes back, and status apart (as kubectl does; apply
 // leaves status out).
 type modelDoc struct {
-	routing.Model
+	api.Model
 	Status modelStatus `json:"status"`
 }
 
 type modelStatus struct {
-	Revision       int64                        `json:"revision"`
-	CreateRevision int64                        `json:"createRevision"`
-	Time           time.Time                    `json:"time"`
-	Subject        string                       `json:"subject,omitempty"`
-	FailedVersions map[string]client.FailedMark `json:"failedVersions,omitempty"`
+	Revision       int64                     `json:"revision"`
+	CreateRevision int64                     `json:"createRevision"`
+	Time           time.Time                 `json:"time"`
+	Subject        string                    `json:"subject,omitempty"`
+	FailedVersions map[string]api.FailedMark `json:"failedVersions,omitempty"`
 }
 
-func toModelDoc(it client.ModelResponse) modelDoc {
+func toModelDoc(it api.ModelResponse) modelDoc {
 	return modelDoc{Model: it.Model, Status: modelStatus{Revision: it.Revision, CreateRevision: it.CreateRevision,
 		Time: it.Time, Subject: it.Subject, FailedVersions: it.FailedVersions}}
 }
@@ -387,7 +387,7 @@ func cmdGet(a *app, args []string) error {
 }
 
 func (a *app) getOnce(ctx context.Context, name string) error {
-	var items []client.ModelResponse
+	var items []api.ModelResponse
 	if name == "" {
 		list, _, err := a.api.ListModels(ctx)
 		if err != nil {
@@ -399,13 +399,13 @@ func (a *app) getOnce(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		items = []client.ModelResponse{it}
+		items = []api.ModelResponse{it}
 	}
 	if a.structured() {
 		if name != "" {
 			return a.printValue(toModelDoc(items[0]))
 		}
-		l := modelListDoc{APIVersion: routing.APIVersion, Kind: kindList, Items: []modelDoc{}}
+		l := modelListDoc{APIVersion: api.APIVersion, Kind: kindList, Items: []modelDoc{}}
 		for _, it := range items {
 			l.Items = append(l.Items, toModelDoc(it))
 		}
@@ -436,7 +436,7 @@ func (a *app) getOnce(ctx context.Context, name string) error {
 			if f := m.Spec.Fallback; f != nil {
 				chain := slices.Clone(f.Chain)
 				for i, c := range chain {
-					if c == routing.FallbackBackup && f.Backup != "" {
+					if c == api.FallbackBackup && f.Backup != "" {
 						chain[i] = c + "(" + f.Backup + ")"
 					}
 				}
@@ -457,7 +457,7 @@ func (a *app) getOnce(ctx context.Context, name string) error {
 // the time of its creating revision in its history. When the history no
 // longer holds it (100 revisions are kept), the oldest kept revision's age
 // is shown with ">".
-func (a *app) createdAge(ctx context.Context, it client.ModelResponse, now time.Time) string {
+func (a *app) createdAge(ctx context.Context, it api.ModelResponse, now time.Time) string {
 	h, _, err := a.api.History(ctx, it.Model.Metadata.Name, 0)
 	if err != nil || len(h.Items) == 0 {
 		return ""

@@ -15,7 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 // structured reports whether -o asks for json or yaml.
@@ -115,7 +115,7 @@ func (t *table) flush() error { return t.tw.Flush() }
 
 // weightsString writes weights in the document's version order, then any
 // others sorted ("v1=80 v2=20").
-func weightsString(m *routing.Model) string {
+func weightsString(m *api.Model) string {
 	w := m.Spec.Traffic.Weights
 	if len(w) == 0 {
 		return ""

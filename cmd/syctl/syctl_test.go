@@ -60,7 +60,7 @@ func startCP(t *testing.T, auth bool) *controlplane.ControlPlane {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}
@@ -652,7 +652,7 @@ func startCanaryCP(t *testing.T) (*controlplane.ControlPlane, *controlplane.Cana
 		cp.Close()
 		t.Fatal(err)
 	}
-	if err := cp.Start(); err != nil {
+	if err := cp.Start(context.Background()); err != nil {
 		cp.Close()
 		t.Fatal(err)
 	}

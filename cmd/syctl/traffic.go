@@ -15,9 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/cmd/syctl/internal/client"
-	"github.com/switchyard-dev/switchyard/controlplane"
-	"github.com/switchyard-dev/switchyard/routing"
 	"github.com/switchyard-dev/switchyard/shadow"
 )
 
@@ -121,7 +120,7 @@ func cmdCanary(a *app, args []string) error {
 			if a.structured() {
 				return a.printRaw(raw)
 			}
-			var st canaryStatusView
+			var st api.CanaryStatus
 			if err := json.Unmarshal(raw, &st); err != nil {
 				return fmt.Errorf("decode canary status: %w", err)
 			}
@@ -174,9 +173,9 @@ func cmdCanary(a *app, args []string) error {
 		return a.printRaw(raw)
 	}
 	var res struct {
-		Revision int64             `json:"revision"`
-		Proxies  *client.AckResult `json:"proxies"`
-		Status   canaryStatusView  `json:"status"`
+		Revision int64              `json:"revision"`
+		Proxies  *api.AppliedResult `json:"proxies"`
+		Status   api.CanaryStatus   `json:"status"`
 	}
 	if err := json.Unmarshal(raw, &res); err != nil {
 		return fmt.Errorf("decode the canary %s answer: %w", action, err)
@@ -246,9 +245,9 @@ func cmdRollback(a *app, args []string) error {
 	name := pos[0]
 	ctx, cancel := a.cctx()
 	defer cancel()
-	req := client.RollbackRequest{Revision: *to, Reason: *reason}
+	req := api.RollbackRequest{Revision: *to, Reason: *reason}
 	if *wait > 0 {
-		req.WaitForAck = wait.String()
+		req.WaitForAck = api.Duration(*wait)
 	}
 	start := time.Now()
 	res, raw, err := a.api.Rollback(ctx, name, req, client.Precondition{IfRevision: *rev})
@@ -287,7 +286,7 @@ func cmdRollback(a *app, args []string) error {
 
 // ackLine says how many proxies applied a change: "applied on 3/3 proxies
 // in 41 ms".
-func ackLine(p *client.AckResult, roundTrip time.Duration) string {
+func ackLine(p *api.AppliedResult, roundTrip time.Duration) string {
 	if p.Total == 0 {
 		return "no proxies connected (nothing to apply it yet)"
 	}
@@ -343,10 +342,10 @@ func cmdShadow(a *app, args []string) error {
 			return usagef("shadow set needs --version and --percent")
 		}
 		if *k != 0 && *mode == "" {
-			*mode = routing.CompareTopK
+			*mode = api.CompareTopK
 		}
-		return a.editModel(ctx, name, *rev, *reason, *wait, func(m *routing.Model) (string, error) {
-			sh := routing.Shadow{}
+		return a.editModel(ctx, name, *rev, *reason, *wait, func(m *api.Model) (string, error) {
+			sh := api.Shadow{}
 			if m.Spec.Shadow != nil {
 				sh = *m.Spec.Shadow
 			}
@@ -355,7 +354,7 @@ func cmdShadow(a *app, args []string) error {
 				sh.Sampling = *sampling
 			}
 			if *mode != "" && *mode != sh.Compare.Mode {
-				sh.Compare = routing.Compare{Mode: *mode, Outputs: sh.Compare.Outputs}
+				sh.Compare = api.Compare{Mode: *mode, Outputs: sh.Compare.Outputs}
 			}
 			if *k != 0 {
 				sh.Compare.K = *k
@@ -364,7 +363,7 @@ func cmdShadow(a *app, args []string) error {
 			return fmt.Sprintf("shadow %s at %s%%", sh.Version, fmtFloat(sh.Percent, -1)), nil
 		})
 	case "off":
-		return a.editModel(ctx, name, *rev, *reason, *wait, func(m *routing.Model) (string, error) {
+		return a.editModel(ctx, name, *rev, *reason, *wait, func(m *api.Model) (string, error) {
 			if m.Spec.Shadow == nil {
 				return "", errUnchanged
 			}
@@ -380,7 +379,7 @@ var errUnchanged = errors.New("unchanged")
 // editModel changes a model read-modify-write: it reads the model, edits
 // it and writes it back with If-Match, retrying a few times when another
 // change lands in between (unless --revision pinned the revision).
-func (a *app) editModel(ctx context.Context, name string, rev int64, reason string, wait time.Duration, edit func(*routing.Model) (string, error)) error {
+func (a *app) editModel(ctx context.Context, name string, rev int64, reason string, wait time.Duration, edit func(*api.Model) (string, error)) error {
 	for attempt := 0; ; attempt++ {
 		cur, _, err := a.api.GetModel(ctx, name)
 		if err != nil {
@@ -425,10 +424,6 @@ func (a *app) editModel(ctx context.Context, name string, rev int64, reason stri
 	}
 }
 
-// shadowReportView is the control plane's shadow report
-// (controlplane.ShadowReportResponse) as syctl prints it.
-type shadowReportView = controlplane.ShadowReportResponse
-
 func (a *app) shadowReport(ctx context.Context, name, window string) error {
 	path := client.ModelPath(name) + "/shadow/report"
 	if window != "" {
@@ -441,7 +436,7 @@ func (a *app) shadowReport(ctx context.Context, name, window string) error {
 	if a.structured() {
 		return a.printRaw(raw)
 	}
-	var r shadowReportView
+	var r api.ShadowReportResponse
 	if err := json.Unmarshal(raw, &r); err != nil {
 		b, yerr := jsonToYAML(raw)
 		if yerr != nil {
@@ -556,7 +551,7 @@ func cmdAudit(a *app, args []string) error {
 }
 
 // changeSummary says in a few words what an audited change did.
-func changeSummary(before, after *routing.Model) string {
+func changeSummary(before, after *api.Model) string {
 	switch {
 	case before == nil && after == nil:
 		return ""

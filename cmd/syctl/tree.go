@@ -8,12 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/canary"
-	"github.com/switchyard-dev/switchyard/controlplane"
-)
+	"github.com/switchyard-dev/switchyard/api"
 
-// canaryStatusView is GET /v1/models/{name}/canary.
-type canaryStatusView = controlplane.CanaryStatus
+	"github.com/switchyard-dev/switchyard/canary"
+)
 
 // branches writes items as the children of a tree node:
 //
@@ -75,7 +73,7 @@ func gateMark(s canary.GateStatus) string {
 // printCanaryStatus writes a canary's status as a tree: where the ramp
 // is, the newest decision and why, every gate with its numbers, the steps,
 // the window's figures and the history.
-func printCanaryStatus(w io.Writer, s canaryStatusView) {
+func printCanaryStatus(w io.Writer, s api.CanaryStatus) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("Name:        %s", s.Model)
 	if s.Canary != "" {
@@ -169,7 +167,7 @@ func printCanaryStatus(w io.Writer, s canaryStatusView) {
 	p("Revision:    %d", s.Revision)
 }
 
-func statsRow(role string, v controlplane.VariantStatsView) []string {
+func statsRow(role string, v api.VariantStatsView) []string {
 	return []string{role, v.Version, fmt.Sprintf("%d requests", v.Requests), "errors " + pctPrec(v.ErrorRate, 2),
 		fmt.Sprintf("fallbacks %d", v.Fallbacks), fmt.Sprintf("NaN %d", v.NaNOutputs), "p99 " + fmtFloat(v.P99Ms, 1) + "ms"}
 }

@@ -11,7 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 var (
@@ -99,14 +99,14 @@ func currentRevision(tx *bolt.Tx) int64 {
 	return int64(binary.BigEndian.Uint64(v))
 }
 
-func getRecord(tx *bolt.Tx, name string) (Record, bool, error) {
+func getRecord(tx *bolt.Tx, name string) (api.Record, bool, error) {
 	v := tx.Bucket(bucketModels).Get([]byte(name))
 	if v == nil {
-		return Record{}, false, nil
+		return api.Record{}, false, nil
 	}
-	var r Record
+	var r api.Record
 	if err := json.Unmarshal(v, &r); err != nil {
-		return Record{}, false, fmt.Errorf("decode model %q: %w", name, err)
+		return api.Record{}, false, fmt.Errorf("decode model %q: %w", name, err)
 	}
 	return r, true, nil
 }
@@ -121,11 +121,11 @@ func (s *Bolt) closed() bool {
 }
 
 // Get implements Store.
-func (s *Bolt) Get(ctx context.Context, name string) (Record, error) {
+func (s *Bolt) Get(ctx context.Context, name string) (api.Record, error) {
 	if s.closed() {
-		return Record{}, ErrClosed
+		return api.Record{}, ErrClosed
 	}
-	var r Record
+	var r api.Record
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var ok bool
 		var err error
@@ -139,16 +139,16 @@ func (s *Bolt) Get(ctx context.Context, name string) (Record, error) {
 }
 
 // List implements Store.
-func (s *Bolt) List(ctx context.Context) ([]Record, int64, error) {
+func (s *Bolt) List(ctx context.Context) ([]api.Record, int64, error) {
 	if s.closed() {
 		return nil, 0, ErrClosed
 	}
-	var out []Record
+	var out []api.Record
 	var rev int64
 	err := s.db.View(func(tx *bolt.Tx) error {
 		rev = currentRevision(tx)
 		return tx.Bucket(bucketModels).ForEach(func(k, v []byte) error {
-			var r Record
+			var r api.Record
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("decode model %q: %w", k, err)
 			}
@@ -159,7 +159,7 @@ func (s *Bolt) List(ctx context.Context) ([]Record, int64, error) {
 	return out, rev, err
 }
 
-func checkPre(name string, cur Record, exists bool, pre Precondition) error {
+func checkPre(name string, cur api.Record, exists bool, pre Precondition) error {
 	switch {
 	case pre.MustNotExist && exists:
 		return fmt.Errorf("model %q exists (revision %d): %w", name, cur.Revision, ErrConflict)
@@ -174,14 +174,14 @@ func checkPre(name string, cur Record, exists bool, pre Precondition) error {
 }
 
 // Put implements Store.
-func (s *Bolt) Put(ctx context.Context, m routing.Model, pre Precondition, ch Change) (Record, error) {
+func (s *Bolt) Put(ctx context.Context, m api.Model, pre Precondition, ch Change) (api.Record, error) {
 	if err := m.Validate(); err != nil {
-		return Record{}, err
+		return api.Record{}, err
 	}
 	if ch.Action == "" {
 		ch.Action = "put"
 	}
-	return s.write(m.Metadata.Name, pre, ch, func(cur Record, exists bool, rec *Record) {
+	return s.write(m.Metadata.Name, pre, ch, func(cur api.Record, exists bool, rec *api.Record) {
 		rec.Model = m.Clone()
 		rec.CreateRevision = rec.Revision
 		if exists {
@@ -191,11 +191,11 @@ func (s *Bolt) Put(ctx context.Context, m routing.Model, pre Precondition, ch Ch
 }
 
 // Delete implements Store.
-func (s *Bolt) Delete(ctx context.Context, name string, pre Precondition, ch Change) (Record, error) {
+func (s *Bolt) Delete(ctx context.Context, name string, pre Precondition, ch Change) (api.Record, error) {
 	if ch.Action == "" {
 		ch.Action = "delete"
 	}
-	return s.write(name, pre, ch, func(cur Record, exists bool, rec *Record) {
+	return s.write(name, pre, ch, func(cur api.Record, exists bool, rec *api.Record) {
 		rec.Model = cur.Model
 		rec.CreateRevision = cur.CreateRevision
 		rec.Deleted = true
@@ -204,11 +204,11 @@ func (s *Bolt) Delete(ctx context.Context, name string, pre Precondition, ch Cha
 
 // write runs one change in one transaction: precondition, new revision,
 // current record, history, audit.
-func (s *Bolt) write(name string, pre Precondition, ch Change, fill func(cur Record, exists bool, rec *Record)) (Record, error) {
+func (s *Bolt) write(name string, pre Precondition, ch Change, fill func(cur api.Record, exists bool, rec *api.Record)) (api.Record, error) {
 	if s.closed() {
-		return Record{}, ErrClosed
+		return api.Record{}, ErrClosed
 	}
-	var rec Record
+	var rec api.Record
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		cur, exists, err := getRecord(tx, name)
 		if err != nil {
@@ -218,7 +218,7 @@ func (s *Bolt) write(name string, pre Precondition, ch Change, fill func(cur Rec
 			return err
 		}
 		deleting := false
-		rec = Record{Time: s.opts.Now().UTC(), Subject: ch.Subject, Action: ch.Action, Reason: ch.Reason}
+		rec = api.Record{Time: s.opts.Now().UTC(), Subject: ch.Subject, Action: ch.Action, Reason: ch.Reason}
 		rec.Revision = currentRevision(tx) + 1
 		fill(cur, exists, &rec)
 		deleting = rec.Deleted
@@ -247,7 +247,7 @@ func (s *Bolt) write(name string, pre Precondition, ch Change, fill func(cur Rec
 		if err := trim(hist, s.opts.HistoryLimit); err != nil {
 			return err
 		}
-		entry := AuditEntry{Revision: rec.Revision, Time: rec.Time, Subject: ch.Subject, Action: ch.Action, Model: name, Reason: ch.Reason}
+		entry := api.AuditEntry{Revision: rec.Revision, Time: rec.Time, Subject: ch.Subject, Action: ch.Action, Model: name, Reason: ch.Reason}
 		if exists {
 			before := cur.Model
 			entry.Before = &before
@@ -269,7 +269,7 @@ func (s *Bolt) write(name string, pre Precondition, ch Change, fill func(cur Rec
 		return tx.Bucket(bucketMeta).Put(keyRevision, revKey(rec.Revision))
 	})
 	if err != nil {
-		return Record{}, err
+		return api.Record{}, err
 	}
 	s.notify(rec.Revision)
 	return rec, nil
@@ -289,7 +289,7 @@ func (s *Bolt) writeExtras(tx *bolt.Tx, name string, ch Change, rev int64, at ti
 			}
 		}
 		for v, why := range ch.MarkFailed {
-			val, err := json.Marshal(FailedMark{Version: v, Time: at, Subject: ch.Subject, Reason: why, Revision: rev})
+			val, err := json.Marshal(api.FailedMark{Version: v, Time: at, Subject: ch.Subject, Reason: why, Revision: rev})
 			if err != nil {
 				return err
 			}
@@ -329,18 +329,18 @@ func (s *Bolt) UpdateSide(ctx context.Context, name string, ch Change) error {
 }
 
 // Failed implements Store.
-func (s *Bolt) Failed(ctx context.Context, name string) (map[string]FailedMark, error) {
+func (s *Bolt) Failed(ctx context.Context, name string) (map[string]api.FailedMark, error) {
 	if s.closed() {
 		return nil, ErrClosed
 	}
-	out := map[string]FailedMark{}
+	out := map[string]api.FailedMark{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		fb := tx.Bucket(bucketFailed).Bucket([]byte(name))
 		if fb == nil {
 			return nil
 		}
 		return fb.ForEach(func(k, v []byte) error {
-			var m FailedMark
+			var m api.FailedMark
 			if err := json.Unmarshal(v, &m); err != nil {
 				return fmt.Errorf("decode failed mark %s of %q: %w", k, name, err)
 			}
@@ -390,11 +390,11 @@ func trim(b *bolt.Bucket, limit int) error {
 }
 
 // History implements Store.
-func (s *Bolt) History(ctx context.Context, name string, limit int) ([]Record, error) {
+func (s *Bolt) History(ctx context.Context, name string, limit int) ([]api.Record, error) {
 	if s.closed() {
 		return nil, ErrClosed
 	}
-	var out []Record
+	var out []api.Record
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketHistory).Bucket([]byte(name))
 		if b == nil {
@@ -402,7 +402,7 @@ func (s *Bolt) History(ctx context.Context, name string, limit int) ([]Record, e
 		}
 		c := b.Cursor()
 		for k, v := c.Last(); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Prev() {
-			var r Record
+			var r api.Record
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("decode history of %q: %w", name, err)
 			}
@@ -414,11 +414,11 @@ func (s *Bolt) History(ctx context.Context, name string, limit int) ([]Record, e
 }
 
 // Revision implements Store.
-func (s *Bolt) Revision(ctx context.Context, name string, rev int64) (Record, error) {
+func (s *Bolt) Revision(ctx context.Context, name string, rev int64) (api.Record, error) {
 	if s.closed() {
-		return Record{}, ErrClosed
+		return api.Record{}, ErrClosed
 	}
-	var r Record
+	var r api.Record
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketHistory).Bucket([]byte(name))
 		var v []byte
@@ -434,14 +434,14 @@ func (s *Bolt) Revision(ctx context.Context, name string, rev int64) (Record, er
 }
 
 // Audit implements Store.
-func (s *Bolt) Audit(ctx context.Context, q AuditQuery) ([]AuditEntry, error) {
+func (s *Bolt) Audit(ctx context.Context, q AuditQuery) ([]api.AuditEntry, error) {
 	if s.closed() {
 		return nil, ErrClosed
 	}
 	if q.Limit <= 0 {
 		q.Limit = 100
 	}
-	var out []AuditEntry
+	var out []api.AuditEntry
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
 		var k, v []byte
@@ -457,7 +457,7 @@ func (s *Bolt) Audit(ctx context.Context, q AuditQuery) ([]AuditEntry, error) {
 			k, v = c.Last()
 		}
 		for ; k != nil && len(out) < q.Limit; k, v = c.Prev() {
-			var e AuditEntry
+			var e api.AuditEntry
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("decode audit entry: %w", err)
 			}

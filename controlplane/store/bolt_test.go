@@ -17,7 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 func TestMain(m *testing.M) {
@@ -27,15 +27,15 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func testModel(name string, w1 int) routing.Model {
-	m := routing.Model{
-		Metadata: routing.Metadata{Name: name},
-		Spec: routing.Spec{
-			Versions: []routing.Version{
+func testModel(name string, w1 int) api.Model {
+	m := api.Model{
+		Metadata: api.Metadata{Name: name},
+		Spec: api.Spec{
+			Versions: []api.Version{
 				{Name: "v1", Endpoints: []string{"127.0.0.1:8001"}},
 				{Name: "v2", Endpoints: []string{"127.0.0.1:8002"}},
 			},
-			Traffic: routing.Traffic{Weights: map[string]int{"v1": w1, "v2": 10}},
+			Traffic: api.Traffic{Weights: map[string]int{"v1": w1, "v2": 10}},
 		},
 	}
 	m.Defaults()
@@ -120,7 +120,7 @@ func TestPutValidates(t *testing.T) {
 	m := testModel("a", 1)
 	m.Spec.Traffic.Weights["v9"] = 1
 	_, err := s.Put(context.Background(), m, Precondition{}, Change{})
-	var ve routing.ValidationError
+	var ve api.ValidationError
 	if !errors.As(err, &ve) || !strings.Contains(err.Error(), "spec.traffic.weights.v9") {
 		t.Fatalf("want ValidationError, got %v", err)
 	}
@@ -309,7 +309,7 @@ func crashChild(path string) int {
 	start, _ := strconv.Atoi(os.Getenv("SWITCHYARD_STORE_CRASH_START"))
 	deadline := time.Now().Add(30 * time.Second)
 	for i := start; i < start+5000 && time.Now().Before(deadline); i++ {
-		r, err := s.Put(ctx, testModel("crash", 1+i%routing.MaxWeight), Precondition{}, Change{Subject: "child", Reason: strconv.Itoa(i)})
+		r, err := s.Put(ctx, testModel("crash", 1+i%api.MaxWeight), Precondition{}, Change{Subject: "child", Reason: strconv.Itoa(i)})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -427,7 +427,7 @@ func TestFailedMarksStandApart(t *testing.T) {
 	if _, err := s.Delete(ctx, "a", Precondition{}, Change{}); err != nil {
 		t.Fatal(err)
 	}
-	want := FailedMark{Version: "v2", Time: now, Subject: "canary-controller", Reason: "nan_rate 10%", Revision: rb.Revision}
+	want := api.FailedMark{Version: "v2", Time: now, Subject: "canary-controller", Reason: "nan_rate 10%", Revision: rb.Revision}
 	if f, err := s.Failed(ctx, "a"); err != nil || len(f) != 1 || f["v2"] != want {
 		t.Fatalf("marks after trimming and deletion: %+v %v; want %+v", f, err, want)
 	}
@@ -491,7 +491,7 @@ func TestSideStateGoesWithItsRevision(t *testing.T) {
 // bigModel is a model document of about 110 KB (400 labels of 256
 // characters): one change of it needs more new pages than a store's free
 // pages hold, so on a full disk it cannot be written.
-func bigModel(name string, w1 int) routing.Model {
+func bigModel(name string, w1 int) api.Model {
 	m := testModel(name, w1)
 	m.Metadata.Labels = map[string]string{}
 	for i := range 400 {

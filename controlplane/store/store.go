@@ -12,9 +12,8 @@ package store
 import (
 	"context"
 	"errors"
-	"time"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 // Errors callers branch on (use errors.Is).
@@ -27,23 +26,6 @@ var (
 	// ErrClosed: the store is closed.
 	ErrClosed = errors.New("store closed")
 )
-
-// Record is one revision of one model.
-type Record struct {
-	Model routing.Model `json:"model"`
-	// Revision is the global store revision of this change (the ETag).
-	Revision int64 `json:"revision"`
-	// CreateRevision is the revision that created the model (since its
-	// last deletion).
-	CreateRevision int64 `json:"createRevision"`
-	// Deleted marks a tombstone in history: the model was deleted at
-	// Revision (Model holds what was deleted).
-	Deleted bool      `json:"deleted,omitempty"`
-	Time    time.Time `json:"time"`
-	Subject string    `json:"subject,omitempty"`
-	Action  string    `json:"action,omitempty"`
-	Reason  string    `json:"reason,omitempty"`
-}
 
 // Change describes who makes a change and why; it goes into the audit log.
 // Its failed marks and side state are written in the same transaction as
@@ -63,20 +45,6 @@ type Change struct {
 	ClearFailed []string
 	// Side, when set, replaces the model's side state of its kind.
 	Side *Side
-}
-
-// FailedMark says that a version of a model failed its canary: when, why,
-// and with which revision it was marked. Marks are stored apart from the
-// history (which is trimmed) and outlive the model's deletion; only a
-// change with ClearFailed removes one. They are the one record of which
-// versions failed: canary start, rollback and the API all read them here.
-type FailedMark struct {
-	Version string    `json:"version"`
-	Time    time.Time `json:"time"`
-	Subject string    `json:"subject,omitempty"`
-	Reason  string    `json:"reason"`
-	// Revision is the revision written with the mark (0: marked alone).
-	Revision int64 `json:"revision,omitempty"`
 }
 
 // Side is a component's own state about one model, kept with the desired
@@ -107,18 +75,6 @@ type Precondition struct {
 	MustExist bool
 }
 
-// AuditEntry is one change in the audit log.
-type AuditEntry struct {
-	Revision int64          `json:"revision"`
-	Time     time.Time      `json:"time"`
-	Subject  string         `json:"subject"`
-	Action   string         `json:"action"`
-	Model    string         `json:"model"`
-	Reason   string         `json:"reason,omitempty"`
-	Before   *routing.Model `json:"before,omitempty"`
-	After    *routing.Model `json:"after,omitempty"`
-}
-
 // AuditQuery selects audit entries, newest first.
 type AuditQuery struct {
 	// Model restricts to one model ("" for all).
@@ -133,26 +89,26 @@ type AuditQuery struct {
 // Store is the desired-state store.
 type Store interface {
 	// Get returns the current record of a model, or ErrNotFound.
-	Get(ctx context.Context, name string) (Record, error)
+	Get(ctx context.Context, name string) (api.Record, error)
 	// List returns every current model sorted by name, and the store
 	// revision the list reflects.
-	List(ctx context.Context) ([]Record, int64, error)
+	List(ctx context.Context) ([]api.Record, int64, error)
 	// Put validates m (defaults applied by the caller) and stores it as a
 	// new revision if the precondition holds (else ErrConflict, nothing
 	// changed). It returns once the change is durable.
-	Put(ctx context.Context, m routing.Model, pre Precondition, ch Change) (Record, error)
+	Put(ctx context.Context, m api.Model, pre Precondition, ch Change) (api.Record, error)
 	// Delete removes a model if the precondition holds; its history stays.
-	Delete(ctx context.Context, name string, pre Precondition, ch Change) (Record, error)
+	Delete(ctx context.Context, name string, pre Precondition, ch Change) (api.Record, error)
 	// History returns the revisions of a model, newest first, including
 	// tombstones of deletions (limit 0: all kept).
-	History(ctx context.Context, name string, limit int) ([]Record, error)
+	History(ctx context.Context, name string, limit int) ([]api.Record, error)
 	// Revision returns one revision of a model from its history, or
 	// ErrNotFound.
-	Revision(ctx context.Context, name string, rev int64) (Record, error)
+	Revision(ctx context.Context, name string, rev int64) (api.Record, error)
 	// Audit returns audit entries, newest first.
-	Audit(ctx context.Context, q AuditQuery) ([]AuditEntry, error)
+	Audit(ctx context.Context, q AuditQuery) ([]api.AuditEntry, error)
 	// Failed returns the model's failed marks by version (empty: none).
-	Failed(ctx context.Context, name string) (map[string]FailedMark, error)
+	Failed(ctx context.Context, name string) (map[string]api.FailedMark, error)
 	// Side returns every model's side state of kind, by model name.
 	Side(ctx context.Context, kind string) (map[string]SideRecord, error)
 	// UpdateSide writes ch.Side and ch's failed marks for model name in one

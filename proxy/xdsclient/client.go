@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sort"
 	"strings"
@@ -35,7 +34,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
+	"github.com/switchyard-dev/switchyard/internal/backoff"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
 )
 
@@ -50,7 +50,7 @@ type Config struct {
 	// server (shadow reports).
 	Metadata map[string]string
 	// Apply makes models the active configuration; an error NACKs.
-	Apply  func(models []routing.Model, version string) error
+	Apply  func(models []api.Model, version string) error
 	Logger *slog.Logger
 	// BackoffMin and BackoffMax bound the reconnect backoff (defaults 100ms
 	// and 5s); each failed attempt doubles it, with jitter.
@@ -120,7 +120,7 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	defer cc.Close()
 	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(cc)
-	backoff := c.cfg.BackoffMin
+	retry := backoff.Backoff{Initial: c.cfg.BackoffMin, Max: c.cfg.BackoffMax, Jitter: true}
 	for {
 		gotResponse, err := c.stream(ctx, ads)
 		c.update(func(s *Status) {
@@ -133,16 +133,15 @@ func (c *Client) Run(ctx context.Context) error {
 			return nil
 		}
 		if gotResponse {
-			backoff = c.cfg.BackoffMin
+			retry.Reset()
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := retry.Next()
 		c.log.Warn("xds stream ended; reconnecting", "addr", c.cfg.Addr, "error", errString(err), "retry_in", wait.String())
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, c.cfg.BackoffMax)
 		c.update(func(s *Status) { s.Reconnects++ })
 	}
 }
@@ -235,7 +234,7 @@ func (c *Client) handle(st discoveryv3.AggregatedDiscoveryService_StreamAggregat
 	}
 	rdsNames, edsNames, refs := subscriptions(r)
 	complete, waitFor := isComplete(s, typ, r, rdsNames, edsNames, refs)
-	var models []routing.Model
+	var models []api.Model
 	version, oneVersion := combinedVersion(s, typ, resp.GetVersionInfo())
 	if complete {
 		if models, err = r.Models(); err != nil {

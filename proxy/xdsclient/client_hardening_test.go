@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
 )
 
@@ -80,7 +80,7 @@ type scriptedClient struct {
 	c       *Client
 	mu      sync.Mutex
 	applied []string
-	models  [][]routing.Model
+	models  [][]api.Model
 }
 
 func startScripted(t *testing.T) *scriptedClient {
@@ -95,7 +95,7 @@ func startScripted(t *testing.T) *scriptedClient {
 	served := make(chan struct{})
 	go func() { defer close(served); gs.Serve(l) }()
 	sc.c = New(Config{Addr: l.Addr().String(), NodeID: "n", BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
-		Apply: func(models []routing.Model, version string) error {
+		Apply: func(models []api.Model, version string) error {
 			sc.mu.Lock()
 			defer sc.mu.Unlock()
 			sc.applied = append(sc.applied, version)
@@ -168,11 +168,11 @@ func TestOddResourcesAreNACKed(t *testing.T) {
 		}
 	}
 
-	m := routing.Model{Metadata: routing.Metadata{Name: "m"}, Spec: routing.Spec{
-		Versions: []routing.Version{{Name: "v1", Endpoints: []string{"127.0.0.1:1"}}},
-		Traffic:  routing.Traffic{Weights: map[string]int{"v1": 1}}}}
+	m := api.Model{Metadata: api.Metadata{Name: "m"}, Spec: api.Spec{
+		Versions: []api.Version{{Name: "v1", Endpoints: []string{"127.0.0.1:1"}}},
+		Traffic:  api.Traffic{Weights: map[string]int{"v1": 1}}}}
 	m.Defaults()
-	good, err := xdsconv.Translate([]routing.Model{m}, "1")
+	good, err := xdsconv.Translate([]api.Model{m}, "1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,15 +215,15 @@ func TestOddResourcesAreNACKed(t *testing.T) {
 // beside clusters without it.
 func TestSnapshotTransitionIsWaitedOn(t *testing.T) {
 	sc := startScripted(t)
-	model := func(versions ...string) routing.Model {
-		m := routing.Model{Metadata: routing.Metadata{Name: "m"}, Spec: routing.Spec{Traffic: routing.Traffic{Weights: map[string]int{"v1": 1}}}}
+	model := func(versions ...string) api.Model {
+		m := api.Model{Metadata: api.Metadata{Name: "m"}, Spec: api.Spec{Traffic: api.Traffic{Weights: map[string]int{"v1": 1}}}}
 		for i, v := range versions {
-			m.Spec.Versions = append(m.Spec.Versions, routing.Version{Name: v, Endpoints: []string{fmt.Sprintf("127.0.0.1:%d", i+1)}})
+			m.Spec.Versions = append(m.Spec.Versions, api.Version{Name: v, Endpoints: []string{fmt.Sprintf("127.0.0.1:%d", i+1)}})
 		}
 		m.Defaults()
 		return m
 	}
-	translate := func(version string, models ...routing.Model) map[resourcev3.Type][]*anypb.Any {
+	translate := func(version string, models ...api.Model) map[resourcev3.Type][]*anypb.Any {
 		res, err := xdsconv.Translate(models, version)
 		if err != nil {
 			t.Fatal(err)

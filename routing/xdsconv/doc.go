@@ -1,4 +1,4 @@
-// Package xdsconv translates Switchyard's desired state (routing.Model) to
+// Package xdsconv translates Switchyard's desired state (api.Model) to
 // Envoy xDS resources and back. It is pure: values in, values out; no I/O,
 // clocks or goroutines.
 //

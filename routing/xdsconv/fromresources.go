@@ -18,7 +18,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 // ErrMismatch marks a conversion error that is a disagreement between
@@ -91,7 +91,7 @@ func ResourcesFromMap(m map[resource.Type][]types.Resource) (Resources, error) {
 }
 
 // Models is FromResources over r.
-func (r Resources) Models() ([]routing.Model, error) {
+func (r Resources) Models() ([]api.Model, error) {
 	return FromResources(r.Listeners, r.Routes, r.Clusters, r.Endpoints)
 }
 
@@ -113,7 +113,7 @@ func (r Resources) Models() ([]routing.Model, error) {
 // given, each must route through RDS "switchyard" over ADS. Empty inputs
 // give no models and no error.
 func FromResources(listeners []*listenerv3.Listener, routes []*routev3.RouteConfiguration,
-	clusters []*clusterv3.Cluster, endpoints []*endpointv3.ClusterLoadAssignment) ([]routing.Model, error) {
+	clusters []*clusterv3.Cluster, endpoints []*endpointv3.ClusterLoadAssignment) ([]api.Model, error) {
 	for _, l := range listeners {
 		if err := checkListener(l); err != nil {
 			return nil, fmt.Errorf("listener %q: %w", l.GetName(), err)
@@ -158,7 +158,7 @@ func FromResources(listeners []*listenerv3.Listener, routes []*routev3.RouteConf
 	}
 
 	type modelRoutes struct {
-		model  routing.Model
+		model  api.Model
 		source string // route name the model was read from
 		seen   int
 	}
@@ -188,7 +188,7 @@ func FromResources(listeners []*listenerv3.Listener, routes []*routev3.RouteConf
 	}
 	sort.Strings(names)
 	used := map[string]bool{}
-	out := make([]routing.Model, 0, len(names))
+	out := make([]api.Model, 0, len(names))
 	for _, name := range names {
 		m := byName[name].model
 		for i := range m.Spec.Versions {
@@ -245,28 +245,28 @@ func checkListener(l *listenerv3.Listener) error {
 // modelFromRoute decodes, defaults and validates the Model document in the
 // route's metadata (endpoints are filled from EDS later, so the endpoint
 // check is left to the caller).
-func modelFromRoute(rt *routev3.Route) (routing.Model, error) {
+func modelFromRoute(rt *routev3.Route) (api.Model, error) {
 	st := rt.GetMetadata().GetFilterMetadata()[MetadataKey]
 	if st == nil {
-		return routing.Model{}, fmt.Errorf("no filter_metadata %q", MetadataKey)
+		return api.Model{}, fmt.Errorf("no filter_metadata %q", MetadataKey)
 	}
 	b, err := json.Marshal(st.AsMap())
 	if err != nil {
-		return routing.Model{}, fmt.Errorf("metadata %q: %v", MetadataKey, err)
+		return api.Model{}, fmt.Errorf("metadata %q: %v", MetadataKey, err)
 	}
-	m, err := routing.DecodeJSON(b)
+	m, err := api.DecodeJSON(b)
 	if err != nil {
-		return routing.Model{}, fmt.Errorf("metadata %q: %w", MetadataKey, err)
+		return api.Model{}, fmt.Errorf("metadata %q: %w", MetadataKey, err)
 	}
 	m.Defaults()
 	if err := m.Validate(); err != nil {
 		// Endpoints travel in EDS: ignore only the "endpoints required"
 		// errors here; the full document is validated once they are in.
-		var ve routing.ValidationError
+		var ve api.ValidationError
 		if !errors.As(err, &ve) {
-			return routing.Model{}, fmt.Errorf("metadata %q: %w", MetadataKey, err)
+			return api.Model{}, fmt.Errorf("metadata %q: %w", MetadataKey, err)
 		}
-		var rest routing.ValidationError
+		var rest api.ValidationError
 		for _, fe := range ve {
 			if strings.HasSuffix(fe.Field, ".endpoints") && len(versionEndpoints(&m, fe.Field)) == 0 {
 				continue
@@ -274,13 +274,13 @@ func modelFromRoute(rt *routev3.Route) (routing.Model, error) {
 			rest = append(rest, fe)
 		}
 		if len(rest) > 0 {
-			return routing.Model{}, fmt.Errorf("metadata %q: %w", MetadataKey, rest)
+			return api.Model{}, fmt.Errorf("metadata %q: %w", MetadataKey, rest)
 		}
 	}
 	return m, nil
 }
 
-func versionEndpoints(m *routing.Model, field string) []string {
+func versionEndpoints(m *api.Model, field string) []string {
 	for i := range m.Spec.Versions {
 		if field == fmt.Sprintf("spec.versions[%d].endpoints", i) {
 			return m.Spec.Versions[i].Endpoints
@@ -291,7 +291,7 @@ func versionEndpoints(m *routing.Model, field string) []string {
 
 // checkRoute verifies the route's match and weighted clusters agree with the
 // model in its metadata.
-func checkRoute(rt *routev3.Route, m *routing.Model) error {
+func checkRoute(rt *routev3.Route, m *api.Model) error {
 	name := m.Metadata.Name
 	match := rt.GetMatch()
 	switch {
@@ -344,7 +344,7 @@ func checkRoute(rt *routev3.Route, m *routing.Model) error {
 	return nil
 }
 
-func sameModel(a, b routing.Model) error {
+func sameModel(a, b api.Model) error {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	if string(ja) != string(jb) {
@@ -353,7 +353,7 @@ func sameModel(a, b routing.Model) error {
 	return nil
 }
 
-func clusterEndpoints(c *clusterv3.Cluster, clas map[string]*endpointv3.ClusterLoadAssignment, model string, v *routing.Version) ([]string, error) {
+func clusterEndpoints(c *clusterv3.Cluster, clas map[string]*endpointv3.ClusterLoadAssignment, model string, v *api.Version) ([]string, error) {
 	md := c.GetMetadata().GetFilterMetadata()[MetadataKey].GetFields()
 	if md["model"].GetStringValue() != model || md["version"].GetStringValue() != v.Name {
 		return nil, fmt.Errorf("filter_metadata %q names model %q version %q", MetadataKey, md["model"].GetStringValue(), md["version"].GetStringValue())

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 func anyOf(typeURL string, b []byte) *anypb.Any { return &anypb.Any{TypeUrl: typeURL, Value: b} }
@@ -24,7 +24,7 @@ func anyOf(typeURL string, b []byte) *anypb.Any { return &anypb.Any{TypeUrl: typ
 // and search models.
 func fresh(t *testing.T) Resources {
 	t.Helper()
-	res, err := Translate([]routing.Model{recommender(t), model(t, simpleYAML)}, "1")
+	res, err := Translate([]api.Model{recommender(t), model(t, simpleYAML)}, "1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 // Names used in the generated resources.
@@ -85,18 +85,18 @@ func ClusterName(model, version string) string { return model + "_" + version }
 
 // Translate turns the desired state into xDS resources with the default
 // Options. See Options.Translate.
-func Translate(models []routing.Model, version string) (map[resource.Type][]types.Resource, error) {
+func Translate(models []api.Model, version string) (map[resource.Type][]types.Resource, error) {
 	return Options{}.Translate(models, version)
 }
 
 // Snapshot translates the models and wraps the resources in a consistent
 // snapshot with this version.
-func Snapshot(models []routing.Model, version string) (*cachev3.Snapshot, error) {
+func Snapshot(models []api.Model, version string) (*cachev3.Snapshot, error) {
 	return Options{}.Snapshot(models, version)
 }
 
 // Snapshot is Translate wrapped in a consistent cache snapshot.
-func (o Options) Snapshot(models []routing.Model, version string) (*cachev3.Snapshot, error) {
+func (o Options) Snapshot(models []api.Model, version string) (*cachev3.Snapshot, error) {
 	res, err := o.Translate(models, version)
 	if err != nil {
 		return nil, err
@@ -118,8 +118,8 @@ func (o Options) Snapshot(models []routing.Model, version string) (*cachev3.Snap
 // invalid one. The output is sorted by name and every resource passes its
 // generated Validate(). The version only labels the output (it is not
 // written into resources), so equal models give equal resources.
-func (o Options) Translate(models []routing.Model, version string) (map[resource.Type][]types.Resource, error) {
-	sorted := make([]*routing.Model, len(models))
+func (o Options) Translate(models []api.Model, version string) (map[resource.Type][]types.Resource, error) {
+	sorted := make([]*api.Model, len(models))
 	seen := map[string]bool{}
 	for i := range models {
 		m := &models[i]
@@ -233,7 +233,7 @@ func socketAddress(host string, port uint32) *corev3.Address {
 
 // modelRoutes builds the REST and gRPC routes of a model; both carry the
 // same action and the same metadata.
-func modelRoutes(m *routing.Model) ([]*routev3.Route, error) {
+func modelRoutes(m *api.Model) ([]*routev3.Route, error) {
 	md, err := ModelMetadata(m)
 	if err != nil {
 		return nil, err
@@ -264,7 +264,7 @@ func modelRoutes(m *routing.Model) ([]*routev3.Route, error) {
 	return []*routev3.Route{rest, grpc}, nil
 }
 
-func routeAction(m *routing.Model, grpc bool) *routev3.RouteAction {
+func routeAction(m *api.Model, grpc bool) *routev3.RouteAction {
 	s := &m.Spec
 	wc := &routev3.WeightedCluster{}
 	for _, v := range s.Versions {
@@ -309,7 +309,7 @@ func routeAction(m *routing.Model, grpc bool) *routev3.RouteAction {
 
 // ModelMetadata is the route metadata carrying the Model document (without
 // endpoints, which travel in EDS) under filter_metadata["switchyard"].
-func ModelMetadata(m *routing.Model) (*corev3.Metadata, error) {
+func ModelMetadata(m *api.Model) (*corev3.Metadata, error) {
 	doc := m.Clone()
 	for i := range doc.Spec.Versions {
 		doc.Spec.Versions[i].Endpoints = nil
@@ -333,7 +333,7 @@ func ModelMetadata(m *routing.Model) (*corev3.Metadata, error) {
 // ClusterLoadAssignment (EDS over ADS). A version with a DNS-name endpoint
 // becomes a STRICT_DNS cluster with its load assignment inline (EDS carries
 // IP addresses only), and no ClusterLoadAssignment.
-func versionCluster(m *routing.Model, v *routing.Version) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment) {
+func versionCluster(m *api.Model, v *api.Version) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment) {
 	name := ClusterName(m.Metadata.Name, v.Name)
 	s := &m.Spec
 	c := &clusterv3.Cluster{
@@ -350,9 +350,9 @@ func versionCluster(m *routing.Model, v *routing.Version) (*clusterv3.Cluster, *
 	}
 	th := &clusterv3.CircuitBreakers_Thresholds{Priority: corev3.RoutingPriority_DEFAULT}
 	od := &clusterv3.OutlierDetection{
-		Consecutive_5Xx:    wrapperspb.UInt32(uint32(routing.DefaultBreakerFailures)),
+		Consecutive_5Xx:    wrapperspb.UInt32(uint32(api.DefaultBreakerFailures)),
 		Interval:           durationpb.New(outlierInterval),
-		BaseEjectionTime:   durationpb.New(routing.DefaultBreakerOpenFor.D()),
+		BaseEjectionTime:   durationpb.New(api.DefaultBreakerOpenFor.D()),
 		MaxEjectionPercent: wrapperspb.UInt32(100),
 	}
 	if f := s.Fallback; f != nil {
@@ -377,7 +377,7 @@ func versionCluster(m *routing.Model, v *routing.Version) (*clusterv3.Cluster, *
 		if c.Adaptive {
 			limit = c.MaxLimit
 			if limit <= 0 {
-				limit = routing.DefaultConcurrencyMaxLimit
+				limit = api.DefaultConcurrencyMaxLimit
 			}
 		}
 		th.MaxRequests = wrapperspb.UInt32(uint32(limit))
@@ -390,7 +390,7 @@ func versionCluster(m *routing.Model, v *routing.Version) (*clusterv3.Cluster, *
 	}
 	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{th}}
 	c.OutlierDetection = od
-	if v.Protocol == routing.ProtocolGRPC {
+	if v.Protocol == api.ProtocolGRPC {
 		opts, err := anypb.New(&upstreamhttpv3.HttpProtocolOptions{
 			UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
 				ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
@@ -408,7 +408,7 @@ func versionCluster(m *routing.Model, v *routing.Version) (*clusterv3.Cluster, *
 	cla := loadAssignment(name, v.Endpoints)
 	allIP := true
 	for _, ep := range v.Endpoints {
-		allIP = allIP && routing.IsIPEndpoint(ep)
+		allIP = allIP && api.IsIPEndpoint(ep)
 	}
 	if !allIP {
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}

@@ -27,7 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/ with the current output")
@@ -40,21 +40,21 @@ func ExpectEqual(t *testing.T, want, got any) {
 	}
 }
 
-func model(t *testing.T, yamlDoc string) routing.Model {
+func model(t *testing.T, yamlDoc string) api.Model {
 	t.Helper()
-	m, err := routing.DecodeYAML([]byte(yamlDoc))
+	m, err := api.DecodeYAML([]byte(yamlDoc))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := routing.Normalize(&m); err != nil {
+	if err := api.Normalize(&m); err != nil {
 		t.Fatal(err)
 	}
 	return m
 }
 
-func recommender(t *testing.T) routing.Model {
+func recommender(t *testing.T) api.Model {
 	t.Helper()
-	b, err := os.ReadFile("../testdata/recommender.yaml")
+	b, err := os.ReadFile("../../api/testdata/recommender.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ spec:
 
 func TestTranslateSimpleModel(t *testing.T) {
 	m := model(t, simpleYAML)
-	res, err := Translate([]routing.Model{m}, "1")
+	res, err := Translate([]api.Model{m}, "1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func mustStruct(t *testing.T, m map[string]any) *structpb.Struct {
 
 func TestTranslatePolicies(t *testing.T) {
 	rec := recommender(t)
-	res, err := Translate([]routing.Model{rec, model(t, grpcDNSYAML)}, "7")
+	res, err := Translate([]api.Model{rec, model(t, grpcDNSYAML)}, "7")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,11 +239,11 @@ func TestTranslatePolicies(t *testing.T) {
 
 func TestTranslateIsDeterministic(t *testing.T) {
 	a, b, c := recommender(t), model(t, simpleYAML), model(t, grpcDNSYAML)
-	first, err := Translate([]routing.Model{a, b, c}, "1")
+	first, err := Translate([]api.Model{a, b, c}, "1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := Translate([]routing.Model{c, a, b}, "1")
+	second, err := Translate([]api.Model{c, a, b}, "1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,11 +264,11 @@ func TestTranslateRejects(t *testing.T) {
 	bad := good.Clone()
 	bad.Spec.Traffic.Weights = map[string]int{"v9": 1}
 	tests := map[string]struct {
-		models []routing.Model
+		models []api.Model
 		want   string
 	}{
-		"invalid model": {[]routing.Model{bad}, `model "search": spec.traffic.weights.v9: no such version`},
-		"duplicate":     {[]routing.Model{good, good}, `model "search" appears twice`},
+		"invalid model": {[]api.Model{bad}, `model "search": spec.traffic.weights.v9: no such version`},
+		"duplicate":     {[]api.Model{good, good}, `model "search" appears twice`},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -281,7 +281,7 @@ func TestTranslateRejects(t *testing.T) {
 }
 
 func TestSnapshotConsistent(t *testing.T) {
-	for name, models := range map[string][]routing.Model{
+	for name, models := range map[string][]api.Model{
 		"empty": nil,
 		"all":   {recommender(t), model(t, simpleYAML), model(t, grpcDNSYAML)},
 	} {
@@ -303,7 +303,7 @@ func TestSnapshotConsistent(t *testing.T) {
 func TestRoundTrip(t *testing.T) {
 	withLabels := model(t, simpleYAML)
 	withLabels.Metadata.Labels = map[string]string{"team": "search"}
-	tests := map[string][]routing.Model{
+	tests := map[string][]api.Model{
 		"none":   {},
 		"simple": {model(t, simpleYAML)},
 		"all":    {recommender(t), withLabels, model(t, grpcDNSYAML)},
@@ -322,10 +322,10 @@ func TestRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := append([]routing.Model(nil), models...)
+			want := append([]api.Model(nil), models...)
 			sortModels(want)
 			if len(want) == 0 {
-				want = []routing.Model{}
+				want = []api.Model{}
 			}
 			if d := cmp.Diff(want, got); d != "" {
 				t.Fatalf("round trip (-want +got):\n%s", d)
@@ -355,7 +355,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-func sortModels(ms []routing.Model) {
+func sortModels(ms []api.Model) {
 	for i := 1; i < len(ms); i++ {
 		for j := i; j > 0 && ms[j].Metadata.Name < ms[j-1].Metadata.Name; j-- {
 			ms[j], ms[j-1] = ms[j-1], ms[j]
@@ -367,7 +367,7 @@ func sortModels(ms []routing.Model) {
 // testdata/. Run `go test ./routing/xdsconv -run Golden -update` after an
 // intended change and review the diff.
 func TestGolden(t *testing.T) {
-	tests := map[string][]routing.Model{
+	tests := map[string][]api.Model{
 		"empty":       nil,
 		"recommender": {recommender(t)},
 		"mixed":       {model(t, simpleYAML), model(t, grpcDNSYAML)},

@@ -1,6 +1,6 @@
 // Package client is syctl's small client of the control plane's REST API
-// (controlplane/api.go). It mirrors the API's JSON shapes in its own types
-// so that the CLI does not link the control plane itself.
+// (controlplane/api.go). The request and response bodies are package api's,
+// the types the control plane answers with; the CLI links no server code.
 //
 // Every non-2xx answer is an *APIError carrying the HTTP status, the API's
 // message and its field errors as they were sent. A 404 from a route the
@@ -21,7 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/routing"
+	"github.com/switchyard-dev/switchyard/api"
 )
 
 // Client calls one control plane.
@@ -42,23 +42,17 @@ func New(baseURL, token string) *Client {
 		HTTP: &http.Client{Timeout: 75 * time.Second}, UserAgent: "syctl"}
 }
 
-// FieldError is one problem with one field, as the API reports it.
-type FieldError struct {
-	Field   string `json:"field"`
-	Message string `json:"message"`
-}
-
 // APIError is a non-2xx answer.
 type APIError struct {
 	Method, Path string
 	Status       int
 	Message      string
-	Fields       []FieldError
+	Fields       []api.FieldError
 	// Revision is the current revision the API reported with a 409.
 	Revision int64
 	// Hints name the actions that resolve a refusal (a 409 during a
 	// canary: abort it, or repeat with force).
-	Hints []Hint
+	Hints []api.Hint
 	// NoEndpoint: the server has no such route (a plain 404/405 without
 	// the API's JSON error body).
 	NoEndpoint bool
@@ -75,25 +69,6 @@ func (e *APIError) Error() string {
 	return msg
 }
 
-// Hint actions.
-const (
-	HintCanaryAbort = "canary-abort"
-	HintCanaryReset = "canary-reset"
-	HintForce       = "force"
-)
-
-// Hint is one action that resolves a refused request (the API's
-// controlplane.Hint): Method, Path and Body are the request that does it.
-type Hint struct {
-	Action  string         `json:"action"`
-	Model   string         `json:"model"`
-	Version string         `json:"version,omitempty"`
-	Method  string         `json:"method"`
-	Path    string         `json:"path"`
-	Body    map[string]any `json:"body,omitempty"`
-	Message string         `json:"message"`
-}
-
 // IsStatus reports whether err is an APIError with this HTTP status (and
 // from an existing endpoint).
 func IsStatus(err error, status int) bool {
@@ -105,127 +80,6 @@ func IsStatus(err error, status int) bool {
 func IsNoEndpoint(err error) bool {
 	var ae *APIError
 	return errors.As(err, &ae) && ae.NoEndpoint
-}
-
-// ModelResponse is one stored model (GET/PUT /v1/models/{name}).
-type ModelResponse struct {
-	Revision       int64         `json:"revision"`
-	CreateRevision int64         `json:"createRevision"`
-	Time           time.Time     `json:"time"`
-	Subject        string        `json:"subject,omitempty"`
-	Model          routing.Model `json:"model"`
-	Proxies        *AckResult    `json:"proxies,omitempty"`
-	// Rollback answers only: the revision restored and the newer ones
-	// passed over (not known healthy).
-	RestoredRevision int64             `json:"restoredRevision,omitempty"`
-	Skipped          []SkippedRevision `json:"skipped,omitempty"`
-	// AbortedCanary: the request aborted the model's running canary first
-	// (a rollback, a forced weight change).
-	AbortedCanary *AbortedCanary `json:"abortedCanary,omitempty"`
-	// Unchanged: the write was a no-op (no new revision).
-	Unchanged bool `json:"unchanged,omitempty"`
-	// FailedVersions (GET of one model): versions marked failed by a
-	// canary.
-	FailedVersions map[string]FailedMark `json:"failedVersions,omitempty"`
-}
-
-// FailedMark says when and why a version failed its canary.
-type FailedMark struct {
-	Version  string    `json:"version"`
-	Time     time.Time `json:"time"`
-	Subject  string    `json:"subject,omitempty"`
-	Reason   string    `json:"reason"`
-	Revision int64     `json:"revision,omitempty"`
-}
-
-// AbortedCanary is a canary a request aborted first.
-type AbortedCanary struct {
-	Canary   string         `json:"canary"`
-	Revision int64          `json:"revision"`
-	Weights  map[string]int `json:"weights"`
-	Reason   string         `json:"reason"`
-}
-
-// SkippedRevision is a revision a rollback passed over, and why.
-type SkippedRevision struct {
-	Revision int64  `json:"revision"`
-	Why      string `json:"why"`
-}
-
-// ModelList is GET /v1/models.
-type ModelList struct {
-	Revision int64           `json:"revision"`
-	Items    []ModelResponse `json:"items"`
-}
-
-// AckResult says which proxies applied a version.
-type AckResult struct {
-	Version string   `json:"version"`
-	Acked   []string `json:"acked"`
-	Nacked  []string `json:"nacked,omitempty"`
-	Pending []string `json:"pending,omitempty"`
-	Total   int      `json:"total"`
-	// ElapsedMS is how long applying took, when the API reports it.
-	ElapsedMS *float64 `json:"elapsedMs,omitempty"`
-	// Message is the API's one-line summary.
-	Message string `json:"message,omitempty"`
-}
-
-// Record is one revision in a model's history.
-type Record struct {
-	Model          routing.Model `json:"model"`
-	Revision       int64         `json:"revision"`
-	CreateRevision int64         `json:"createRevision"`
-	Deleted        bool          `json:"deleted,omitempty"`
-	Time           time.Time     `json:"time"`
-	Subject        string        `json:"subject,omitempty"`
-	Action         string        `json:"action,omitempty"`
-	Reason         string        `json:"reason,omitempty"`
-}
-
-// History is GET /v1/models/{name}/history.
-type History struct {
-	Items []Record `json:"items"`
-}
-
-// AuditEntry is one audited change.
-type AuditEntry struct {
-	Revision int64          `json:"revision"`
-	Time     time.Time      `json:"time"`
-	Subject  string         `json:"subject"`
-	Action   string         `json:"action"`
-	Model    string         `json:"model"`
-	Reason   string         `json:"reason,omitempty"`
-	Before   *routing.Model `json:"before,omitempty"`
-	After    *routing.Model `json:"after,omitempty"`
-}
-
-// Audit is GET /v1/audit.
-type Audit struct {
-	Items []AuditEntry `json:"items"`
-}
-
-// ProxyStatus is one connected proxy (xDS stream).
-type ProxyStatus struct {
-	Node          string    `json:"node"`
-	Cluster       string    `json:"cluster,omitempty"`
-	Stream        int64     `json:"stream"`
-	ConnectedAt   time.Time `json:"connectedAt"`
-	AckedVersion  string    `json:"ackedVersion"`
-	NackedVersion string    `json:"nackedVersion,omitempty"`
-	NackReason    string    `json:"nackReason,omitempty"`
-}
-
-// Proxies is GET /v1/proxies.
-type Proxies struct {
-	SnapshotVersion string        `json:"snapshotVersion"`
-	Proxies         []ProxyStatus `json:"proxies"`
-}
-
-// Health is GET /healthz.
-type Health struct {
-	OK              bool  `json:"ok"`
-	SnapshotVersion int64 `json:"snapshotVersion"`
 }
 
 // Precondition of a write, and its audited reason.
@@ -310,12 +164,7 @@ func unwrapURLError(err error) error {
 
 func decodeError(method, path string, resp *http.Response, raw []byte) error {
 	e := &APIError{Method: method, Path: path, Status: resp.StatusCode}
-	var body struct {
-		Error    string       `json:"error"`
-		Fields   []FieldError `json:"fields"`
-		Revision int64        `json:"revision"`
-		Hints    []Hint       `json:"hints"`
-	}
+	var body api.ErrorResponse
 	// The control plane marks "no such route" (vs "no such model").
 	e.NoEndpoint = resp.Header.Get("X-Switchyard-Unknown-Route") == "true"
 	isJSON := strings.Contains(resp.Header.Get("Content-Type"), "json")
@@ -338,15 +187,15 @@ func decodeError(method, path string, resp *http.Response, raw []byte) error {
 func modelPath(name string) string { return "/v1/models/" + url.PathEscape(name) }
 
 // ListModels is GET /v1/models.
-func (c *Client) ListModels(ctx context.Context) (ModelList, []byte, error) {
-	var out ModelList
+func (c *Client) ListModels(ctx context.Context) (api.ModelList, []byte, error) {
+	var out api.ModelList
 	raw, err := c.Do(ctx, http.MethodGet, "/v1/models", nil, Precondition{}, &out)
 	return out, raw, err
 }
 
 // GetModel is GET /v1/models/{name}.
-func (c *Client) GetModel(ctx context.Context, name string) (ModelResponse, []byte, error) {
-	var out ModelResponse
+func (c *Client) GetModel(ctx context.Context, name string) (api.ModelResponse, []byte, error) {
+	var out api.ModelResponse
 	raw, err := c.Do(ctx, http.MethodGet, modelPath(name), nil, Precondition{}, &out)
 	return out, raw, err
 }
@@ -354,8 +203,8 @@ func (c *Client) GetModel(ctx context.Context, name string) (ModelResponse, []by
 // PutModel is PUT /v1/models/{name} with a JSON document (sent as is, so the
 // API validates exactly what the user wrote). A wait > 0 asks the answer to
 // wait that long for the proxies' ACKs (Proxies).
-func (c *Client) PutModel(ctx context.Context, name string, doc []byte, wait time.Duration, pre Precondition) (ModelResponse, []byte, error) {
-	var out ModelResponse
+func (c *Client) PutModel(ctx context.Context, name string, doc []byte, wait time.Duration, pre Precondition) (api.ModelResponse, []byte, error) {
+	var out api.ModelResponse
 	p := modelPath(name)
 	if wait > 0 {
 		p += "?waitForAck=" + url.QueryEscape(wait.String())
@@ -375,8 +224,8 @@ func (c *Client) DeleteModel(ctx context.Context, name string, pre Precondition)
 }
 
 // History is GET /v1/models/{name}/history.
-func (c *Client) History(ctx context.Context, name string, limit int) (History, []byte, error) {
-	var out History
+func (c *Client) History(ctx context.Context, name string, limit int) (api.History, []byte, error) {
+	var out api.History
 	p := modelPath(name) + "/history"
 	if limit > 0 {
 		p += "?limit=" + strconv.Itoa(limit)
@@ -388,8 +237,8 @@ func (c *Client) History(ctx context.Context, name string, limit int) (History, 
 // SetWeights is PUT /v1/models/{name}/weights. force goes through a
 // running canary (the API aborts it first); without it such a change is
 // refused (409 with hints). A wait > 0 waits for the proxies' ACKs.
-func (c *Client) SetWeights(ctx context.Context, name string, weights map[string]int, reason string, force bool, wait time.Duration, pre Precondition) (ModelResponse, []byte, error) {
-	var out ModelResponse
+func (c *Client) SetWeights(ctx context.Context, name string, weights map[string]int, reason string, force bool, wait time.Duration, pre Precondition) (api.ModelResponse, []byte, error) {
+	var out api.ModelResponse
 	body := map[string]any{"weights": weights}
 	if reason != "" {
 		body["reason"] = reason
@@ -404,16 +253,9 @@ func (c *Client) SetWeights(ctx context.Context, name string, weights map[string
 	return out, raw, err
 }
 
-// RollbackRequest is the body of POST /v1/models/{name}/rollback.
-type RollbackRequest struct {
-	Revision   int64  `json:"revision,omitempty"`
-	Reason     string `json:"reason,omitempty"`
-	WaitForAck string `json:"waitForAck,omitempty"`
-}
-
 // Rollback is POST /v1/models/{name}/rollback.
-func (c *Client) Rollback(ctx context.Context, name string, req RollbackRequest, pre Precondition) (ModelResponse, []byte, error) {
-	var out ModelResponse
+func (c *Client) Rollback(ctx context.Context, name string, req api.RollbackRequest, pre Precondition) (api.ModelResponse, []byte, error) {
+	var out api.ModelResponse
 	raw, err := c.Do(ctx, http.MethodPost, modelPath(name)+"/rollback", req, pre, &out)
 	return out, raw, err
 }
@@ -426,7 +268,7 @@ type AuditQuery struct {
 }
 
 // Audit is GET /v1/audit.
-func (c *Client) Audit(ctx context.Context, q AuditQuery) (Audit, []byte, error) {
+func (c *Client) Audit(ctx context.Context, q AuditQuery) (api.Audit, []byte, error) {
 	v := url.Values{}
 	if q.Model != "" {
 		v.Set("model", q.Model)
@@ -441,21 +283,21 @@ func (c *Client) Audit(ctx context.Context, q AuditQuery) (Audit, []byte, error)
 	if len(v) > 0 {
 		p += "?" + v.Encode()
 	}
-	var out Audit
+	var out api.Audit
 	raw, err := c.Do(ctx, http.MethodGet, p, nil, Precondition{}, &out)
 	return out, raw, err
 }
 
 // Proxies is GET /v1/proxies.
-func (c *Client) Proxies(ctx context.Context) (Proxies, []byte, error) {
-	var out Proxies
+func (c *Client) Proxies(ctx context.Context) (api.ProxyList, []byte, error) {
+	var out api.ProxyList
 	raw, err := c.Do(ctx, http.MethodGet, "/v1/proxies", nil, Precondition{}, &out)
 	return out, raw, err
 }
 
 // Health is GET /healthz.
-func (c *Client) Health(ctx context.Context) (Health, error) {
-	var out Health
+func (c *Client) Health(ctx context.Context) (api.Health, error) {
+	var out api.Health
 	_, err := c.Do(ctx, http.MethodGet, "/healthz", nil, Precondition{}, &out)
 	return out, err
 }
