@@ -14,12 +14,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/inference-backend/backend"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/internal/h1"
 	"github.com/switchyard-dev/switchyard/oip"
-	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // fullQueue is the real backend served by the real OIP transports, whose
@@ -79,18 +79,18 @@ func TestBackendQueueRejectionIsOverload(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
 	fq := &fullQueue{Backend: be.Backend}
 	httpAddr, grpcAddr := serveOIP(t, fq)
-	breaker := routing.Breaker{ConsecutiveFailures: 2, OpenFor: routing.Duration(time.Hour), FirstOpenFor: routing.Duration(time.Hour)}
-	withChain := recommenderWith(be, func(m *routing.Model) {
+	breaker := api.Breaker{ConsecutiveFailures: 2, OpenFor: api.Duration(time.Hour), FirstOpenFor: api.Duration(time.Hour)}
+	withChain := recommenderWith(be, func(m *api.Model) {
 		m.Spec.Versions[0].Endpoints = []string{httpAddr}
 		m.Spec.Versions[2].Endpoints = []string{grpcAddr}
-		m.Spec.Fallback = &routing.Fallback{Chain: []string{"static"}, Static: staticScores(0.5), Breaker: breaker}
+		m.Spec.Fallback = &api.Fallback{Chain: []string{"static"}, Static: staticScores(0.5), Breaker: breaker}
 	})
-	plain := recommenderWith(be, func(m *routing.Model) {
+	plain := recommenderWith(be, func(m *api.Model) {
 		m.Metadata.Name = "plain"
 		m.Spec.Versions[0].Endpoints = []string{httpAddr}
 		m.Spec.Versions[2].Endpoints = []string{grpcAddr}
 	})
-	p, reg := featuresProxy(t, Config{Models: []routing.Model{withChain, plain}}, FeaturesConfig{})
+	p, reg := featuresProxy(t, Config{Models: []api.Model{withChain, plain}}, FeaturesConfig{})
 	c := newHTTPClient()
 	defer c.CloseIdleConnections()
 	gc := dialProxy(t, p)
