@@ -348,8 +348,18 @@ type VariantStatsView struct {
 	ClientErrorRate float64 `json:"clientErrorRate,omitempty"`
 	Fallbacks       uint64  `json:"fallbacks"`
 	NaNOutputs      uint64  `json:"nanOutputs"`
-	P50Ms           float64 `json:"p50Ms"`
-	P99Ms           float64 `json:"p99Ms"`
+	// UpstreamFailures are the version's own failures by trigger
+	// (timeout, connect_error, not_serving, ...), counted whether or not
+	// a fallback answered in its place; UpstreamFailureRate is their share
+	// of Requests: what the version really did, which ErrorRate (what the
+	// clients got) hides when a fallback answers.
+	UpstreamFailures    map[string]uint64 `json:"upstreamFailures,omitempty"`
+	UpstreamFailureRate float64           `json:"upstreamFailureRate"`
+	// BackupAnswers are the requests of other versions this version
+	// answered as their fallback backup (not in Requests).
+	BackupAnswers uint64  `json:"backupAnswers"`
+	P50Ms         float64 `json:"p50Ms"`
+	P99Ms         float64 `json:"p99Ms"`
 }
 
 // ModelStatsView is the answer of GET /v1/models/{name}/stats.

@@ -17,6 +17,17 @@ type Stats struct {
 	Errors     map[string]uint64 `json:"errors,omitempty"`
 	Fallbacks  uint64            `json:"fallbacks"`
 	NaNOutputs uint64            `json:"nan_outputs"`
+	// UpstreamFailures counts, by trigger (timeout, connect_error,
+	// upstream_5xx, unavailable, not_serving, nan_output, breaker_open,
+	// ...), the requests whose attempt on this version failed by the
+	// version's fault, whether or not a fallback answered in its place:
+	// what the version really did. Errors counts only what the client got.
+	// No gate reads it (the error and fallback gates do).
+	UpstreamFailures map[string]uint64 `json:"upstream_failures,omitempty"`
+	// BackupAnswers counts the requests of other versions this version
+	// answered as their spec.fallback.backup (not in Requests, which are
+	// the requests routed to it).
+	BackupAnswers uint64 `json:"backup_answers,omitempty"`
 	// Shadow comparisons where this version was the shadow.
 	ShadowCompared  uint64    `json:"shadow_compared,omitempty"`
 	ShadowDisagreed uint64    `json:"shadow_disagreed,omitempty"`
@@ -59,6 +70,15 @@ func (s *Stats) OwnFallbacks() uint64 {
 	return s.Fallbacks - min(s.Fallbacks, s.Errors[ErrOverload])
 }
 
+// UpstreamFailureCount is the sum of UpstreamFailures.
+func (s *Stats) UpstreamFailureCount() uint64 {
+	var n uint64
+	for _, c := range s.UpstreamFailures {
+		n += c
+	}
+	return n
+}
+
 // AddError counts one error of kind.
 func (s *Stats) AddError(kind string) {
 	if s.Errors == nil {
@@ -76,6 +96,13 @@ func (s *Stats) Merge(o *Stats) {
 		}
 		s.Errors[k] += v
 	}
+	for k, v := range o.UpstreamFailures {
+		if s.UpstreamFailures == nil {
+			s.UpstreamFailures = map[string]uint64{}
+		}
+		s.UpstreamFailures[k] += v
+	}
+	s.BackupAnswers += o.BackupAnswers
 	s.Fallbacks += o.Fallbacks
 	s.NaNOutputs += o.NaNOutputs
 	s.ShadowCompared += o.ShadowCompared

@@ -60,12 +60,9 @@ func EntryToProto(e *Entry) *statspb.VariantStats {
 		ShadowCompared: e.Stats.ShadowCompared, ShadowDisagreed: e.Stats.ShadowDisagreed,
 		Latency: &statspb.Histogram{},
 	}
-	if len(e.Stats.Errors) > 0 {
-		v.Errors = make(map[string]uint64, len(e.Stats.Errors))
-		for k, c := range e.Stats.Errors {
-			v.Errors[k] = c
-		}
-	}
+	v.Errors = copyCounts(e.Stats.Errors)
+	v.UpstreamFailures = copyCounts(e.Stats.UpstreamFailures)
+	v.BackupAnswers = e.Stats.BackupAnswers
 	AppendHistogramProto(v.Latency, &e.Stats.Latency)
 	return v
 }
@@ -98,13 +95,8 @@ func ReportFromProto(p *statspb.Report, at time.Time) (Report, error) {
 		ce := Entry{Model: e.Model, Version: e.Version, Stats: Stats{
 			Requests: e.Requests, Fallbacks: e.Fallbacks, NaNOutputs: e.NanOutputs,
 			ShadowCompared: e.ShadowCompared, ShadowDisagreed: e.ShadowDisagreed, Latency: h,
+			Errors: copyCounts(e.Errors), UpstreamFailures: copyCounts(e.UpstreamFailures), BackupAnswers: e.BackupAnswers,
 		}}
-		if len(e.Errors) > 0 {
-			ce.Stats.Errors = make(map[string]uint64, len(e.Errors))
-			for k, c := range e.Errors {
-				ce.Stats.Errors[k] = c
-			}
-		}
 		r.Entries = append(r.Entries, ce)
 	}
 	sort.Slice(r.Entries, func(i, j int) bool {
@@ -114,4 +106,16 @@ func ReportFromProto(p *statspb.Report, at time.Time) (Report, error) {
 		return r.Entries[i].Version < r.Entries[j].Version
 	})
 	return r, nil
+}
+
+// copyCounts copies a count map (nil for an empty one).
+func copyCounts(m map[string]uint64) map[string]uint64 {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]uint64, len(m))
+	for k, c := range m {
+		out[k] = c
+	}
+	return out
 }

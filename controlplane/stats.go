@@ -129,10 +129,12 @@ var _ MetricSource = (*StatsService)(nil)
 
 func variantView(version string, st *canary.Stats) api.VariantStatsView {
 	v := api.VariantStatsView{Version: version, Requests: st.Requests, Errors: st.Errors, Fallbacks: st.Fallbacks, NaNOutputs: st.NaNOutputs,
+		UpstreamFailures: st.UpstreamFailures, BackupAnswers: st.BackupAnswers,
 		P50Ms: ms(st.Latency.Quantile(0.5)), P99Ms: ms(st.Latency.Quantile(0.99))}
 	if st.Requests > 0 {
 		v.ErrorRate = float64(st.FailureCount()) / float64(st.Requests)
 		v.ClientErrorRate = float64(st.Errors[canary.ErrClient4xx]) / float64(st.Requests)
+		v.UpstreamFailureRate = float64(st.UpstreamFailureCount()) / float64(st.Requests)
 	}
 	return v
 }

@@ -30,6 +30,10 @@ const (
 	numTriggers
 )
 
+// NumTriggers is the number of triggers (None included): a Trigger is an
+// index below it, for per-trigger counter arrays.
+const NumTriggers = int(numTriggers)
+
 var triggerNames = [numTriggers]string{
 	None:         "none",
 	Timeout:      "timeout",

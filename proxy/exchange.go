@@ -41,6 +41,8 @@ type Exchange struct {
 
 	parsed   *oip.InferRequest
 	parseErr error
+	// nanIn caches inputsHaveNaN: 0 not known yet, 1 no, 2 yes.
+	nanIn uint8
 	// restBuf is the REST (binary tensor) encoding of a gRPC request, for
 	// HTTP upstreams; restHeaderLen its JSON header's length.
 	restBuf       []byte
@@ -68,6 +70,20 @@ func (x *Exchange) Request() (*oip.InferRequest, error) {
 		x.parseErr = &oip.Error{Code: oip.InvalidArgument, Msg: fmt.Sprintf("model %q: %v", x.Route.Name, x.parseErr)}
 	}
 	return x.parsed, x.parseErr
+}
+
+// inputsHaveNaN reports whether a floating-point input holds NaN or ±Inf
+// (decoding the request on first use; asked only when an answer holds
+// NaN). Such an answer follows from the input: garbage in, not the
+// version's failure.
+func (x *Exchange) inputsHaveNaN() bool {
+	if x.nanIn == 0 {
+		x.nanIn = 1
+		if req, err := x.Request(); err == nil && oip.AnyNaNOrInf(req.Inputs) {
+			x.nanIn = 2
+		}
+	}
+	return x.nanIn == 2
 }
 
 // RawBody returns the REST body as received (nil for gRPC requests) and its

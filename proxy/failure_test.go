@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -330,5 +331,51 @@ func TestPrimaryRejectionReachesClientAndCanary(t *testing.T) {
 	}
 	if st := p.Route("recommender").Variant("v1").Breaker.State().String(); st != "closed" {
 		t.Fatalf("breaker %s after the request's own faults", st)
+	}
+}
+
+// TestNaNInputsAreNotTheVersionsFailure: NaN/±Inf in the request's inputs
+// give NaN in the answer; that is the request's doing. The answer reaches
+// the client as it is, no fallback replaces it, the breaker stays closed
+// however many such requests come (a client could otherwise take the
+// model down), and the canary counts no NaN output.
+func TestNaNInputsAreNotTheVersionsFailure(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	m := recommenderWith(be, func(m *api.Model) {
+		m.Spec.Versions[0] = api.Version{Name: "v1", Endpoints: []string{be.GRPCAddr}, Protocol: api.ProtocolGRPC, BackendModel: "recommender-v1"}
+		m.Spec.Fallback = &api.Fallback{Chain: []string{"backup", "static"}, Backup: "lite", Static: staticScores(1),
+			Breaker: api.Breaker{ConsecutiveFailures: 2, OpenFor: api.Duration(time.Hour), FirstOpenFor: api.Duration(time.Hour)}}
+	})
+	p, _ := featuresProxy(t, Config{Models: []api.Model{m}}, FeaturesConfig{})
+	gc := dialProxy(t, p)
+	nanReq := func() *pb.ModelInferRequest {
+		row := demomodels.RandomFeatures(5, 1)[0]
+		row[3] = float32(math.NaN())
+		return oip.InferRequestToProto(&oip.InferRequest{ModelName: "recommender", Inputs: []oip.Tensor{oip.NewTensor("features", []int64{1, 32}, row)}})
+	}
+	for i := range 5 {
+		var hdr metadata.MD
+		resp, err := gc.ModelInfer(context.Background(), nanReq(), grpc.Header(&hdr))
+		if err != nil {
+			t.Fatalf("NaN request %d: %v", i, err)
+		}
+		if fb := hdr.Get("x-switchyard-fallback"); len(fb) != 0 {
+			t.Fatalf("NaN request %d answered by fallback %v, want v1's own answer", i, fb)
+		}
+		if v := hdr.Get("x-switchyard-variant"); len(v) != 1 || v[0] != "v1" {
+			t.Fatalf("NaN request %d answered by %v, want v1", i, v)
+		}
+		out, err := oip.InferResponseFromProto(resp)
+		if err != nil || !oip.AnyNaNOrInf(out.Outputs) {
+			t.Fatalf("NaN request %d: the answer (%v) should carry the NaN the input led to", i, err)
+		}
+	}
+	if st := p.Route("recommender").Variant("v1").Breaker.State().String(); st != "closed" {
+		t.Fatalf("v1's breaker %s after NaN inputs, want closed", st)
+	}
+	var st canary.Stats
+	p.stats.slot("recommender", "v1").snapshot(&st)
+	if st.Requests != 5 || st.NaNOutputs != 0 || st.ErrorCount() != 0 || st.UpstreamFailureCount() != 0 || st.Fallbacks != 0 {
+		t.Fatalf("v1 canary stats after NaN inputs: %+v, want 5 requests and nothing else", st)
 	}
 }

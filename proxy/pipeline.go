@@ -164,7 +164,7 @@ func (p *Proxy) finish(ctx context.Context, span trace.Span, x *Exchange, res *R
 		mv = res.Variant.metrics
 	}
 	mv.request(code, latency.Seconds())
-	p.recordStats(v, res, status, latency)
+	p.recordStats(v, x, res, status, latency)
 	if status >= 400 || p.sampler.Keep() {
 		p.logExchange(ctx, x, res, v, status, err)
 	}

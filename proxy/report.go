@@ -71,7 +71,9 @@ const statsShards = 8
 type statsShard struct {
 	requests, fallbacks, nan   atomic.Uint64
 	shadowCompared, shadowDiff atomic.Uint64
+	backupAnswers              atomic.Uint64
 	errors                     [numErrKinds]atomic.Uint64
+	failures                   [fallback.NumTriggers]atomic.Uint64 // by trigger
 	buckets                    [canary.NumBuckets]atomic.Uint64
 	sumNS                      atomic.Uint64
 	maxNS                      atomic.Uint64 // since the last collect (swapped to 0)
@@ -126,6 +128,9 @@ type outcome struct {
 	errKind   int // errKindNone: no error
 	fallback  bool
 	nanOutput bool
+	// failure is the version's own failure on the request's attempt
+	// (fallback.None if none), whether or not a fallback answered.
+	failure fallback.Trigger
 }
 
 func (s *statsSlot) record(o outcome) {
@@ -140,6 +145,9 @@ func (s *statsSlot) record(o outcome) {
 	}
 	if o.nanOutput {
 		sh.nan.Add(1)
+	}
+	if o.failure != fallback.None {
+		sh.failures[o.failure].Add(1)
 	}
 	sh.buckets[canary.BucketIndex(ns)].Add(1)
 	sh.sumNS.Add(ns)
@@ -158,8 +166,9 @@ func (s *statsSlot) record(o outcome) {
 // behind) them, and the control plane rejects such a report (its buckets
 // must sum to its total), which stalled the reporter's stream behind it.
 func (s *statsSlot) snapshot(out *canary.Stats) {
-	*out = canary.Stats{Errors: out.Errors}
+	*out = canary.Stats{Errors: out.Errors, UpstreamFailures: out.UpstreamFailures}
 	clear(out.Errors)
+	clear(out.UpstreamFailures)
 	for i := range s.shards {
 		sh := &s.shards[i]
 		out.Requests += sh.requests.Load()
@@ -167,6 +176,15 @@ func (s *statsSlot) snapshot(out *canary.Stats) {
 		out.NaNOutputs += sh.nan.Load()
 		out.ShadowCompared += sh.shadowCompared.Load()
 		out.ShadowDisagreed += sh.shadowDiff.Load()
+		out.BackupAnswers += sh.backupAnswers.Load()
+		for t := range sh.failures {
+			if n := sh.failures[t].Load(); n > 0 {
+				if out.UpstreamFailures == nil {
+					out.UpstreamFailures = map[string]uint64{}
+				}
+				out.UpstreamFailures[fallback.Trigger(t).String()] += n
+			}
+		}
 		for k := range sh.errors {
 			if n := sh.errors[k].Load(); n > 0 {
 				if out.Errors == nil {
@@ -190,14 +208,39 @@ func (s *statsSlot) snapshot(out *canary.Stats) {
 // against it, as a fallback), status the HTTP status sent (gRPC: its HTTP
 // equivalent). Requests that never reached a variant, and requests the
 // client cancelled (nobody's failure), are not counted.
-func (p *Proxy) recordStats(v *Variant, res *Result, status int, latency time.Duration) {
+func (p *Proxy) recordStats(v *Variant, x *Exchange, res *Result, status int, latency time.Duration) {
 	if p.stats == nil || v == nil || res.Trigger == fallback.Cancelled {
 		return
 	}
 	o := outcome{latency: latency, fallback: res.Fallback != "" && res.Trigger != fallback.Overload}
-	o.nanOutput = hasNaNOutput(v.Route, res, status)
+	o.nanOutput = hasNaNOutput(v.Route, res, status) && (status >= 500 || !x.inputsHaveNaN())
 	o.errKind = errKindOf(res.Trigger, status, o.nanOutput)
+	o.failure = versionFailure(res)
 	p.stats.slot(v.Route.Name, v.Name).record(o)
+	if res.Fallback == fallbackBackup && res.Variant != nil && res.Variant != v {
+		// The backup's answer: counted as the backup's, apart from the
+		// requests routed to it.
+		sh := &p.stats.slot(v.Route.Name, res.Variant.Name).shards[uint64(max(latency, 0))&(statsShards-1)]
+		sh.backupAnswers.Add(1)
+	}
+}
+
+// fallbackBackup is Result.Fallback for an answer of the backup version.
+var fallbackBackup = fallback.StepBackup.String()
+
+// versionFailure is the routed version's own failure on the request
+// (fallback.None if it did not fail): the chain's reason when a fallback
+// answered (res.Trigger is then the last link's outcome), else the
+// attempt's trigger when the version is at fault.
+func versionFailure(res *Result) fallback.Trigger {
+	t := res.Trigger
+	if res.Fallback != "" {
+		t, _ = fallback.ParseTrigger(res.FallbackReason)
+	}
+	if t.Fault() != fallback.FaultVersion {
+		return fallback.None
+	}
+	return t
 }
 
 // errKindOf is the canary's error kind of an answer (an index into
@@ -383,14 +426,11 @@ func (r *statsReporter) collect(now time.Time) {
 		// Keep the cumulative figures (max is per interval already).
 		prev.Requests, prev.Fallbacks, prev.NaNOutputs = r.cur.Requests, r.cur.Fallbacks, r.cur.NaNOutputs
 		prev.ShadowCompared, prev.ShadowDisagreed = r.cur.ShadowCompared, r.cur.ShadowDisagreed
+		prev.BackupAnswers = r.cur.BackupAnswers
 		prev.Latency = r.cur.Latency
-		if prev.Errors == nil && len(r.cur.Errors) > 0 {
-			prev.Errors = map[string]uint64{}
-		}
-		for k, v := range r.cur.Errors {
-			prev.Errors[k] = v
-		}
-		if d.Requests == 0 && d.ShadowCompared == 0 && d.Latency.Total == 0 {
+		prev.Errors = keepCounts(prev.Errors, r.cur.Errors)
+		prev.UpstreamFailures = keepCounts(prev.UpstreamFailures, r.cur.UpstreamFailures)
+		if d.Requests == 0 && d.ShadowCompared == 0 && d.Latency.Total == 0 && d.BackupAnswers == 0 {
 			continue // idle (latency samples read past the request count still go out)
 		}
 		rep.Entries = append(rep.Entries, canary.EntryToProto(&canary.Entry{Model: s.model, Version: s.version, Stats: d}))
@@ -413,21 +453,42 @@ func (r *statsReporter) collect(now time.Time) {
 	r.status.Buffered = len(r.buf)
 }
 
+// keepCounts copies the cumulative counts cur into dst (allocated on
+// first use) and returns it.
+func keepCounts(dst, cur map[string]uint64) map[string]uint64 {
+	if dst == nil && len(cur) > 0 {
+		dst = map[string]uint64{}
+	}
+	for k, v := range cur {
+		dst[k] = v
+	}
+	return dst
+}
+
+// deltaCounts is cur - prev per key (nil when nothing grew).
+func deltaCounts(cur, prev map[string]uint64) map[string]uint64 {
+	var d map[string]uint64
+	for k, v := range cur {
+		if n := v - prev[k]; n > 0 {
+			if d == nil {
+				d = map[string]uint64{}
+			}
+			d[k] = n
+		}
+	}
+	return d
+}
+
 func delta(cur, prev *canary.Stats) canary.Stats {
 	d := canary.Stats{
-		Requests:        cur.Requests - prev.Requests,
-		Fallbacks:       cur.Fallbacks - prev.Fallbacks,
-		NaNOutputs:      cur.NaNOutputs - prev.NaNOutputs,
-		ShadowCompared:  cur.ShadowCompared - prev.ShadowCompared,
-		ShadowDisagreed: cur.ShadowDisagreed - prev.ShadowDisagreed,
-	}
-	for k, v := range cur.Errors {
-		if n := v - prev.Errors[k]; n > 0 {
-			if d.Errors == nil {
-				d.Errors = map[string]uint64{}
-			}
-			d.Errors[k] = n
-		}
+		Requests:         cur.Requests - prev.Requests,
+		Fallbacks:        cur.Fallbacks - prev.Fallbacks,
+		NaNOutputs:       cur.NaNOutputs - prev.NaNOutputs,
+		ShadowCompared:   cur.ShadowCompared - prev.ShadowCompared,
+		ShadowDisagreed:  cur.ShadowDisagreed - prev.ShadowDisagreed,
+		BackupAnswers:    cur.BackupAnswers - prev.BackupAnswers,
+		Errors:           deltaCounts(cur.Errors, prev.Errors),
+		UpstreamFailures: deltaCounts(cur.UpstreamFailures, prev.UpstreamFailures),
 	}
 	for i := range cur.Latency.Counts {
 		d.Latency.Counts[i] = cur.Latency.Counts[i] - prev.Latency.Counts[i]

@@ -315,3 +315,67 @@ func TestReporterDropsRefusedReport(t *testing.T) {
 		t.Fatalf("status %+v, want exactly the malformed report rejected", st)
 	}
 }
+
+// TestStatsCountWhatReallyHappened: the stats stream counts, per version,
+// its own failures whether or not a fallback answered (upstream
+// failures by trigger), and a backup's answers on the backup (apart from
+// the requests routed to it), through the reporter's deltas and the wire.
+func TestStatsCountWhatReallyHappened(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	dead := closedAddr(t)
+	withChain := recommenderWith(be, func(m *api.Model) {
+		m.Spec.Versions[0].Endpoints = []string{dead}
+		m.Spec.Fallback = &api.Fallback{Chain: []string{"backup", "static"}, Backup: "lite", Static: staticScores(1)}
+	})
+	plain := recommenderWith(be, func(m *api.Model) {
+		m.Metadata.Name = "plain"
+		m.Spec.Versions[0].Endpoints = []string{dead}
+	})
+	p, _ := featuresProxy(t, Config{Models: []api.Model{withChain, plain}}, FeaturesConfig{})
+	c := newHTTPClient()
+	defer c.CloseIdleConnections()
+	body, _ := featuresBody(1)
+	for i := range 3 {
+		if a := postFull(t, c, inferURL(p, "recommender"), body, nil); a.status != 200 || a.fallback != "backup" || a.variant != "lite" {
+			t.Fatalf("request %d with v1 down: %+v", i, a)
+		}
+	}
+	for i := range 2 {
+		if a := postFull(t, c, inferURL(p, "plain"), body, nil); a.status != 503 {
+			t.Fatalf("request %d to plain with v1 down: %+v %s", i, a, a.body)
+		}
+	}
+
+	rec := p.stats
+	r := newStatsReporter(rec, "127.0.0.1:1", "node", time.Second, 3, time.Millisecond, time.Millisecond, slog.New(slog.DiscardHandler))
+	r.collect(time.Now())
+	got := entriesOf(t, r.buf[0])
+	v1 := got["recommender/v1"]
+	if v1.Requests != 3 || v1.Fallbacks != 3 || v1.FailureCount() != 0 || v1.UpstreamFailures["connect_error"] != 3 || v1.UpstreamFailureCount() != 3 {
+		t.Fatalf("v1 answered by its backup: %+v, want 3 requests, 3 fallbacks, no client-visible error, 3 connect_error failures", v1)
+	}
+	lite := got["recommender/lite"]
+	if lite.BackupAnswers != 3 || lite.Requests != 0 || lite.UpstreamFailureCount() != 0 {
+		t.Fatalf("lite as v1's backup: %+v, want 3 backup answers and no requests of its own", lite)
+	}
+	pv1 := got["plain/v1"]
+	if pv1.Requests != 2 || pv1.FailureCount() != 2 || pv1.UpstreamFailures["connect_error"] != 2 {
+		t.Fatalf("plain v1 without a chain: %+v, want 2 requests, 2 errors, 2 connect_error failures", pv1)
+	}
+
+	// The next report carries only what happened since: one more failure.
+	if a := postFull(t, c, inferURL(p, "recommender"), body, nil); a.status != 200 {
+		t.Fatalf("one more: %+v", a)
+	}
+	r.collect(time.Now())
+	got = entriesOf(t, r.buf[1])
+	if v1 := got["recommender/v1"]; v1.UpstreamFailures["connect_error"] != 1 || len(v1.UpstreamFailures) != 1 {
+		t.Fatalf("second report v1: %+v", v1)
+	}
+	if lite := got["recommender/lite"]; lite.BackupAnswers != 1 {
+		t.Fatalf("second report lite: %+v", lite)
+	}
+	if _, ok := got["plain/v1"]; ok {
+		t.Fatal("an idle version is reported")
+	}
+}

@@ -123,8 +123,16 @@ type VariantStats struct {
 	ShadowCompared  uint64            `protobuf:"varint,7,opt,name=shadow_compared,json=shadowCompared,proto3" json:"shadow_compared,omitempty"`
 	ShadowDisagreed uint64            `protobuf:"varint,8,opt,name=shadow_disagreed,json=shadowDisagreed,proto3" json:"shadow_disagreed,omitempty"`
 	Latency         *Histogram        `protobuf:"bytes,9,opt,name=latency,proto3" json:"latency,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// upstream_failures by trigger (timeout, connect_error, upstream_5xx,
+	// not_serving, breaker_open, ...): requests whose attempt on this
+	// version failed by the version's fault, whether or not a fallback
+	// answered. A receiver of the previous release ignores it.
+	UpstreamFailures map[string]uint64 `protobuf:"bytes,10,rep,name=upstream_failures,json=upstreamFailures,proto3" json:"upstream_failures,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// backup_answers: requests of other versions this version answered as
+	// their fallback backup.
+	BackupAnswers uint64 `protobuf:"varint,11,opt,name=backup_answers,json=backupAnswers,proto3" json:"backup_answers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VariantStats) Reset() {
@@ -218,6 +226,20 @@ func (x *VariantStats) GetLatency() *Histogram {
 		return x.Latency
 	}
 	return nil
+}
+
+func (x *VariantStats) GetUpstreamFailures() map[string]uint64 {
+	if x != nil {
+		return x.UpstreamFailures
+	}
+	return nil
+}
+
+func (x *VariantStats) GetBackupAnswers() uint64 {
+	if x != nil {
+		return x.BackupAnswers
+	}
+	return 0
 }
 
 // Histogram is a canary.Histogram (fixed log-linear buckets, 8 per power
@@ -363,7 +385,7 @@ const file_stats_proto_rawDesc = "" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12 \n" +
 	"\fat_unix_nano\x18\x04 \x01(\x03R\n" +
 	"atUnixNano\x12;\n" +
-	"\aentries\x18\x05 \x03(\v2!.switchyard.stats.v1.VariantStatsR\aentries\"\xa9\x03\n" +
+	"\aentries\x18\x05 \x03(\v2!.switchyard.stats.v1.VariantStatsR\aentries\"\xfb\x04\n" +
 	"\fVariantStats\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
@@ -374,8 +396,14 @@ const file_stats_proto_rawDesc = "" +
 	"nanOutputs\x12'\n" +
 	"\x0fshadow_compared\x18\a \x01(\x04R\x0eshadowCompared\x12)\n" +
 	"\x10shadow_disagreed\x18\b \x01(\x04R\x0fshadowDisagreed\x128\n" +
-	"\alatency\x18\t \x01(\v2\x1e.switchyard.stats.v1.HistogramR\alatency\x1a9\n" +
+	"\alatency\x18\t \x01(\v2\x1e.switchyard.stats.v1.HistogramR\alatency\x12d\n" +
+	"\x11upstream_failures\x18\n" +
+	" \x03(\v27.switchyard.stats.v1.VariantStats.UpstreamFailuresEntryR\x10upstreamFailures\x12%\n" +
+	"\x0ebackup_answers\x18\v \x01(\x04R\rbackupAnswers\x1a9\n" +
 	"\vErrorsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aC\n" +
+	"\x15UpstreamFailuresEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xb6\x01\n" +
 	"\tHistogram\x12!\n" +
@@ -403,25 +431,27 @@ func file_stats_proto_rawDescGZIP() []byte {
 	return file_stats_proto_rawDescData
 }
 
-var file_stats_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_stats_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_stats_proto_goTypes = []any{
 	(*Report)(nil),       // 0: switchyard.stats.v1.Report
 	(*VariantStats)(nil), // 1: switchyard.stats.v1.VariantStats
 	(*Histogram)(nil),    // 2: switchyard.stats.v1.Histogram
 	(*Ack)(nil),          // 3: switchyard.stats.v1.Ack
 	nil,                  // 4: switchyard.stats.v1.VariantStats.ErrorsEntry
+	nil,                  // 5: switchyard.stats.v1.VariantStats.UpstreamFailuresEntry
 }
 var file_stats_proto_depIdxs = []int32{
 	1, // 0: switchyard.stats.v1.Report.entries:type_name -> switchyard.stats.v1.VariantStats
 	4, // 1: switchyard.stats.v1.VariantStats.errors:type_name -> switchyard.stats.v1.VariantStats.ErrorsEntry
 	2, // 2: switchyard.stats.v1.VariantStats.latency:type_name -> switchyard.stats.v1.Histogram
-	0, // 3: switchyard.stats.v1.Stats.Stream:input_type -> switchyard.stats.v1.Report
-	3, // 4: switchyard.stats.v1.Stats.Stream:output_type -> switchyard.stats.v1.Ack
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	5, // 3: switchyard.stats.v1.VariantStats.upstream_failures:type_name -> switchyard.stats.v1.VariantStats.UpstreamFailuresEntry
+	0, // 4: switchyard.stats.v1.Stats.Stream:input_type -> switchyard.stats.v1.Report
+	3, // 5: switchyard.stats.v1.Stats.Stream:output_type -> switchyard.stats.v1.Ack
+	5, // [5:6] is the sub-list for method output_type
+	4, // [4:5] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_stats_proto_init() }
@@ -435,7 +465,7 @@ func file_stats_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stats_proto_rawDesc), len(file_stats_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -51,6 +51,12 @@ type variantView struct {
 	Fallbacks  *uint64           `json:"fallbacks,omitempty"`
 	NaNOutputs *uint64           `json:"nanOutputs,omitempty"`
 	Errors     map[string]uint64 `json:"errors,omitempty"`
+	// UpstreamFailures: the version's own failures by trigger, whether or
+	// not a fallback answered (FailureRate their share of Requests);
+	// BackupAnswers: other versions' requests it answered as their backup.
+	UpstreamFailures map[string]uint64 `json:"upstreamFailures,omitempty"`
+	FailureRate      *float64          `json:"upstreamFailureRate,omitempty"`
+	BackupAnswers    *uint64           `json:"backupAnswers,omitempty"`
 }
 
 type appliedView struct {
@@ -278,6 +284,7 @@ func fillStats(vs []variantView, raw []byte, model string) (source string) {
 			}
 			vs[i].P99MS = sv.P99MS
 			vs[i].Fallbacks, vs[i].NaNOutputs, vs[i].Errors = sv.Fallbacks, sv.NaNOutputs, sv.Errors
+			vs[i].UpstreamFailures, vs[i].FailureRate, vs[i].BackupAnswers = sv.UpstreamFailures, sv.FailureRate, sv.BackupAnswers
 		}
 	}
 	return source
@@ -321,7 +328,11 @@ type statsVariant struct {
 	Fallbacks  *uint64           `json:"fallbacks"`
 	NaNOutputs *uint64           `json:"nanOutputs"`
 	Errors     map[string]uint64 `json:"errors"`
-	Endpoints  []struct {
+	// From a control plane of this release (absent from older ones).
+	UpstreamFailures map[string]uint64 `json:"upstreamFailures"`
+	FailureRate      *float64          `json:"upstreamFailureRate"`
+	BackupAnswers    *uint64           `json:"backupAnswers"`
+	Endpoints        []struct {
 		Attempts int64 `json:"attempts"`
 		Failures int64 `json:"failures"`
 	} `json:"endpoints"`
@@ -367,19 +378,17 @@ func printDescribe(w io.Writer, v describeView) error {
 	}
 	p("Traffic:     sticky by %s; override header %s", sticky, s.Traffic.OverrideHeader)
 	p("Versions:")
-	t := newTable(w, "  VERSION", "WEIGHT", "SHARE", "ROLE", "PROTOCOL", "BACKEND MODEL", "ENDPOINTS", "BREAKER", "REQUESTS", "ERROR RATE", "P99", "FALLBACKS", "NaN", "ERRORS")
+	t := newTable(w, "  VERSION", "WEIGHT", "SHARE", "ROLE", "PROTOCOL", "BACKEND MODEL", "ENDPOINTS", "BREAKER", "REQUESTS", "ERROR RATE", "P99", "FALLBACKS", "NaN", "FAILED", "AS BACKUP", "ERRORS")
 	count := func(n uint64) string { return strconv.FormatUint(n, 10) }
 	for _, vv := range v.Variants {
-		var kinds []string
-		for _, k := range sortedKeys(vv.Errors) {
-			kinds = append(kinds, fmt.Sprintf("%s=%d", k, vv.Errors[k]))
-		}
 		t.row("  "+vv.Version, vv.Weight, fmtFloat(vv.Share*100, 0)+"%", strings.Join(vv.Roles, ","), vv.Protocol, vv.BackendModel,
 			strings.Join(vv.Endpoints, ","), na(vv.Breaker, func(s string) string { return s }),
 			na(vv.Requests, func(n int64) string { return strconv.FormatInt(n, 10) }),
 			na(vv.ErrorRate, func(x float64) string { return fmtFloat(x*100, 2) + "%" }),
 			na(vv.P99MS, func(x float64) string { return fmtFloat(x, 1) + "ms" }),
-			na(vv.Fallbacks, count), na(vv.NaNOutputs, count), strings.Join(kinds, " "))
+			na(vv.Fallbacks, count), na(vv.NaNOutputs, count),
+			na(vv.FailureRate, func(x float64) string { return fmtFloat(x*100, 2) + "%" }),
+			na(vv.BackupAnswers, count), errorKinds(vv))
 	}
 	if err := t.flush(); err != nil {
 		return err
@@ -530,4 +539,18 @@ func fillMetrics(vs []variantView, nums map[string]*variantNumbers) {
 		}
 		vs[i].P99MS = n.P99MS
 	}
+}
+
+// errorKinds lists a variant's errors as the clients got them and, marked
+// "failed:", the version's own failures by trigger, those a fallback
+// answered for included.
+func errorKinds(vv variantView) string {
+	var kinds []string
+	for _, k := range sortedKeys(vv.Errors) {
+		kinds = append(kinds, fmt.Sprintf("%s=%d", k, vv.Errors[k]))
+	}
+	for _, k := range sortedKeys(vv.UpstreamFailures) {
+		kinds = append(kinds, fmt.Sprintf("failed:%s=%d", k, vv.UpstreamFailures[k]))
+	}
+	return strings.Join(kinds, " ")
 }

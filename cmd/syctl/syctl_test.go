@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -705,5 +706,84 @@ func TestCanaryRefusalsNameTheCommand(t *testing.T) {
 	rec, _ := cp.Store().Get(ctx, "rec")
 	if rec.Action != controlplane.ActionCanaryAbort || rec.Model.Spec.Traffic.Weights["v2"] != 0 {
 		t.Fatalf("after the rollback: %s %v", rec.Action, rec.Model.Spec.Traffic.Weights)
+	}
+}
+
+// TestDescribeCountsWhatReallyHappened: with v1 down and its backup
+// answering, describe (from the control plane's stats window, fed by a
+// real proxy's stats stream) shows v1's failures although its clients got
+// no error, and the backup's answers on the backup.
+func TestDescribeCountsWhatReallyHappened(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	cp, cc := startCanaryCP(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	doc := `apiVersion: switchyard.dev/v1
+kind: Model
+metadata: {name: recommender}
+spec:
+  versions:
+    - {name: v1, endpoints: ["` + dead + `"], backendModel: recommender-v1}
+    - {name: lite, endpoints: ["` + be.HTTPAddr + `"], backendModel: recommender-lite}
+  traffic: {weights: {v1: 100}}
+  fallback: {chain: [backup], backup: lite}
+`
+	rev := revisionOf(t, mustOK(t, syctl(t, cp, nil, doc, "apply", "-f", "-", "--wait=0")).stdout)
+	p, err := proxy.New(proxy.Config{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", XDSAddr: cp.XDSAddr(), NodeID: "p1", StatsInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	waitProxyApplied(t, cp, rev)
+	body := `{"inputs":[{"name":"features","datatype":"FP32","shape":[1,32],"data":[` + strings.Repeat("0.5,", 31) + `0.5]}]}`
+	const n = 4 // under the default breaker's 5 consecutive failures
+	for i := range n {
+		resp, err := http.Post("http://"+p.HTTPAddr()+"/v2/models/recommender/infer", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("x-switchyard-fallback") != "backup" {
+			t.Fatalf("infer %d: %d fallback %q", i, resp.StatusCode, resp.Header.Get("x-switchyard-fallback"))
+		}
+	}
+	// Bounded wait for the reports to reach the control plane's window.
+	for i := 0; ; i++ {
+		st, _ := cc.Stats().Stats(ctx, "recommender", "lite", time.Now().Add(-time.Minute), time.Now().Add(time.Second))
+		v1, _ := cc.Stats().Stats(ctx, "recommender", "v1", time.Now().Add(-time.Minute), time.Now().Add(time.Second))
+		if st.BackupAnswers == n && v1.Requests == n {
+			break
+		}
+		if i == 1000 {
+			t.Fatalf("stats never reached the control plane: v1 %+v, lite %+v", v1, st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r := mustOK(t, syctl(t, cp, nil, "", "describe", "model", "recommender", "-o", "json"))
+	var dv describeView
+	if err := json.Unmarshal([]byte(r.stdout), &dv); err != nil {
+		t.Fatal(err)
+	}
+	v1, lite := dv.Variants[0], dv.Variants[1]
+	if v1.ErrorRate == nil || *v1.ErrorRate != 0 || v1.FailureRate == nil || *v1.FailureRate != 1 || v1.UpstreamFailures["connect_error"] != n ||
+		v1.Fallbacks == nil || *v1.Fallbacks != n {
+		t.Fatalf("v1 (down, answered by its backup): %s", r.stdout)
+	}
+	if lite.BackupAnswers == nil || *lite.BackupAnswers != n || lite.Requests == nil || *lite.Requests != 0 {
+		t.Fatalf("lite (the backup): %s", r.stdout)
+	}
+	r = mustOK(t, syctl(t, cp, nil, "", "describe", "model", "recommender"))
+	if !regexp.MustCompile(`(?m)^ +v1 .* +4 +0\.00% +\S+ +4 +0 +100\.00% +0 +failed:connect_error=4$`).MatchString(r.stdout) ||
+		!regexp.MustCompile(`(?m)^ +lite .* +0 +0\.00% +\S+ +0 +0 +0\.00% +4 +-$`).MatchString(r.stdout) {
+		t.Fatalf("describe table:\n%s", r.stdout)
 	}
 }

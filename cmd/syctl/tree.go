@@ -168,8 +168,12 @@ func printCanaryStatus(w io.Writer, s api.CanaryStatus) {
 }
 
 func statsRow(role string, v api.VariantStatsView) []string {
-	return []string{role, v.Version, fmt.Sprintf("%d requests", v.Requests), "errors " + pctPrec(v.ErrorRate, 2),
-		fmt.Sprintf("fallbacks %d", v.Fallbacks), fmt.Sprintf("NaN %d", v.NaNOutputs), "p99 " + fmtFloat(v.P99Ms, 1) + "ms"}
+	row := []string{role, v.Version, fmt.Sprintf("%d requests", v.Requests), "errors " + pctPrec(v.ErrorRate, 2)}
+	if v.UpstreamFailureRate > 0 {
+		// Failures a fallback answered for: the error rate alone hides them.
+		row = append(row, "failed "+pctPrec(v.UpstreamFailureRate, 2))
+	}
+	return append(row, fmt.Sprintf("fallbacks %d", v.Fallbacks), fmt.Sprintf("NaN %d", v.NaNOutputs), "p99 "+fmtFloat(v.P99Ms, 1)+"ms")
 }
 
 // roundDuration shortens a Go duration string to seconds ("3m12.345s" →
