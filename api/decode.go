@@ -43,7 +43,7 @@ func DecodeJSONInto(data []byte, v any) error {
 	}
 	rt := reflect.TypeOf(v)
 	if rt == nil || rt.Kind() != reflect.Pointer {
-		return fmt.Errorf("routing: DecodeJSONInto needs a pointer, got %T", v)
+		return fmt.Errorf("api: DecodeJSONInto needs a pointer, got %T", v)
 	}
 	c := &checker{}
 	c.check(raw, rt.Elem(), "")

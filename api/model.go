@@ -343,11 +343,11 @@ func (m *Model) VersionNames() []string {
 func (m Model) Clone() Model {
 	b, err := json.Marshal(m)
 	if err != nil {
-		panic(fmt.Sprintf("routing: marshal model: %v", err)) // plain data: cannot fail
+		panic(fmt.Sprintf("api: marshal model: %v", err)) // plain data: cannot fail
 	}
 	var out Model
 	if err := json.Unmarshal(b, &out); err != nil {
-		panic(fmt.Sprintf("routing: unmarshal model: %v", err))
+		panic(fmt.Sprintf("api: unmarshal model: %v", err))
 	}
 	return out
 }

@@ -45,6 +45,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/switchyard-dev/switchyard/controlplane/store"
+	"github.com/switchyard-dev/switchyard/internal/lifecycle"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
 )
 
@@ -100,10 +101,8 @@ type ControlPlane struct {
 	// stopped is closed when Shutdown has finished (shutErr is its result).
 	stopped chan struct{}
 	shutErr error
-	// failed is closed when a listener fails (serveErr is the first error).
-	failOnce sync.Once
-	failed   chan struct{}
-	serveErr error
+	// failure is the first listener failure, for Wait.
+	failure lifecycle.Failure
 }
 
 // DefaultShutdownTimeout bounds Close, and the shutdown that cancelling
@@ -144,7 +143,7 @@ func New(cfg Config) (*ControlPlane, error) {
 		}
 		st = b
 	}
-	cp := &ControlPlane{cfg: cfg, store: st, log: cfg.Logger, stopped: make(chan struct{}), failed: make(chan struct{})}
+	cp := &ControlPlane{cfg: cfg, store: st, log: cfg.Logger, stopped: make(chan struct{})}
 	cp.ctx, cp.cancel = context.WithCancel(context.Background())
 	cp.tracker = NewTracker(nil, nil)
 	cp.metrics = NewMetrics(cfg.Registerer, cp.tracker.Connected)
@@ -225,9 +224,9 @@ func (cp *ControlPlane) Start(ctx context.Context) error {
 	case <-ready:
 	case <-ctx.Done():
 		return fmt.Errorf("start control plane: %w", ctx.Err())
-	case <-cp.failed:
+	case <-cp.failure.Done():
 		cp.Close()
-		return cp.serveErr
+		return cp.failure.Err()
 	case <-time.After(30 * time.Second):
 		cp.Close()
 		return errors.New("first xDS snapshot not published within 30s")
@@ -238,11 +237,9 @@ func (cp *ControlPlane) Start(ctx context.Context) error {
 
 // fail records a listener's failure for Wait (the first one counts).
 func (cp *ControlPlane) fail(err error) {
-	cp.failOnce.Do(func() {
+	if cp.failure.Fail(err) {
 		cp.log.Error("control plane listener failed", "err", err)
-		cp.serveErr = err
-		close(cp.failed)
-	})
+	}
 }
 
 // Wait blocks until ctx is done, the control plane has stopped (Start's ctx
@@ -254,14 +251,9 @@ func (cp *ControlPlane) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	case <-cp.stopped:
-	case <-cp.failed:
+	case <-cp.failure.Done():
 	}
-	select {
-	case <-cp.failed:
-		return cp.serveErr
-	default:
-		return nil
-	}
+	return cp.failure.Err()
 }
 
 // Shutdown stops serving: the canary controller and snapshot publishing

@@ -45,18 +45,7 @@ var upgradeGets = map[string]string{
 // canary side state), a model created and deleted (a tombstone).
 func buildUpgradeFixture(t *testing.T, statePath string) {
 	t.Helper()
-	cp, err := New(Config{StatePath: statePath, APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", Auth: testAuth(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cp.EnableCanary(CanaryOptions{Interval: time.Hour}); err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
-	if err := cp.Start(context.Background()); err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
+	cp := startUpgradeCP(t, statePath)
 	defer cp.Close()
 	step := func(method, path, token, body string, want int, headers ...string) {
 		t.Helper()
@@ -114,6 +103,25 @@ func buildUpgradeFixture(t *testing.T, statePath string) {
 	step("DELETE", "/v1/models/ranker", operatorToken, "", http.StatusOK)
 }
 
+// startUpgradeCP serves statePath with the canary controller on (its
+// ticks an hour apart: only the requests move a canary).
+func startUpgradeCP(t *testing.T, statePath string) *ControlPlane {
+	t.Helper()
+	cp, err := New(Config{StatePath: statePath, APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", Auth: testAuth(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.EnableCanary(CanaryOptions{Interval: time.Hour}); err != nil {
+		cp.Close()
+		t.Fatal(err)
+	}
+	if err := cp.Start(context.Background()); err != nil {
+		cp.Close()
+		t.Fatal(err)
+	}
+	return cp
+}
+
 func getRaw(t *testing.T, cp *ControlPlane, path string) []byte {
 	t.Helper()
 	r := call(t, cp, "GET", path, viewerToken, nil)
@@ -144,18 +152,7 @@ func TestUpgradeReadsPreviousStateFile(t *testing.T) {
 	if err := os.WriteFile(statePath, src, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cp, err := New(Config{StatePath: statePath, APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", Auth: testAuth(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cp.EnableCanary(CanaryOptions{Interval: time.Hour}); err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
-	if err := cp.Start(context.Background()); err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
+	cp := startUpgradeCP(t, statePath)
 	t.Cleanup(func() { cp.Close() })
 	for file, path := range upgradeGets {
 		got := getRaw(t, cp, path)

@@ -36,8 +36,8 @@ func TestWaitReportsListenerFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-q.failed:
-		t.Errorf("a clean shutdown counted as a failure: %v", q.failErr)
+	case <-q.failure.Done():
+		t.Errorf("a clean shutdown counted as a failure: %v", q.failure.Err())
 	default:
 	}
 }

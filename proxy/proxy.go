@@ -36,6 +36,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/fallback"
+	"github.com/switchyard-dev/switchyard/internal/lifecycle"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
@@ -140,11 +141,9 @@ type Proxy struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
-	// failed is closed when a listener or the xDS client fails (failErr
-	// is the first error), for Wait.
-	failOnce sync.Once
-	failed   chan struct{}
-	failErr  error
+	// failure is the first failure of a listener or the xDS client, for
+	// Wait.
+	failure lifecycle.Failure
 }
 
 // New checks cfg and builds a Proxy; Start binds and serves.
@@ -180,7 +179,6 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.XDSBackoffMax = 5 * time.Second
 	}
 	p := &Proxy{
-		failed:  make(chan struct{}),
 		cfg:     cfg,
 		log:     cfg.Logger,
 		metrics: NewMetrics(cfg.Registry),
@@ -373,11 +371,9 @@ func (p *Proxy) goServe(f func() error) {
 // fail records a listener's or the xDS client's failure for Wait (the
 // first one counts).
 func (p *Proxy) fail(err error) {
-	p.failOnce.Do(func() {
+	if p.failure.Fail(err) {
 		p.log.Error("proxy component failed", "error", err)
-		p.failErr = err
-		close(p.failed)
-	})
+	}
 }
 
 // Wait blocks until ctx is done (nil) or a listener or the xDS client has
@@ -388,8 +384,8 @@ func (p *Proxy) Wait(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		return nil
-	case <-p.failed:
-		return p.failErr
+	case <-p.failure.Done():
+		return p.failure.Err()
 	}
 }
 

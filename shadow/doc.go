@@ -87,7 +87,7 @@
 //	                      (MinOverlap and PerOutput have no field yet: defaults)
 //	shadow.noiseFloorPercent -> the share of mirrored requests the proxy also
 //	                      enqueues as KindNoiseFloor jobs (the primary called a
-//	                      second time), as routing documents it.
+//	                      second time), as package api documents it.
 //
 // The proxy's side (proxy/shadow.go): Job.Payload carries the request and
 // the primary's answer as bytes and implements Preparer, so decoding runs in

@@ -46,7 +46,7 @@ func readDocuments(data []byte, source string) ([]document, error) {
 		dec.UseNumber()
 		var v any
 		if err := dec.Decode(&v); err != nil || dec.More() {
-			// routing's strict decoder says where the JSON breaks.
+			// api's strict decoder says where the JSON breaks.
 			if _, derr := api.DecodeJSON(trimmed); derr != nil {
 				return nil, fmt.Errorf("%s: %v", source, derr)
 			}

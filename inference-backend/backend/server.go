@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/switchyard-dev/switchyard/internal/h1"
+	"github.com/switchyard-dev/switchyard/internal/lifecycle"
 	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	"github.com/switchyard-dev/switchyard/oip"
 )
@@ -61,7 +62,7 @@ type Server struct {
 	grpcLn   net.Listener
 	httpSrv  *h1.Server
 	grpcSrv  *grpc.Server
-	serveErr chan error
+	failure  lifecycle.Failure // the first listener failure, for Wait
 	wg       sync.WaitGroup
 	shutOnce sync.Once
 	started  bool
@@ -107,7 +108,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Backend: b, log: log, cfg: cfg, serveErr: make(chan error, 2)}
+	s := &Server{Backend: b, log: log, cfg: cfg}
 	if cfg.HTTPAddr != "" {
 		if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 			return nil, fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err)
@@ -171,7 +172,7 @@ func (s *Server) Start(ctx context.Context) {
 		go func() {
 			defer s.wg.Done()
 			if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				s.serveErr <- fmt.Errorf("serve http: %w", err)
+				s.failure.Fail(fmt.Errorf("serve http: %w", err))
 			}
 		}()
 	}
@@ -180,7 +181,7 @@ func (s *Server) Start(ctx context.Context) {
 		go func() {
 			defer s.wg.Done()
 			if err := s.grpcSrv.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-				s.serveErr <- fmt.Errorf("serve grpc: %w", err)
+				s.failure.Fail(fmt.Errorf("serve grpc: %w", err))
 			}
 		}()
 	}
@@ -193,8 +194,8 @@ func (s *Server) Wait(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		return nil
-	case err := <-s.serveErr:
-		return err
+	case <-s.failure.Done():
+		return s.failure.Err()
 	}
 }
 
