@@ -194,9 +194,9 @@ func (g *grpcService) ModelStreamInfer(stream pb.GRPCInferenceService_ModelStrea
 // server's unary inference: each message runs like a ModelInfer, up to
 // MaxStreamInFlight at once (so a dynamic batcher can join them), and is
 // answered in order of completion. A failed request is answered with
-// error_message (and its id, model name and version) and the stream goes
-// on; the stream ends when the client closes its side and every answer is
-// sent. Every Switchyard server (backend, proxy) streams through it.
+// error_message (the status's message alone, as Triton words it) and its
+// id, model name and version, and the stream goes on; the stream ends when
+// the client closes its side and every answer is sent. Every Switchyard server (backend, proxy) streams through it.
 func ServeInferStream(stream pb.GRPCInferenceService_ModelStreamInferServer, infer func(context.Context, *pb.ModelInferRequest) (*pb.ModelInferResponse, error)) error {
 	ctx := stream.Context()
 	var (
@@ -235,8 +235,11 @@ func ServeInferStream(stream pb.GRPCInferenceService_ModelStreamInferServer, inf
 			name, version, id := r.GetModelName(), r.GetModelVersion(), r.GetId() // as the client sent them
 			resp, err := infer(ctx, r)
 			if err != nil {
+				// Triton's error_message is the error's text alone:
+				// status.Convert drops grpc-go's "rpc error: code = …
+				// desc = " wrapping, which tritonclient would show as is.
 				send(&pb.ModelStreamInferResponse{
-					ErrorMessage:  err.Error(),
+					ErrorMessage:  status.Convert(err).Message(),
 					InferResponse: &pb.ModelInferResponse{ModelName: name, ModelVersion: version, Id: id},
 				})
 				return

@@ -185,6 +185,12 @@ func TestStreamInferThroughProxy(t *testing.T) {
 			if id != "req-h" || !strings.Contains(m.GetErrorMessage(), "features") {
 				t.Fatalf("error for %q: %s", id, m.GetErrorMessage())
 			}
+			// Triton's error_message is the message alone (tritonclient
+			// shows it as the exception's text), not grpc-go's status
+			// string "rpc error: code = … desc = …".
+			if msg := m.GetErrorMessage(); strings.Contains(msg, "rpc error") || strings.Contains(msg, "code =") {
+				t.Fatalf("error for %q carries the status wrapping: %q", id, msg)
+			}
 			continue
 		}
 		if len(m.GetInferResponse().GetOutputs()) != 1 {
