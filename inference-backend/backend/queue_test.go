@@ -156,7 +156,9 @@ func TestQueuePolicyOverSockets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Start(context.Background())
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { s.Shutdown(context.Background()) })
 	b := s.Backend
 	b.mu.RLock()

@@ -65,7 +65,10 @@ type Server struct {
 	failure  lifecycle.Failure // the first listener failure, for Wait
 	wg       sync.WaitGroup
 	shutOnce sync.Once
+	shutErr  error
+	stopped  chan struct{} // closed when Shutdown is done
 	started  bool
+	stopCtx  func() bool // stops the shutdown on ctx's cancellation (Start)
 }
 
 // NewServer creates the backend (initialising ONNX Runtime) and binds the
@@ -108,7 +111,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Backend: b, log: log, cfg: cfg}
+	s := &Server{Backend: b, log: log, cfg: cfg, stopped: make(chan struct{})}
 	if cfg.HTTPAddr != "" {
 		if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 			return nil, fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err)
@@ -163,8 +166,12 @@ func (s *Server) GRPCAddr() string {
 
 // Start serves both transports (live at once, ready once loading is done)
 // and then loads every model in the repository; it returns when loading is
-// done. Serving errors are reported by Wait.
-func (s *Server) Start(ctx context.Context) {
+// done. Serving errors are reported by Wait. Cancelling ctx later shuts the
+// server down gracefully (Shutdown); a ctx already done is an error.
+func (s *Server) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("backend: start: %w", err)
+	}
 	s.started = true
 	s.log.Info("backend listening", "http", s.HTTPAddr(), "grpc", s.GRPCAddr(), "model_repository", s.cfg.Backend.ModelRepository)
 	if s.httpSrv != nil {
@@ -185,28 +192,39 @@ func (s *Server) Start(ctx context.Context) {
 			}
 		}()
 	}
+	// Cancelling ctx drains the server as Shutdown does (bounded by
+	// ShutdownTimeout).
+	s.stopCtx = context.AfterFunc(ctx, func() { _ = s.Shutdown(context.Background()) })
 	failed := s.Backend.LoadAll(ctx)
 	s.log.Info("backend ready", "http", s.HTTPAddr(), "grpc", s.GRPCAddr(), "failed_models", failed)
+	return nil
 }
 
-// Wait blocks until ctx is done or a listener fails.
+// Wait blocks until ctx is done, the server has shut down (Shutdown, or
+// Start's ctx cancelled), or a listener fails; it returns the failure, if
+// any.
 func (s *Server) Wait(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		return nil
+	case <-s.stopped:
 	case <-s.failure.Done():
-		return s.failure.Err()
 	}
+	return s.failure.Err()
 }
 
 // Shutdown drains the server: both listeners stop accepting at once, idle
 // connections close (REST keep-alive connections at once, gRPC ones after
 // a GOAWAY), requests in flight finish (bounded by ctx and
 // ShutdownTimeout; then the rest are cut and an error says so); then every
-// model is unloaded.
+// model is unloaded. Every caller (and the cancellation of Start's ctx)
+// gets the first drain's outcome once it is over.
 func (s *Server) Shutdown(ctx context.Context) error {
-	var err error
 	s.shutOnce.Do(func() {
+		defer close(s.stopped)
+		if s.stopCtx != nil {
+			s.stopCtx()
+		}
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
 		defer cancel()
 		s.log.Info("backend draining", "timeout", s.cfg.ShutdownTimeout.String())
@@ -249,12 +267,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}()
 		}
 		wg.Wait()
-		err = errors.Join(herr, gerr)
+		s.shutErr = errors.Join(herr, gerr)
 		s.wg.Wait()
 		s.Backend.Close()
 		s.log.Info("backend stopped")
 	})
-	return err
+	return s.shutErr
 }
 
 // Run serves until ctx is cancelled (e.g. by SIGINT/SIGTERM in the
@@ -264,7 +282,9 @@ func Run(ctx context.Context, cfg ServerConfig) error {
 	if err != nil {
 		return err
 	}
-	s.Start(ctx)
+	if err := s.Start(ctx); err != nil {
+		return errors.Join(err, s.Shutdown(context.Background()))
+	}
 	werr := s.Wait(ctx)
 	serr := s.Shutdown(context.WithoutCancel(ctx))
 	return errors.Join(werr, serr)

@@ -38,7 +38,9 @@ func TestSlowBodyIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Start(context.Background())
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { s.Shutdown(context.Background()) })
 
 	c, err := net.Dial("tcp", s.HTTPAddr())

@@ -101,7 +101,9 @@ func Start(t testing.TB, opts Options) *Running {
 	if err != nil {
 		t.Fatalf("backendtest: %v", err)
 	}
-	s.Start(context.Background())
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	r := &Running{
 		HTTPAddr:   s.HTTPAddr(),
 		GRPCAddr:   s.GRPCAddr(),
