@@ -598,21 +598,10 @@ spec:
   traffic: {weights: {v1: 100}}
 `
 	rev := revisionOf(t, mustOK(t, syctl(t, cp, nil, doc, "apply", "-f", "-")).stdout)
-	p, err := proxy.New(proxy.Config{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", XDSAddr: cp.XDSAddr(), NodeID: "p1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	waitProxyApplied(t, cp, rev)
-	body := `{"inputs":[{"name":"features","datatype":"FP32","shape":[1,32],"data":[` + strings.Repeat("0.5,", 31) + `0.5]}]}`
+	p := startXDSProxy(t, cp, rev, 0)
 	const n = 20
 	for i := 0; i < n; i++ {
-		resp, err := http.Post("http://"+p.HTTPAddr()+"/v2/models/recommender/infer", "application/json", strings.NewReader(body))
+		resp, err := http.Post("http://"+p.HTTPAddr()+"/v2/models/recommender/infer", "application/json", strings.NewReader(demoBody))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -709,6 +698,27 @@ func TestCanaryRefusalsNameTheCommand(t *testing.T) {
 	}
 }
 
+// demoBody is one recommender request (32 features).
+const demoBody = `{"inputs":[{"name":"features","datatype":"FP32","shape":[1,32],"data":[0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5]}]}`
+
+// startXDSProxy starts a real proxy fed by cp over xDS (stats reported
+// every statsInterval; 0: the default) and waits until it applied rev.
+func startXDSProxy(t *testing.T, cp *controlplane.ControlPlane, rev int64, statsInterval time.Duration) *proxy.Proxy {
+	t.Helper()
+	p, err := proxy.New(proxy.Config{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", XDSAddr: cp.XDSAddr(), NodeID: "p1", StatsInterval: statsInterval})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	waitProxyApplied(t, cp, rev)
+	return p
+}
+
 // TestDescribeCountsWhatReallyHappened: with v1 down and its backup
 // answering, describe (from the control plane's stats window, fed by a
 // real proxy's stats stream) shows v1's failures although its clients got
@@ -733,21 +743,12 @@ spec:
   fallback: {chain: [backup], backup: lite}
 `
 	rev := revisionOf(t, mustOK(t, syctl(t, cp, nil, doc, "apply", "-f", "-", "--wait=0")).stdout)
-	p, err := proxy.New(proxy.Config{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", XDSAddr: cp.XDSAddr(), NodeID: "p1", StatsInterval: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := startXDSProxy(t, cp, rev, 50*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	waitProxyApplied(t, cp, rev)
-	body := `{"inputs":[{"name":"features","datatype":"FP32","shape":[1,32],"data":[` + strings.Repeat("0.5,", 31) + `0.5]}]}`
 	const n = 4 // under the default breaker's 5 consecutive failures
 	for i := range n {
-		resp, err := http.Post("http://"+p.HTTPAddr()+"/v2/models/recommender/infer", "application/json", strings.NewReader(body))
+		resp, err := http.Post("http://"+p.HTTPAddr()+"/v2/models/recommender/infer", "application/json", strings.NewReader(demoBody))
 		if err != nil {
 			t.Fatal(err)
 		}
