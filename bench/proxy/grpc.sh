@@ -13,6 +13,13 @@
 #   bench/proxy/grpc.sh
 #   RATE=1000 DURATION=10s ROUNDS=3 bench/proxy/grpc.sh
 #
+# Options: HTTP_VERSION=1 adds the gRPC → http-protocol version target;
+# GZIP=1 adds nginx and the proxy with the client's gRPC gzip compression
+# (nginx-gzip, proxy-gzip); BASE_BIN=path/to/switchyard adds a second proxy
+# built from another commit (proxy-base, same routes and backend: a
+# before/after in one sitting); PROFILE=file writes a CPU profile of the
+# proxy (its admin /debug/pprof/profile) taken during its first round.
+#
 # Everything listens on 127.0.0.1; every run is bounded in time and count.
 set -euo pipefail
 RATE=${RATE:-1000}
@@ -38,6 +45,13 @@ PX_HTTP=$(freeport); PX_GRPC=$(freeport); PX_ADMIN=$(freeport)
   --node-id grpc-bench --shadow-process inline --log-level error 2>"$TMP/proxy.log" &
 PX_PID=$!; PIDS+=($PX_PID)
 waitok http://127.0.0.1:$PX_HTTP/v2/models/recommender/ready
+if [ -n "${BASE_BIN:-}" ]; then
+  PB_HTTP=$(freeport); PB_GRPC=$(freeport); PB_ADMIN=$(freeport)
+  "$BASE_BIN" proxy --xds 127.0.0.1:$CP_XDS --http 127.0.0.1:$PB_HTTP --grpc 127.0.0.1:$PB_GRPC --admin 127.0.0.1:$PB_ADMIN \
+    --node-id grpc-bench-base --shadow-process inline --log-level error 2>"$TMP/proxy-base.log" &
+  PB_PID=$!; PIDS+=($PB_PID)
+  waitok http://127.0.0.1:$PB_HTTP/v2/models/recommender/ready
+fi
 
 NG_PORT=$(freeport)
 mkdir -p "$TMP/nginx/logs"
@@ -61,11 +75,18 @@ nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx"
 for _ in $(seq 100); do [ -s "$TMP/nginx/nginx.pid" ] && break; sleep 0.05; done
 NG_WORKER=$(pgrep -P "$(cat "$TMP/nginx/nginx.pid")" | head -1)
 
-run() { # name target model version pid
+run() { # name target model version pid [loadtest flags...]
   local extra=()
   [ -n "$4" ] && extra=(--model-version "$4")
+  extra+=("${@:6}")
+  local prof=""
+  if [ -n "${PROFILE:-}" ] && [ "$5" = "$PX_PID" ] && [ ! -e "$PROFILE" ]; then
+    local secs=${DURATION%s}; secs=$((secs > 3 ? secs - 2 : 1))
+    curl -fsS -o "$PROFILE" "http://127.0.0.1:$PX_ADMIN/debug/pprof/profile?seconds=$secs" & prof=$!
+  fi
   "$TMP/syctl" loadtest --target "$2" --protocol grpc --model "$3" "${extra[@]}" --rate "$RATE" --duration "$DURATION" \
     --workers 64 --timeout 2s --backend-pid "$5" --quiet -o json >"$TMP/$1.json" || true
+  [ -n "$prof" ] && wait "$prof"
   python3 - "$TMP/$1.json" "$1" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); run = r["run"]
@@ -75,7 +96,9 @@ print(f'{sys.argv[2]} ok={ok} errors={sum((run.get("errors") or {}).values())} p
 PY
 }
 targets=(direct nginx proxy)
+[ -n "${BASE_BIN:-}" ] && targets+=(proxy-base)
 [ "${HTTP_VERSION:-0}" = 1 ] && targets+=(proxy-to-http)
+[ "${GZIP:-0}" = 1 ] && targets+=(nginx-gzip proxy-gzip)
 echo "# $(date -u +%FT%TZ) $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); RATE=$RATE DURATION=$DURATION"
 for i in $(seq "$ROUNDS"); do
   order=("${targets[@]}")
@@ -85,7 +108,10 @@ for i in $(seq "$ROUNDS"); do
       direct) run "direct-$i" 127.0.0.1:$BE_GRPC recommender-v1 "" "$BE_PID" ;;
       nginx) run "nginx-$i" 127.0.0.1:$NG_PORT recommender-v1 "" "$NG_WORKER" ;;
       proxy) run "proxy-$i" 127.0.0.1:$PX_GRPC recommender "" "$PX_PID" ;;
+      proxy-base) run "proxy-base-$i" 127.0.0.1:$PB_GRPC recommender "" "$PB_PID" ;;
       proxy-to-http) run "proxy-to-http-$i" 127.0.0.1:$PX_GRPC recommender h1 "$PX_PID" ;;
+      nginx-gzip) run "nginx-gzip-$i" 127.0.0.1:$NG_PORT recommender-v1 "" "$NG_WORKER" --grpc-compression gzip ;;
+      proxy-gzip) run "proxy-gzip-$i" 127.0.0.1:$PX_GRPC recommender "" "$PX_PID" --grpc-compression gzip ;;
     esac
   done
 done

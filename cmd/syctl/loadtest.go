@@ -9,6 +9,9 @@ import (
 	"os"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding/gzip"
+
 	"github.com/switchyard-dev/switchyard/loadtest"
 	"github.com/switchyard-dev/switchyard/oip"
 )
@@ -32,6 +35,7 @@ type loadtestFlags struct {
 	backendAddr                    string
 	output, htmlFile               string
 	allowRemote, quiet             bool
+	grpcCompression                string
 }
 
 func (f *loadtestFlags) register(fs *flag.FlagSet) {
@@ -65,6 +69,7 @@ func (f *loadtestFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.htmlFile, "html", "", "also write a self-contained HTML report with SVG plots to `FILE`")
 	fs.BoolVar(&f.allowRemote, "allow-remote", false, "allow a target that is not a loopback address")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress line on stderr")
+	fs.StringVar(&f.grpcCompression, "grpc-compression", "", "gRPC: compress requests with this `CODEC` (gzip; the answers come back compressed the same way)")
 }
 
 // runLoadtest is `syctl loadtest` without a signal context.
@@ -188,7 +193,16 @@ func runLoadtestCtx(ctx context.Context, args []string, stdout, stderr io.Writer
 		restBodies = rs.Bodies
 	}
 	if f.protocol == "grpc" {
-		cc, err := loadtest.DialGRPC(addr)
+		var opts []grpc.DialOption
+		switch f.grpcCompression {
+		case "":
+		case gzip.Name:
+			opts = append(opts, grpc.WithDefaultCallOptions(grpc.UseCompressor(gzip.Name)))
+		default:
+			fmt.Fprintf(stderr, "error: --grpc-compression: unknown codec %q (gzip)\n", f.grpcCompression)
+			return exitUsage
+		}
+		cc, err := loadtest.DialGRPC(addr, opts...)
 		if err != nil {
 			fmt.Fprintf(stderr, "error: %v\n", err)
 			return exitError
