@@ -137,7 +137,7 @@ func check(s *Schema, b []byte, depth int) (string, error) {
 		}
 		if f := s.known(num); f != nil {
 			idx := int32(-1)
-			if f.list && int(num) < len(counts) {
+			if f.list && f.kind == protoreflect.MessageKind && int(num) < len(counts) {
 				idx = counts[num]
 				counts[num]++
 			}
@@ -281,7 +281,7 @@ func ReadRequest(b []byte, h *Head) error {
 			continue
 		}
 		idx := int32(-1)
-		if f.list && int(num) < len(counts) {
+		if f.list && f.kind == protoreflect.MessageKind && int(num) < len(counts) {
 			idx = counts[num]
 			counts[num]++
 		}

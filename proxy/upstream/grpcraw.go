@@ -10,8 +10,8 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
-	"github.com/switchyard-dev/switchyard/oip/pbwire"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+	"github.com/switchyard-dev/switchyard/oip/pbwire"
 )
 
 // RawMessage is a gRPC message in its protobuf wire form (a ModelInfer
