@@ -50,6 +50,20 @@ func (RawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 var rawCall = grpc.ForceCodecV2(RawCodec{})
 
+// WindowSize is the HTTP/2 flow-control window (per stream and per
+// connection) of the proxy's gRPC connections, both ways: the largest
+// grpc-go's estimator grows to (16 MiB). A fixed window turns the
+// estimator off; it pings the peer after nearly every message received
+// (a ping and its ack: system calls and wake-ups on each side).
+const WindowSize = 16 << 20
+
+// DialOptions are the upstream gRPC connections' options for the request
+// path (NewGRPCEndpoint puts them before its callers' own): the fixed
+// windows.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithInitialWindowSize(WindowSize), grpc.WithInitialConnWindowSize(WindowSize)}
+}
+
 // RawInfer reports whether the endpoint can take ModelInferRaw.
 func (e *Endpoint) RawInfer() bool { return e.conn != nil }
 
