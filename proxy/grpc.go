@@ -41,11 +41,13 @@ func (g *grpcFront) ServerMetadata(context.Context, *pb.ServerMetadataRequest) (
 	return oip.ServerMetadataToProto(serverMetadata), nil
 }
 
-func mdFirst(md metadata.MD, key string) string {
+// inValue is the first value of the request metadata key ("" when absent
+// or key is ""), without copying the whole metadata.
+func inValue(ctx context.Context, key string) string {
 	if key == "" {
 		return ""
 	}
-	return first(md[key])
+	return first(metadata.ValueFromIncomingContext(ctx, key))
 }
 
 // describeTarget is the version a describe RPC is answered from (the
@@ -55,8 +57,7 @@ func (g *grpcFront) describeTarget(ctx context.Context, model, version string) (
 	override := ""
 	if s != nil {
 		if r := s.routes[model]; r != nil {
-			md, _ := metadata.FromIncomingContext(ctx)
-			override = mdFirst(md, r.overrideMD)
+			override = inValue(ctx, r.overrideMD)
 		}
 	}
 	_, v, oerr := g.p.describeTarget(s, model, version, override)
@@ -199,8 +200,7 @@ func modelInferRawHandler(srv any, ctx context.Context, dec func(any) error, int
 func (g *grpcFront) modelInferRaw(ctx context.Context, m *upstream.RawMessage) (any, error) {
 	in := &grpcIn{raw: m.B}
 	if err := pbwire.ReadRequest(in.raw, &in.head); err != nil {
-		md, _ := metadata.FromIncomingContext(ctx)
-		g.p.logRequest(ctx, "", "", http.StatusBadRequest, time.Now(), err, mdFirst(md, "traceparent"))
+		g.p.logRequest(ctx, "", "", http.StatusBadRequest, time.Now(), err, inValue(ctx, "traceparent"))
 		return nil, status.Error(oip.InvalidArgument.GRPCCode(), err.Error())
 	}
 	hdr := metadata.MD{}
@@ -266,16 +266,15 @@ func (g *grpcFront) infer(ctx context.Context, in *grpcIn, hdr metadata.MD) (*pb
 	}
 	defer p.budget.give(held)
 	s := p.snap.Load()
-	md, _ := metadata.FromIncomingContext(ctx)
 	var override, key string
 	if s != nil {
 		if r := s.routes[model]; r != nil {
-			override, key = mdFirst(md, r.overrideMD), mdFirst(md, r.stickyMD)
+			override, key = inValue(ctx, r.overrideMD), inValue(ctx, r.stickyMD)
 		}
 	}
 	route, choice, oerr := p.resolve(s, model, version, override, key)
 	if oerr != nil {
-		p.logRequest(ctx, model, "", oerr.HTTPStatus(), start, oerr, mdFirst(md, "traceparent"))
+		p.logRequest(ctx, model, "", oerr.HTTPStatus(), start, oerr, inValue(ctx, "traceparent"))
 		return nil, nil, oip.GRPCError(oerr)
 	}
 	x := &Exchange{Route: route, Choice: choice, Start: start, Deadline: start.Add(route.Timeout), StickyKey: key, pbReq: in.req}
@@ -287,12 +286,17 @@ func (g *grpcFront) infer(ctx context.Context, in *grpcIn, hdr metadata.MD) (*pb
 			return nil, nil, status.Errorf(oip.InvalidArgument.GRPCCode(), "model %q: the request cannot be decoded", model)
 		}
 	}
-	x.noCache = hasNoCache(mdFirst(md, "cache-control"))
+	x.noCache = hasNoCache(inValue(ctx, "cache-control"))
 	if dl, ok := ctx.Deadline(); ok && dl.Before(x.Deadline) {
 		x.Deadline = dl
 	}
-	x.TraceParent, x.TraceState = mdFirst(md, "traceparent"), mdFirst(md, "tracestate")
-	ctx, span := p.begin(ctx, x, metadataCarrier(md))
+	x.TraceParent, x.TraceState = inValue(ctx, "traceparent"), inValue(ctx, "tracestate")
+	var carrier propagation.TextMapCarrier
+	if p.tracing {
+		md, _ := metadata.FromIncomingContext(ctx)
+		carrier = metadataCarrier(md)
+	}
+	ctx, span := p.begin(ctx, x, carrier)
 	res := &Result{}
 	err := p.serve(ctx, x, res)
 	out, raw, err := g.toProto(x, res, err)

@@ -341,7 +341,12 @@ func attemptGRPCRaw(ctx context.Context, x *Exchange, v *Variant, e *upstream.En
 // grpcCallContext is the upstream call's context: the exchange's
 // deadline, and the trace context as metadata.
 func grpcCallContext(ctx context.Context, x *Exchange, traceParent string) (context.Context, context.CancelFunc) {
-	cctx, cancel := context.WithDeadline(ctx, x.Deadline)
+	cctx, cancel := ctx, context.CancelFunc(func() {})
+	if dl, ok := ctx.Deadline(); !ok || dl.After(x.Deadline) {
+		// (When the client's own deadline is the exchange's, its context
+		// already ends then: no timer of our own.)
+		cctx, cancel = context.WithDeadline(ctx, x.Deadline)
+	}
 	if traceParent != "" {
 		kv := []string{"traceparent", traceParent}
 		if x.TraceState != "" {
