@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"net/http"
-	"runtime"
 	"slices"
 	"time"
 
@@ -161,16 +160,22 @@ func registerGRPCFront(s *grpc.Server, g *grpcFront) {
 
 // grpcServerOptions are the gRPC front-end's server options: the codec
 // that receives ModelInfer requests as bytes (upstream.RawCodec: every
-// other message is decoded as usual); a pool of stream workers (one per
-// CPU: a request does not start a goroutine and grow its stack, which was
-// 8 % of the proxy's CPU at 1000 rps); fixed flow-control windows
+// other message is decoded as usual); a pool of stream workers
+// (grpcStreamWorkers: a request does not start a goroutine and grow its
+// stack, which was 8 % of the proxy's CPU at 1000 rps); fixed flow-control windows
 // (upstream.WindowSize: without them grpc-go's window estimator pings the
 // client after nearly every message; with them, on both sides, 11 → 8 read
 // and write system calls per request at 1000 rps).
+// grpcStreamWorkers is the number of stream workers: a worker is busy for
+// the whole call, upstream wait included, so there are as many as the calls
+// in flight under ordinary load (more start a goroutine each, as without
+// workers); an idle worker costs its stack.
+const grpcStreamWorkers = 128
+
 func grpcServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ForceServerCodecV2(upstream.RawCodec{}),
-		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		grpc.NumStreamWorkers(grpcStreamWorkers),
 		grpc.InitialWindowSize(upstream.WindowSize), grpc.InitialConnWindowSize(upstream.WindowSize),
 	}
 }
