@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -139,5 +140,70 @@ func TestGRPCPassThroughByteIdentical(t *testing.T) {
 		if n := metricSum(t, p.cfg.Registry, "switchyard_proxy_requests_total", map[string]string{"model": m, "variant": "v3", "code": "OK"}); n != 4 {
 			t.Errorf("%s: OK requests of v3 = %v, want 4", m, n)
 		}
+	}
+}
+
+// garbageOIP answers ModelInfer with bytes that are not a
+// ModelInferResponse (its server takes and gives messages as bytes).
+type garbageOIP struct{ pb.UnimplementedGRPCInferenceServiceServer }
+
+// TestGRPCUndecodableAnswerIsTheVersionsFailure: a backend answering
+// bytes that do not decode is the version's failure on the pass-through
+// as on the decoded path (the same code, the same cause), and its breaker
+// and metrics count it; the client never gets the bytes.
+func TestGRPCUndecodableAnswerIsTheVersionsFailure(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.ForceServerCodecV2(upstream.RawCodec{}))
+	desc := pb.GRPCInferenceService_ServiceDesc
+	desc.Methods = []grpc.MethodDesc{{MethodName: "ModelInfer", Handler: func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+		if err := dec(&upstream.RawMessage{}); err != nil {
+			return nil, err
+		}
+		return &upstream.RawMessage{B: []byte{0x0a, 0x7f, 'x'}}, nil // model_name: 127 bytes announced, 1 there
+	}}}
+	srv.RegisterService(&desc, &garbageOIP{})
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+	model := func(name string, fb bool) routing.Model {
+		m := routing.Model{Metadata: routing.Metadata{Name: name}, Spec: routing.Spec{
+			Versions: []routing.Version{{Name: "v1", Endpoints: []string{l.Addr().String()}, Protocol: routing.ProtocolGRPC, BackendModel: "m"}},
+			Traffic:  routing.Traffic{Weights: map[string]int{"v1": 100}},
+			Timeout:  routing.Duration(5 * time.Second),
+		}}
+		if fb {
+			m.Spec.Fallback = &routing.Fallback{Chain: []string{"empty"}}
+		}
+		return m
+	}
+	p := startProxy(t, Config{Models: []routing.Model{model("plain", false), model("decoded", true)}})
+	cc, err := grpc.NewClient(p.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	client := pb.NewGRPCInferenceServiceClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	in := oip.InferRequestToProto(&oip.InferRequest{Inputs: []oip.Tensor{oip.NewTensor("features", []int64{1, 32}, make([]float32, 32))}})
+	in.ModelName = "plain"
+	_, err = client.ModelInfer(ctx, in)
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), `model "plain" version "v1": upstream failed (internal)`) ||
+		!strings.Contains(st.Message(), "failed to unmarshal the received message") {
+		t.Fatalf("pass-through: %v", err)
+	}
+	if n := metricSum(t, p.cfg.Registry, "switchyard_proxy_upstream_errors_total", map[string]string{"model": "plain", "variant": "v1"}); n != 1 {
+		t.Errorf("plain: upstream errors = %v, want 1", n)
+	}
+	// The decoded path judges it the same way: the version failed, and
+	// here its fallback chain answers (empty).
+	in.ModelName = "decoded"
+	var hdr metadata.MD
+	if _, err := client.ModelInfer(ctx, in, grpc.Header(&hdr)); err != nil || strings.Join(hdr.Get("x-switchyard-fallback"), ",") != "empty" ||
+		strings.Join(hdr.Get("x-switchyard-fallback-reason"), ",") != "internal" {
+		t.Fatalf("decoded: %v, marks %v", err, hdr)
 	}
 }
