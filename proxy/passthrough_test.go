@@ -145,7 +145,9 @@ func TestGRPCPassThroughByteIdentical(t *testing.T) {
 
 // garbageOIP answers ModelInfer with bytes that are not a
 // ModelInferResponse (its server takes and gives messages as bytes).
-type garbageOIP struct{ pb.UnimplementedGRPCInferenceServiceServer }
+type garbageOIP struct {
+	pb.UnimplementedGRPCInferenceServiceServer
+}
 
 // TestGRPCUndecodableAnswerIsTheVersionsFailure: a backend answering
 // bytes that do not decode is the version's failure on the pass-through
