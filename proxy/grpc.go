@@ -146,7 +146,8 @@ func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (
 
 // registerGRPCFront registers GRPCInferenceService with ModelInfer taken
 // in its wire form (modelInferRaw); the server must use
-// grpcServerOptions' codec.
+// grpcServerOptions' codec. A unary interceptor, if one is ever added,
+// sees ModelInfer's request as an *upstream.RawMessage.
 func registerGRPCFront(s *grpc.Server, g *grpcFront) {
 	desc := pb.GRPCInferenceService_ServiceDesc
 	desc.Methods = slices.Clone(desc.Methods)
