@@ -216,12 +216,13 @@ type GRPCSender struct {
 
 // DialGRPC connects to addr (lazily) without TLS; message limits match
 // oip.DefaultMaxBodyBytes. Load goes to addr only: no proxy from the
-// environment (HTTPS_PROXY), no service config from DNS.
-func DialGRPC(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient("passthrough:///"+addr,
+// environment (HTTPS_PROXY), no service config from DNS. opts come after
+// these (e.g. a default compressor).
+func DialGRPC(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	return grpc.NewClient("passthrough:///"+addr, append([]grpc.DialOption{
 		grpc.WithNoProxy(), grpc.WithDisableServiceConfig(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(oip.DefaultMaxBodyBytes), grpc.MaxCallSendMsgSize(oip.DefaultMaxBodyBytes)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(oip.DefaultMaxBodyBytes), grpc.MaxCallSendMsgSize(oip.DefaultMaxBodyBytes))}, opts...)...)
 }
 
 // NewGRPCSender converts reqs once (raw contents) for model and version.

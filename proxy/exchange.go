@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+	"github.com/switchyard-dev/switchyard/oip/pbwire"
 	"github.com/switchyard-dev/switchyard/routing"
 )
 
@@ -32,8 +35,14 @@ type Exchange struct {
 	body        []byte
 	headerLen   int
 	contentType string
-	// gRPC form.
-	pbReq *pb.ModelInferRequest
+	// gRPC form: decoded (pbReq), or in wire form (pbRaw, its head read
+	// by pbwire: the pass-through, grpc.go infer). upRaw is pbRaw spliced
+	// for upRawFor's backend model and version.
+	pbReq    *pb.ModelInferRequest
+	pbRaw    []byte
+	head     *pbwire.Head
+	upRaw    []byte
+	upRawFor *Variant
 
 	// noCache: the request said Cache-Control: no-cache or no-store
 	// (the prediction cache is not read; the answer is still stored).
@@ -61,8 +70,11 @@ func (x *Exchange) Request() (*oip.InferRequest, error) {
 		return x.parsed, x.parseErr
 	}
 	switch {
-	case x.pbReq != nil:
-		x.parsed, x.parseErr = oip.InferRequestFromProto(x.pbReq)
+	case x.grpcClient():
+		var m *pb.ModelInferRequest
+		if m, x.parseErr = x.decodedGRPC(); x.parseErr == nil {
+			x.parsed, x.parseErr = oip.InferRequestFromProto(m)
+		}
 	default:
 		x.parsed, x.parseErr = oip.DecodeInferRequest(x.body, x.headerLen)
 	}
@@ -90,8 +102,29 @@ func (x *Exchange) inputsHaveNaN() bool {
 // Inference-Header-Content-Length.
 func (x *Exchange) RawBody() ([]byte, int) { return x.body, x.headerLen }
 
-// GRPCRequest returns the gRPC request as received (nil for REST requests).
-func (x *Exchange) GRPCRequest() *pb.ModelInferRequest { return x.pbReq }
+// GRPCRequest returns the gRPC request as received, decoded (nil for REST
+// requests and for a request in wire form that does not decode).
+func (x *Exchange) GRPCRequest() *pb.ModelInferRequest {
+	m, _ := x.decodedGRPC()
+	return m
+}
+
+// grpcClient reports whether the client sent a gRPC request.
+func (x *Exchange) grpcClient() bool { return x.pbReq != nil || x.pbRaw != nil }
+
+// decodedGRPC is the gRPC request decoded (a request in wire form is
+// decoded on first use; pbRaw stays what is sent upstream).
+func (x *Exchange) decodedGRPC() (*pb.ModelInferRequest, error) {
+	if x.pbReq != nil || x.pbRaw == nil {
+		return x.pbReq, nil
+	}
+	m := &pb.ModelInferRequest{}
+	if err := proto.Unmarshal(x.pbRaw, m); err != nil {
+		return nil, err
+	}
+	x.pbReq = m
+	return m, nil
+}
 
 func (x *Exchange) reset() {
 	body, rest := x.body[:0], x.restBuf[:0]
@@ -123,12 +156,17 @@ type Result struct {
 	HeaderLen   int
 	Body        []byte
 	PB          *pb.ModelInferResponse
+	// Raw is a gRPC answer in its wire form, as the version sent it (a
+	// request passed through: Exchange.pbRaw); PB may hold it decoded.
+	Raw []byte
 
 	parsed *oip.InferResponse
 }
 
 // OK reports whether the result is a successful answer.
-func (r *Result) OK() bool { return r.PB != nil || (r.Status >= 200 && r.Status < 300) }
+func (r *Result) OK() bool {
+	return r.PB != nil || r.Raw != nil || (r.Status >= 200 && r.Status < 300)
+}
 
 // Response returns the parsed response, decoding it on demand (for caches,
 // validators and shadow comparisons).
@@ -137,6 +175,13 @@ func (r *Result) Response() (*oip.InferResponse, error) {
 		return r.parsed, nil
 	}
 	var err error
+	if r.PB == nil && r.Raw != nil {
+		m := &pb.ModelInferResponse{}
+		if err = proto.Unmarshal(r.Raw, m); err != nil {
+			return nil, err
+		}
+		r.PB = m
+	}
 	switch {
 	case r.PB != nil:
 		r.parsed, err = oip.InferResponseFromProto(r.PB)
@@ -151,7 +196,7 @@ func (r *Result) Response() (*oip.InferResponse, error) {
 // SetResponse replaces the result with a parsed answer (e.g. from a cache
 // or a static fallback); the transports encode it.
 func (r *Result) SetResponse(v *Variant, resp *oip.InferResponse) {
-	r.Variant, r.parsed, r.PB = v, resp, nil
+	r.Variant, r.parsed, r.PB, r.Raw = v, resp, nil, nil
 	r.Status, r.ContentType, r.HeaderLen, r.Body = 200, "", 0, r.Body[:0]
 }
 

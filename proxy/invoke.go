@@ -18,6 +18,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/oip"
+	"github.com/switchyard-dev/switchyard/oip/pbwire"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 	"github.com/switchyard-dev/switchyard/telemetry"
 )
@@ -228,8 +229,8 @@ func validateAnswer(x *Exchange, res *Result, err error) (nan, mismatch bool, _ 
 // inputs; -1 when unknown), read from the gRPC message's shapes or the
 // parsed REST request.
 func requestRows(x *Exchange) int64 {
-	if x.pbReq != nil {
-		in := x.pbReq.GetInputs()
+	if m := x.GRPCRequest(); m != nil {
+		in := m.GetInputs()
 		return oip.BatchRowsOf(len(in), func(i int) []int64 { return in[i].GetShape() }, 1)
 	}
 	req, err := x.Request()
@@ -242,7 +243,7 @@ func requestRows(x *Exchange) int64 {
 func attemptHTTP(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, traceParent string, res *Result) (fallback.Outcome, error) {
 	req := upstream.Request{Path: v.inferPath, ContentType: x.contentType, HeaderLen: x.headerLen, Body: x.body,
 		TraceParent: traceParent, TraceState: x.TraceState, Ctx: ctx}
-	if x.pbReq != nil {
+	if x.grpcClient() {
 		// A gRPC request to an HTTP version: encoded once in the binary
 		// tensor form, asking for binary outputs, so nothing is lost on
 		// the way (NaN, ±Inf, 64-bit integers, exact floats) and nothing a
@@ -287,7 +288,10 @@ func attemptHTTP(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpo
 }
 
 func attemptGRPC(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, traceParent string, res *Result) (fallback.Outcome, error) {
-	req := x.pbReq
+	if x.pbRaw != nil && e.RawInfer() {
+		return attemptGRPCRaw(ctx, x, v, e, traceParent, res)
+	}
+	req := x.GRPCRequest()
 	if req == nil {
 		// A REST request to a gRPC version: encoded once (x.pbReq stays
 		// nil: it says the client speaks gRPC).
@@ -301,15 +305,8 @@ func attemptGRPC(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpo
 		req = x.upPB
 	}
 	req.ModelName, req.ModelVersion = v.BackendModel, v.BackendVersion
-	cctx, cancel := context.WithDeadline(ctx, x.Deadline)
+	cctx, cancel := grpcCallContext(ctx, x, traceParent)
 	defer cancel()
-	if traceParent != "" {
-		kv := []string{"traceparent", traceParent}
-		if x.TraceState != "" {
-			kv = append(kv, "tracestate", x.TraceState)
-		}
-		cctx = metadata.AppendToOutgoingContext(cctx, kv...)
-	}
 	resp, err := e.GRPC.ModelInfer(cctx, req)
 	if err == nil {
 		res.PB = resp
@@ -317,4 +314,49 @@ func attemptGRPC(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpo
 	}
 	st, _ := status.FromError(err)
 	return fallback.Outcome{GRPC: true, GRPCCode: st.Code(), RetryAfter: oip.RetryAfterOf(st) > 0}, oip.ErrorFromGRPC(err)
+}
+
+// attemptGRPCRaw is attemptGRPC for a request passed through: its bytes
+// with the version's backend model and version spliced in (once per
+// exchange), the answer's bytes into res.Raw. A route with a canary gets
+// the answer decoded too (res.PB: its stats look for NaN in it).
+func attemptGRPCRaw(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, traceParent string, res *Result) (fallback.Outcome, error) {
+	if x.upRawFor != v {
+		// A new slice: grpc-go may still hold the previous one.
+		buf := make([]byte, 0, pbwire.RequestSize(x.pbRaw, x.head, v.BackendModel, v.BackendVersion))
+		x.upRaw, x.upRawFor = pbwire.AppendRequest(buf, x.pbRaw, x.head, v.BackendModel, v.BackendVersion), v
+	}
+	cctx, cancel := grpcCallContext(ctx, x, traceParent)
+	defer cancel()
+	raw, err := e.ModelInferRaw(cctx, x.upRaw)
+	if err == nil {
+		res.Raw = raw
+		if m := v.Route.Model; m != nil && m.Spec.Canary != nil {
+			if _, perr := res.Response(); perr != nil {
+				return fallback.Outcome{GRPC: true, GRPCCode: grpccodes.Internal}, oip.Errorf(oip.Internal, "model %q version %q: cannot decode the answer: %v", v.Route.Name, v.Name, perr)
+			}
+		}
+		return fallback.Outcome{GRPC: true}, nil
+	}
+	st, _ := status.FromError(err)
+	return fallback.Outcome{GRPC: true, GRPCCode: st.Code()}, oip.ErrorFromGRPC(err)
+}
+
+// grpcCallContext is the upstream call's context: the exchange's
+// deadline, and the trace context as metadata.
+func grpcCallContext(ctx context.Context, x *Exchange, traceParent string) (context.Context, context.CancelFunc) {
+	cctx, cancel := ctx, context.CancelFunc(func() {})
+	if dl, ok := ctx.Deadline(); !ok || dl.After(x.Deadline) {
+		// (When the client's own deadline is the exchange's, its context
+		// already ends then: no timer of our own.)
+		cctx, cancel = context.WithDeadline(ctx, x.Deadline)
+	}
+	if traceParent != "" {
+		kv := []string{"traceparent", traceParent}
+		if x.TraceState != "" {
+			kv = append(kv, "tracestate", x.TraceState)
+		}
+		cctx = metadata.AppendToOutgoingContext(cctx, kv...)
+	}
+	return cctx, cancel
 }

@@ -150,7 +150,7 @@ func (p *Proxy) finish(ctx context.Context, span trace.Span, x *Exchange, res *R
 	v := x.Route.Variants[x.Choice.Index]
 	if span != nil {
 		span.SetAttributes(attribute.String("switchyard.variant", variantName(res, v)), attribute.Int("http.response.status_code", status))
-		if x.pbReq != nil {
+		if x.grpcClient() {
 			span.SetAttributes(attribute.String("rpc.grpc.status_code", code))
 		}
 		if status >= 500 {

@@ -38,7 +38,6 @@ import (
 	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/internal/lifecycle"
 	"github.com/switchyard-dev/switchyard/oip"
-	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 	"github.com/switchyard-dev/switchyard/proxy/xdsclient"
 	"github.com/switchyard-dev/switchyard/telemetry"
@@ -319,8 +318,8 @@ func (p *Proxy) Start(ctx context.Context) error {
 		p.goServe(func() error { return p.httpSrv.Serve(l) })
 	}
 	if l := p.listeners[1]; l != nil {
-		p.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(int(p.cfg.MaxBodyBytes)))
-		pb.RegisterGRPCInferenceServiceServer(p.grpcSrv, &grpcFront{p: p})
+		p.grpcSrv = grpc.NewServer(append(grpcServerOptions(), grpc.MaxRecvMsgSize(int(p.cfg.MaxBodyBytes)))...)
+		registerGRPCFront(p.grpcSrv, &grpcFront{p: p})
 		reflection.Register(p.grpcSrv) // grpcurl and friends work without the proto files
 		p.goServe(func() error { return p.grpcSrv.Serve(l) })
 	}

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding/gzip"
+
 	"github.com/switchyard-dev/switchyard/loadtest"
 	"github.com/switchyard-dev/switchyard/oip"
 )
@@ -33,6 +36,7 @@ type loadtestFlags struct {
 	backendAddr, repoTokenFile     string
 	output, htmlFile               string
 	allowRemote, quiet             bool
+	grpcCompression                string
 }
 
 func (f *loadtestFlags) register(fs *flag.FlagSet) {
@@ -67,6 +71,7 @@ func (f *loadtestFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.htmlFile, "html", "", "also write a self-contained HTML report with SVG plots to `FILE`")
 	fs.BoolVar(&f.allowRemote, "allow-remote", false, "allow a target that is not a loopback address")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress line on stderr")
+	fs.StringVar(&f.grpcCompression, "grpc-compression", "", "gRPC: compress requests with this `CODEC` (gzip; the answers come back compressed the same way)")
 }
 
 // runLoadtest is `syctl loadtest` without a signal context.
@@ -190,7 +195,16 @@ func runLoadtestCtx(ctx context.Context, args []string, stdout, stderr io.Writer
 		restBodies = rs.Bodies
 	}
 	if f.protocol == "grpc" {
-		cc, err := loadtest.DialGRPC(addr)
+		var opts []grpc.DialOption
+		switch f.grpcCompression {
+		case "":
+		case gzip.Name:
+			opts = append(opts, grpc.WithDefaultCallOptions(grpc.UseCompressor(gzip.Name)))
+		default:
+			fmt.Fprintf(stderr, "error: --grpc-compression: unknown codec %q (gzip)\n", f.grpcCompression)
+			return exitUsage
+		}
+		cc, err := loadtest.DialGRPC(addr, opts...)
 		if err != nil {
 			fmt.Fprintf(stderr, "error: %v\n", err)
 			return exitError

@@ -33,7 +33,7 @@ func NewHTTPEndpoint(addr string, maxIdle int) *Endpoint {
 // NewGRPCEndpoint returns a gRPC endpoint on one HTTP/2 connection (grpc
 // connects lazily and reconnects by itself).
 func NewGRPCEndpoint(addr string, opts ...grpc.DialOption) (*Endpoint, error) {
-	cc, err := grpc.NewClient(addr, opts...)
+	cc, err := grpc.NewClient(addr, append(DialOptions(), opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("grpc endpoint %s: %w", addr, err)
 	}
