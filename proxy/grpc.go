@@ -225,12 +225,38 @@ func (g *grpcFront) modelInferRaw(ctx context.Context, m *upstream.RawMessage) (
 // ModelInfer (the sticky key and override from the stream's metadata),
 // answering in order of completion with its id, errors per message
 // (oip.ServeInferStream). A stream has one header for all its messages, so
-// the variant and fallback marks of each answer are not sent.
+// each answer carries its own marks as string parameters under the header
+// names (x-switchyard-variant, and x-switchyard-fallback,
+// x-switchyard-fallback-reason, x-switchyard-cache where they apply).
 func (g *grpcFront) ModelStreamInfer(stream pb.GRPCInferenceService_ModelStreamInferServer) error {
 	return oip.ServeInferStream(stream, func(ctx context.Context, req *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
-		out, _, err := g.infer(ctx, &grpcIn{req: req}, nil)
-		return out, err
+		marks := metadata.MD{}
+		out, _, err := g.infer(ctx, &grpcIn{req: req}, marks)
+		if err != nil || out == nil {
+			return out, err
+		}
+		return withMarkParameters(out, marks), nil
 	})
+}
+
+// withMarkParameters is out with marks (a stream message's variant and
+// fallback marks) added to its parameters. out may be shared (a cached
+// answer): it is not changed; the copy shares its tensors.
+func withMarkParameters(out *pb.ModelInferResponse, marks metadata.MD) *pb.ModelInferResponse {
+	if len(marks) == 0 {
+		return out
+	}
+	params := make(map[string]*pb.InferParameter, len(out.GetParameters())+len(marks))
+	for k, v := range out.GetParameters() {
+		params[k] = v
+	}
+	for k, vs := range marks {
+		if len(vs) > 0 {
+			params[k] = &pb.InferParameter{ParameterChoice: &pb.InferParameter_StringParam{StringParam: vs[len(vs)-1]}}
+		}
+	}
+	return &pb.ModelInferResponse{ModelName: out.ModelName, ModelVersion: out.ModelVersion, Id: out.Id, Parameters: params,
+		Outputs: out.Outputs, RawOutputContents: out.RawOutputContents}
 }
 
 // grpcIn is one ModelInfer request as the front-end got it: decoded (req:

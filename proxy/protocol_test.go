@@ -571,3 +571,55 @@ func TestAdminGuard(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamMessagesCarryTheirMarks: a stream has one header, so each
+// answer of ModelStreamInfer names its variant and fallback in its own
+// parameters (the header names), per message: a dead primary's messages
+// say backup/connect_error and the backup's name.
+func TestStreamMessagesCarryTheirMarks(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	models := deadPrimaryWithBackup(be, closedAddr(t), 1)
+	plain := recommenderWith(be, nil)
+	p, _ := featuresProxy(t, Config{Models: append(models, plain)}, FeaturesConfig{})
+	gc := dialProxy(t, p)
+	param := func(m *pb.ModelInferResponse, k string) string { return m.GetParameters()[k].GetStringParam() }
+	for _, c := range []struct{ model, variant, fallback, reason string }{
+		{"rec-grpc", "lite", "backup", "connect_error"},
+		{"recommender", "v1", "", ""},
+	} {
+		stream, err := gc.ModelStreamInfer(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		const n = 4
+		for i := range n {
+			in := grpcFeatures(c.model, 1)
+			in.Id = fmt.Sprintf("m%d", i)
+			if err := stream.Send(in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stream.CloseSend()
+		got := 0
+		for {
+			m, err := stream.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := m.GetInferResponse()
+			if m.GetErrorMessage() != "" || len(r.GetOutputs()) != 1 {
+				t.Fatalf("%s message %q: %v %s", c.model, r.GetId(), r, m.GetErrorMessage())
+			}
+			if param(r, MetadataVariant) != c.variant || param(r, fallback.HeaderFallback) != c.fallback || param(r, fallback.HeaderFallbackReason) != c.reason {
+				t.Fatalf("%s message %q parameters %v, want variant %q fallback %q reason %q", c.model, r.GetId(), r.GetParameters(), c.variant, c.fallback, c.reason)
+			}
+			got++
+		}
+		if got != n {
+			t.Fatalf("%s: %d answers, want %d", c.model, got, n)
+		}
+	}
+}
