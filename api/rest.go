@@ -357,9 +357,13 @@ type VariantStatsView struct {
 	UpstreamFailureRate float64           `json:"upstreamFailureRate"`
 	// BackupAnswers are the requests of other versions this version
 	// answered as their fallback backup (not in Requests).
-	BackupAnswers uint64  `json:"backupAnswers"`
-	P50Ms         float64 `json:"p50Ms"`
-	P99Ms         float64 `json:"p99Ms"`
+	BackupAnswers uint64 `json:"backupAnswers"`
+	// ShadowCompared and ShadowDisagreed count the comparisons where this
+	// version was the shadow (its mirrored calls answered and compared).
+	ShadowCompared  uint64  `json:"shadowCompared"`
+	ShadowDisagreed uint64  `json:"shadowDisagreed"`
+	P50Ms           float64 `json:"p50Ms"`
+	P99Ms           float64 `json:"p99Ms"`
 }
 
 // ModelStatsView is the answer of GET /v1/models/{name}/stats.

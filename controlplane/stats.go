@@ -130,6 +130,7 @@ var _ MetricSource = (*StatsService)(nil)
 func variantView(version string, st *canary.Stats) api.VariantStatsView {
 	v := api.VariantStatsView{Version: version, Requests: st.Requests, Errors: st.Errors, Fallbacks: st.Fallbacks, NaNOutputs: st.NaNOutputs,
 		UpstreamFailures: st.UpstreamFailures, BackupAnswers: st.BackupAnswers,
+		ShadowCompared: st.ShadowCompared, ShadowDisagreed: st.ShadowDisagreed,
 		P50Ms: ms(st.Latency.Quantile(0.5)), P99Ms: ms(st.Latency.Quantile(0.99))}
 	if st.Requests > 0 {
 		v.ErrorRate = float64(st.FailureCount()) / float64(st.Requests)

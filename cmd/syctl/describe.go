@@ -57,6 +57,9 @@ type variantView struct {
 	UpstreamFailures map[string]uint64 `json:"upstreamFailures,omitempty"`
 	FailureRate      *float64          `json:"upstreamFailureRate,omitempty"`
 	BackupAnswers    *uint64           `json:"backupAnswers,omitempty"`
+	// ShadowCompared / ShadowDisagreed: its mirrored calls as the shadow.
+	ShadowCompared  *uint64 `json:"shadowCompared,omitempty"`
+	ShadowDisagreed *uint64 `json:"shadowDisagreed,omitempty"`
 }
 
 type appliedView struct {
@@ -285,6 +288,7 @@ func fillStats(vs []variantView, raw []byte, model string) (source string) {
 			vs[i].P99MS = sv.P99MS
 			vs[i].Fallbacks, vs[i].NaNOutputs, vs[i].Errors = sv.Fallbacks, sv.NaNOutputs, sv.Errors
 			vs[i].UpstreamFailures, vs[i].FailureRate, vs[i].BackupAnswers = sv.UpstreamFailures, sv.FailureRate, sv.BackupAnswers
+			vs[i].ShadowCompared, vs[i].ShadowDisagreed = sv.ShadowCompared, sv.ShadowDisagreed
 		}
 	}
 	return source
@@ -332,6 +336,8 @@ type statsVariant struct {
 	UpstreamFailures map[string]uint64 `json:"upstreamFailures"`
 	FailureRate      *float64          `json:"upstreamFailureRate"`
 	BackupAnswers    *uint64           `json:"backupAnswers"`
+	ShadowCompared   *uint64           `json:"shadowCompared"`
+	ShadowDisagreed  *uint64           `json:"shadowDisagreed"`
 	Endpoints        []struct {
 		Attempts int64 `json:"attempts"`
 		Failures int64 `json:"failures"`
@@ -378,7 +384,7 @@ func printDescribe(w io.Writer, v describeView) error {
 	}
 	p("Traffic:     sticky by %s; override header %s", sticky, s.Traffic.OverrideHeader)
 	p("Versions:")
-	t := newTable(w, "  VERSION", "WEIGHT", "SHARE", "ROLE", "PROTOCOL", "BACKEND MODEL", "ENDPOINTS", "BREAKER", "REQUESTS", "ERROR RATE", "P99", "FALLBACKS", "NaN", "FAILED", "AS BACKUP", "ERRORS")
+	t := newTable(w, "  VERSION", "WEIGHT", "SHARE", "ROLE", "PROTOCOL", "BACKEND MODEL", "ENDPOINTS", "BREAKER", "REQUESTS", "ERROR RATE", "P99", "FALLBACKS", "NaN", "FAILED", "AS BACKUP", "AS SHADOW", "ERRORS")
 	count := func(n uint64) string { return strconv.FormatUint(n, 10) }
 	for _, vv := range v.Variants {
 		t.row("  "+vv.Version, vv.Weight, fmtFloat(vv.Share*100, 0)+"%", strings.Join(vv.Roles, ","), vv.Protocol, vv.BackendModel,
@@ -388,7 +394,7 @@ func printDescribe(w io.Writer, v describeView) error {
 			na(vv.P99MS, func(x float64) string { return fmtFloat(x, 1) + "ms" }),
 			na(vv.Fallbacks, count), na(vv.NaNOutputs, count),
 			na(vv.FailureRate, func(x float64) string { return fmtFloat(x*100, 2) + "%" }),
-			na(vv.BackupAnswers, count), errorKinds(vv))
+			na(vv.BackupAnswers, count), shadowed(vv), errorKinds(vv))
 	}
 	if err := t.flush(); err != nil {
 		return err
@@ -553,4 +559,17 @@ func errorKinds(vv variantView) string {
 		kinds = append(kinds, fmt.Sprintf("failed:%s=%d", k, vv.UpstreamFailures[k]))
 	}
 	return strings.Join(kinds, " ")
+}
+
+// shadowed is the AS SHADOW cell: comparisons as the shadow, and how many
+// disagreed ("120 (3 differ)").
+func shadowed(vv variantView) string {
+	if vv.ShadowCompared == nil {
+		return "n/a"
+	}
+	out := strconv.FormatUint(*vv.ShadowCompared, 10)
+	if vv.ShadowDisagreed != nil && *vv.ShadowDisagreed > 0 {
+		out += fmt.Sprintf(" (%d differ)", *vv.ShadowDisagreed)
+	}
+	return out
 }

@@ -783,8 +783,8 @@ spec:
 		t.Fatalf("lite (the backup): %s", r.stdout)
 	}
 	r = mustOK(t, syctl(t, cp, nil, "", "describe", "model", "recommender"))
-	if !regexp.MustCompile(`(?m)^ +v1 .* +4 +0\.00% +\S+ +4 +0 +100\.00% +0 +failed:connect_error=4$`).MatchString(r.stdout) ||
-		!regexp.MustCompile(`(?m)^ +lite .* +0 +0\.00% +\S+ +0 +0 +0\.00% +4 +-$`).MatchString(r.stdout) {
+	if !regexp.MustCompile(`(?m)^ +v1 .* +4 +0\.00% +\S+ +4 +0 +100\.00% +0 +0 +failed:connect_error=4$`).MatchString(r.stdout) ||
+		!regexp.MustCompile(`(?m)^ +lite .* +0 +0\.00% +\S+ +0 +0 +0\.00% +4 +0 +-$`).MatchString(r.stdout) {
 		t.Fatalf("describe table:\n%s", r.stdout)
 	}
 }
