@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -99,12 +100,24 @@ func cmdCanary(a *app, args []string) error {
 	stepDur := fs.String("step-duration", "", "start: minimum `DURATION` per step, e.g. 5m")
 	wait := waitFlag(fs)
 	watch := watchFlags(fs)
+	until := fs.String("until", "", "status: ask every --interval until the canary is in `PHASE` (progressing, paused, promoted or rolled_back), then print it once; exit 1 if it ends in the other final phase, or at --timeout")
 	pos, err := a.parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 2 {
 		return usagef("want: canary start|pause|resume|promote|abort|reset|status MODEL")
+	}
+	if *until != "" {
+		switch {
+		case pos[0] != "status":
+			return usagef("--until goes with canary status")
+		case *watch.on:
+			return usagef("--until and --watch: give one (--until prints once, when the phase is reached)")
+		case !slices.Contains([]string{"progressing", "paused", "promoted", "rolled_back"}, *until):
+			return usagef("--until %q: want progressing, paused, promoted or rolled_back", *until)
+		}
+		return a.canaryUntil(pos[1], *until, *watch.interval)
 	}
 	if err := checkWait(*wait); err != nil {
 		return err
@@ -720,4 +733,50 @@ func cmdVersion(a *app, args []string) error {
 func versionNum(s string) int64 {
 	n, _ := strconv.ParseInt(s, 10, 64)
 	return n
+}
+
+// canaryUntil polls the canary's status every interval until its phase is
+// want, then prints it once (a final phase other than want is an error,
+// printed too); --timeout bounds the whole wait.
+func (a *app) canaryUntil(name, want string, interval time.Duration) error {
+	if interval <= 0 {
+		return usagef("--interval: want > 0")
+	}
+	ctx, cancel := a.cctx()
+	defer cancel()
+	path := client.ModelPath(name) + "/canary"
+	last := ""
+	for {
+		raw, err := a.api.Raw(ctx, http.MethodGet, path, nil)
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("model/%s: the canary did not reach %s within --timeout %s (last phase %s)", name, want, a.timeout, first(last, "none"))
+			}
+			return err
+		}
+		var st canaryStatusView
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("decode canary status: %w", err)
+		}
+		last = st.Phase
+		final := st.Phase == "promoted" || st.Phase == "rolled_back"
+		if st.Phase == want || final {
+			if a.structured() {
+				if err := a.printRaw(raw); err != nil {
+					return err
+				}
+			} else {
+				printCanaryStatus(a.stdout, st)
+			}
+			if st.Phase != want {
+				return fmt.Errorf("model/%s: the canary of %s ended %s, not %s", name, st.Canary, st.Phase, want)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("model/%s: the canary did not reach %s within --timeout %s (last phase %s)", name, want, a.timeout, first(last, "none"))
+		case <-time.After(interval):
+		}
+	}
 }
