@@ -250,7 +250,9 @@ func splitSession(b *docBlock, body []docLine) error {
 	return nil
 }
 
-func isUpCommand(s string) bool { return s == "bin/switchyard up" || strings.HasPrefix(s, "bin/switchyard up ") }
+func isUpCommand(s string) bool {
+	return s == "bin/switchyard up" || strings.HasPrefix(s, "bin/switchyard up ")
+}
 
 func trimBlank(ls []docLine) []docLine {
 	for len(ls) > 0 && strings.TrimSpace(ls[len(ls)-1].text) == "" {
@@ -290,6 +292,8 @@ var masks = []mask{
 		regexp.MustCompile(`(ratio )\d+(\.\d+)?|\b\d+(\.\d+)?×`), "${1}<ratio>"},
 	{"describe's live figures", "REQUESTS, ERROR RATE, FALLBACKS and NaN of `describe`'s Versions table: the control plane's last-minute window, which trails the traffic by up to a second",
 		regexp.MustCompile(`^(\s+\S+\s+\d+\s+\d+%\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+)\d+(\s+)\d+(\.\d+)?%(\s+\S+\s+)\d+(\s+)\d+`), "${1}<n>${2}<rate>${4}<n>${5}<n>"},
+	{"reporting proxies", "how many proxies sent `describe`'s window a stats report: none yet in the first second after a start",
+		regexp.MustCompile(`reports of \d+ proxies`), "reports of <n> proxies"},
 }
 
 // backgroundMasks apply to the output of a background command on top of
