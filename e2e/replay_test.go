@@ -292,6 +292,10 @@ var masks = []mask{
 		regexp.MustCompile(`(ratio )\d+(\.\d+)?|\b\d+(\.\d+)?×`), "${1}<ratio>"},
 	{"describe's live figures", "REQUESTS, ERROR RATE, FALLBACKS and NaN of `describe`'s Versions table: the control plane's last-minute window, which trails the traffic by up to a second",
 		regexp.MustCompile(`^(\s+\S+\s+\d+\s+\d+%\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+)\d+(\s+)\d+(\.\d+)?%(\s+\S+\s+)\d+(\s+)\d+`), "${1}<n>${2}<rate>${4}<n>${5}<n>"},
+	{"shadow counts", "RECORDS to SHADOW NaN of `shadow report` (SHADOW ERRORS kept): the mirror is asynchronous, the last records may still be on their way",
+		regexp.MustCompile(`^(shadow vs primary\s+)\d+\s+\d+\s+\d+\s+\d+(\.\d+)?%(\s+\d+\s+)\d+`), "${1}<n> <n> <n> <rate>${3}<n>"},
+	{"breaker's open spells", "a breaker that is open shows half-open once its open spell (1 s at first) is over, until the next call",
+		regexp.MustCompile(`\bhalf-open\b`), "open"},
 	{"reporting proxies", "how many proxies sent `describe`'s window a stats report: none yet in the first second after a start",
 		regexp.MustCompile(`reports of \d+ proxies`), "reports of <n> proxies"},
 }
