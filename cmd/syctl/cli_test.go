@@ -327,3 +327,24 @@ func TestCanaryStatusUntil(t *testing.T) {
 		}
 	}
 }
+
+// shadow report --min-records N waits (bounded by --timeout) for the
+// asynchronous mirror's records; with none coming it exits 1 saying how
+// many it held. (The docs replay covers records arriving.)
+func TestShadowReportMinRecords(t *testing.T) {
+	cp, _ := startCanaryCP(t)
+	doc := `{"metadata": {"name": "rec"}, "spec": {
+  "versions": [{"name": "v1", "endpoints": ["127.0.0.1:1"]}, {"name": "v2", "endpoints": ["127.0.0.1:2"]}],
+  "traffic": {"weights": {"v1": 100}}, "shadow": {"version": "v2", "percent": 10}}}`
+	mustOK(t, syctl(t, cp, nil, doc, "apply", "-f", "-", "--wait", "0"))
+	if r := mustOK(t, syctl(t, cp, nil, "", "shadow", "report", "rec")); !strings.Contains(r.stdout, "shadow vs primary  0") {
+		t.Fatalf("shadow report:\n%s", r.stdout)
+	}
+	r := syctl(t, cp, nil, "", "shadow", "report", "rec", "--min-records", "1", "--timeout", "1500ms")
+	wantCode(t, r, exitError, "model/rec: the shadow report held 0 records, not the 1 asked for, within --timeout 1.5s")
+	if r.stdout != "" {
+		t.Errorf("a report printed before it held the records:\n%s", r.stdout)
+	}
+	r = syctl(t, cp, nil, "", "shadow", "report", "rec", "--min-records", "-1")
+	wantCode(t, r, exitUsage, "--min-records")
+}

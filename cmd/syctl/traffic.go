@@ -327,6 +327,7 @@ func cmdShadow(a *app, args []string) error {
 	k := fs.Int("k", 0, "set: K for --mode topk (default 10)")
 	sampling := fs.String("sampling", "", "set: random or sticky (by the sticky header)")
 	window := fs.String("window", "", "report: the time window, e.g. 5m (default: the server's)")
+	minRecords := fs.Int("min-records", 0, "report: ask every second until the report holds at least `N` records (the mirror runs in the background), then print it; exit 1 at --timeout")
 	reason := fs.String("reason", "", "reason recorded in the audit log")
 	rev := fs.Int64("revision", 0, "set/off: change only if the model is at this `REVISION` (else exit 4)")
 	wait := waitFlag(fs)
@@ -350,7 +351,10 @@ func cmdShadow(a *app, args []string) error {
 				return usagef("--window: want a duration such as 5m, got %q", *window)
 			}
 		}
-		return a.shadowReport(ctx, name, *window)
+		if *minRecords < 0 {
+			return usagef("--min-records: want >= 0, got %d", *minRecords)
+		}
+		return a.shadowReport(ctx, name, *window, *minRecords)
 	case "set":
 		if *version == "" || *percent == 0 {
 			return usagef("shadow set needs --version and --percent")
@@ -442,14 +446,31 @@ func (a *app) editModel(ctx context.Context, name string, rev int64, reason stri
 // (controlplane.ShadowReportResponse) as syctl prints it.
 type shadowReportView = controlplane.ShadowReportResponse
 
-func (a *app) shadowReport(ctx context.Context, name, window string) error {
+func (a *app) shadowReport(ctx context.Context, name, window string, minRecords int) error {
 	path := client.ModelPath(name) + "/shadow/report"
 	if window != "" {
 		path += "?window=" + url.QueryEscape(window)
 	}
-	raw, err := a.api.Raw(ctx, http.MethodGet, path, nil)
-	if err != nil {
-		return err
+	var raw json.RawMessage
+	for {
+		var err error
+		raw, err = a.api.Raw(ctx, http.MethodGet, path, nil)
+		if err != nil {
+			return err
+		}
+		var held struct {
+			Shadow struct {
+				Records int `json:"records"`
+			} `json:"shadow"`
+		}
+		if minRecords == 0 || json.Unmarshal(raw, &held) != nil || held.Shadow.Records >= minRecords {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("model/%s: the shadow report held %d records, not the %d asked for, within --timeout %s", name, held.Shadow.Records, minRecords, a.timeout)
+		case <-time.After(time.Second):
+		}
 	}
 	if a.structured() {
 		return a.printRaw(raw)
