@@ -279,7 +279,7 @@ func (r *replayer) block(t *testing.T, b docBlock) {
 			t.Fatalf("%s: output of %q, which no background block started", at, b.arg)
 		}
 		out, code, err := r.sh.run(fmt.Sprintf(`wait "$(cat "$REPLAY_BG/%[1]s.pid")"; st=$?; cat "$REPLAY_BG/%[1]s.out"; (exit $st)`, b.arg), cmdTimeout)
-		r.check(t, at, "(background "+b.arg+")", b.want, out, code, err, backgroundMasks)
+		r.check(t, at, "(background "+b.arg+")", b.want, out, code, err, backgroundMasks, true)
 	case "background":
 		c := b.cmds[0]
 		r.started[b.arg] = true
@@ -313,7 +313,7 @@ func (r *replayer) block(t *testing.T, b docBlock) {
 
 // check judges one command's run: it ran, exited 0 and printed what the
 // docs show.
-func (r *replayer) check(t *testing.T, at, command string, want []docLine, out string, code int, err error, extra []mask) {
+func (r *replayer) check(t *testing.T, at, command string, want []docLine, out string, code int, err error, extra []mask, anyOrder ...bool) {
 	t.Helper()
 	out = r.ports.toDoc(out)
 	if err != nil {
@@ -323,7 +323,7 @@ func (r *replayer) check(t *testing.T, at, command string, want []docLine, out s
 		t.Errorf("%s: $ %s\nexit status %d, want 0; it printed:\n%s", at, command, code, out)
 		return
 	}
-	if d := compareOutput(r.file, want, out, extra); d != "" {
+	if d := compareOutput(r.file, want, out, extra, anyOrder...); d != "" {
 		t.Errorf("%s: $ %s\nthe output differs from the docs (masks: docs/testing.md, \"The docs replay\")\n%s", at, command, d)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 )
 
@@ -395,7 +396,11 @@ func matchOutput(want, got []string) (int, int) {
 // compareOutput normalizes both sides and returns "" on a match, else a
 // readable report: the first difference (doc file:line against the actual
 // line), then the docs' block and the actual output, numbered.
-func compareOutput(file string, want []docLine, got string, extra []mask) string {
+//
+// anyOrder compares the lines as sets: for traffic.sh's background runs,
+// whose lines come most first and whose counts are masked, so their order
+// is too.
+func compareOutput(file string, want []docLine, got string, extra []mask, anyOrder ...bool) string {
 	gotLines := strings.Split(strings.TrimRight(strings.ReplaceAll(got, "\r\n", "\n"), "\n"), "\n")
 	if got == "" || strings.TrimSpace(got) == "" {
 		gotLines = nil
@@ -410,6 +415,11 @@ func compareOutput(file string, want []docLine, got string, extra []mask) string
 	ng := make([]string, len(gotLines))
 	for i, l := range gotLines {
 		ng[i] = normalize(l, extra)
+	}
+	if len(anyOrder) > 0 && anyOrder[0] {
+		want = append([]docLine(nil), want...) // the block's own stays in file order
+		sortBy(want, nw)
+		sortBy(gotLines, ng)
 	}
 	wi, gi := matchOutput(nw, ng)
 	if wi < 0 {
@@ -434,6 +444,21 @@ func compareOutput(file string, want []docLine, got string, extra []mask) string
 		fmt.Fprintf(&b, "  %4d | %s\n", i+1, strings.TrimRight(l, "\r"))
 	}
 	return b.String()
+}
+
+// sortBy sorts lines and their normalized forms by the latter.
+func sortBy[T any](lines []T, norm []string) {
+	idx := make([]int, len(norm))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return norm[idx[a]] < norm[idx[b]] })
+	l2, n2 := make([]T, len(lines)), make([]string, len(norm))
+	for i, j := range idx {
+		l2[i], n2[i] = lines[j], norm[j]
+	}
+	copy(lines, l2)
+	copy(norm, n2)
 }
 
 // portMap pairs the documented default addresses (`switchyard up`'s

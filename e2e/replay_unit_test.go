@@ -151,6 +151,32 @@ func TestReplayCompare(t *testing.T) {
 			}
 		})
 	}
+	// A background run's lines in any order (its counts, hence its
+	// most-first order, vary), but every line there.
+	bg := lines("  44601  HTTP 200  variant v2", "   5399  HTTP 200  variant v1")
+	if d := compareOutput("x.md", bg, "   9000  HTTP 200  variant v1\n   8000  HTTP 200  variant v2\n", backgroundMasks, true); d != "" {
+		t.Errorf("any order: %s", d)
+	}
+	if d := compareOutput("x.md", bg, "   9000  HTTP 200  variant v1\n   8000  HTTP 200  variant v2\n", backgroundMasks); d == "" {
+		t.Errorf("in order: swapped lines match")
+	}
+	if d := compareOutput("x.md", bg, "   9000  HTTP 200  variant v1\n   8000  HTTP 200  variant v3\n", backgroundMasks, true); d == "" {
+		t.Errorf("any order: another line matches")
+	}
+	for _, tc := range []struct {
+		name  string
+		want  []docLine
+		got   string
+		extra []mask
+		match bool
+	}{} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := compareOutput("x.md", tc.want, tc.got, tc.extra)
+			if (d == "") != tc.match {
+				t.Fatalf("match %v, want %v:\n%s", d == "", tc.match, d)
+			}
+		})
+	}
 }
 
 // A failed comparison names the doc's file:line and the actual line.
