@@ -347,4 +347,6 @@ func TestShadowReportMinRecords(t *testing.T) {
 	}
 	r = syctl(t, cp, nil, "", "shadow", "report", "rec", "--min-records", "-1")
 	wantCode(t, r, exitUsage, "--min-records")
+	r = syctl(t, cp, nil, "", "shadow", "off", "rec", "--min-records", "5")
+	wantCode(t, r, exitUsage, "--min-records goes with shadow report")
 }

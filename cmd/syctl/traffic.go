@@ -342,6 +342,9 @@ func cmdShadow(a *app, args []string) error {
 		return err
 	}
 	action, name := pos[0], pos[1]
+	if *minRecords != 0 && action != "report" {
+		return usagef("--min-records goes with shadow report")
+	}
 	ctx, cancel := a.cctx()
 	defer cancel()
 	switch action {
