@@ -293,6 +293,8 @@ var masks = []mask{
 		regexp.MustCompile(`(ratio )\d+(\.\d+)?|\b\d+(\.\d+)?×`), "${1}<ratio>"},
 	{"describe's live figures", "REQUESTS, ERROR RATE, FALLBACKS, NaN and ERRORS of `describe`'s Versions table: the control plane's last-minute window, which trails the traffic by up to a second",
 		regexp.MustCompile(`^(\s+\S+\s+\d+\s+\d+%\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+)\d+(\s+)\d+(\.\d+)?%(\s+\S+\s+)\d+(\s+)\d+(\s+).*$`), "${1}<n>${2}<rate>${4}<n>${5}<n>${6}<errors>"},
+	{"shadow figures", "COMPARED to SHADOW NaN of `shadow report` (RECORDS kept: --min-records waits for them): on a starved machine some shadow calls outlast the model's timeout and are errors, not comparisons",
+		regexp.MustCompile(`^(shadow vs primary\s+\d+\s+)\d+\s+\d+\s+\d+(\.\d+)?%\s+\d+\s+\d+`), "${1}<n> <n> <rate> <n> <n>"},
 	{"breaker's open spells", "a breaker that is open shows half-open once its open spell (1 s at first) is over, until the next call",
 		regexp.MustCompile(`\bhalf-open\b`), "open"},
 	{"reporting proxies", "how many proxies sent `describe`'s window a stats report: none yet in the first second after a start",

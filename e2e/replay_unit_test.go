@@ -142,6 +142,8 @@ func TestReplayCompare(t *testing.T) {
 			"  v1  80  80%  serving  http  recommender-v1  127.0.0.1:8001  closed  11970  1.20%  3.1ms  17  2  client_4xx=1 unavailable=1", nil, true},
 		{"describe's weights exact", lines("  v1  80  80%  serving  http  recommender-v1  127.0.0.1:8001  closed  249  0.00%  5.5ms  0  0  -"),
 			"  v1  20  20%  serving  http  recommender-v1  127.0.0.1:8001  closed  249  0.00%  5.5ms  0  0  -", nil, false},
+		{"shadow figures", lines("shadow vs primary  400  400  357  89.2%  0  43  6.19ms  7.14ms"), "shadow vs primary  400  396  353  89.1%  4  43  3.47ms  3.74ms", nil, true},
+		{"shadow records exact", lines("shadow vs primary  400  400  357  89.2%  0  43  6.19ms  7.14ms"), "shadow vs primary  387  387  346  89.4%  0  41  3.47ms  3.74ms", nil, false},
 		{"empty output", nil, "", nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
