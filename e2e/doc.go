@@ -11,8 +11,12 @@
 //
 //	go test ./e2e/ -run TestStory -v
 //
-// It needs ONNX Runtime (`make setup`) and is skipped under -short. The
-// walkthrough in docs/walkthrough.md is the same story run by hand.
+// It needs ONNX Runtime (`make setup`) and is skipped under -short.
+// TestStory/docs is the docs replay: the shell sessions of README.md and
+// docs/walkthrough.md run in order against a fresh stack, their output
+// compared with the docs' (markup and masks in replay_test.go, runner in
+// replay_run_test.go, docs/testing.md "The docs replay");
+// TestStory/checks drives the same story from Go.
 //
 // TestFault (fault_test.go, harness in fault_harness_test.go) is the
 // fault-injection suite on the same stack: kill -9, SIGSTOP and unloads of

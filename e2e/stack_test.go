@@ -100,10 +100,25 @@ type upProcess struct {
 // restart.
 func startUp(t *testing.T, bin, stateDir string) *upProcess {
 	t.Helper()
-	u := &upProcess{stateDir: stateDir, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-	u.cmd = exec.Command(bin, "up", "--any-ports", "--state-dir", stateDir, "--ready-timeout", "90s", "--restart=never")
+	return startUpWith(t, bin, upOptions{stateDir: stateDir, args: []string{"up", "--any-ports", "--ready-timeout", "90s", "--restart=never"}})
+}
+
+// startUpWith runs `switchyard ARGS --state-dir DIR` as o says and waits
+// (bounded) until it prints that it is up and up.json is written.
+func startUpWith(t *testing.T, bin string, o upOptions) *upProcess {
+	t.Helper()
+	u := &upProcess{stateDir: o.stateDir, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	if o.dir != "" && !filepath.IsAbs(o.stateDir) {
+		u.stateDir = filepath.Join(o.dir, o.stateDir)
+	}
+	u.cmd = exec.Command(bin, append(o.args, "--state-dir", o.stateDir)...)
+	u.cmd.Dir = o.dir
+	u.cmd.Env = o.env
 	pr, pw := io.Pipe()
 	u.cmd.Stdout, u.cmd.Stderr = pw, u.stderr
+	if o.combined {
+		u.cmd.Stderr = pw
+	}
 	if err := u.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +166,7 @@ func startUp(t *testing.T, bin, stateDir string) *upProcess {
 	case <-time.After(150 * time.Second):
 		t.Fatalf("switchyard up was not up within 150s\nstdout:\n%s\nstderr:\n%s", u.stdout, u.stderr)
 	}
-	b, err := os.ReadFile(filepath.Join(stateDir, "up.json"))
+	b, err := os.ReadFile(filepath.Join(u.stateDir, "up.json"))
 	if err != nil {
 		t.Fatalf("up.json: %v", err)
 	}

@@ -24,14 +24,35 @@ import (
 var gateReason = regexp.MustCompile(`nan_rate \d+(\.\d+)?% \(\d+/\d+.*\) > max`)
 
 // TestStory is the end-to-end story of issue 8, driven through the real
-// binaries as a user drives them: `switchyard up`, HTTP requests with user
-// ids to the proxy, `syctl` (output and exit codes) and the proxy's admin
-// endpoints. Each subtest is one step and needs the ones before it.
+// binaries as a user drives them, twice, each time on a fresh stack:
+//
+//   - docs: the docs replay. The shell sessions of README.md and
+//     docs/walkthrough.md are run in order, as written, and their output
+//     compared with what the docs show (replay_test.go has the markup and
+//     the masks; docs/testing.md, "The docs replay"). The walkthrough's
+//     sections are its steps.
+//   - checks: the same story's steps from Go, with what a shell cannot
+//     judge well: every answer's scores against the model evaluated
+//     offline, stickiness user by user, the proxy's counters against the
+//     client's, the canary's ramp revision by revision, the processes gone
+//     after Ctrl-C.
+//
+// Each subtest is one step and needs the ones before it.
 func TestStory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end story: builds the binaries and runs the whole stack (skipped with -short)")
 	}
 	bins := buildBinaries(t)
+	t.Run("docs", func(t *testing.T) {
+		for _, f := range []string{"docs/walkthrough.md", "README.md"} {
+			t.Run(filepath.Base(f), func(t *testing.T) { replayDoc(t, bins, f) })
+		}
+	})
+	t.Run("checks", func(t *testing.T) { storyChecks(t, bins) })
+}
+
+// storyChecks is the story's steps driven from Go.
+func storyChecks(t *testing.T, bins binaries) {
 	up := startUp(t, bins.switchyard, filepath.Join(t.TempDir(), "state"))
 	info := up.info
 	sy := syctl{bin: bins.syctl, server: info.API, home: t.TempDir()}

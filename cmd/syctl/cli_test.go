@@ -286,3 +286,67 @@ func TestFlagError(t *testing.T) {
 		}
 	}
 }
+
+// canary status --until PHASE waits for the phase and prints the status
+// once; the other final phase, or --timeout, is exit 1 naming it (the
+// docs replay waits with it instead of sleeping).
+func TestCanaryStatusUntil(t *testing.T) {
+	cp, cc := startCanaryCP(t)
+	ctx := context.Background()
+	mustOK(t, syctl(t, cp, nil, strings.Replace(canaryDoc3, "VERSION", "v2", 1), "apply", "-f", "-"))
+	cc.TickOnce(ctx)
+
+	r := mustOK(t, syctl(t, cp, nil, "", "canary", "status", "rec", "--until", "progressing"))
+	if strings.Count(r.stdout, "Name:        rec") != 1 || !strings.Contains(r.stdout, "Phase:       progressing, step 1 of 4") {
+		t.Fatalf("--until progressing:\n%s", r.stdout)
+	}
+	r = syctl(t, cp, nil, "", "canary", "status", "rec", "--until", "promoted", "--interval", "10ms", "--timeout", "300ms")
+	wantCode(t, r, exitError, "model/rec: the canary did not reach promoted within --timeout 300ms (last phase progressing)")
+	if r.stdout != "" {
+		t.Errorf("a status printed before the phase was reached:\n%s", r.stdout)
+	}
+
+	mustOK(t, syctl(t, cp, nil, "", "canary", "abort", "rec", "--wait", "0"))
+	r = syctl(t, cp, nil, "", "canary", "status", "rec", "--until", "promoted", "--interval", "10ms")
+	wantCode(t, r, exitError, "model/rec: the canary of v2 ended rolled_back, not promoted")
+	if !strings.Contains(r.stdout, "Phase:       rolled_back") {
+		t.Errorf("the final status is not printed:\n%s", r.stdout)
+	}
+	r = mustOK(t, syctl(t, cp, nil, "", "canary", "status", "rec", "--until", "rolled_back", "-o", "json"))
+	if !strings.Contains(r.stdout, `"phase": "rolled_back"`) {
+		t.Errorf("--until -o json:\n%s", r.stdout)
+	}
+
+	for _, args := range [][]string{
+		{"canary", "status", "rec", "--until", "done"},
+		{"canary", "status", "rec", "--until", "promoted", "--watch"},
+		{"canary", "abort", "rec", "--until", "promoted"},
+	} {
+		if r := syctl(t, cp, nil, "", args...); r.code != exitUsage || !strings.Contains(r.stderr, "--until") {
+			t.Errorf("syctl %s: exit %d, want %d naming --until\n%s", strings.Join(args, " "), r.code, exitUsage, r.stderr)
+		}
+	}
+}
+
+// shadow report --min-records N waits (bounded by --timeout) for the
+// asynchronous mirror's records; with none coming it exits 1 saying how
+// many it held. (The docs replay covers records arriving.)
+func TestShadowReportMinRecords(t *testing.T) {
+	cp, _ := startCanaryCP(t)
+	doc := `{"metadata": {"name": "rec"}, "spec": {
+  "versions": [{"name": "v1", "endpoints": ["127.0.0.1:1"]}, {"name": "v2", "endpoints": ["127.0.0.1:2"]}],
+  "traffic": {"weights": {"v1": 100}}, "shadow": {"version": "v2", "percent": 10}}}`
+	mustOK(t, syctl(t, cp, nil, doc, "apply", "-f", "-", "--wait", "0"))
+	if r := mustOK(t, syctl(t, cp, nil, "", "shadow", "report", "rec")); !strings.Contains(r.stdout, "shadow vs primary  0") {
+		t.Fatalf("shadow report:\n%s", r.stdout)
+	}
+	r := syctl(t, cp, nil, "", "shadow", "report", "rec", "--min-records", "1", "--timeout", "1500ms")
+	wantCode(t, r, exitError, "model/rec: the shadow report held 0 records, not the 1 asked for, within --timeout 1.5s")
+	if r.stdout != "" {
+		t.Errorf("a report printed before it held the records:\n%s", r.stdout)
+	}
+	r = syctl(t, cp, nil, "", "shadow", "report", "rec", "--min-records", "-1")
+	wantCode(t, r, exitUsage, "--min-records")
+	r = syctl(t, cp, nil, "", "shadow", "off", "rec", "--min-records", "5")
+	wantCode(t, r, exitUsage, "--min-records goes with shadow report")
+}

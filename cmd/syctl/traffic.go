@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -98,12 +99,24 @@ func cmdCanary(a *app, args []string) error {
 	stepDur := fs.String("step-duration", "", "start: minimum `DURATION` per step, e.g. 5m")
 	wait := waitFlag(fs)
 	watch := watchFlags(fs)
+	until := fs.String("until", "", "status: ask every --interval until the canary is in `PHASE` (progressing, paused, promoted or rolled_back), then print it once; exit 1 if it ends in the other final phase, or at --timeout")
 	pos, err := a.parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 2 {
 		return usagef("want: canary start|pause|resume|promote|abort|reset|status MODEL")
+	}
+	if *until != "" {
+		switch {
+		case pos[0] != "status":
+			return usagef("--until goes with canary status")
+		case *watch.on:
+			return usagef("--until and --watch: give one (--until prints once, when the phase is reached)")
+		case !slices.Contains([]string{"progressing", "paused", "promoted", "rolled_back"}, *until):
+			return usagef("--until %q: want progressing, paused, promoted or rolled_back", *until)
+		}
+		return a.canaryUntil(pos[1], *until, *watch.interval)
 	}
 	if err := checkWait(*wait); err != nil {
 		return err
@@ -313,6 +326,7 @@ func cmdShadow(a *app, args []string) error {
 	k := fs.Int("k", 0, "set: K for --mode topk (default 10)")
 	sampling := fs.String("sampling", "", "set: random or sticky (by the sticky header)")
 	window := fs.String("window", "", "report: the time window, e.g. 5m (default: the server's)")
+	minRecords := fs.Int("min-records", 0, "report: ask every second until the report holds at least `N` records (the mirror runs in the background), then print it; exit 1 at --timeout")
 	reason := fs.String("reason", "", "reason recorded in the audit log")
 	rev := fs.Int64("revision", 0, "set/off: change only if the model is at this `REVISION` (else exit 4)")
 	wait := waitFlag(fs)
@@ -327,6 +341,9 @@ func cmdShadow(a *app, args []string) error {
 		return err
 	}
 	action, name := pos[0], pos[1]
+	if *minRecords != 0 && action != "report" {
+		return usagef("--min-records goes with shadow report")
+	}
 	ctx, cancel := a.cctx()
 	defer cancel()
 	switch action {
@@ -336,7 +353,10 @@ func cmdShadow(a *app, args []string) error {
 				return usagef("--window: want a duration such as 5m, got %q", *window)
 			}
 		}
-		return a.shadowReport(ctx, name, *window)
+		if *minRecords < 0 {
+			return usagef("--min-records: want >= 0, got %d", *minRecords)
+		}
+		return a.shadowReport(ctx, name, *window, *minRecords)
 	case "set":
 		if *version == "" || *percent == 0 {
 			return usagef("shadow set needs --version and --percent")
@@ -424,14 +444,31 @@ func (a *app) editModel(ctx context.Context, name string, rev int64, reason stri
 	}
 }
 
-func (a *app) shadowReport(ctx context.Context, name, window string) error {
+func (a *app) shadowReport(ctx context.Context, name, window string, minRecords int) error {
 	path := client.ModelPath(name) + "/shadow/report"
 	if window != "" {
 		path += "?window=" + url.QueryEscape(window)
 	}
-	raw, err := a.api.Raw(ctx, http.MethodGet, path, nil)
-	if err != nil {
-		return err
+	var raw json.RawMessage
+	for {
+		var err error
+		raw, err = a.api.Raw(ctx, http.MethodGet, path, nil)
+		if err != nil {
+			return err
+		}
+		var held struct {
+			Shadow struct {
+				Records int `json:"records"`
+			} `json:"shadow"`
+		}
+		if minRecords == 0 || json.Unmarshal(raw, &held) != nil || held.Shadow.Records >= minRecords {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("model/%s: the shadow report held %d records, not the %d asked for, within --timeout %s", name, held.Shadow.Records, minRecords, a.timeout)
+		case <-time.After(time.Second):
+		}
 	}
 	if a.structured() {
 		return a.printRaw(raw)
@@ -715,4 +752,50 @@ func cmdVersion(a *app, args []string) error {
 func versionNum(s string) int64 {
 	n, _ := strconv.ParseInt(s, 10, 64)
 	return n
+}
+
+// canaryUntil polls the canary's status every interval until its phase is
+// want, then prints it once (a final phase other than want is an error,
+// printed too); --timeout bounds the whole wait.
+func (a *app) canaryUntil(name, want string, interval time.Duration) error {
+	if interval <= 0 {
+		return usagef("--interval: want > 0")
+	}
+	ctx, cancel := a.cctx()
+	defer cancel()
+	path := client.ModelPath(name) + "/canary"
+	last := ""
+	for {
+		raw, err := a.api.Raw(ctx, http.MethodGet, path, nil)
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("model/%s: the canary did not reach %s within --timeout %s (last phase %s)", name, want, a.timeout, first(last, "none"))
+			}
+			return err
+		}
+		var st api.CanaryStatus
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("decode canary status: %w", err)
+		}
+		last = st.Phase
+		final := st.Phase == "promoted" || st.Phase == "rolled_back"
+		if st.Phase == want || final {
+			if a.structured() {
+				if err := a.printRaw(raw); err != nil {
+					return err
+				}
+			} else {
+				printCanaryStatus(a.stdout, st)
+			}
+			if st.Phase != want {
+				return fmt.Errorf("model/%s: the canary of %s ended %s, not %s", name, st.Canary, st.Phase, want)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("model/%s: the canary did not reach %s within --timeout %s (last phase %s)", name, want, a.timeout, first(last, "none"))
+		case <-time.After(interval):
+		}
+	}
 }
