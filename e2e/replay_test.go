@@ -291,7 +291,7 @@ var masks = []mask{
 		regexp.MustCompile(`\d+(\.\d+)?% \(\d+/\d+(, 95% interval \d+(\.\d+)?%\.\.\d+(\.\d+)?%)?\)`), "<rate> (<n>/<n>)"},
 	{"p99 ratios", "a canary gate's p99 ratio (timing)",
 		regexp.MustCompile(`(ratio )\d+(\.\d+)?|\b\d+(\.\d+)?×`), "${1}<ratio>"},
-	{"describe's live figures", "REQUESTS, ERROR RATE, FALLBACKS, NaN and ERRORS of `describe`'s Versions table: the control plane's last-minute window, which trails the traffic by up to a second",
+	{"describe's live figures", "REQUESTS, ERROR RATE, FALLBACKS, NaN and what follows (FAILED, AS BACKUP, AS SHADOW, ERRORS) of `describe`'s Versions table: the control plane's last-minute window, which trails the traffic by up to a second",
 		regexp.MustCompile(`^(\s+\S+\s+\d+\s+\d+%\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+)\d+(\s+)\d+(\.\d+)?%(\s+\S+\s+)\d+(\s+)\d+(\s+).*$`), "${1}<n>${2}<rate>${4}<n>${5}<n>${6}<errors>"},
 	{"shadow figures", "COMPARED to SHADOW NaN of `shadow report` (RECORDS kept: --min-records waits for them): on a starved machine some shadow calls outlast the model's timeout and are errors, not comparisons",
 		regexp.MustCompile(`^(shadow vs primary\s+\d+\s+)\d+\s+\d+\s+\d+(\.\d+)?%\s+\d+\s+\d+`), "${1}<n> <n> <rate> <n> <n>"},
