@@ -79,6 +79,14 @@ type Config struct {
 	// its subject must be NodeID).
 	ControlPlaneToken string
 
+	// UpstreamTLS, if set, is the default TLS to backends: their
+	// certificates must chain to UpstreamTLS.CA, and Cert/Key, when set,
+	// are presented (mTLS). A version's own spec.versions[].tls (from its
+	// xDS cluster's transport_socket) takes precedence; tls.disabled
+	// connects in plaintext. Nil: plaintext unless a version says
+	// otherwise.
+	UpstreamTLS *tlsutil.Files
+
 	// XDSAddr is the control plane's ADS address (host:port); empty means
 	// no xDS client (configure through Models or Apply).
 	XDSAddr string
@@ -231,6 +239,15 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.cpDial = dial
 	p.reg = newRegistry(cfg.MaxIdleConnsPerEndpoint, p.onBreakerChange, nil)
+	p.reg.upTLS = cfg.UpstreamTLS
+	if f := cfg.UpstreamTLS; f != nil {
+		if f.CA == "" {
+			return nil, errors.New("proxy: upstream TLS needs the CA that the backends' certificates chain to")
+		}
+		if _, _, err := p.reg.upstreamTLS(nil); err != nil { // the files load now, not at the first request
+			return nil, fmt.Errorf("proxy: %w", err)
+		}
+	}
 	p.features = newFeatures(cfg.Features)
 	if err := p.features.attach(p); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/routing"
 	"github.com/switchyard-dev/switchyard/shadow"
@@ -86,6 +87,8 @@ type agentInit struct {
 	ShadowRecordKeep       int     `json:"shadowRecordKeep,omitempty"`
 	ShadowRecordAgreements float64 `json:"shadowRecordAgreements,omitempty"`
 	ShadowRingSize         int     `json:"shadowRingSize,omitempty"`
+	// UpstreamTLS is the proxy's default upstream TLS (Config.UpstreamTLS).
+	UpstreamTLS *tlsutil.Files `json:"upstreamTLS,omitempty"`
 }
 
 // agentConfig is the proxy's live configuration as the agent needs it:
@@ -218,6 +221,7 @@ func (f *features) startAgent() {
 	init, _ := json.Marshal(agentInit{
 		ShadowDir: f.shadowDir, ShadowRecordMaxBytes: f.cfg.ShadowRecordMaxBytes, ShadowRecordKeep: f.cfg.ShadowRecordKeep,
 		ShadowRecordAgreements: f.cfg.ShadowRecordAgreements, ShadowRingSize: f.cfg.ShadowRingSize,
+		UpstreamTLS: f.p.cfg.UpstreamTLS,
 	})
 	a.init = appendFrame(nil, frameInit, init)
 	a.cfg, _ = json.Marshal(agentConfig{Models: []routing.Model{}})

@@ -17,6 +17,7 @@ import (
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+	"github.com/switchyard-dev/switchyard/routing"
 )
 
 // testPKI is a development CA in a temporary folder and the certificates
@@ -199,5 +200,72 @@ func TestControlPlaneToken(t *testing.T) {
 	waitFor(t, "the anonymous stats refusal", func() bool { return strings.Contains(anon.StatsReporterStatus().LastError, "Unauthenticated") })
 	if anon.Route("recommender") != nil {
 		t.Fatal("an anonymous proxy got the configuration")
+	}
+}
+
+// TestUpstreamMTLS: a backend that requires client certificates
+// (--tls-client-ca) is reached through the proxy over mTLS, REST and gRPC
+// versions alike: per version from the Model document, carried by the
+// control plane in the xDS clusters' transport_socket; and from the
+// proxy's default (Config.UpstreamTLS). Without a client certificate the
+// backend refuses the proxy.
+func TestUpstreamMTLS(t *testing.T) {
+	pki := newTestPKI(t)
+	beFiles, proxyFiles := pki.issue("backend", "b1"), pki.issue("proxy", "p1")
+	be := backendtest.Start(t, backendtest.Options{TLS: &beFiles})
+	withTLS := func(tl *routing.UpstreamTLS) routing.Model {
+		m := demoModel(be, map[string]int{"v1": 50, "v3": 50})
+		for i := range m.Spec.Versions {
+			m.Spec.Versions[i].TLS = tl
+		}
+		return m
+	}
+	call := func(p *Proxy, version string) answer {
+		return post(t, newHTTPClient(), "http://"+p.HTTPAddr()+"/v2/models/recommender/versions/"+version+"/infer", inferBody(1), nil)
+	}
+
+	// Per version, through xDS.
+	cp, err := controlplane.New(controlplane.Config{StatePath: filepath.Join(t.TempDir(), "state.db"), APIAddr: "127.0.0.1:0",
+		XDSAddr: "127.0.0.1:0", InsecureLoopbackNoAuth: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.Start(); err != nil {
+		cp.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cp.Close() })
+	putModel(t, cp, withTLS(&routing.UpstreamTLS{CAFile: proxyFiles.CA, CertFile: proxyFiles.Cert, KeyFile: proxyFiles.Key}))
+	p := startProxy(t, Config{XDSAddr: cp.XDSAddr(), NodeID: "p1", XDSBackoffMin: 20 * time.Millisecond, XDSBackoffMax: 200 * time.Millisecond})
+	waitFor(t, "the configuration", func() bool { return p.Route("recommender") != nil })
+	models, _, _ := p.Models()
+	if tl := models[0].Spec.Versions[0].TLS; tl == nil || tl.CertFile != proxyFiles.Cert {
+		t.Fatalf("the proxy's model lacks the version's TLS: %+v", tl)
+	}
+	for _, v := range []string{"v1", "v3"} {
+		if a := call(p, v); a.status != 200 || a.variant != v {
+			t.Fatalf("%s over per-version mTLS: %d %s %s", v, a.status, a.variant, a.body)
+		}
+	}
+
+	// The proxy-wide default, and a CA without a client certificate.
+	def := startProxy(t, Config{Models: []routing.Model{withTLS(nil)}, UpstreamTLS: &proxyFiles})
+	for _, v := range []string{"v1", "v3"} {
+		if a := call(def, v); a.status != 200 || a.variant != v {
+			t.Fatalf("%s over the default mTLS: %d %s %s", v, a.status, a.variant, a.body)
+		}
+	}
+	noCert := withTLS(&routing.UpstreamTLS{CAFile: proxyFiles.CA})
+	noCert.Spec.Retries = nil
+	anon := startProxy(t, Config{Models: []routing.Model{noCert}})
+	for _, v := range []string{"v1", "v3"} {
+		if a := call(anon, v); a.status == 200 {
+			t.Fatalf("%s without a client certificate answered 200; the backend requires one", v)
+		}
+	}
+	// A version that names files that are not there is refused.
+	bad := withTLS(&routing.UpstreamTLS{CAFile: filepath.Join(t.TempDir(), "nope.crt")})
+	if _, err := New(Config{Models: []routing.Model{bad}}); err == nil || !strings.Contains(err.Error(), "nope.crt") {
+		t.Fatalf("a missing CA file: %v", err)
 	}
 }

@@ -388,6 +388,7 @@ func versionCluster(m *routing.Model, v *routing.Version) (*clusterv3.Cluster, *
 			MinRetryConcurrency: wrapperspb.UInt32(minRetryConcurr),
 		}
 	}
+	c.TransportSocket = upstreamTransportSocket(v)
 	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{th}}
 	c.OutlierDetection = od
 	if v.Protocol == routing.ProtocolGRPC {
