@@ -44,6 +44,9 @@ func runProxy(args []string) error {
 	cpCert := fs.String("control-plane-cert", "", "client certificate `FILE` presented to the control plane (mTLS; its identity spiffe://DOMAIN/proxy/NAME must name --node-id); needs --control-plane-key and --control-plane-ca")
 	cpKey := fs.String("control-plane-key", "", "the key `FILE` of --control-plane-cert")
 	cpTokenFile := fs.String("control-plane-token-file", "", "`FILE` holding a bearer token of the control plane's --tokens file (its subject must be --node-id), sent on the xDS and stats streams")
+	upCA := fs.String("upstream-ca", "", "default TLS to backends: their certificates must chain to this CA `FILE` (a version's own spec.versions[].tls takes precedence)")
+	upCert := fs.String("upstream-cert", "", "client certificate `FILE` presented to backends (mTLS); needs --upstream-key and --upstream-ca")
+	upKey := fs.String("upstream-key", "", "the key `FILE` of --upstream-cert")
 	drain := fs.Duration("drain-timeout", 10*time.Second, "on SIGTERM or SIGINT: stop accepting, close idle connections and wait this long for requests in flight before cutting them (exit 0 when all finished)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -84,6 +87,15 @@ func runProxy(args []string) error {
 	case *cpCA != "":
 		cpTLS = &tlsutil.Files{Cert: *cpCert, Key: *cpKey, CA: *cpCA}
 	}
+	var upTLS *tlsutil.Files
+	switch {
+	case (*upCert != "") != (*upKey != ""):
+		return fmt.Errorf("--upstream-cert and --upstream-key go together")
+	case *upCert != "" && *upCA == "":
+		return fmt.Errorf("--upstream-cert needs --upstream-ca (the CA the backends' certificates chain to)")
+	case *upCA != "":
+		upTLS = &tlsutil.Files{Cert: *upCert, Key: *upKey, CA: *upCA}
+	}
 	cpToken, err := readTokenFile("--control-plane-token-file", *cpTokenFile)
 	if err != nil {
 		return err
@@ -115,7 +127,7 @@ func runProxy(args []string) error {
 		XDSAddr: *xds, NodeID: *nodeID, StateDir: *stateDir,
 		Logger: logger, LogSampleEvery: *logEvery, TracerProvider: tp,
 		MaxBodyBytes: *maxBody, MaxBufferedBytes: *maxBuffered, MaxConnections: *maxConns, AdminToken: adminToken,
-		TLS: tlsFiles, ControlPlaneTLS: cpTLS, ControlPlaneToken: cpToken,
+		TLS: tlsFiles, ControlPlaneTLS: cpTLS, ControlPlaneToken: cpToken, UpstreamTLS: upTLS,
 		// Prediction cache, fallbacks and shadow mirroring: per model from
 		// its desired state; a model without those sections pays nothing.
 		Features: proxy.FeaturesConfig{ShadowDir: *shadowDir, ShadowProcess: *shadowProcess},
