@@ -96,18 +96,30 @@ func nodeName(subject string) (string, error) {
 }
 
 // bind checks that node (an xDS node id or a report's proxy) is the
-// caller's own name ("" error if so).
+// caller's own name ("" error if so). A name that ends in "*" (a token
+// subject such as "switchyard-proxy-*", for the pods of one Deployment,
+// whose node ids are their pod names) admits the node ids with that
+// prefix; a bare "*" admits none.
 func (c caller) bind(what, node string) string {
 	for _, s := range c.subjects {
 		name, err := nodeName(s)
 		if err != nil {
 			return err.Error()
 		}
-		if node != name {
+		if !nodeMatches(name, node) {
 			return fmt.Sprintf("%s %q is not the caller's: %s may only use %q", what, node, s, name)
 		}
 	}
 	return ""
+}
+
+// nodeMatches: node is name, or starts with name's prefix before a final
+// "*" (a non-empty one).
+func nodeMatches(name, node string) bool {
+	if prefix, ok := strings.CutSuffix(name, "*"); ok {
+		return prefix != "" && strings.HasPrefix(node, prefix)
+	}
+	return node == name
 }
 
 // streamInterceptor authenticates every stream and binds its messages.

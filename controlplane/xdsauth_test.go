@@ -48,6 +48,21 @@ func TestNodeName(t *testing.T) {
 	}
 }
 
+func TestNodeMatches(t *testing.T) {
+	for _, c := range []struct {
+		name, node string
+		want       bool
+	}{
+		{"p1", "p1", true}, {"p1", "p2", false}, {"p1", "p1x", false},
+		{"switchyard-proxy-*", "switchyard-proxy-7d9f-abcde", true}, {"edge-envoy*", "edge-envoy", true},
+		{"switchyard-proxy-*", "product-service-1", false}, {"*", "anything", false}, {"*", "", false},
+	} {
+		if got := nodeMatches(c.name, c.node); got != c.want {
+			t.Errorf("nodeMatches(%q, %q) = %v, want %v", c.name, c.node, got, c.want)
+		}
+	}
+}
+
 // xdsReq is a first ADS request of node.
 func xdsReq(node string) *discoveryv3.DiscoveryRequest {
 	return &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: resource.ClusterType}
