@@ -134,6 +134,14 @@ func New(cfg Config) (*ControlPlane, error) {
 		reg := prometheus.NewRegistry()
 		cfg.Registerer, cfg.Gatherer = reg, reg
 	}
+	var tlsSrv *tlsutil.Server // the files load before the store opens
+	if cfg.TLS != nil {
+		srv, err := tlsutil.NewServer(*cfg.TLS, tlsutil.ServerOptions{Name: "controlplane", Logger: cfg.Logger, Metrics: tlsutil.NewMetrics(cfg.Registerer)})
+		if err != nil {
+			return nil, err
+		}
+		tlsSrv = srv
+	}
 	st := cfg.Store
 	if st == nil {
 		if cfg.StatePath == "" {
@@ -147,16 +155,9 @@ func New(cfg Config) (*ControlPlane, error) {
 	}
 	cp := &ControlPlane{cfg: cfg, store: st, log: cfg.Logger}
 	var sopts []grpc.ServerOption
-	if cfg.TLS != nil {
-		srv, err := tlsutil.NewServer(*cfg.TLS, tlsutil.ServerOptions{Name: "controlplane", Logger: cfg.Logger, Metrics: tlsutil.NewMetrics(cfg.Registerer)})
-		if err != nil {
-			if cfg.Store == nil {
-				st.Close()
-			}
-			return nil, err
-		}
-		cp.tlsSrv = srv
-		sopts = append(sopts, grpc.Creds(credentials.NewTLS(srv.Config("h2"))))
+	if tlsSrv != nil {
+		cp.tlsSrv = tlsSrv
+		sopts = append(sopts, grpc.Creds(credentials.NewTLS(tlsSrv.Config("h2"))))
 	}
 	cp.ctx, cp.cancel = context.WithCancel(context.Background())
 	cp.tracker = NewTracker(nil, nil)
