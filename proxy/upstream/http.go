@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/h1"
+	"github.com/switchyard-dev/switchyard/internal/rawio"
 )
 
 // ErrConnect marks a failure to open a connection: nothing reached the
@@ -177,7 +178,7 @@ func (p *HTTPPool) dial(deadline time.Time) (*conn, error) {
 		tc.SetNoDelay(true)
 	}
 	if p.tls != nil {
-		tc := tls.Client(nc, p.tls)
+		tc := tls.Client(rawio.NetConn(nc), p.tls) // records on raw system calls, as plain bytes
 		hd := d.Deadline
 		if hd.IsZero() {
 			hd = time.Now().Add(p.dialer.Timeout)
