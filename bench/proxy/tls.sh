@@ -14,6 +14,8 @@
 #
 #   bench/proxy/tls.sh
 #   RATE=2000 DURATION=10s ROUNDS=3 bench/proxy/tls.sh
+#   BASE=18e4700 bench/proxy/tls.sh   # also TLS and mTLS proxies built from
+#                                     # commit BASE (git archive), same rounds
 #
 # Everything listens on 127.0.0.1; every run is bounded in time and count.
 set -euo pipefail
@@ -38,23 +40,35 @@ curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1
          "traffic":{"weights":{"v1":100}},"timeout":"2s"}}
 JSON
 
+modes=(plain tls mtls)
+if [ -n "${BASE:-}" ]; then
+  mkdir -p "$TMP/base"
+  git -C "$ROOT" archive "$BASE" | tar -x -C "$TMP/base"
+  (cd "$TMP/base" && go build -o "$TMP/switchyard-base" ./cmd/switchyard)
+  modes+=(tls-base mtls-base)
+fi
 declare -A PX_PID PX_PORT
-for mode in plain tls mtls; do
+for mode in "${modes[@]}"; do
   extra=()
+  bin=$TMP/switchyard
   case $mode in
-    tls) extra=(--tls-cert "$C/proxy.crt" --tls-key "$C/proxy.key") ;;
-    mtls) extra=(--tls-cert "$C/proxy.crt" --tls-key "$C/proxy.key" --tls-client-ca "$C/ca.crt") ;;
+    tls|tls-base) extra=(--tls-cert "$C/proxy.crt" --tls-key "$C/proxy.key") ;;
+    mtls|mtls-base) extra=(--tls-cert "$C/proxy.crt" --tls-key "$C/proxy.key" --tls-client-ca "$C/ca.crt") ;;
   esac
+  case $mode in *-base) bin=$TMP/switchyard-base ;; esac
   port=$(freeport)
-  "$TMP/switchyard" proxy --xds 127.0.0.1:$CP_XDS --http 127.0.0.1:$port --grpc "" --admin "" --node-id "tls-bench-$mode" \
+  "$bin" proxy --xds 127.0.0.1:$CP_XDS --http 127.0.0.1:$port --grpc "" --admin "" --node-id "tls-bench-$mode" \
     --shadow-process inline --log-level error "${extra[@]}" 2>"$TMP/proxy-$mode.log" &
   PX_PID[$mode]=$!; PIDS+=($!); PX_PORT[$mode]=$port
 done
-waitok http://127.0.0.1:${PX_PORT[plain]}/v2/models/recommender/ready
-for _ in $(seq 200); do
-  curl -fsS -o /dev/null --cacert "$C/ca.crt" https://127.0.0.1:${PX_PORT[tls]}/v2/models/recommender/ready 2>/dev/null &&
-  curl -fsS -o /dev/null --cacert "$C/ca.crt" --cert "$C/syctl.crt" --key "$C/syctl.key" https://127.0.0.1:${PX_PORT[mtls]}/v2/models/recommender/ready 2>/dev/null && break
-  sleep 0.05
+for mode in "${modes[@]}"; do
+  case $mode in
+    plain) waitok http://127.0.0.1:${PX_PORT[plain]}/v2/models/recommender/ready ;;
+    *) for _ in $(seq 200); do
+         curl -fsS -o /dev/null --cacert "$C/ca.crt" --cert "$C/syctl.crt" --key "$C/syctl.key" https://127.0.0.1:${PX_PORT[$mode]}/v2/models/recommender/ready 2>/dev/null && break
+         sleep 0.05
+       done ;;
+  esac
 done
 
 NG_PLAIN=$(freeport); NG_TLS=$(freeport); NG_MTLS=$(freeport)
@@ -94,6 +108,7 @@ print(f'{r["target"]:<14} rps={r["rps"]:.0f} errors={r["errors"]} p50_ms={r["p50
 PY
 }
 targets=(proxy-plain proxy-tls proxy-mtls nginx-plain nginx-tls nginx-mtls)
+[ -n "${BASE:-}" ] && targets+=(proxy-tls-base proxy-mtls-base)
 echo "# $(date -u +%FT%TZ) $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); RATE=$RATE DURATION=$DURATION CONC=$CONC"
 for i in $(seq "$ROUNDS"); do
   order=("${targets[@]}")
@@ -103,6 +118,8 @@ for i in $(seq "$ROUNDS"); do
       proxy-plain) run "$t-$i" http://127.0.0.1:${PX_PORT[plain]}/v2/models/recommender/infer "${PX_PID[plain]}" ;;
       proxy-tls) run "$t-$i" https://127.0.0.1:${PX_PORT[tls]}/v2/models/recommender/infer "${PX_PID[tls]}" -ca "$C/ca.crt" ;;
       proxy-mtls) run "$t-$i" https://127.0.0.1:${PX_PORT[mtls]}/v2/models/recommender/infer "${PX_PID[mtls]}" -ca "$C/ca.crt" -cert "$C/syctl.crt" -key "$C/syctl.key" ;;
+      proxy-tls-base) run "$t-$i" https://127.0.0.1:${PX_PORT[tls-base]}/v2/models/recommender/infer "${PX_PID[tls-base]}" -ca "$C/ca.crt" ;;
+      proxy-mtls-base) run "$t-$i" https://127.0.0.1:${PX_PORT[mtls-base]}/v2/models/recommender/infer "${PX_PID[mtls-base]}" -ca "$C/ca.crt" -cert "$C/syctl.crt" -key "$C/syctl.key" ;;
       nginx-plain) run "$t-$i" http://127.0.0.1:$NG_PLAIN/v2/models/recommender/infer "$NG_WORKER" ;;
       nginx-tls) run "$t-$i" https://127.0.0.1:$NG_TLS/v2/models/recommender/infer "$NG_WORKER" -ca "$C/ca.crt" ;;
       nginx-mtls) run "$t-$i" https://127.0.0.1:$NG_MTLS/v2/models/recommender/infer "$NG_WORKER" -ca "$C/ca.crt" -cert "$C/syctl.crt" -key "$C/syctl.key" ;;
