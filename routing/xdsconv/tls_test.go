@@ -28,6 +28,9 @@ func TestUpstreamTLSTransportSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := cluster(r, ClusterName(m.Metadata.Name, m.Spec.Versions[0].Name))
+	if err := c.ValidateAll(); err != nil {
+		t.Fatalf("the cluster with a transport_socket is not valid Envoy config: %v", err)
+	}
 	ts := c.GetTransportSocket()
 	if ts.GetName() != TransportSocketTLS {
 		t.Fatalf("transport_socket %v", ts)
@@ -35,6 +38,9 @@ func TestUpstreamTLSTransportSocket(t *testing.T) {
 	var ctx tlsv3.UpstreamTlsContext
 	if err := ts.GetTypedConfig().UnmarshalTo(&ctx); err != nil {
 		t.Fatal(err)
+	}
+	if err := ctx.ValidateAll(); err != nil {
+		t.Fatalf("UpstreamTlsContext: %v", err)
 	}
 	cc := ctx.GetCommonTlsContext()
 	if ctx.GetSni() != "backend.local" || cc.GetValidationContext().GetTrustedCa().GetFilename() != "/etc/sy/ca.crt" ||
