@@ -269,3 +269,52 @@ func TestUpstreamMTLS(t *testing.T) {
 		t.Fatalf("a missing CA file: %v", err)
 	}
 }
+
+// TestProxyCertificateReload: the proxy's REST, gRPC and admin listeners
+// serve a rewritten certificate at the next handshakes, no restart.
+func TestProxyCertificateReload(t *testing.T) {
+	pki := newTestPKI(t)
+	files := pki.issue("proxy", "p1")
+	p := startProxy(t, Config{TLS: &files})
+	served := func(addr string, protos ...string) string {
+		cfg := pki.client(tlsutil.Files{})
+		cfg.NextProtos = protos
+		c, err := tls.Dial("tcp", addr, cfg)
+		if err != nil {
+			t.Fatalf("dial %s: %v", addr, err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	for _, a := range []string{p.HTTPAddr(), p.AdminAddr()} {
+		if cn := served(a, "http/1.1"); cn != "p1" {
+			t.Fatalf("%s serves %q", a, cn)
+		}
+	}
+	if cn := served(p.GRPCAddr(), "h2"); cn != "p1" {
+		t.Fatalf("gRPC serves %q", cn)
+	}
+	c, k, err := pki.ca.Issue(tlsutil.Leaf{CommonName: "p1-rotated", DNSNames: []string{"localhost"},
+		IPs: tlsutil.LocalLeaf("", "", "", 0, nil, nil).IPs, ValidFor: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tlsutil.WritePair(pki.dir, "proxy-p1", c, k); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []struct {
+		addr  string
+		proto string
+	}{{p.HTTPAddr(), "http/1.1"}, {p.GRPCAddr(), "h2"}, {p.AdminAddr(), "http/1.1"}} {
+		var cn string
+		for range 100 { // checked at most once a second
+			if cn = served(l.addr, l.proto); cn == "p1-rotated" {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if cn != "p1-rotated" {
+			t.Errorf("%s still serves %q after the files were rewritten", l.addr, cn)
+		}
+	}
+}
