@@ -18,6 +18,10 @@ type ColdStartConfig struct {
 	Requests int           // first requests after ready to time (sequential)
 	Timeout  time.Duration // bound of unload + load + ready (e.g. 2m)
 	Poll     time.Duration // ready poll interval (default 5ms)
+	// Token is the backend's repository credential (its
+	// --repository-token-file / $SWITCHYARD_REPOSITORY_TOKEN), sent as
+	// "Authorization: Bearer" on unload and load ("": none).
+	Token string
 }
 
 // ColdStart is the measurement.
@@ -50,12 +54,12 @@ func MeasureColdStart(ctx context.Context, hc *http.Client, cfg ColdStartConfig,
 	defer cancel()
 	base := "http://" + cfg.Addr
 	repo := base + "/v2/repository/models/" + urlEscape(cfg.Model)
-	if err := postOK(ctx, hc, repo+"/unload"); err != nil {
+	if err := postOK(ctx, hc, repo+"/unload", cfg.Token); err != nil {
 		return nil, fmt.Errorf("unload %q: %w", cfg.Model, err)
 	}
 	out := &ColdStart{Model: cfg.Model}
 	t0 := time.Now()
-	if err := postOK(ctx, hc, repo+"/load"); err != nil {
+	if err := postOK(ctx, hc, repo+"/load", cfg.Token); err != nil {
 		return nil, fmt.Errorf("load %q: %w", cfg.Model, err)
 	}
 	out.LoadCall = time.Since(t0)
@@ -103,12 +107,15 @@ func urlEscape(s string) string {
 	return strings.TrimPrefix(p, "/v2/models/")
 }
 
-func postOK(ctx context.Context, hc *http.Client, u string) error {
+func postOK(ctx context.Context, hc *http.Client, u, token string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader([]byte("{}")))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/loadtest"
@@ -30,6 +31,7 @@ type loadtestFlags struct {
 	coldStart                      bool
 	coldStartRequests              int
 	backendAddr                    string
+	repositoryTokenFile            string
 	output, htmlFile               string
 	allowRemote, quiet             bool
 }
@@ -59,6 +61,7 @@ func (f *loadtestFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.backendPID, "backend-pid", 0, "`PID` of the backend process: report its CPU seconds and RSS (start, peak, end) from /proc")
 	fs.BoolVar(&f.coldStart, "cold-start", false, "first unload and load the model on the backend (REST repository extension) and time load-to-ready and the first requests")
 	fs.IntVar(&f.coldStartRequests, "cold-start-requests", 5, "requests timed one by one after the cold start")
+	fs.StringVar(&f.repositoryTokenFile, "repository-token-file", "", "`FILE` holding the backend's repository token for --cold-start's unload and load (default $SWITCHYARD_REPOSITORY_TOKEN)")
 	fs.StringVar(&f.backendAddr, "backend-addr", "", "backend REST `HOST:PORT` for --cold-start (default --addr)")
 	fs.StringVar(&f.output, "o", "table", "output: table or json")
 	fs.StringVar(&f.output, "output", "table", "output: table or json")
@@ -210,7 +213,15 @@ func runLoadtestCtx(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 
 	if f.coldStart {
-		cs, err := loadtest.MeasureColdStart(ctx, hc, loadtest.ColdStartConfig{Addr: backendAddr, Model: f.model, Requests: f.coldStartRequests}, restBodies)
+		token := strings.TrimSpace(os.Getenv("SWITCHYARD_REPOSITORY_TOKEN"))
+		if f.repositoryTokenFile != "" {
+			b, err := os.ReadFile(f.repositoryTokenFile)
+			if err != nil {
+				return ltUsage(stderr, "--repository-token-file: "+err.Error())
+			}
+			token = strings.TrimSpace(string(b))
+		}
+		cs, err := loadtest.MeasureColdStart(ctx, hc, loadtest.ColdStartConfig{Addr: backendAddr, Model: f.model, Requests: f.coldStartRequests, Token: token}, restBodies)
 		if err != nil {
 			fmt.Fprintf(stderr, "error: cold start: %v\n", err)
 			return exitError
