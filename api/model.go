@@ -118,6 +118,29 @@ type Version struct {
 	// BackendVersion is the model version at the backend (optional; empty
 	// means the backend's default version).
 	BackendVersion string `json:"backendVersion,omitempty" yaml:"backendVersion,omitempty"`
+	// TLS, if set, is how the proxy connects to this version's endpoints
+	// over TLS (mTLS with a client certificate); without it the proxy's
+	// default applies (its --upstream-ca / --upstream-cert flags), else
+	// plaintext. Translated into the xDS cluster's transport_socket
+	// (Envoy's UpstreamTlsContext with file names).
+	TLS *UpstreamTLS `json:"tls,omitempty" yaml:"tls,omitempty"`
+}
+
+// UpstreamTLS names files on the proxy's host (absolute paths, read at
+// connection time and reloaded when they change).
+type UpstreamTLS struct {
+	// CAFile is the CA bundle that the backends' certificates must chain
+	// to (required unless Disabled).
+	CAFile string `json:"caFile,omitempty" yaml:"caFile,omitempty"`
+	// CertFile and KeyFile are the client certificate presented (mTLS);
+	// both or neither.
+	CertFile string `json:"certFile,omitempty" yaml:"certFile,omitempty"`
+	KeyFile  string `json:"keyFile,omitempty" yaml:"keyFile,omitempty"`
+	// ServerName is the name checked in the backends' certificates
+	// (default: each endpoint's host).
+	ServerName string `json:"serverName,omitempty" yaml:"serverName,omitempty"`
+	// Disabled connects in plaintext even where the proxy has a default.
+	Disabled bool `json:"disabled,omitempty" yaml:"disabled,omitempty"`
 }
 
 // Traffic is the split between versions.

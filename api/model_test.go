@@ -112,6 +112,18 @@ func TestValidate(t *testing.T) {
 		want []string // "field: message substring"
 	}{
 		"valid": {edit: func(*Model) {}},
+		"valid upstream mTLS": {edit: func(m *Model) {
+			m.Spec.Versions[0].TLS = &UpstreamTLS{CAFile: "/etc/sy/ca.crt", CertFile: "/etc/sy/p.crt", KeyFile: "/etc/sy/p.key", ServerName: "backend"}
+			m.Spec.Versions[1].TLS = &UpstreamTLS{Disabled: true}
+		}},
+		"bad upstream tls": {
+			edit: func(m *Model) {
+				m.Spec.Versions[0].TLS = &UpstreamTLS{CertFile: "p.crt"}
+				m.Spec.Versions[1].TLS = &UpstreamTLS{Disabled: true, CAFile: "/ca.crt"}
+			},
+			want: []string{"spec.versions[0].tls.caFile: required", "spec.versions[0].tls: certFile and keyFile go together",
+				`spec.versions[0].tls.certFile: "p.crt": want an absolute path`, "spec.versions[1].tls: disabled: true takes no files"},
+		},
 		"unknown weight version": {
 			edit: func(m *Model) { m.Spec.Traffic.Weights["v9"] = 1 },
 			want: []string{"spec.traffic.weights.v9: no such version (versions: v1, v2, lite)"},

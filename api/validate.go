@@ -136,6 +136,9 @@ func (m *Model) validateSpec(v *validator) {
 		if len(ver.BackendVersion) > maxBackendNameChars || strings.ContainsAny(ver.BackendVersion, "/ \t\r\n?#%") {
 			v.add(p+".backendVersion", "%q is not a valid backend version: at most %d characters, no '/', '?', '#', '%%' or whitespace", ver.BackendVersion, maxBackendNameChars)
 		}
+		if t := ver.TLS; t != nil {
+			checkUpstreamTLS(v, p+".tls", t)
+		}
 	}
 	known := strings.Join(m.VersionNames(), ", ")
 	version := func(field, name string) bool {
@@ -513,4 +516,28 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// checkUpstreamTLS checks a version's tls section.
+func checkUpstreamTLS(v *validator, p string, t *UpstreamTLS) {
+	if t.Disabled {
+		if t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" {
+			v.add(p, "disabled: true takes no files or serverName")
+		}
+		return
+	}
+	if t.CAFile == "" {
+		v.add(p+".caFile", "required: the CA file (on the proxy's host) that the backends' certificates must chain to")
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		v.add(p, "certFile and keyFile go together (the client certificate for mTLS)")
+	}
+	for _, f := range []struct{ name, path string }{{"caFile", t.CAFile}, {"certFile", t.CertFile}, {"keyFile", t.KeyFile}} {
+		if f.path != "" && (!strings.HasPrefix(f.path, "/") || strings.ContainsAny(f.path, "\x00\r\n")) {
+			v.add(p+"."+f.name, "%q: want an absolute path on the proxy's host", f.path)
+		}
+	}
+	if len(t.ServerName) > 253 || strings.ContainsAny(t.ServerName, "/ \t\r\n") {
+		v.add(p+".serverName", "%q is not a host name", t.ServerName)
+	}
 }

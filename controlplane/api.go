@@ -3,6 +3,7 @@ package controlplane
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,8 @@ import (
 
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
+	"github.com/switchyard-dev/switchyard/internal/seclog"
+	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 )
 
 // DefaultMaxBodyBytes caps request bodies.
@@ -66,8 +69,12 @@ type API struct {
 	// canary, when the canary controller is enabled, guards writes that
 	// would change a running canary's weights (canary_guard.go).
 	canary *CanaryController
-	// proxyAdminToken is presented to the proxies' admin pages.
+	// proxyAdminToken is presented to the proxies' admin pages, over TLS
+	// with proxyTLS (nil: the system roots, no client certificate).
 	proxyAdminToken string
+	proxyTLS        *tls.Config
+	// seclog records refused calls (401/403; nil: not recorded).
+	seclog *seclog.Log
 }
 
 func newAPI(st store.Store, auth *Authenticator, tr *Tracker, x *xdsServer, m *Metrics, g prometheus.Gatherer, logger *slog.Logger, maxBody int64) *API {
@@ -90,6 +97,13 @@ func (a *API) routes() {
 	a.Handle("POST /v1/models/{name}/rollback", RoleOperator, a.rollback)
 	a.Handle("GET /v1/audit", RoleViewer, a.audit)
 	a.Handle("GET /v1/proxies", RoleViewer, a.proxies)
+	a.Handle("GET /v1/security/events", RoleOperator, func(w http.ResponseWriter, r *http.Request, _ Identity) {
+		if a.seclog == nil {
+			writeJSON(w, http.StatusOK, map[string]any{"events": []any{}, "suppressed": 0})
+			return
+		}
+		a.seclog.Handler().ServeHTTP(w, r)
+	})
 	a.fallbackRoutes() // PUT /v1/models/{name}/fallback/static (fallback_api.go)
 	a.shadowRoutes()   // GET /v1/models/{name}/shadow/report (shadow_report.go)
 	// Next: "PUT /v1/models/{name}/canary" (RoleEditor), "POST
@@ -111,16 +125,33 @@ func (a *API) Handle(pattern string, role Role, h HandlerFunc) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		id, ok := a.auth.Authenticate(r)
 		if !ok {
+			reason := seclog.NoCredential
+			if r.Header.Get("Authorization") != "" {
+				reason = seclog.BadCredential
+			}
+			a.refused(r, "", reason, "missing or invalid bearer token")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard"`)
 			writeError(w, http.StatusUnauthorized, "missing or invalid bearer token", nil)
 			return
 		}
 		if id.Role < role {
-			writeError(w, http.StatusForbidden, fmt.Sprintf("%s has role %s; this needs %s", id.Subject, id.Role, role), nil)
+			msg := fmt.Sprintf("%s has role %s; this needs %s", id.Subject, id.Role, role)
+			a.refused(r, id.Subject, seclog.NotAllowed, msg)
+			writeError(w, http.StatusForbidden, msg, nil)
 			return
 		}
 		h(w, r, id)
 	})
+}
+
+// refused records a 401/403 in the security log.
+func (a *API) refused(r *http.Request, subject string, reason seclog.Reason, detail string) {
+	if subject == "" {
+		subject = tlsutil.PeerIdentity(r.TLS) // a verified client certificate, if any
+	}
+	if a.seclog != nil {
+		a.seclog.Refuse(seclog.Event{Subject: subject, Remote: r.RemoteAddr, Method: r.Method, Path: r.URL.Path, Reason: reason, Detail: detail})
+	}
 }
 
 // ServeHTTP counts and times every request.

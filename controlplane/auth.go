@@ -150,8 +150,7 @@ func (a *Authenticator) Authenticate(r *http.Request) (Identity, bool) {
 	if !found || !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		return Identity{}, false
 	}
-	id, ok := a.byHash[sha256.Sum256([]byte(strings.TrimSpace(tok)))]
-	return id, ok
+	return a.lookup(strings.TrimSpace(tok))
 }
 
 // IsLoopback reports whether addr (host:port) names a loopback address:

@@ -46,7 +46,8 @@ type canaryEnv struct {
 func newCanaryEnv(t *testing.T, n int) *canaryEnv {
 	t.Helper()
 	e := &canaryEnv{t: t, be: backendtest.Start(t, backendtest.Options{})}
-	cp, err := New(Config{StatePath: filepath.Join(t.TempDir(), "state.db"), APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", Auth: testAuth(t)})
+	cp, err := New(Config{StatePath: filepath.Join(t.TempDir(), "state.db"), APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", Auth: testAuth(t),
+		AllowAnonymousXDS: true}) // xDS authentication: xdsauth_test.go
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,8 @@ func newTickEnv(t *testing.T, statePath string) *tickEnv {
 		statePath = filepath.Join(t.TempDir(), "state.db")
 	}
 	e := &tickEnv{t: t, clock: &fakeClock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}, src: &fakeSource{}, path: statePath}
-	cp, err := New(Config{StatePath: statePath, APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", Auth: testAuth(t)})
+	cp, err := New(Config{StatePath: statePath, APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", Auth: testAuth(t),
+		AllowAnonymousXDS: true}) // xDS authentication: xdsauth_test.go
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,9 +44,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/switchyard-dev/switchyard/api/statspb"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
 	"github.com/switchyard-dev/switchyard/internal/lifecycle"
+	"github.com/switchyard-dev/switchyard/internal/seclog"
+	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
 )
 
@@ -69,6 +74,19 @@ type Config struct {
 	// InsecureLoopbackNoAuth lets every API caller in as operator
 	// "anonymous". New refuses it unless APIAddr is a loopback address.
 	InsecureLoopbackNoAuth bool
+	// TLS, if set, serves the REST API and the xDS (ADS and stats)
+	// listeners over TLS from these files, reloaded when they change
+	// (internal/tlsutil). With TLS.CA set, clients of both must present a
+	// certificate that chains to it (mTLS); proxies' certificates then
+	// identify them on xDS (xdsauth.go), and the control plane presents
+	// its own certificate to the proxies' admin pages (shadow report).
+	TLS *tlsutil.Files
+	// AllowAnonymousXDS accepts xDS and stats streams without a
+	// credential although the API takes tokens (a migration aid while
+	// proxies get their certificates or tokens; presented credentials are
+	// still checked and bind the stream). Without tokens
+	// (InsecureLoopbackNoAuth) anonymous streams are accepted anyway.
+	AllowAnonymousXDS bool
 	// Listener configures the Listener in the served xDS (edge Envoy).
 	Listener xdsconv.Options
 	// MaxBodyBytes caps API request bodies (0: 1 MiB).
@@ -93,6 +111,8 @@ type ControlPlane struct {
 
 	apiLn, xdsLn net.Listener
 	httpSrv      *http.Server
+	tlsSrv       *tlsutil.Server // nil: plaintext
+	seclog       *seclog.Log     // refused API calls and xDS/stats streams
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -132,6 +152,14 @@ func New(cfg Config) (*ControlPlane, error) {
 		reg := prometheus.NewRegistry()
 		cfg.Registerer, cfg.Gatherer = reg, reg
 	}
+	var tlsSrv *tlsutil.Server // the files load before the store opens
+	if cfg.TLS != nil {
+		srv, err := tlsutil.NewServer(*cfg.TLS, tlsutil.ServerOptions{Name: "controlplane", Logger: cfg.Logger, Metrics: tlsutil.NewMetrics(cfg.Registerer)})
+		if err != nil {
+			return nil, err
+		}
+		tlsSrv = srv
+	}
 	st := cfg.Store
 	if st == nil {
 		if cfg.StatePath == "" {
@@ -144,19 +172,48 @@ func New(cfg Config) (*ControlPlane, error) {
 		st = b
 	}
 	cp := &ControlPlane{cfg: cfg, store: st, log: cfg.Logger, stopped: make(chan struct{})}
+	var sopts []grpc.ServerOption
+	if tlsSrv != nil {
+		cp.tlsSrv = tlsSrv
+		sopts = append(sopts, grpc.Creds(credentials.NewTLS(tlsSrv.Config("h2"))))
+	}
 	cp.ctx, cp.cancel = context.WithCancel(context.Background())
 	cp.tracker = NewTracker(nil, nil)
 	cp.metrics = NewMetrics(cfg.Registerer, cp.tracker.Connected)
 	cp.tracker.metrics = cp.metrics
+	cp.seclog = seclog.New(seclog.Options{Component: "controlplane", Logger: cfg.Logger, Registerer: cfg.Registerer})
+	xa := &xdsAuth{auth: cfg.Auth, required: cfg.Auth.anonymous == nil && !cfg.AllowAnonymousXDS, sec: cp.seclog, onRefuse: func(method string) {
+		service := "ads"
+		if method == statspb.Stats_Stream_FullMethodName {
+			service = "stats"
+		}
+		cp.metrics.streamsRefused.WithLabelValues(service).Inc()
+	}}
+	sopts = append(sopts, grpc.ChainStreamInterceptor(xa.streamInterceptor), grpc.ChainUnaryInterceptor(xa.unaryInterceptor))
 	timed := timedStore{Store: st, m: cp.metrics}
-	cp.xds = newXDSServer(cp.ctx, timed, cp.tracker, cp.metrics, cfg.Logger.With("component", "xds"), cfg.Listener)
+	cp.xds = newXDSServer(cp.ctx, timed, cp.tracker, cp.metrics, cfg.Logger.With("component", "xds"), cfg.Listener, sopts...)
 	cp.api = newAPI(timed, cfg.Auth, cp.tracker, cp.xds, cp.metrics, cfg.Gatherer, cfg.Logger.With("component", "api"), cfg.MaxBodyBytes)
 	cp.api.proxyAdminToken = cfg.ProxyAdminToken
+	cp.api.seclog = cp.seclog
+	if cfg.TLS != nil && cfg.TLS.CA != "" {
+		// The proxies' admin pages (https when they serve TLS) are asked
+		// with this control plane's own certificate, checked against
+		// the same CA.
+		cc, err := tlsutil.NewClientConfig(*cfg.TLS, tlsutil.ClientOptions{Logger: cfg.Logger})
+		if err != nil {
+			cp.abort()
+			return nil, err
+		}
+		cp.api.proxyTLS = cc
+	}
 
 	var err error
 	if cp.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
 		cp.abort()
 		return nil, fmt.Errorf("listen on API address: %w", err)
+	}
+	if cp.tlsSrv != nil {
+		cp.apiLn = tls.NewListener(cp.apiLn, cp.tlsSrv.Config("http/1.1"))
 	}
 	if cp.xdsLn, err = net.Listen("tcp", cfg.XDSAddr); err != nil {
 		cp.abort()
@@ -293,8 +350,13 @@ func (cp *ControlPlane) Close() error {
 // APIAddr is the bound API address (host:port).
 func (cp *ControlPlane) APIAddr() string { return cp.apiLn.Addr().String() }
 
-// APIURL is "http://" + APIAddr.
-func (cp *ControlPlane) APIURL() string { return "http://" + cp.APIAddr() }
+// APIURL is "http://" + APIAddr ("https://" with TLS).
+func (cp *ControlPlane) APIURL() string {
+	if cp.tlsSrv != nil {
+		return "https://" + cp.APIAddr()
+	}
+	return "http://" + cp.APIAddr()
+}
 
 // XDSAddr is the bound xDS (ADS gRPC) address.
 func (cp *ControlPlane) XDSAddr() string { return cp.xdsLn.Addr().String() }

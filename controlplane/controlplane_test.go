@@ -51,7 +51,8 @@ func startCP(t testing.TB, statePath string) *ControlPlane {
 	if statePath == "" {
 		statePath = filepath.Join(t.TempDir(), "state.db")
 	}
-	cp, err := New(Config{StatePath: statePath, APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", Auth: testAuth(t)})
+	cp, err := New(Config{StatePath: statePath, APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", Auth: testAuth(t),
+		AllowAnonymousXDS: true}) // xDS authentication: xdsauth_test.go
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
+	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	"github.com/switchyard-dev/switchyard/proxy"
 )
 
@@ -142,5 +144,43 @@ func TestShadowRecordsPresentProxyAdminToken(t *testing.T) {
 	}
 	if _, err := fetchShadowRecords(context.Background(), client, p.AdminAddr(), "", "recommender", time.Minute); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("without the token: %v", err)
+	}
+
+	// A proxy whose admin serves mTLS: asked at https:// (its node
+	// metadata says so) with the control plane's own certificate.
+	dir := t.TempDir()
+	ca, err := tlsutil.NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca.Write(dir)
+	files := map[string]tlsutil.Files{}
+	for _, kind := range []string{"proxy", "controlplane"} {
+		c, k, err := ca.Issue(tlsutil.LocalLeaf(tlsutil.DefaultTrustDomain, kind, "x", time.Hour, nil, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tlsutil.WritePair(dir, kind, c, k)
+		files[kind] = tlsutil.Files{Cert: filepath.Join(dir, kind+".crt"), Key: filepath.Join(dir, kind+".key"), CA: filepath.Join(dir, "ca.crt")}
+	}
+	pf := files["proxy"]
+	tp, err := proxy.New(proxy.Config{AdminAddr: "127.0.0.1:0", Models: []api.Model{m}, AdminToken: token, TLS: &pf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tp.Close() })
+	cc, err := tlsutil.NewClientConfig(files["controlplane"], tlsutil.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cc, DisableKeepAlives: true}}
+	if _, err := fetchShadowRecords(context.Background(), tc, "https://"+tp.AdminAddr(), token, "recommender", time.Minute); err != nil {
+		t.Fatalf("over mTLS: %v", err)
+	}
+	if _, err := fetchShadowRecords(context.Background(), client, "https://"+tp.AdminAddr(), token, "recommender", time.Minute); err == nil {
+		t.Fatal("over TLS without the control plane's certificate: answered")
 	}
 }

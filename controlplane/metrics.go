@@ -17,6 +17,7 @@ type Metrics struct {
 	pushDuration    prometheus.Histogram
 	ackLatency      prometheus.Histogram
 	nacks           prometheus.Counter
+	streamsRefused  *prometheus.CounterVec
 }
 
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
@@ -69,10 +70,16 @@ func NewMetrics(reg prometheus.Registerer, connected func() int) *Metrics {
 			Name: "switchyard_controlplane_nacks_total",
 			Help: "xDS responses rejected by proxies.",
 		}),
+		streamsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_controlplane_streams_refused_total",
+			Help: "xDS (ads) and stats streams refused: no or a bad credential, or a node id / report proxy that is not the caller's identity.",
+		}, []string{"service"}),
 	}
+	m.streamsRefused.WithLabelValues("ads")
+	m.streamsRefused.WithLabelValues("stats")
 	if reg != nil {
 		reg.MustRegister(m.apiRequests, m.apiDuration, m.storeDuration, m.storeWriteErrs, m.snapshotVersion, m.snapshotErrors,
-			m.connected, m.pushDuration, m.ackLatency, m.nacks)
+			m.connected, m.pushDuration, m.ackLatency, m.nacks, m.streamsRefused)
 	}
 	return m
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -92,7 +93,7 @@ func (a *API) gatherShadowRecords(ctx context.Context, model string, window time
 		admins = append(admins, ad)
 	}
 	sort.Strings(admins)
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: a.proxyTLS}}
 	defer client.CloseIdleConnections()
 	results := make([]api.ShadowProxy, len(admins))
 	parts := make([][]shadow.Record, len(admins))
@@ -131,7 +132,11 @@ type proxyShadowRecords struct {
 }
 
 func fetchShadowRecords(ctx context.Context, client *http.Client, admin, token, model string, window time.Duration) ([]shadow.Record, error) {
-	u := "http://" + admin + "/shadow/records?model=" + url.QueryEscape(model) + "&window=" + url.QueryEscape(window.String())
+	base := admin // host:port, or https://host:port from a proxy whose admin serves TLS
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	u := base + "/shadow/records?model=" + url.QueryEscape(model) + "&window=" + url.QueryEscape(window.String())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err

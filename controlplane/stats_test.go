@@ -20,7 +20,8 @@ import (
 
 func startCanaryCP(t *testing.T) (*ControlPlane, *CanaryController) {
 	t.Helper()
-	cp, err := New(Config{StatePath: filepath.Join(t.TempDir(), "state.db"), APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", Auth: testAuth(t)})
+	cp, err := New(Config{StatePath: filepath.Join(t.TempDir(), "state.db"), APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", Auth: testAuth(t),
+		AllowAnonymousXDS: true}) // xDS authentication: xdsauth_test.go
 	if err != nil {
 		t.Fatal(err)
 	}

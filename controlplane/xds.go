@@ -56,18 +56,18 @@ type xdsServer struct {
 	pushed  chan struct{} // closed and replaced after each snapshot
 }
 
-func newXDSServer(ctx context.Context, st store.Store, tr *Tracker, m *Metrics, logger *slog.Logger, opts xdsconv.Options) *xdsServer {
+func newXDSServer(ctx context.Context, st store.Store, tr *Tracker, m *Metrics, logger *slog.Logger, opts xdsconv.Options, sopts ...grpc.ServerOption) *xdsServer {
 	x := &xdsServer{
 		store: st, tracker: tr, metrics: m, log: logger, opts: opts,
 		cache:  cachev3.NewSnapshotCache(true, oneHash{}, slogAdapter{logger}),
 		pushed: make(chan struct{}),
 	}
 	srv := serverv3.NewServer(ctx, x.cache, tr.Callbacks())
-	x.grpc = grpc.NewServer(
-		grpc.MaxConcurrentStreams(1<<20),
+	x.grpc = grpc.NewServer(append([]grpc.ServerOption{
+		grpc.MaxConcurrentStreams(1 << 20),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}, sopts...)...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(x.grpc, srv)
 	return x
 }

@@ -975,3 +975,89 @@ func TestPrometheusRuleInSync(t *testing.T) {
 		t.Errorf("%s differs from prometheus/rules; run: go test ./deploy -run TestPrometheusRuleInSync -update", path)
 	}
 }
+
+// TestProxiesAuthenticateToXDS: the control plane takes tokens, so xDS and
+// the stats stream do too (docs/security.md): every proxy presents a token
+// (--control-plane-token-file) mounted from a Secret key whose value is a
+// token of the tokens file, and that token's subject admits the pods'
+// node ids (--node-id=$(POD_NAME): the Deployment's name and a suffix).
+// The edge Envoy's bootstrap sends a token of the file the same way.
+func TestProxiesAuthenticateToXDS(t *testing.T) {
+	objs := renderDir(t, "k8s/base")
+	secrets := map[string]object{}
+	for _, o := range objs {
+		if o.kind() == "Secret" {
+			secrets[o.name()] = o
+		}
+	}
+	content, _ := dig(secrets["switchyard-tokens"], "stringData", "tokens.yaml").(string)
+	var tf controlplane.TokensFile
+	if err := yaml.Unmarshal([]byte(content), &tf); err != nil || len(tf.Tokens) == 0 {
+		t.Fatalf("tokens file: %v", err)
+	}
+	subjectOf := map[string]string{}
+	for _, tk := range tf.Tokens {
+		subjectOf[tk.Token] = tk.Subject
+	}
+	admits := func(subject, node string) bool {
+		if p, ok := strings.CutSuffix(subject, "*"); ok {
+			return p != "" && strings.HasPrefix(node, p)
+		}
+		return subject == node
+	}
+	proxies := 0
+	for _, inv := range invocations(t, objs) {
+		if inv.Cmd != "proxy" {
+			continue
+		}
+		proxies++
+		file := inv.Flags["control-plane-token-file"]
+		if file == "" {
+			t.Errorf("%s: no --control-plane-token-file: the control plane refuses its xDS and stats streams", inv.C.name())
+			continue
+		}
+		var token string
+		for _, m := range asSlice(inv.C.Spec["volumeMounts"]) {
+			mp, _ := dig(m, "mountPath").(string)
+			if filepath.Dir(file) != mp {
+				continue
+			}
+			vol, _ := dig(m, "name").(string)
+			for _, v := range asSlice(dig(inv.C.Pod, "spec", "volumes")) {
+				if dig(v, "name") != vol {
+					continue
+				}
+				sec, _ := dig(v, "secret", "secretName").(string)
+				for _, it := range asSlice(dig(v, "secret", "items")) {
+					if dig(it, "path") == filepath.Base(file) {
+						key, _ := dig(it, "key").(string)
+						token, _ = dig(secrets[sec], "stringData", key).(string)
+					}
+				}
+			}
+		}
+		subject, ok := subjectOf[token]
+		if !ok {
+			t.Errorf("%s: --control-plane-token-file=%s is not a mounted Secret key holding a token of the tokens file", inv.C.name(), file)
+			continue
+		}
+		_, owner, _ := strings.Cut(inv.C.Owner, "/")
+		if inv.Flags["node-id"] != "$(POD_NAME)" || !admits(subject, owner+"-abc12-xyz34") {
+			t.Errorf("%s: token subject %q does not admit its pods' node ids (%s-...)", inv.C.name(), subject, owner)
+		}
+	}
+	if proxies == 0 {
+		t.Fatal("no proxy in the base")
+	}
+	b, err := os.ReadFile("envoy/bootstrap.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := regexp.MustCompile(`key: authorization, value: "Bearer ([^"]+)"`).FindSubmatch(b)
+	if auth == nil {
+		t.Fatal("the edge Envoy's bootstrap sends no authorization metadata on ADS")
+	}
+	if s, ok := subjectOf[string(auth[1])]; !ok || !admits(s, "switchyard-edge-envoy-abc12-xyz34") {
+		t.Errorf("the edge Envoy's token (subject %q) does not admit its pods' node ids", s)
+	}
+}

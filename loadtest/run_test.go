@@ -381,6 +381,17 @@ func TestColdStartAndProcStats(t *testing.T) {
 		t.Errorf("cold start with warm-up %+v: want load-to-ready >= load call, 2 ok first requests", warm)
 	}
 
+	// A backend whose repository API needs a token: refused without it,
+	// measured with it.
+	const tok = "repository-token-0123456789"
+	guarded := backendtest.Start(t, backendtest.Options{Repository: repo, RepositoryAccess: &backend.RepositoryAccess{Tokens: []string{tok}}})
+	if _, err := MeasureColdStart(context.Background(), hc, ColdStartConfig{Addr: guarded.HTTPAddr, Model: model, Timeout: time.Minute}, s.Bodies); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("cold start without the repository token: %v", err)
+	}
+	if cs, err := MeasureColdStart(context.Background(), hc, ColdStartConfig{Addr: guarded.HTTPAddr, Model: model, Timeout: time.Minute, RepositoryToken: tok}, s.Bodies); err != nil || cs.LoadToReady <= 0 {
+		t.Errorf("cold start with the repository token: %+v %v", cs, err)
+	}
+
 	// Unknown model: a clear error.
 	_, err = MeasureColdStart(context.Background(), hc, ColdStartConfig{Addr: addr, Model: "no-such-model", Requests: 1, Timeout: 10 * time.Second, RepositoryToken: token}, s.Bodies)
 	if err == nil || !strings.Contains(err.Error(), "no-such-model") {

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/switchyard-dev/switchyard/api"
+	"github.com/switchyard-dev/switchyard/internal/seclog"
+	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	"github.com/switchyard-dev/switchyard/proxy/xdsclient"
 )
 
@@ -137,7 +139,8 @@ func (p *Proxy) adminHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"ready": true, "version": s.version, "source": s.source})
 	})
-	p.features.adminRoutes(mux, p.guard) // /shadow/report, /shadow/records, /fallback
+	p.features.adminRoutes(mux, p.guard)                            // /shadow/report, /shadow/records, /fallback
+	mux.Handle("GET /security/events", p.guard(p.seclog.Handler())) // the guard's own refusals (seclog)
 	mux.Handle("GET /debug/pprof/", p.guard(http.HandlerFunc(pprof.Index)))
 	mux.Handle("GET /debug/pprof/profile", p.guard(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("GET /debug/pprof/symbol", p.guard(http.HandlerFunc(pprof.Symbol)))
@@ -172,13 +175,17 @@ func (p *Proxy) guard(h http.Handler) http.Handler {
 			return
 		}
 		p.metrics.AdminRefused.WithLabelValues(reason).Inc()
-		p.log.Warn("admin call refused", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "reason", reason)
+		ev := seclog.Event{Remote: r.RemoteAddr, Method: r.Method, Path: r.URL.Path, Subject: tlsutil.PeerIdentity(r.TLS)}
 		if reason == "not_loopback" {
-			writeError(w, http.StatusForbidden, fmt.Sprintf("%s is served to loopback clients only; start the proxy with --admin-token-file to serve it to callers that present the token", r.URL.Path))
+			ev.Reason, ev.Detail = seclog.NotAllowed, fmt.Sprintf("%s is served to loopback clients only; start the proxy with --admin-token-file to serve it to callers that present the token", r.URL.Path)
+			p.seclog.Refuse(ev)
+			writeError(w, http.StatusForbidden, ev.Detail)
 			return
 		}
+		ev.Reason, ev.Detail = seclog.Reason(reason), fmt.Sprintf("%s needs the admin token: Authorization: Bearer <token>", r.URL.Path)
+		p.seclog.Refuse(ev)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard-proxy-admin"`)
-		writeError(w, http.StatusUnauthorized, fmt.Sprintf("%s needs the admin token: Authorization: Bearer <token>", r.URL.Path))
+		writeError(w, http.StatusUnauthorized, ev.Detail)
 	})
 }
 

@@ -557,6 +557,14 @@ func TestAdminGuard(t *testing.T) {
 	if n := metricSum(t, p.cfg.Registry, "switchyard_proxy_admin_refused_total", map[string]string{"reason": "bad_credential"}); n != 4 {
 		t.Errorf("refused (bad_credential) = %v, want 4", n)
 	}
+	// The refusals are in the security log, listed behind the guard.
+	if status, _, b := get(t, base+"/security/events", map[string]string{"Authorization": "Bearer " + token}); status != 200 ||
+		!strings.Contains(string(b), `"component":"proxy-admin"`) || !strings.Contains(string(b), `"path":"/config_dump","reason":"bad_credential"`) {
+		t.Errorf("/security/events: %d %s", status, b)
+	}
+	if status, _, _ := get(t, base+"/security/events", nil); status != 401 {
+		t.Errorf("/security/events without the token: %d", status)
+	}
 
 	// Without a token: loopback only.
 	open := startProxy(t, Config{Models: models})

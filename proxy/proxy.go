@@ -18,6 +18,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -32,11 +33,14 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/internal/lifecycle"
+	"github.com/switchyard-dev/switchyard/internal/seclog"
+	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 	"github.com/switchyard-dev/switchyard/proxy/xdsclient"
@@ -56,6 +60,32 @@ type Config struct {
 	// /debug/pprof/) require; without one they are served to loopback
 	// clients only. /ready, /metrics and /stats stay open.
 	AdminToken string
+
+	// TLS, if set, serves the REST, gRPC and admin listeners over TLS
+	// from these files, reloaded when they change (internal/tlsutil); with
+	// TLS.CA set, clients must present a certificate that chains to it
+	// (mTLS). Nil: plain TCP (the REST front-end on raw system calls).
+	TLS *tlsutil.Files
+
+	// ControlPlaneTLS, if set, dials the control plane's xDS and stats
+	// streams over TLS: the control plane's certificate must chain to
+	// ControlPlaneTLS.CA (the system roots when empty), and Cert/Key, when
+	// set, are presented as the proxy's client certificate (mTLS; its
+	// identity, spiffe://DOMAIN/proxy/NAME, must name NodeID). Nil:
+	// plaintext.
+	ControlPlaneTLS *tlsutil.Files
+	// ControlPlaneToken, if set, is sent on the xDS and stats streams as
+	// "authorization: Bearer <token>" (the control plane's --tokens file:
+	// its subject must be NodeID).
+	ControlPlaneToken string
+
+	// UpstreamTLS, if set, is the default TLS to backends: their
+	// certificates must chain to UpstreamTLS.CA, and Cert/Key, when set,
+	// are presented (mTLS). A version's own spec.versions[].tls (from its
+	// xDS cluster's transport_socket) takes precedence; tls.disabled
+	// connects in plaintext. Nil: plaintext unless a version says
+	// otherwise.
+	UpstreamTLS *tlsutil.Files
 
 	// XDSAddr is the control plane's ADS address (host:port); empty means
 	// no xDS client (configure through Models or Apply).
@@ -136,6 +166,9 @@ type Proxy struct {
 	reporter  *statsReporter
 	features  *features // the routes' cache, fallback and shadow policies
 	budget    *byteBudget
+	tlsSrv    *tlsutil.Server   // nil: plain listeners
+	cpDial    []grpc.DialOption // the xDS and stats dials' TLS and token
+	seclog    *seclog.Log       // the admin guard's refusals
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -195,7 +228,29 @@ func New(cfg Config) (*Proxy, error) {
 		p.tracing = true
 		p.tracer = cfg.TracerProvider.Tracer("github.com/switchyard-dev/switchyard/proxy")
 	}
+	p.seclog = seclog.New(seclog.Options{Component: "proxy-admin", Logger: cfg.Logger, Registerer: cfg.Registry})
+	if cfg.TLS != nil {
+		srv, err := tlsutil.NewServer(*cfg.TLS, tlsutil.ServerOptions{Name: "proxy", Logger: cfg.Logger, Metrics: tlsutil.NewMetrics(cfg.Registry)})
+		if err != nil {
+			return nil, fmt.Errorf("proxy: %w", err)
+		}
+		p.tlsSrv = srv
+	}
+	dial, err := controlPlaneDialOptions(cfg.ControlPlaneTLS, cfg.ControlPlaneToken, cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: control plane: %w", err)
+	}
+	p.cpDial = dial
 	p.reg = newRegistry(cfg.MaxIdleConnsPerEndpoint, p.onBreakerChange, nil)
+	p.reg.upTLS = cfg.UpstreamTLS
+	if f := cfg.UpstreamTLS; f != nil {
+		if f.CA == "" {
+			return nil, errors.New("proxy: upstream TLS needs the CA that the backends' certificates chain to")
+		}
+		if _, _, err := p.reg.upstreamTLS(nil); err != nil { // the files load now, not at the first request
+			return nil, fmt.Errorf("proxy: %w", err)
+		}
+	}
 	p.features = newFeatures(cfg.Features)
 	if err := p.features.attach(p); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -310,15 +365,27 @@ func (p *Proxy) Start(ctx context.Context) error {
 		if i < 2 {
 			l = limitListener(l, p.cfg.MaxConnections)
 		}
+		if i == 2 && p.tlsSrv != nil {
+			// REST serves TLS in its own server (h1), gRPC through its
+			// credentials; the admin server is net/http on a TLS listener.
+			l = tls.NewListener(l, p.tlsSrv.Config("http/1.1"))
+		}
 		p.listeners[i] = l
 	}
 	ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if l := p.listeners[0]; l != nil {
 		p.httpSrv = newFastServer(p, 0, 0, 0)
+		if p.tlsSrv != nil {
+			p.httpSrv.TLSConfig = p.tlsSrv.Config("http/1.1")
+		}
 		p.goServe(func() error { return p.httpSrv.Serve(l) })
 	}
 	if l := p.listeners[1]; l != nil {
-		p.grpcSrv = grpc.NewServer(append(grpcServerOptions(), grpc.MaxRecvMsgSize(int(p.cfg.MaxBodyBytes)))...)
+		gopts := append(grpcServerOptions(), grpc.MaxRecvMsgSize(int(p.cfg.MaxBodyBytes)))
+		if p.tlsSrv != nil {
+			gopts = append(gopts, grpc.Creds(credentials.NewTLS(p.tlsSrv.Config("h2"))))
+		}
+		p.grpcSrv = grpc.NewServer(gopts...)
 		registerGRPCFront(p.grpcSrv, &grpcFront{p: p})
 		reflection.Register(p.grpcSrv) // grpcurl and friends work without the proto files
 		p.goServe(func() error { return p.grpcSrv.Serve(l) })
@@ -329,12 +396,13 @@ func (p *Proxy) Start(ctx context.Context) error {
 	}
 	if p.cfg.XDSAddr != "" {
 		p.xds = xdsclient.New(xdsclient.Config{
-			Addr:       p.cfg.XDSAddr,
-			NodeID:     p.cfg.NodeID,
-			Metadata:   map[string]string{xdsclient.MetadataAdminAddr: p.AdminAddr()},
-			Logger:     p.log,
-			BackoffMin: p.cfg.XDSBackoffMin,
-			BackoffMax: p.cfg.XDSBackoffMax,
+			Addr:        p.cfg.XDSAddr,
+			NodeID:      p.cfg.NodeID,
+			Metadata:    p.xdsMetadata(),
+			DialOptions: p.cpDial,
+			Logger:      p.log,
+			BackoffMin:  p.cfg.XDSBackoffMin,
+			BackoffMax:  p.cfg.XDSBackoffMax,
 			Apply: func(models []api.Model, version string) error {
 				if err := p.Apply(models, version, SourceXDS); err != nil {
 					return err

@@ -367,6 +367,10 @@ type ReporterStatus struct {
 	Dropped   uint64 `json:"dropped"`   // dropped unsent when the buffer was full
 	Rejected  uint64 `json:"rejected"`  // refused by the control plane as malformed, dropped
 	Connected bool   `json:"connected"` // a stream is open
+	// LastError is why the control plane last refused the stream
+	// (UNAUTHENTICATED, PERMISSION_DENIED: a credential that is missing or
+	// is not this node's); "" once a report is acknowledged again.
+	LastError string `json:"lastError,omitempty"`
 }
 
 // statsReporter ships the recorder's deltas each interval.
@@ -380,6 +384,7 @@ type statsReporter struct {
 	bmin     time.Duration
 	bmax     time.Duration
 	log      *slog.Logger
+	dial     []grpc.DialOption // TLS and token (Config.ControlPlaneTLS, ControlPlaneToken)
 
 	last map[*statsSlot]*canary.Stats // cumulative figures at the last collect
 	cur  canary.Stats                 // scratch
@@ -505,6 +510,7 @@ func (r *statsReporter) ack(seq uint64) {
 	if seq > r.status.Acked {
 		r.status.Acked = seq
 	}
+	r.status.LastError = ""
 	n := sort.Search(len(r.buf), func(i int) bool { return r.buf[i].Seq > seq })
 	r.buf = r.buf[n:]
 	r.status.Buffered = len(r.buf)
@@ -553,7 +559,7 @@ func (r *statsReporter) Status() ReporterStatus {
 // resending what it has not acknowledged after each reconnect. On ctx done
 // it makes one last report and sends it if a stream is open.
 func (r *statsReporter) run(ctx context.Context) {
-	conn, err := grpc.NewClient(r.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(r.addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, r.dial...)...)
 	if err != nil {
 		r.log.Error("stats reporter: bad control plane address", "addr", r.addr, "error", err)
 		return
@@ -617,6 +623,11 @@ func (r *statsReporter) run(ctx context.Context) {
 						if seq, ok := r.reject(); ok {
 							r.log.Warn("stats reporter: the control plane refused a report; dropped it", "seq", seq, "error", err)
 						}
+					} else if c := status.Code(err); (c == codes.Unauthenticated || c == codes.PermissionDenied) && sctx.Err() == nil {
+						r.log.Warn("stats reporter: the control plane refused the stream; retrying with backoff", "error", err)
+						r.mu.Lock()
+						r.status.LastError = err.Error()
+						r.mu.Unlock()
 					} else if !errors.Is(err, io.EOF) && sctx.Err() == nil {
 						r.log.Debug("stats reporter: stream ended", "error", err)
 					}
@@ -687,6 +698,7 @@ func (p *Proxy) startReporter(ctx context.Context) {
 		addr = p.cfg.XDSAddr
 	}
 	p.reporter = newStatsReporter(p.stats, addr, p.cfg.NodeID, p.cfg.StatsInterval, 0, p.cfg.XDSBackoffMin, p.cfg.XDSBackoffMax, p.log)
+	p.reporter.dial = p.cpDial
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()

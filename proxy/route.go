@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"net/textproto"
@@ -12,10 +13,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/fallback"
+	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 	"github.com/switchyard-dev/switchyard/routing"
 )
@@ -96,6 +99,11 @@ type registry struct {
 	maxIdle   int
 	grpcOpts  []grpc.DialOption
 	onBreaker func(model, version string, from, to fallback.BreakerState)
+	// upTLS is the proxy's default upstream TLS (Config.UpstreamTLS; nil:
+	// plaintext unless a version says otherwise); tlsCfgs the client
+	// configurations built so far, by files.
+	upTLS   *tlsutil.Files
+	tlsCfgs map[string]*tls.Config
 }
 
 type breakerEntry struct {
@@ -125,18 +133,62 @@ func newRegistry(maxIdle int, onBreaker func(model, version string, from, to fal
 	}
 }
 
-func (g *registry) endpoint(protocol, addr string) (*upstream.Endpoint, error) {
+// upstreamTLS is a version's TLS to its endpoints: its own tls section,
+// else the proxy's default; "", nil: plaintext. The key names the files
+// (endpoints with different TLS are different pools).
+func (g *registry) upstreamTLS(t *api.UpstreamTLS) (string, *tls.Config, error) {
+	var f tlsutil.Files
+	var serverName string
+	switch {
+	case t != nil && t.Disabled:
+		return "", nil, nil
+	case t != nil:
+		f, serverName = tlsutil.Files{CA: t.CAFile, Cert: t.CertFile, Key: t.KeyFile}, t.ServerName
+	case g.upTLS != nil:
+		f = *g.upTLS
+	default:
+		return "", nil, nil
+	}
+	key := strings.Join([]string{f.CA, f.Cert, f.Key, serverName}, "|")
+	if c, ok := g.tlsCfgs[key]; ok {
+		return key, c, nil
+	}
+	c, err := tlsutil.NewClientConfig(f, tlsutil.ClientOptions{ServerName: serverName})
+	if err != nil {
+		return "", nil, fmt.Errorf("upstream tls: %w", err)
+	}
+	if g.tlsCfgs == nil {
+		g.tlsCfgs = map[string]*tls.Config{}
+	}
+	g.tlsCfgs[key] = c
+	return key, c, nil
+}
+
+func (g *registry) endpoint(protocol, addr string, t *api.UpstreamTLS) (*upstream.Endpoint, error) {
+	tkey, tcfg, err := g.upstreamTLS(t)
+	if err != nil {
+		return nil, err
+	}
 	key := protocol + "://" + addr
+	if tcfg != nil {
+		key += " tls " + tkey
+	}
 	if e, ok := g.endpoints[key]; ok {
 		return e, nil
 	}
 	var e *upstream.Endpoint
-	if protocol == api.ProtocolGRPC {
-		var err error
-		if e, err = upstream.NewGRPCEndpoint(addr, g.grpcOpts...); err != nil {
+	switch {
+	case protocol == api.ProtocolGRPC:
+		opts := g.grpcOpts
+		if tcfg != nil {
+			opts = append(slices.Clip(opts), grpc.WithTransportCredentials(credentials.NewTLS(tcfg)))
+		}
+		if e, err = upstream.NewGRPCEndpoint(addr, opts...); err != nil {
 			return nil, err
 		}
-	} else {
+	case tcfg != nil:
+		e = upstream.NewHTTPSEndpoint(addr, g.maxIdle, tcfg)
+	default:
 		e = upstream.NewHTTPEndpoint(addr, g.maxIdle)
 	}
 	g.endpoints[key] = e
@@ -310,7 +362,7 @@ func (p *Proxy) compile(models []api.Model, version, source string) (*snapshot, 
 				return nil, fmt.Errorf("model %q version %q: no endpoints", r.Name, v.Name)
 			}
 			for _, addr := range ver.Endpoints {
-				e, err := g.endpoint(v.Protocol, addr)
+				e, err := g.endpoint(v.Protocol, addr, ver.TLS)
 				if err != nil {
 					return nil, fmt.Errorf("model %q version %q: %w", r.Name, v.Name, err)
 				}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/internal/backoff"
+	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/shadow"
 )
@@ -87,6 +88,8 @@ type agentInit struct {
 	ShadowRecordKeep       int     `json:"shadowRecordKeep,omitempty"`
 	ShadowRecordAgreements float64 `json:"shadowRecordAgreements,omitempty"`
 	ShadowRingSize         int     `json:"shadowRingSize,omitempty"`
+	// UpstreamTLS is the proxy's default upstream TLS (Config.UpstreamTLS).
+	UpstreamTLS *tlsutil.Files `json:"upstreamTLS,omitempty"`
 }
 
 // agentConfig is the proxy's live configuration as the agent needs it:
@@ -219,6 +222,7 @@ func (f *features) startAgent() {
 	init, _ := json.Marshal(agentInit{
 		ShadowDir: f.shadowDir, ShadowRecordMaxBytes: f.cfg.ShadowRecordMaxBytes, ShadowRecordKeep: f.cfg.ShadowRecordKeep,
 		ShadowRecordAgreements: f.cfg.ShadowRecordAgreements, ShadowRingSize: f.cfg.ShadowRingSize,
+		UpstreamTLS: f.p.cfg.UpstreamTLS,
 	})
 	a.init = appendFrame(nil, frameInit, init)
 	a.cfg, _ = json.Marshal(agentConfig{Models: []api.Model{}})

@@ -181,7 +181,7 @@ func (s *agentServer) start(body []byte) error {
 		return fmt.Errorf("shadow agent init: %w", err)
 	}
 	s.reg = prometheus.NewRegistry()
-	p, err := New(Config{Registry: s.reg, Logger: s.log, StatsInterval: -1, Features: FeaturesConfig{
+	p, err := New(Config{Registry: s.reg, Logger: s.log, StatsInterval: -1, UpstreamTLS: in.UpstreamTLS, Features: FeaturesConfig{
 		ShadowDir: in.ShadowDir, ShadowRecordMaxBytes: in.ShadowRecordMaxBytes, ShadowRecordKeep: in.ShadowRecordKeep,
 		ShadowRecordAgreements: in.ShadowRecordAgreements, ShadowRingSize: in.ShadowRingSize,
 	}})

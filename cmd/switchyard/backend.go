@@ -13,7 +13,6 @@ import (
 
 	"github.com/switchyard-dev/switchyard/inference-backend/backend"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
-	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	"github.com/switchyard-dev/switchyard/oip"
 )
 
@@ -32,29 +31,22 @@ func runBackend(args []string) error {
 	maxBody := fs.Int64("max-body-bytes", oip.DefaultMaxBodyBytes, "largest REST body / gRPC message accepted (413 / RESOURCE_EXHAUSTED beyond)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	drain := fs.Duration("drain-timeout", 10*time.Second, "on SIGTERM or SIGINT: stop accepting, close idle connections and wait this long for requests in flight before cutting them (exit 0 when all finished)")
-	tlsCert := fs.String("tls-cert", "", "serve REST and gRPC over TLS with this certificate (PEM; reloaded when the file changes); needs --tls-key")
-	tlsKey := fs.String("tls-key", "", "the key of --tls-cert (PEM)")
-	tlsCA := fs.String("tls-client-ca", "", "require client certificates that chain to this CA (mTLS); needs --tls-cert")
+	tlsFlags := addServerTLSFlags(fs, "REST and gRPC")
 	tokenFile := fs.String("repository-token-file", "", "file holding a bearer token (at least 16 characters) accepted by the repository API's load/unload and "+backend.SecurityEventsPath+"; also $"+backend.EnvRepositoryToken)
 	allow := fs.String("repository-allow", "", "mTLS identities (spiffe://... URI SAN or CN) accepted by the repository API, comma-separated; needs --tls-client-ca")
 	open := fs.Bool("repository-api-open", false, "accept repository load/unload from anyone (development only); without it and without a credential the API is off")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var tlsFiles *tlsutil.Files
-	switch {
-	case *tlsCert != "" && *tlsKey != "":
-		tlsFiles = &tlsutil.Files{Cert: *tlsCert, Key: *tlsKey, CA: *tlsCA}
-	case *tlsCert != "" || *tlsKey != "":
-		return fmt.Errorf("--tls-cert and --tls-key go together")
-	case *tlsCA != "":
-		return fmt.Errorf("--tls-client-ca needs --tls-cert and --tls-key")
+	tlsFiles, err := tlsFlags.files()
+	if err != nil {
+		return err
 	}
 	access, err := repositoryAccess(*tokenFile, *allow, *open)
 	if err != nil {
 		return err
 	}
-	if len(access.Identities) > 0 && *tlsCA == "" {
+	if len(access.Identities) > 0 && (tlsFiles == nil || tlsFiles.CA == "") {
 		return fmt.Errorf("--repository-allow needs --tls-client-ca (identities come from verified client certificates)")
 	}
 	if fs.NArg() > 0 {

@@ -29,6 +29,8 @@ func runControlPlane(args []string) error {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	canaryTick := fs.Duration("canary-interval", time.Second, "how often the canary controller judges running canaries")
 	proxyAdminTokenFile := fs.String("proxy-admin-token-file", "", "`FILE` holding the proxies' admin token (their --admin-token-file), presented when the shadow report gathers their records")
+	tlsFlags := addServerTLSFlags(fs, "the REST API and xDS (ADS and stats)")
+	anonXDS := fs.Bool("xds-allow-anonymous", false, "with --tokens, still accept xDS and stats streams without a credential (a migration aid while proxies get certificates or tokens; presented credentials are still checked)")
 	promURL := fs.String("prometheus", "", "read the canary's stats by PromQL from this Prometheus `URL` instead of the proxies' stats stream")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -49,7 +51,13 @@ func runControlPlane(args []string) error {
 		return err
 	}
 
+	tlsFiles, err := tlsFlags.files()
+	if err != nil {
+		return err
+	}
 	cfg := controlplane.Config{
+		TLS:                    tlsFiles,
+		AllowAnonymousXDS:      *anonXDS,
 		StatePath:              *state,
 		APIAddr:                *api,
 		XDSAddr:                *xds,

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/proxy"
 	"github.com/switchyard-dev/switchyard/telemetry"
@@ -39,6 +40,14 @@ func runProxy(args []string) error {
 	maxBody := fs.Int64("max-body-bytes", oip.DefaultMaxBodyBytes, "largest request body in `BYTES`, after decompression (413 above)")
 	maxBuffered := fs.Int64("max-buffered-bytes", proxy.DefaultMaxBufferedBytes, "`BYTES` of request bodies held at once, REST and gRPC together, decompressed (503 with Retry-After above)")
 	maxConns := fs.Int("max-connections", proxy.DefaultMaxConnections, "connections per listener (REST, gRPC) served at once; more wait to be accepted (`N`; -1: no cap)")
+	tlsFlags := addServerTLSFlags(fs, "REST, gRPC and admin")
+	cpCA := fs.String("control-plane-ca", "", "dial the control plane's xDS and stats over TLS, its certificate checked against this CA `FILE` (PEM)")
+	cpCert := fs.String("control-plane-cert", "", "client certificate `FILE` presented to the control plane (mTLS; its identity spiffe://DOMAIN/proxy/NAME must name --node-id); needs --control-plane-key and --control-plane-ca")
+	cpKey := fs.String("control-plane-key", "", "the key `FILE` of --control-plane-cert")
+	cpTokenFile := fs.String("control-plane-token-file", "", "`FILE` holding a bearer token of the control plane's --tokens file (its subject must be --node-id), sent on the xDS and stats streams")
+	upCA := fs.String("upstream-ca", "", "default TLS to backends: their certificates must chain to this CA `FILE` (a version's own spec.versions[].tls takes precedence)")
+	upCert := fs.String("upstream-cert", "", "client certificate `FILE` presented to backends (mTLS); needs --upstream-key and --upstream-ca")
+	upKey := fs.String("upstream-key", "", "the key `FILE` of --upstream-cert")
 	drain := fs.Duration("drain-timeout", 10*time.Second, "on SIGTERM or SIGINT: stop accepting, close idle connections and wait this long for requests in flight before cutting them (exit 0 when all finished)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -63,6 +72,32 @@ func runProxy(args []string) error {
 		return fmt.Errorf("--max-connections: want > 0 or -1 (no cap), got %d", *maxConns)
 	}
 	adminToken, err := readTokenFile("--admin-token-file", *adminTokenFile)
+	if err != nil {
+		return err
+	}
+	tlsFiles, err := tlsFlags.files()
+	if err != nil {
+		return err
+	}
+	var cpTLS *tlsutil.Files
+	switch {
+	case (*cpCert != "") != (*cpKey != ""):
+		return fmt.Errorf("--control-plane-cert and --control-plane-key go together")
+	case *cpCert != "" && *cpCA == "":
+		return fmt.Errorf("--control-plane-cert needs --control-plane-ca (the CA the control plane's certificate chains to)")
+	case *cpCA != "":
+		cpTLS = &tlsutil.Files{Cert: *cpCert, Key: *cpKey, CA: *cpCA}
+	}
+	var upTLS *tlsutil.Files
+	switch {
+	case (*upCert != "") != (*upKey != ""):
+		return fmt.Errorf("--upstream-cert and --upstream-key go together")
+	case *upCert != "" && *upCA == "":
+		return fmt.Errorf("--upstream-cert needs --upstream-ca (the CA the backends' certificates chain to)")
+	case *upCA != "":
+		upTLS = &tlsutil.Files{Cert: *upCert, Key: *upKey, CA: *upCA}
+	}
+	cpToken, err := readTokenFile("--control-plane-token-file", *cpTokenFile)
 	if err != nil {
 		return err
 	}
@@ -93,6 +128,7 @@ func runProxy(args []string) error {
 		XDSAddr: *xds, NodeID: *nodeID, StateDir: *stateDir,
 		Logger: logger, LogSampleEvery: *logEvery, TracerProvider: tp,
 		MaxBodyBytes: *maxBody, MaxBufferedBytes: *maxBuffered, MaxConnections: *maxConns, AdminToken: adminToken,
+		TLS: tlsFiles, ControlPlaneTLS: cpTLS, ControlPlaneToken: cpToken, UpstreamTLS: upTLS,
 		// Prediction cache, fallbacks and shadow mirroring: per model from
 		// its desired state; a model without those sections pays nothing.
 		Features: proxy.FeaturesConfig{ShadowDir: *shadowDir, ShadowProcess: *shadowProcess},

@@ -27,6 +27,7 @@ import (
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backend"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
+	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 )
 
 func init() {
@@ -81,6 +82,16 @@ type upInfo struct {
 	Model     string            `json:"model"`
 	StartedAt time.Time         `json:"startedAt"`
 	StateDir  string            `json:"stateDir"`
+	// TLS, with --tls: the CA and the client certificate for syctl, curl
+	// and tests (every listener wants a client certificate).
+	TLS *upTLSInfo `json:"tls,omitempty"`
+}
+
+// upTLSInfo names the files of `switchyard up --tls` a client needs.
+type upTLSInfo struct {
+	CA   string `json:"ca"`
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
 }
 
 type upBackendInfo struct {
@@ -105,6 +116,7 @@ func runUp(args []string) error {
 	keep := fs.Bool("keep-state", false, "keep a stored recommender model instead of applying the starting state")
 	readyTimeout := fs.Duration("ready-timeout", 90*time.Second, "how long to wait for every process to become ready")
 	restart := fs.String("restart", restartAlways, "what to do when a child process dies after start-up: "+restartAlways+" (start it again, with backoff 1s, 2s, 4s … 30s) or "+restartNever+" (leave it down: for demos and tests that kill processes on purpose)")
+	useTLS := fs.Bool("tls", false, "run the stack on mTLS: a development CA and certificates in STATE/tls (the CA is kept across runs; certificates are issued anew), every listener on TLS with client certificates, the proxy's dials to the control plane and the backends with its certificate; syctl and curl need --ca/--cert/--key (printed)")
 	ortLib := fs.String("ort-lib", "", "ONNX Runtime shared library for the backends (default: $"+backend.EnvORTLibrary+", else third_party/onnxruntime/ above the working directory or this binary)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -148,7 +160,7 @@ func runUp(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	u := &upStack{ports: p, stateDir: *stateDir, keep: *keep, readyTimeout: *readyTimeout, ortLib: *ortLib,
+	u := &upStack{ports: p, stateDir: *stateDir, keep: *keep, readyTimeout: *readyTimeout, ortLib: *ortLib, tls: *useTLS,
 		restart: *restart == restartAlways, out: os.Stdout, logw: os.Stderr, stopCh: make(chan struct{})}
 	return u.run(ctx)
 }
@@ -228,6 +240,9 @@ type upStack struct {
 	keep         bool
 	readyTimeout time.Duration
 	ortLib       string
+	tls          bool         // --tls
+	pki          *upPKI       // with --tls: the files in STATE/tls
+	hc           *http.Client // up's own calls (mTLS with syctl's certificate under --tls)
 	out, logw    io.Writer
 
 	restart bool // start a child again when it dies after start-up
@@ -325,53 +340,78 @@ func (u *upStack) run(ctx context.Context) (err error) {
 	fmt.Fprintf(u.logw, "switchyard up: state in %s, logs in %s\n", u.stateDir, dirs["logs"])
 
 	p := u.ports
-	if _, err := u.start("controlplane", "controlplane", "--state", filepath.Join(u.stateDir, "controlplane.db"),
-		"--api", addr(p.API), "--xds", addr(p.XDS), "--insecure-loopback-no-auth"); err != nil {
+	u.hc = &http.Client{Timeout: 10 * time.Second}
+	scheme := "http://"
+	var cpTLS, beTLS, pxTLS []string
+	if u.tls {
+		if u.pki, err = writeUpPKI(filepath.Join(u.stateDir, "tls")); err != nil {
+			return fmt.Errorf("--tls: %w", err)
+		}
+		k := u.pki
+		cc, err := tlsutil.NewClientConfig(tlsutil.Files{CA: k.ca, Cert: k.file("syctl", ".crt"), Key: k.file("syctl", ".key")}, tlsutil.ClientOptions{})
+		if err != nil {
+			return fmt.Errorf("--tls: %w", err)
+		}
+		u.hc.Transport = &http.Transport{TLSClientConfig: cc}
+		scheme = "https://"
+		cpTLS = k.serverArgs("controlplane")
+		beTLS = k.serverArgs("backend")
+		pxTLS = append(k.serverArgs("proxy"),
+			"--control-plane-ca", k.ca, "--control-plane-cert", k.file("proxy", ".crt"), "--control-plane-key", k.file("proxy", ".key"),
+			"--upstream-ca", k.ca, "--upstream-cert", k.file("proxy", ".crt"), "--upstream-key", k.file("proxy", ".key"))
+		fmt.Fprintf(u.logw, "switchyard up: mTLS between every part; certificates in %s (CA %s)\n", k.dir, k.ca)
+	}
+	if _, err := u.start("controlplane", append([]string{"controlplane", "--state", filepath.Join(u.stateDir, "controlplane.db"),
+		"--api", addr(p.API), "--xds", addr(p.XDS), "--insecure-loopback-no-auth"}, cpTLS...)...); err != nil {
 		return err
 	}
 	for i, v := range upVersions {
 		args := []string{"backend", "--model-repository", filepath.Join(dirs["models"], v.Name),
 			"--http", addr(p.BackendHTTP[i]), "--grpc", addr(p.BackendGRPC[i])}
 		args = append(args, "--ort-lib", u.ortLib)
+		args = append(args, beTLS...)
 		if _, err := u.start("backend-"+v.Name, args...); err != nil {
 			return err
 		}
 	}
-	if _, err := u.start("proxy", "proxy", "--xds", addr(p.XDS), "--http", addr(p.ProxyHTTP), "--grpc", addr(p.ProxyGRPC),
-		"--admin", addr(p.ProxyAdmin), "--node-id", "local-proxy", "--state-dir", dirs["proxy"]); err != nil {
+	if _, err := u.start("proxy", append([]string{"proxy", "--xds", addr(p.XDS), "--http", addr(p.ProxyHTTP), "--grpc", addr(p.ProxyGRPC),
+		"--admin", addr(p.ProxyAdmin), "--node-id", upProxyNode, "--state-dir", dirs["proxy"]}, pxTLS...)...); err != nil {
 		return err
 	}
 
 	rctx, cancel := context.WithTimeout(ctx, u.readyTimeout)
 	defer cancel()
-	apiURL := "http://" + addr(p.API)
+	apiURL := scheme + addr(p.API)
 	if err := u.waitHTTP(rctx, "controlplane", apiURL+"/healthz", true); err != nil {
 		return err
 	}
 	for i, v := range upVersions {
-		if err := u.waitHTTP(rctx, "backend-"+v.Name, "http://"+addr(p.BackendHTTP[i])+"/v2/health/ready", true); err != nil {
+		if err := u.waitHTTP(rctx, "backend-"+v.Name, scheme+addr(p.BackendHTTP[i])+"/v2/health/ready", true); err != nil {
 			return err
 		}
 	}
-	if err := u.waitHTTP(rctx, "proxy", "http://"+addr(p.ProxyAdmin)+"/ready", false); err != nil {
+	if err := u.waitHTTP(rctx, "proxy", scheme+addr(p.ProxyAdmin)+"/ready", false); err != nil {
 		return err
 	}
 	rev, verb, err := u.applyStartingState(rctx, apiURL)
 	if err != nil {
 		return err
 	}
-	inferURL := "http://" + addr(p.ProxyHTTP) + "/v2/models/recommender/infer"
+	inferURL := scheme + addr(p.ProxyHTTP) + "/v2/models/recommender/infer"
 	variant, err := u.waitServing(rctx, inferURL)
 	if err != nil {
 		return err
 	}
 
-	info := upInfo{PID: os.Getpid(), API: apiURL, XDS: addr(p.XDS), ProxyHTTP: "http://" + addr(p.ProxyHTTP),
-		ProxyGRPC: addr(p.ProxyGRPC), ProxyAdmin: "http://" + addr(p.ProxyAdmin), Processes: map[string]int{},
+	info := upInfo{PID: os.Getpid(), API: apiURL, XDS: addr(p.XDS), ProxyHTTP: scheme + addr(p.ProxyHTTP),
+		ProxyGRPC: addr(p.ProxyGRPC), ProxyAdmin: scheme + addr(p.ProxyAdmin), Processes: map[string]int{},
 		Revision: rev, Model: "recommender", StartedAt: time.Now().UTC(), StateDir: u.stateDir}
+	if k := u.pki; k != nil {
+		info.TLS = &upTLSInfo{CA: k.ca, Cert: k.file("syctl", ".crt"), Key: k.file("syctl", ".key")}
+	}
 	for i, v := range upVersions {
 		info.Backends = append(info.Backends, upBackendInfo{Version: v.Name, Model: v.Model,
-			HTTP: "http://" + addr(p.BackendHTTP[i]), GRPC: addr(p.BackendGRPC[i])})
+			HTTP: scheme + addr(p.BackendHTTP[i]), GRPC: addr(p.BackendGRPC[i])})
 	}
 	u.mu.Lock()
 	for _, c := range u.children {
@@ -566,7 +606,7 @@ func (u *upStack) child(name string) *upChild {
 // HTTP answer), the child exits, or ctx ends.
 func (u *upStack) waitHTTP(ctx context.Context, name, url string, need200 bool) error {
 	c := u.child(name)
-	hc := &http.Client{Timeout: 2 * time.Second}
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: u.hc.Transport}
 	var last string
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -638,7 +678,7 @@ func (u *upStack) applyStartingState(ctx context.Context, apiURL string) (int64,
 		Revision int64     `json:"revision"`
 		Model    api.Model `json:"model"`
 	}
-	code, raw, err := upHTTP(ctx, http.MethodGet, url, nil, nil)
+	code, raw, err := upHTTP(ctx, u.hc, http.MethodGet, url, nil, nil)
 	if err != nil {
 		return 0, "", err
 	}
@@ -661,7 +701,7 @@ func (u *upStack) applyStartingState(ctx context.Context, apiURL string) (int64,
 	default:
 		return 0, "", fmt.Errorf("GET %s: HTTP %d: %s", url, code, bytes.TrimSpace(raw))
 	}
-	code, raw, err = upHTTP(ctx, http.MethodPut, url, body, hdr)
+	code, raw, err = upHTTP(ctx, u.hc, http.MethodPut, url, body, hdr)
 	if err != nil {
 		return 0, "", err
 	}
@@ -681,7 +721,7 @@ func (u *upStack) applyStartingState(ctx context.Context, apiURL string) (int64,
 	return res.Revision, verb, nil
 }
 
-func upHTTP(ctx context.Context, method, url string, body []byte, hdr http.Header) (int, []byte, error) {
+func upHTTP(ctx context.Context, hc *http.Client, method, url string, body []byte, hdr http.Header) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, err
@@ -692,7 +732,7 @@ func upHTTP(ctx context.Context, method, url string, body []byte, hdr http.Heade
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, nil, fmt.Errorf("%s %s: %w", method, url, err)
 	}
@@ -716,7 +756,7 @@ func (u *upStack) waitServing(ctx context.Context, url string) (string, error) {
 	c := u.child("proxy")
 	var last string
 	for {
-		code, hdr, body, err := upInfer(ctx, url)
+		code, hdr, body, err := upInfer(ctx, u.hc, url)
 		if err == nil && code == http.StatusOK && hdr.Get("x-switchyard-variant") != "" {
 			return hdr.Get("x-switchyard-variant"), nil
 		}
@@ -738,14 +778,14 @@ func (u *upStack) waitServing(ctx context.Context, url string) (string, error) {
 	}
 }
 
-func upInfer(ctx context.Context, url string) (int, http.Header, []byte, error) {
+func upInfer(ctx context.Context, hc *http.Client, url string) (int, http.Header, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(demoFeatures()))
 	if err != nil {
 		return 0, nil, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("x-user-id", "alice")
-	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, nil, nil, err
 	}
@@ -789,12 +829,19 @@ func (u *upStack) printBanner(info upInfo, rev int64, verb, variant string) {
 	p("sticky by x-user-id. A test request through the proxy was answered by %s.", variant)
 	p("")
 	p("Send a request ([1,32] FP32 features; the answer names the version in x-switchyard-variant):")
-	p("  curl -si %s/v2/models/recommender/infer -H 'content-type: application/json' -H 'x-user-id: alice' \\", info.ProxyHTTP)
+	curlTLS := ""
+	if t := info.TLS; t != nil {
+		curlTLS = fmt.Sprintf("--cacert %s --cert %s --key %s ", t.CA, t.Cert, t.Key)
+	}
+	p("  curl -si %s%s/v2/models/recommender/infer -H 'content-type: application/json' -H 'x-user-id: alice' \\", curlTLS, info.ProxyHTTP)
 	p("    -d '%s'", demoFeatures())
 	p("")
 	sy := u.syctlCommand()
 	p("Drive it with syctl:")
-	if info.API != "http://"+addr(upAPIPort) {
+	switch t := info.TLS; {
+	case t != nil:
+		p("  export SYCTL_SERVER=%s SYCTL_CA=%s SYCTL_CERT=%s SYCTL_KEY=%s", info.API, t.CA, t.Cert, t.Key)
+	case info.API != "http://"+addr(upAPIPort):
 		p("  export SYCTL_SERVER=%s   # syctl's default is http://127.0.0.1:%d", info.API, upAPIPort)
 	}
 	p("  %s get models", sy)

@@ -6,6 +6,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
@@ -352,4 +354,72 @@ func TestUpRestartsACrashedChild(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUpTLS: `switchyard up --tls` runs the stack on mTLS: every listener
+// wants a client certificate of its development CA (STATE/tls), the proxy
+// reaches the control plane (identified by its certificate) and the
+// backends over mTLS, and a client with up's syctl certificate is served.
+func TestUpTLS(t *testing.T) {
+	bin := buildSwitchyard(t)
+	dir := filepath.Join(t.TempDir(), "state")
+	r := startUp(t, bin, dir, "--tls", "--restart=never")
+	info := readUpInfo(t, dir)
+	if info.TLS == nil || !strings.HasPrefix(info.API, "https://") || !strings.HasPrefix(info.ProxyHTTP, "https://") ||
+		!strings.HasPrefix(info.Backends[0].HTTP, "https://") {
+		t.Fatalf("up.json: %+v", info)
+	}
+	for _, want := range []string{"export SYCTL_SERVER=" + info.API + " SYCTL_CA=" + info.TLS.CA, "curl -si --cacert " + info.TLS.CA} {
+		if !strings.Contains(r.stdout.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	pair, err := tls.LoadX509KeyPair(info.TLS.Cert, info.TLS.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(info.TLS.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	client := func(certs ...tls.Certificate) *http.Client {
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: certs}}}
+	}
+	get := func(hc *http.Client, url string) (int, string, error) {
+		resp, err := hc.Get(url)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), nil
+	}
+	req, _ := http.NewRequest(http.MethodPost, info.ProxyHTTP+"/v2/models/recommender/infer", strings.NewReader(demoFeatures()))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client(pair).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("x-switchyard-variant") != "v1" {
+		t.Fatalf("infer over mTLS: %d %s", resp.StatusCode, resp.Header.Get("x-switchyard-variant"))
+	}
+	code, body, err := get(client(pair), info.API+"/v1/proxies")
+	if err != nil || code != 200 || !strings.Contains(body, `"local-proxy"`) || !strings.Contains(body, `"admin": "https://`) {
+		t.Fatalf("GET /v1/proxies over mTLS: %d %v %s", code, err, body)
+	}
+	for _, url := range []string{info.API + "/healthz", info.ProxyAdmin + "/ready", info.Backends[0].HTTP + "/v2/health/ready"} {
+		if code, _, err := get(client(), url); err == nil {
+			t.Errorf("%s without a client certificate: HTTP %d, want a refused handshake", url, code)
+		}
+	}
+	if err := r.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.wait(t, 30*time.Second); err != nil {
+		t.Fatalf("up after SIGINT: %v\nstderr:\n%s", err, r.stderr)
+	}
+	waitGone(t, info.Processes, 5*time.Second)
 }

@@ -154,7 +154,7 @@ func TestHelpAndParseErrors(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "config.yaml")
 	os.WriteFile(bad, []byte("server: http://127.0.0.1:7070\nbogus: 1\n"), 0o600)
 	r = syctl(t, cp, nil, "", "--config", bad, "get", "models")
-	wantCode(t, r, exitUsage, `line 2: unknown key "bogus" (allowed keys: server, token)`)
+	wantCode(t, r, exitUsage, `line 2: unknown key "bogus" (allowed keys: server, token, ca, cert, key)`)
 	if strings.Contains(r.stderr, "main.") || strings.Contains(r.stderr, "fileConfig") {
 		t.Errorf("a Go type in the config error:\n%s", r.stderr)
 	}

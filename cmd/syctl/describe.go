@@ -134,21 +134,21 @@ func (a *app) describeOnce(ctx context.Context, name, proxyAdmin string) error {
 		v.ProxyStats = raw
 		v.StatsSource = fillStats(v.Variants, raw, name)
 		if proxyAdmin != "" { // the control plane has no breaker states: take them from the proxy
-			if praw, perr := fetchProxyStats(ctx, proxyAdmin); perr != nil {
+			if praw, perr := fetchProxyStats(ctx, a.httpClient(10*time.Second), proxyAdmin); perr != nil {
 				v.Unavailable = append(v.Unavailable, "proxy breaker states: "+perr.Error())
 			} else {
 				fillBreakers(v.Variants, praw, name)
 			}
 		}
 	} else if proxyAdmin != "" {
-		raw, perr := fetchProxyStats(ctx, proxyAdmin)
+		raw, perr := fetchProxyStats(ctx, a.httpClient(10*time.Second), proxyAdmin)
 		if perr != nil {
 			v.Unavailable = append(v.Unavailable, "proxy stats: "+perr.Error())
 		} else {
 			v.ProxyStats = raw
 			fillStats(v.Variants, raw, name)
 		}
-		if nums, err := fetchProxyMetrics(ctx, proxyAdmin, name); err != nil {
+		if nums, err := fetchProxyMetrics(ctx, a.httpClient(10*time.Second), proxyAdmin, name); err != nil {
 			v.Unavailable = append(v.Unavailable, "proxy metrics: "+err.Error())
 		} else {
 			fillMetrics(v.Variants, nums)
@@ -206,7 +206,7 @@ func roles(m *api.Model, version string) []string {
 	return r
 }
 
-func fetchProxyStats(ctx context.Context, adminURL string) (json.RawMessage, error) {
+func fetchProxyStats(ctx context.Context, hc *http.Client, adminURL string) (json.RawMessage, error) {
 	u := strings.TrimRight(adminURL, "/")
 	if !strings.Contains(u, "://") {
 		u = "http://" + u
@@ -215,7 +215,6 @@ func fetchProxyStats(ctx context.Context, adminURL string) (json.RawMessage, err
 	if err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Timeout: 10 * time.Second}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the proxy admin at %s: %v", u, err)

@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -34,6 +35,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/switchyard-dev/switchyard/cmd/syctl/internal/client"
+	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 )
 
 // Exit codes.
@@ -80,6 +82,10 @@ type app struct {
 	// Global flags.
 	server, token, config, output string
 	timeout                       time.Duration
+	// TLS to the control plane (and the proxies' admin pages): the CA
+	// its certificate chains to, a client certificate for mTLS.
+	ca, cert, key string
+	tlsConfig     *tls.Config // nil: the defaults (system roots, no client certificate)
 
 	api *client.Client
 	// forceCommand is the running command repeated with --force, for a
@@ -143,7 +149,11 @@ func (a *app) globalFlags(fs *flag.FlagSet) {
 	fs.StringVar(&a.output, "o", d.output, "same as --output")
 	fs.StringVar(&a.output, "output", d.output, "output `FORMAT`: table, wide (more columns), json or yaml")
 	fs.DurationVar(&a.timeout, "timeout", d.timeout, "`DURATION` of the whole command")
+	fs.StringVar(&a.ca, "ca", d.ca, "CA `FILE` the control plane's (and proxies' admin) certificate must chain to, for an https:// server (env SYCTL_CA, config file; default the system roots)")
+	fs.StringVar(&a.cert, "cert", d.cert, "client certificate `FILE` for a server that wants mTLS (env SYCTL_CERT, config file); needs --key")
+	fs.StringVar(&a.key, "key", d.key, "the key `FILE` of --cert (env SYCTL_KEY, config file)")
 	a.server, a.token, a.config, a.output, a.timeout = cur.server, cur.token, cur.config, cur.output, cur.timeout
+	a.ca, a.cert, a.key = cur.ca, cur.cert, cur.key
 }
 
 // run is syctl without the process: it returns the exit code.
@@ -380,9 +390,33 @@ func (a *app) connect() error {
 	if !strings.Contains(server, "://") {
 		server = "http://" + server
 	}
+	ca, cert, key := first(a.ca, a.getenv("SYCTL_CA"), cfg.CA), first(a.cert, a.getenv("SYCTL_CERT"), cfg.Cert), first(a.key, a.getenv("SYCTL_KEY"), cfg.Key)
+	switch {
+	case (cert == "") != (key == ""):
+		return usagef("--cert and --key go together (the client certificate and its key)")
+	case ca != "" || cert != "":
+		c, err := tlsutil.NewClientConfig(tlsutil.Files{CA: ca, Cert: cert, Key: key}, tlsutil.ClientOptions{})
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		a.tlsConfig = c
+	}
 	a.api = client.New(server, token)
 	a.api.HTTP.Timeout = a.timeout
+	if a.tlsConfig != nil {
+		a.api.HTTP.Transport = &http.Transport{TLSClientConfig: a.tlsConfig}
+	}
 	return nil
+}
+
+// httpClient is a client for other Switchyard endpoints (the proxies'
+// admin pages) with syctl's TLS settings.
+func (a *app) httpClient(timeout time.Duration) *http.Client {
+	hc := &http.Client{Timeout: timeout}
+	if a.tlsConfig != nil {
+		hc.Transport = &http.Transport{TLSClientConfig: a.tlsConfig}
+	}
+	return hc
 }
 
 func first(vs ...string) string {
@@ -396,11 +430,17 @@ func first(vs ...string) string {
 
 // fileConfig is ~/.config/syctl/config.yaml:
 //
-//	server: http://127.0.0.1:7070
+//	server: https://127.0.0.1:7070
 //	token: "…"
+//	ca: /path/ca.crt      # TLS: the CA of the server's certificate
+//	cert: /path/me.crt    # mTLS: a client certificate and its key
+//	key: /path/me.key
 type fileConfig struct {
 	Server string `yaml:"server"`
 	Token  string `yaml:"token"`
+	CA     string `yaml:"ca"`
+	Cert   string `yaml:"cert"`
+	Key    string `yaml:"key"`
 }
 
 func readConfig(path string) (fileConfig, error) {
@@ -431,8 +471,14 @@ func readConfig(path string) (fileConfig, error) {
 			dst = &c.Server
 		case "token":
 			dst = &c.Token
+		case "ca":
+			dst = &c.CA
+		case "cert":
+			dst = &c.Cert
+		case "key":
+			dst = &c.Key
 		default:
-			return c, fmt.Errorf("config file %s: line %d: unknown key %q (allowed keys: server, token)", path, k.Line, k.Value)
+			return c, fmt.Errorf("config file %s: line %d: unknown key %q (allowed keys: server, token, ca, cert, key)", path, k.Line, k.Value)
 		}
 		if v.Kind != yaml.ScalarNode {
 			return c, fmt.Errorf("config file %s: line %d: %s: want a string", path, v.Line, k.Value)

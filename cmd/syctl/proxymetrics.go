@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -31,7 +30,7 @@ type variantNumbers struct {
 
 // fetchProxyMetrics reads a proxy's /metrics and returns per-variant
 // numbers of model.
-func fetchProxyMetrics(ctx context.Context, adminURL, modelName string) (map[string]*variantNumbers, error) {
+func fetchProxyMetrics(ctx context.Context, hc *http.Client, adminURL, modelName string) (map[string]*variantNumbers, error) {
 	u := strings.TrimRight(adminURL, "/")
 	if !strings.Contains(u, "://") {
 		u = "http://" + u
@@ -41,7 +40,7 @@ func fetchProxyMetrics(ctx context.Context, adminURL, modelName string) (map[str
 		return nil, err
 	}
 	req.Header.Set("Accept", "text/plain")
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the proxy admin at %s: %v", u, err)
 	}

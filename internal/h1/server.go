@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/internal/rawio"
 )
 
 // Defaults for the Server's timeouts and body limit.
@@ -213,7 +215,9 @@ func (s *Server) Serve(l net.Listener) error {
 			return http.ErrServerClosed
 		}
 		if s.TLSConfig != nil {
-			c = tls.Server(c, s.TLSConfig)
+			// The records go through raw system calls (rawio.NetConn)
+			// below crypto/tls, as plain connections' bytes do.
+			c = tls.Server(rawio.NetConn(c), s.TLSConfig)
 		}
 		conn := s.newConn(c)
 		s.conns[c] = conn

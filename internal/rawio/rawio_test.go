@@ -134,3 +134,49 @@ func TestConnFallback(t *testing.T) {
 		t.Fatalf("deadline: %v", err)
 	}
 }
+
+// NetConn keeps a TCP connection's deadlines, Close and addresses and
+// reads and writes it raw.
+func TestNetConn(t *testing.T) {
+	a, b := tcpPair(t)
+	wa, wb := NetConn(a), NetConn(b)
+	if runtime.GOOS == "linux" {
+		if _, ok := wa.(*netConn); !ok {
+			t.Fatalf("NetConn(%T) = %T, want the raw wrapper", a, wa)
+		}
+	}
+	if wa.RemoteAddr().String() != a.RemoteAddr().String() {
+		t.Fatal("addresses differ")
+	}
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(wb, buf); err != nil {
+			done <- err
+			return
+		}
+		_, err := wb.Write(buf)
+		done <- err
+	}()
+	if _, err := wa.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(wa, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("echo %q %v", buf, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// A read deadline still applies.
+	wa.SetReadDeadline(time.Now().Add(-time.Second))
+	if _, err := wa.Read(buf); !os.IsTimeout(err) {
+		t.Fatalf("read past the deadline: %v", err)
+	}
+	if err := wa.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := wb.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("after CloseWrite: %d %v", n, err)
+	}
+}

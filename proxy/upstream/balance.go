@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"crypto/tls"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,13 @@ type Endpoint struct {
 // NewHTTPEndpoint returns an HTTP/1.1 endpoint.
 func NewHTTPEndpoint(addr string, maxIdle int) *Endpoint {
 	return &Endpoint{Addr: addr, HTTP: NewHTTPPool(addr, maxIdle)}
+}
+
+// NewHTTPSEndpoint returns an HTTP/1.1 endpoint over TLS (cfg: the CA
+// that the backend's certificate must chain to, a client certificate for
+// mTLS).
+func NewHTTPSEndpoint(addr string, maxIdle int, cfg *tls.Config) *Endpoint {
+	return &Endpoint{Addr: addr, HTTP: NewHTTPSPool(addr, maxIdle, cfg)}
 }
 
 // NewGRPCEndpoint returns a gRPC endpoint on one HTTP/2 connection (grpc

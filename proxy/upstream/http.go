@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/h1"
+	"github.com/switchyard-dev/switchyard/internal/rawio"
 )
 
 // ErrConnect marks a failure to open a connection: nothing reached the
@@ -79,6 +81,7 @@ type HTTPPool struct {
 	host    string // Host header line value
 	dialer  net.Dialer
 	maxIdle int
+	tls     *tls.Config // nil: plain TCP (raw system calls)
 
 	mu     sync.Mutex
 	idle   []*conn
@@ -103,6 +106,23 @@ func NewHTTPPool(addr string, maxIdle int) *HTTPPool {
 		addr: addr, host: addr, maxIdle: maxIdle,
 		dialer: net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second},
 	}
+}
+
+// NewHTTPSPool is NewHTTPPool over TLS with cfg (its ServerName, when
+// empty, is the address's host).
+func NewHTTPSPool(addr string, maxIdle int, cfg *tls.Config) *HTTPPool {
+	p := NewHTTPPool(addr, maxIdle)
+	if cfg != nil {
+		cfg = cfg.Clone()
+		if cfg.ServerName == "" {
+			if h, _, err := net.SplitHostPort(addr); err == nil {
+				cfg.ServerName = h
+			}
+		}
+		cfg.NextProtos = []string{"http/1.1"}
+		p.tls = cfg
+	}
+	return p
 }
 
 // Addr is the endpoint's address.
@@ -159,6 +179,23 @@ func (p *HTTPPool) dial(deadline time.Time) (*conn, error) {
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
+	}
+	if p.tls != nil {
+		tc := tls.Client(rawio.NetConn(nc), p.tls) // records on raw system calls, as plain bytes
+		hd := d.Deadline
+		if hd.IsZero() {
+			hd = time.Now().Add(p.dialer.Timeout)
+		}
+		tc.SetDeadline(hd)
+		if err := tc.Handshake(); err != nil {
+			nc.Close()
+			if isTimeout(err) {
+				return nil, fmt.Errorf("%w: TLS handshake with %s: %w", ErrTimeout, p.addr, err)
+			}
+			return nil, fmt.Errorf("%w: TLS handshake with %s: %w", ErrConnect, p.addr, err)
+		}
+		tc.SetDeadline(time.Time{})
+		nc = tc // reads and writes through crypto/tls
 	}
 	c := &conn{nc: nc}
 	c.io.reset(nc)

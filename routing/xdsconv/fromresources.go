@@ -204,6 +204,16 @@ func FromResources(listeners []*listenerv3.Listener, routes []*routev3.RouteConf
 				return nil, fmt.Errorf("model %q version %q: cluster %q: %w", name, v.Name, cn, err)
 			}
 			v.Endpoints = eps
+			// The cluster's transport_socket is the version's TLS (an
+			// Envoy reads the same); without one, the document's own
+			// (absent, or tls.disabled) stands.
+			t, err := upstreamTLSFromCluster(c)
+			if err != nil {
+				return nil, fmt.Errorf("model %q version %q: cluster %q: %w", name, v.Name, cn, err)
+			}
+			if t != nil {
+				v.TLS = t
+			}
 		}
 		if err := m.Validate(); err != nil {
 			return nil, fmt.Errorf("model %q: %w", name, err)

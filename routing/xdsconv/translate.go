@@ -388,6 +388,7 @@ func versionCluster(m *api.Model, v *api.Version) (*clusterv3.Cluster, *endpoint
 			MinRetryConcurrency: wrapperspb.UInt32(minRetryConcurr),
 		}
 	}
+	c.TransportSocket = upstreamTransportSocket(v)
 	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{th}}
 	c.OutlierDetection = od
 	if v.Protocol == api.ProtocolGRPC {

@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 )
@@ -52,12 +53,15 @@ func main() {
 	pids := flag.String("pid", "", "comma-separated process ids whose CPU (utime+stime) is measured")
 	header := flag.String("header", "", "extra header sent as-is, e.g. 'X-User-Id: 1' (unused by default)")
 	samples := flag.String("samples", "", "write every measured latency (µs, one per line, sorted) to this file, for percentiles pooled over runs")
+	caFile := flag.String("ca", "", "https: the CA file the target's certificate chains to")
+	certFile := flag.String("cert", "", "https: a client certificate file (mTLS); with -key")
+	keyFile := flag.String("key", "", "the key file of -cert")
 	binary := flag.Bool("binary", false, "send the input as binary tensor data and ask for binary outputs (OIP binary extension) instead of JSON numbers")
 	flag.Parse()
 	_ = header
 	u, err := url.Parse(*target)
-	if err != nil || u.Host == "" || !strings.HasPrefix(u.Host, "127.0.0.1:") {
-		fmt.Fprintln(os.Stderr, "loadgen: -url must be http://127.0.0.1:PORT/...")
+	if err != nil || u.Host == "" || !strings.HasPrefix(u.Host, "127.0.0.1:") || (u.Scheme != "http" && u.Scheme != "https") {
+		fmt.Fprintln(os.Stderr, "loadgen: -url must be http(s)://127.0.0.1:PORT/...")
 		os.Exit(2)
 	}
 	if *dur > 120*time.Second {
@@ -76,6 +80,15 @@ func main() {
 		panic(err)
 	}
 	pool := upstream.NewHTTPPool(u.Host, *conc+8)
+	if u.Scheme == "https" {
+		// Keep-alive connections: the handshakes happen in the warm-up.
+		cfg, err := tlsutil.NewClientConfig(tlsutil.Files{CA: *caFile, Cert: *certFile, Key: *keyFile}, tlsutil.ClientOptions{})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(2)
+		}
+		pool = upstream.NewHTTPSPool(u.Host, *conc+8, cfg)
+	}
 	req := &upstream.Request{Path: u.Path, ContentType: "application/json", Body: body}
 	if hl < len(body) {
 		req.ContentType, req.HeaderLen = "application/octet-stream", hl
