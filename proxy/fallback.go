@@ -242,3 +242,57 @@ func requestID(x *Exchange) string {
 	}
 	return ""
 }
+
+// bodylessAnswer is the fallback chain's answer to a request refused
+// before its body was read (the buffered-bytes budget: trigger Overload):
+// the chain's first static or empty step, shaped as configured (the
+// request's rows are unknown), since the cache and the backup need the
+// body. ok is false when the route has neither.
+func (rf *routePolicies) bodylessAnswer() (resp *oip.InferResponse, step fallback.Step, ok bool) {
+	if rf == nil || rf.fb == nil {
+		return nil, 0, false
+	}
+	pol, name := rf.fb, rf.route.Name
+	for _, s := range pol.chain {
+		switch s {
+		case fallback.StepStatic:
+			if pol.static == nil {
+				continue
+			}
+			if r, err := pol.static.Response(name, "", -1); err == nil {
+				return r, s, true
+			}
+		case fallback.StepEmpty:
+			var like []oip.Tensor
+			if pol.static != nil {
+				like = pol.static.Outputs()
+			} else if lp := pol.like.Load(); lp != nil {
+				like = *lp
+			}
+			if like != nil {
+				return fallback.EmptyResponse(name, "", like, -1), s, true
+			}
+		}
+	}
+	return nil, 0, false
+}
+
+// bodylessFallback is the route's static or empty answer to a request the
+// buffered-bytes budget refused before its body was read (see
+// bodylessAnswer), counted as that step answering an overload.
+func (p *Proxy) bodylessFallback(model string) (*oip.InferResponse, string, bool) {
+	s := p.snap.Load()
+	if s == nil {
+		return nil, "", false
+	}
+	r := s.routes[model]
+	if r == nil {
+		return nil, "", false
+	}
+	resp, step, ok := r.policies.bodylessAnswer()
+	if !ok {
+		return nil, "", false
+	}
+	r.policies.f.fbm.Fallback(r.Name, step.String(), fallback.Overload)
+	return resp, step.String(), true
+}

@@ -241,6 +241,18 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 // the body may be unread.
 func (s *fastServer) refuse(c *h1.Conn, r *h1.Request, model []byte, start time.Time, e *oip.Error) (bool, error) {
 	s.p.shed("buffer")
+	if resp, step, ok := s.p.bodylessFallback(string(model)); ok {
+		// The route's static or empty answer (the body, unread, is not
+		// needed for it); the connection still ends, lingering.
+		if body, _, err := oip.AppendInferResponse(nil, resp, nil); err == nil {
+			extra := "X-Switchyard-Fallback: " + step + "\r\nX-Switchyard-Fallback-Reason: " + fallback.Overload.String() + "\r\n"
+			writeHead(c.W, http.StatusOK, "application/json", nil, nil, 0, len(body), true, extra)
+			c.W.Write(body)
+			c.Refuse()
+			s.p.logRequest(context.Background(), string(model), "", http.StatusOK, start, nil, r.HeaderString("traceparent"))
+			return false, c.Flush()
+		}
+	}
 	writeErrorTo(c.W, e.HTTPStatus(), e.Msg, nil, true, retryAfterHeader)
 	c.Refuse()
 	s.p.logRequest(context.Background(), string(model), "", e.HTTPStatus(), start, e, r.HeaderString("traceparent"))

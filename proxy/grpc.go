@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"github.com/switchyard-dev/switchyard/oip/pbwire"
@@ -294,6 +295,13 @@ func (g *grpcFront) infer(ctx context.Context, in *grpcIn, hdr metadata.MD) (*pb
 	}
 	if !p.budget.take(held) {
 		p.shed("buffer")
+		if resp, step, ok := p.bodylessFallback(model); ok {
+			if hdr != nil {
+				hdr.Append(fallback.HeaderFallback, step)
+				hdr.Append(fallback.HeaderFallbackReason, fallback.Overload.String())
+			}
+			return oip.InferResponseToProto(resp), nil, nil
+		}
 		return nil, nil, oip.GRPCError(p.budget.overBudget(held))
 	}
 	defer p.budget.give(held)

@@ -20,10 +20,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	grpcgzip "google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/metadata"
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/fallback"
@@ -629,5 +631,66 @@ func TestStreamMessagesCarryTheirMarks(t *testing.T) {
 		if got != n {
 			t.Fatalf("%s: %d answers, want %d", c.model, got, n)
 		}
+	}
+}
+
+// TestBudgetRefusalAnsweredByStatic: a request the buffered-bytes budget
+// refuses on a route whose chain has a static step gets the static answer
+// (200, marked static/overload; REST still ends the connection, its body
+// unread), REST and gRPC; a route without one still gets 503 / UNAVAILABLE.
+func TestBudgetRefusalAnsweredByStatic(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	plain := demoModel(be, map[string]int{"v1": 100})
+	withStatic := recommenderWith(be, func(m *api.Model) {
+		m.Metadata.Name = "withstatic"
+		m.Spec.Fallback = &api.Fallback{Chain: []string{"backup", "static"}, Backup: "lite", Static: staticScores(0.25)}
+	})
+	p, reg := featuresProxy(t, Config{Models: []api.Model{plain, withStatic}, MaxBodyBytes: 200 << 10, MaxBufferedBytes: 256 << 10}, FeaturesConfig{})
+	big := append(inferBody(1), bytes.Repeat([]byte(" "), 150<<10)...)
+	c, err := net.Dial("tcp", p.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST /v2/models/recommender/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(big))
+	c.Write(big[:1000]) // holds the budget until the rest is sent
+	waitFor(t, "the first body to hold the budget", func() bool { return p.budget.used.Load() >= int64(len(big)) })
+
+	hc := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	defer hc.CloseIdleConnections()
+	a := postFull(t, hc, inferURL(p, "withstatic"), big, nil)
+	if a.status != 200 || a.fallback != "static" || a.reason != "overload" {
+		t.Fatalf("over budget with a static step: %+v %s", a, a.body)
+	}
+	if got := scoresOf(t, a.body); len(got) != 100 || got[0] != 0.25 {
+		t.Fatalf("the static answer: %v", got)
+	}
+	if a := postFull(t, hc, inferURL(p, "recommender"), big, nil); a.status != 503 {
+		t.Fatalf("over budget without a chain: %+v %s", a, a.body)
+	}
+	if got := metricSum(t, reg, "switchyard_proxy_shed_total", map[string]string{"reason": "buffer"}); got != 2 {
+		t.Fatalf("shed{buffer} = %v, want 2", got)
+	}
+
+	// gRPC: the message was read, but holding it is over the budget.
+	gc := dialProxy(t, p)
+	rows := 1500 // ~190 KiB of float32 features
+	in := grpcFeatures("withstatic", rows)
+	var hdr metadata.MD
+	resp, err := gc.ModelInfer(context.Background(), in, grpc.Header(&hdr))
+	if err != nil {
+		t.Fatalf("gRPC over budget with a static step: %v", err)
+	}
+	if f := hdr.Get("x-switchyard-fallback"); len(f) != 1 || f[0] != "static" || len(resp.GetOutputs()) != 1 {
+		t.Fatalf("gRPC over budget with a static step: fallback %v, %v", f, resp)
+	}
+	in.ModelName = "recommender"
+	if _, err := gc.ModelInfer(context.Background(), in); status.Code(err) != codes.Unavailable {
+		t.Fatalf("gRPC over budget without a chain: %v, want Unavailable", err)
+	}
+
+	c.Write(big[1000:])
+	if r, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || r.StatusCode != 200 {
+		t.Fatalf("the first request: %v %v", r, err)
 	}
 }
