@@ -110,6 +110,55 @@ func (s *Stats) Merge(o *Stats) {
 	s.Latency.Merge(&o.Latency)
 }
 
+// Since is s - prev: what happened between two cumulative readings of one
+// version's counters (MaxNS is s's: a maximum is per interval already).
+func (s *Stats) Since(prev *Stats) Stats {
+	d := Stats{
+		Requests:         s.Requests - prev.Requests,
+		Fallbacks:        s.Fallbacks - prev.Fallbacks,
+		NaNOutputs:       s.NaNOutputs - prev.NaNOutputs,
+		ShadowCompared:   s.ShadowCompared - prev.ShadowCompared,
+		ShadowDisagreed:  s.ShadowDisagreed - prev.ShadowDisagreed,
+		BackupAnswers:    s.BackupAnswers - prev.BackupAnswers,
+		Errors:           countsSince(s.Errors, prev.Errors),
+		UpstreamFailures: countsSince(s.UpstreamFailures, prev.UpstreamFailures),
+	}
+	for i := range s.Latency.Counts {
+		d.Latency.Counts[i] = s.Latency.Counts[i] - prev.Latency.Counts[i]
+	}
+	d.Latency.Total = s.Latency.Total - prev.Latency.Total
+	d.Latency.SumNS = s.Latency.SumNS - prev.Latency.SumNS
+	d.Latency.MaxNS = s.Latency.MaxNS
+	return d
+}
+
+// countsSince is cur - prev per key (nil when nothing grew).
+func countsSince(cur, prev map[string]uint64) map[string]uint64 {
+	var d map[string]uint64
+	for k, v := range cur {
+		if n := v - prev[k]; n > 0 {
+			if d == nil {
+				d = map[string]uint64{}
+			}
+			d[k] = n
+		}
+	}
+	return d
+}
+
+// CopyCounts makes dst a copy of the count map src, reusing dst's storage
+// (allocated only when src has counts), and returns it.
+func CopyCounts(dst, src map[string]uint64) map[string]uint64 {
+	clear(dst)
+	if dst == nil && len(src) > 0 {
+		dst = make(map[string]uint64, len(src))
+	}
+	for k, v := range src {
+		dst[k] = v
+	}
+	return dst
+}
+
 // Entry is one (model, version)'s stats in a report.
 type Entry struct {
 	Model   string `json:"model"`

@@ -60,8 +60,8 @@ func EntryToProto(e *Entry) *statspb.VariantStats {
 		ShadowCompared: e.Stats.ShadowCompared, ShadowDisagreed: e.Stats.ShadowDisagreed,
 		Latency: &statspb.Histogram{},
 	}
-	v.Errors = copyCounts(e.Stats.Errors)
-	v.UpstreamFailures = copyCounts(e.Stats.UpstreamFailures)
+	v.Errors = CopyCounts(nil, e.Stats.Errors)
+	v.UpstreamFailures = CopyCounts(nil, e.Stats.UpstreamFailures)
 	v.BackupAnswers = e.Stats.BackupAnswers
 	AppendHistogramProto(v.Latency, &e.Stats.Latency)
 	return v
@@ -95,7 +95,7 @@ func ReportFromProto(p *statspb.Report, at time.Time) (Report, error) {
 		ce := Entry{Model: e.Model, Version: e.Version, Stats: Stats{
 			Requests: e.Requests, Fallbacks: e.Fallbacks, NaNOutputs: e.NanOutputs,
 			ShadowCompared: e.ShadowCompared, ShadowDisagreed: e.ShadowDisagreed, Latency: h,
-			Errors: copyCounts(e.Errors), UpstreamFailures: copyCounts(e.UpstreamFailures), BackupAnswers: e.BackupAnswers,
+			Errors: CopyCounts(nil, e.Errors), UpstreamFailures: CopyCounts(nil, e.UpstreamFailures), BackupAnswers: e.BackupAnswers,
 		}}
 		r.Entries = append(r.Entries, ce)
 	}
@@ -108,14 +108,3 @@ func ReportFromProto(p *statspb.Report, at time.Time) (Report, error) {
 	return r, nil
 }
 
-// copyCounts copies a count map (nil for an empty one).
-func copyCounts(m map[string]uint64) map[string]uint64 {
-	if len(m) == 0 {
-		return nil
-	}
-	out := make(map[string]uint64, len(m))
-	for k, c := range m {
-		out[k] = c
-	}
-	return out
-}

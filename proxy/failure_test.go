@@ -292,7 +292,7 @@ func TestClientCancelIsNobodysFailure(t *testing.T) {
 	}
 	for _, v := range []string{"g", "r"} {
 		var st canary.Stats
-		p.stats.slot("m", v).snapshot(&st)
+		p.stats.Slot("m", v).Snapshot(&st)
 		if st.Requests != 0 || st.ErrorCount() != 0 {
 			t.Fatalf("%s: canary stats count cancelled requests: %+v", v, st)
 		}
@@ -322,7 +322,7 @@ func TestPrimaryRejectionReachesClientAndCanary(t *testing.T) {
 		}
 	}
 	var st canary.Stats
-	p.stats.slot("recommender", "v1").snapshot(&st)
+	p.stats.Slot("recommender", "v1").Snapshot(&st)
 	if st.Requests != 3 || st.Errors["client_4xx"] != 3 || st.Errors["status_5xx"] != 0 {
 		t.Fatalf("canary stats %+v, want 3 requests, 3 client_4xx", st)
 	}
@@ -374,7 +374,7 @@ func TestNaNInputsAreNotTheVersionsFailure(t *testing.T) {
 		t.Fatalf("v1's breaker %s after NaN inputs, want closed", st)
 	}
 	var st canary.Stats
-	p.stats.slot("recommender", "v1").snapshot(&st)
+	p.stats.Slot("recommender", "v1").Snapshot(&st)
 	if st.Requests != 5 || st.NaNOutputs != 0 || st.ErrorCount() != 0 || st.UpstreamFailureCount() != 0 || st.Fallbacks != 0 {
 		t.Fatalf("v1 canary stats after NaN inputs: %+v, want 5 requests and nothing else", st)
 	}

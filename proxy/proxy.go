@@ -42,6 +42,7 @@ import (
 	"github.com/switchyard-dev/switchyard/internal/seclog"
 	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	"github.com/switchyard-dev/switchyard/oip"
+	"github.com/switchyard-dev/switchyard/proxy/report"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 	"github.com/switchyard-dev/switchyard/proxy/xdsclient"
 	"github.com/switchyard-dev/switchyard/telemetry"
@@ -135,7 +136,7 @@ type Config struct {
 	XDSBackoffMin, XDSBackoffMax time.Duration
 	// StatsInterval is how often per-variant stats are reported to the
 	// control plane's Stats service at StatsAddr (default XDSAddr) for the
-	// canary (0: 1s; negative: off). See report.go.
+	// canary (0: 1s; negative: off). See package report.
 	StatsInterval time.Duration
 	StatsAddr     string
 }
@@ -162,8 +163,8 @@ type Proxy struct {
 	listeners [3]net.Listener
 	xds       *xdsclient.Client
 	persisted string // path of the persisted config loaded at start ("" if none)
-	stats     *statsRecorder
-	reporter  *statsReporter
+	stats     *report.Recorder
+	reporter  *report.Reporter
 	features  *features // the routes' cache, fallback and shadow policies
 	budget    *byteBudget
 	tlsSrv    *tlsutil.Server   // nil: plain listeners
@@ -217,7 +218,7 @@ func New(cfg Config) (*Proxy, error) {
 		sampler: telemetry.NewSampler(cfg.LogSampleEvery),
 		prop:    telemetry.Propagator(),
 		ctJSON:  []string{"application/json"},
-		stats:   newStatsRecorder(),
+		stats:   report.NewRecorder(),
 		budget:  &byteBudget{limit: cfg.MaxBufferedBytes},
 	}
 	cfg.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -3,11 +3,8 @@ package proxy
 import (
 	"context"
 	"encoding/binary"
-	"log/slog"
 	"math"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +14,7 @@ import (
 	"github.com/switchyard-dev/switchyard/controlplane"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+	"github.com/switchyard-dev/switchyard/proxy/report"
 )
 
 func entriesOf(t *testing.T, r *statspb.Report) map[string]canary.Stats {
@@ -30,66 +28,6 @@ func entriesOf(t *testing.T, r *statspb.Report) map[string]canary.Stats {
 		out[e.Model+"/"+e.Version] = e.Stats
 	}
 	return out
-}
-
-func TestRecorderDeltasAndBuffer(t *testing.T) {
-	rec := newStatsRecorder()
-	r := newStatsReporter(rec, "127.0.0.1:1", "node", time.Second, 3, time.Millisecond, time.Millisecond, slog.New(slog.DiscardHandler))
-	a, b := rec.slot("m", "v1"), rec.slot("m", "v2")
-	if rec.slot("m", "v1") != a {
-		t.Fatal("slot not reused")
-	}
-	for i := range 10 {
-		a.record(outcome{latency: time.Duration(i+1) * time.Millisecond, errKind: -1})
-	}
-	a.record(outcome{latency: 50 * time.Millisecond, errKind: 3, nanOutput: true})
-	b.record(outcome{latency: time.Millisecond, errKind: -1, fallback: true})
-	r.collect(time.Now())
-	got := entriesOf(t, r.buf[0])
-	v1 := got["m/v1"]
-	if v1.Requests != 11 || v1.NaNOutputs != 1 || v1.Errors["nan_output"] != 1 || v1.Latency.Total != 11 || v1.Latency.MaxNS != uint64(50*time.Millisecond) {
-		t.Fatalf("first report v1: %+v", v1)
-	}
-	if v2 := got["m/v2"]; v2.Requests != 1 || v2.Fallbacks != 1 {
-		t.Fatalf("first report v2: %+v", v2)
-	}
-	// The next report carries only what happened since.
-	a.record(outcome{latency: 2 * time.Millisecond, errKind: 1})
-	r.collect(time.Now())
-	got = entriesOf(t, r.buf[1])
-	if v1 := got["m/v1"]; v1.Requests != 1 || v1.Errors["timeout"] != 1 || len(v1.Errors) != 1 || v1.Latency.Total != 1 || v1.Latency.MaxNS != uint64(2*time.Millisecond) {
-		t.Fatalf("second report v1: %+v", v1)
-	}
-	if _, ok := got["m/v2"]; ok {
-		t.Fatal("an idle version is reported")
-	}
-	if r.buf[0].Seq != 1 || r.buf[1].Seq != 2 || r.buf[0].BootId != r.buf[1].BootId || r.buf[0].BootId == "" {
-		t.Fatalf("seq/boot: %d %d %q %q", r.buf[0].Seq, r.buf[1].Seq, r.buf[0].BootId, r.buf[1].BootId)
-	}
-	// Bounded: the oldest unacknowledged reports are dropped first.
-	r.collect(time.Now())
-	r.collect(time.Now())
-	if s := r.Status(); s.Buffered != 3 || s.Dropped != 1 || r.buf[0].Seq != 2 || s.Seq != 4 {
-		t.Fatalf("after 4 reports with room for 3: %+v, oldest seq %d", s, r.buf[0].Seq)
-	}
-	r.ack(3)
-	if s := r.Status(); s.Buffered != 1 || s.Acked != 3 || r.buf[0].Seq != 4 {
-		t.Fatalf("after ack 3: %+v", s)
-	}
-	if got := r.pending(3); len(got) != 1 || got[0].Seq != 4 {
-		t.Fatalf("pending after 3: %v", got)
-	}
-}
-
-func TestRecordAllocatesNothing(t *testing.T) {
-	rec := newStatsRecorder()
-	rec.slot("m", "v1")
-	allocs := testing.AllocsPerRun(1000, func() {
-		rec.slot("m", "v1").record(outcome{latency: 3 * time.Millisecond, errKind: -1})
-	})
-	if allocs != 0 {
-		t.Fatalf("%v allocations per recorded request", allocs)
-	}
 }
 
 func TestNaNDetection(t *testing.T) {
@@ -205,117 +143,6 @@ func TestReporterBuffersReconnectsAndRestarts(t *testing.T) {
 	}
 }
 
-func BenchmarkRecordStats(b *testing.B) {
-	rec := newStatsRecorder()
-	rec.slot("recommender", "v1")
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
-			i++
-			rec.slot("recommender", "v1").record(outcome{latency: time.Duration(1000000 + i*37), errKind: -1})
-		}
-	})
-}
-
-// Requests recorded while the reporter collects must not tear a report:
-// the control plane refuses one whose latency buckets do not sum to its
-// total (a torn snapshot used to read the total counter apart from the
-// buckets, one request off), and the refused report then held up the
-// whole stream (TestStory's canary saw 0 requests for 95 s).
-func TestReportsConsistentUnderConcurrentRecording(t *testing.T) {
-	rec := newStatsRecorder()
-	r := newStatsReporter(rec, "127.0.0.1:1", "node", time.Second, 1<<20, time.Millisecond, time.Millisecond, slog.New(slog.DiscardHandler))
-	s := rec.slot("m", "v1")
-	var stop atomic.Bool
-	var recorded [2]uint64
-	var wg sync.WaitGroup
-	for w := range recorded {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; !stop.Load(); i++ {
-				s.record(outcome{latency: time.Duration(i*7+w) * time.Microsecond, errKind: -1})
-				recorded[w]++
-			}
-		}()
-	}
-	for range 20000 {
-		r.collect(time.Now())
-	}
-	stop.Store(true)
-	wg.Wait()
-	r.collect(time.Now())
-	var requests, total uint64
-	for _, rep := range r.buf {
-		cr, err := canary.ReportFromProto(rep, time.Now())
-		if err != nil {
-			t.Fatalf("the control plane would refuse report %d: %v", rep.Seq, err)
-		}
-		for _, e := range cr.Entries {
-			requests += e.Stats.Requests
-			total += e.Stats.Latency.Total
-		}
-	}
-	if want := recorded[0] + recorded[1]; requests != want || total != want {
-		t.Fatalf("reports sum to %d requests, %d latency samples; %d were recorded", requests, total, want)
-	}
-}
-
-// A report the control plane refuses (InvalidArgument) is dropped, not
-// resent on every reconnect ahead of the reports behind it.
-func TestReporterDropsRefusedReport(t *testing.T) {
-	cpAddr := closedAddr(t)
-	cp, err := controlplane.New(controlplane.Config{StatePath: filepath.Join(t.TempDir(), "state.db"), APIAddr: "127.0.0.1:0", XDSAddr: cpAddr, InsecureLoopbackNoAuth: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := cp.EnableCanary(controlplane.CanaryOptions{Interval: time.Hour})
-	if err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
-	if err := cp.Start(context.Background()); err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cp.Close() })
-
-	rec := newStatsRecorder()
-	// Room for far more reports than the wait below lasts: the buffer
-	// overflowing must not be what clears the refused one.
-	r := newStatsReporter(rec, cpAddr, "edge-1", 20*time.Millisecond, 1<<20, 10*time.Millisecond, 50*time.Millisecond, slog.New(slog.DiscardHandler))
-	s := rec.slot("recommender", "v1")
-	for range 5 {
-		s.record(outcome{latency: time.Millisecond, errKind: -1})
-	}
-	r.collect(time.Now())
-	r.buf[0].Entries[0].Latency.Total++ // malformed: buckets sum to 5, total says 6
-	for range 7 {
-		s.record(outcome{latency: time.Millisecond, errKind: -1})
-	}
-	r.collect(time.Now())
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); r.run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	from := time.Now().Add(-time.Minute)
-	count := func() uint64 {
-		st, _ := cc.Stats().Stats(context.Background(), "recommender", "v1", from, time.Now().Add(time.Minute))
-		return st.Requests
-	}
-	waitFor(t, "the reports behind the refused one to be counted", func() bool {
-		st := r.Status()
-		return count() == 7 && st.Rejected == 1 && st.Buffered == 0 && st.Connected
-	})
-	s.record(outcome{latency: time.Millisecond, errKind: -1})
-	waitFor(t, "a later report", func() bool { return count() == 8 })
-	if st := r.Status(); st.Rejected != 1 {
-		t.Fatalf("status %+v, want exactly the malformed report rejected", st)
-	}
-}
-
 // TestStatsCountWhatReallyHappened: the stats stream counts, per version,
 // its own failures whether or not a fallback answered (upstream
 // failures by trigger), and a backup's answers on the backup (apart from
@@ -347,9 +174,9 @@ func TestStatsCountWhatReallyHappened(t *testing.T) {
 	}
 
 	rec := p.stats
-	r := newStatsReporter(rec, "127.0.0.1:1", "node", time.Second, 3, time.Millisecond, time.Millisecond, slog.New(slog.DiscardHandler))
-	r.collect(time.Now())
-	got := entriesOf(t, r.buf[0])
+	r := report.New(rec, report.Options{Addr: "127.0.0.1:1", Node: "node", MaxBuffered: 3})
+	r.Collect(time.Now())
+	got := entriesOf(t, r.Pending(0)[0])
 	v1 := got["recommender/v1"]
 	if v1.Requests != 3 || v1.Fallbacks != 3 || v1.FailureCount() != 0 || v1.UpstreamFailures["connect_error"] != 3 || v1.UpstreamFailureCount() != 3 {
 		t.Fatalf("v1 answered by its backup: %+v, want 3 requests, 3 fallbacks, no client-visible error, 3 connect_error failures", v1)
@@ -367,8 +194,8 @@ func TestStatsCountWhatReallyHappened(t *testing.T) {
 	if a := postFull(t, c, inferURL(p, "recommender"), body, nil); a.status != 200 {
 		t.Fatalf("one more: %+v", a)
 	}
-	r.collect(time.Now())
-	got = entriesOf(t, r.buf[1])
+	r.Collect(time.Now())
+	got = entriesOf(t, r.Pending(1)[0])
 	if v1 := got["recommender/v1"]; v1.UpstreamFailures["connect_error"] != 1 || len(v1.UpstreamFailures) != 1 {
 		t.Fatalf("second report v1: %+v", v1)
 	}

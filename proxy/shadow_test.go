@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/switchyard-dev/switchyard/api"
+	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/controlplane"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
@@ -339,12 +340,9 @@ func testShadowV2TopKAgreement(t *testing.T, batch *api.ShadowBatch, process str
 // canaryShadowCounts is what the proxy's stats hold for the canary's
 // shadow gate: comparisons and disagreements of (model, version).
 func canaryShadowCounts(p *Proxy, model, version string) (compared, disagreed uint64) {
-	slot := p.stats.slot(model, version)
-	for i := range slot.shards {
-		compared += slot.shards[i].shadowCompared.Load()
-		disagreed += slot.shards[i].shadowDiff.Load()
-	}
-	return compared, disagreed
+	var st canary.Stats
+	p.stats.Slot(model, version).Snapshot(&st)
+	return st.ShadowCompared, st.ShadowDisagreed
 }
 
 // featuresOf is the proxy's policies component.
