@@ -2,7 +2,6 @@ package oip
 
 import (
 	"bytes"
-	"context"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/internal/h1"
@@ -52,7 +51,7 @@ func (h *httpHandler) fastInfer(c *h1.Conn, r *h1.Request) (served, keep bool, e
 	var hl int
 	body, ierr := DecodeBody(r.HeaderString("content-encoding"), body, h.opts.MaxBodyBytes, dbuf)
 	if ierr == nil {
-		answer, hl, ierr = h.inferBody(context.Background(), route, r.Header("inference-header-content-length"), body, (*out)[:0])
+		answer, hl, ierr = h.inferBody(c.Context(), route, r.Header("inference-header-content-length"), body, (*out)[:0])
 		*out = answer
 	}
 	var gzipped bool

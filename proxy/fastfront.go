@@ -177,7 +177,7 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 		}
 		held = n
 	}
-	ctx := context.Background()
+	ctx := c.Context() // cut when a drain runs out of time
 	if oerr != nil {
 		writeErrorTo(c.W, oerr.HTTPStatus(), oerr.Msg, nil, r.Close || c.Closing(), "")
 		p.logRequest(ctx, string(model), "", oerr.HTTPStatus(), start, oerr, r.HeaderString("traceparent"))

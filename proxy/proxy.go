@@ -11,7 +11,8 @@
 //	p, err := proxy.New(proxy.Config{HTTPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0",
 //		AdminAddr: "127.0.0.1:0", XDSAddr: cpAddr, NodeID: "test", StateDir: dir})
 //	err = p.Start(ctx)         // binds; p.HTTPAddr(), p.GRPCAddr(), p.AdminAddr()
-//	defer p.Close()
+//	err = p.Wait(ctx)          // a failed listener or xDS client (or ctx done)
+//	defer p.Close()            // or Shutdown(ctx); cancelling Start's ctx drains too
 //
 // or without a control plane: Config.Models, or p.Apply(models, version, source).
 package proxy
@@ -139,7 +140,14 @@ type Config struct {
 	// canary (0: 1s; negative: off). See package report.
 	StatsInterval time.Duration
 	StatsAddr     string
+	// ShutdownTimeout bounds every drain (Shutdown, Close, and the one
+	// cancelling Start's ctx begins): the wait for requests in flight
+	// (default DefaultShutdownTimeout).
+	ShutdownTimeout time.Duration
 }
+
+// DefaultShutdownTimeout is Config.ShutdownTimeout's default.
+const DefaultShutdownTimeout = 5 * time.Second
 
 // Proxy is a running (or ready to start) sidecar.
 type Proxy struct {
@@ -171,9 +179,15 @@ type Proxy struct {
 	cpDial    []grpc.DialOption // the xDS and stats dials' TLS and token
 	seclog    *seclog.Log       // the admin guard's refusals
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	closed atomic.Bool
+	cancel  context.CancelFunc
+	stopCtx func() bool // stops Start's ctx from shutting the proxy down
+	wg      sync.WaitGroup
+	closed  atomic.Bool
+	// The first Shutdown's outcome, for every caller: stopped is closed
+	// when it has finished.
+	shutOnce sync.Once
+	stopped  chan struct{}
+	shutErr  error
 	// failure is the first failure of a listener or the xDS client, for
 	// Wait.
 	failure lifecycle.Failure
@@ -199,6 +213,9 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.MaxBufferedBytes <= 0 {
 		cfg.MaxBufferedBytes = DefaultMaxBufferedBytes
 	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
 	if cfg.MaxConnections == 0 {
 		cfg.MaxConnections = DefaultMaxConnections
 	}
@@ -212,6 +229,7 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.XDSBackoffMax = 5 * time.Second
 	}
 	p := &Proxy{
+		stopped: make(chan struct{}),
 		cfg:     cfg,
 		log:     cfg.Logger,
 		metrics: NewMetrics(cfg.Registry),
@@ -342,8 +360,13 @@ func (p *Proxy) Metrics() *Metrics { return p.metrics }
 
 // Start binds the listeners, starts serving, loads the persisted
 // configuration (if any and if nothing newer is active) and starts the xDS
-// client. It returns once the listeners are bound.
+// client. It returns once the listeners are bound. Cancelling ctx later
+// drains the proxy as Shutdown does (bounded by Config.ShutdownTimeout);
+// a ctx already done is an error.
 func (p *Proxy) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("proxy: start: %w", err)
+	}
 	if p.cfg.StateDir != "" && p.snap.Load() == nil {
 		if err := p.loadPersisted(); err != nil {
 			p.log.Warn("no usable persisted configuration", "dir", p.cfg.StateDir, "error", err)
@@ -373,6 +396,9 @@ func (p *Proxy) Start(ctx context.Context) error {
 		}
 		p.listeners[i] = l
 	}
+	// The components run until Shutdown (the stats reporter's last report
+	// goes out after ctx is done); ctx's cancellation starts Shutdown.
+	startCtx := ctx
 	ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if l := p.listeners[0]; l != nil {
 		p.httpSrv = newFastServer(p, 0, 0, 0)
@@ -423,6 +449,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	if (p.cfg.XDSAddr != "" || p.cfg.StatsAddr != "") && p.cfg.StatsInterval >= 0 {
 		p.startReporter(ctx)
 	}
+	p.stopCtx = context.AfterFunc(startCtx, func() { _ = p.Shutdown(context.Background()) })
 	return nil
 }
 
@@ -484,13 +511,32 @@ func (p *Proxy) XDSStatus() xdsclient.Status {
 // Shutdown drains the proxy: the xDS client stops (the configuration stays
 // as it is), every listener stops accepting at once, idle connections
 // close (REST keep-alive connections at once, gRPC ones after a GOAWAY),
-// requests in flight finish until ctx ends (then the rest are cut and
-// ctx's error is returned); then upstream connections and the extensions
-// close (the shadow mirrors drain their queues).
+// requests in flight finish until ctx ends or Config.ShutdownTimeout has
+// passed (then the rest are cut and the context's error is returned); then
+// upstream connections and the policies close (the shadow mirrors drain
+// their queues). The first call drains; a later or concurrent call waits
+// for it (until its own ctx ends) and gets its result.
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	if !p.closed.CompareAndSwap(false, true) {
-		return nil
+	p.shutOnce.Do(func() {
+		defer close(p.stopped)
+		if p.stopCtx != nil {
+			p.stopCtx()
+		}
+		dctx, cancel := context.WithTimeout(ctx, p.cfg.ShutdownTimeout)
+		defer cancel()
+		p.shutErr = p.drain(dctx)
+	})
+	select {
+	case <-p.stopped:
+		return p.shutErr
+	case <-ctx.Done():
+		return ctx.Err()
 	}
+}
+
+// drain is the first Shutdown's work.
+func (p *Proxy) drain(ctx context.Context) error {
+	p.closed.Store(true)
 	if p.cancel != nil {
 		p.cancel()
 	}
@@ -543,9 +589,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Close shuts down with a 5 s grace period.
+// Close shuts down, the drain bounded by Config.ShutdownTimeout.
 func (p *Proxy) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return p.Shutdown(ctx)
+	return p.Shutdown(context.Background())
 }

@@ -132,6 +132,8 @@ func runProxy(args []string) error {
 		// Prediction cache, fallbacks and shadow mirroring: per model from
 		// its desired state; a model without those sections pays nothing.
 		Features: proxy.FeaturesConfig{ShadowDir: *shadowDir, ShadowProcess: *shadowProcess},
+		// The drain a signal begins (Start's ctx) and the one below are one.
+		ShutdownTimeout: *drain,
 	})
 	if err != nil {
 		return err
@@ -141,7 +143,7 @@ func runProxy(args []string) error {
 	}
 	logger.Info("proxy serving", "http", p.HTTPAddr(), "grpc", p.GRPCAddr(), "admin", p.AdminAddr(), "xds", *xds)
 	werr := p.Wait(ctx) // a signal (nil), or a listener or the xDS client that failed
-	stop()              // a second signal ends the process at once
+	stop()              // a second signal ends the process at once; the drain has begun (Start's ctx)
 	logger.Info("draining", "timeout", drain.String())
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(context.Background(), *drain)

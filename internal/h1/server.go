@@ -83,6 +83,18 @@ type Server struct {
 	shut atomic.Bool
 	wg   sync.WaitGroup
 	pool sync.Pool
+
+	// base is every request's context (Conn.Context): cancelled when
+	// Shutdown gives up waiting and cuts the connections, so the work of
+	// a request in flight (an upstream call, an inference) stops too.
+	baseOnce sync.Once
+	base     context.Context
+	cut      context.CancelFunc
+}
+
+func (s *Server) baseContext() context.Context {
+	s.baseOnce.Do(func() { s.base, s.cut = context.WithCancel(context.Background()) })
+	return s.base
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -154,6 +166,12 @@ func (c *Conn) RequestDone(now time.Time) { c.io.now = now }
 // now should say Connection: close (and the FastFunc return keep=false),
 // so the client sends its next request elsewhere.
 func (c *Conn) Closing() bool { return c.srv.shut.Load() }
+
+// Context is the context a request's work runs under: cancelled when the
+// server's Shutdown runs out of time and cuts the connections in flight.
+// (It is not cancelled when a client goes away: the server notices that
+// only when it writes.)
+func (c *Conn) Context() context.Context { return c.srv.baseContext() }
 
 // Refuse marks the connection to end after the answer being written, with
 // a lingering close: for an answer given without reading the request's
@@ -255,6 +273,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		s.baseContext()
+		s.cut()
 		s.mu.Lock()
 		for c := range s.conns {
 			c.Close()
@@ -460,7 +480,7 @@ func (s *Server) handle(c *Conn, r *Request) (bool, error) {
 		Method: string(r.Method), URL: u, RequestURI: target, Proto: string(r.Proto), ProtoMajor: 1, ProtoMinor: 1,
 		Header: hdr, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
 		Host: hdr.Get("Host"), RemoteAddr: c.nc.RemoteAddr().String(), TLS: c.tls,
-	}).WithContext(context.Background())
+	}).WithContext(s.baseContext())
 	if r.Proto[len(r.Proto)-1] == '0' {
 		req.ProtoMinor = 0
 	}

@@ -313,3 +313,38 @@ func TestServerShutdownFinishesSlowUpload(t *testing.T) {
 		t.Errorf("Serve: %v", err)
 	}
 }
+
+// A Shutdown that runs out of time cuts the requests in flight: their
+// Conn.Context is cancelled, so their work (an upstream call, an
+// inference) stops instead of holding the drain past its bound.
+func TestShutdownPastItsBoundCancelsRequests(t *testing.T) {
+	entered := make(chan struct{})
+	s := &Server{Fast: func(c *Conn, r *Request) (bool, bool, error) {
+		if _, err := c.ReadBody(r, nil); err != nil {
+			return true, false, err
+		}
+		if c.Context().Err() != nil {
+			t.Error("a request's context is done before any shutdown")
+		}
+		close(entered)
+		<-c.Context().Done() // work that only ends when cancelled
+		return true, false, c.Context().Err()
+	}}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(l) }()
+	busy, _ := dial(t, l.Addr().String())
+	io.WriteString(busy, "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+	<-entered
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := s.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown: %v, want its deadline", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("Serve: %v", err)
+	}
+}
