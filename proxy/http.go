@@ -66,7 +66,7 @@ func (h *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case oip.RouteModelMetadata, oip.RouteModelReady, oip.RouteModelConfig, oip.RouteModelStats:
 		h.describe(w, r, rt)
 	case oip.RouteRepositoryIndex, oip.RouteRepositoryLoad, oip.RouteRepositoryUnload:
-		writeError(w, http.StatusNotFound, "the proxy does not serve the model repository extension; manage models through the control plane")
+		writeError(w, http.StatusNotFound, noRepository)
 	default:
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown path %q: the proxy serves OIP v2 (/v2, /v2/health/{live,ready}, /v2/models/{name}[/versions/{v}][/ready|/infer|/config|/stats], /v2/models/stats)", path))
 	}
