@@ -1,6 +1,7 @@
 package canary
 
 import (
+	"maps"
 	"reflect"
 	"testing"
 	"time"
@@ -74,5 +75,54 @@ func TestWindow(t *testing.T) {
 	w2.Add(rep("p", 1, 4, "v2", 2), now)
 	if s := w2.Stats("rec", "v2", t0.Add(4*time.Second), now); s.Requests != 1 {
 		t.Errorf("out of order: %d", s.Requests)
+	}
+}
+
+func TestStatsSince(t *testing.T) {
+	prev := Stats{Requests: 10, Fallbacks: 2, Errors: map[string]uint64{"timeout": 3, "status_5xx": 1},
+		UpstreamFailures: map[string]uint64{"connect_error": 4}, BackupAnswers: 1}
+	prev.Latency.Counts[3], prev.Latency.Total, prev.Latency.SumNS, prev.Latency.MaxNS = 10, 10, 1000, 900
+	cur := Stats{Requests: 15, Fallbacks: 2, Errors: map[string]uint64{"timeout": 5, "status_5xx": 1, "nan_output": 1},
+		UpstreamFailures: map[string]uint64{"connect_error": 4}, BackupAnswers: 3, ShadowCompared: 2, ShadowDisagreed: 1}
+	cur.Latency.Counts[3], cur.Latency.Counts[5], cur.Latency.Total, cur.Latency.SumNS, cur.Latency.MaxNS = 12, 3, 15, 1800, 50
+
+	d := cur.Since(&prev)
+	if d.Requests != 5 || d.Fallbacks != 0 || d.BackupAnswers != 2 || d.ShadowCompared != 2 || d.ShadowDisagreed != 1 {
+		t.Fatalf("counters: %+v", d)
+	}
+	if want := map[string]uint64{"timeout": 2, "nan_output": 1}; !maps.Equal(d.Errors, want) {
+		t.Fatalf("errors %v, want %v (kinds that did not grow left out)", d.Errors, want)
+	}
+	if d.UpstreamFailures != nil {
+		t.Fatalf("upstream failures %v, want nil: nothing grew", d.UpstreamFailures)
+	}
+	if d.Latency.Counts[3] != 2 || d.Latency.Counts[5] != 3 || d.Latency.Total != 5 || d.Latency.SumNS != 800 || d.Latency.MaxNS != 50 {
+		t.Fatalf("latency %+v, want the interval's buckets and cur's max", d.Latency)
+	}
+	if z := cur.Since(&cur); z.Requests != 0 || z.Errors != nil || z.Latency.Total != 0 {
+		t.Fatalf("since itself: %+v", z)
+	}
+}
+
+func TestCopyCounts(t *testing.T) {
+	cases := map[string]struct {
+		dst, src, want map[string]uint64
+	}{
+		"nil from empty stays nil": {nil, map[string]uint64{}, nil},
+		"nil from counts":          {nil, map[string]uint64{"a": 1}, map[string]uint64{"a": 1}},
+		"reused, old keys gone":    {map[string]uint64{"a": 9, "b": 2}, map[string]uint64{"a": 1}, map[string]uint64{"a": 1}},
+		"reused, emptied":          {map[string]uint64{"a": 9}, nil, map[string]uint64{}},
+	}
+	for name, c := range cases {
+		got := CopyCounts(c.dst, c.src)
+		if (got == nil) != (c.want == nil) || !maps.Equal(got, c.want) {
+			t.Errorf("%s: %v, want %v", name, got, c.want)
+		}
+		if len(c.src) > 0 {
+			c.src["a"]++
+			if got["a"] == c.src["a"] {
+				t.Errorf("%s: the copy shares the source's storage", name)
+			}
+		}
 	}
 }
