@@ -18,7 +18,7 @@ git -C "$ROOT" worktree add -q --detach "$WT" "$BASE"
 trap 'git -C "$ROOT" worktree remove --force "$WT" >/dev/null 2>&1 || true' EXIT
 mkdir -p "$WT/third_party"
 ln -s "$ROOT/third_party/onnxruntime" "$WT/third_party/onnxruntime"
-cp "$ROOT/bench/proxy/run.sh" "$WT/bench/proxy/run.sh" # the same harness for both
+cp "$ROOT/bench/proxy/run.sh" "$ROOT/bench/proxy/stack.sh" "$WT/bench/proxy/" # the same harness for both
 for i in $(seq "$ROUNDS"); do
   for side in base head; do
     dir=$ROOT; [ "$side" = base ] && dir=$WT

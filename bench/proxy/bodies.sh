@@ -14,14 +14,10 @@ set -euo pipefail
 N=${N:-12}
 SIZE_MB=${SIZE_MB:-60}
 source "$(dirname "$0")/stack.sh"
-go build -o "$TMP/switchyard" ./cmd/switchyard
-"$TMP/switchyard" demo-models --out "$TMP/models" >/dev/null
-BE_HTTP=$(freeport); BE_GRPC=$(freeport)
-"$TMP/switchyard" backend --model-repository "$TMP/models" --http 127.0.0.1:$BE_HTTP --grpc 127.0.0.1:$BE_GRPC --log-level warn 2>"$TMP/backend.log" &
-PIDS+=($!)
-waitok http://127.0.0.1:$BE_HTTP/v2/models/recommender-v1/ready
+build_stack
+start_backend
 start_controlplane
-curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1/models/recommender -d @- >/dev/null <<JSON
+put_model recommender <<JSON
 {"apiVersion":"switchyard.dev/v1","kind":"Model","metadata":{"name":"recommender"},
  "spec":{"versions":[{"name":"v1","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"recommender-v1"}],
          "traffic":{"weights":{"v1":100}},"timeout":"10s"}}

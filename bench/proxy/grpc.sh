@@ -30,15 +30,10 @@ RATE=${RATE:-1000}
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 source "$(dirname "$0")/stack.sh"
-go build -o "$TMP/switchyard" ./cmd/switchyard
-go build -o "$TMP/syctl" ./cmd/syctl
-"$TMP/switchyard" demo-models --out "$TMP/models" >/dev/null
-BE_HTTP=$(freeport); BE_GRPC=$(freeport)
-"$TMP/switchyard" backend --model-repository "$TMP/models" --http 127.0.0.1:$BE_HTTP --grpc 127.0.0.1:$BE_GRPC --log-level warn 2>"$TMP/backend.log" &
-BE_PID=$!; PIDS+=($BE_PID)
-waitok http://127.0.0.1:$BE_HTTP/v2/models/recommender-v1/ready
+build_stack ./cmd/syctl
+start_backend
 start_controlplane
-curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1/models/recommender -d @- >/dev/null <<JSON
+put_model recommender <<JSON
 {"apiVersion":"switchyard.dev/v1","kind":"Model","metadata":{"name":"recommender"},
  "spec":{"versions":[{"name":"v1","endpoints":["127.0.0.1:$BE_GRPC"],"protocol":"grpc","backendModel":"recommender-v1"},
                      {"name":"h1","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"recommender-v1"}],
@@ -63,15 +58,7 @@ for nb in "${extras[@]}"; do
 done
 
 NG_PORT=$(freeport)
-mkdir -p "$TMP/nginx/logs"
-cat >"$TMP/nginx/nginx.conf" <<CONF
-worker_processes 1;
-error_log $TMP/nginx/logs/error.log warn;
-pid $TMP/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $TMP/nginx/body;
+{ nginx_head 1; cat <<CONF
   upstream backend { server 127.0.0.1:$BE_GRPC; keepalive 64; keepalive_requests 100000000; }
   server {
     listen 127.0.0.1:$NG_PORT http2;
@@ -80,6 +67,7 @@ http {
   }
 }
 CONF
+} >"$TMP/nginx/nginx.conf"
 nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx"
 for _ in $(seq 100); do [ -s "$TMP/nginx/nginx.pid" ] && break; sleep 0.05; done
 NG_WORKER=$(pgrep -P "$(cat "$TMP/nginx/nginx.pid")" | head -1)

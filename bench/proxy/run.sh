@@ -49,39 +49,16 @@ PIN=${PIN:-0}           # 1: the proxy alone on CPU 0, the rest on CPU 1
 ON_REST=(); ON_PROXY=()
 if [ "$PIN" = 1 ]; then ON_REST=(taskset -c 1); ON_PROXY=(taskset -c 0); PROXY_GOMAXPROCS=${PROXY_GOMAXPROCS:-1}; fi
 NGINX_WORKERS=${NGINX_WORKERS:-1}
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TMP=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-export SWITCHYARD_ORT_LIB=${SWITCHYARD_ORT_LIB:-$ROOT/third_party/onnxruntime/libonnxruntime.so.1}
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-waitok() { for _ in $(seq 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not ready: $1" >&2; return 1; }
-
-cd "$ROOT"
-go build -o "$TMP/switchyard" ./cmd/switchyard
-go build -o "$TMP/loadgen" ./bench/proxy/loadgen
-"$TMP/switchyard" demo-models --out "$TMP/models" >/dev/null
-
-BE_HTTP=$(freeport); BE_GRPC=$(freeport)
-"${ON_REST[@]}" "$TMP/switchyard" backend --model-repository "$TMP/models" --http 127.0.0.1:$BE_HTTP --grpc 127.0.0.1:$BE_GRPC --log-level warn 2>"$TMP/backend.log" &
-PIDS+=($!)
-waitok http://127.0.0.1:$BE_HTTP/v2/models/recommender-v1/ready
-
-CP_API=$(freeport); CP_XDS=$(freeport)
-"${ON_REST[@]}" "$TMP/switchyard" controlplane --state "$TMP/cp.db" --api 127.0.0.1:$CP_API --xds 127.0.0.1:$CP_XDS --insecure-loopback-no-auth --log-level warn 2>"$TMP/cp.log" &
-PIDS+=($!)
-waitok http://127.0.0.1:$CP_API/v1/models
+source "$(dirname "$0")/stack.sh"
+build_stack ./bench/proxy/loadgen
+start_backend
+start_controlplane
 case $MODE in
   base|shadow) MODEL_EXTRA="" ;;
   cache) MODEL_EXTRA=',"cache":{"ttl":"10m","maxEntries":10000}' ;;
   *) echo "unknown MODE=$MODE (base, cache, shadow)" >&2; exit 2 ;;
 esac
-curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1/models/recommender -d @- >/dev/null <<JSON
+put_model recommender <<JSON
 {"apiVersion":"switchyard.dev/v1","kind":"Model","metadata":{"name":"recommender"},
  "spec":{"versions":[{"name":"v1","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"recommender-v1"},
                      {"name":"v2","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"recommender-v2"}],
@@ -107,16 +84,7 @@ start_proxy "${PROCS[0]}"
 PX_HTTP=${P_HTTP[${PROCS[0]}]}; PX_ADMIN=${P_ADMIN[${PROCS[0]}]}; PX_PID=${P_PID[${PROCS[0]}]}
 
 NG_PORT=$(freeport)
-mkdir -p "$TMP/nginx/logs"
-cat >"$TMP/nginx/nginx.conf" <<CONF
-worker_processes $NGINX_WORKERS;
-error_log $TMP/nginx/logs/error.log warn;
-pid $TMP/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $TMP/nginx/body;
-  proxy_temp_path $TMP/nginx/proxy;
+{ nginx_head "$NGINX_WORKERS"; cat <<CONF
   upstream backend { server 127.0.0.1:$BE_HTTP; keepalive 128; }
   server {
     listen 127.0.0.1:$NG_PORT;
@@ -129,6 +97,7 @@ http {
   }
 }
 CONF
+} >"$TMP/nginx/nginx.conf"
 "${ON_REST[@]}" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' &
 NG_PID=$!
 PIDS+=($NG_PID)
@@ -169,7 +138,7 @@ if [ "$MODE" = shadow ]; then
   put_shadow() {
     local pct=$1 SH="" got
     [ "$pct" != 0 ] && SH=',"shadow":{"version":"v2","percent":'$pct',"workers":'$SHADOW_WORKERS$BATCH_FIELD',"compare":{"mode":"topk","k":10}}'
-    curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1/models/recommender -d @- >/dev/null <<JSON
+    put_model recommender <<JSON
 {"apiVersion":"switchyard.dev/v1","kind":"Model","metadata":{"name":"recommender"},
  "spec":{"versions":[{"name":"v1","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"recommender-v1"},
                      {"name":"v2","endpoints":["127.0.0.1:$SH_HTTP"],"backendModel":"recommender-v2"}],

@@ -20,14 +20,9 @@ DURATION=${DURATION:-10s}
 P99_BUDGET=${P99_BUDGET:-50ms}
 LIMIT=${LIMIT:-8}
 source "$(dirname "$0")/stack.sh"
-go build -o "$TMP/switchyard" ./cmd/switchyard
-go build -o "$TMP/syctl" ./cmd/syctl
-go build -o "$TMP/ranker" ./bench/backend/ranker
+build_stack ./cmd/syctl ./bench/backend/ranker
 "$TMP/ranker" write -repo "$TMP/repo" -config "{max_batch_size: 64, intra_op_threads: 1}"
-BE_HTTP=$(freeport); BE_GRPC=$(freeport)
-"$TMP/switchyard" backend --model-repository "$TMP/repo" --http 127.0.0.1:$BE_HTTP --grpc 127.0.0.1:$BE_GRPC --log-level warn 2>"$TMP/backend.log" &
-PIDS+=($!)
-waitok http://127.0.0.1:$BE_HTTP/v2/models/ranker/ready
+start_backend "$TMP/repo" ranker
 
 load() { # target rate duration -> JSON report
   "$TMP/syctl" loadtest --target "$1" --model "$2" --rate "$3" --duration "$4" --workers 512 --timeout 2s --quiet -o json
@@ -59,7 +54,7 @@ for mode in adaptive fixed off; do
     fixed) conc=',"concurrency":{"limit":'$LIMIT'}' ;;
     off) conc='' ;;
   esac
-  curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1/models/ranker -d @- >/dev/null <<JSON
+  put_model ranker <<JSON
 {"apiVersion":"switchyard.dev/v1","kind":"Model","metadata":{"name":"ranker"},
  "spec":{"versions":[{"name":"v1","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"ranker"}],
          "traffic":{"weights":{"v1":100}},"timeout":"2s"$conc}}

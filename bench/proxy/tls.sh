@@ -24,17 +24,12 @@ DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 CONC=${CONC:-64}
 source "$(dirname "$0")/stack.sh"
-go build -o "$TMP/switchyard" ./cmd/switchyard
-go build -o "$TMP/loadgen" ./bench/proxy/loadgen
-"$TMP/switchyard" demo-models --out "$TMP/models" >/dev/null
+build_stack ./bench/proxy/loadgen
 "$TMP/switchyard" certs dev --dir "$TMP/certs" 2>/dev/null
 C=$TMP/certs
-BE_HTTP=$(freeport); BE_GRPC=$(freeport)
-"$TMP/switchyard" backend --model-repository "$TMP/models" --http 127.0.0.1:$BE_HTTP --grpc 127.0.0.1:$BE_GRPC --log-level warn 2>"$TMP/backend.log" &
-PIDS+=($!)
-waitok http://127.0.0.1:$BE_HTTP/v2/models/recommender-v1/ready
+start_backend
 start_controlplane
-curl -fsS -X PUT -H 'Content-Type: application/json' http://127.0.0.1:$CP_API/v1/models/recommender -d @- >/dev/null <<JSON
+put_model recommender <<JSON
 {"apiVersion":"switchyard.dev/v1","kind":"Model","metadata":{"name":"recommender"},
  "spec":{"versions":[{"name":"v1","endpoints":["127.0.0.1:$BE_HTTP"],"backendModel":"recommender-v1"}],
          "traffic":{"weights":{"v1":100}},"timeout":"2s"}}
@@ -72,17 +67,8 @@ for mode in "${modes[@]}"; do
 done
 
 NG_PLAIN=$(freeport); NG_TLS=$(freeport); NG_MTLS=$(freeport)
-mkdir -p "$TMP/nginx/logs"
 loc='location /v2/models/recommender/infer { proxy_pass http://backend/v2/models/recommender-v1/infer; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering on; }'
-cat >"$TMP/nginx/nginx.conf" <<CONF
-worker_processes 1;
-error_log $TMP/nginx/logs/error.log warn;
-pid $TMP/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $TMP/nginx/body;
-  proxy_temp_path $TMP/nginx/proxy;
+{ nginx_head 1; cat <<CONF
   keepalive_requests 100000000;
   upstream backend { server 127.0.0.1:$BE_HTTP; keepalive 128; }
   ssl_certificate $C/proxy.crt;
@@ -93,6 +79,7 @@ http {
   server { listen 127.0.0.1:$NG_MTLS ssl; ssl_client_certificate $C/ca.crt; ssl_verify_client on; $loc }
 }
 CONF
+} >"$TMP/nginx/nginx.conf"
 nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf"
 for _ in $(seq 100); do [ -s "$TMP/nginx/nginx.pid" ] && break; sleep 0.05; done
 NG_WORKER=$(pgrep -P "$(cat "$TMP/nginx/nginx.pid")" | head -1)
