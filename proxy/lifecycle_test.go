@@ -140,9 +140,9 @@ func TestStartWithDoneContextFails(t *testing.T) {
 // TestShutdownCallersShareTheFirstDrain: the drain is bounded by
 // Config.ShutdownTimeout, and every Shutdown caller, concurrent or later,
 // gets the first drain's outcome (here: the request in flight outlived the
-// bound and was cut).
+// bound and its connection was cut).
 func TestShutdownCallersShareTheFirstDrain(t *testing.T) {
-	p := slowProxy(t, time.Minute, 200*time.Millisecond)
+	p := slowProxy(t, 2*time.Second, 200*time.Millisecond)
 	if err := p.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
