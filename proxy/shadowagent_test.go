@@ -141,6 +141,73 @@ func TestShadowAgentRestart(t *testing.T) {
 	t.Logf("%d requests, %v mirrors dropped while the agent was down", sent, dropped())
 }
 
+// TestShadowAgentStartsLazily: with the default shadow process a proxy
+// whose routes do not shadow starts no agent (no child, none of its
+// series); the first configuration with a shadow policy starts it, the
+// agent gets that configuration and its mirrors, and the proxy's /fallback
+// status names the agent's record file.
+func TestShadowAgentStartsLazily(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	plain := recommenderWith(be, nil)
+	dir := t.TempDir()
+	logs := &syncBuffer{}
+	p, reg := featuresProxy(t, Config{Models: []api.Model{plain}, Logger: slog.New(slog.NewJSONHandler(logs, nil))}, FeaturesConfig{ShadowDir: dir})
+	f := featuresOf(p)
+	agentRunning := func() *agent.Client {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.agent
+	}
+	if agentRunning() != nil {
+		t.Fatal("a shadow agent runs for a proxy whose routes do not shadow")
+	}
+	if got := metricSum(t, reg, "switchyard_shadow_agent_up", nil); got != 0 {
+		t.Fatalf("switchyard_shadow_agent_up %v without an agent", got)
+	}
+	shadowed := plain.Clone()
+	shadowed.Spec.Shadow = &api.Shadow{Version: "v2", Percent: 100, Compare: api.Compare{Mode: api.CompareTopK, K: 10}}
+	if err := p.Apply([]api.Model{shadowed}, "2", "test"); err != nil {
+		t.Fatal(err)
+	}
+	a := agentRunning()
+	if a == nil {
+		agentNotStarted(t, logs)
+	}
+	if pid := a.PID(); pid <= 0 || pid == os.Getpid() {
+		t.Fatalf("agent pid %d", pid)
+	}
+	if got := metricSum(t, reg, "switchyard_shadow_agent_up", nil); got != 1 {
+		t.Fatalf("switchyard_shadow_agent_up %v", got)
+	}
+	var st FallbackStatus
+	if code := getJSON(t, "http://"+p.AdminAddr()+"/fallback", &st); code != 200 || len(st.Models) != 1 || st.Models[0].Shadow == nil ||
+		st.Models[0].Shadow.RecordFile != filepath.Join(dir, "recommender.jsonl") {
+		t.Fatalf("/fallback: %d %+v", code, st)
+	}
+	c := newHTTPClient()
+	defer c.CloseIdleConnections()
+	const n = 20
+	for i := range n {
+		body, _ := featuresBody(uint64(i))
+		if a := postFull(t, c, inferURL(p, "recommender"), body, nil); a.status != 200 || a.variant != "v1" {
+			t.Fatalf("request %d: %+v", i, a)
+		}
+	}
+	waitHandoff(t, a, reg, "recommender", n)
+	awaitAgent(t, a, "the agent compared or dropped every mirror", 15*time.Second, func() bool {
+		b := readShadowBooks(t, reg, "recommender")
+		checkShadowBooks(t, b, n, agent.DropAgentDown, agent.DropHandoffFull, "queue_full")
+		return b.settled() == n
+	})
+	// A configuration without shadow keeps the agent (one start per proxy).
+	if err := p.Apply([]api.Model{plain}, "3", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if agentRunning() != a {
+		t.Fatal("the agent changed with a configuration without shadow")
+	}
+}
+
 // TestShadowAgentFallsBackInline: an agent that cannot start leaves the
 // mirrors in the proxy's process, working.
 func TestShadowAgentFallsBackInline(t *testing.T) {
@@ -347,6 +414,15 @@ func agentProxy(t *testing.T, cfg Config, fc FeaturesConfig) (*Proxy, *prometheu
 	if fc.ShadowProcess == ShadowInline || featuresOf(p).agent != nil {
 		return p, reg
 	}
+	agentNotStarted(t, logs)
+	return nil, nil
+}
+
+// agentNotStarted skips the test if the proxy's log says the shadow agent
+// did not answer within 10 s of its start (starved, by design), and fails
+// it otherwise.
+func agentNotStarted(t *testing.T, logs *syncBuffer) {
+	t.Helper()
 	for _, line := range strings.Split(logs.String(), "\n") {
 		var l struct{ Msg, Error string }
 		if json.Unmarshal([]byte(line), &l) == nil && strings.HasPrefix(l.Msg, "shadow agent not started") && strings.Contains(l.Error, context.DeadlineExceeded.Error()) {
@@ -354,7 +430,6 @@ func agentProxy(t *testing.T, cfg Config, fc FeaturesConfig) (*Proxy, *prometheu
 		}
 	}
 	t.Fatalf("the shadow agent did not start:\n%s", logs)
-	return nil, nil
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writes (a log).
