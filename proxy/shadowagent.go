@@ -55,7 +55,10 @@ func init() {
 
 // ensureAgent starts the shadow agent on the first call in agent mode
 // (compile calls it for the first route with a shadow policy). Failing
-// that, the mirrors run in the proxy (logged); it is not tried again.
+// that, the mirrors run in the proxy (logged); it is not tried again. The
+// configuration being applied waits for the start (the agent's first
+// answer: well under a second on an idle machine, at most 10 s), so its
+// mirrors know where they run.
 func (f *features) ensureAgent() {
 	if !f.agentMode {
 		return
