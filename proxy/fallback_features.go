@@ -16,6 +16,7 @@ import (
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/shadow"
+	"github.com/switchyard-dev/switchyard/shadow/agent"
 )
 
 // FeaturesConfig configures the prediction cache, fallback and shadow
@@ -40,12 +41,15 @@ type FeaturesConfig struct {
 	// memory for the admin report (default 4096).
 	ShadowRingSize int
 	// ShadowProcess is where mirrored requests are called and compared:
-	// ShadowInline (default) in the proxy's process, or ShadowAgent in a
-	// child process at SCHED_IDLE priority that the proxy starts and
-	// restarts (see shadowagent.go); if it cannot be started, inline.
+	// ShadowAgent (the default, also for "") in a child process at
+	// SCHED_IDLE priority that the proxy starts with the first route that
+	// has a shadow policy and restarts when it dies (package shadow/agent;
+	// if it cannot be started, inline), or ShadowInline in the proxy's
+	// process.
 	ShadowProcess string
 	// ShadowAgentCommand starts the agent (default: this executable with
-	// the argument "shadow-agent"; its main must call ShadowAgentMain).
+	// the argument "shadow-agent"; any binary linking this package serves
+	// as the agent, see shadowagent.go).
 	ShadowAgentCommand []string
 	// ShadowAgentBuffer bounds the bytes of mirrors waiting for the
 	// hand-off to the agent (default 8 MiB); ShadowAgentRestartBackoff is
@@ -109,12 +113,14 @@ type features struct {
 	closed    bool
 	closing   sync.WaitGroup // mirrors draining in the background
 
-	agent    *shadowAgent                                // agent mode (nil: inline)
-	onShadow func(model, version string, disagreed bool) // in the agent: comparisons go back to the proxy
+	agentMode bool                                        // ShadowProcess is agent: ensureAgent starts one
+	agentOnce sync.Once                                   // the agent's start, tried once (ensureAgent)
+	agent     *agent.Client                               // the running agent, under mu (nil: mirrors inline)
+	onShadow  func(model, version string, disagreed bool) // in the agent: comparisons go back to the proxy
 }
 
-// attach binds the component to its proxy (metrics, logger, state dir)
-// and starts the shadow agent if configured.
+// attach binds the component to its proxy (metrics, logger, state dir);
+// in agent mode the agent starts with the first route that shadows.
 func (f *features) attach(p *Proxy) error {
 	f.p, f.log = p, p.log.With("component", "features")
 	f.fbm = fallback.NewMetrics(p.cfg.Registry)
@@ -129,11 +135,11 @@ func (f *features) attach(p *Proxy) error {
 		}
 	}
 	switch f.cfg.ShadowProcess {
-	case "", ShadowInline:
-	case ShadowAgent:
-		f.startAgent()
+	case "", ShadowAgent:
+		f.agentMode = true
+	case ShadowInline:
 	default:
-		return fmt.Errorf("shadow process %q: want %q or %q", f.cfg.ShadowProcess, ShadowInline, ShadowAgent)
+		return fmt.Errorf("shadow process %q: want %q or %q", f.cfg.ShadowProcess, ShadowAgent, ShadowInline)
 	}
 	return nil
 }
@@ -169,6 +175,9 @@ func (f *features) compile(r *Route) *routePolicies {
 	rf := &routePolicies{f: f, route: r, keyVersion: make([]string, len(r.Variants))}
 	for i, v := range r.Variants {
 		rf.keyVersion[i] = v.Name + "\x00" + v.BackendModel + "\x00" + v.BackendVersion + "\x00" + v.Protocol
+	}
+	if m.Spec.Shadow != nil {
+		f.ensureAgent() // the first route that shadows starts the agent
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -274,7 +283,7 @@ func (f *features) applied(routes map[string]*Route) {
 		}
 	}
 	if f.agent != nil {
-		f.agent.setConfig(routes)
+		f.agent.SetModels(agentModels(routes))
 	}
 }
 
@@ -291,9 +300,10 @@ func (f *features) Close() error {
 		delete(f.mirrors, sig)
 		f.closeMirrorLocked(ms)
 	}
+	a := f.agent
 	f.mu.Unlock()
-	if f.agent != nil {
-		f.agent.close() // the agent drains its mirrors and closes its files
+	if a != nil {
+		a.Close() // the agent drains its mirrors and closes its files
 	}
 	f.closing.Wait() // every mirror closed: every record file released
 	f.mu.Lock()
@@ -489,7 +499,7 @@ func (f *features) serveShadowRecords(w http.ResponseWriter, r *http.Request) {
 	}
 	var b []byte
 	if ms.agent != nil {
-		b, err = f.agentQuery(ms, callRecords, model, window)
+		b, err = f.agentRecords(ms, model, window)
 	} else {
 		var recs ShadowRecordsResponse
 		if recs, err = f.shadowRecords(model, window); err == nil {

@@ -19,6 +19,7 @@ import (
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 	"github.com/switchyard-dev/switchyard/shadow"
+	"github.com/switchyard-dev/switchyard/shadow/agent"
 )
 
 // Shadow mirroring (spec.shadow). The request path does two cheap things
@@ -28,9 +29,10 @@ import (
 // job to the model's shadow.Mirror (a non-blocking channel send; a full
 // queue drops and counts). Decoding, the shadow call, the comparison, the
 // metrics and the record file all happen in the mirror's fixed workers.
-// With FeaturesConfig.ShadowProcess = ShadowAgent the front-end hands the
-// payload to the shadow agent instead (shadowagent.go), a low-priority
-// child process whose own features run this same code.
+// With FeaturesConfig.ShadowProcess = ShadowAgent (the default) the
+// front-end hands the payload to the shadow agent instead (shadowagent.go,
+// package shadow/agent), a low-priority child process whose own features
+// run this same code.
 //
 // The shadow call goes through the proxy's upstream pools (HTTP keep-alive
 // pool or gRPC connection of the shadow version's endpoints) with the
@@ -52,7 +54,7 @@ type mirrorState struct {
 	noise         float64 // percent of mirrored requests also sent to the primary
 	// agent, in agent mode, takes the captured mirrors (m and sink are nil:
 	// the agent process runs the mirror); recordPath is its record file.
-	agent      *shadowAgent
+	agent      *agent.Client
 	recordPath string
 }
 
@@ -70,7 +72,7 @@ func (ms *mirrorState) sinkPath() string {
 // proxy's hand-off buffer, all models together).
 func (ms *mirrorState) queueLen() int {
 	if ms.agent != nil {
-		return int(ms.agent.inFlight.Load())
+		return ms.agent.Buffered()
 	}
 	return ms.m.QueueLen()
 }
@@ -102,7 +104,7 @@ func (f *features) mirrorLocked(r *Route, sh *api.Shadow) (*mirrorState, error) 
 		sampler: shadow.Sampler{Percent: sh.Percent, Mode: sampling}}
 	if f.agent != nil {
 		// The agent builds the mirror from the same configuration
-		// (shadowAgent.setConfig); the proxy only samples and hands over.
+		// (agentModels, sent by applied); the proxy only samples and hands over.
 		ms.agent, ms.recordPath = f.agent, agentRecordPath(f.shadowDir, r.Name)
 		f.mirrors[sig] = ms
 		return ms, nil
@@ -267,7 +269,7 @@ type shadowPending struct {
 func (p *shadowPending) enqueue() {
 	pl := p.pl
 	if a := p.ms.agent; a != nil {
-		a.offer(pl)
+		pl.offerAgent(a)
 		return
 	}
 	pl.job = shadow.Job{Kind: shadow.KindShadow, Model: p.ms.model, PrimaryVersion: pl.primary.Name,
@@ -544,25 +546,4 @@ func (f *features) shadowRecords(model string, window time.Duration) (ShadowReco
 		}
 	}
 	return ShadowRecordsResponse{Model: model, ShadowVersion: ms.target, From: from, To: now, Records: out}, nil
-}
-
-// agentQuery asks the shadow agent (report or records) for a model.
-func (f *features) agentQuery(ms *mirrorState, kind byte, model string, window time.Duration) ([]byte, error) {
-	args, _ := json.Marshal(agentQuery{Model: model, Window: window})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return ms.agent.call(ctx, kind, args)
-}
-
-// agentReport is ShadowReport from the shadow agent.
-func (f *features) agentReport(ms *mirrorState, model string, window time.Duration) (ShadowReportResponse, error) {
-	b, err := f.agentQuery(ms, callReport, model, window)
-	if err != nil {
-		return ShadowReportResponse{}, err
-	}
-	var rep ShadowReportResponse
-	if err := json.Unmarshal(b, &rep); err != nil {
-		return ShadowReportResponse{}, fmt.Errorf("shadow agent report: %w", err)
-	}
-	return rep, nil
 }

@@ -19,22 +19,17 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/shadow"
+	"github.com/switchyard-dev/switchyard/shadow/agent"
 )
 
 // The test binary is also the shadow agent: a proxy in agent mode
-// re-executes it (os.Executable) with EnvShadowAgent set, and this init
-// runs the agent instead of the tests. So `go test ./proxy` needs no
-// prebuilt binary.
-func init() {
-	if code, ok := ShadowAgentMain(); ok {
-		os.Exit(code)
-	}
-}
+// re-executes it (os.Executable) with EnvShadowAgent set, and the
+// package's init (shadowagent.go) runs the agent instead of the tests. So
+// `go test ./proxy` needs no prebuilt binary.
 
 // TestShadowAgentRestart: the agent is killed while clients send requests;
 // no client sees an error, the mirrors offered while it is down are
@@ -49,8 +44,9 @@ func TestShadowAgentRestart(t *testing.T) {
 		m.Spec.Shadow = &api.Shadow{Version: "v2", Percent: 100, Compare: api.Compare{Mode: api.CompareTopK, K: 10}}
 	})
 	dir := t.TempDir()
+	// The default shadow process: the agent.
 	p, reg := agentProxy(t, Config{Models: []api.Model{m}},
-		FeaturesConfig{ShadowDir: dir, ShadowProcess: ShadowAgent, ShadowAgentRestartBackoff: 300 * time.Millisecond})
+		FeaturesConfig{ShadowDir: dir, ShadowAgentRestartBackoff: 300 * time.Millisecond})
 	f := featuresOf(p)
 	if f.agent == nil {
 		t.Fatal("shadow agent not running")
@@ -68,7 +64,7 @@ func TestShadowAgentRestart(t *testing.T) {
 	}
 	books := func() shadowBooks {
 		b := readShadowBooks(t, reg, "recommender")
-		checkShadowBooks(t, b, sent, dropAgentDown, dropHandoffFull, "queue_full")
+		checkShadowBooks(t, b, sent, agent.DropAgentDown, agent.DropHandoffFull, "queue_full")
 		return b
 	}
 	const n = 50
@@ -77,24 +73,25 @@ func TestShadowAgentRestart(t *testing.T) {
 	}
 	waitHandoff(t, f.agent, reg, "recommender", n)
 	awaitAgent(t, f.agent, "the first agent compared or dropped every mirror", 15*time.Second, func() bool { return books().settled() == n })
-	pid := f.agent.pid.Load()
-	if pid <= 0 || pid == int64(os.Getpid()) {
+	pid := f.agent.PID()
+	if pid <= 0 || pid == os.Getpid() {
 		t.Fatalf("agent pid %d", pid)
 	}
-	if err := syscall.Kill(int(pid), syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	// Requests keep being answered while the agent is down; their mirrors
 	// are dropped and counted (by the proxy: no agent needed).
-	dropped := func() float64 { return books().dropped[dropAgentDown] }
+	dropped := func() float64 { return books().dropped[agent.DropAgentDown] }
 	deadline := time.Now().Add(20 * time.Second)
-	for dropped() == 0 || f.agent.metrics.restartCount() == 0 {
+	restarts := func() float64 { return metricSum(t, reg, "switchyard_shadow_agent_restarts_total", nil) }
+	for dropped() == 0 || restarts() == 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("after the kill: dropped %v, restarts %v", dropped(), f.agent.metrics.restartCount())
+			t.Fatalf("after the kill: dropped %v, restarts %v", dropped(), restarts())
 		}
 		send()
 	}
-	if got := f.agent.pid.Load(); got == pid {
+	if got := f.agent.PID(); got == pid {
 		t.Fatalf("agent restarted with the same pid %d", got)
 	}
 	// The new agent got the configuration again: it compares (its own
@@ -144,6 +141,73 @@ func TestShadowAgentRestart(t *testing.T) {
 	t.Logf("%d requests, %v mirrors dropped while the agent was down", sent, dropped())
 }
 
+// TestShadowAgentStartsLazily: with the default shadow process a proxy
+// whose routes do not shadow starts no agent (no child, none of its
+// series); the first configuration with a shadow policy starts it, the
+// agent gets that configuration and its mirrors, and the proxy's /fallback
+// status names the agent's record file.
+func TestShadowAgentStartsLazily(t *testing.T) {
+	be := backendtest.Start(t, backendtest.Options{})
+	plain := recommenderWith(be, nil)
+	dir := t.TempDir()
+	logs := &syncBuffer{}
+	p, reg := featuresProxy(t, Config{Models: []api.Model{plain}, Logger: slog.New(slog.NewJSONHandler(logs, nil))}, FeaturesConfig{ShadowDir: dir})
+	f := featuresOf(p)
+	agentRunning := func() *agent.Client {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.agent
+	}
+	if agentRunning() != nil {
+		t.Fatal("a shadow agent runs for a proxy whose routes do not shadow")
+	}
+	if got := metricSum(t, reg, "switchyard_shadow_agent_up", nil); got != 0 {
+		t.Fatalf("switchyard_shadow_agent_up %v without an agent", got)
+	}
+	shadowed := plain.Clone()
+	shadowed.Spec.Shadow = &api.Shadow{Version: "v2", Percent: 100, Compare: api.Compare{Mode: api.CompareTopK, K: 10}}
+	if err := p.Apply([]api.Model{shadowed}, "2", "test"); err != nil {
+		t.Fatal(err)
+	}
+	a := agentRunning()
+	if a == nil {
+		agentNotStarted(t, logs)
+	}
+	if pid := a.PID(); pid <= 0 || pid == os.Getpid() {
+		t.Fatalf("agent pid %d", pid)
+	}
+	if got := metricSum(t, reg, "switchyard_shadow_agent_up", nil); got != 1 {
+		t.Fatalf("switchyard_shadow_agent_up %v", got)
+	}
+	var st FallbackStatus
+	if code := getJSON(t, "http://"+p.AdminAddr()+"/fallback", &st); code != 200 || len(st.Models) != 1 || st.Models[0].Shadow == nil ||
+		st.Models[0].Shadow.RecordFile != filepath.Join(dir, "recommender.jsonl") {
+		t.Fatalf("/fallback: %d %+v", code, st)
+	}
+	c := newHTTPClient()
+	defer c.CloseIdleConnections()
+	const n = 20
+	for i := range n {
+		body, _ := featuresBody(uint64(i))
+		if a := postFull(t, c, inferURL(p, "recommender"), body, nil); a.status != 200 || a.variant != "v1" {
+			t.Fatalf("request %d: %+v", i, a)
+		}
+	}
+	waitHandoff(t, a, reg, "recommender", n)
+	awaitAgent(t, a, "the agent compared or dropped every mirror", 15*time.Second, func() bool {
+		b := readShadowBooks(t, reg, "recommender")
+		checkShadowBooks(t, b, n, agent.DropAgentDown, agent.DropHandoffFull, "queue_full")
+		return b.settled() == n
+	})
+	// A configuration without shadow keeps the agent (one start per proxy).
+	if err := p.Apply([]api.Model{plain}, "3", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if agentRunning() != a {
+		t.Fatal("the agent changed with a configuration without shadow")
+	}
+}
+
 // TestShadowAgentFallsBackInline: an agent that cannot start leaves the
 // mirrors in the proxy's process, working.
 func TestShadowAgentFallsBackInline(t *testing.T) {
@@ -176,8 +240,6 @@ func TestShadowProcessInvalid(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
-
-func (m *agentMetrics) restartCount() float64 { return testutil.ToFloat64(m.restarts) }
 
 // The shadow agent runs at SCHED_IDLE: on a busy machine it falls behind,
 // by design, and mirrors wait or are dropped (counted). Tests of the agent
@@ -262,36 +324,28 @@ func checkShadowBooks(t testing.TB, b shadowBooks, n int, allowed ...string) {
 
 // handoffBooks reads the proxy's side of the hand-off at one moment:
 // mirrors written to the agent's socket, and mirrors still buffered.
-func handoffBooks(t testing.TB, a *shadowAgent) (handed, buffered float64) {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(a.metrics.batch)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	mfs, err := reg.Gather()
-	if err != nil || len(mfs) != 1 || len(mfs[0].GetMetric()) != 1 {
-		t.Fatalf("hand-off histogram: %v %v", mfs, err)
-	}
-	return mfs[0].GetMetric()[0].GetHistogram().GetSampleSum(), float64(a.inFlight.Load())
+func handoffBooks(a *agent.Client) (handed, buffered float64) {
+	w, b := a.Handoff()
+	return float64(w), float64(b)
 }
 
 // waitHandoff waits until each of n mirrors offered to the agent is
 // written to it, buffered or dropped with a hand-off reason (agent_down,
 // handoff_full): the proxy's side of the books, which never waits for the
 // agent.
-func waitHandoff(t *testing.T, a *shadowAgent, reg prometheus.Gatherer, model string, n int) {
+func waitHandoff(t *testing.T, a *agent.Client, reg prometheus.Gatherer, model string, n int) {
 	t.Helper()
 	waitFor(t, "every mirror handed to the agent, buffered or dropped", func() bool {
-		handed, buffered := handoffBooks(t, a)
+		handed, buffered := handoffBooks(a)
 		b := readShadowBooks(t, reg, model)
-		return handed+buffered+b.dropped[dropAgentDown]+b.dropped[dropHandoffFull] == float64(n)
+		return handed+buffered+b.dropped[agent.DropAgentDown]+b.dropped[agent.DropHandoffFull] == float64(n)
 	})
 }
 
 // agentRunDelay is the time every thread of process pid has spent queued
 // for a CPU (the second field of /proc/<pid>/task/*/schedstat); false
 // where the kernel does not keep it.
-func agentRunDelay(pid int64) (time.Duration, bool) {
+func agentRunDelay(pid int) (time.Duration, bool) {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
 		return 0, false
@@ -320,9 +374,9 @@ func agentRunDelay(pid int64) (time.Duration, bool) {
 // least a quarter of the wait queued for a CPU, the agent was starved —
 // the design lets it fall behind — and awaitAgent logs what is left
 // unchecked and returns false; if the agent had the CPU, the test fails.
-func awaitAgent(t *testing.T, a *shadowAgent, what string, budget time.Duration, cond func() bool) bool {
+func awaitAgent(t *testing.T, a *agent.Client, what string, budget time.Duration, cond func() bool) bool {
 	t.Helper()
-	pid := a.pid.Load()
+	pid := a.PID()
 	d0, ok := agentRunDelay(pid)
 	start := time.Now()
 	for !cond() {
@@ -333,7 +387,7 @@ func awaitAgent(t *testing.T, a *shadowAgent, what string, budget time.Duration,
 		waited := time.Since(start)
 		d1, ok1 := agentRunDelay(pid)
 		switch {
-		case a.pid.Load() != pid:
+		case a.PID() != pid:
 			t.Fatalf("%s: the shadow agent was restarted while waiting", what)
 		case !ok || !ok1:
 			t.Logf("shadow agent behind after %v (no schedstat to tell whether it was starved): %s left unchecked", waited.Round(time.Millisecond), what)
@@ -357,9 +411,18 @@ func agentProxy(t *testing.T, cfg Config, fc FeaturesConfig) (*Proxy, *prometheu
 	logs := &syncBuffer{}
 	cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 	p, reg := featuresProxy(t, cfg, fc)
-	if fc.ShadowProcess != ShadowAgent || featuresOf(p).agent != nil {
+	if fc.ShadowProcess == ShadowInline || featuresOf(p).agent != nil {
 		return p, reg
 	}
+	agentNotStarted(t, logs)
+	return nil, nil
+}
+
+// agentNotStarted skips the test if the proxy's log says the shadow agent
+// did not answer within 10 s of its start (starved, by design), and fails
+// it otherwise.
+func agentNotStarted(t *testing.T, logs *syncBuffer) {
+	t.Helper()
 	for _, line := range strings.Split(logs.String(), "\n") {
 		var l struct{ Msg, Error string }
 		if json.Unmarshal([]byte(line), &l) == nil && strings.HasPrefix(l.Msg, "shadow agent not started") && strings.Contains(l.Error, context.DeadlineExceeded.Error()) {
@@ -367,7 +430,6 @@ func agentProxy(t *testing.T, cfg Config, fc FeaturesConfig) (*Proxy, *prometheu
 		}
 	}
 	t.Fatalf("the shadow agent did not start:\n%s", logs)
-	return nil, nil
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writes (a log).

@@ -29,7 +29,7 @@ func runProxy(args []string) error {
 	admin := fs.String("admin", "127.0.0.1:9901", "admin listen `ADDR`: /metrics, /config_dump, /ready, /stats, /debug/pprof/ (empty: off)")
 	nodeID := fs.String("node-id", "", "`NAME` of this proxy at the control plane (default: the host name)")
 	stateDir := fs.String("state-dir", "", "`DIR` keeping the last good configuration, served at start while the control plane is unreachable")
-	shadowProcess := fs.String("shadow-process", proxy.ShadowAgent, "where mirrored requests are called and compared: agent (a child process at SCHED_IDLE priority, restarted if it dies; inline if it cannot start) or inline (in the proxy's process)")
+	shadowProcess := fs.String("shadow-process", proxy.ShadowAgent, "where mirrored requests are called and compared: agent (a child process of this binary at SCHED_IDLE priority, started with the first model that shadows and restarted if it dies; inline if it cannot start) or inline (in the proxy's process)")
 	shadowDir := fs.String("shadow-dir", "", "`DIR` for shadow diff records (<model>.jsonl, rotated; default: <state-dir>/shadow; none without either)")
 	otlp := fs.String("otlp-endpoint", "", "OTLP/gRPC collector `ADDR` for traces (empty: tracing off; trace context is still passed on)")
 	otlpInsecure := fs.Bool("otlp-insecure", true, "plaintext to the OTLP collector")

@@ -2,27 +2,18 @@ package main
 
 import (
 	"errors"
-	"fmt"
 
-	"github.com/switchyard-dev/switchyard/proxy"
+	_ "github.com/switchyard-dev/switchyard/proxy" // its init serves as the shadow agent (shadow/agent.Main)
 )
 
 func init() {
-	register("shadow-agent", "internal: the proxy's shadow mirroring process (started by 'proxy --shadow-process=agent')", runShadowAgent)
+	register("shadow-agent", "internal: the proxy's shadow mirroring process (started by 'proxy', --shadow-process=agent)", runShadowAgent)
 }
 
-// runShadowAgent is the child a proxy starts in agent mode: it serves the
-// proxy's socket (descriptor 3) until the proxy closes it or dies.
+// runShadowAgent is only reached by hand. The proxy starts this binary
+// as its shadow agent with SWITCHYARD_SHADOW_AGENT=1 and the argument
+// shadow-agent (so the process is named in ps); the proxy package's init
+// then runs the agent on the proxy's socket and exits before main.
 func runShadowAgent(args []string) error {
-	if len(args) > 0 {
-		return fmt.Errorf("unexpected arguments: %v", args)
-	}
-	code, ok := proxy.ShadowAgentMain()
-	if !ok {
-		return errors.New("this command is started by 'switchyard proxy --shadow-process=agent' (it serves the proxy's socket), not by hand")
-	}
-	if code != 0 {
-		return fmt.Errorf("exit code %d (see the log above)", code)
-	}
-	return nil
+	return errors.New("this command is started by 'switchyard proxy' (--shadow-process=agent, the default) with the proxy's socket, not by hand")
 }

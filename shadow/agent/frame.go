@@ -1,15 +1,16 @@
-package proxy
+package agent
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
-// The shadow agent's wire format: frames on a unix stream socket between
-// the proxy and its shadow agent process (shadowagent.go). Pure: values
-// in, bytes out; bytes in, values (or an error naming the problem) out.
+// The frame codec (the protocol itself is described in doc.go). Pure:
+// values in, bytes out; bytes in, values (or an error naming the problem)
+// out.
 //
 //	frame   = length:uint32le type:byte body      (length counts type+body)
 //	string  = uvarint length, bytes
@@ -27,8 +28,8 @@ import (
 
 // Frame types.
 const (
-	frameInit   byte = 1 // proxy → agent: agentInit (JSON), first frame on a connection
-	frameConfig byte = 2 // proxy → agent: agentConfig (JSON)
+	frameInit   byte = 1 // proxy → agent: Init (JSON), first frame on a connection
+	frameConfig byte = 2 // proxy → agent: config (JSON): the models that shadow
 	frameJob    byte = 3 // proxy → agent: one mirrored request
 	frameCall   byte = 4 // proxy → agent: a question (report, records, metrics)
 	frameReply  byte = 5 // agent → proxy: the answer to a call
@@ -37,10 +38,10 @@ const (
 
 // Call kinds.
 const (
-	callReport  byte = 1 // args: agentQuery JSON; reply: ShadowReportResponse JSON
-	callRecords byte = 2 // args: agentQuery JSON; reply: ShadowRecordsResponse JSON
+	callReport  byte = 1 // args: query JSON; reply: the engine's report (JSON)
+	callRecords byte = 2 // args: query JSON; reply: the engine's records (JSON)
 	callMetrics byte = 3 // no args; reply: the agent's shadow metric families (length-delimited protobuf)
-	callStatus  byte = 4 // args: model; reply: ShadowStatus JSON
+	callStatus  byte = 4 // args: model (none: a liveness check, reply {}); reply: the engine's status (JSON)
 )
 
 // maxAgentFrame bounds one frame (a mirrored request and answer, or a
@@ -59,9 +60,9 @@ const (
 	jobAllFlags   = jobNoise | jobGRPC | jobPrimaryErr | jobPrimaryNaN | jobRespProto
 )
 
-// agentJob is a mirrored request as it crosses the socket. Decoded, its
+// Job is a mirrored request as it crosses the socket. Decoded, its
 // byte slices alias the frame.
-type agentJob struct {
+type Job struct {
 	Model, PrimaryVersion, TargetVersion string
 	Noise                                bool
 	Start                                time.Time
@@ -135,7 +136,7 @@ func appendBytes(b, p []byte) []byte {
 }
 
 // appendJobFrame appends j as a job frame.
-func appendJobFrame(dst []byte, j *agentJob) []byte {
+func appendJobFrame(dst []byte, j *Job) []byte {
 	dst, start := appendFrameHeader(dst, frameJob)
 	var flags byte
 	if j.Noise {
@@ -247,13 +248,13 @@ func (r *wireReader) end() error {
 }
 
 // decodeJob decodes a job frame's body into j; its byte slices alias body.
-func decodeJob(body []byte, j *agentJob) error {
+func decodeJob(body []byte, j *Job) error {
 	r := wireReader{b: body}
 	flags := r.byte("flags")
 	if flags&^jobAllFlags != 0 {
 		r.fail(fmt.Sprintf("unknown job flags %#x", flags))
 	}
-	*j = agentJob{Noise: flags&jobNoise != 0, GRPC: flags&jobGRPC != 0}
+	*j = Job{Noise: flags&jobNoise != 0, GRPC: flags&jobGRPC != 0}
 	j.Model = r.string("model")
 	j.PrimaryVersion = r.string("primary version")
 	j.TargetVersion = r.string("target version")
@@ -328,14 +329,14 @@ func decodeReply(body []byte) (id uint64, ok bool, out []byte, err error) {
 	return id, o == 1, out, r.end()
 }
 
-// shadowEvent counts comparisons of one (model, shadow version) for the
+// event counts comparisons of one (model, shadow version) for the
 // canary's shadow-disagreement gate.
-type shadowEvent struct {
+type event struct {
 	Model, Version      string
 	Compared, Disagreed uint64
 }
 
-func appendEventsFrame(dst []byte, evs []shadowEvent) []byte {
+func appendEventsFrame(dst []byte, evs []event) []byte {
 	dst, start := appendFrameHeader(dst, frameEvents)
 	dst = binary.AppendUvarint(dst, uint64(len(evs)))
 	for _, e := range evs {
@@ -347,12 +348,12 @@ func appendEventsFrame(dst []byte, evs []shadowEvent) []byte {
 	return finishFrame(dst, start)
 }
 
-func decodeEvents(body []byte) ([]shadowEvent, error) {
+func decodeEvents(body []byte) ([]event, error) {
 	r := wireReader{b: body}
 	n := r.uvarint("event count", uint64(len(body)))
-	var out []shadowEvent
+	var out []event
 	for i := uint64(0); i < n && r.err == nil; i++ {
-		e := shadowEvent{Model: r.string("event model"), Version: r.string("event version")}
+		e := event{Model: r.string("event model"), Version: r.string("event version")}
 		e.Compared = r.uvarint("compared", 1<<62)
 		e.Disagreed = r.uvarint("disagreed", e.Compared)
 		out = append(out, e)
@@ -361,4 +362,49 @@ func decodeEvents(body []byte) ([]shadowEvent, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// readFrames reads frames from r and hands each to fn (its body is valid
+// only during the call) until r ends or fn or the stream fails. A clean
+// end between frames is a nil error.
+func readFrames(r io.Reader, fn func(typ byte, body []byte) error) error {
+	buf := make([]byte, 256<<10)
+	start, end := 0, 0
+	for {
+		n, rerr := r.Read(buf[end:])
+		end += n
+		for {
+			typ, body, used, err := parseFrame(buf[start:end])
+			if errors.Is(err, errShortFrame) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if err := fn(typ, body); err != nil {
+				return err
+			}
+			start += used
+		}
+		if rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				if start == end {
+					return nil
+				}
+				return io.ErrUnexpectedEOF
+			}
+			return rerr
+		}
+		// Keep the start of an incomplete frame at the front, in a buffer
+		// big enough for the whole frame.
+		end = copy(buf, buf[start:end])
+		start = 0
+		if end >= 4 {
+			if need := 4 + int(binary.LittleEndian.Uint32(buf)); need > len(buf) {
+				nb := make([]byte, need)
+				copy(nb, buf[:end])
+				buf = nb
+			}
+		}
+	}
 }

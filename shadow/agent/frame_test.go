@@ -1,4 +1,4 @@
-package proxy
+package agent
 
 import (
 	"bytes"
@@ -12,9 +12,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func sampleJobs() []agentJob {
+func sampleJobs() []Job {
 	start := time.Unix(1700000000, 123456789)
-	return []agentJob{
+	return []Job{
 		{Model: "recommender", PrimaryVersion: "v1", TargetVersion: "v2", Start: start, Latency: 1500 * time.Microsecond,
 			Request: []byte(`{"inputs":[]}` + "\x00\x01"), RequestHeaderLen: 13, Response: []byte(`{"outputs":[]}`), RespStatus: 200, RespHeaderLen: 14},
 		{Model: "m", PrimaryVersion: "v1", TargetVersion: "v1", Noise: true, GRPC: true, Start: start, Request: []byte{1, 2, 3},
@@ -39,10 +39,10 @@ func TestAgentFrameRoundTrip(t *testing.T) {
 	buf = appendFrame(buf, frameConfig, []byte(`{"version":"1"}`))
 	buf = appendCallFrame(buf, 7, callReport, []byte(`{"model":"m"}`))
 	buf = appendReplyFrame(buf, 7, false, []byte("model \"m\" has no shadow"))
-	evs := []shadowEvent{{Model: "m", Version: "v2", Compared: 10, Disagreed: 3}, {Model: "n", Version: "v9", Compared: 1}}
+	evs := []event{{Model: "m", Version: "v2", Compared: 10, Disagreed: 3}, {Model: "n", Version: "v9", Compared: 1}}
 	buf = appendEventsFrame(buf, evs)
 
-	var gotJobs []agentJob
+	var gotJobs []Job
 	var types []byte
 	for rest := buf; len(rest) > 0; {
 		typ, body, n, err := parseFrame(rest)
@@ -52,7 +52,7 @@ func TestAgentFrameRoundTrip(t *testing.T) {
 		types = append(types, typ)
 		switch typ {
 		case frameJob:
-			var j agentJob
+			var j Job
 			if err := decodeJob(body, &j); err != nil {
 				t.Fatal(err)
 			}
@@ -116,7 +116,7 @@ func TestAgentFrameErrors(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			typ, body, _, err := parseFrame(tc.in)
 			if err == nil && typ == frameJob {
-				var j agentJob
+				var j Job
 				err = decodeJob(body, &j)
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -138,7 +138,7 @@ func TestAgentFrameErrors(t *testing.T) {
 	}
 	for name, tc := range bodies {
 		t.Run("job "+name, func(t *testing.T) {
-			var j agentJob
+			var j Job
 			err := decodeJob(tc.body, &j)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
@@ -147,7 +147,7 @@ func TestAgentFrameErrors(t *testing.T) {
 	}
 	// Every truncation of a valid body is an error.
 	for n := range len(goodBody) {
-		var j agentJob
+		var j Job
 		if err := decodeJob(goodBody[:n], &j); err == nil {
 			t.Fatalf("body cut at %d of %d decoded", n, len(goodBody))
 		}
@@ -174,7 +174,7 @@ func TestReadFrames(t *testing.T) {
 	for _, chunk := range []int{1, 3, 7, 64, len(buf)} {
 		n := 0
 		err := readFrames(&chunkReader{b: buf, n: chunk}, func(typ byte, body []byte) error {
-			var j agentJob
+			var j Job
 			if err := decodeJob(body, &j); err != nil {
 				return err
 			}
@@ -197,10 +197,10 @@ func TestReadFrames(t *testing.T) {
 		t.Fatalf("corrupt stream: %v", err)
 	}
 	// A frame bigger than the reader's first buffer.
-	big := agentJob{Model: "m", PrimaryVersion: "a", TargetVersion: "b", Request: bytes.Repeat([]byte("x"), 1<<20), Start: time.Unix(0, 0)}
+	big := Job{Model: "m", PrimaryVersion: "a", TargetVersion: "b", Request: bytes.Repeat([]byte("x"), 1<<20), Start: time.Unix(0, 0)}
 	got := 0
 	if err := readFrames(bytes.NewReader(appendJobFrame(nil, &big)), func(_ byte, body []byte) error {
-		var j agentJob
+		var j Job
 		got = len(body)
 		return decodeJob(body, &j)
 	}); err != nil || got < 1<<20 {
@@ -230,7 +230,7 @@ func FuzzAgentFrame(f *testing.F) {
 		f.Add(appendJobFrame(nil, &jobs[i]))
 	}
 	f.Add(appendCallFrame(nil, 1, callMetrics, nil))
-	f.Add(appendEventsFrame(nil, []shadowEvent{{Model: "m", Version: "v", Compared: 2, Disagreed: 1}}))
+	f.Add(appendEventsFrame(nil, []event{{Model: "m", Version: "v", Compared: 2, Disagreed: 1}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		typ, body, _, err := parseFrame(b)
 		if err != nil {
@@ -238,11 +238,11 @@ func FuzzAgentFrame(f *testing.F) {
 		}
 		switch typ {
 		case frameJob:
-			var j agentJob
+			var j Job
 			if decodeJob(body, &j) != nil {
 				return
 			}
-			var again agentJob
+			var again Job
 			_, body2, _, err := parseFrame(appendJobFrame(nil, &j))
 			if err != nil || decodeJob(body2, &again) != nil {
 				t.Fatalf("re-encoded job does not decode: %v", err)

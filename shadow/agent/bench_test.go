@@ -1,37 +1,55 @@
-package proxy
+package agent
 
 import (
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"runtime"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/switchyard-dev/switchyard/oip"
-	"github.com/switchyard-dev/switchyard/shadow"
 )
 
-// BenchmarkShadowAgentHandoff is the proxy's side of a mirror in agent
-// mode after the capture: framing into the hand-off buffer on the request
-// path, the writes (one per batch) and the flusher's ticks, with the demo recommender's
-// REST request (32 floats) and answer (100 floats) as the bench/proxy load
-// generator sends them. The socket's other end is drained by another
+// BenchmarkShadowAgentHandoff is the proxy's side of a mirror after the
+// capture: framing into the hand-off buffer on the request path, the
+// writes (one per batch) and the flusher's ticks, with the demo
+// recommender's REST request (32 floats) and answer (100 floats) as the
+// bench/proxy load generator sends them. (The proxy's copy of the bytes
+// into its pooled buffers at capture is not in it: the exchange here hands
+// its slices as they are.) The socket's other end is drained by another
 // process (cat), so cpu-ns/op is this process's CPU alone. Two arrival
 // patterns: "burst" offers as fast as possible (full batches), "2000rps"
 // paces the offers at 2000 per second as bench/proxy/run.sh does (a batch
 // per linger period, the wake-ups included; the pacing's own sleeps are in
 // cpu-ns/op too, measured apart as "pacing-only").
 //
-//	go test -run '^$' -bench ShadowAgentHandoff -benchmem ./proxy
+//	go test -run '^$' -bench ShadowAgentHandoff -benchmem ./shadow/agent
 func BenchmarkShadowAgentHandoff(b *testing.B) {
 	b.Run("burst", func(b *testing.B) { benchHandoff(b, 0, true, handoffLinger) })
 	b.Run("2000rps", func(b *testing.B) { benchHandoff(b, 500*time.Microsecond, true, handoffLinger) })
 	b.Run("2000rps-linger20ms", func(b *testing.B) { benchHandoff(b, 500*time.Microsecond, true, 20*time.Millisecond) })
 	b.Run("pacing-only", func(b *testing.B) { benchHandoff(b, 500*time.Microsecond, false, handoffLinger) })
+}
+
+// bytesExchange is a captured mirror as plain bytes (a REST request and
+// the primary's REST answer).
+type bytesExchange struct {
+	req, resp []byte
+	reqHL     int
+	respHL    int
+	start     time.Time
+}
+
+func (x *bytesExchange) WireJob(j *Job, _ *Scratch) {
+	j.Start, j.Latency = x.start, time.Millisecond
+	j.Request, j.RequestHeaderLen = x.req, x.reqHL
+	j.Response, j.RespStatus, j.RespHeaderLen = x.resp, 200, x.respHL
 }
 
 func benchHandoff(b *testing.B, every time.Duration, offer bool, linger time.Duration) {
@@ -46,36 +64,36 @@ func benchHandoff(b *testing.B, every time.Duration, offer bool, linger time.Dur
 		b.Skipf("no cat to drain the socket: %v", err)
 	}
 	theirs.Close()
-	reg := prometheus.NewRegistry()
-	a := &shadowAgent{
-		f:          &features{shm: shadow.NewMetrics(reg)},
-		metrics:    newAgentMetrics(),
-		maxPending: 8 << 20,
-		linger:     linger,
-		idle:       true,
-		arm:        make(chan struct{}, 1),
-		stop:       make(chan struct{}),
-	}
-	c, err := net.FileConn(mine)
+	var dropped atomic.Int64
+	c := newClient(Options{OnDrop: func(Key, string) { dropped.Add(1) }})
+	c.linger = linger
+	nc, err := net.FileConn(mine)
 	mine.Close()
 	if err != nil {
 		b.Fatal(err)
 	}
-	conn, err := newAgentConn(c)
+	cn, err := newConn(nc)
 	if err != nil {
 		b.Fatal(err)
 	}
-	a.conn.Store(conn)
-	a.wg.Add(1)
-	go a.flusher()
+	c.conn.Store(cn)
+	c.wg.Add(1)
+	go c.flusher()
 	defer func() {
-		close(a.stop)
-		a.wg.Wait()
-		conn.broken()
+		close(c.stop)
+		c.wg.Wait()
+		cn.broken()
 		drain.Wait()
 	}()
 
-	body, _ := featuresBody(1)
+	row := make([]float32, 32)
+	for i := range row {
+		row[i] = rand.Float32()
+	}
+	body, reqHL, err := oip.AppendInferRequest(nil, &oip.InferRequest{Inputs: []oip.Tensor{oip.NewTensor("features", []int64{1, 32}, row)}}, false)
+	if err != nil {
+		b.Fatal(err)
+	}
 	scores := make([]float32, 100)
 	for i := range scores {
 		scores[i] = float32(i) / 7
@@ -85,14 +103,8 @@ func benchHandoff(b *testing.B, every time.Duration, offer bool, linger time.Dur
 	if err != nil {
 		b.Fatal(err)
 	}
-	ms := &mirrorState{model: "recommender", target: "v2", agent: a}
-	v1, v2 := &Variant{Name: "v1"}, &Variant{Name: "v2"}
-	capture := func() *shadowPayload {
-		pl := &shadowPayload{target: v2, primary: v1, start: time.Now(), latency: time.Millisecond,
-			bodyBuf: copyShadowBuf(body), respBuf: copyShadowBuf(answer), respStatus: 200, respHeaderLen: hl}
-		pl.pending = shadowPending{ms: ms, pl: pl}
-		return pl
-	}
+	k := Key{Model: "recommender", Primary: "v1", Target: "v2"}
+	x := &bytesExchange{req: body, reqHL: reqHL, resp: answer, respHL: hl}
 	runtime.GC()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -106,17 +118,27 @@ func benchHandoff(b *testing.B, every time.Duration, offer bool, linger time.Dur
 			}
 		}
 		if offer {
-			capture().pending.enqueue()
+			x.start = time.Now()
+			c.Offer(k, x)
 		}
 	}
 	// Until everything is written.
-	for a.inFlight.Load() > 0 {
+	for c.inFlight.Load() > 0 {
 		time.Sleep(time.Millisecond)
 	}
 	cpu := processCPU() - cpu0
 	b.StopTimer()
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
-	if d := metricSum(b, reg, "switchyard_shadow_dropped_total", nil); d > 0 {
-		b.ReportMetric(d, "dropped")
+	if d := dropped.Load(); d > 0 {
+		b.ReportMetric(float64(d), "dropped")
 	}
+}
+
+// processCPU is this process's user + system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

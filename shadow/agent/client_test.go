@@ -1,0 +1,388 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
+
+	"github.com/switchyard-dev/switchyard/api"
+)
+
+// The test binary is also the shadow agent, with a fake engine: a Client
+// re-executes it (os.Executable) with EnvVar set, and this init runs the
+// agent instead of the tests.
+func init() {
+	Main(newFakeEngine)
+}
+
+// fakeEngine counts what it is fed and answers with it; each job is
+// "compared" (a noise job disagrees).
+type fakeEngine struct {
+	onCompared func(model, version string, disagreed bool)
+	reg        *prometheus.Registry
+	mirrored   *prometheus.CounterVec
+
+	mu      sync.Mutex
+	version string
+	models  []string
+	jobs    map[string]int
+	last    map[string]string // model -> last request body
+}
+
+// fakeStatus is the fake engine's Status answer.
+type fakeStatus struct {
+	Version     string   `json:"version"`
+	Models      []string `json:"models"`
+	Mirrored    int      `json:"mirrored"`
+	LastRequest string   `json:"lastRequest"`
+	ShadowDir   string   `json:"shadowDir"`
+}
+
+var fakeInit Init // the child's Init (for Status)
+
+func newFakeEngine(in Init, _ *slog.Logger, onCompared func(model, version string, disagreed bool)) (Engine, error) {
+	fakeInit = in
+	e := &fakeEngine{onCompared: onCompared, reg: prometheus.NewRegistry(), jobs: map[string]int{}, last: map[string]string{}}
+	e.mirrored = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_shadow_fake_mirrored_total", Help: "Jobs the fake engine got."}, []string{"model"})
+	other := prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_proxy_fake_total", Help: "Not the proxy's: never forwarded."})
+	other.Inc()
+	e.reg.MustRegister(e.mirrored, other)
+	return e, nil
+}
+
+func (e *fakeEngine) Apply(models []api.Model, version string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.version, e.models = version, nil
+	for _, m := range models {
+		e.models = append(e.models, m.Metadata.Name)
+	}
+	return nil
+}
+
+func (e *fakeEngine) Mirror(j *Job) {
+	e.mu.Lock()
+	e.jobs[j.Model]++
+	e.last[j.Model] = string(j.Request)
+	e.mu.Unlock()
+	e.mirrored.WithLabelValues(j.Model).Inc()
+	e.onCompared(j.Model, j.TargetVersion, j.Noise)
+}
+
+func (e *fakeEngine) Status(model string) ([]byte, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !slices.Contains(e.models, model) {
+		return nil, fmt.Errorf("model %q has no shadow on this proxy", model)
+	}
+	return json.Marshal(fakeStatus{Version: e.version, Models: e.models, Mirrored: e.jobs[model], LastRequest: e.last[model], ShadowDir: fakeInit.ShadowDir})
+}
+
+func (e *fakeEngine) Report(model string, window time.Duration) ([]byte, error) {
+	return json.Marshal(map[string]string{"model": model, "window": window.String()})
+}
+
+func (e *fakeEngine) Records(model string, window time.Duration) ([]byte, error) {
+	return nil, errors.New("no records in the fake engine")
+}
+
+func (e *fakeEngine) Gatherer() prometheus.Gatherer { return e.reg }
+func (e *fakeEngine) Close() error                  { return nil }
+
+type rawExchange struct{ req string }
+
+func (x rawExchange) WireJob(j *Job, _ *Scratch) {
+	j.Start, j.Request = time.Unix(1700000000, 0), []byte(x.req)
+	j.Response, j.RespStatus = []byte(`{"outputs":[]}`), 200
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func model(name string) api.Model {
+	var m api.Model
+	m.Metadata.Name = name
+	return m
+}
+
+// startClient starts a Client of this test binary; the drops and the
+// comparisons it reports are counted.
+type books struct {
+	mu        sync.Mutex
+	drops     map[string]int // by reason
+	compared  map[string]uint64
+	disagreed map[string]uint64
+}
+
+func startClient(t *testing.T, o Options) (*Client, *books, *prometheus.Registry) {
+	t.Helper()
+	b := &books{drops: map[string]int{}, compared: map[string]uint64{}, disagreed: map[string]uint64{}}
+	reg := prometheus.NewRegistry()
+	o.Registry = reg
+	o.OnDrop = func(k Key, reason string) { b.mu.Lock(); b.drops[reason]++; b.mu.Unlock() }
+	o.OnCompared = func(model, version string, compared, disagreed uint64) {
+		b.mu.Lock()
+		b.compared[model+"/"+version] += compared
+		b.disagreed[model+"/"+version] += disagreed
+		b.mu.Unlock()
+	}
+	c, err := Start(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c, b, reg
+}
+
+func status(t *testing.T, c *Client, model string) (fakeStatus, error) {
+	t.Helper()
+	ctx, cancel := contextTimeout(10 * time.Second)
+	defer cancel()
+	b, err := c.Status(ctx, model)
+	if err != nil {
+		return fakeStatus{}, err
+	}
+	var s fakeStatus
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	return s, nil
+}
+
+// TestClientAgentRoundTrip: a real agent process (this test binary) gets
+// the Init and the configuration, every offered job, answers calls, sends
+// the comparison counts back and serves its switchyard_shadow_* families
+// (only those) through the proxy's registry.
+func TestClientAgentRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	c, b, reg := startClient(t, Options{Init: Init{ShadowDir: dir}})
+	if pid := c.PID(); pid <= 0 || pid == os.Getpid() {
+		t.Fatalf("agent pid %d", pid)
+	}
+	c.SetModels([]api.Model{model("m")})
+	waitFor(t, "the configuration", func() bool { s, err := status(t, c, "m"); return err == nil && s.Version == "1" })
+	const n = 200
+	for i := range n {
+		c.Offer(Key{Model: "m", Primary: "v1", Target: "v2", Noise: i%4 == 0}, rawExchange{req: fmt.Sprintf(`{"i":%d}`, i)})
+	}
+	waitFor(t, "every job in the agent", func() bool { s, _ := status(t, c, "m"); return s.Mirrored == n })
+	s, _ := status(t, c, "m")
+	if s.LastRequest != fmt.Sprintf(`{"i":%d}`, n-1) || s.ShadowDir != dir || !slices.Equal(s.Models, []string{"m"}) {
+		t.Fatalf("agent status %+v", s)
+	}
+	if written, buffered := c.Handoff(); written != n || buffered != 0 {
+		t.Fatalf("hand-off: %d written, %d buffered", written, buffered)
+	}
+	waitFor(t, "the comparison counts", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.compared["m/v2"] == n
+	})
+	if b.disagreed["m/v2"] != n/4 || len(b.drops) != 0 {
+		t.Fatalf("disagreed %d (want %d), drops %v", b.disagreed["m/v2"], n/4, b.drops)
+	}
+	// Calls: an engine's answer, and its error, pass through.
+	ctx, cancel := contextTimeout(10 * time.Second)
+	defer cancel()
+	if rep, err := c.Report(ctx, "m", time.Minute); err != nil || string(rep) != `{"model":"m","window":"1m0s"}` {
+		t.Fatalf("report %s, %v", rep, err)
+	}
+	if _, err := c.Records(ctx, "m", time.Minute); err == nil || err.Error() != "no records in the fake engine" {
+		t.Fatalf("records error %v", err)
+	}
+	if _, err := status(t, c, "other"); err == nil || !strings.Contains(err.Error(), `"other" has no shadow`) {
+		t.Fatalf("status of an unknown model: %v", err)
+	}
+	// Metrics: the agent's shadow families next to the client's own.
+	if got := testutil.ToFloat64(c.metrics.up); got != 1 {
+		t.Fatalf("switchyard_shadow_agent_up %v", got)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			names[mf.GetName()] += m.GetCounter().GetValue()
+		}
+	}
+	if names["switchyard_shadow_fake_mirrored_total"] != n {
+		t.Fatalf("agent's family through the proxy's registry: %v", names)
+	}
+	if _, ok := names["switchyard_proxy_fake_total"]; ok {
+		t.Fatalf("an agent family outside switchyard_shadow_* was served: %v", names)
+	}
+	for _, want := range []string{"switchyard_shadow_agent_up", "switchyard_shadow_agent_restarts_total", "switchyard_shadow_agent_handoff_jobs"} {
+		if _, ok := names[want]; !ok {
+			t.Errorf("no %s", want)
+		}
+	}
+}
+
+// TestClientRestartsAgent: a killed agent is restarted (counted), gets the
+// configuration again, and takes jobs; what was offered while it was down
+// is dropped and counted (agent_down).
+func TestClientRestartsAgent(t *testing.T) {
+	c, b, _ := startClient(t, Options{RestartBackoff: 200 * time.Millisecond})
+	c.SetModels([]api.Model{model("m")})
+	pid := c.PID()
+	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	offered := 0
+	waitFor(t, "a drop while the agent is down, and the restart", func() bool {
+		c.Offer(Key{Model: "m", Primary: "v1", Target: "v2"}, rawExchange{req: "{}"})
+		offered++
+		b.mu.Lock()
+		down := b.drops[DropAgentDown]
+		b.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		return down > 0 && testutil.ToFloat64(c.metrics.restarts) == 1
+	})
+	if got := c.PID(); got == pid {
+		t.Fatalf("restarted with the same pid %d", got)
+	}
+	// The new agent has the configuration (sent again) and takes jobs.
+	before, _ := c.Handoff()
+	for range 10 {
+		c.Offer(Key{Model: "m", Primary: "v1", Target: "v2"}, rawExchange{req: "{}"})
+	}
+	waitFor(t, "the new agent's jobs", func() bool {
+		s, err := status(t, c, "m")
+		return err == nil && s.Version == "1" && s.Mirrored > 0
+	})
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	written, _ := c.Handoff()
+	if got := uint64(b.drops[DropAgentDown]) + written - before; got < 10 {
+		t.Fatalf("books: %d dropped, %d written since; offered %d then 10", b.drops[DropAgentDown], written-before, offered)
+	}
+	t.Logf("%d offered while restarting, %d dropped (agent_down)", offered, b.drops[DropAgentDown])
+}
+
+// TestClientStartFails: an agent that cannot start is an error, and
+// nothing is left running or registered.
+func TestClientStartFails(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	_, err := Start(Options{Command: []string{filepath.Join(t.TempDir(), "no-such-agent")}, Registry: reg})
+	if err == nil || !strings.Contains(err.Error(), "no-such-agent") {
+		t.Fatalf("err = %v", err)
+	}
+	if mfs, _ := reg.Gather(); len(mfs) != 0 {
+		t.Fatalf("series of an agent that never started: %v", mfs)
+	}
+}
+
+// TestOfferDrops: without a connection a mirror is dropped as agent_down;
+// with the buffer full (the agent is not reading) as handoff_full. The
+// request path never waits.
+func TestOfferDrops(t *testing.T) {
+	drops := map[string]int{}
+	c := newClient(Options{Buffer: 4 << 10, OnDrop: func(k Key, reason string) {
+		if k.Model != "m" || k.Target != "v2" {
+			t.Errorf("drop of %+v", k)
+		}
+		drops[reason]++
+	}})
+	c.Offer(Key{Model: "m", Primary: "v1", Target: "v2"}, rawExchange{req: "{}"})
+	if drops[DropAgentDown] != 1 {
+		t.Fatalf("no connection: drops %v", drops)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<10)
+	peer := os.NewFile(uintptr(fds[1]), "peer") // never read
+	defer peer.Close()
+	f := os.NewFile(uintptr(fds[0]), "mine")
+	nc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cn, err := newConn(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cn.broken()
+	c.conn.Store(cn)
+	big := rawExchange{req: strings.Repeat("x", 1<<10)}
+	for i := 0; drops[DropHandoffFull] == 0; i++ {
+		if i > 10000 {
+			t.Fatal("the buffer never filled")
+		}
+		c.Offer(Key{Model: "m", Primary: "v1", Target: "v2"}, big)
+	}
+	written, buffered := c.Handoff()
+	if buffered == 0 || len(c.pending) < c.maxPending {
+		t.Fatalf("full buffer: %d written, %d buffered, %d bytes", written, buffered, len(c.pending))
+	}
+	// A broken connection drops what is buffered (agent_down).
+	c.disconnect(cn)
+	if _, b := c.Handoff(); b != 0 || drops[DropAgentDown] != 1+int(buffered) {
+		t.Fatalf("after the disconnect: %d buffered, drops %v (had %d buffered)", b, drops, buffered)
+	}
+}
+
+// TestServeRefuses: the agent refuses a frame before Init, another
+// protocol version and a second Init, each with an error naming it.
+func TestServeRefuses(t *testing.T) {
+	initFrame := func(v int) []byte {
+		b, _ := json.Marshal(Init{Protocol: v})
+		return appendFrame(nil, frameInit, b)
+	}
+	for name, tc := range map[string]struct {
+		frames []byte
+		want   string
+	}{
+		"config before init": {appendFrame(nil, frameConfig, []byte(`{}`)), "before init"},
+		"old protocol":       {initFrame(0), "protocol version 0, this agent speaks 1"},
+		"second init":        {append(initFrame(ProtocolVersion), initFrame(ProtocolVersion)...), "second init"},
+		"reply from proxy":   {append(initFrame(ProtocolVersion), appendReplyFrame(nil, 1, true, nil)...), "not expected from the proxy"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			mine, theirs := net.Pipe()
+			done := make(chan error, 1)
+			go func() { done <- Serve(theirs, newFakeEngine, slog.New(slog.DiscardHandler)) }()
+			go func() { mine.Write(tc.frames) }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Serve did not end")
+			}
+			mine.Close()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func contextTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
