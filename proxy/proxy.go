@@ -38,6 +38,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/fallback"
+	"github.com/switchyard-dev/switchyard/internal/h2"
 	"github.com/switchyard-dev/switchyard/internal/lifecycle"
 	"github.com/switchyard-dev/switchyard/internal/seclog"
 	"github.com/switchyard-dev/switchyard/internal/tlsutil"
@@ -129,6 +130,11 @@ type Config struct {
 	// negative: no cap).
 	MaxBufferedBytes int64
 	MaxConnections   int
+	// GRPCServer is the gRPC listener's HTTP/2 server: "" or
+	// GRPCServerLean (internal/h2: unary ModelInfer on its own data path,
+	// every other stream on grpc-go's server), GRPCServerGRPCGo
+	// (grpc-go's own transport for all).
+	GRPCServer string
 	// MaxIdleConnsPerEndpoint bounds each HTTP upstream pool (default 256).
 	MaxIdleConnsPerEndpoint int
 	// XDSBackoff bounds the reconnect backoff (default 100ms..5s).
@@ -158,6 +164,7 @@ type Proxy struct {
 	httpFront *httpFront
 	httpSrv   *fastServer
 	grpcSrv   *grpc.Server
+	h2Srv     *h2.Server // the lean gRPC server in front of grpcSrv (nil: grpcSrv serves)
 	adminSrv  *http.Server
 	listeners [3]net.Listener
 	xds       *xdsclient.Client
@@ -381,14 +388,24 @@ func (p *Proxy) Start(ctx context.Context) error {
 		p.goServe(func() error { return p.httpSrv.Serve(l) })
 	}
 	if l := p.listeners[1]; l != nil {
+		lean := p.cfg.GRPCServer != GRPCServerGRPCGo
 		gopts := append(grpcServerOptions(), grpc.MaxRecvMsgSize(int(p.cfg.MaxBodyBytes)))
-		if p.tlsSrv != nil {
+		if p.tlsSrv != nil && !lean {
 			gopts = append(gopts, grpc.Creds(credentials.NewTLS(p.tlsSrv.Config("h2"))))
 		}
 		p.grpcSrv = grpc.NewServer(gopts...)
 		registerGRPCFront(p.grpcSrv, &grpcFront{p: p})
 		reflection.Register(p.grpcSrv) // grpcurl and friends work without the proto files
-		p.goServe(func() error { return p.grpcSrv.Serve(l) })
+		if lean {
+			var tc *tls.Config
+			if p.tlsSrv != nil {
+				tc = p.tlsSrv.Config("h2")
+			}
+			p.h2Srv = newLeanGRPC(p, p.grpcSrv, tc)
+			p.goServe(func() error { return p.h2Srv.Serve(l) })
+		} else {
+			p.goServe(func() error { return p.grpcSrv.Serve(l) })
+		}
 	}
 	if l := p.listeners[2]; l != nil {
 		p.adminSrv = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
@@ -514,6 +531,13 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	if p.grpcSrv != nil {
 		stop("grpc drain", func() error {
+			if p.h2Srv != nil {
+				// Its streams (grpcSrv's through ServeHTTP too) finish first.
+				if err := p.h2Srv.Shutdown(ctx); err != nil {
+					p.grpcSrv.Stop()
+					return err
+				}
+			}
 			stopped := make(chan struct{})
 			go func() { p.grpcSrv.GracefulStop(); close(stopped) }()
 			select {

@@ -380,7 +380,7 @@ func TestMalformedFramesEndTheConnection(t *testing.T) {
 		send func(nc net.Conn, fr *http2.Framer)
 		code http2.ErrCode
 	}{
-		"DATA on stream 0": {func(_ net.Conn, fr *http2.Framer) { fr.WriteRawFrame(http2.FrameData, 0, 0, []byte("x")) }, http2.ErrCodeProtocol},
+		"DATA on stream 0":       {func(_ net.Conn, fr *http2.Framer) { fr.WriteRawFrame(http2.FrameData, 0, 0, []byte("x")) }, http2.ErrCodeProtocol},
 		"SETTINGS of odd length": {func(_ net.Conn, fr *http2.Framer) { fr.WriteRawFrame(http2.FrameSettings, 0, 0, []byte{1, 2, 3}) }, http2.ErrCodeFrameSize},
 		"bad hpack": {func(_ net.Conn, fr *http2.Framer) {
 			fr.WriteRawFrame(http2.FrameHeaders, http2.FlagHeadersEndHeaders, 1, []byte{0xff, 0xff, 0xff, 0xff})
@@ -396,7 +396,9 @@ func TestMalformedFramesEndTheConnection(t *testing.T) {
 			fr.WriteWindowUpdate(0, 1<<31-1)
 			fr.WriteWindowUpdate(0, 1<<31-1)
 		}, http2.ErrCodeFlowControl},
-		"WINDOW_UPDATE of 0": {func(_ net.Conn, fr *http2.Framer) { fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 0, []byte{0, 0, 0, 0}) }, http2.ErrCodeProtocol},
+		"WINDOW_UPDATE of 0": {func(_ net.Conn, fr *http2.Framer) {
+			fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 0, []byte{0, 0, 0, 0})
+		}, http2.ErrCodeProtocol},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

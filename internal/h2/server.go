@@ -92,8 +92,9 @@ type Server struct {
 	conns  map[*conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
-	work   chan *stream
-	idleW  atomic.Int32
+	work     chan *stream
+	workOnce sync.Once
+	idleW    atomic.Int32
 }
 
 func orDefault[T int | int32 | uint32 | time.Duration](v, def T) T {
@@ -116,7 +117,9 @@ func (s *Server) Serve(l net.Listener) error {
 	if s.conns == nil {
 		s.conns = map[*conn]struct{}{}
 	}
-	s.work = make(chan *stream)
+	if s.work == nil {
+		s.work = make(chan *stream)
+	}
 	s.mu.Unlock()
 	var delay time.Duration
 	for {
@@ -177,15 +180,29 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		s.stopWorkers()
 		return nil
 	case <-ctx.Done():
 		s.Close()
-		<-done
 		return ctx.Err()
 	}
 }
 
-// Close closes the listener and every connection at once.
+// stopWorkers ends the idle workers once no connection is left (none can
+// dispatch any more).
+func (s *Server) stopWorkers() {
+	s.workOnce.Do(func() {
+		s.mu.Lock()
+		w := s.work
+		s.mu.Unlock()
+		if w != nil {
+			close(w)
+		}
+	})
+}
+
+// Close closes the listener and every connection at once, and waits for
+// their goroutines to end (the FastFuncs running see their contexts end).
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
@@ -196,6 +213,8 @@ func (s *Server) Close() error {
 		c.nc.Close()
 	}
 	s.mu.Unlock()
+	s.wg.Wait()
+	s.stopWorkers()
 	return nil
 }
 
