@@ -252,10 +252,10 @@ func (g *grpcFront) leanInfer(ctx context.Context, c *h2.Call) h2.Answer {
 	return h2.Answer{Msg: b, Header: hdr}
 }
 
-// GRPC server kinds (Config.GRPCServer).
+// The gRPC transports (Config.GRPCTransport).
 const (
-	GRPCServerLean   = "lean"
-	GRPCServerGRPCGo = "grpc-go"
+	GRPCLean = "lean"
+	GRPCGo   = "grpc-go"
 )
 
 // newLeanGRPC is the gRPC listener's lean HTTP/2 server: unary ModelInfer

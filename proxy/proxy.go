@@ -130,11 +130,12 @@ type Config struct {
 	// negative: no cap).
 	MaxBufferedBytes int64
 	MaxConnections   int
-	// GRPCServer is the gRPC listener's HTTP/2 server: "" or
-	// GRPCServerLean (internal/h2: unary ModelInfer on its own data path,
-	// every other stream on grpc-go's server), GRPCServerGRPCGo
-	// (grpc-go's own transport for all).
-	GRPCServer string
+	// GRPCTransport is the gRPC data path's HTTP/2: "" or GRPCLean
+	// (internal/h2: the gRPC listener serves unary ModelInfer on its own
+	// server, every other stream on grpc-go's; ModelInfer passed through
+	// to a plaintext gRPC version goes on its lean client), or GRPCGo
+	// (grpc-go's transport for everything).
+	GRPCTransport string
 	// MaxIdleConnsPerEndpoint bounds each HTTP upstream pool (default 256).
 	MaxIdleConnsPerEndpoint int
 	// XDSBackoff bounds the reconnect backoff (default 100ms..5s).
@@ -249,6 +250,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.cpDial = dial
 	p.reg = newRegistry(cfg.MaxIdleConnsPerEndpoint, p.onBreakerChange, nil)
+	p.reg.leanGRPC = cfg.GRPCTransport != GRPCGo
 	p.reg.upTLS = cfg.UpstreamTLS
 	if f := cfg.UpstreamTLS; f != nil {
 		if f.CA == "" {
@@ -388,7 +390,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 		p.goServe(func() error { return p.httpSrv.Serve(l) })
 	}
 	if l := p.listeners[1]; l != nil {
-		lean := p.cfg.GRPCServer != GRPCServerGRPCGo
+		lean := p.cfg.GRPCTransport != GRPCGo
 		gopts := append(grpcServerOptions(), grpc.MaxRecvMsgSize(int(p.cfg.MaxBodyBytes)))
 		if p.tlsSrv != nil && !lean {
 			gopts = append(gopts, grpc.Creds(credentials.NewTLS(p.tlsSrv.Config("h2"))))

@@ -465,3 +465,151 @@ func FuzzFrames(f *testing.F) {
 		s.wg.Wait()
 	})
 }
+
+// plainGRPC serves fallbackOIP on grpc-go's own server (a real backend
+// for the client tests).
+func plainGRPC(t testing.TB, opts ...grpc.ServerOption) (*grpc.Server, string) {
+	t.Helper()
+	gs := grpc.NewServer(opts...)
+	pb.RegisterGRPCInferenceServiceServer(gs, fallbackOIP{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(l)
+	t.Cleanup(gs.Stop)
+	return gs, l.Addr().String()
+}
+
+func invoke(t testing.TB, c *Client, ctx context.Context, req *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
+	t.Helper()
+	b, _ := proto.Marshal(req)
+	out, err := c.Invoke(ctx, pb.GRPCInferenceService_ModelInfer_FullMethodName, b)
+	if err != nil {
+		return nil, err
+	}
+	var resp pb.ModelInferResponse
+	if err := proto.Unmarshal(out, &resp); err != nil {
+		t.Fatal(err)
+	}
+	return &resp, nil
+}
+
+// The lean client against grpc-go's server and against the lean server:
+// answers, statuses with details, metadata out, large messages both ways,
+// many calls at once on one connection.
+func TestClient(t *testing.T) {
+	_, gaddr := plainGRPC(t, grpc.MaxRecvMsgSize(32<<20), grpc.MaxSendMsgSize(32<<20))
+	_, laddr := start(t, &fastOIP{}, func(s *Server) { s.MaxRecvMsgSize = 32 << 20 })
+	for name, addr := range map[string]string{"grpc-go": gaddr, "lean": laddr} {
+		t.Run(name, func(t *testing.T) {
+			c := &Client{Addr: addr, MaxRecvMsgSize: 32 << 20, StreamWindow: 64 << 10, ConnWindow: 128 << 10}
+			defer c.Close()
+			ctx := metadata.AppendToOutgoingContext(context.Background(), "x-echo", "hi")
+			out, err := invoke(t, c, ctx, &pb.ModelInferRequest{Id: "a"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]string{"grpc-go": "fallback:a", "lean": "a"}[name]
+			if out.GetId() != want {
+				t.Fatalf("answer %v", out)
+			}
+			if name == "lean" {
+				if out.GetModelName() != "hi" {
+					t.Fatalf("metadata not received: %v", out)
+				}
+				_, err := invoke(t, c, context.Background(), &pb.ModelInferRequest{Id: "error"})
+				st := status.Convert(err)
+				if st.Code() != codes.Unavailable || st.Message() != "busy: 100 % ünïcode" || len(st.Details()) != 1 {
+					t.Fatalf("status %v %v", st, st.Details())
+				}
+			}
+			big := bytes.Repeat([]byte("abcdefgh"), 8<<20/8)
+			var wg sync.WaitGroup
+			for i := 0; i < 3; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					out, err := invoke(t, c, context.Background(), &pb.ModelInferRequest{Id: "big", RawInputContents: [][]byte{big}})
+					if err != nil || !bytes.Equal(out.GetRawOutputContents()[0], big) {
+						t.Errorf("big: %v", err)
+					}
+				}()
+			}
+			for i := 0; i < 200; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if _, err := invoke(t, c, context.Background(), &pb.ModelInferRequest{Id: "m"}); err != nil {
+						t.Errorf("many: %v", err)
+					}
+				}()
+			}
+			wg.Wait()
+		})
+	}
+}
+
+func TestClientDeadlineCancelAndFailures(t *testing.T) {
+	f := &fastOIP{ended: make(chan error, 4)}
+	s, addr := start(t, f, nil)
+	c := &Client{Addr: addr}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := invoke(t, c, ctx, &pb.ModelInferRequest{Id: "wait"}); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("deadline: %v", err)
+	}
+	<-f.ended // the server saw it end (grpc-timeout, or our RST_STREAM)
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
+	if _, err := invoke(t, c, ctx, &pb.ModelInferRequest{Id: "wait"}); status.Code(err) != codes.Canceled {
+		t.Fatalf("cancel: %v", err)
+	}
+	if err := <-f.ended; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the server's context: %v", err)
+	}
+	// Shutdown: the call in flight finishes; later ones get UNAVAILABLE.
+	errc := make(chan error, 1)
+	go func() {
+		_, err := invoke(t, c, context.Background(), &pb.ModelInferRequest{Id: "sleep"})
+		errc <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("in flight across GOAWAY: %v", err)
+	}
+	if _, err := invoke(t, c, context.Background(), &pb.ModelInferRequest{Id: "x"}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("after shutdown: %v", err)
+	}
+	// Nothing listening: UNAVAILABLE.
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := l.Addr().String()
+	l.Close()
+	c2 := &Client{Addr: dead}
+	if _, err := invoke(t, c2, context.Background(), &pb.ModelInferRequest{Id: "x"}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("refused: %v", err)
+	}
+	// A server that dies mid-call: UNAVAILABLE.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		fr := http2.NewFramer(nc, nc)
+		io.ReadFull(nc, make([]byte, len(http2.ClientPreface)))
+		fr.WriteSettings()
+		fr.ReadFrame()
+		time.Sleep(50 * time.Millisecond)
+		nc.Close()
+	}()
+	c3 := &Client{Addr: ln.Addr().String()}
+	if _, err := invoke(t, c3, context.Background(), &pb.ModelInferRequest{Id: "x"}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("connection dropped: %v", err)
+	}
+}

@@ -87,11 +87,11 @@ type Server struct {
 	// TLSConfig, if set, serves TLS (ALPN "h2") on every connection.
 	TLSConfig *tls.Config
 
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  map[*conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu       sync.Mutex
+	ln       net.Listener
+	conns    map[*conn]struct{}
+	closed   bool
+	wg       sync.WaitGroup
 	work     chan *stream
 	workOnce sync.Once
 	idleW    atomic.Int32
