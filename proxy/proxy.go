@@ -188,6 +188,11 @@ type Proxy struct {
 
 // New checks cfg and builds a Proxy; Start binds and serves.
 func New(cfg Config) (*Proxy, error) {
+	switch cfg.GRPCTransport {
+	case "", GRPCLean, GRPCGo:
+	default:
+		return nil, fmt.Errorf("proxy: unknown gRPC transport %q (%s or %s)", cfg.GRPCTransport, GRPCLean, GRPCGo)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
