@@ -93,7 +93,7 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 		return nil, err
 	}
 	cc := &clientConn{nc: rawio.NetConn(nc), streams: map[uint32]*call{}, nextID: 1,
-		peerMaxFrame: 16384, peerInitWindow: 65535, sendWindow: 65535, peerMaxStreams: 100,
+		peerMaxFrame: 16384, peerInitWindow: 65535, sendWindow: 65535, peerMaxStreams: 1<<32 - 1, // unlimited until its SETTINGS say
 		streamWindow: orDefault(c.StreamWindow, DefaultStreamWindow),
 		connWindow:   orDefault(c.ConnWindow, DefaultConnWindow),
 		maxMsg:       orDefault(c.MaxRecvMsgSize, DefaultMaxCallRecvMsgSize),
@@ -218,6 +218,8 @@ func (cc *clientConn) invoke(ctx context.Context, method string, req []byte) ([]
 	cc.writers.Add(1)
 	cc.mu.Lock()
 	for cc.err == nil && !cc.goAway && uint32(len(cc.streams)) >= cc.peerMaxStreams {
+		// What others left for the last writer goes out before we wait.
+		cc.flushLocked()
 		cc.cond.Wait()
 	}
 	if cc.err != nil || cc.goAway {

@@ -253,14 +253,15 @@ type conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu    sync.Mutex
-	cond  sync.Cond // signalled on window updates, resets, close
-	henc  *hpack.Encoder
-	hbuf  hbuffer
-	wd    time.Time // write deadline armed
-	werr  error     // a write failed: the connection is dead
-	dead  bool
-	goneA bool // GOAWAY sent
+	mu      sync.Mutex
+	writers atomic.Int32 // fast answers writing or waiting to (runFast)
+	cond    sync.Cond    // signalled on window updates, resets, close
+	henc    *hpack.Encoder
+	hbuf    hbuffer
+	wd      time.Time // write deadline armed
+	werr    error     // a write failed: the connection is dead
+	dead    bool
+	goneA   bool // GOAWAY sent
 	// streams open (ours: not yet answered and removed).
 	streams map[uint32]*stream
 	// lastID is the highest client stream id seen.
@@ -794,14 +795,18 @@ func (c *conn) runFast(st *stream) {
 		a = st.fast(ctx, call)
 	}
 	st.cancel()
+	// Answers written at once share a write: the last writer flushes
+	// (one that waits for a window flushes before it waits).
+	c.writers.Add(1)
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if st.reset {
-		return
+	if !st.reset {
+		c.answerLocked(st, a)
+		c.finishLocked(st)
 	}
-	c.answerLocked(st, a)
-	c.finishLocked(st)
-	c.flushLocked()
+	if c.writers.Add(-1) == 0 || c.bw.Available() < 1024 {
+		c.flushLocked()
+	}
+	c.mu.Unlock()
 }
 
 // answerLocked writes a unary answer: HEADERS, DATA and trailers, or a
