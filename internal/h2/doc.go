@@ -24,4 +24,12 @@
 // it), grpc-timeout as the context's deadline, GOAWAY on Shutdown with the
 // streams in flight finishing, and a GOAWAY naming the error for a
 // malformed frame (connection errors) or RST_STREAM (stream errors).
+//
+// Client is the matching unary client (plaintext, prior knowledge): the
+// caller writes its stream's HEADERS and DATA itself and waits for the
+// connection's one reader goroutine to hand it the answer (see Client).
+//
+// Measured (docs/benchmarks.md, "The gRPC path"): the proxy's CPU per
+// gRPC request at 1000 rps fell by 43–52 % against grpc-go's transport,
+// to 1.16–1.46× nginx's grpc_pass.
 package h2

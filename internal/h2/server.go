@@ -266,6 +266,9 @@ type conn struct {
 	streams map[uint32]*stream
 	// lastID is the highest client stream id seen.
 	lastID uint32
+	// running counts the streams whose FastFunc or Fallback handler has
+	// started and not returned.
+	running int
 	// Send side: the peer's settings and the connection window.
 	peerMaxFrame   uint32
 	peerInitWindow int32
@@ -622,7 +625,10 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 		c.refuseLocked(id, http2.ErrCodeFrameSize) // as grpc-go: header list over the limit
 		return nil
 	}
-	if uint32(len(c.streams)) >= c.maxStreams {
+	if uint32(len(c.streams)) >= c.maxStreams || uint32(c.running) >= c.maxStreams {
+		// (running: handlers of streams the client reset may still be
+		// running; a client resetting as fast as it opens does not get
+		// more than maxStreams of them at once.)
 		c.refuseLocked(id, http2.ErrCodeRefusedStream)
 		return nil
 	}
@@ -788,17 +794,14 @@ func (c *conn) writeDataLocked(st *stream, data []byte, end bool) bool {
 
 // runFast serves a fast stream whose message has arrived, on a worker.
 func (c *conn) runFast(st *stream) {
-	a := st.answer
-	if a.Status == nil {
-		call := &Call{Method: st.method, MD: st.metadata(), Msg: st.msg, TLS: c.tls}
-		ctx := metadata.NewIncomingContext(st.ctx, call.MD)
-		a = st.fast(ctx, call)
-	}
+	call := &Call{Method: st.method, MD: st.metadata(), Msg: st.msg, TLS: c.tls}
+	a := st.fast(metadata.NewIncomingContext(st.ctx, call.MD), call)
 	st.cancel()
 	// Answers written at once share a write: the last writer flushes
 	// (one that waits for a window flushes before it waits).
 	c.writers.Add(1)
 	c.mu.Lock()
+	c.running--
 	if !st.reset {
 		c.answerLocked(st, a)
 		c.finishLocked(st)

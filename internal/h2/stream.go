@@ -39,13 +39,12 @@ type stream struct {
 	reset       bool // reset, answered, or the connection died
 
 	// A fast stream: the FastFunc, the gathered bytes (prefix included),
-	// the message, and an answer given without calling it (a refused
-	// message).
-	fast   FastFunc
-	buf    []byte
-	msg    []byte
-	answer Answer
-	early  bool
+	// the message, and whether it was answered without calling it (a
+	// refused message).
+	fast  FastFunc
+	buf   []byte
+	msg   []byte
+	early bool
 
 	// A fallback stream: the request body.
 	body *pipe
@@ -136,6 +135,7 @@ func (st *stream) endRecvLocked() {
 	}
 	st.msg = st.buf[5:]
 	st.buf = nil
+	st.c.running++
 	st.c.srv.dispatch(st)
 }
 
@@ -296,6 +296,7 @@ func (st *stream) startFallbackLocked(method string, ended bool) {
 		Method: httpMethod, URL: &url.URL{Path: method}, RequestURI: method, Proto: "HTTP/2.0", ProtoMajor: 2,
 		Header: hdr, Body: st.body, ContentLength: -1, Host: authority, RemoteAddr: remote, TLS: c.tls,
 	}).WithContext(st.ctx)
+	c.running++
 	go st.serveFallback(req)
 }
 
@@ -329,6 +330,7 @@ func (st *stream) serveFallback(req *http.Request) {
 		c.finishLocked(st)
 		c.flushLocked()
 	}
+	c.running--
 	c.mu.Unlock()
 	st.cancel()
 }
