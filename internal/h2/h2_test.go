@@ -613,3 +613,37 @@ func TestClientDeadlineCancelAndFailures(t *testing.T) {
 		t.Fatalf("connection dropped: %v", err)
 	}
 }
+
+// Streams opened and reset at once (the "rapid reset" pattern): the
+// connection is not torn down, the server keeps serving.
+func TestRapidReset(t *testing.T) {
+	_, addr := start(t, &fastOIP{}, func(s *Server) { s.MaxConcurrentStreams = 8 })
+	nc, fr := rawConn(t, addr)
+	var hb bytes.Buffer
+	e := hpack.NewEncoder(&hb)
+	for _, h := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", pb.GRPCInferenceService_ModelStreamInfer_FullMethodName}, {":authority", "x"}, {"content-type", "application/grpc"}} {
+		e.WriteField(hpack.HeaderField{Name: h[0], Value: h[1]})
+	}
+	for i := uint32(0); i < 500; i++ {
+		id := 2*i + 1
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true})
+		fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	}
+	fr.WritePing(false, [8]byte{7})
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("the connection ended: %v", err)
+		}
+		if g, ok := f.(*http2.GoAwayFrame); ok {
+			t.Fatalf("GOAWAY %v", g.ErrCode)
+		}
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() && p.Data == [8]byte{7} {
+			break
+		}
+	}
+	nc.Close()
+	if _, err := client(t, addr).ModelInfer(context.Background(), &pb.ModelInferRequest{Id: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+}
