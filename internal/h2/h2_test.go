@@ -647,3 +647,61 @@ func TestRapidReset(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// FuzzClientFrames: whatever a server answers after its SETTINGS, a call
+// returns (an answer or an error) and nothing panics.
+func FuzzClientFrames(f *testing.F) {
+	var b bytes.Buffer
+	fr := http2.NewFramer(&b, nil)
+	var hb bytes.Buffer
+	e := hpack.NewEncoder(&hb)
+	e.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+	e.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true})
+	fr.WriteData(1, false, []byte{0, 0, 0, 0, 2, 8, 1})
+	hb.Reset()
+	e.WriteField(hpack.HeaderField{Name: "grpc-status", Value: "0"})
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true, EndStream: true})
+	f.Add(b.Bytes())
+	f.Add([]byte{0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	var answer []byte
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			in := answer
+			mu.Unlock()
+			go func() {
+				defer nc.Close()
+				nc.SetDeadline(time.Now().Add(2 * time.Second))
+				go io.Copy(io.Discard, nc)
+				sfr := http2.NewFramer(nc, nil)
+				sfr.WriteSettings()
+				nc.Write(in)
+				time.Sleep(20 * time.Millisecond)
+			}()
+		}
+	}()
+	f.Fuzz(func(t *testing.T, in []byte) {
+		mu.Lock()
+		answer = in
+		mu.Unlock()
+		c := &Client{Addr: ln.Addr().String()}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		c.Invoke(ctx, "/x/y", []byte("req"))
+		if ctx.Err() != nil {
+			t.Fatal("the call outlived the connection")
+		}
+	})
+}
