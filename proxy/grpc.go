@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"net/http"
 	"slices"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/switchyard-dev/switchyard/fallback"
+	"github.com/switchyard-dev/switchyard/internal/h2"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"github.com/switchyard-dev/switchyard/oip/pbwire"
@@ -197,22 +199,30 @@ func modelInferRawHandler(srv any, ctx context.Context, dec func(any) error, int
 	})
 }
 
-// modelInferRaw is unary ModelInfer with the request in its wire form:
+// modelInferRaw is unary ModelInfer with the request in its wire form
+// (grpc-go's server; the lean server calls modelInferWire itself).
+func (g *grpcFront) modelInferRaw(ctx context.Context, m *upstream.RawMessage) (any, error) {
+	hdr := metadata.MD{}
+	out, err := g.modelInferWire(ctx, m.B, hdr)
+	grpc.SetHeader(ctx, hdr)
+	return out, err
+}
+
+// modelInferWire is unary ModelInfer with the request in its wire form:
 // what routing needs is read from the bytes (pbwire.ReadRequest, which
 // also checks the message as proto.Unmarshal would), and on a route
 // without policies the bytes go upstream with the model name and version
 // spliced in, and the answer comes back as bytes (the pass-through; see
-// infer). A message that cannot be decoded is INVALID_ARGUMENT naming the
-// field.
-func (g *grpcFront) modelInferRaw(ctx context.Context, m *upstream.RawMessage) (any, error) {
-	in := &grpcIn{raw: m.B}
+// infer: then out is an *upstream.RawMessage). A message that cannot be
+// decoded is INVALID_ARGUMENT naming the field. hdr gets the response
+// marks.
+func (g *grpcFront) modelInferWire(ctx context.Context, raw []byte, hdr metadata.MD) (any, error) {
+	in := &grpcIn{raw: raw}
 	if err := pbwire.ReadRequest(in.raw, &in.head); err != nil {
 		g.p.logRequest(ctx, "", "", http.StatusBadRequest, time.Now(), err, inValue(ctx, "traceparent"))
 		return nil, status.Error(oip.InvalidArgument.GRPCCode(), err.Error())
 	}
-	hdr := metadata.MD{}
 	out, raw, err := g.infer(ctx, in, hdr)
-	grpc.SetHeader(ctx, hdr)
 	switch {
 	case err != nil:
 		return nil, err
@@ -220,6 +230,53 @@ func (g *grpcFront) modelInferRaw(ctx context.Context, m *upstream.RawMessage) (
 		return &upstream.RawMessage{B: raw}, nil
 	}
 	return out, nil
+}
+
+// leanInfer is unary ModelInfer on the lean HTTP/2 server (internal/h2,
+// newLeanGRPC): modelInferWire with the answer marshalled here.
+func (g *grpcFront) leanInfer(ctx context.Context, c *h2.Call) h2.Answer {
+	hdr := metadata.MD{}
+	out, err := g.modelInferWire(ctx, c.Msg, hdr)
+	if err != nil {
+		return h2.Answer{Header: hdr, Status: status.Convert(err)}
+	}
+	var b []byte
+	switch m := out.(type) {
+	case *upstream.RawMessage:
+		b = m.B
+	case proto.Message:
+		if b, err = proto.Marshal(m); err != nil {
+			return h2.Answer{Header: hdr, Status: status.Newf(oip.Internal.GRPCCode(), "cannot encode the answer: %v", err)}
+		}
+	}
+	return h2.Answer{Msg: b, Header: hdr}
+}
+
+// The gRPC transports (Config.GRPCTransport).
+const (
+	GRPCLean = "lean"
+	GRPCGo   = "grpc-go"
+)
+
+// newLeanGRPC is the gRPC listener's lean HTTP/2 server: unary ModelInfer
+// (uncompressed) on its own data path, every other stream (the other
+// methods, streaming, reflection, compressed messages) handed to srv,
+// grpc-go's server, through its ServeHTTP.
+func newLeanGRPC(p *Proxy, srv *grpc.Server, tlsCfg *tls.Config) *h2.Server {
+	g := &grpcFront{p: p}
+	fast := h2.FastFunc(g.leanInfer)
+	return &h2.Server{
+		Route: func(method string) h2.FastFunc {
+			if method == pb.GRPCInferenceService_ModelInfer_FullMethodName {
+				return fast
+			}
+			return nil
+		},
+		Fallback:       srv,
+		MaxRecvMsgSize: int(p.cfg.MaxBodyBytes),
+		StreamWindow:   upstream.WindowSize, ConnWindow: upstream.WindowSize,
+		TLSConfig: tlsCfg,
+	}
 }
 
 // ModelStreamInfer routes each message of the stream like a unary

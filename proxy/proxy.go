@@ -39,6 +39,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/fallback"
+	"github.com/switchyard-dev/switchyard/internal/h2"
 	"github.com/switchyard-dev/switchyard/internal/lifecycle"
 	"github.com/switchyard-dev/switchyard/internal/seclog"
 	"github.com/switchyard-dev/switchyard/internal/tlsutil"
@@ -131,6 +132,12 @@ type Config struct {
 	// negative: no cap).
 	MaxBufferedBytes int64
 	MaxConnections   int
+	// GRPCTransport is the gRPC data path's HTTP/2: "" or GRPCLean
+	// (internal/h2: the gRPC listener serves unary ModelInfer on its own
+	// server, every other stream on grpc-go's; ModelInfer passed through
+	// to a plaintext gRPC version goes on its lean client), or GRPCGo
+	// (grpc-go's transport for everything).
+	GRPCTransport string
 	// MaxIdleConnsPerEndpoint bounds each HTTP upstream pool (default 256).
 	MaxIdleConnsPerEndpoint int
 	// XDSBackoff bounds the reconnect backoff (default 100ms..5s).
@@ -167,6 +174,7 @@ type Proxy struct {
 	httpFront *httpFront
 	httpSrv   *fastServer
 	grpcSrv   *grpc.Server
+	h2Srv     *h2.Server // the lean gRPC server in front of grpcSrv (nil: grpcSrv serves)
 	adminSrv  *http.Server
 	listeners [3]net.Listener
 	xds       *xdsclient.Client
@@ -195,6 +203,11 @@ type Proxy struct {
 
 // New checks cfg and builds a Proxy; Start binds and serves.
 func New(cfg Config) (*Proxy, error) {
+	switch cfg.GRPCTransport {
+	case "", GRPCLean, GRPCGo:
+	default:
+		return nil, fmt.Errorf("proxy: unknown gRPC transport %q (%s or %s)", cfg.GRPCTransport, GRPCLean, GRPCGo)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -261,6 +274,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.cpDial = dial
 	p.reg = newRegistry(cfg.MaxIdleConnsPerEndpoint, p.onBreakerChange, nil)
+	p.reg.leanGRPC = cfg.GRPCTransport != GRPCGo
 	p.reg.upTLS = cfg.UpstreamTLS
 	if f := cfg.UpstreamTLS; f != nil {
 		if f.CA == "" {
@@ -408,14 +422,24 @@ func (p *Proxy) Start(ctx context.Context) error {
 		p.goServe(func() error { return p.httpSrv.Serve(l) })
 	}
 	if l := p.listeners[1]; l != nil {
+		lean := p.cfg.GRPCTransport != GRPCGo
 		gopts := append(grpcServerOptions(), grpc.MaxRecvMsgSize(int(p.cfg.MaxBodyBytes)))
-		if p.tlsSrv != nil {
+		if p.tlsSrv != nil && !lean {
 			gopts = append(gopts, grpc.Creds(credentials.NewTLS(p.tlsSrv.Config("h2"))))
 		}
 		p.grpcSrv = grpc.NewServer(gopts...)
 		registerGRPCFront(p.grpcSrv, &grpcFront{p: p})
 		reflection.Register(p.grpcSrv) // grpcurl and friends work without the proto files
-		p.goServe(func() error { return p.grpcSrv.Serve(l) })
+		if lean {
+			var tc *tls.Config
+			if p.tlsSrv != nil {
+				tc = p.tlsSrv.Config("h2")
+			}
+			p.h2Srv = newLeanGRPC(p, p.grpcSrv, tc)
+			p.goServe(func() error { return p.h2Srv.Serve(l) })
+		} else {
+			p.goServe(func() error { return p.grpcSrv.Serve(l) })
+		}
 	}
 	if l := p.listeners[2]; l != nil {
 		p.adminSrv = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
@@ -561,6 +585,13 @@ func (p *Proxy) drain(ctx context.Context) error {
 	}
 	if p.grpcSrv != nil {
 		stop("grpc drain", func() error {
+			if p.h2Srv != nil {
+				// Its streams (grpcSrv's through ServeHTTP too) finish first.
+				if err := p.h2Srv.Shutdown(ctx); err != nil {
+					p.grpcSrv.Stop()
+					return err
+				}
+			}
 			stopped := make(chan struct{})
 			go func() { p.grpcSrv.GracefulStop(); close(stopped) }()
 			select {

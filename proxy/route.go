@@ -98,6 +98,9 @@ type registry struct {
 	retired   []retiredEndpoint
 	maxIdle   int
 	grpcOpts  []grpc.DialOption
+	// leanGRPC: plaintext gRPC endpoints pass ModelInfer through on
+	// internal/h2's client (Config.GRPCTransport).
+	leanGRPC  bool
 	onBreaker func(model, version string, from, to fallback.BreakerState)
 	// upTLS is the proxy's default upstream TLS (Config.UpstreamTLS; nil:
 	// plaintext unless a version says otherwise); tlsCfgs the client
@@ -185,6 +188,9 @@ func (g *registry) endpoint(protocol, addr string, t *api.UpstreamTLS) (*upstrea
 		}
 		if e, err = upstream.NewGRPCEndpoint(addr, opts...); err != nil {
 			return nil, err
+		}
+		if tcfg == nil && g.leanGRPC {
+			e.UseLeanClient()
 		}
 	case tcfg != nil:
 		e = upstream.NewHTTPSEndpoint(addr, g.maxIdle, tcfg)

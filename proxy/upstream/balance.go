@@ -6,8 +6,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"google.golang.org/grpc"
+
+	"github.com/switchyard-dev/switchyard/internal/h2"
+	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 )
 
 // Endpoint is one backend address with its connections and live counters.
@@ -17,6 +19,7 @@ type Endpoint struct {
 	HTTP *HTTPPool
 	GRPC pb.GRPCInferenceServiceClient
 	conn *grpc.ClientConn
+	lean *h2.Client // ModelInferRaw's client (nil: conn's)
 
 	inFlight     atomic.Int64
 	consecFail   atomic.Int32
@@ -55,6 +58,9 @@ func (e *Endpoint) Close() {
 	}
 	if e.conn != nil {
 		e.conn.Close()
+	}
+	if e.lean != nil {
+		e.lean.Close()
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/internal/h2"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"github.com/switchyard-dev/switchyard/oip/pbwire"
 )
@@ -67,6 +68,14 @@ func DialOptions() []grpc.DialOption {
 // RawInfer reports whether the endpoint can take ModelInferRaw.
 func (e *Endpoint) RawInfer() bool { return e.conn != nil }
 
+// UseLeanClient makes ModelInferRaw go through internal/h2's lean client
+// (its own HTTP/2 connection to the endpoint, plaintext: an endpoint
+// dialled with TLS keeps grpc-go for it); every other call stays on
+// grpc-go's connection.
+func (e *Endpoint) UseLeanClient() {
+	e.lean = &h2.Client{Addr: e.Addr, StreamWindow: WindowSize, ConnWindow: WindowSize}
+}
+
 // ModelInferRaw calls ModelInfer with a request in its wire form and
 // returns the answer in its wire form. The answer is checked as
 // proto.Unmarshal would decode it (pbwire.Check): one that is not
@@ -74,12 +83,21 @@ func (e *Endpoint) RawInfer() bool { return e.conn != nil }
 // version answering garbage is judged as before and the client never gets
 // bytes it cannot decode.
 func (e *Endpoint) ModelInferRaw(ctx context.Context, req []byte) ([]byte, error) {
-	in, out := RawMessage{B: req}, RawMessage{}
-	if err := e.conn.Invoke(ctx, pb.GRPCInferenceService_ModelInfer_FullMethodName, &in, &out, rawCall); err != nil {
-		return nil, err
+	var b []byte
+	if e.lean != nil {
+		var err error
+		if b, err = e.lean.Invoke(ctx, pb.GRPCInferenceService_ModelInfer_FullMethodName, req); err != nil {
+			return nil, err
+		}
+	} else {
+		in, out := RawMessage{B: req}, RawMessage{}
+		if err := e.conn.Invoke(ctx, pb.GRPCInferenceService_ModelInfer_FullMethodName, &in, &out, rawCall); err != nil {
+			return nil, err
+		}
+		b = out.B
 	}
-	if err := pbwire.Check(pbwire.Response, out.B); err != nil {
+	if err := pbwire.Check(pbwire.Response, b); err != nil {
 		return nil, status.Errorf(codes.Internal, "grpc: failed to unmarshal the received message: %v", err)
 	}
-	return out.B, nil
+	return b, nil
 }
