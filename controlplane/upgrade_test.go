@@ -108,8 +108,7 @@ func buildUpgradeFixture(t *testing.T, statePath string) {
 // ticks an hour apart: only the requests move a canary).
 func startUpgradeCP(t *testing.T, statePath string) *cptest.CP {
 	t.Helper()
-	cp := cptest.Start(t, controlplane.Config{StatePath: statePath}, &controlplane.CanaryOptions{Interval: time.Hour})
-	return cp
+	return cptest.Start(t, controlplane.Config{StatePath: statePath}, &controlplane.CanaryOptions{Interval: time.Hour})
 }
 
 func getRaw(t *testing.T, cp *cptest.CP, path string) []byte {

@@ -30,6 +30,7 @@ import (
 // endpoint. Every action body may carry reason and waitForAck (default
 // 10s, "0s": don't wait); the answer reports "applied on N/N proxies in T
 // ms".
+
 // EnableCanary registers the canary and stats endpoints, served by the
 // canary controller c and the stats service st, and makes writes over a
 // running canary subject to c's judgement. ackWait is how long an action

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/api"
-
 	"github.com/switchyard-dev/switchyard/shadow"
 )
 
@@ -24,8 +23,9 @@ import (
 // comparisons in memory (and a JSON-lines record file). It announces its
 // admin address in its xDS node metadata (key "switchyard.admin"); the ACK
 // tracker (controlplane/xds) keeps it (ProxyStatus.Admin). The report of
-// GET /v1/models/{name}/shadow/report (ShadowReport) fans out to every connected proxy's admin endpoint
-// /shadow/records?model=NAME&window=W with a bounded timeout, merges the
+// GET /v1/models/{name}/shadow/report (ShadowReport) fans out to every
+// connected proxy's admin endpoint /shadow/records?model=NAME&window=W
+// with a bounded timeout, merges the
 // records and summarises them with shadow.Summary, so rates and latency
 // percentiles are exact over all proxies (not averages of averages). The
 // answer lists the proxies asked, how many records each gave, and those
