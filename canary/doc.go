@@ -2,9 +2,9 @@
 // one step by step (default 20, 50, 80, 100 %), judging the canary against
 // the baseline at each tick, and rolls it back by itself when it is worse.
 // Everything here is pure: values in, values out, time passed in. The
-// controller around it (ticks, store writes, the stats stream, the
-// Prometheus source, the API) is controlplane/canary*.go, stats.go and
-// promsource.go; the proxy's recorder and reporter are proxy/report.go.
+// controller around it (ticks, store writes, the Prometheus source) is
+// controlplane/canaryctl, the stats stream controlplane/stats, the API
+// controlplane/rest; the proxy's recorder and reporter are proxy/report.go.
 //
 // # Stats
 //

@@ -1,4 +1,4 @@
-package controlplane
+package controlplane_test
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/api"
+	"github.com/switchyard-dev/switchyard/controlplane"
+	"github.com/switchyard-dev/switchyard/controlplane/cptest"
 )
 
 // BenchmarkWeightChangeToAck measures the time from an API weight change
@@ -19,12 +21,12 @@ import (
 //	go test ./controlplane -run '^$' -bench WeightChangeToAck -benchtime 200x
 func BenchmarkWeightChangeToAck(b *testing.B) {
 	const clients = 100
-	cp := startCP(b, "")
-	call(b, cp, "PUT", "/v1/models/rec", editorToken, doc("rec", 50, 50))
+	cp := cptest.Start(b, controlplane.Config{AllowAnonymousXDS: true}, nil)
+	cptest.Call(b, cp, "PUT", "/v1/models/rec", cptest.EditorToken, cptest.Doc("rec", 50, 50))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	for i := 0; i < clients; i++ {
-		dialADS(b, cp.XDSAddr(), fmt.Sprintf("proxy-%03d", i), nil)
+		cptest.DialADS(b, cp.XDSAddr(), fmt.Sprintf("proxy-%03d", i), nil)
 	}
 	if err := cp.Tracker().WaitConnected(ctx, clients); err != nil {
 		b.Fatal(err)
@@ -36,12 +38,12 @@ func BenchmarkWeightChangeToAck(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
-		r := call(b, cp, "PUT", "/v1/models/rec/weights", editorToken, api.WeightsRequest{Weights: map[string]int{"v1": 1 + i%100, "v2": 50}})
-		if r.code != http.StatusOK {
-			b.Fatalf("PUT weights: %d %s", r.code, r.body)
+		r := cptest.Call(b, cp, "PUT", "/v1/models/rec/weights", cptest.EditorToken, api.WeightsRequest{Weights: map[string]int{"v1": 1 + i%100, "v2": 50}})
+		if r.Code != http.StatusOK {
+			b.Fatalf("PUT weights: %d %s", r.Code, r.Body)
 		}
 		var mr api.ModelResponse
-		r.decode(b, &mr)
+		r.Decode(b, &mr)
 		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 		res := cp.WaitApplied(wctx, mr.Revision)
 		wcancel()
@@ -59,26 +61,4 @@ func BenchmarkWeightChangeToAck(b *testing.B) {
 	b.ReportMetric(pct(0.99), "p99-ms")
 	b.ReportMetric(pct(1), "max-ms")
 	b.ReportMetric(0, "ns/op")
-}
-
-// BenchmarkTranslate100Models measures the pure translation of 100 models
-// with 3 versions each into a consistent snapshot.
-func BenchmarkTranslate100Models(b *testing.B) {
-	models := make([]api.Model, 100)
-	for i := range models {
-		m := doc(fmt.Sprintf("model-%03d", i), 80, 20)
-		m.Spec.Versions = append(m.Spec.Versions, api.Version{Name: "v3", Endpoints: []string{"127.0.0.1:8003", "127.0.0.1:8004"}})
-		if err := api.Normalize(&m); err != nil {
-			b.Fatal(err)
-		}
-		models[i] = m
-	}
-	x := &xdsServer{}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := x.opts.Snapshot(models, "1"); err != nil {
-			b.Fatal(err)
-		}
-	}
 }

@@ -3,9 +3,17 @@
 // log, and an xDS (ADS, state of the world) server that republishes a
 // snapshot — translated by the pure routing/xdsconv — on every store change.
 //
-// The pipeline, one file per step: store (store/) → snapshot publishing on
-// store watch (xds.go) → ADS server with ACK/NACK tracking (acks.go) → REST
-// API (api.go, auth.go).
+// This package wires the steps, one package each, and runs them:
+//
+//	controlplane/store      the desired state, its history, the audit log
+//	controlplane/auth       tokens and roles (REST and xDS callers)
+//	controlplane/xds        snapshot on every store change → ADS, ACK/NACK tracking, stream auth
+//	controlplane/stats      the proxies' stats stream; the shadow report across proxies
+//	controlplane/canaryctl  the canary controller: judges, writes weights to the store
+//	controlplane/rest       the REST API over all of them
+//
+// Dependencies go one way: rest → canaryctl → stats, rest → xds (through
+// small interfaces), each → store and auth; nothing imports rest.
 //
 // Embedding (tests, `switchyard up`):
 //
@@ -46,8 +54,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/switchyard-dev/switchyard/api/statspb"
+	"github.com/switchyard-dev/switchyard/controlplane/auth"
+	"github.com/switchyard-dev/switchyard/controlplane/rest"
+	"github.com/switchyard-dev/switchyard/controlplane/stats"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
+	"github.com/switchyard-dev/switchyard/controlplane/xds"
 	"github.com/switchyard-dev/switchyard/internal/lifecycle"
 	"github.com/switchyard-dev/switchyard/internal/seclog"
 	"github.com/switchyard-dev/switchyard/internal/tlsutil"
@@ -68,9 +79,9 @@ type Config struct {
 	// APIAddr and XDSAddr are listen addresses ("127.0.0.1:0" picks a port).
 	APIAddr string
 	XDSAddr string
-	// Auth authenticates API callers (see LoadTokens). Required unless
+	// Auth authenticates API callers (see auth.LoadTokens). Required unless
 	// InsecureLoopbackNoAuth.
-	Auth *Authenticator
+	Auth *auth.Authenticator
 	// InsecureLoopbackNoAuth lets every API caller in as operator
 	// "anonymous". New refuses it unless APIAddr is a loopback address.
 	InsecureLoopbackNoAuth bool
@@ -78,7 +89,7 @@ type Config struct {
 	// listeners over TLS from these files, reloaded when they change
 	// (internal/tlsutil). With TLS.CA set, clients of both must present a
 	// certificate that chains to it (mTLS); proxies' certificates then
-	// identify them on xDS (xdsauth.go), and the control plane presents
+	// identify them on xDS (controlplane/xds), and the control plane presents
 	// its own certificate to the proxies' admin pages (shadow report).
 	TLS *tlsutil.Files
 	// AllowAnonymousXDS accepts xDS and stats streams without a
@@ -101,13 +112,17 @@ type Config struct {
 
 // ControlPlane is a running (or ready to run) control plane.
 type ControlPlane struct {
-	cfg     Config
-	store   store.Store
-	tracker *Tracker
-	metrics *Metrics
-	xds     *xdsServer
-	api     *API
-	log     *slog.Logger
+	cfg   Config
+	store store.Store // as opened (closed on Shutdown)
+	timed store.Store // instrumented: what every step uses
+	xds   *xds.Server
+	api   *rest.API
+	log   *slog.Logger
+	// proxyTLS presents this control plane's certificate to the proxies'
+	// admin pages (nil: none).
+	proxyTLS *tls.Config
+	// canary is set by EnableCanary.
+	canary bool
 
 	apiLn, xdsLn net.Listener
 	httpSrv      *http.Server
@@ -136,12 +151,12 @@ func New(cfg Config) (*ControlPlane, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	switch {
-	case cfg.InsecureLoopbackNoAuth && !IsLoopback(cfg.APIAddr):
+	case cfg.InsecureLoopbackNoAuth && !auth.IsLoopback(cfg.APIAddr):
 		return nil, fmt.Errorf("--insecure-loopback-no-auth needs a loopback --api address (127.0.0.1, ::1, localhost), got %q", cfg.APIAddr)
 	case cfg.InsecureLoopbackNoAuth && cfg.Auth != nil:
 		return nil, errors.New("give either tokens or --insecure-loopback-no-auth, not both")
 	case cfg.InsecureLoopbackNoAuth:
-		cfg.Auth = InsecureLoopback()
+		cfg.Auth = auth.InsecureLoopback()
 	case cfg.Auth == nil:
 		return nil, errors.New("no API authentication: give --tokens FILE (or --insecure-loopback-no-auth on a loopback --api address)")
 	}
@@ -178,23 +193,10 @@ func New(cfg Config) (*ControlPlane, error) {
 		sopts = append(sopts, grpc.Creds(credentials.NewTLS(tlsSrv.Config("h2"))))
 	}
 	cp.ctx, cp.cancel = context.WithCancel(context.Background())
-	cp.tracker = NewTracker(nil, nil)
-	cp.metrics = NewMetrics(cfg.Registerer, cp.tracker.Connected)
-	cp.tracker.metrics = cp.metrics
 	cp.seclog = seclog.New(seclog.Options{Component: "controlplane", Logger: cfg.Logger, Registerer: cfg.Registerer})
-	xa := &xdsAuth{auth: cfg.Auth, required: cfg.Auth.anonymous == nil && !cfg.AllowAnonymousXDS, sec: cp.seclog, onRefuse: func(method string) {
-		service := "ads"
-		if method == statspb.Stats_Stream_FullMethodName {
-			service = "stats"
-		}
-		cp.metrics.streamsRefused.WithLabelValues(service).Inc()
-	}}
-	sopts = append(sopts, grpc.ChainStreamInterceptor(xa.streamInterceptor), grpc.ChainUnaryInterceptor(xa.unaryInterceptor))
-	timed := timedStore{Store: st, m: cp.metrics}
-	cp.xds = newXDSServer(cp.ctx, timed, cp.tracker, cp.metrics, cfg.Logger.With("component", "xds"), cfg.Listener, sopts...)
-	cp.api = newAPI(timed, cfg.Auth, cp.tracker, cp.xds, cp.metrics, cfg.Gatherer, cfg.Logger.With("component", "api"), cfg.MaxBodyBytes)
-	cp.api.proxyAdminToken = cfg.ProxyAdminToken
-	cp.api.seclog = cp.seclog
+	cp.timed = store.Instrument(st, cfg.Registerer)
+	cp.xds = xds.New(cp.ctx, xds.Options{Store: cp.timed, Auth: cfg.Auth, AllowAnonymous: cfg.AllowAnonymousXDS, Seclog: cp.seclog,
+		Listener: cfg.Listener, Logger: cfg.Logger.With("component", "xds"), Registerer: cfg.Registerer, ServerOptions: sopts})
 	if cfg.TLS != nil && cfg.TLS.CA != "" {
 		// The proxies' admin pages (https when they serve TLS) are asked
 		// with this control plane's own certificate, checked against
@@ -204,8 +206,11 @@ func New(cfg Config) (*ControlPlane, error) {
 			cp.abort()
 			return nil, err
 		}
-		cp.api.proxyTLS = cc
+		cp.proxyTLS = cc
 	}
+	cp.api = rest.New(rest.Options{Store: cp.timed, Auth: cfg.Auth, Snapshots: cp.xds, Proxies: cp.xds.Tracker(),
+		Gatherer: cfg.Gatherer, Registerer: cfg.Registerer, Logger: cfg.Logger.With("component", "api"), MaxBodyBytes: cfg.MaxBodyBytes,
+		Shadow: stats.ShadowGatherer{Token: cfg.ProxyAdminToken, TLS: cp.proxyTLS}, Seclog: cp.seclog})
 
 	var err error
 	if cp.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
@@ -251,11 +256,11 @@ func (cp *ControlPlane) Start(ctx context.Context) error {
 	cp.wg.Add(3)
 	go func() {
 		defer cp.wg.Done()
-		cp.xds.run(cp.ctx, ready)
+		cp.xds.Run(cp.ctx, ready)
 	}()
 	go func() {
 		defer cp.wg.Done()
-		if err := cp.xds.grpc.Serve(cp.xdsLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := cp.xds.GRPC().Serve(cp.xdsLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			cp.fail(fmt.Errorf("serve xds on %s: %w", cp.xdsLn.Addr(), err))
 		}
 	}()
@@ -327,7 +332,7 @@ func (cp *ControlPlane) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("api drain: %w", err))
 			cp.httpSrv.Close()
 		}
-		cp.xds.grpc.Stop()
+		cp.xds.GRPC().Stop()
 		cp.xdsLn.Close()
 		cp.apiLn.Close()
 		if err := cp.store.Close(); err != nil {
@@ -362,14 +367,14 @@ func (cp *ControlPlane) APIURL() string {
 func (cp *ControlPlane) XDSAddr() string { return cp.xdsLn.Addr().String() }
 
 // Store is the (instrumented) store, for in-process changes.
-func (cp *ControlPlane) Store() store.Store { return timedStore{Store: cp.store, m: cp.metrics} }
+func (cp *ControlPlane) Store() store.Store { return cp.timed }
 
 // Tracker reports proxies' ACK/NACK state (WaitForAck, Status, Proxies).
-func (cp *ControlPlane) Tracker() *Tracker { return cp.tracker }
+func (cp *ControlPlane) Tracker() *xds.Tracker { return cp.xds.Tracker() }
 
 // API is the REST API handler; later features register endpoints with
 // API().Handle before Start.
-func (cp *ControlPlane) API() *API { return cp.api }
+func (cp *ControlPlane) API() *rest.API { return cp.api }
 
 // SnapshotVersion is the store revision of the snapshot being served.
 func (cp *ControlPlane) SnapshotVersion() int64 { return cp.xds.Version() }

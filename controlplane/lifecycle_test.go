@@ -1,25 +1,21 @@
-package controlplane
+package controlplane_test
 
 import (
 	"context"
 	"errors"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/switchyard-dev/switchyard/controlplane"
+	"github.com/switchyard-dev/switchyard/controlplane/cptest"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
 )
 
-func newCP(t *testing.T) *ControlPlane {
+func newCP(t *testing.T) *cptest.CP {
 	t.Helper()
-	cp, err := New(Config{StatePath: filepath.Join(t.TempDir(), "state.db"), APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", Auth: testAuth(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cp.Close() })
-	return cp
+	return cptest.New(t, controlplane.Config{}, nil)
 }
 
 func refused(t *testing.T, what, addr string) {
@@ -35,7 +31,7 @@ func refused(t *testing.T, what, addr string) {
 // is closed, and Close afterwards is a no-op.
 func TestCancellingStartShutsDown(t *testing.T) {
 	cp := newCP(t)
-	if _, err := cp.EnableCanary(CanaryOptions{}); err != nil {
+	if _, err := cp.EnableCanary(controlplane.CanaryOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -44,8 +40,8 @@ func TestCancellingStartShutsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	apiAddr, xdsAddr := cp.APIAddr(), cp.XDSAddr()
-	if r := call(t, cp, "GET", "/healthz", "", nil); r.code != http.StatusOK {
-		t.Fatalf("healthz: %d %s", r.code, r.body)
+	if r := cptest.Call(t, cp, "GET", "/healthz", "", nil); r.Code != http.StatusOK {
+		t.Fatalf("healthz: %d %s", r.Code, r.Body)
 	}
 	cancel()
 	if err := cp.Wait(context.Background()); err != nil {
@@ -53,7 +49,7 @@ func TestCancellingStartShutsDown(t *testing.T) {
 	}
 	refused(t, "API", apiAddr)
 	refused(t, "xDS", xdsAddr)
-	if _, _, err := cp.store.List(context.Background()); !errors.Is(err, store.ErrClosed) {
+	if _, _, err := cp.RawStore().List(context.Background()); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("store after shutdown: %v, want ErrClosed", err)
 	}
 	if err := cp.Close(); err != nil {
@@ -85,7 +81,7 @@ func TestListenerFailureReachesWait(t *testing.T) {
 	if err := cp.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	cp.apiLn.Close() // the API server's Serve fails: "use of closed network connection"
+	cp.APIListener().Close() // the API server's Serve fails: "use of closed network connection"
 	err := cp.Wait(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "serve api") {
 		t.Fatalf("Wait after the API listener failed: %v, want a serve api error", err)

@@ -1,8 +1,7 @@
-package controlplane
+package controlplane_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"net/http"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/api"
+	"github.com/switchyard-dev/switchyard/controlplane"
+	"github.com/switchyard-dev/switchyard/controlplane/cptest"
 )
 
 // The upgrade fixture is a bbolt state file written by an earlier release
@@ -49,12 +50,12 @@ func buildUpgradeFixture(t *testing.T, statePath string) {
 	defer cp.Close()
 	step := func(method, path, token, body string, want int, headers ...string) {
 		t.Helper()
-		r := call(t, cp, method, path, token, body, append([]string{"X-Switchyard-Reason", "fixture: " + method + " " + path}, headers...)...)
-		if r.code != want {
-			t.Fatalf("%s %s: %d %s (want %d)", method, path, r.code, r.body, want)
+		r := cptest.Call(t, cp, method, path, token, body, append([]string{"X-Switchyard-Reason", "fixture: " + method + " " + path}, headers...)...)
+		if r.Code != want {
+			t.Fatalf("%s %s: %d %s (want %d)", method, path, r.Code, r.Body, want)
 		}
 	}
-	step("PUT", "/v1/models/recommender", editorToken, `{
+	step("PUT", "/v1/models/recommender", cptest.EditorToken, `{
   "apiVersion": "switchyard.dev/v1", "kind": "Model",
   "metadata": {"name": "recommender", "labels": {"team": "discovery"}},
   "spec": {
@@ -76,10 +77,10 @@ func buildUpgradeFixture(t *testing.T, statePath string) {
     "cache": {"ttl": "30s", "maxEntries": 1000}
   }
 }`, http.StatusCreated, "If-None-Match", "*")
-	step("PUT", "/v1/models/recommender/weights", editorToken, `{"weights": {"v1": 50, "v2": 50}, "reason": "half and half"}`, http.StatusOK)
-	step("POST", "/v1/models/recommender/rollback", operatorToken, `{"reason": "back to 80/20", "waitForAck": "1ns"}`, http.StatusOK)
-	step("PUT", "/v1/models/recommender/fallback/static", editorToken, `{"outputs": [{"name": "scores", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}], "reason": "today's popular items"}`, http.StatusOK)
-	step("PUT", "/v1/models/search", editorToken, `{
+	step("PUT", "/v1/models/recommender/weights", cptest.EditorToken, `{"weights": {"v1": 50, "v2": 50}, "reason": "half and half"}`, http.StatusOK)
+	step("POST", "/v1/models/recommender/rollback", cptest.OperatorToken, `{"reason": "back to 80/20", "waitForAck": "1ns"}`, http.StatusOK)
+	step("PUT", "/v1/models/recommender/fallback/static", cptest.EditorToken, `{"outputs": [{"name": "scores", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}], "reason": "today's popular items"}`, http.StatusOK)
+	step("PUT", "/v1/models/search", cptest.EditorToken, `{
   "apiVersion": "switchyard.dev/v1", "kind": "Model",
   "metadata": {"name": "search"},
   "spec": {
@@ -93,42 +94,30 @@ func buildUpgradeFixture(t *testing.T, statePath string) {
     "cache": {"ttl": "1m", "maxEntries": 10}
   }
 }`, http.StatusCreated)
-	step("POST", "/v1/models/search/canary/start", editorToken, `{"reason": "ramp v2", "waitForAck": "0s"}`, http.StatusOK)
-	step("POST", "/v1/models/search/canary/abort", operatorToken, `{"reason": "p99 too high", "waitForAck": "0s"}`, http.StatusOK)
-	step("PUT", "/v1/models/ranker", editorToken, `{
+	step("POST", "/v1/models/search/canary/start", cptest.EditorToken, `{"reason": "ramp v2", "waitForAck": "0s"}`, http.StatusOK)
+	step("POST", "/v1/models/search/canary/abort", cptest.OperatorToken, `{"reason": "p99 too high", "waitForAck": "0s"}`, http.StatusOK)
+	step("PUT", "/v1/models/ranker", cptest.EditorToken, `{
   "apiVersion": "switchyard.dev/v1", "kind": "Model",
   "metadata": {"name": "ranker"},
   "spec": {"versions": [{"name": "v1", "endpoints": ["127.0.0.1:7001"]}], "traffic": {"weights": {"v1": 1}}}
 }`, http.StatusCreated)
-	step("DELETE", "/v1/models/ranker", operatorToken, "", http.StatusOK)
+	step("DELETE", "/v1/models/ranker", cptest.OperatorToken, "", http.StatusOK)
 }
 
 // startUpgradeCP serves statePath with the canary controller on (its
 // ticks an hour apart: only the requests move a canary).
-func startUpgradeCP(t *testing.T, statePath string) *ControlPlane {
+func startUpgradeCP(t *testing.T, statePath string) *cptest.CP {
 	t.Helper()
-	cp, err := New(Config{StatePath: statePath, APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", Auth: testAuth(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cp.EnableCanary(CanaryOptions{Interval: time.Hour}); err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
-	if err := cp.Start(context.Background()); err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
-	return cp
+	return cptest.Start(t, controlplane.Config{StatePath: statePath}, &controlplane.CanaryOptions{Interval: time.Hour})
 }
 
-func getRaw(t *testing.T, cp *ControlPlane, path string) []byte {
+func getRaw(t *testing.T, cp *cptest.CP, path string) []byte {
 	t.Helper()
-	r := call(t, cp, "GET", path, viewerToken, nil)
-	if r.code != http.StatusOK {
-		t.Fatalf("GET %s: %d %s", path, r.code, r.body)
+	r := cptest.Call(t, cp, "GET", path, cptest.ViewerToken, nil)
+	if r.Code != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", path, r.Code, r.Body)
 	}
-	return r.body
+	return r.Body
 }
 
 // TestUpgradeReadsPreviousStateFile opens the state file an earlier release

@@ -26,7 +26,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/switchyard-dev/switchyard/api"
-	"github.com/switchyard-dev/switchyard/controlplane"
+	"github.com/switchyard-dev/switchyard/controlplane/auth"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
 )
@@ -737,7 +737,7 @@ func servedPath(t *testing.T, inv invocation, port int, path string) error {
 			return fmt.Errorf("backend REST port: %s is not an OIP v2 health endpoint", path)
 		}
 	case inv.Cmd == "controlplane" && flagOn == "api":
-		return grepSource(t, "controlplane", `"GET `+path+`"`)
+		return grepSource(t, "controlplane/rest", `"GET `+path+`"`) // the REST API's routes
 	case inv.Cmd == "proxy" && flagOn == "admin":
 		return grepSource(t, "proxy", `"GET `+path+`"`)
 	}
@@ -810,7 +810,7 @@ func TestTokensSecretLoads(t *testing.T) {
 		if err := os.WriteFile(f, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := controlplane.LoadTokens(f); err != nil {
+		if _, err := auth.LoadTokens(f); err != nil {
 			t.Errorf("the control plane rejects the example tokens: %v", err)
 		}
 	}
@@ -991,7 +991,7 @@ func TestProxiesAuthenticateToXDS(t *testing.T) {
 		}
 	}
 	content, _ := dig(secrets["switchyard-tokens"], "stringData", "tokens.yaml").(string)
-	var tf controlplane.TokensFile
+	var tf auth.TokensFile
 	if err := yaml.Unmarshal([]byte(content), &tf); err != nil || len(tf.Tokens) == 0 {
 		t.Fatalf("tokens file: %v", err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane"
+	"github.com/switchyard-dev/switchyard/controlplane/auth"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
@@ -76,7 +77,7 @@ func TestTLSListenersAndControlPlaneMTLS(t *testing.T) {
 	pki := newTestPKI(t)
 	cpFiles, edge, ops := pki.issue("controlplane", "cp"), pki.issue("proxy", "edge-1"), pki.issue("client", "ops")
 	be := backendtest.Start(t, backendtest.Options{})
-	auth, err := controlplane.NewAuthenticator([]controlplane.Token{{Subject: "olga", Role: "operator", Token: cpOperatorToken}})
+	auth, err := auth.NewAuthenticator([]auth.Token{{Subject: "olga", Role: "operator", Token: cpOperatorToken}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +172,7 @@ func TestTLSListenersAndControlPlaneMTLS(t *testing.T) {
 func TestControlPlaneToken(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
 	const tok = "proxy-a-token-0123456789"
-	auth, err := controlplane.NewAuthenticator([]controlplane.Token{{Subject: "proxy-a", Role: "viewer", Token: tok}})
+	auth, err := auth.NewAuthenticator([]auth.Token{{Subject: "proxy-a", Role: "viewer", Token: tok}})
 	if err != nil {
 		t.Fatal(err)
 	}

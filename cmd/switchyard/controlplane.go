@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/controlplane"
+	cpauth "github.com/switchyard-dev/switchyard/controlplane/auth"
+	"github.com/switchyard-dev/switchyard/controlplane/canaryctl"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
 )
 
@@ -67,7 +69,7 @@ func runControlPlane(args []string) error {
 		ProxyAdminToken:        proxyAdminToken,
 	}
 	if *tokens != "" {
-		auth, err := controlplane.LoadTokens(*tokens)
+		auth, err := cpauth.LoadTokens(*tokens)
 		if err != nil {
 			return err
 		}
@@ -79,7 +81,7 @@ func runControlPlane(args []string) error {
 	}
 	copts := controlplane.CanaryOptions{Interval: *canaryTick}
 	if *promURL != "" {
-		copts.Source = controlplane.NewPromSource(*promURL)
+		copts.Source = canaryctl.NewPromSource(*promURL)
 	}
 	if _, err := cp.EnableCanary(copts); err != nil {
 		cp.Close()

@@ -509,7 +509,7 @@ func canarySummary(raw json.RawMessage, mr *api.ModelResponse) []string {
 	}
 	// The controller writes the revision that ends a run just after the
 	// run's last event: that revision is the run's own, not a change since.
-	if n := len(s.History); n > 0 && (s.Phase == "promoted" || s.Phase == "rolled_back") && s.History[n-1].Time.Before(mr.Time) && mr.Subject != "canary-controller" { // controlplane.CanarySubject
+	if n := len(s.History); n > 0 && (s.Phase == "promoted" || s.Phase == "rolled_back") && s.History[n-1].Time.Before(mr.Time) && mr.Subject != "canary-controller" { // canaryctl.Subject
 		phase += fmt.Sprintf(" (the previous run, ended %s; the document changed since, at revision %d: the controller acts on it at its next tick)",
 			timeString(s.History[n-1].Time), mr.Revision)
 	}

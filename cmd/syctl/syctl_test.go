@@ -21,6 +21,8 @@ import (
 
 	"github.com/switchyard-dev/switchyard/cmd/syctl/internal/client"
 	"github.com/switchyard-dev/switchyard/controlplane"
+	"github.com/switchyard-dev/switchyard/controlplane/canaryctl"
+	"github.com/switchyard-dev/switchyard/controlplane/cptest"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/proxy"
 )
@@ -29,44 +31,18 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// The tokens of vera (viewer), eddie (editor) and olga (operator).
 const (
-	viewerToken   = "viewer-token-0123456789"
-	editorToken   = "editor-token-0123456789"
-	operatorToken = "operator-token-0123456789"
+	viewerToken   = cptest.ViewerToken
+	editorToken   = cptest.EditorToken
+	operatorToken = cptest.OperatorToken
 )
 
 // startCP starts a real control plane on 127.0.0.1:0 (with tokens when
 // auth is true, else loopback no-auth).
-func startCP(t *testing.T, auth bool) *controlplane.ControlPlane {
+func startCP(t *testing.T, auth bool) *cptest.CP {
 	t.Helper()
-	cfg := controlplane.Config{
-		StatePath: filepath.Join(t.TempDir(), "state.db"),
-		APIAddr:   "127.0.0.1:0",
-		XDSAddr:   "127.0.0.1:0",
-	}
-	if auth {
-		a, err := controlplane.NewAuthenticator([]controlplane.Token{
-			{Subject: "vera", Role: "viewer", Token: viewerToken},
-			{Subject: "eddie", Role: "editor", Token: editorToken},
-			{Subject: "olga", Role: "operator", Token: operatorToken},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Auth = a
-	} else {
-		cfg.InsecureLoopbackNoAuth = true
-	}
-	cp, err := controlplane.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cp.Start(context.Background()); err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cp.Close() })
-	return cp
+	return cptest.Start(t, controlplane.Config{InsecureLoopbackNoAuth: !auth}, nil)
 }
 
 type result struct {
@@ -76,7 +52,7 @@ type result struct {
 
 // syctl runs the CLI in-process against cp with a clean environment
 // (HOME in a temp folder, so no real config file is read).
-func syctl(t *testing.T, cp *controlplane.ControlPlane, env map[string]string, stdin string, args ...string) result {
+func syctl(t *testing.T, cp *cptest.CP, env map[string]string, stdin string, args ...string) result {
 	t.Helper()
 	home := t.TempDir()
 	getenv := func(k string) string {
@@ -102,7 +78,7 @@ func syctl(t *testing.T, cp *controlplane.ControlPlane, env map[string]string, s
 
 // waitProxyApplied waits (bounded) until one proxy is connected and has
 // applied revision rev.
-func waitProxyApplied(t *testing.T, cp *controlplane.ControlPlane, rev int64) {
+func waitProxyApplied(t *testing.T, cp *cptest.CP, rev int64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -631,23 +607,10 @@ spec:
 
 // startCanaryCP starts a control plane with its canary controller, which
 // ticks only when the test calls TickOnce.
-func startCanaryCP(t *testing.T) (*controlplane.ControlPlane, *controlplane.CanaryController) {
+func startCanaryCP(t *testing.T) (*cptest.CP, *canaryctl.Controller) {
 	t.Helper()
-	cp, err := controlplane.New(controlplane.Config{StatePath: filepath.Join(t.TempDir(), "state.db"), APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0", InsecureLoopbackNoAuth: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := cp.EnableCanary(controlplane.CanaryOptions{Interval: time.Hour})
-	if err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
-	if err := cp.Start(context.Background()); err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cp.Close() })
-	return cp, cc
+	cp := cptest.Start(t, controlplane.Config{InsecureLoopbackNoAuth: true}, &controlplane.CanaryOptions{Interval: time.Hour})
+	return cp, cp.Canary
 }
 
 const canaryDoc = `{"metadata": {"name": "rec"}, "spec": {
@@ -665,7 +628,7 @@ func TestCanaryRefusalsNameTheCommand(t *testing.T) {
 	ctx := context.Background()
 	mustOK(t, syctl(t, cp, nil, canaryDoc, "apply", "-f", "-"))
 	cc.TickOnce(ctx)
-	if rec, _ := cp.Store().Get(ctx, "rec"); rec.Action != controlplane.ActionCanaryStart {
+	if rec, _ := cp.Store().Get(ctx, "rec"); rec.Action != canaryctl.ActionStart {
 		t.Fatalf("canary not started: %s", rec.Action)
 	}
 	if r := mustOK(t, syctl(t, cp, nil, canaryDoc, "apply", "-f", "-")); !strings.Contains(r.stdout, "unchanged") {
@@ -693,7 +656,7 @@ func TestCanaryRefusalsNameTheCommand(t *testing.T) {
 		t.Fatalf("rollback during a canary:\n%s", r.stdout)
 	}
 	rec, _ := cp.Store().Get(ctx, "rec")
-	if rec.Action != controlplane.ActionCanaryAbort || rec.Model.Spec.Traffic.Weights["v2"] != 0 {
+	if rec.Action != canaryctl.ActionAbort || rec.Model.Spec.Traffic.Weights["v2"] != 0 {
 		t.Fatalf("after the rollback: %s %v", rec.Action, rec.Model.Spec.Traffic.Weights)
 	}
 }
@@ -703,7 +666,7 @@ const demoBody = `{"inputs":[{"name":"features","datatype":"FP32","shape":[1,32]
 
 // startXDSProxy starts a real proxy fed by cp over xDS (stats reported
 // every statsInterval; 0: the default) and waits until it applied rev.
-func startXDSProxy(t *testing.T, cp *controlplane.ControlPlane, rev int64, statsInterval time.Duration) *proxy.Proxy {
+func startXDSProxy(t *testing.T, cp *cptest.CP, rev int64, statsInterval time.Duration) *proxy.Proxy {
 	t.Helper()
 	p, err := proxy.New(proxy.Config{HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", XDSAddr: cp.XDSAddr(), NodeID: "p1", StatsInterval: statsInterval})
 	if err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +8,7 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/controlplane"
+	"github.com/switchyard-dev/switchyard/controlplane/cptest"
 	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 )
 
@@ -34,16 +34,7 @@ func TestTLSControlPlane(t *testing.T) {
 		}
 	}
 	f := func(n string) string { return filepath.Join(dir, n) }
-	cp, err := controlplane.New(controlplane.Config{StatePath: filepath.Join(t.TempDir(), "state.db"), APIAddr: "127.0.0.1:0", XDSAddr: "127.0.0.1:0",
-		InsecureLoopbackNoAuth: true, TLS: &tlsutil.Files{Cert: f("cp.crt"), Key: f("cp.key"), CA: f("ca.crt")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cp.Start(context.Background()); err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cp.Close() })
+	cp := cptest.Start(t, controlplane.Config{InsecureLoopbackNoAuth: true, TLS: &tlsutil.Files{Cert: f("cp.crt"), Key: f("cp.key"), CA: f("ca.crt")}}, nil)
 
 	if r := syctl(t, cp, nil, "", "--ca", f("ca.crt"), "--cert", f("syctl.crt"), "--key", f("syctl.key"), "get", "models"); r.code != 0 || !strings.Contains(r.stderr, "no models") {
 		t.Fatalf("get models with flags: %d\n%s%s", r.code, r.stdout, r.stderr)

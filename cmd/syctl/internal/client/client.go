@@ -1,5 +1,5 @@
 // Package client is syctl's small client of the control plane's REST API
-// (controlplane/api.go). The request and response bodies are package api's,
+// (controlplane/rest). The request and response bodies are package api's,
 // the types the control plane answers with; the CLI links no server code.
 //
 // Every non-2xx answer is an *APIError carrying the HTTP status, the API's
