@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane"
+	"github.com/switchyard-dev/switchyard/controlplane/cptest"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
@@ -508,16 +508,7 @@ func TestBreakerOpensAndCloses(t *testing.T) {
 // serve it without a restart.
 func TestStaticFallbackUpdatedThroughAPI(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	dir := t.TempDir()
-	cp, err := controlplane.New(controlplane.Config{StatePath: filepath.Join(dir, "state.db"), APIAddr: "127.0.0.1:0",
-		XDSAddr: "127.0.0.1:0", InsecureLoopbackNoAuth: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cp.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cp.Close() })
+	cp := cptest.Start(t, controlplane.Config{InsecureLoopbackNoAuth: true}, nil).ControlPlane
 	m := recommenderWith(be, func(m *api.Model) {
 		m.Spec.Versions[0].Endpoints = []string{closedAddr(t)} // v1 is down
 		m.Spec.Fallback = &api.Fallback{Chain: []string{"static"}, Static: staticScores(1)}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"math"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/switchyard-dev/switchyard/api/statspb"
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/controlplane"
+	"github.com/switchyard-dev/switchyard/controlplane/cptest"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 	"github.com/switchyard-dev/switchyard/proxy/report"
@@ -94,20 +94,7 @@ func TestReporterBuffersReconnectsAndRestarts(t *testing.T) {
 		return s.Seq >= 3 && s.Buffered >= 3 && !s.Connected
 	})
 
-	cp, err := controlplane.New(controlplane.Config{StatePath: filepath.Join(t.TempDir(), "state.db"), APIAddr: "127.0.0.1:0", XDSAddr: cpAddr, InsecureLoopbackNoAuth: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := cp.EnableCanary(controlplane.CanaryOptions{Interval: time.Hour})
-	if err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
-	if err := cp.Start(context.Background()); err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cp.Close() })
+	cc := cptest.Start(t, controlplane.Config{XDSAddr: cpAddr, InsecureLoopbackNoAuth: true}, &controlplane.CanaryOptions{Interval: time.Hour}).Canary
 	from := time.Now().Add(-time.Minute)
 	count := func() uint64 {
 		s, _ := cc.Stats().Stats(context.Background(), "recommender", "v1", from, time.Now().Add(time.Minute))

@@ -21,6 +21,7 @@ import (
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/controlplane"
+	"github.com/switchyard-dev/switchyard/controlplane/cptest"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
@@ -450,16 +451,7 @@ func TestShadowSlowOrDeadChangesNothing(t *testing.T) {
 // merges the comparisons of every connected proxy.
 func TestShadowReportThroughControlPlane(t *testing.T) {
 	be := backendtest.Start(t, backendtest.Options{})
-	dir := t.TempDir()
-	cp, err := controlplane.New(controlplane.Config{StatePath: filepath.Join(dir, "state.db"), APIAddr: "127.0.0.1:0",
-		XDSAddr: "127.0.0.1:0", InsecureLoopbackNoAuth: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cp.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cp.Close() })
+	cp := cptest.Start(t, controlplane.Config{InsecureLoopbackNoAuth: true}, nil).ControlPlane
 	putModel(t, cp, recommenderWith(be, func(m *api.Model) {
 		m.Spec.Shadow = &api.Shadow{Version: "v2", Percent: 100, Compare: api.Compare{Mode: api.CompareTopK}}
 	}))

@@ -18,6 +18,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane"
+	"github.com/switchyard-dev/switchyard/controlplane/cptest"
 	"github.com/switchyard-dev/switchyard/controlplane/store"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/routing/xdsconv"
@@ -26,13 +27,7 @@ import (
 // waitFor polls cond for up to 15 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	cptest.WaitUntil(t, what, 15*time.Second, cond)
 }
 
 func putModel(t *testing.T, cp *controlplane.ControlPlane, m api.Model) int64 {

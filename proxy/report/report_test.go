@@ -3,7 +3,6 @@ package report
 import (
 	"context"
 	"net"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/switchyard-dev/switchyard/api/statspb"
 	"github.com/switchyard-dev/switchyard/canary"
 	"github.com/switchyard-dev/switchyard/controlplane"
+	"github.com/switchyard-dev/switchyard/controlplane/cptest"
 )
 
 func entriesOf(t *testing.T, r *statspb.Report) map[string]canary.Stats {
@@ -39,13 +39,7 @@ func closedAddr(t *testing.T) string {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	cptest.WaitUntil(t, what, 15*time.Second, cond)
 }
 
 func TestRecorderDeltasAndBuffer(t *testing.T) {
@@ -169,20 +163,7 @@ func TestReportsConsistentUnderConcurrentRecording(t *testing.T) {
 // resent on every reconnect ahead of the reports behind it.
 func TestReporterDropsRefusedReport(t *testing.T) {
 	cpAddr := closedAddr(t)
-	cp, err := controlplane.New(controlplane.Config{StatePath: filepath.Join(t.TempDir(), "state.db"), APIAddr: "127.0.0.1:0", XDSAddr: cpAddr, InsecureLoopbackNoAuth: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := cp.EnableCanary(controlplane.CanaryOptions{Interval: time.Hour})
-	if err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
-	if err := cp.Start(context.Background()); err != nil {
-		cp.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cp.Close() })
+	cc := cptest.Start(t, controlplane.Config{XDSAddr: cpAddr, InsecureLoopbackNoAuth: true}, &controlplane.CanaryOptions{Interval: time.Hour}).Canary
 
 	rec := NewRecorder()
 	// Room for far more reports than the wait below lasts: the buffer
