@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/internal/lifecycle"
 	"github.com/switchyard-dev/switchyard/internal/rawio"
 )
 
@@ -207,25 +208,17 @@ func (s *Server) Serve(l net.Listener) error {
 	s.ln = l
 	s.conns = map[net.Conn]*Conn{}
 	s.mu.Unlock()
-	var delay time.Duration
+	var acc lifecycle.Acceptor
+	closed := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.closed
+	}
 	for {
-		c, err := l.Accept()
+		c, err := acc.Accept(l, closed)
 		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
-				return http.ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
 			return err
 		}
-		delay = 0
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()

@@ -316,24 +316,7 @@ func (cl *call) result(maxMsg int) ([]byte, bool, error) {
 }
 
 func (cc *clientConn) writeHeadersLocked(id uint32, end bool, fields func(enc func(name, value string))) {
-	cc.hbuf.b = cc.hbuf.b[:0]
-	fields(func(name, value string) { cc.henc.WriteField(hpack.HeaderField{Name: name, Value: value}) })
-	block := cc.hbuf.b
-	max := int(cc.peerMaxFrame)
-	first := true
-	for first || len(block) > 0 {
-		chunk := block
-		if len(chunk) > max {
-			chunk = chunk[:max]
-		}
-		block = block[len(chunk):]
-		if first {
-			cc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: chunk, EndStream: end, EndHeaders: len(block) == 0})
-			first = false
-		} else {
-			cc.fr.WriteContinuation(id, len(block) == 0, chunk)
-		}
-	}
+	writeHeaderBlock(cc.fr, &cc.hbuf, cc.henc, cc.peerMaxFrame, id, end, fields)
 }
 
 // writeDataLocked writes the message with END_STREAM within the windows,

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/switchyard-dev/switchyard/internal/lifecycle"
 	"github.com/switchyard-dev/switchyard/internal/rawio"
 )
 
@@ -121,25 +122,17 @@ func (s *Server) Serve(l net.Listener) error {
 		s.work = make(chan *stream)
 	}
 	s.mu.Unlock()
-	var delay time.Duration
+	var acc lifecycle.Acceptor
+	closed := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.closed
+	}
 	for {
-		nc, err := l.Accept()
+		nc, err := acc.Accept(l, closed)
 		if err != nil {
-			s.mu.Lock()
-			closed := s.closed
-			s.mu.Unlock()
-			if closed {
-				return http.ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
 			return err
 		}
-		delay = 0
 		if s.TLSConfig != nil {
 			nc = tls.Server(rawio.NetConn(nc), s.TLSConfig)
 		} else {
@@ -738,12 +731,17 @@ func (c *conn) data(f *http2.DataFrame) error {
 // writeHeadersLocked encodes fields and writes them as HEADERS (and
 // CONTINUATION frames past the peer's frame size).
 func (c *conn) writeHeadersLocked(id uint32, end bool, fields func(enc func(name, value string))) {
-	c.hbuf.b = c.hbuf.b[:0]
-	fields(func(name, value string) {
-		c.henc.WriteField(hpack.HeaderField{Name: name, Value: value})
-	})
-	block := c.hbuf.b
-	max := int(c.peerMaxFrame)
+	writeHeaderBlock(c.fr, &c.hbuf, c.henc, c.peerMaxFrame, id, end, fields)
+}
+
+// writeHeaderBlock encodes fields into buf with enc (whose output is buf)
+// and writes the block as HEADERS and, past maxFrame, CONTINUATION frames:
+// the server's answers and the client's requests alike.
+func writeHeaderBlock(fr *http2.Framer, buf *hbuffer, enc *hpack.Encoder, maxFrame uint32, id uint32, end bool, fields func(enc func(name, value string))) {
+	buf.b = buf.b[:0]
+	fields(func(name, value string) { enc.WriteField(hpack.HeaderField{Name: name, Value: value}) })
+	block := buf.b
+	max := int(maxFrame)
 	first := true
 	for first || len(block) > 0 {
 		chunk := block
@@ -752,10 +750,10 @@ func (c *conn) writeHeadersLocked(id uint32, end bool, fields func(enc func(name
 		}
 		block = block[len(chunk):]
 		if first {
-			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: chunk, EndStream: end, EndHeaders: len(block) == 0})
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: chunk, EndStream: end, EndHeaders: len(block) == 0})
 			first = false
 		} else {
-			c.fr.WriteContinuation(id, len(block) == 0, chunk)
+			fr.WriteContinuation(id, len(block) == 0, chunk)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 // Package lifecycle holds what the servers' lifecycles share: construct;
 // Start(ctx); Wait(ctx) reporting the first failure of background work (a
-// listener, a client); Shutdown(ctx).
+// listener, a client); Shutdown(ctx); and the accept loop of the lean
+// servers (Acceptor).
 package lifecycle
 
 import "sync"
