@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/switchyard-dev/switchyard/internal/backoff"
 	"github.com/switchyard-dev/switchyard/internal/rawio"
 )
 
@@ -44,14 +45,27 @@ type Client struct {
 	// and the largest answer (zero: DefaultMaxCallRecvMsgSize).
 	StreamWindow, ConnWindow int32
 	MaxRecvMsgSize           int
-	// DialTimeout bounds a connection's dial and preface when the call's
-	// context has no earlier deadline (zero: 20 s).
+	// DialTimeout bounds a connection's dial and preface (zero: 20 s).
 	DialTimeout time.Duration
+	// Redial bounds how soon a connection is dialled again after a dial
+	// failed: calls in between fail at once with UNAVAILABLE naming the
+	// failure, as grpc-go's client does in TRANSIENT_FAILURE (zero:
+	// from DefaultRedialMin doubling to DefaultRedialMax, jittered).
+	Redial backoff.Backoff
 
-	mu     sync.Mutex
-	cc     *clientConn
-	closed bool
+	mu      sync.Mutex
+	cc      *clientConn
+	closed  bool
+	dialing chan struct{} // closed when the dial in progress ends
+	dialErr error         // the last dial's failure
+	downTil time.Time     // no dial before this, after dialErr
 }
+
+// The defaults of Client.Redial.
+const (
+	DefaultRedialMin = 100 * time.Millisecond
+	DefaultRedialMax = 5 * time.Second
+)
 
 // Close closes the connection; calls in flight fail with UNAVAILABLE.
 func (c *Client) Close() {
@@ -65,22 +79,62 @@ func (c *Client) Close() {
 	}
 }
 
-// conn is the connection to use, dialled if needed.
+// conn is the connection to use, dialled if needed. One dial runs at a
+// time, in a goroutine of its own: the calls that need it wait for it or
+// for their own context, whichever ends first (a black-holed address holds
+// no caller past its deadline), and a failed dial makes the calls until
+// the next one (Redial) fail at once.
 func (c *Client) conn(ctx context.Context) (*clientConn, error) {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, status.Error(codes.Unavailable, "grpc: the client connection is closing")
+		}
+		if cc := c.cc; cc != nil && cc.usable() {
+			c.mu.Unlock()
+			return cc, nil
+		}
+		if c.dialing == nil {
+			if c.dialErr != nil && time.Now().Before(c.downTil) {
+				err := c.dialErr
+				c.mu.Unlock()
+				return nil, status.Errorf(codes.Unavailable, "connection error: desc = %q", err.Error())
+			}
+			c.dialing = make(chan struct{})
+			go c.redial(c.dialing)
+		}
+		wait := c.dialing
+		c.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}
+
+// redial dials a connection and publishes it, or the failure.
+func (c *Client) redial(done chan struct{}) {
+	cc, err := c.dial(context.Background())
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return nil, status.Error(codes.Unavailable, "grpc: the client connection is closing")
+	defer close(done)
+	c.dialing = nil
+	if c.Redial.Initial == 0 {
+		c.Redial = backoff.Backoff{Initial: DefaultRedialMin, Max: DefaultRedialMax, Jitter: true}
 	}
-	if cc := c.cc; cc != nil && cc.usable() {
-		return cc, nil
-	}
-	cc, err := c.dial(ctx)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "connection error: desc = %q", err.Error())
+		c.dialErr, c.downTil = err, time.Now().Add(c.Redial.Next())
+		return
+	}
+	c.dialErr = nil
+	c.Redial.Reset()
+	if c.closed {
+		cc.fail(errors.New("client closed"))
+		return
 	}
 	c.cc = cc
-	return cc, nil
 }
 
 func (c *Client) dial(ctx context.Context) (*clientConn, error) {

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/switchyard-dev/switchyard/internal/backoff"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
 )
 
@@ -704,4 +705,83 @@ func FuzzClientFrames(f *testing.F) {
 			t.Fatal("the call outlived the connection")
 		}
 	})
+}
+
+// TestClientDialIsSharedAndBoundedByEachCaller: the calls that need a
+// connection wait for one dial, each until its own deadline: a peer that
+// accepts TCP but never answers the preface holds nobody past it (the dial
+// itself goes on, bounded by DialTimeout).
+func TestClientDialIsSharedAndBoundedByEachCaller(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // never accepted: the kernel completes TCP, nobody speaks HTTP/2
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c := &Client{Addr: ln.Addr().String(), DialTimeout: time.Minute}
+	defer c.Close()
+	var wg sync.WaitGroup
+	codesGot := make([]codes.Code, 3)
+	for i := range codesGot {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			_, err := c.Invoke(ctx, "/inference.GRPCInferenceService/ModelInfer", nil)
+			codesGot[i] = status.Code(err)
+		}()
+	}
+	wg.Wait()
+	for i, code := range codesGot {
+		if code != codes.DeadlineExceeded {
+			t.Errorf("caller %d: %v, want DEADLINE_EXCEEDED at its own deadline", i, code)
+		}
+	}
+	c.mu.Lock()
+	dialing := c.dialing != nil
+	c.mu.Unlock()
+	if !dialing {
+		t.Error("the callers did not wait on one dial still in progress")
+	}
+}
+
+// TestClientFailsFastAfterAFailedDial: after a dial fails, calls until the
+// next dial (Client.Redial) fail at once with UNAVAILABLE naming the
+// failure, without dialling.
+func TestClientFailsFastAfterAFailedDial(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	accepted := 0
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			accepted++
+			mu.Unlock()
+			nc.Close() // no SETTINGS: the dial fails
+		}
+	}()
+	c := &Client{Addr: ln.Addr().String(), Redial: backoff.Backoff{Initial: time.Hour, Max: time.Hour}}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 3 {
+		_, err := c.Invoke(ctx, "/inference.GRPCInferenceService/ModelInfer", nil)
+		if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "connection error") {
+			t.Fatalf("call %d: %v %q, want UNAVAILABLE naming the connection error", i, st.Code(), st.Message())
+		}
+	}
+	mu.Lock()
+	n := accepted
+	mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d dials for 3 calls, want 1 (the rest failed fast until the redial)", n)
+	}
 }
