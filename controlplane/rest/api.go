@@ -495,6 +495,20 @@ func (a *API) putModel(w http.ResponseWriter, r *http.Request, caller auth.Ident
 	writeJSON(w, code, resp)
 }
 
+// windowParam reads ?window=DURATION (def when absent): the span of a
+// figures' window, in (0, max].
+func windowParam(r *http.Request, def, max time.Duration) (time.Duration, error) {
+	q := r.URL.Query().Get("window")
+	if q == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(q)
+	if err != nil || d <= 0 || d > max {
+		return 0, fmt.Errorf("query parameter window: want a duration in (0, %s] such as 1m, got %q", max, q)
+	}
+	return d, nil
+}
+
 // ackWaitParam reads ?waitForAck=DURATION (or a body's waitForAck, when
 // set): how long a write's answer waits for the connected proxies to apply
 // it ("applied on N/N proxies in T ms"); 0 answers at once.

@@ -132,14 +132,10 @@ const maxStatsWindow = 24 * time.Hour
 // figures summed over the proxies' reports of the window (default 1m).
 func (a *API) modelStats(w http.ResponseWriter, r *http.Request, _ auth.Identity) {
 	name := r.PathValue("name")
-	window := time.Minute
-	if q := r.URL.Query().Get("window"); q != "" {
-		d, err := time.ParseDuration(q)
-		if err != nil || d <= 0 || d > maxStatsWindow {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter window: want a duration such as 1m (at most %s), got %q", maxStatsWindow, q), nil)
-			return
-		}
-		window = d
+	window, err := windowParam(r, time.Minute, maxStatsWindow)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
 	}
 	rec, err := a.store.Get(r.Context(), name)
 	if err != nil {

@@ -1,9 +1,7 @@
 package rest
 
 import (
-	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/switchyard-dev/switchyard/controlplane/auth"
 	"github.com/switchyard-dev/switchyard/controlplane/stats"
@@ -19,14 +17,10 @@ func (a *API) shadowRoutes() {
 // (stats.ShadowGatherer).
 func (a *API) shadowReport(w http.ResponseWriter, r *http.Request, _ auth.Identity) {
 	name := r.PathValue("name")
-	window := stats.DefaultShadowWindow
-	if s := r.URL.Query().Get("window"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil || d <= 0 || d > stats.MaxShadowWindow {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("window: want a duration in (0, %s] such as 5m, got %q", stats.MaxShadowWindow, s), nil)
-			return
-		}
-		window = d
+	window, err := windowParam(r, stats.DefaultShadowWindow, stats.MaxShadowWindow)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
 	}
 	rec, err := a.store.Get(r.Context(), name)
 	if err != nil {
