@@ -672,9 +672,8 @@ func startXDSProxy(t *testing.T, cp *cptest.CP, rev int64, statsInterval time.Du
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := p.Start(ctx); err != nil {
+	// Not a bounded ctx: cancelling Start's ctx drains the proxy.
+	if err := p.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
