@@ -210,6 +210,7 @@ type clientConn struct {
 	henc    *hpack.Encoder
 	hbuf    hbuffer
 	writers atomic.Int32 // callers writing or waiting to (the last one flushes)
+	waiting int          // writers waiting for a window or a stream slot (mu)
 	streams map[uint32]*call
 	nextID  uint32
 	err     error // the connection failed (calls get UNAVAILABLE)
@@ -274,7 +275,9 @@ func (cc *clientConn) invoke(ctx context.Context, method string, req []byte) ([]
 	for cc.err == nil && !cc.goAway && uint32(len(cc.streams)) >= cc.peerMaxStreams {
 		// What others left for the last writer goes out before we wait.
 		cc.flushLocked()
+		cc.waiting++
 		cc.cond.Wait()
+		cc.waiting--
 	}
 	if cc.err != nil || cc.goAway {
 		retry := cc.goAway && cc.err == nil
@@ -311,7 +314,7 @@ func (cc *clientConn) invoke(ctx context.Context, method string, req []byte) ([]
 	msg[1], msg[2], msg[3], msg[4] = byte(len(req)>>24), byte(len(req)>>16), byte(len(req)>>8), byte(len(req))
 	copy(msg[5:], req)
 	cc.writeDataLocked(cl, msg)
-	if cc.writers.Add(-1) == 0 || cc.bw.Available() < 1024 {
+	if cc.writers.Add(-1) == 0 || cc.waiting > 0 || cc.bw.Available() < 1024 {
 		cc.flushLocked()
 	}
 	cc.mu.Unlock()
@@ -382,8 +385,12 @@ func (cc *clientConn) writeDataLocked(cl *call, data []byte) {
 		}
 		n := min(int64(len(data)), int64(cc.peerMaxFrame), cl.sendWindow, cc.sendWindow)
 		if n <= 0 && len(data) > 0 {
+			// As the server's writers: while we wait, the others flush
+			// their own requests (waiting).
 			cc.flushLocked()
+			cc.waiting++
 			cc.cond.Wait()
+			cc.waiting--
 			continue
 		}
 		cl.sendWindow -= n

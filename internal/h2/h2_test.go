@@ -785,3 +785,59 @@ func TestClientFailsFastAfterAFailedDial(t *testing.T) {
 		t.Fatalf("%d dials for 3 calls, want 1 (the rest failed fast until the redial)", n)
 	}
 }
+
+// TestAnswerNotHeldBehindAWriterWaitingForWindow: an answer written while
+// another answer waits for flow-control window goes out; the waiting
+// writer is counted among the writers but cannot flush for the others.
+// (Found as a hang of TestClient on busy CPUs: the bytes held back were
+// what the peer had to see before it opened the window again.) The client
+// here never opens a window: the big answer waits for good.
+func TestAnswerNotHeldBehindAWriterWaitingForWindow(t *testing.T) {
+	_, addr := start(t, &fastOIP{}, nil)
+	_, fr := rawConn(t, addr)
+	var hbuf bytes.Buffer
+	enc := hpack.NewEncoder(&hbuf)
+	send := func(id uint32, req *pb.ModelInferRequest) {
+		hbuf.Reset()
+		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/inference.GRPCInferenceService/ModelInfer"},
+			{":authority", addr}, {"content-type", "application/grpc"}, {"te", "trailers"}} {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := proto.Marshal(req)
+		msg := append([]byte{0, byte(len(b) >> 24), byte(len(b) >> 16), byte(len(b) >> 8), byte(len(b))}, b...)
+		for len(msg) > 0 {
+			n := min(len(msg), 16384) // the default largest frame
+			if err := fr.WriteData(id, n == len(msg), msg[:n]); err != nil {
+				t.Fatal(err)
+			}
+			msg = msg[n:]
+		}
+	}
+	// Stream 1: an answer of 100 KB against the default 65,535-byte windows.
+	send(1, &pb.ModelInferRequest{Id: "big", RawInputContents: [][]byte{bytes.Repeat([]byte("x"), 100<<10)}})
+	got := 0
+	for got < 65535 {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading the big answer: %v", err)
+		}
+		if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
+			got += len(d.Data())
+		}
+	}
+	// Its writer now waits for a window. Stream 3's answer is trailers
+	// only (no DATA: it needs no window) and must arrive.
+	send(3, &pb.ModelInferRequest{Id: "error-only"})
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("the second answer never came (held behind the waiting writer): %v", err)
+		}
+		if h, ok := f.(*http2.HeadersFrame); ok && h.StreamID == 3 && h.StreamEnded() {
+			return
+		}
+	}
+}

@@ -246,15 +246,16 @@ type conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	writers atomic.Int32 // fast answers writing or waiting to (runFast)
-	cond    sync.Cond    // signalled on window updates, resets, close
-	henc    *hpack.Encoder
-	hbuf    hbuffer
-	wd      time.Time // write deadline armed
-	werr    error     // a write failed: the connection is dead
-	dead    bool
-	goneA   bool // GOAWAY sent
+	mu       sync.Mutex
+	writers  atomic.Int32 // fast answers writing or waiting to (runFast)
+	waitingW int          // writers waiting for a window (mu)
+	cond     sync.Cond    // signalled on window updates, resets, close
+	henc     *hpack.Encoder
+	hbuf     hbuffer
+	wd       time.Time // write deadline armed
+	werr     error     // a write failed: the connection is dead
+	dead     bool
+	goneA    bool // GOAWAY sent
 	// streams open (ours: not yet answered and removed).
 	streams map[uint32]*stream
 	// lastID is the highest client stream id seen.
@@ -775,8 +776,14 @@ func (c *conn) writeDataLocked(st *stream, data []byte, end bool) bool {
 		n := min(int64(len(data)), int64(c.peerMaxFrame), st.sendWindow, c.sendWindow)
 		if n <= 0 {
 			// Out of window: what is buffered goes out, and we wait.
+			// While we wait, the other writers flush their own answers
+			// (waitingW): we are counted in writers but cannot be the
+			// last writer who flushes for them, and their unsent bytes
+			// may be what the peer has to see before it opens the window.
 			c.flushLocked()
+			c.waitingW++
 			c.cond.Wait()
+			c.waitingW--
 			continue
 		}
 		chunk := data[:n]
@@ -804,7 +811,7 @@ func (c *conn) runFast(st *stream) {
 		c.answerLocked(st, a)
 		c.finishLocked(st)
 	}
-	if c.writers.Add(-1) == 0 || c.bw.Available() < 1024 {
+	if c.writers.Add(-1) == 0 || c.waitingW > 0 || c.bw.Available() < 1024 {
 		c.flushLocked()
 	}
 	c.mu.Unlock()
