@@ -107,4 +107,3 @@ func ReportFromProto(p *statspb.Report, at time.Time) (Report, error) {
 	})
 	return r, nil
 }
-
