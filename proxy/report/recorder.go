@@ -49,14 +49,6 @@ var kindNames = [NumKinds]string{
 	KindOverload:    canary.ErrOverload,
 }
 
-// String is the kind's name on the stats stream.
-func (k Kind) String() string {
-	if k < 0 || k >= NumKinds {
-		return "none"
-	}
-	return kindNames[k]
-}
-
 // shards spreads concurrent requests of one variant over several counter
 // sets (picked by the low bits of the latency), so cores do not fight over
 // one cache line.
