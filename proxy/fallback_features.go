@@ -42,7 +42,7 @@ type FeaturesConfig struct {
 	ShadowRingSize int
 	// ShadowProcess is where mirrored requests are called and compared:
 	// ShadowAgent (the default, also for "") in a child process at
-	// SCHED_IDLE priority that the proxy starts with the first route that
+	// SCHED_IDLE priority (ShadowAgentPriority) that the proxy starts with the first route that
 	// has a shadow policy and restarts when it dies (package shadow/agent;
 	// if it cannot be started, inline), or ShadowInline in the proxy's
 	// process.
@@ -56,6 +56,11 @@ type FeaturesConfig struct {
 	// the first restart delay, doubling up to 5 s (default 100ms).
 	ShadowAgentBuffer         int
 	ShadowAgentRestartBackoff time.Duration
+	// ShadowAgentPriority is the agent's CPU priority once started:
+	// agent.PriorityIdle (the default, also for ""; SCHED_IDLE),
+	// agent.PriorityLow (nice 19) or agent.PriorityNormal. The agent
+	// answers its start-up check at the proxy's priority either way.
+	ShadowAgentPriority string
 }
 
 // newFeatures builds the proxy's policies component: it compiles each
@@ -137,6 +142,9 @@ func (f *features) attach(p *Proxy) error {
 	switch f.cfg.ShadowProcess {
 	case "", ShadowAgent:
 		f.agentMode = true
+		if _, err := agent.ParsePriority(f.cfg.ShadowAgentPriority); err != nil {
+			return err
+		}
 	case ShadowInline:
 	default:
 		return fmt.Errorf("shadow process %q: want %q or %q", f.cfg.ShadowProcess, ShadowAgent, ShadowInline)

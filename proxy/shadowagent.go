@@ -57,8 +57,9 @@ func init() {
 // (compile calls it for the first route with a shadow policy). Failing
 // that, the mirrors run in the proxy (logged); it is not tried again. The
 // configuration being applied waits for the start (the agent's first
-// answer: well under a second on an idle machine, at most 10 s), so its
-// mirrors know where they run.
+// answer, given before the agent lowers its priority: a fraction of a
+// second even with every core busy, at most 10 s), so its mirrors know
+// where they run.
 func (f *features) ensureAgent() {
 	if !f.agentMode {
 		return
@@ -69,7 +70,7 @@ func (f *features) ensureAgent() {
 			Init: agent.Init{
 				ShadowDir: f.shadowDir, ShadowRecordMaxBytes: f.cfg.ShadowRecordMaxBytes, ShadowRecordKeep: f.cfg.ShadowRecordKeep,
 				ShadowRecordAgreements: f.cfg.ShadowRecordAgreements, ShadowRingSize: f.cfg.ShadowRingSize,
-				UpstreamTLS: f.p.cfg.UpstreamTLS,
+				UpstreamTLS: f.p.cfg.UpstreamTLS, Priority: f.cfg.ShadowAgentPriority,
 			},
 			Buffer:         f.cfg.ShadowAgentBuffer,
 			RestartBackoff: f.cfg.ShadowAgentRestartBackoff,

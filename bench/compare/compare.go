@@ -87,6 +87,9 @@ type Config struct {
 	WorkDir string
 	// Progress receives one line per run (nil: none).
 	Progress io.Writer
+	// ProxyArgs are more flags for the switchyard proxy (e.g.
+	// --shadow-agent-priority=normal).
+	ProxyArgs []string
 }
 
 func (c *Config) defaults() {
@@ -506,9 +509,10 @@ func startSwitchyard(ctx context.Context, hc *http.Client, cfg Config, work, bac
 	}
 	pxAddr = fmt.Sprintf("127.0.0.1:%d", ports[2])
 	admin = fmt.Sprintf("127.0.0.1:%d", ports[4])
-	px, err = startChild(work, "proxy", cfg.Switchyard, "proxy", "--xds", fmt.Sprintf("127.0.0.1:%d", ports[1]),
+	args := append([]string{"proxy", "--xds", fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		"--http", pxAddr, "--grpc", fmt.Sprintf("127.0.0.1:%d", ports[3]), "--admin", admin,
-		"--node-id", "bench-compare", "--state-dir", filepath.Join(work, "proxy-state"), "--log-level", "warn")
+		"--node-id", "bench-compare", "--state-dir", filepath.Join(work, "proxy-state"), "--log-level", "warn"}, cfg.ProxyArgs...)
+	px, err = startChild(work, "proxy", cfg.Switchyard, args...)
 	if err != nil {
 		return
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/proxy"
+	"github.com/switchyard-dev/switchyard/shadow/agent"
 	"github.com/switchyard-dev/switchyard/telemetry"
 )
 
@@ -30,6 +31,7 @@ func runProxy(args []string) error {
 	nodeID := fs.String("node-id", "", "`NAME` of this proxy at the control plane (default: the host name)")
 	stateDir := fs.String("state-dir", "", "`DIR` keeping the last good configuration, served at start while the control plane is unreachable")
 	shadowProcess := fs.String("shadow-process", proxy.ShadowAgent, "where mirrored requests are called and compared: agent (a child process of this binary at SCHED_IDLE priority, started with the first model that shadows and restarted if it dies; inline if it cannot start) or inline (in the proxy's process)")
+	shadowPriority := fs.String("shadow-agent-priority", agent.PriorityIdle, "CPU priority of the shadow agent once started: idle (SCHED_IDLE: mirrors use only CPU nothing else wants, and stop on a saturated machine), low (nice 19) or normal (the proxy's)")
 	shadowDir := fs.String("shadow-dir", "", "`DIR` for shadow diff records (<model>.jsonl, rotated; default: <state-dir>/shadow; none without either)")
 	otlp := fs.String("otlp-endpoint", "", "OTLP/gRPC collector `ADDR` for traces (empty: tracing off; trace context is still passed on)")
 	otlpInsecure := fs.Bool("otlp-insecure", true, "plaintext to the OTLP collector")
@@ -62,6 +64,9 @@ func runProxy(args []string) error {
 	}
 	if *shadowProcess != proxy.ShadowAgent && *shadowProcess != proxy.ShadowInline {
 		return fmt.Errorf("--shadow-process: want agent or inline, got %q", *shadowProcess)
+	}
+	if _, err := agent.ParsePriority(*shadowPriority); err != nil {
+		return fmt.Errorf("--shadow-agent-priority: %v", err)
 	}
 	if *maxBody <= 0 || *maxBuffered <= 0 {
 		return fmt.Errorf("--max-body-bytes and --max-buffered-bytes: want > 0, got %d and %d", *maxBody, *maxBuffered)
@@ -133,7 +138,7 @@ func runProxy(args []string) error {
 		TLS:           tlsFiles, ControlPlaneTLS: cpTLS, ControlPlaneToken: cpToken, UpstreamTLS: upTLS,
 		// Prediction cache, fallbacks and shadow mirroring: per model from
 		// its desired state; a model without those sections pays nothing.
-		Features: proxy.FeaturesConfig{ShadowDir: *shadowDir, ShadowProcess: *shadowProcess},
+		Features: proxy.FeaturesConfig{ShadowDir: *shadowDir, ShadowProcess: *shadowProcess, ShadowAgentPriority: *shadowPriority},
 		// The drain a signal begins (Start's ctx) and the one below are one.
 		ShutdownTimeout: *drain,
 	})

@@ -40,4 +40,7 @@ func TestShadowAgentEntry(t *testing.T) {
 	if code, out := run(nil, "proxy", "--shadow-process=thread"); code != 1 || !strings.Contains(out, "--shadow-process: want agent or inline") {
 		t.Fatalf("--shadow-process=thread: exit %d\n%s", code, out)
 	}
+	if code, out := run(nil, "proxy", "--shadow-agent-priority=high"); code != 1 || !strings.Contains(out, `--shadow-agent-priority: shadow agent priority "high": want idle, low or normal`) {
+		t.Fatalf("--shadow-agent-priority=high: exit %d\n%s", code, out)
+	}
 }

@@ -190,6 +190,11 @@ const startTimeout = 10 * time.Second
 // success the Client's series are registered on o.Registry; on failure
 // nothing is left running.
 func Start(o Options) (*Client, error) {
+	prio, err := ParsePriority(o.Init.Priority)
+	if err != nil {
+		return nil, err
+	}
+	o.Init.Priority = prio
 	c := newClient(o)
 	if len(c.o.Command) == 0 {
 		exe, err := os.Executable()
@@ -202,7 +207,7 @@ func Start(o Options) (*Client, error) {
 	c.wg.Add(2)
 	go c.flusher()
 	go c.supervise(started)
-	err := <-started
+	err = <-started
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 		_, err = c.call(ctx, callStatus, nil)
@@ -355,6 +360,26 @@ func (c *Client) supervise(started chan<- error) {
 		}
 		c.metrics.restarts.Inc()
 		c.connect(cn)
+		c.wg.Add(1)
+		go c.ping()
+	}
+}
+
+// ping asks a restarted agent for its status, as Start asks the first:
+// the agent takes its priority once it has answered a call.
+func (c *Client) ping() {
+	defer c.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if _, err := c.call(ctx, callStatus, nil); err != nil {
+		c.log.Warn("restarted shadow agent did not answer", "error", err)
 	}
 }
 

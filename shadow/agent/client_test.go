@@ -174,10 +174,13 @@ func status(t *testing.T, c *Client, model string) (fakeStatus, error) {
 // TestClientAgentRoundTrip: a real agent process (this test binary) gets
 // the Init and the configuration, every offered job, answers calls, sends
 // the comparison counts back and serves its switchyard_shadow_* families
-// (only those) through the proxy's registry.
+// (only those) through the proxy's registry. The protocol is what is
+// tested: the agent runs at normal priority, so on a busy machine its
+// answers are as prompt as the test's (TestAgentPriority tests the idle
+// default).
 func TestClientAgentRoundTrip(t *testing.T) {
 	dir := t.TempDir()
-	c, b, reg := startClient(t, Options{Init: Init{ShadowDir: dir}})
+	c, b, reg := startClient(t, Options{Init: Init{ShadowDir: dir, Priority: PriorityNormal}})
 	if pid := c.PID(); pid <= 0 || pid == os.Getpid() {
 		t.Fatalf("agent pid %d", pid)
 	}
@@ -244,9 +247,10 @@ func TestClientAgentRoundTrip(t *testing.T) {
 
 // TestClientRestartsAgent: a killed agent is restarted (counted), gets the
 // configuration again, and takes jobs; what was offered while it was down
-// is dropped and counted (agent_down).
+// is dropped and counted (agent_down). (At normal priority, as
+// TestClientAgentRoundTrip.)
 func TestClientRestartsAgent(t *testing.T) {
-	c, b, _ := startClient(t, Options{RestartBackoff: 200 * time.Millisecond})
+	c, b, _ := startClient(t, Options{RestartBackoff: 200 * time.Millisecond, Init: Init{Priority: PriorityNormal}})
 	c.SetModels([]api.Model{model("m")})
 	pid := c.PID()
 	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
@@ -281,6 +285,87 @@ func TestClientRestartsAgent(t *testing.T) {
 		t.Fatalf("books: %d dropped, %d written since; offered %d then 10", b.drops[DropAgentDown], written-before, offered)
 	}
 	t.Logf("%d offered while restarting, %d dropped (agent_down)", offered, b.drops[DropAgentDown])
+}
+
+// TestAgentPriority: the agent answers its start-up check at the proxy's
+// priority, then every one of its threads takes the priority asked for
+// (idle by default: SCHED_IDLE; low: nice 19; normal: the proxy's), a
+// restarted agent too; an unknown priority is refused before anything
+// starts.
+func TestAgentPriority(t *testing.T) {
+	self, err := threadPriorities(os.Getpid())
+	if err != nil {
+		t.Skipf("no /proc to read priorities from: %v", err)
+	}
+	mine := self[0]
+	for _, tc := range []struct {
+		priority string
+		want     func(p threadPriority) bool
+		says     string
+	}{
+		// Where SCHED_IDLE is refused (no CAP_SYS_NICE over the policy),
+		// the agent falls back to nice 19, and says so in its log.
+		{"", func(p threadPriority) bool { return p.policy == schedIdle || (p.policy == 0 && p.nice == 19) }, "SCHED_IDLE (or nice 19 where refused)"},
+		{PriorityLow, func(p threadPriority) bool { return p.policy == 0 && p.nice == 19 }, "nice 19"},
+		{PriorityNormal, func(p threadPriority) bool { return p == mine }, fmt.Sprintf("the test's own %+v", mine)},
+	} {
+		t.Run("priority="+tc.priority, func(t *testing.T) {
+			c, _, _ := startClient(t, Options{Init: Init{Priority: tc.priority}, RestartBackoff: 50 * time.Millisecond})
+			check := func(what string) {
+				t.Helper()
+				var last []threadPriority
+				waitFor(t, what+": every agent thread at "+tc.says, func() bool {
+					ps, err := threadPriorities(c.PID())
+					if err != nil {
+						return false
+					}
+					last = ps
+					return !slices.ContainsFunc(ps, func(p threadPriority) bool { return !tc.want(p) })
+				})
+				t.Logf("%s: %d threads, %+v", what, len(last), last[0])
+			}
+			check("started")
+			pid := c.PID()
+			unix.Kill(pid, unix.SIGKILL)
+			waitFor(t, "the restart", func() bool { return c.PID() != pid && testutil.ToFloat64(c.metrics.up) == 1 })
+			check("restarted")
+		})
+	}
+	if _, err := Start(Options{Init: Init{Priority: "realtime"}}); err == nil || !strings.Contains(err.Error(), `priority "realtime": want idle, low or normal`) {
+		t.Fatalf("unknown priority: %v", err)
+	}
+}
+
+type threadPriority struct{ policy, nice int }
+
+// threadPriorities reads the scheduling policy and nice value of every
+// thread of process pid (/proc/pid/task/*/stat, fields 41 and 19).
+func threadPriorities(pid int) ([]threadPriority, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tids, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []threadPriority
+	for _, tid := range tids {
+		b, err := os.ReadFile(filepath.Join(dir, tid.Name(), "stat"))
+		if err != nil {
+			continue // the thread ended
+		}
+		// Fields after the command (which may hold spaces) in parentheses.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) < 39 {
+			return nil, fmt.Errorf("%s/%s/stat: %d fields", dir, tid.Name(), len(f))
+		}
+		var p threadPriority
+		fmt.Sscan(f[16], &p.nice)   // field 19
+		fmt.Sscan(f[38], &p.policy) // field 41
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no threads", dir)
+	}
+	return out, nil
 }
 
 // TestClientStartFails: an agent that cannot start is an error, and
@@ -361,6 +446,7 @@ func TestServeRefuses(t *testing.T) {
 	}{
 		"config before init": {appendFrame(nil, frameConfig, []byte(`{}`)), "before init"},
 		"old protocol":       {initFrame(0), "protocol version 0, this agent speaks 1"},
+		"unknown priority":   {appendFrame(nil, frameInit, []byte(`{"protocol":1,"priority":"high"}`)), `priority "high": want idle, low or normal`},
 		"second init":        {append(initFrame(ProtocolVersion), initFrame(ProtocolVersion)...), "second init"},
 		"reply from proxy":   {append(initFrame(ProtocolVersion), appendReplyFrame(nil, 1, true, nil)...), "not expected from the proxy"},
 	} {

@@ -1,6 +1,8 @@
 // Package agent is the shadow agent: a child process that runs the
 // proxy's shadow mirrors out of the proxy's process, at SCHED_IDLE
-// priority, and the proxy's side of it.
+// priority (Init.Priority; taken once the agent has answered its first
+// call, so its start never waits for an idle core), and the proxy's side
+// of it.
 //
 // Mirroring a request costs tens of microseconds of CPU (decoding the
 // request and the primary's answer, the shadow call, the comparison, the

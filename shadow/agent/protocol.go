@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/api"
@@ -40,6 +41,37 @@ type Init struct {
 	ShadowRingSize         int     `json:"shadowRingSize,omitempty"`
 	// UpstreamTLS is the proxy's default upstream TLS (its Config.UpstreamTLS).
 	UpstreamTLS *tlsutil.Files `json:"upstreamTLS,omitempty"`
+	// Priority is the CPU priority the agent takes once it has answered
+	// its first call (PriorityIdle for ""; see ParsePriority).
+	Priority string `json:"priority,omitempty"`
+}
+
+// The agent's CPU priorities (Init.Priority). The agent starts at the
+// proxy's priority, so its start-up and its first answer (the check that
+// it runs) never wait for an idle core; it takes this one right after.
+const (
+	// PriorityIdle (the default): every thread at SCHED_IDLE. Mirrors run
+	// on CPU time nothing else wants; on a saturated machine they stop
+	// (the hand-off buffer fills and drops, counted) and the agent's
+	// answers (reports, records, its metrics) may time out.
+	PriorityIdle = "idle"
+	// PriorityLow: nice 19 (a small share of a busy core, about 1.5 % of
+	// it against one nice-0 thread).
+	PriorityLow = "low"
+	// PriorityNormal: the proxy's own priority (the mirrors compete with
+	// requests for the cores).
+	PriorityNormal = "normal"
+)
+
+// ParsePriority checks a priority name ("" is PriorityIdle).
+func ParsePriority(s string) (string, error) {
+	switch s {
+	case "":
+		return PriorityIdle, nil
+	case PriorityIdle, PriorityLow, PriorityNormal:
+		return s, nil
+	}
+	return "", fmt.Errorf("shadow agent priority %q: want %s, %s or %s", s, PriorityIdle, PriorityLow, PriorityNormal)
 }
 
 // config is the proxy's live configuration as the agent needs it: the

@@ -68,11 +68,11 @@ func Main(newEngine NewEngine) {
 	os.Exit(run(newEngine))
 }
 
-// run is Main's agent: on descriptor 3, at SCHED_IDLE priority, until the
-// proxy closes the socket or dies. It returns the exit code.
+// run is Main's agent: on descriptor 3, until the proxy closes the socket
+// or dies; at Init.Priority once it has answered its first call. It
+// returns the exit code.
 func run(newEngine NewEngine) int {
 	log := telemetry.NewLogger(os.Stderr, telemetry.LogConfig{Level: slog.LevelWarn}).With("component", "shadow-agent", "pid", os.Getpid())
-	lowerPriority(log)
 	// Background work on a quarter of the cores (at least one): fewer of
 	// its threads waking on the cores the proxy's requests run on.
 	runtime.GOMAXPROCS(max(1, runtime.NumCPU()/4))
@@ -86,36 +86,52 @@ func run(newEngine NewEngine) int {
 		log.Error("shadow agent: no socket from the proxy", "error", err)
 		return 2
 	}
-	if err := Serve(c, newEngine, log); err != nil {
+	if err := serve(c, newEngine, log, setPriority); err != nil {
 		log.Error("shadow agent ended", "error", err)
 		return 1
 	}
 	return 0
 }
 
-// lowerPriority puts every thread of the process at SCHED_IDLE (threads
-// started later inherit it), or at nice 19 where that is refused.
-func lowerPriority(log *slog.Logger) {
-	tids, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		log.Warn("shadow agent keeps normal priority", "error", err)
+// setPriority puts every thread of the process at the priority
+// (PriorityIdle: SCHED_IDLE, or nice 19 where that is refused;
+// PriorityLow: nice 19; PriorityNormal: unchanged). Threads started later
+// inherit it from the thread that starts them; the threads are listed
+// again until a pass finds none it had not set (one may be starting while
+// they are listed).
+func setPriority(priority string, log *slog.Logger) {
+	if priority == PriorityNormal {
 		return
 	}
+	idle := priority != PriorityLow
 	var idleErr error
-	for _, t := range tids {
-		tid, err := strconv.Atoi(t.Name())
+	done := map[int]bool{}
+	for pass := 0; pass < 5; pass++ {
+		tids, err := os.ReadDir("/proc/self/task")
 		if err != nil {
-			continue
+			log.Warn("shadow agent keeps normal priority", "error", err)
+			return
 		}
-		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: schedIdle}
-		if idleErr == nil {
-			idleErr = unix.SchedSetAttr(tid, &attr, 0)
+		changed := false
+		for _, t := range tids {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil || done[tid] {
+				continue
+			}
+			done[tid], changed = true, true
+			if idle && idleErr == nil {
+				attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: schedIdle}
+				idleErr = unix.SchedSetAttr(tid, &attr, 0)
+			}
+			if !idle || idleErr != nil {
+				unix.Setpriority(unix.PRIO_PROCESS, tid, 19)
+			}
 		}
-		if idleErr != nil {
-			unix.Setpriority(unix.PRIO_PROCESS, tid, 19)
+		if !changed {
+			break
 		}
 	}
-	if idleErr != nil {
+	if idle && idleErr != nil {
 		log.Warn("shadow agent at nice 19: SCHED_IDLE refused", "error", idleErr)
 	}
 }
@@ -137,14 +153,25 @@ type server struct {
 	evArmed bool          // a send is due (the flusher is not parked)
 	evArm   chan struct{} // wakes the parked flusher
 
+	// priority, after the first call is answered, takes Init.Priority
+	// (nil: the priority is left alone, as Serve does).
+	priority     func(priority string, log *slog.Logger)
+	initPriority string
+	answered     sync.Once
+
 	wg sync.WaitGroup
 }
 
 // Serve is the agent: it serves the proxy on conn until it closes (then
 // drains the mirrors, up to 5 s) or sends a corrupt frame (an error). The
-// engine is built from the first frame (Init).
+// engine is built from the first frame (Init). Serve leaves the process's
+// priority alone (Main's agent takes Init.Priority).
 func Serve(conn net.Conn, newEngine NewEngine, log *slog.Logger) error {
-	s := &server{conn: conn, log: log, newEngine: newEngine, events: map[[2]string]*event{}, evArm: make(chan struct{}, 1)}
+	return serve(conn, newEngine, log, nil)
+}
+
+func serve(conn net.Conn, newEngine NewEngine, log *slog.Logger, priority func(string, *slog.Logger)) error {
+	s := &server{conn: conn, log: log, newEngine: newEngine, events: map[[2]string]*event{}, evArm: make(chan struct{}, 1), priority: priority}
 	stop := make(chan struct{})
 	s.wg.Add(1)
 	go s.flushEvents(stop)
@@ -196,9 +223,17 @@ func (s *server) handle(typ byte, body []byte) error {
 			out, err := s.answer(kind, args)
 			if err != nil {
 				s.write(appendReplyFrame(nil, id, false, []byte(err.Error())))
-				return
+			} else {
+				s.write(appendReplyFrame(nil, id, true, out))
 			}
-			s.write(appendReplyFrame(nil, id, true, out))
+			// The first answer is the proxy's check that the agent runs
+			// (Start): given at the proxy's priority, then the agent
+			// lowers its own.
+			s.answered.Do(func() {
+				if s.priority != nil {
+					s.priority(s.initPriority, s.log)
+				}
+			})
 		}()
 	default:
 		return fmt.Errorf("shadow agent frame: type %d not expected from the proxy", typ)
@@ -214,6 +249,11 @@ func (s *server) start(body []byte) error {
 	if in.Protocol != ProtocolVersion {
 		return fmt.Errorf("shadow agent init: protocol version %d, this agent speaks %d", in.Protocol, ProtocolVersion)
 	}
+	prio, err := ParsePriority(in.Priority)
+	if err != nil {
+		return fmt.Errorf("shadow agent init: %w", err)
+	}
+	s.initPriority = prio
 	e, err := s.newEngine(in, s.log, s.recordEvent) // comparisons go back to the proxy
 	if err != nil {
 		return fmt.Errorf("shadow agent: %w", err)

@@ -25,7 +25,7 @@ func main() {
 
 func run() int {
 	var cfg compare.Config
-	var rates, pieces, jsonOut, mdOut string
+	var rates, pieces, jsonOut, mdOut, proxyArgs string
 	flag.StringVar(&cfg.Switchyard, "switchyard", "", "switchyard `BIN` (required)")
 	flag.StringVar(&cfg.Nginx, "nginx", "", "nginx `BIN` (empty: skip nginx)")
 	flag.StringVar(&cfg.HAProxy, "haproxy", "", "haproxy `BIN` (empty: skip haproxy)")
@@ -40,7 +40,9 @@ func run() int {
 	flag.StringVar(&cfg.WorkDir, "work-dir", "", "keep configs and logs in `DIR` (default: a temporary folder, removed)")
 	flag.StringVar(&jsonOut, "json", "", "also write every sample and the summary as JSON to `FILE`")
 	flag.StringVar(&mdOut, "md", "", "also write the markdown tables to `FILE`")
+	flag.StringVar(&proxyArgs, "proxy-args", "", "more flags for the switchyard proxy, space separated (e.g. --shadow-agent-priority=normal)")
 	flag.Parse()
+	cfg.ProxyArgs = strings.Fields(proxyArgs)
 	usage := func(msg string) int {
 		fmt.Fprintf(os.Stderr, "benchcompare: %s\n", msg)
 		flag.Usage()
