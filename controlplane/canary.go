@@ -54,13 +54,19 @@ func (cp *ControlPlane) EnableCanary(opts CanaryOptions) (*canaryctl.Controller,
 		// own next to the state file.
 		legacy = filepath.Clean(b.Path() + ".canary")
 	}
-	st := stats.New(opts.Retention, opts.Now, cp.cfg.Registerer, log)
+	// Nothing is registered or served before the controller loaded its
+	// state: a failed load leaves the control plane as it was, and
+	// EnableCanary may be called again.
+	st := stats.New(opts.Retention, opts.Now, log)
 	c, err := canaryctl.New(cp.ctx, canaryctl.Options{Store: cp.timed, Stats: st, Source: opts.Source, Interval: opts.Interval, Now: opts.Now,
 		LegacyStatePath: legacy, Logger: log, Registerer: cp.cfg.Registerer})
 	if err != nil {
 		return nil, err
 	}
 	cp.canary = true
+	if cp.cfg.Registerer != nil {
+		st.Register(cp.cfg.Registerer)
+	}
 	statspb.RegisterStatsServer(cp.xds.GRPC(), st)
 	cp.api.EnableCanary(c, st, opts.AckWait)
 	cp.wg.Add(1)

@@ -2,7 +2,9 @@ package controlplane_test
 
 import (
 	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane"
 	"github.com/switchyard-dev/switchyard/controlplane/cptest"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 )
 
@@ -47,6 +50,42 @@ func TestEnableCanaryOnce(t *testing.T) {
 	cp := cptest.New(t, controlplane.Config{}, &controlplane.CanaryOptions{Interval: time.Hour})
 	if _, err := cp.EnableCanary(controlplane.CanaryOptions{}); err == nil {
 		t.Error("a second EnableCanary was accepted")
+	}
+}
+
+// TestEnableCanaryAfterAFailedLoad: a canary controller whose state cannot
+// be loaded (a corrupt state file of an older release beside the state
+// file) is an error that names the file and leaves nothing registered or
+// served; once the file is dealt with, EnableCanary succeeds (it panicked
+// on the stats service's second registration) and the stats series are
+// there.
+func TestEnableCanaryAfterAFailedLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	legacy := path + ".canary"
+	if err := os.WriteFile(legacy, []byte("not a bbolt file, and long enough to be read as a page header by bbolt"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	cp := cptest.New(t, controlplane.Config{StatePath: path, Registerer: reg}, nil)
+	if _, err := cp.EnableCanary(controlplane.CanaryOptions{Interval: time.Hour}); err == nil || !strings.Contains(err.Error(), legacy) {
+		t.Fatalf("EnableCanary over a corrupt legacy state file: %v", err)
+	}
+	if err := os.Remove(legacy); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.EnableCanary(controlplane.CanaryOptions{Interval: time.Hour}); err != nil {
+		t.Fatalf("EnableCanary once the file is gone: %v", err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, mf := range mfs {
+		names = append(names, mf.GetName())
+	}
+	if !slices.Contains(names, "switchyard_controlplane_stats_reporting_proxies") {
+		t.Errorf("no stats series after the second EnableCanary: %v", names)
 	}
 }
 

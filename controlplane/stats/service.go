@@ -51,8 +51,8 @@ type statsMetrics struct {
 const liveAfter = 5 * time.Second
 
 // New creates the service: reports are kept for retention; now is the
-// clock; its metrics are registered with reg (nil: not registered).
-func New(retention time.Duration, now func() time.Time, reg prometheus.Registerer, log *slog.Logger) *Service {
+// clock; its metrics are registered by Register.
+func New(retention time.Duration, now func() time.Time, log *slog.Logger) *Service {
 	s := &Service{now: now, log: log, win: canary.NewWindow(retention)}
 	s.metrics = &statsMetrics{
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -64,10 +64,13 @@ func New(retention time.Duration, now func() time.Time, reg prometheus.Registere
 			Help: "Proxy processes that reported stats within the last 5s.",
 		}, func() float64 { return float64(len(s.Proxies())) }),
 	}
-	if reg != nil {
-		reg.MustRegister(s.metrics.reports, s.metrics.proxies)
-	}
 	return s
+}
+
+// Register puts the service's metrics on reg (once; the control plane
+// does it when the canary controller that uses the service is running).
+func (s *Service) Register(reg prometheus.Registerer) {
+	reg.MustRegister(s.metrics.reports, s.metrics.proxies)
 }
 
 // Stream takes one proxy's reports and acknowledges each.
