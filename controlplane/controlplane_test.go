@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane"
 	"github.com/switchyard-dev/switchyard/controlplane/cptest"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 )
 
