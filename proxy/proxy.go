@@ -135,7 +135,7 @@ type Config struct {
 	// GRPCTransport is the gRPC data path's HTTP/2: "" or GRPCLean
 	// (internal/h2: the gRPC listener serves unary ModelInfer on its own
 	// server, every other stream on grpc-go's; ModelInfer passed through
-	// to a plaintext gRPC version goes on its lean client), or GRPCGo
+	// to a gRPC version goes on its lean client, TLS too), or GRPCGo
 	// (grpc-go's transport for everything).
 	GRPCTransport string
 	// MaxIdleConnsPerEndpoint bounds each HTTP upstream pool (default 256).

@@ -189,8 +189,8 @@ func (g *registry) endpoint(protocol, addr string, t *api.UpstreamTLS) (*upstrea
 		if e, err = upstream.NewGRPCEndpoint(addr, opts...); err != nil {
 			return nil, err
 		}
-		if tcfg == nil && g.leanGRPC {
-			e.UseLeanClient()
+		if g.leanGRPC {
+			e.UseLeanClient(tcfg)
 		}
 	case tcfg != nil:
 		e = upstream.NewHTTPSEndpoint(addr, g.maxIdle, tcfg)

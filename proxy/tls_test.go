@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/controlplane"
@@ -248,6 +249,20 @@ func TestUpstreamMTLS(t *testing.T) {
 			t.Fatalf("%s over per-version mTLS: %d %s %s", v, a.status, a.variant, a.body)
 		}
 	}
+	// gRPC to the gRPC version: passed through on the lean client, over mTLS.
+	grpcV3 := func(p *Proxy) error {
+		cc, err := grpc.NewClient(p.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		_, err = pb.NewGRPCInferenceServiceClient(cc).ModelInfer(context.Background(), &pb.ModelInferRequest{ModelName: "recommender", ModelVersion: "v3",
+			Inputs: []*pb.ModelInferRequest_InferInputTensor{{Name: "features", Datatype: "FP32", Shape: []int64{1, 32}, Contents: &pb.InferTensorContents{Fp32Contents: make([]float32, 32)}}}})
+		return err
+	}
+	if err := grpcV3(p); err != nil {
+		t.Fatalf("gRPC to v3 over per-version mTLS: %v", err)
+	}
 
 	// The proxy-wide default, and a CA without a client certificate.
 	def := startProxy(t, Config{Models: []api.Model{withTLS(nil)}, UpstreamTLS: &proxyFiles})
@@ -263,6 +278,9 @@ func TestUpstreamMTLS(t *testing.T) {
 		if a := call(anon, v); a.status == 200 {
 			t.Fatalf("%s without a client certificate answered 200; the backend requires one", v)
 		}
+	}
+	if err := grpcV3(anon); err == nil {
+		t.Fatal("gRPC to v3 without a client certificate answered; the backend requires one")
 	}
 	// A version that names files that are not there is refused.
 	bad := withTLS(&api.UpstreamTLS{CAFile: filepath.Join(t.TempDir(), "nope.crt")})

@@ -42,7 +42,7 @@ func runProxy(args []string) error {
 	maxBody := fs.Int64("max-body-bytes", oip.DefaultMaxBodyBytes, "largest request body in `BYTES`, after decompression (413 above)")
 	maxBuffered := fs.Int64("max-buffered-bytes", proxy.DefaultMaxBufferedBytes, "`BYTES` of request bodies held at once, REST and gRPC together, decompressed (503 with Retry-After above)")
 	maxConns := fs.Int("max-connections", proxy.DefaultMaxConnections, "connections per listener (REST, gRPC) served at once; more wait to be accepted (`N`; -1: no cap)")
-	grpcTransport := fs.String("grpc-transport", proxy.GRPCLean, "gRPC data path: lean (unary ModelInfer on Switchyard's own HTTP/2 server and, to plaintext gRPC versions, client; everything else on grpc-go) or grpc-go (grpc-go for all)")
+	grpcTransport := fs.String("grpc-transport", proxy.GRPCLean, "gRPC data path: lean (unary ModelInfer on Switchyard's own HTTP/2 server and, to gRPC versions, client; everything else on grpc-go) or grpc-go (grpc-go for all)")
 	tlsFlags := addServerTLSFlags(fs, "REST, gRPC and admin")
 	cpCA := fs.String("control-plane-ca", "", "dial the control plane's xDS and stats over TLS, its certificate checked against this CA `FILE` (PEM)")
 	cpCert := fs.String("control-plane-cert", "", "client certificate `FILE` presented to the control plane (mTLS; its identity spiffe://DOMAIN/proxy/NAME must name --node-id); needs --control-plane-key and --control-plane-ca")

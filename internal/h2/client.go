@@ -3,6 +3,7 @@ package h2
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -30,8 +31,9 @@ import (
 // grpc-go's client default.
 const DefaultMaxCallRecvMsgSize = 4 << 20
 
-// Client makes unary gRPC calls to one address over one plaintext HTTP/2
-// connection (h2c, prior knowledge) with multiplexed streams: the caller
+// Client makes unary gRPC calls to one address over one HTTP/2 connection
+// (h2c with prior knowledge, or TLS with ALPN h2) with multiplexed
+// streams: the caller
 // writes its HEADERS and DATA itself (one write system call, shared when
 // calls are written at once), one goroutine per connection reads the
 // answers and hands each to its caller. A connection that fails or is
@@ -41,6 +43,9 @@ const DefaultMaxCallRecvMsgSize = 4 << 20
 // context (the stream reset with CANCEL), the server's status otherwise.
 type Client struct {
 	Addr string
+	// TLS, when set, dials TLS (ALPN h2; ServerName defaults to Addr's
+	// host); a server that does not negotiate h2 is a dial failure.
+	TLS *tls.Config
 	// Windows advertised (zero: DefaultStreamWindow, DefaultConnWindow)
 	// and the largest answer (zero: DefaultMaxCallRecvMsgSize).
 	StreamWindow, ConnWindow int32
@@ -146,7 +151,14 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cc := &clientConn{nc: rawio.NetConn(nc), streams: map[uint32]*call{}, nextID: 1,
+	conn := rawio.NetConn(nc)
+	if c.TLS != nil {
+		if conn, err = c.handshake(dctx, conn); err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
+	cc := &clientConn{nc: conn, tcp: nc, streams: map[uint32]*call{}, nextID: 1,
 		peerMaxFrame: 16384, peerInitWindow: 65535, sendWindow: 65535, peerMaxStreams: 1<<32 - 1, // unlimited until its SETTINGS say
 		streamWindow: orDefault(c.StreamWindow, DefaultStreamWindow),
 		connWindow:   orDefault(c.ConnWindow, DefaultConnWindow),
@@ -197,9 +209,31 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 	return cc, nil
 }
 
+// handshake runs the TLS handshake on conn, asking for h2.
+func (c *Client) handshake(ctx context.Context, conn net.Conn) (net.Conn, error) {
+	cfg := c.TLS.Clone()
+	cfg.NextProtos = []string{"h2"}
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(c.Addr)
+		if err != nil {
+			host = c.Addr
+		}
+		cfg.ServerName = host
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+		return nil, fmt.Errorf("tls: the server did not negotiate HTTP/2 (ALPN %q): not a gRPC server", p)
+	}
+	return tc, nil
+}
+
 // clientConn is one connection; mu guards all but the read side.
 type clientConn struct {
-	nc        net.Conn
+	nc        net.Conn // the connection (TLS over tcp, or tcp)
+	tcp       net.Conn
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	fr        *http2.Framer
@@ -425,7 +459,7 @@ func (cc *clientConn) failLocked(err error) {
 		return
 	}
 	cc.err = err
-	cc.nc.Close()
+	cc.tcp.Close() // not a TLS close_notify: that write could wait, under mu
 	for id, cl := range cc.streams {
 		cl.err = unavailable(err)
 		close(cl.done)

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -69,11 +70,11 @@ func DialOptions() []grpc.DialOption {
 func (e *Endpoint) RawInfer() bool { return e.conn != nil }
 
 // UseLeanClient makes ModelInferRaw go through internal/h2's lean client
-// (its own HTTP/2 connection to the endpoint, plaintext: an endpoint
-// dialled with TLS keeps grpc-go for it); every other call stays on
-// grpc-go's connection.
-func (e *Endpoint) UseLeanClient() {
-	e.lean = &h2.Client{Addr: e.Addr, StreamWindow: WindowSize, ConnWindow: WindowSize}
+// (its own HTTP/2 connection to the endpoint; over TLS with tlsCfg, the
+// configuration grpc-go's connection was given, nil for plaintext); every
+// other call stays on grpc-go's connection.
+func (e *Endpoint) UseLeanClient(tlsCfg *tls.Config) {
+	e.lean = &h2.Client{Addr: e.Addr, TLS: tlsCfg, StreamWindow: WindowSize, ConnWindow: WindowSize}
 }
 
 // ModelInferRaw calls ModelInfer with a request in its wire form and
