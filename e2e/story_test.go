@@ -239,7 +239,12 @@ func storyChecks(t *testing.T, bins binaries) {
 		var last syctlResult
 		// The mirror is asynchronous: wait until the report holds (nearly)
 		// every mirrored request.
+		empty := rep
 		waitFor(t, "the shadow report to hold the mirrored requests", 200*time.Millisecond, 100, func() (bool, string) {
+			// A fresh decode each time: an earlier report's fields (a proxy
+			// "missing" while its shadow agent was slow to answer) must not
+			// stay behind when the next report omits them.
+			rep = empty
 			last = sy.json(t, &rep, "shadow", "report", "recommender")
 			return rep.Shadow.Records >= n*9/10, fmt.Sprintf("%d records", rep.Shadow.Records)
 		})
