@@ -95,6 +95,11 @@ type Client struct {
 	pid      atomic.Int64 // the running agent's process id
 	inFlight atomic.Int64 // jobs in pending
 
+	// The agent's metrics as last gathered (collector).
+	lastMu      sync.Mutex
+	lastMetrics []prometheus.Metric
+	lastAt      time.Time
+
 	stop      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup

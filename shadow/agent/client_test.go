@@ -245,6 +245,50 @@ func TestClientAgentRoundTrip(t *testing.T) {
 	}
 }
 
+// TestAgentMetricsServedWhenItDoesNotAnswer: a scrape the agent does not
+// answer in time (here it is stopped, as a starved agent would be) serves
+// the agent's last answer again, with its age, so the series do not drop
+// out; once the agent answers, the age is 0 again.
+func TestAgentMetricsServedWhenItDoesNotAnswer(t *testing.T) {
+	c, _, reg := startClient(t, Options{Init: Init{Priority: PriorityNormal}})
+	c.SetModels([]api.Model{model("m")})
+	const n = 7
+	for range n {
+		c.Offer(Key{Model: "m", Primary: "v1", Target: "v2"}, rawExchange{req: "{}"})
+	}
+	waitFor(t, "every job in the agent", func() bool { s, _ := status(t, c, "m"); return s.Mirrored == n })
+	scrape := func() (mirrored, age float64, ok bool) {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		have := 0
+		for _, mf := range mfs {
+			switch mf.GetName() {
+			case "switchyard_shadow_fake_mirrored_total":
+				mirrored, have = mf.GetMetric()[0].GetCounter().GetValue(), have+1
+			case "switchyard_shadow_agent_metrics_age_seconds":
+				age, have = mf.GetMetric()[0].GetGauge().GetValue(), have+1
+			}
+		}
+		return mirrored, age, have == 2
+	}
+	if m, age, ok := scrape(); !ok || m != n || age != 0 {
+		t.Fatalf("answered scrape: mirrored %v, age %v (both there: %v)", m, age, ok)
+	}
+	pid := c.PID()
+	if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Kill(pid, unix.SIGCONT) }) // before the client's Close
+	m, age, ok := scrape()
+	if !ok || m != n || age < metricsTimeout.Seconds() {
+		t.Fatalf("scrape of a stopped agent: mirrored %v, age %v (both there: %v); want its last answer, at least %v old", m, age, ok, metricsTimeout)
+	}
+	unix.Kill(pid, unix.SIGCONT)
+	waitFor(t, "an answered scrape", func() bool { m, age, ok := scrape(); return ok && m == n && age == 0 })
+}
+
 // TestClientRestartsAgent: a killed agent is restarted (counted), gets the
 // configuration again, and takes jobs; what was offered while it was down
 // is dropped and counted (agent_down). (At normal priority, as

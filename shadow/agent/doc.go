@@ -21,7 +21,8 @@
 //     path. SetModels sends the live configuration; Report, Records and
 //     Status ask the agent for the proxy's admin pages; the agent's
 //     switchyard_shadow_* metric families are gathered into the proxy's
-//     registry at scrape time.
+//     registry at scrape time (the last answer again, with its age, when
+//     the agent does not answer within 2 s).
 //   - Main and Serve: the agent's side. Main, called from an init function
 //     of the package that supplies the Engine (the proxy package does), runs
 //     the agent when EnvVar=1 and exits, so every binary linking that

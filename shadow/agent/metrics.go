@@ -22,27 +22,48 @@ const metricPrefix = "switchyard_shadow_"
 
 // collector gathers the agent's switchyard_shadow_* metric families into
 // the proxy's registry at scrape time (an unchecked collector: the
-// families are known only once asked).
+// families are known only once asked). An agent that does not answer
+// within metricsTimeout (starved at SCHED_IDLE, restarting) gets its last
+// answer served again, so its series never drop out of a scrape (rates
+// stay continuous), with switchyard_shadow_agent_metrics_age_seconds
+// saying how old they are.
 type collector struct{ c *Client }
+
+// metricsTimeout bounds a scrape's wait for the agent.
+const metricsTimeout = 2 * time.Second
+
+var ageDesc = prometheus.NewDesc("switchyard_shadow_agent_metrics_age_seconds",
+	"Age of the shadow agent's series in this scrape: 0 when the agent answered it, more when it did not answer in time and its last answer is served again.", nil, nil)
 
 func (collector) Describe(chan<- *prometheus.Desc) {}
 
 func (col collector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	c := col.c
+	ctx, cancel := context.WithTimeout(context.Background(), metricsTimeout)
 	defer cancel()
-	b, err := col.c.call(ctx, callMetrics, nil)
-	if err != nil {
-		col.c.log.Warn("shadow agent metrics not gathered", "error", err)
-		return
+	b, err := c.call(ctx, callMetrics, nil)
+	var mfs []*dto.MetricFamily
+	if err == nil {
+		mfs, err = decodeMetricFamilies(b)
 	}
-	mfs, err := decodeMetricFamilies(b)
-	if err != nil {
-		col.c.log.Warn("shadow agent metrics not gathered", "error", err)
-		return
+	now := time.Now()
+	c.lastMu.Lock()
+	if err == nil {
+		c.lastMetrics, c.lastAt = constMetrics(mfs), now
 	}
-	for _, m := range constMetrics(mfs) {
+	ms, at := c.lastMetrics, c.lastAt
+	c.lastMu.Unlock()
+	switch {
+	case at.IsZero(): // never answered yet
+		c.log.Warn("shadow agent metrics not gathered", "error", err)
+		return
+	case err != nil:
+		c.log.Warn("shadow agent metrics not gathered; serving its last answer", "error", err, "age", now.Sub(at).Round(time.Millisecond))
+	}
+	for _, m := range ms {
 		ch <- m
 	}
+	ch <- prometheus.MustNewConstMetric(ageDesc, prometheus.GaugeValue, now.Sub(at).Seconds())
 }
 
 // encodeMetricFamilies writes the families whose name starts with prefix

@@ -176,6 +176,11 @@ func serve(conn net.Conn, newEngine NewEngine, log *slog.Logger, priority func(s
 	s.wg.Add(1)
 	go s.flushEvents(stop)
 	err := readFrames(conn, s.handle)
+	if errors.Is(err, syscall.ECONNRESET) {
+		// The proxy closed its end with a reply of ours unread (a call it
+		// gave up on): a close like any other.
+		err = nil
+	}
 	if s.e != nil {
 		if cerr := s.e.Close(); cerr != nil { // drains the mirrors
 			log.Warn("shadow agent engine closed", "error", cerr)
