@@ -64,6 +64,21 @@ func (e *Endpoint) Close() {
 	}
 }
 
+// Cut ends the endpoint's calls in flight at once and refuses new ones
+// (a shutdown past its drain bound): HTTP connections in use are cut,
+// gRPC connections closed (their calls fail).
+func (e *Endpoint) Cut() {
+	if e.HTTP != nil {
+		e.HTTP.Cut()
+	}
+	if e.conn != nil {
+		e.conn.Close()
+	}
+	if e.lean != nil {
+		e.lean.Close()
+	}
+}
+
 // Begin and End bracket one attempt (the least-request count).
 func (e *Endpoint) Begin() { e.inFlight.Add(1) }
 

@@ -86,6 +86,11 @@ type HTTPPool struct {
 	mu     sync.Mutex
 	idle   []*conn
 	closed bool
+	// open is every connection the pool dialled and has not closed, idle
+	// or in use (changed at dial and close only, never per request): what
+	// Cut reaches. cut refuses dials after Cut.
+	open map[*conn]struct{}
+	cut  bool
 }
 
 type conn struct {
@@ -136,8 +141,30 @@ func (p *HTTPPool) Close() {
 	p.idle = nil
 	p.mu.Unlock()
 	for _, c := range idle {
-		c.nc.Close()
+		p.discard(c)
 	}
+}
+
+// Cut ends every call in flight at once (their connections get a deadline
+// in the past: a blocked read or write returns a timeout) and refuses new
+// connections (ErrConnect): for a shutdown whose drain bound has passed.
+// It closes the pool too.
+func (p *HTTPPool) Cut() {
+	p.mu.Lock()
+	p.cut = true
+	for c := range p.open {
+		c.nc.SetDeadline(time.Unix(1, 0))
+	}
+	p.mu.Unlock()
+	p.Close()
+}
+
+// discard closes c and forgets it.
+func (p *HTTPPool) discard(c *conn) {
+	c.nc.Close()
+	p.mu.Lock()
+	delete(p.open, c)
+	p.mu.Unlock()
 }
 
 func (p *HTTPPool) get() *conn {
@@ -158,7 +185,7 @@ func (p *HTTPPool) put(c *conn) {
 	p.mu.Lock()
 	if p.closed || len(p.idle) >= p.maxIdle {
 		p.mu.Unlock()
-		c.nc.Close()
+		p.discard(c)
 		return
 	}
 	p.idle = append(p.idle, c)
@@ -166,6 +193,12 @@ func (p *HTTPPool) put(c *conn) {
 }
 
 func (p *HTTPPool) dial(deadline time.Time) (*conn, error) {
+	p.mu.Lock()
+	cut := p.cut
+	p.mu.Unlock()
+	if cut {
+		return nil, fmt.Errorf("%w: %s: the proxy is shutting down", ErrConnect, p.addr)
+	}
 	d := p.dialer
 	if !deadline.IsZero() {
 		d.Deadline = deadline
@@ -200,6 +233,19 @@ func (p *HTTPPool) dial(deadline time.Time) (*conn, error) {
 	c := &conn{nc: nc}
 	c.io.reset(nc)
 	c.br, c.bw = bufio.NewReaderSize(&c.io, 16<<10), bufio.NewWriterSize(&c.io, 16<<10)
+	p.mu.Lock()
+	cut = p.cut
+	if !cut {
+		if p.open == nil {
+			p.open = map[*conn]struct{}{}
+		}
+		p.open[c] = struct{}{}
+	}
+	p.mu.Unlock()
+	if cut { // cut while dialling
+		nc.Close()
+		return nil, fmt.Errorf("%w: %s: the proxy is shutting down", ErrConnect, p.addr)
+	}
 	return c, nil
 }
 
@@ -225,7 +271,7 @@ func (p *HTTPPool) Do(deadline time.Time, req *Request, resp *Response) error {
 	}
 	err := p.roundTrip(c, deadline, req, resp)
 	if err != nil && reused && errors.Is(err, errStale) && (req.Ctx == nil || req.Ctx.Err() == nil) {
-		c.nc.Close()
+		p.discard(c)
 		if c, err = p.dial(deadline); err != nil {
 			if cut != nil {
 				cut.stop()
@@ -241,7 +287,7 @@ func (p *HTTPPool) Do(deadline time.Time, req *Request, resp *Response) error {
 	// connection's deadline: it is not reused.
 	spoilt := cut != nil && !cut.stop()
 	if err != nil {
-		c.nc.Close()
+		p.discard(c)
 		if errors.Is(err, errStale) {
 			return fmt.Errorf("%w: %s closed the connection before answering", ErrConnect, p.addr)
 		}
@@ -250,7 +296,7 @@ func (p *HTTPPool) Do(deadline time.Time, req *Request, resp *Response) error {
 	if resp.keepAlive && !spoilt {
 		p.put(c)
 	} else {
-		c.nc.Close()
+		p.discard(c)
 	}
 	return nil
 }

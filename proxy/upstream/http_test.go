@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -149,5 +150,81 @@ func TestOutlierEjectionAndP2C(t *testing.T) {
 	}
 	if PickP2C([]*Endpoint{c, d}, 7, now, d) != c {
 		t.Fatal("skip not honoured")
+	}
+}
+
+// TestHTTPPoolCut: Cut ends calls in flight on connections the backend
+// never answers (their deadline is an hour away), the backend sees them
+// closed, an idle connection is closed too, and new calls are refused
+// with ErrConnect naming the shutdown.
+func TestHTTPPoolCut(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	read := make(chan struct{}, 8)   // a request arrived
+	closed := make(chan struct{}, 8) // the pool closed a connection
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						closed <- struct{}{}
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					read <- struct{}{}
+					if req.URL.Path == "/answer" {
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+					} // else: never answers
+				}
+			}()
+		}
+	}()
+	p := NewHTTPPool(l.Addr().String(), 4)
+	far := time.Now().Add(time.Hour)
+	// One idle connection in the pool, then two calls that hang.
+	if err := p.Do(far, &Request{Path: "/answer", Body: []byte("{}")}, &Response{}); err != nil {
+		t.Fatal(err)
+	}
+	<-read
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- p.Do(far, &Request{Path: "/hang", Body: []byte("{}")}, &Response{}) }()
+	}
+	<-read
+	<-read
+	p.Cut()
+	for range 2 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, ErrTimeout) {
+				t.Errorf("a cut call: %v, want ErrTimeout", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a call in flight was not cut")
+		}
+	}
+	for range 2 { // both connections (the idle one was taken by a hanging call)
+		select {
+		case <-closed:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the backend did not see its connections closed")
+		}
+	}
+	err = p.Do(far, &Request{Path: "/answer", Body: []byte("{}")}, &Response{})
+	if !errors.Is(err, ErrConnect) || !strings.Contains(err.Error(), "shutting down") {
+		t.Fatalf("a call after Cut: %v", err)
+	}
+	if n := len(p.open); n != 0 {
+		t.Fatalf("%d connections still open after Cut", n)
 	}
 }
