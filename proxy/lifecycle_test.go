@@ -162,3 +162,31 @@ func TestShutdownCallersShareTheFirstDrain(t *testing.T) {
 		t.Fatalf("the request cut by the drain got %d", st)
 	}
 }
+
+// TestDrainPastItsBoundCutsUpstreamCalls: a request whose version never
+// answers (its timeout ten minutes away) does not hold the drain past its
+// bound: the call upstream is cut with the client's connection, and
+// Shutdown returns with the bound's error.
+func TestDrainPastItsBoundCutsUpstreamCalls(t *testing.T) {
+	p := slowProxy(t, 10*time.Minute, 200*time.Millisecond)
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	answer := sendSlow(t, p)
+	done := make(chan error, 1)
+	go func() { done <- p.Shutdown(context.Background()) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Shutdown: %v, want the drain's deadline", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the drain waited for the version's ten-minute timeout")
+	}
+	if st := <-answer; st != 0 {
+		t.Fatalf("the request cut by the drain got %d", st)
+	}
+	if n := p.Route("slow").Variants[0].limiter.InFlight(); n != 0 {
+		t.Fatalf("%d calls still in flight after the drain", n)
+	}
+}

@@ -613,8 +613,23 @@ func (p *Proxy) drain(ctx context.Context) error {
 			return nil
 		})
 	}
+	// Past the bound, the calls still in flight upstream are cut: the
+	// requests they serve have lost their client connections already, and
+	// the drain must not wait for the versions' timeouts.
+	drained := make(chan struct{})
+	cutDone := make(chan struct{})
+	go func() {
+		defer close(cutDone)
+		select {
+		case <-ctx.Done():
+			p.reg.cutAll()
+		case <-drained:
+		}
+	}()
 	wg.Wait()
 	p.wg.Wait()
+	close(drained)
+	<-cutDone
 	p.reg.closeAll()
 	errs = append(errs, p.features.Close()) // the shadow mirrors drain
 	return errors.Join(errs...)

@@ -252,6 +252,19 @@ func (g *registry) closeAll() {
 	g.retired = nil
 }
 
+// cutAll ends every upstream call in flight (Endpoint.Cut): a drain whose
+// bound passed must not wait for the versions' timeouts.
+func (g *registry) cutAll() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, e := range g.endpoints {
+		e.Cut()
+	}
+	for _, r := range g.retired {
+		r.e.Cut()
+	}
+}
+
 // breaker is the one circuit breaker of model/version, kept across
 // configurations while its settings stay the same; onBreaker (the proxy's
 // gauge switchyard_proxy_breaker_state and log line) hears its changes.
