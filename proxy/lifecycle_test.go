@@ -76,7 +76,7 @@ func sendSlow(t *testing.T, p *Proxy) <-chan int {
 	t.Cleanup(func() { c.Close() })
 	b := inferBody(1)
 	fmt.Fprintf(c, "POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
-	waitFor(t, "the request in flight", func() bool { return p.Route("slow").Variants[0].limiter.InFlight() == 1 })
+	waitFor(t, "the request in flight", func() bool { return p.Route("slow").Variants[0].Limiter().InFlight() == 1 })
 	status := make(chan int, 1)
 	go func() {
 		r, err := http.ReadResponse(bufio.NewReader(c), nil)

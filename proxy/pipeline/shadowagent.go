@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"context"
@@ -173,7 +173,7 @@ func (pl *shadowPayload) WireJob(j *agent.Job, s *agent.Scratch) {
 // listeners, no xDS) whose features run the mirrors in process, fed by
 // the proxy's frames.
 type agentEngine struct {
-	p   *Proxy
+	p   *Pipeline
 	f   *features
 	reg *prometheus.Registry
 }
@@ -183,7 +183,7 @@ var _ agent.Engine = (*agentEngine)(nil)
 // newAgentEngine is the agent's agent.NewEngine.
 func newAgentEngine(in agent.Init, log *slog.Logger, onCompared func(model, version string, disagreed bool)) (agent.Engine, error) {
 	reg := prometheus.NewRegistry()
-	p, err := New(Config{Registry: reg, Logger: log, StatsInterval: -1, UpstreamTLS: in.UpstreamTLS, Features: FeaturesConfig{
+	p, err := New(Config{Registry: reg, Logger: log, LeanGRPC: true, UpstreamTLS: in.UpstreamTLS, Features: FeaturesConfig{
 		ShadowDir: in.ShadowDir, ShadowRecordMaxBytes: in.ShadowRecordMaxBytes, ShadowRecordKeep: in.ShadowRecordKeep,
 		ShadowRecordAgreements: in.ShadowRecordAgreements, ShadowRingSize: in.ShadowRingSize,
 		ShadowProcess: ShadowInline, // the agent's mirrors are in process (no agent of its own)

@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"bytes"
@@ -32,7 +32,7 @@ import (
 // the client would get: nil for a good answer and for the backend's own
 // REST answers passed through (a 4xx about the request, a 5xx), else an
 // *oip.Error naming the model, version and cause.
-func (p *Proxy) call(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
+func (p *Pipeline) call(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
 	r := v.Route
 	res.Variant = v
 	ticket, ok := v.Breaker.Allow()
@@ -158,7 +158,7 @@ func errString(err error) string {
 	return err.Error()
 }
 
-func (p *Proxy) attempt(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, n int, res *Result) (fallback.Trigger, error) {
+func (p *Pipeline) attempt(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, n int, res *Result) (fallback.Trigger, error) {
 	traceParent := x.TraceParent
 	var span trace.Span
 	if p.tracing {

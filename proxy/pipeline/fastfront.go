@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"bufio"
@@ -21,7 +21,7 @@ import (
 	"github.com/switchyard-dev/switchyard/routing"
 )
 
-// fastServer is the REST front-end: the lean HTTP/1.1 server (internal/h1:
+// FastServer is the REST front-end: the lean HTTP/1.1 server (internal/h1:
 // one goroutine per connection, pooled buffers, request heads parsed in
 // place, raw-syscall I/O) with every POST .../infer (origin- or
 // absolute-form target) answered on its buffers without net/http (no
@@ -30,9 +30,9 @@ import (
 // metadata, ready, errors) goes to the net/http handler (httpFront).
 // Measured: net/http's server cost most of the gap to nginx (see
 // docs/benchmarks-proxy.md).
-type fastServer struct {
+type FastServer struct {
 	h1.Server
-	p         *Proxy
+	p         *Pipeline
 	exchanges sync.Pool // *exchangeState
 }
 
@@ -49,14 +49,14 @@ type exchangeState struct {
 	gzip bool
 }
 
-func (s *fastServer) get() *exchangeState {
+func (s *FastServer) get() *exchangeState {
 	if st, ok := s.exchanges.Get().(*exchangeState); ok {
 		return st
 	}
 	return &exchangeState{}
 }
 
-func (s *fastServer) put(st *exchangeState) {
+func (s *FastServer) put(st *exchangeState) {
 	if cap(st.x.body) > 1<<20 || cap(st.res.Body) > 1<<20 || cap(st.spare) > 1<<20 {
 		return // don't keep huge buffers
 	}
@@ -66,10 +66,10 @@ func (s *fastServer) put(st *exchangeState) {
 	s.exchanges.Put(st)
 }
 
-// newFastServer serves p's REST front-end; zero timeouts are h1's
+// NewFastServer serves p's REST front-end; zero timeouts are h1's
 // defaults.
-func newFastServer(p *Proxy, head, body, idle time.Duration) *fastServer {
-	s := &fastServer{p: p}
+func NewFastServer(p *Pipeline, head, body, idle time.Duration) *FastServer {
+	s := &FastServer{p: p}
 	s.Server.Fast = s.fast
 	s.Server.Handler = p.httpFront
 	s.Server.MaxBodyBytes = p.cfg.MaxBodyBytes
@@ -78,7 +78,7 @@ func newFastServer(p *Proxy, head, body, idle time.Duration) *fastServer {
 }
 
 // fast takes POST .../infer; everything else goes to the handler.
-func (s *fastServer) fast(c *h1.Conn, r *h1.Request) (served, keep bool, err error) {
+func (s *FastServer) fast(c *h1.Conn, r *h1.Request) (served, keep bool, err error) {
 	if !bytes.Equal(r.Method, []byte("POST")) {
 		return false, false, nil
 	}
@@ -132,7 +132,7 @@ func plainInferPath(path []byte) ([]byte, bool) {
 
 // infer is the fast path of POST /v2/models/{name}[/versions/{v}]/infer
 // (model: the unescaped name; version: "" unless the path names one).
-func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version string) (bool, error) {
+func (s *FastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version string) (bool, error) {
 	p := s.p
 	start := time.Now()
 	snap := p.snap.Load()
@@ -243,7 +243,7 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 // refuse answers a request shed before the pipeline (the buffered-bytes
 // budget): 503 with Retry-After, and the connection ends (lingering) since
 // the body may be unread.
-func (s *fastServer) refuse(c *h1.Conn, r *h1.Request, model []byte, start time.Time, e *oip.Error) (bool, error) {
+func (s *FastServer) refuse(c *h1.Conn, r *h1.Request, model []byte, start time.Time, e *oip.Error) (bool, error) {
 	s.p.shed("buffer")
 	if resp, step, ok := s.p.bodylessFallback(string(model)); ok {
 		// The route's static or empty answer (the body, unread, is not
@@ -303,7 +303,7 @@ func writeErrorTo(bw *bufio.Writer, status int, msg string, v *Variant, close bo
 }
 
 // respond writes the result (or error) and returns the status sent.
-func (s *fastServer) respond(bw *bufio.Writer, st *exchangeState, err error, close bool) int {
+func (s *FastServer) respond(bw *bufio.Writer, st *exchangeState, err error, close bool) int {
 	res := &st.res
 	if err != nil {
 		e := oip.AsError(err)

@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"context"
@@ -24,7 +24,7 @@ import (
 // grpcFront serves GRPCInferenceService for the virtual models.
 type grpcFront struct {
 	pb.UnimplementedGRPCInferenceServiceServer
-	p *Proxy
+	p *Pipeline
 }
 
 // MetadataVariant is the gRPC header metadata key naming the variant that
@@ -138,7 +138,7 @@ func httpErrorToGRPC(statusCode int, body []byte) error {
 }
 
 // ModelInfer serves a decoded request (the service interface's form; the
-// server registered by registerGRPCFront takes ModelInfer in its wire form:
+// server registered by RegisterGRPCFront takes ModelInfer in its wire form:
 // modelInferRaw).
 func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
 	hdr := metadata.MD{}
@@ -147,11 +147,12 @@ func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (
 	return out, err
 }
 
-// registerGRPCFront registers GRPCInferenceService with ModelInfer taken
+// RegisterGRPCFront registers GRPCInferenceService with ModelInfer taken
 // in its wire form (modelInferRaw); the server must use
-// grpcServerOptions' codec. A unary interceptor, if one is ever added,
+// GRPCServerOptions' codec. A unary interceptor, if one is ever added,
 // sees ModelInfer's request as an *upstream.RawMessage.
-func registerGRPCFront(s *grpc.Server, g *grpcFront) {
+func RegisterGRPCFront(s *grpc.Server, p *Pipeline) {
+	g := &grpcFront{p: p}
 	desc := pb.GRPCInferenceService_ServiceDesc
 	desc.Methods = slices.Clone(desc.Methods)
 	for i := range desc.Methods {
@@ -162,7 +163,7 @@ func registerGRPCFront(s *grpc.Server, g *grpcFront) {
 	s.RegisterService(&desc, g)
 }
 
-// grpcServerOptions are the gRPC front-end's server options: the codec
+// GRPCServerOptions are the gRPC front-end's server options: the codec
 // that receives ModelInfer requests as bytes (upstream.RawCodec: every
 // other message is decoded as usual); a pool of stream workers
 // (grpcStreamWorkers: a request does not start a goroutine and grow its
@@ -176,7 +177,7 @@ func registerGRPCFront(s *grpc.Server, g *grpcFront) {
 // workers); an idle worker costs its stack.
 const grpcStreamWorkers = 128
 
-func grpcServerOptions() []grpc.ServerOption {
+func GRPCServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ForceServerCodecV2(upstream.RawCodec{}),
 		grpc.NumStreamWorkers(grpcStreamWorkers),
@@ -233,7 +234,7 @@ func (g *grpcFront) modelInferWire(ctx context.Context, raw []byte, hdr metadata
 }
 
 // leanInfer is unary ModelInfer on the lean HTTP/2 server (internal/h2,
-// newLeanGRPC): modelInferWire with the answer marshalled here.
+// NewLeanGRPC): modelInferWire with the answer marshalled here.
 func (g *grpcFront) leanInfer(ctx context.Context, c *h2.Call) h2.Answer {
 	hdr := metadata.MD{}
 	out, err := g.modelInferWire(ctx, c.Msg, hdr)
@@ -258,11 +259,11 @@ const (
 	GRPCGo   = "grpc-go"
 )
 
-// newLeanGRPC is the gRPC listener's lean HTTP/2 server: unary ModelInfer
+// NewLeanGRPC is the gRPC listener's lean HTTP/2 server: unary ModelInfer
 // (uncompressed) on its own data path, every other stream (the other
 // methods, streaming, reflection, compressed messages) handed to srv,
 // grpc-go's server, through its ServeHTTP.
-func newLeanGRPC(p *Proxy, srv *grpc.Server, tlsCfg *tls.Config) *h2.Server {
+func NewLeanGRPC(p *Pipeline, srv *grpc.Server, tlsCfg *tls.Config) *h2.Server {
 	g := &grpcFront{p: p}
 	fast := h2.FastFunc(g.leanInfer)
 	return &h2.Server{
@@ -376,7 +377,7 @@ func (g *grpcFront) infer(ctx context.Context, in *grpcIn, hdr metadata.MD) (*pb
 	}
 	x := &Exchange{Route: route, Choice: choice, Start: start, Deadline: start.Add(route.Timeout), StickyKey: key, pbReq: in.req}
 	if in.req == nil {
-		if route.policies == nil && !route.validate {
+		if route.PassesThrough() {
 			x.pbRaw, x.head = in.raw, &in.head
 		} else if x.pbReq = new(pb.ModelInferRequest); proto.Unmarshal(in.raw, x.pbReq) != nil {
 			// pbwire.ReadRequest took it: not expected.

@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"crypto/tls"
@@ -54,6 +54,13 @@ func (r *Route) Variant(name string) *Variant {
 	}
 	return nil
 }
+
+// PassesThrough reports whether a gRPC request in wire form stays bytes on
+// this route (no policies and no answer validation read its tensors).
+func (r *Route) PassesThrough() bool { return r.policies == nil && !r.validate }
+
+// Limiter is the version's concurrency limit (spec.concurrency; nil: none).
+func (v *Variant) Limiter() *fallback.Limiter { return v.limiter }
 
 // Variant is one version of a route.
 type Variant struct {
@@ -301,7 +308,7 @@ func (g *registry) budget(model string, percent float64) *upstream.RetryBudget {
 }
 
 // compile builds a snapshot from validated models.
-func (p *Proxy) compile(models []api.Model, version, source string) (*snapshot, error) {
+func (p *Pipeline) compile(models []api.Model, version, source string) (*snapshot, error) {
 	s := &snapshot{version: version, source: source, applied: time.Now(), models: models, routes: map[string]*Route{}}
 	g := p.reg
 	g.mu.Lock()

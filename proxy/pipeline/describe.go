@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"context"
@@ -35,7 +35,7 @@ import (
 // state, as with the override header (routing.Picker.Pick).
 
 // describeTarget is the version a describe request is answered from.
-func (p *Proxy) describeTarget(s *snapshot, model, version, override string) (*Route, *Variant, *oip.Error) {
+func (p *Pipeline) describeTarget(s *snapshot, model, version, override string) (*Route, *Variant, *oip.Error) {
 	if s == nil {
 		return nil, nil, oip.Errorf(oip.Unavailable, "no configuration yet: the proxy has not reached its control plane and has no persisted configuration")
 	}
@@ -65,7 +65,7 @@ func noSuchVersion(r *Route, version string) *oip.Error {
 // describeCall is one describe call to a version's backend, over the
 // version's protocol: viaHTTP gets path's JSON into out, viaGRPC calls the
 // gRPC client.
-func (p *Proxy) describeCall(ctx context.Context, v *Variant, path string, out any, viaGRPC func(context.Context, pb.GRPCInferenceServiceClient) error) error {
+func (p *Pipeline) describeCall(ctx context.Context, v *Variant, path string, out any, viaGRPC func(context.Context, pb.GRPCInferenceServiceClient) error) error {
 	ctx, cancel := context.WithTimeout(ctx, v.Route.Timeout)
 	defer cancel()
 	e := upstream.PickP2C(v.Endpoints, rand.Uint64(), time.Now().UnixNano(), nil)
@@ -98,7 +98,7 @@ func (p *Proxy) describeCall(ctx context.Context, v *Variant, path string, out a
 }
 
 // metadata is v's metadata under the virtual model's name and versions.
-func (p *Proxy) metadata(ctx context.Context, v *Variant) (*oip.ModelMetadata, error) {
+func (p *Pipeline) metadata(ctx context.Context, v *Variant) (*oip.ModelMetadata, error) {
 	md := &oip.ModelMetadata{}
 	err := p.describeCall(ctx, v, v.metadataPath, md, func(ctx context.Context, c pb.GRPCInferenceServiceClient) error {
 		resp, err := c.ModelMetadata(ctx, &pb.ModelMetadataRequest{Name: v.BackendModel, Version: v.BackendVersion})
@@ -118,7 +118,7 @@ func (p *Proxy) metadata(ctx context.Context, v *Variant) (*oip.ModelMetadata, e
 // REST answer other than 200, gRPC ready false or NOT_FOUND for a model it
 // does not know: Triton's answer) is not ready; a backend that cannot be
 // reached is an error.
-func (p *Proxy) ready(ctx context.Context, v *Variant) (bool, error) {
+func (p *Pipeline) ready(ctx context.Context, v *Variant) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, v.Route.Timeout)
 	defer cancel()
 	e := upstream.PickP2C(v.Endpoints, rand.Uint64(), time.Now().UnixNano(), nil)
@@ -142,7 +142,7 @@ func (p *Proxy) ready(ctx context.Context, v *Variant) (bool, error) {
 }
 
 // config is v's model configuration under the virtual model's name.
-func (p *Proxy) config(ctx context.Context, v *Variant) (*oip.ModelConfig, error) {
+func (p *Pipeline) config(ctx context.Context, v *Variant) (*oip.ModelConfig, error) {
 	c := &oip.ModelConfig{}
 	err := p.describeCall(ctx, v, v.configPath, c, func(ctx context.Context, cl pb.GRPCInferenceServiceClient) error {
 		resp, err := cl.ModelConfig(ctx, &pb.ModelConfigRequest{Name: v.BackendModel, Version: v.BackendVersion})
@@ -160,7 +160,7 @@ func (p *Proxy) config(ctx context.Context, v *Variant) (*oip.ModelConfig, error
 
 // statistics are v's statistics under the virtual model's name and v's
 // version name.
-func (p *Proxy) statistics(ctx context.Context, v *Variant) ([]oip.ModelStatistics, error) {
+func (p *Pipeline) statistics(ctx context.Context, v *Variant) ([]oip.ModelStatistics, error) {
 	var body struct {
 		ModelStats []oip.ModelStatistics `json:"model_stats"`
 	}
@@ -186,7 +186,7 @@ func (p *Proxy) statistics(ctx context.Context, v *Variant) ([]oip.ModelStatisti
 // allStatistics are every virtual model's statistics (its serving
 // version), in name order; a version that cannot answer is left out (and
 // named in the log), so one down backend does not hide the others.
-func (p *Proxy) allStatistics(ctx context.Context) []oip.ModelStatistics {
+func (p *Pipeline) allStatistics(ctx context.Context) []oip.ModelStatistics {
 	all := []oip.ModelStatistics{}
 	s := p.snap.Load()
 	if s == nil {

@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"context"
@@ -49,7 +49,7 @@ import (
 
 // begin starts the exchange's server span (when tracing) from the
 // incoming trace context in carrier; x.TraceParent becomes the span's.
-func (p *Proxy) begin(ctx context.Context, x *Exchange, carrier propagation.TextMapCarrier) (context.Context, trace.Span) {
+func (p *Pipeline) begin(ctx context.Context, x *Exchange, carrier propagation.TextMapCarrier) (context.Context, trace.Span) {
 	if !p.tracing {
 		return ctx, nil
 	}
@@ -63,7 +63,7 @@ func (p *Proxy) begin(ctx context.Context, x *Exchange, carrier propagation.Text
 // serve answers the exchange: res holds the answer, or the error says
 // why there is none (an *oip.Error). res.Trigger is the judged outcome of
 // the primary (or why the chain ran).
-func (p *Proxy) serve(ctx context.Context, x *Exchange, res *Result) error {
+func (p *Pipeline) serve(ctx context.Context, x *Exchange, res *Result) error {
 	r := x.Route
 	v := r.Variants[x.Choice.Index]
 	r.Budget.Deposit()
@@ -134,7 +134,7 @@ func (p *Proxy) serve(ctx context.Context, x *Exchange, res *Result) error {
 // handOff runs after the client's answer was written (or handed to
 // grpc-go): the only work done there is a non-blocking enqueue of what
 // serve captured (the shadow job of a sampled request).
-func (p *Proxy) handOff(x *Exchange) {
+func (p *Pipeline) handOff(x *Exchange) {
 	if c := x.captured; c != nil {
 		x.captured = nil
 		c.enqueue()
@@ -146,7 +146,7 @@ func (p *Proxy) handOff(x *Exchange) {
 // status or the gRPC code's name), the canary's stats (on the variant
 // chosen, by the HTTP status or its equivalent) and the sampled log line.
 // latency is the exchange's, start to answer.
-func (p *Proxy) finish(ctx context.Context, span trace.Span, x *Exchange, res *Result, status int, code string, err error, latency time.Duration) {
+func (p *Pipeline) finish(ctx context.Context, span trace.Span, x *Exchange, res *Result, status int, code string, err error, latency time.Duration) {
 	v := x.Route.Variants[x.Choice.Index]
 	if span != nil {
 		span.SetAttributes(attribute.String("switchyard.variant", variantName(res, v)), attribute.Int("http.response.status_code", status))
@@ -188,7 +188,7 @@ func variantName(res *Result, v *Variant) string {
 }
 
 // logExchange writes one structured line for a finished exchange.
-func (p *Proxy) logExchange(ctx context.Context, x *Exchange, res *Result, v *Variant, status int, err error) {
+func (p *Pipeline) logExchange(ctx context.Context, x *Exchange, res *Result, v *Variant, status int, err error) {
 	level := slog.LevelInfo
 	switch {
 	case res.Trigger == fallback.Cancelled:
@@ -221,7 +221,7 @@ func (p *Proxy) logExchange(ctx context.Context, x *Exchange, res *Result, v *Va
 
 // logRequest logs a request refused before it became an exchange (no
 // configuration, unknown model or version).
-func (p *Proxy) logRequest(ctx context.Context, model, variant string, status int, start time.Time, err error, traceParent string) {
+func (p *Pipeline) logRequest(ctx context.Context, model, variant string, status int, start time.Time, err error, traceParent string) {
 	level := slog.LevelWarn
 	if status >= 500 {
 		level = slog.LevelError

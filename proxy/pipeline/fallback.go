@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"context"
@@ -81,7 +81,7 @@ func (f *features) policyLocked(r *Route, spec *api.Fallback) (*fallbackPolicy, 
 // fallBack walks the route's chain for an exchange whose primary outcome
 // (res.Trigger) falls; primaryErr is the primary's error. It returns the
 // error the client gets (nil when a step answered).
-func (p *Proxy) fallBack(ctx context.Context, rf *routePolicies, x *Exchange, v *Variant, res *Result, k reqKey, primaryErr error) error {
+func (p *Pipeline) fallBack(ctx context.Context, rf *routePolicies, x *Exchange, v *Variant, res *Result, k reqKey, primaryErr error) error {
 	pol := rf.fb
 	trig, err := res.Trigger, primaryErr
 	r := rf.route
@@ -169,7 +169,7 @@ func (p *Proxy) fallBack(ctx context.Context, rf *routePolicies, x *Exchange, v 
 // through its breaker; res.Trigger is the judged outcome. A request over
 // the limit is shed (trigger Overload: the chain answers it where there is
 // one); an adaptive limit learns from the call's latency.
-func (p *Proxy) primary(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
+func (p *Pipeline) primary(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
 	l := v.limiter
 	if l == nil {
 		return p.call(ctx, x, v, res)
@@ -213,7 +213,7 @@ func (rf *routePolicies) remember(x *Exchange, v *Variant, res *Result, k reqKey
 // a backup that rejects the request disagrees with its form (a smaller
 // max_batch_size, another schema); the request is not at fault — so the
 // error says why, for the message naming every step.
-func (p *Proxy) backup(ctx context.Context, pol *fallbackPolicy, x *Exchange, res *Result) error {
+func (p *Pipeline) backup(ctx context.Context, pol *fallbackPolicy, x *Exchange, res *Result) error {
 	bv := pol.backup
 	saved := x.Deadline
 	x.Deadline = time.Now().Add(pol.backupTimeout)
@@ -280,7 +280,7 @@ func (rf *routePolicies) bodylessAnswer() (resp *oip.InferResponse, step fallbac
 // bodylessFallback is the route's static or empty answer to a request the
 // buffered-bytes budget refused before its body was read (see
 // bodylessAnswer), counted as that step answering an overload.
-func (p *Proxy) bodylessFallback(model string) (*oip.InferResponse, string, bool) {
+func (p *Pipeline) bodylessFallback(model string) (*oip.InferResponse, string, bool) {
 	s := p.snap.Load()
 	if s == nil {
 		return nil, "", false

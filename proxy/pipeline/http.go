@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"encoding/json"
@@ -29,7 +29,7 @@ var serverMetadata = oip.ServerMetadata{Name: ServerName, Version: ServerVersion
 // leaves to net/http: health, server and model metadata, readiness, and
 // the errors for everything else. Every infer is the lean front-end's.
 type httpFront struct {
-	p *Proxy
+	p *Pipeline
 }
 
 const (
@@ -48,7 +48,7 @@ func (h *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt := oip.ParseHTTPPath(path)
 	if rt.Kind != oip.RouteUnknown && r.Method != rt.Kind.Method() && !(r.Method == http.MethodHead && rt.Kind.Method() == http.MethodGet) {
 		w.Header().Set("Allow", rt.Kind.Method())
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: method not allowed (use %s)", r.Method, path, rt.Kind.Method()))
+		WriteError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: method not allowed (use %s)", r.Method, path, rt.Kind.Method()))
 		return
 	}
 	switch rt.Kind {
@@ -66,9 +66,9 @@ func (h *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case oip.RouteModelMetadata, oip.RouteModelReady, oip.RouteModelConfig, oip.RouteModelStats:
 		h.describe(w, r, rt)
 	case oip.RouteRepositoryIndex, oip.RouteRepositoryLoad, oip.RouteRepositoryUnload:
-		writeError(w, http.StatusNotFound, noRepository)
+		WriteError(w, http.StatusNotFound, NoRepository)
 	default:
-		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown path %q: the proxy serves OIP v2 (/v2, /v2/health/{live,ready}, /v2/models/{name}[/versions/{v}][/ready|/infer|/config|/stats], /v2/models/stats)", path))
+		WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown path %q: the proxy serves OIP v2 (/v2, /v2/health/{live,ready}, /v2/models/{name}[/versions/{v}][/ready|/infer|/config|/stats], /v2/models/stats)", path))
 	}
 }
 
@@ -80,7 +80,8 @@ func writeRaw(w http.ResponseWriter, status int, body string) {
 	io.WriteString(w, body)
 }
 
-func writeError(w http.ResponseWriter, status int, msg string) {
+// WriteError answers status with {"error": msg}.
+func WriteError(w http.ResponseWriter, status int, msg string) {
 	b, _ := json.Marshal(struct {
 		Error string `json:"error"`
 	}{msg})
@@ -96,7 +97,7 @@ func first(vs []string) string {
 
 // resolve finds the route and picks the variant of a request. A version in
 // the path (/v2/models/{name}/versions/{v}/...) pins that version.
-func (p *Proxy) resolve(s *snapshot, model, pathVersion, override, key string) (*Route, routing.Choice, *oip.Error) {
+func (p *Pipeline) resolve(s *snapshot, model, pathVersion, override, key string) (*Route, routing.Choice, *oip.Error) {
 	if s == nil {
 		return nil, routing.Choice{}, oip.Errorf(oip.Unavailable, "no configuration yet: the proxy has not reached its control plane and has no persisted configuration")
 	}
@@ -133,7 +134,7 @@ func (h *httpFront) describe(w http.ResponseWriter, r *http.Request, rt oip.HTTP
 	}
 	_, v, oerr := p.describeTarget(s, rt.Model, rt.Version, override)
 	if oerr != nil {
-		writeError(w, oerr.HTTPStatus(), oerr.Msg)
+		WriteError(w, oerr.HTTPStatus(), oerr.Msg)
 		return
 	}
 	w.Header()[hdrVariant] = v.headerValue
@@ -145,7 +146,7 @@ func (h *httpFront) describe(w http.ResponseWriter, r *http.Request, rt oip.HTTP
 		switch {
 		case err != nil:
 			oe := oip.AsError(err)
-			writeError(w, oe.HTTPStatus(), oe.Msg)
+			WriteError(w, oe.HTTPStatus(), oe.Msg)
 		case ok:
 			writeRaw(w, http.StatusOK, `{"ready":true}`)
 		default:
@@ -163,7 +164,7 @@ func (h *httpFront) describe(w http.ResponseWriter, r *http.Request, rt oip.HTTP
 	}
 	if err != nil {
 		oe := oip.AsError(err)
-		writeError(w, oe.HTTPStatus(), oe.Msg)
+		WriteError(w, oe.HTTPStatus(), oe.Msg)
 		return
 	}
 	b, _ := json.Marshal(out)
@@ -179,4 +180,16 @@ type statsBody struct {
 func (h *httpFront) allStats(w http.ResponseWriter, r *http.Request) {
 	b, _ := json.Marshal(statsBody{h.p.allStatistics(r.Context())})
 	writeRaw(w, http.StatusOK, string(b))
+}
+
+// WriteJSON answers status with v, indented.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		WriteError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
 }
