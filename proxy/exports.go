@@ -1,6 +1,9 @@
 package proxy
 
-import "github.com/switchyard-dev/switchyard/proxy/pipeline"
+import (
+	"github.com/switchyard-dev/switchyard/proxy/front"
+	"github.com/switchyard-dev/switchyard/proxy/pipeline"
+)
 
 // The pipeline's names that the proxy's API uses (Config, Route, Metrics).
 type (
@@ -26,8 +29,8 @@ const EnvShadowAgent = pipeline.EnvShadowAgent
 
 // The gRPC transports (Config.GRPCTransport).
 const (
-	GRPCLean = pipeline.GRPCLean
-	GRPCGo   = pipeline.GRPCGo
+	GRPCLean = front.GRPCLean
+	GRPCGo   = front.GRPCGo
 )
 
 // DefaultMaxBufferedBytes is Config.MaxBufferedBytes's default.

@@ -23,7 +23,7 @@ import (
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
-	"github.com/switchyard-dev/switchyard/proxy/pipeline"
+	"github.com/switchyard-dev/switchyard/proxy/front"
 )
 
 // Regression tests of issue 15's failure-path defects, each on real
@@ -210,7 +210,7 @@ func TestStaticAnswerFollowsRequestRows(t *testing.T) {
 	if sh := resp.GetOutputs()[0].GetShape(); len(sh) != 2 || sh[0] != 3 {
 		t.Fatalf("gRPC static answer shape %v, want [3 100]", sh)
 	}
-	if v := hdr.Get(pipeline.MetadataVariant); len(v) != 0 {
+	if v := hdr.Get(front.MetadataVariant); len(v) != 0 {
 		t.Fatalf("static answer marked with variant %v", v)
 	}
 }

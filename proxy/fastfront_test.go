@@ -13,7 +13,7 @@ import (
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/internal/rawhttp"
-	"github.com/switchyard-dev/switchyard/proxy/pipeline"
+	"github.com/switchyard-dev/switchyard/proxy/front"
 )
 
 func body(r *http.Response) string { b, _ := io.ReadAll(r.Body); return string(b) }
@@ -98,7 +98,7 @@ func TestFastFrontEndProtocol(t *testing.T) {
 	})
 	t.Run("fallback paths", func(t *testing.T) {
 		rs := rawhttp.Exchange(t, addr, "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\nGET /v2 HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /v2/models/recommender/infer HTTP/1.1\r\nHost: x\r\n\r\n", 4)
-		if rs[0].StatusCode != 200 || rs[1].StatusCode != 200 || !strings.Contains(body(rs[1]), pipeline.ServerName) || rs[2].StatusCode != 404 || rs[3].StatusCode != 405 {
+		if rs[0].StatusCode != 200 || rs[1].StatusCode != 200 || !strings.Contains(body(rs[1]), front.ServerName) || rs[2].StatusCode != 404 || rs[3].StatusCode != 405 {
 			t.Fatalf("fallback: %d %d %d %d", rs[0].StatusCode, rs[1].StatusCode, rs[2].StatusCode, rs[3].StatusCode)
 		}
 	})

@@ -20,7 +20,7 @@ import (
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
-	"github.com/switchyard-dev/switchyard/proxy/pipeline"
+	"github.com/switchyard-dev/switchyard/proxy/front"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 )
 
@@ -118,8 +118,8 @@ func TestGRPCPassThroughByteIdentical(t *testing.T) {
 			if resp.GetId() != tc.in.GetId() {
 				t.Fatalf("id %q, want %q", resp.GetId(), tc.in.GetId())
 			}
-			if v := ah.Get(pipeline.MetadataVariant); len(v) != 1 || v[0] != "v3" || strings.Join(bh.Get(pipeline.MetadataVariant), ",") != "v3" {
-				t.Fatalf("variant headers: %v / %v", v, bh.Get(pipeline.MetadataVariant))
+			if v := ah.Get(front.MetadataVariant); len(v) != 1 || v[0] != "v3" || strings.Join(bh.Get(front.MetadataVariant), ",") != "v3" {
+				t.Fatalf("variant headers: %v / %v", v, bh.Get(front.MetadataVariant))
 			}
 		})
 	}

@@ -33,7 +33,7 @@ import (
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/oip/compress"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
-	"github.com/switchyard-dev/switchyard/proxy/pipeline"
+	"github.com/switchyard-dev/switchyard/proxy/front"
 )
 
 // protocolProxy is the demo route (v1, v2 REST; v3 gRPC) at 20/80, so the
@@ -626,7 +626,7 @@ func TestStreamMessagesCarryTheirMarks(t *testing.T) {
 			if m.GetErrorMessage() != "" || len(r.GetOutputs()) != 1 {
 				t.Fatalf("%s message %q: %v %s", c.model, r.GetId(), r, m.GetErrorMessage())
 			}
-			if param(r, pipeline.MetadataVariant) != c.variant || param(r, fallback.HeaderFallback) != c.fallback || param(r, fallback.HeaderFallbackReason) != c.reason {
+			if param(r, front.MetadataVariant) != c.variant || param(r, fallback.HeaderFallback) != c.fallback || param(r, fallback.HeaderFallbackReason) != c.reason {
 				t.Fatalf("%s message %q parameters %v, want variant %q fallback %q reason %q", c.model, r.GetId(), r.GetParameters(), c.variant, c.fallback, c.reason)
 			}
 			got++

@@ -42,6 +42,7 @@ import (
 	"github.com/switchyard-dev/switchyard/internal/seclog"
 	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	"github.com/switchyard-dev/switchyard/oip"
+	"github.com/switchyard-dev/switchyard/proxy/front"
 	"github.com/switchyard-dev/switchyard/proxy/pipeline"
 	"github.com/switchyard-dev/switchyard/proxy/report"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
@@ -125,7 +126,7 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxBufferedBytes bounds the bytes of request bodies held at once,
 	// REST and gRPC, inflated bytes counted (default
-	// DefaultMaxBufferedBytes; see overload.go). MaxConnections caps the
+	// DefaultMaxBufferedBytes; see proxy/pipeline/overload.go). MaxConnections caps the
 	// connections of each listener (default DefaultMaxConnections;
 	// negative: no cap).
 	MaxBufferedBytes int64
@@ -160,7 +161,7 @@ type Proxy struct {
 	log *slog.Logger
 	pl  *pipeline.Pipeline // the request pipeline the front-ends serve
 
-	httpSrv   *pipeline.FastServer
+	httpSrv   *front.FastServer
 	grpcSrv   *grpc.Server
 	h2Srv     *h2.Server // the lean gRPC server in front of grpcSrv (nil: grpcSrv serves)
 	adminSrv  *http.Server
@@ -327,7 +328,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	startCtx := ctx
 	ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if l := p.listeners[0]; l != nil {
-		p.httpSrv = pipeline.NewFastServer(p.pl, 0, 0, 0)
+		p.httpSrv = front.NewFastServer(p.pl, 0, 0, 0)
 		if p.tlsSrv != nil {
 			p.httpSrv.TLSConfig = p.tlsSrv.Config("http/1.1")
 		}
@@ -335,19 +336,19 @@ func (p *Proxy) Start(ctx context.Context) error {
 	}
 	if l := p.listeners[1]; l != nil {
 		lean := p.cfg.GRPCTransport != GRPCGo
-		gopts := append(pipeline.GRPCServerOptions(), grpc.MaxRecvMsgSize(int(p.cfg.MaxBodyBytes)))
+		gopts := append(front.GRPCServerOptions(), grpc.MaxRecvMsgSize(int(p.cfg.MaxBodyBytes)))
 		if p.tlsSrv != nil && !lean {
 			gopts = append(gopts, grpc.Creds(credentials.NewTLS(p.tlsSrv.Config("h2"))))
 		}
 		p.grpcSrv = grpc.NewServer(gopts...)
-		pipeline.RegisterGRPCFront(p.grpcSrv, p.pl)
+		front.RegisterGRPCFront(p.grpcSrv, p.pl)
 		reflection.Register(p.grpcSrv) // grpcurl and friends work without the proto files
 		if lean {
 			var tc *tls.Config
 			if p.tlsSrv != nil {
 				tc = p.tlsSrv.Config("h2")
 			}
-			p.h2Srv = pipeline.NewLeanGRPC(p.pl, p.grpcSrv, tc)
+			p.h2Srv = front.NewLeanGRPC(p.pl, p.grpcSrv, tc)
 			p.goServe(func() error { return p.h2Srv.Serve(l) })
 		} else {
 			p.goServe(func() error { return p.grpcSrv.Serve(l) })

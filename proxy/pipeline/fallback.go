@@ -175,7 +175,7 @@ func (p *Pipeline) primary(ctx context.Context, x *Exchange, v *Variant, res *Re
 		return p.call(ctx, x, v, res)
 	}
 	if !l.TryAcquire() {
-		p.shed("concurrency")
+		p.Shed("concurrency")
 		res.Variant, res.Trigger = v, fallback.Overload
 		e := oip.Errorf(oip.Unavailable, "model %q version %q: %d requests in flight (spec.concurrency); shed, retry shortly", v.Route.Name, v.Name, l.Max())
 		e.RetryAfter = overloadRetryAfter
@@ -234,8 +234,8 @@ func (p *Pipeline) backup(ctx context.Context, pol *fallbackPolicy, x *Exchange,
 
 // requestID is the request's id ("" when absent or undecodable).
 func requestID(x *Exchange) string {
-	if x.pbReq != nil {
-		return x.pbReq.GetId()
+	if x.PBReq != nil {
+		return x.PBReq.GetId()
 	}
 	if req, err := x.Request(); err == nil {
 		return req.ID
@@ -277,10 +277,10 @@ func (rf *routePolicies) bodylessAnswer() (resp *oip.InferResponse, step fallbac
 	return nil, 0, false
 }
 
-// bodylessFallback is the route's static or empty answer to a request the
+// BodylessFallback is the route's static or empty answer to a request the
 // buffered-bytes budget refused before its body was read (see
 // bodylessAnswer), counted as that step answering an overload.
-func (p *Pipeline) bodylessFallback(model string) (*oip.InferResponse, string, bool) {
+func (p *Pipeline) BodylessFallback(model string) (*oip.InferResponse, string, bool) {
 	s := p.snap.Load()
 	if s == nil {
 		return nil, "", false

@@ -242,7 +242,7 @@ func (f *features) lastGoodLocked(model string) *fallback.Cache {
 	return c
 }
 
-// applied is called by Proxy.Apply once a configuration is live: pieces no
+// applied is called by Pipeline.Apply once a configuration is live: pieces no
 // live route uses are closed (caches purged, mirrors drained in the
 // background, record files closed).
 func (f *features) applied(routes map[string]*Route) {

@@ -1,13 +1,13 @@
 // Package pipeline is the proxy's transport-neutral request pipeline: the
 // compiled routes and their policies (route.go, fallback_features.go), one
-// exchange's way through them (pipeline.go: begin, serve, finish, handOff),
+// exchange's way through them (pipeline.go: Begin, Serve, Finish, HandOff),
 // the upstream attempts (invoke.go), the prediction cache (cache.go), the
 // fallback chain (fallback.go), the shadow capture and agent (shadow.go,
 // shadowagent.go), what a request counts as for the canary (report.go),
 // overload (overload.go) and the request metrics (metrics.go).
 //
 // A Pipeline is built by package proxy (New) and fed configurations
-// (Apply); the front-ends turn their wire into an Exchange and a Result
+// (Apply); the front-ends (package proxy/front) turn their wire into an Exchange and a Result
 // back into their wire.
 package pipeline
 
@@ -79,13 +79,12 @@ type Pipeline struct {
 	tracer  trace.Tracer
 	prop    propagation.TextMapPropagator
 
-	snap    atomic.Pointer[snapshot]
+	snap    atomic.Pointer[Snapshot]
 	applyMu sync.Mutex
 
-	httpFront *httpFront
-	stats     *report.Recorder
-	features  *features // the routes' cache, fallback and shadow policies
-	budget    *byteBudget
+	stats    *report.Recorder
+	features *features // the routes' cache, fallback and shadow policies
+	budget   *ByteBudget
 }
 
 // New builds a pipeline with no configuration yet (Apply gives it one).
@@ -115,7 +114,7 @@ func New(cfg Config) (*Pipeline, error) {
 		sampler: telemetry.NewSampler(cfg.LogSampleEvery),
 		prop:    telemetry.Propagator(),
 		stats:   report.NewRecorder(),
-		budget:  &byteBudget{limit: cfg.MaxBufferedBytes},
+		budget:  &ByteBudget{limit: cfg.MaxBufferedBytes},
 	}
 	cfg.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "switchyard_proxy_buffered_request_bytes",
@@ -140,7 +139,6 @@ func New(cfg Config) (*Pipeline, error) {
 	if err := p.features.attach(p); err != nil {
 		return nil, err
 	}
-	p.httpFront = &httpFront{p: p}
 	return p, nil
 }
 
@@ -240,6 +238,23 @@ func (p *Pipeline) Stats() *report.Recorder { return p.stats }
 func (p *Pipeline) AdminRoutes(mux *http.ServeMux, guard func(http.Handler) http.Handler) {
 	p.features.adminRoutes(mux, guard)
 }
+
+// Snapshot is the active configuration (nil before the first one).
+func (p *Pipeline) Snapshot() *Snapshot { return p.snap.Load() }
+
+// Budget is the buffered-bytes budget the front-ends take request bodies
+// from (overload.go).
+func (p *Pipeline) Budget() *ByteBudget { return p.budget }
+
+// MaxBodyBytes bounds a request body (Config.MaxBodyBytes).
+func (p *Pipeline) MaxBodyBytes() int64 { return p.cfg.MaxBodyBytes }
+
+// Tracing reports whether spans are recorded (Begin needs the incoming
+// trace context's carrier only then).
+func (p *Pipeline) Tracing() bool { return p.tracing }
+
+// Logger is the pipeline's logger.
+func (p *Pipeline) Logger() *slog.Logger { return p.log }
 
 // BufferedBytes is the bytes of request bodies held now (the budget of
 // Config.MaxBufferedBytes).

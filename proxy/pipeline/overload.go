@@ -24,14 +24,14 @@ import (
 // DefaultMaxBufferedBytes is Config.MaxBufferedBytes's default.
 const DefaultMaxBufferedBytes = 256 << 20
 
-// byteBudget counts the request bytes held by requests in flight.
-type byteBudget struct {
+// ByteBudget counts the request bytes held by requests in flight.
+type ByteBudget struct {
 	limit int64
 	used  atomic.Int64
 }
 
 // take reserves n bytes; false (nothing reserved) when they do not fit.
-func (b *byteBudget) take(n int64) bool {
+func (b *ByteBudget) Take(n int64) bool {
 	if n <= 0 {
 		return true
 	}
@@ -43,14 +43,14 @@ func (b *byteBudget) take(n int64) bool {
 }
 
 // give returns n reserved bytes.
-func (b *byteBudget) give(n int64) {
+func (b *ByteBudget) Give(n int64) {
 	if n > 0 {
 		b.used.Add(-n)
 	}
 }
 
 // overBudget is the answer to a request that does not fit the budget.
-func (b *byteBudget) overBudget(n int64) *oip.Error {
+func (b *ByteBudget) OverBudget(n int64) *oip.Error {
 	e := oip.Errorf(oip.Unavailable, "the proxy is holding %d bytes of request bodies (limit %d) and cannot take %d more now; retry shortly",
 		b.used.Load(), b.limit, n)
 	e.RetryAfter = overloadRetryAfter
@@ -62,9 +62,10 @@ func (b *byteBudget) overBudget(n int64) *oip.Error {
 // gRPC UNAVAILABLE with a RetryInfo detail.
 const overloadRetryAfter = time.Second
 
-// retryAfterHeader is the REST header line of an overload answer.
-const retryAfterHeader = "Retry-After: 1\r\n"
+// RetryAfterHeader is the REST header line of an overload answer.
+const RetryAfterHeader = "Retry-After: 1\r\n"
 
-func (p *Pipeline) shed(reason string) {
+// Shed counts a request refused for overload (reason: the metric's label).
+func (p *Pipeline) Shed(reason string) {
 	p.metrics.Shed.WithLabelValues(reason).Inc()
 }

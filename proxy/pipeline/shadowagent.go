@@ -26,7 +26,7 @@ import (
 // latency. With the agent the proxy only hands the captured bytes over to
 // a child process of its own binary at SCHED_IDLE priority, which owns
 // everything after the hand-off — its own mirrors (this package's
-// in-process mirrors, in a headless Proxy), upstream pools to the shadow
+// in-process mirrors, in a headless Pipeline), upstream pools to the shadow
 // versions, comparisons, record files, the ring behind the report — and
 // sends comparison counts back for the canary's shadow-disagreement gate.
 // The process supervisor, the hand-off buffer, the frame protocol and the
@@ -169,7 +169,7 @@ func (pl *shadowPayload) WireJob(j *agent.Job, s *agent.Scratch) {
 	}
 }
 
-// agentEngine is what the agent process runs: a headless Proxy (no
+// agentEngine is what the agent process runs: a headless Pipeline (no
 // listeners, no xDS) whose features run the mirrors in process, fed by
 // the proxy's frames.
 type agentEngine struct {
