@@ -4,7 +4,7 @@
 // Everything here is pure: values in, values out, time passed in. The
 // controller around it (ticks, store writes, the Prometheus source) is
 // controlplane/canaryctl, the stats stream controlplane/stats, the API
-// controlplane/rest; the proxy's recorder and reporter are proxy/report.go.
+// controlplane/rest; the proxy's recorder and reporter are proxy/report.
 //
 // # Stats
 //

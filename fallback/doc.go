@@ -5,7 +5,7 @@
 // answer, caches predictions and coalesces identical requests in flight.
 //
 // The package holds no sockets and no configuration plumbing: the proxy's
-// request pipeline (proxy/pipeline.go) calls it around each upstream
+// request pipeline (proxy/pipeline/pipeline.go) calls it around each upstream
 // attempt. One request through the proxy:
 //
 //	ticket, ok := breaker.Allow()              // not ok: trigger BreakerOpen

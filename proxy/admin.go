@@ -2,12 +2,10 @@ package proxy
 
 import (
 	"crypto/subtle"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"sort"
 	"strings"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/internal/seclog"
 	"github.com/switchyard-dev/switchyard/internal/tlsutil"
+	"github.com/switchyard-dev/switchyard/proxy/pipeline"
 	"github.com/switchyard-dev/switchyard/proxy/xdsclient"
 )
 
@@ -63,11 +62,11 @@ type EndpointStats struct {
 
 // ConfigDump returns the active configuration and where it came from.
 func (p *Proxy) ConfigDump() ConfigDump {
-	s := p.snap.Load()
+	s, ok := p.pl.Live()
 	d := ConfigDump{Models: []api.Model{}}
-	if s != nil {
-		d.Version, d.Source, d.AppliedAt, d.Models = s.version, s.source, s.applied, s.models
-		if s.source == SourcePersisted {
+	if ok {
+		d.Version, d.Source, d.AppliedAt, d.Models = s.Version, s.Source, s.Applied, s.Models
+		if s.Source == SourcePersisted {
 			d.PersistedFrom = p.persisted
 			d.Note = "serving the persisted last good configuration: the control plane has not answered since start"
 		}
@@ -83,20 +82,10 @@ func (p *Proxy) ConfigDump() ConfigDump {
 
 // Stats returns live per-variant upstream numbers.
 func (p *Proxy) Stats() Stats {
-	s := p.snap.Load()
 	out := Stats{Models: []ModelStats{}}
-	if s == nil {
-		return out
-	}
 	now := time.Now().UnixNano()
-	names := make([]string, 0, len(s.routes))
-	for n := range s.routes {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		r := s.routes[n]
-		ms := ModelStats{Model: n}
+	for _, r := range p.pl.Routes() {
+		ms := ModelStats{Model: r.Name}
 		for i, v := range r.Variants {
 			vs := VariantStats{Variant: v.Name, Weight: r.Picker.Weight(i), Breaker: v.Breaker.State().String()}
 			for _, e := range v.Endpoints {
@@ -111,35 +100,24 @@ func (p *Proxy) Stats() Stats {
 	return out
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
-}
-
 func (p *Proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.cfg.Registry, promhttp.HandlerOpts{}))
 	mux.Handle("GET /config_dump", p.guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, p.ConfigDump())
+		pipeline.WriteJSON(w, http.StatusOK, p.ConfigDump())
 	})))
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, p.Stats())
+		pipeline.WriteJSON(w, http.StatusOK, p.Stats())
 	})
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
-		s := p.snap.Load()
-		if s == nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": "no configuration yet"})
+		s, ok := p.pl.Live()
+		if !ok {
+			pipeline.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": "no configuration yet"})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"ready": true, "version": s.version, "source": s.source})
+		pipeline.WriteJSON(w, http.StatusOK, map[string]any{"ready": true, "version": s.Version, "source": s.Source})
 	})
-	p.features.adminRoutes(mux, p.guard)                            // /shadow/report, /shadow/records, /fallback
+	p.pl.AdminRoutes(mux, p.guard)                                  // /shadow/report, /shadow/records, /fallback
 	mux.Handle("GET /security/events", p.guard(p.seclog.Handler())) // the guard's own refusals (seclog)
 	mux.Handle("GET /debug/pprof/", p.guard(http.HandlerFunc(pprof.Index)))
 	mux.Handle("GET /debug/pprof/profile", p.guard(http.HandlerFunc(pprof.Profile)))
@@ -174,18 +152,18 @@ func (p *Proxy) guard(h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		p.metrics.AdminRefused.WithLabelValues(reason).Inc()
+		p.pl.Metrics().AdminRefused.WithLabelValues(reason).Inc()
 		ev := seclog.Event{Remote: r.RemoteAddr, Method: r.Method, Path: r.URL.Path, Subject: tlsutil.PeerIdentity(r.TLS)}
 		if reason == "not_loopback" {
 			ev.Reason, ev.Detail = seclog.NotAllowed, fmt.Sprintf("%s is served to loopback clients only; start the proxy with --admin-token-file to serve it to callers that present the token", r.URL.Path)
 			p.seclog.Refuse(ev)
-			writeError(w, http.StatusForbidden, ev.Detail)
+			pipeline.WriteError(w, http.StatusForbidden, ev.Detail)
 			return
 		}
 		ev.Reason, ev.Detail = seclog.Reason(reason), fmt.Sprintf("%s needs the admin token: Authorization: Bearer <token>", r.URL.Path)
 		p.seclog.Refuse(ev)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard-proxy-admin"`)
-		writeError(w, http.StatusUnauthorized, ev.Detail)
+		pipeline.WriteError(w, http.StatusUnauthorized, ev.Detail)
 	})
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+	"github.com/switchyard-dev/switchyard/proxy/front"
 )
 
 // Regression tests of issue 15's failure-path defects, each on real
@@ -209,7 +210,7 @@ func TestStaticAnswerFollowsRequestRows(t *testing.T) {
 	if sh := resp.GetOutputs()[0].GetShape(); len(sh) != 2 || sh[0] != 3 {
 		t.Fatalf("gRPC static answer shape %v, want [3 100]", sh)
 	}
-	if v := hdr.Get(MetadataVariant); len(v) != 0 {
+	if v := hdr.Get(front.MetadataVariant); len(v) != 0 {
 		t.Fatalf("static answer marked with variant %v", v)
 	}
 }
@@ -292,7 +293,7 @@ func TestClientCancelIsNobodysFailure(t *testing.T) {
 	}
 	for _, v := range []string{"g", "r"} {
 		var st canary.Stats
-		p.stats.Slot("m", v).Snapshot(&st)
+		p.pl.Stats().Slot("m", v).Snapshot(&st)
 		if st.Requests != 0 || st.ErrorCount() != 0 {
 			t.Fatalf("%s: canary stats count cancelled requests: %+v", v, st)
 		}
@@ -322,7 +323,7 @@ func TestPrimaryRejectionReachesClientAndCanary(t *testing.T) {
 		}
 	}
 	var st canary.Stats
-	p.stats.Slot("recommender", "v1").Snapshot(&st)
+	p.pl.Stats().Slot("recommender", "v1").Snapshot(&st)
 	if st.Requests != 3 || st.Errors["client_4xx"] != 3 || st.Errors["status_5xx"] != 0 {
 		t.Fatalf("canary stats %+v, want 3 requests, 3 client_4xx", st)
 	}
@@ -374,7 +375,7 @@ func TestNaNInputsAreNotTheVersionsFailure(t *testing.T) {
 		t.Fatalf("v1's breaker %s after NaN inputs, want closed", st)
 	}
 	var st canary.Stats
-	p.stats.Slot("recommender", "v1").Snapshot(&st)
+	p.pl.Stats().Slot("recommender", "v1").Snapshot(&st)
 	if st.Requests != 5 || st.NaNOutputs != 0 || st.ErrorCount() != 0 || st.UpstreamFailureCount() != 0 || st.Fallbacks != 0 {
 		t.Fatalf("v1 canary stats after NaN inputs: %+v, want 5 requests and nothing else", st)
 	}

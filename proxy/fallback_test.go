@@ -28,6 +28,7 @@ import (
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+	"github.com/switchyard-dev/switchyard/proxy/pipeline"
 )
 
 // featuresProxy starts a proxy with these cache/fallback/shadow settings
@@ -350,7 +351,7 @@ func TestFallbackChainWhenPrimaryDies(t *testing.T) {
 	if got := metricSum(t, reg, "switchyard_fallback_triggers_total", map[string]string{"model": "recommender", "version": "v1", "trigger": "connect_error"}); got == 0 {
 		t.Errorf("no connect_error trigger counted for v1")
 	}
-	var st FallbackStatus
+	var st pipeline.FallbackStatus
 	getJSON(t, "http://"+p.AdminAddr()+"/fallback", &st)
 	if len(st.Models) != 1 || st.Models[0].Breakers[0].State != "open" || st.Models[0].LastGood == nil || st.Models[0].LastGood.Entries < known {
 		t.Fatalf("admin /fallback: %+v", st)

@@ -12,6 +12,7 @@ import (
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/internal/rawhttp"
+	"github.com/switchyard-dev/switchyard/proxy/front"
 )
 
 // Adversarial HTTP/1.1 input against the fast front-end (fastfront.go):
@@ -195,7 +196,7 @@ func listen(t *testing.T) net.Listener {
 // defaults).
 func startFastServerOn(t *testing.T, p *Proxy, l net.Listener, head, body, idle time.Duration) string {
 	t.Helper()
-	s := newFastServer(p, head, body, idle)
+	s := front.NewFastServer(p.pl, head, body, idle)
 	done := make(chan struct{})
 	go func() { defer close(done); s.Serve(l) }()
 	t.Cleanup(func() {

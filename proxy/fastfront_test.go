@@ -13,6 +13,7 @@ import (
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/internal/rawhttp"
+	"github.com/switchyard-dev/switchyard/proxy/front"
 )
 
 func body(r *http.Response) string { b, _ := io.ReadAll(r.Body); return string(b) }
@@ -97,23 +98,8 @@ func TestFastFrontEndProtocol(t *testing.T) {
 	})
 	t.Run("fallback paths", func(t *testing.T) {
 		rs := rawhttp.Exchange(t, addr, "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\nGET /v2 HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /v2/models/recommender/infer HTTP/1.1\r\nHost: x\r\n\r\n", 4)
-		if rs[0].StatusCode != 200 || rs[1].StatusCode != 200 || !strings.Contains(body(rs[1]), ServerName) || rs[2].StatusCode != 404 || rs[3].StatusCode != 405 {
+		if rs[0].StatusCode != 200 || rs[1].StatusCode != 200 || !strings.Contains(body(rs[1]), front.ServerName) || rs[2].StatusCode != 404 || rs[3].StatusCode != 405 {
 			t.Fatalf("fallback: %d %d %d %d", rs[0].StatusCode, rs[1].StatusCode, rs[2].StatusCode, rs[3].StatusCode)
 		}
 	})
-}
-
-func TestOriginPath(t *testing.T) {
-	for _, c := range []struct{ in, want string }{
-		{"/v2/models/m/infer", "/v2/models/m/infer"},
-		{"http://h:8000/v2/models/m/infer", "/v2/models/m/infer"},
-		{"HTTPS://h/v2", "/v2"},
-		{"http://h", "/"},
-		{"*", "*"},
-		{"", ""},
-	} {
-		if got := string(originPath([]byte(c.in))); got != c.want {
-			t.Errorf("originPath(%q) = %q, want %q", c.in, got, c.want)
-		}
-	}
 }

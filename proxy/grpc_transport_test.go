@@ -15,6 +15,7 @@ import (
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+	"github.com/switchyard-dev/switchyard/proxy/front"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 )
 
@@ -58,7 +59,7 @@ func TestGRPCTransportsAnswerAlike(t *testing.T) {
 			var hdr metadata.MD
 			err := cc.Invoke(ctx, pb.GRPCInferenceService_ModelInfer_FullMethodName, &upstream.RawMessage{B: req}, &out,
 				grpc.ForceCodecV2(upstream.RawCodec{}), grpc.Header(&hdr))
-			a := answer{body: out.B, variant: first(hdr[MetadataVariant])}
+			a := answer{body: out.B, variant: first(hdr[front.MetadataVariant])}
 			if err != nil {
 				a.err = status.Convert(err).String()
 			}

@@ -199,3 +199,16 @@ func closedAddr(t testing.TB) string {
 func userHeader(i int) map[string]string {
 	return map[string]string{"x-user-id": "user-" + strconv.Itoa(i)}
 }
+
+func first(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
+}
+
+// models is p's active configuration.
+func models(p *Proxy) []api.Model {
+	ms, _, _ := p.Models()
+	return ms
+}

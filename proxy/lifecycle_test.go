@@ -76,7 +76,7 @@ func sendSlow(t *testing.T, p *Proxy) <-chan int {
 	t.Cleanup(func() { c.Close() })
 	b := inferBody(1)
 	fmt.Fprintf(c, "POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
-	waitFor(t, "the request in flight", func() bool { return p.Route("slow").Variants[0].limiter.InFlight() == 1 })
+	waitFor(t, "the request in flight", func() bool { return p.Route("slow").Variants[0].Limiter().InFlight() == 1 })
 	status := make(chan int, 1)
 	go func() {
 		r, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -158,7 +158,10 @@ func TestShutdownCallersShareTheFirstDrain(t *testing.T) {
 	if err := p.Shutdown(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a later Shutdown: %v, want the first drain's result", err)
 	}
-	if st := <-answer; st != 0 {
+	// The client's connection and the call upstream are cut at the same
+	// moment: the client sees its connection closed, or the cut call's
+	// 504 if that was written first.
+	if st := <-answer; st != 0 && st != 504 {
 		t.Fatalf("the request cut by the drain got %d", st)
 	}
 }
@@ -183,10 +186,13 @@ func TestDrainPastItsBoundCutsUpstreamCalls(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("the drain waited for the version's ten-minute timeout")
 	}
-	if st := <-answer; st != 0 {
+	// The client's connection and the call upstream are cut at the same
+	// moment: the client sees its connection closed, or the cut call's
+	// 504 if that was written first.
+	if st := <-answer; st != 0 && st != 504 {
 		t.Fatalf("the request cut by the drain got %d", st)
 	}
-	if n := p.Route("slow").Variants[0].limiter.InFlight(); n != 0 {
+	if n := p.Route("slow").Variants[0].Limiter().InFlight(); n != 0 {
 		t.Fatalf("%d calls still in flight after the drain", n)
 	}
 }

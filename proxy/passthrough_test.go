@@ -20,6 +20,7 @@ import (
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+	"github.com/switchyard-dev/switchyard/proxy/front"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 )
 
@@ -46,11 +47,10 @@ func TestGRPCPassThroughByteIdentical(t *testing.T) {
 		return m
 	}
 	p := startProxy(t, Config{Models: []api.Model{model("plain", false), model("decoded", true)}})
-	s := p.snap.Load()
-	if r := s.routes["plain"]; r.policies != nil || r.validate {
+	if !p.Route("plain").PassesThrough() {
 		t.Fatal("route plain has policies: it would not pass through")
 	}
-	if r := s.routes["decoded"]; r.policies == nil && !r.validate {
+	if p.Route("decoded").PassesThrough() {
 		t.Fatal("route decoded has no policies: it would pass through")
 	}
 	cc, err := grpc.NewClient(p.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -118,8 +118,8 @@ func TestGRPCPassThroughByteIdentical(t *testing.T) {
 			if resp.GetId() != tc.in.GetId() {
 				t.Fatalf("id %q, want %q", resp.GetId(), tc.in.GetId())
 			}
-			if v := ah.Get(MetadataVariant); len(v) != 1 || v[0] != "v3" || strings.Join(bh.Get(MetadataVariant), ",") != "v3" {
-				t.Fatalf("variant headers: %v / %v", v, bh.Get(MetadataVariant))
+			if v := ah.Get(front.MetadataVariant); len(v) != 1 || v[0] != "v3" || strings.Join(bh.Get(front.MetadataVariant), ",") != "v3" {
+				t.Fatalf("variant headers: %v / %v", v, bh.Get(front.MetadataVariant))
 			}
 		})
 	}

@@ -33,6 +33,7 @@ import (
 	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/oip/compress"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+	"github.com/switchyard-dev/switchyard/proxy/front"
 )
 
 // protocolProxy is the demo route (v1, v2 REST; v3 gRPC) at 20/80, so the
@@ -122,7 +123,9 @@ func TestVirtualModelDescribe(t *testing.T) {
 	}
 
 	// Statistics: the version's own, renamed.
-	var st statsBody
+	var st struct {
+		ModelStats []oip.ModelStatistics `json:"model_stats"`
+	}
 	status, _, b = get(t, base+"/versions/v1/stats", nil)
 	if err := json.Unmarshal(b, &st); status != 200 || err != nil || len(st.ModelStats) != 1 ||
 		st.ModelStats[0].Name != "recommender" || st.ModelStats[0].Version != "v1" || st.ModelStats[0].InferenceStats.Success.Count == 0 {
@@ -251,7 +254,7 @@ func TestProxyCompression(t *testing.T) {
 	}
 
 	// A small body that inflates past the limit: 413, not an OOM.
-	small := startProxy(t, Config{Models: p.snap.Load().models, MaxBodyBytes: 64 << 10})
+	small := startProxy(t, Config{Models: models(p), MaxBodyBytes: 64 << 10})
 	bomb := encode["gzip"](bytes.Repeat([]byte(" "), 8<<20))
 	if a := post(t, c, inferURL(small, "recommender"), bomb, map[string]string{"Content-Encoding": "gzip"}); a.status != 413 {
 		t.Fatalf("zip bomb (%d bytes): %d %s", len(bomb), a.status, a.body)
@@ -355,7 +358,7 @@ func TestBufferedBytesBudget(t *testing.T) {
 	defer c.Close()
 	fmt.Fprintf(c, "POST /v2/models/recommender/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(big))
 	c.Write(big[:1000]) // the rest later: the reservation is held meanwhile
-	waitFor(t, "the first body to hold the budget", func() bool { return p.budget.used.Load() >= int64(len(big)) })
+	waitFor(t, "the first body to hold the budget", func() bool { return p.pl.BufferedBytes() >= int64(len(big)) })
 
 	hc := &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	req, _ := http.NewRequest(http.MethodPost, inferURL(p, "recommender"), bytes.NewReader(big))
@@ -380,7 +383,7 @@ func TestBufferedBytesBudget(t *testing.T) {
 		t.Fatalf("the first request: %v %v", r, err)
 	}
 	r.Body.Close()
-	waitFor(t, "the budget freed", func() bool { return p.budget.used.Load() == 0 })
+	waitFor(t, "the budget freed", func() bool { return p.pl.BufferedBytes() == 0 })
 	if a := post(t, hc, inferURL(p, "recommender"), big, nil); a.status != 200 {
 		t.Fatalf("a large request once the budget is free: %d %s", a.status, a.body)
 	}
@@ -458,7 +461,7 @@ func TestConcurrencyShedding(t *testing.T) {
 			wg.Add(1)
 			go func() { defer wg.Done(); post(t, hc, inferURL(p, name), inferBody(i), nil) }()
 		}
-		l := p.Route(name).Variants[0].limiter
+		l := p.Route(name).Variants[0].Limiter()
 		waitFor(t, name+": two requests in flight", func() bool { return l.InFlight() == 2 })
 		req, _ := http.NewRequest(http.MethodPost, inferURL(p, name), bytes.NewReader(inferBody(9)))
 		resp, err := hc.Do(req)
@@ -511,7 +514,7 @@ func TestDrainAnswersSayClose(t *testing.T) {
 	defer c.Close()
 	b := inferBody(1)
 	fmt.Fprintf(c, "POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
-	waitFor(t, "the request in flight", func() bool { return p.Route("slow").Variants[0].limiter.InFlight() == 1 })
+	waitFor(t, "the request in flight", func() bool { return p.Route("slow").Variants[0].Limiter().InFlight() == 1 })
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -623,7 +626,7 @@ func TestStreamMessagesCarryTheirMarks(t *testing.T) {
 			if m.GetErrorMessage() != "" || len(r.GetOutputs()) != 1 {
 				t.Fatalf("%s message %q: %v %s", c.model, r.GetId(), r, m.GetErrorMessage())
 			}
-			if param(r, MetadataVariant) != c.variant || param(r, fallback.HeaderFallback) != c.fallback || param(r, fallback.HeaderFallbackReason) != c.reason {
+			if param(r, front.MetadataVariant) != c.variant || param(r, fallback.HeaderFallback) != c.fallback || param(r, fallback.HeaderFallbackReason) != c.reason {
 				t.Fatalf("%s message %q parameters %v, want variant %q fallback %q reason %q", c.model, r.GetId(), r.GetParameters(), c.variant, c.fallback, c.reason)
 			}
 			got++
@@ -654,7 +657,7 @@ func TestBudgetRefusalAnsweredByStatic(t *testing.T) {
 	defer c.Close()
 	fmt.Fprintf(c, "POST /v2/models/recommender/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(big))
 	c.Write(big[:1000]) // holds the budget until the rest is sent
-	waitFor(t, "the first body to hold the budget", func() bool { return p.budget.used.Load() >= int64(len(big)) })
+	waitFor(t, "the first body to hold the budget", func() bool { return p.pl.BufferedBytes() >= int64(len(big)) })
 
 	hc := &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	defer hc.CloseIdleConnections()

@@ -31,23 +31,22 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/switchyard-dev/switchyard/api"
-	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/internal/h2"
 	"github.com/switchyard-dev/switchyard/internal/lifecycle"
 	"github.com/switchyard-dev/switchyard/internal/seclog"
 	"github.com/switchyard-dev/switchyard/internal/tlsutil"
 	"github.com/switchyard-dev/switchyard/oip"
+	"github.com/switchyard-dev/switchyard/proxy/front"
+	"github.com/switchyard-dev/switchyard/proxy/pipeline"
 	"github.com/switchyard-dev/switchyard/proxy/report"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 	"github.com/switchyard-dev/switchyard/proxy/xdsclient"
-	"github.com/switchyard-dev/switchyard/telemetry"
 )
 
 // Config configures a Proxy. Zero values get defaults; an empty address
@@ -127,7 +126,7 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxBufferedBytes bounds the bytes of request bodies held at once,
 	// REST and gRPC, inflated bytes counted (default
-	// DefaultMaxBufferedBytes; see overload.go). MaxConnections caps the
+	// DefaultMaxBufferedBytes; see proxy/pipeline/overload.go). MaxConnections caps the
 	// connections of each listener (default DefaultMaxConnections;
 	// negative: no cap).
 	MaxBufferedBytes int64
@@ -158,31 +157,18 @@ const DefaultShutdownTimeout = 5 * time.Second
 
 // Proxy is a running (or ready to start) sidecar.
 type Proxy struct {
-	cfg     Config
-	log     *slog.Logger
-	metrics *Metrics
-	reg     *registry
-	sampler *telemetry.Sampler
-	tracing bool
-	tracer  trace.Tracer
-	prop    propagation.TextMapPropagator
+	cfg Config
+	log *slog.Logger
+	pl  *pipeline.Pipeline // the request pipeline the front-ends serve
 
-	ctJSON  []string // shared Content-Type header value (never modified)
-	snap    atomic.Pointer[snapshot]
-	applyMu sync.Mutex
-
-	httpFront *httpFront
-	httpSrv   *fastServer
+	httpSrv   *front.FastServer
 	grpcSrv   *grpc.Server
 	h2Srv     *h2.Server // the lean gRPC server in front of grpcSrv (nil: grpcSrv serves)
 	adminSrv  *http.Server
 	listeners [3]net.Listener
 	xds       *xdsclient.Client
 	persisted string // path of the persisted config loaded at start ("" if none)
-	stats     *report.Recorder
 	reporter  *report.Reporter
-	features  *features // the routes' cache, fallback and shadow policies
-	budget    *byteBudget
 	tlsSrv    *tlsutil.Server   // nil: plain listeners
 	cpDial    []grpc.DialOption // the xDS and stats dials' TLS and token
 	seclog    *seclog.Log       // the admin guard's refusals
@@ -211,20 +197,11 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if cfg.LogSampleEvery == 0 {
-		cfg.LogSampleEvery = 100
-	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	if cfg.Outlier == (upstream.Outlier{}) {
-		cfg.Outlier = upstream.DefaultOutlier
-	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = oip.DefaultMaxBodyBytes
-	}
-	if cfg.MaxBufferedBytes <= 0 {
-		cfg.MaxBufferedBytes = DefaultMaxBufferedBytes
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
@@ -245,20 +222,6 @@ func New(cfg Config) (*Proxy, error) {
 		stopped: make(chan struct{}),
 		cfg:     cfg,
 		log:     cfg.Logger,
-		metrics: NewMetrics(cfg.Registry),
-		sampler: telemetry.NewSampler(cfg.LogSampleEvery),
-		prop:    telemetry.Propagator(),
-		ctJSON:  []string{"application/json"},
-		stats:   report.NewRecorder(),
-		budget:  &byteBudget{limit: cfg.MaxBufferedBytes},
-	}
-	cfg.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "switchyard_proxy_buffered_request_bytes",
-		Help: "Bytes of request bodies the proxy holds now (the budget is --max-buffered-bytes).",
-	}, func() float64 { return float64(p.budget.used.Load()) }))
-	if telemetry.Enabled(cfg.TracerProvider) {
-		p.tracing = true
-		p.tracer = cfg.TracerProvider.Tracer("github.com/switchyard-dev/switchyard/proxy")
 	}
 	p.seclog = seclog.New(seclog.Options{Component: "proxy-admin", Logger: cfg.Logger, Registerer: cfg.Registry})
 	if cfg.TLS != nil {
@@ -273,22 +236,14 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy: control plane: %w", err)
 	}
 	p.cpDial = dial
-	p.reg = newRegistry(cfg.MaxIdleConnsPerEndpoint, p.onBreakerChange, nil)
-	p.reg.leanGRPC = cfg.GRPCTransport != GRPCGo
-	p.reg.upTLS = cfg.UpstreamTLS
-	if f := cfg.UpstreamTLS; f != nil {
-		if f.CA == "" {
-			return nil, errors.New("proxy: upstream TLS needs the CA that the backends' certificates chain to")
-		}
-		if _, _, err := p.reg.upstreamTLS(nil); err != nil { // the files load now, not at the first request
-			return nil, fmt.Errorf("proxy: %w", err)
-		}
-	}
-	p.features = newFeatures(cfg.Features)
-	if err := p.features.attach(p); err != nil {
+	pl, err := pipeline.New(pipeline.Config{StateDir: cfg.StateDir, Features: cfg.Features, Logger: cfg.Logger,
+		LogSampleEvery: cfg.LogSampleEvery, Registry: cfg.Registry, TracerProvider: cfg.TracerProvider, Outlier: cfg.Outlier,
+		MaxBodyBytes: cfg.MaxBodyBytes, MaxBufferedBytes: cfg.MaxBufferedBytes, LeanGRPC: cfg.GRPCTransport != GRPCGo,
+		MaxIdleConnsPerEndpoint: cfg.MaxIdleConnsPerEndpoint, UpstreamTLS: cfg.UpstreamTLS})
+	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
-	p.httpFront = &httpFront{p: p}
+	p.pl = pl
 	if len(cfg.Models) > 0 {
 		if err := p.Apply(cfg.Models, "static", SourceStatic); err != nil {
 			return nil, fmt.Errorf("proxy: static models: %w", err)
@@ -308,69 +263,27 @@ const (
 // On error the active configuration is unchanged. Models are defaulted
 // first; the slice is not modified.
 func (p *Proxy) Apply(models []api.Model, version, source string) error {
-	p.applyMu.Lock()
-	defer p.applyMu.Unlock()
-	ms := make([]api.Model, len(models))
-	for i := range models {
-		ms[i] = models[i].Clone()
-		ms[i].Defaults()
-		if err := ms[i].Validate(); err != nil {
-			p.metrics.ConfigUpdates.WithLabelValues("rejected").Inc()
-			return fmt.Errorf("model %q: %w", ms[i].Metadata.Name, err)
-		}
-	}
-	ms = sortedModels(ms)
-	s, err := p.compile(ms, version, source)
-	if err != nil {
-		p.metrics.ConfigUpdates.WithLabelValues("rejected").Inc()
-		return err
-	}
-	old := p.snap.Swap(s)
-	p.reg.mu.Lock()
-	p.reg.prune(s)
-	p.reg.mu.Unlock()
-	if old != nil {
-		p.metrics.ConfigInfo.DeleteLabelValues(old.version, old.source)
-	}
-	p.metrics.ConfigInfo.WithLabelValues(version, source).Set(1)
-	p.features.applied(s.routes) // pieces of removed policies close
-	p.metrics.ConfigTimestamp.Set(float64(s.applied.Unix()))
-	p.metrics.ConfigUpdates.WithLabelValues("applied").Inc()
-	for _, r := range s.routes {
-		for _, v := range r.Variants {
-			p.metrics.BreakerState.WithLabelValues(r.Name, v.Name).Set(float64(v.Breaker.State()))
-		}
-	}
-	p.log.Info("configuration applied", "version", version, "source", source, "models", len(ms))
-	return nil
+	return p.pl.Apply(models, version, source)
 }
 
-func (p *Proxy) onBreakerChange(model, variant string, from, to fallback.BreakerState) {
-	p.metrics.BreakerState.WithLabelValues(model, variant).Set(float64(to))
-	p.metrics.BreakerTransitions.WithLabelValues(model, variant, to.String()).Inc()
-	p.log.Warn("circuit breaker state change", "model", model, "variant", variant, "from", from.String(), "to", to.String())
+// live reports whether the proxy has a configuration.
+func (p *Proxy) live() bool {
+	_, ok := p.pl.Live()
+	return ok
 }
 
 // Models returns the active configuration (nil before the first one), its
 // version and source.
 func (p *Proxy) Models() ([]api.Model, string, string) {
-	s := p.snap.Load()
-	if s == nil {
-		return nil, "", ""
-	}
-	return s.models, s.version, s.source
+	l, _ := p.pl.Live()
+	return l.Models, l.Version, l.Source
 }
 
 // Route returns the compiled route of a model in the active configuration.
-func (p *Proxy) Route(name string) *Route {
-	if s := p.snap.Load(); s != nil {
-		return s.routes[name]
-	}
-	return nil
-}
+func (p *Proxy) Route(name string) *Route { return p.pl.Route(name) }
 
 // Metrics returns the proxy's metrics.
-func (p *Proxy) Metrics() *Metrics { return p.metrics }
+func (p *Proxy) Metrics() *Metrics { return p.pl.Metrics() }
 
 // Start binds the listeners, starts serving, loads the persisted
 // configuration (if any and if nothing newer is active) and starts the xDS
@@ -381,7 +294,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("proxy: start: %w", err)
 	}
-	if p.cfg.StateDir != "" && p.snap.Load() == nil {
+	if p.cfg.StateDir != "" && !p.live() {
 		if err := p.loadPersisted(); err != nil {
 			p.log.Warn("no usable persisted configuration", "dir", p.cfg.StateDir, "error", err)
 		}
@@ -415,7 +328,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	startCtx := ctx
 	ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if l := p.listeners[0]; l != nil {
-		p.httpSrv = newFastServer(p, 0, 0, 0)
+		p.httpSrv = front.NewFastServer(p.pl, 0, 0, 0)
 		if p.tlsSrv != nil {
 			p.httpSrv.TLSConfig = p.tlsSrv.Config("http/1.1")
 		}
@@ -423,19 +336,19 @@ func (p *Proxy) Start(ctx context.Context) error {
 	}
 	if l := p.listeners[1]; l != nil {
 		lean := p.cfg.GRPCTransport != GRPCGo
-		gopts := append(grpcServerOptions(), grpc.MaxRecvMsgSize(int(p.cfg.MaxBodyBytes)))
+		gopts := append(front.GRPCServerOptions(), grpc.MaxRecvMsgSize(int(p.cfg.MaxBodyBytes)))
 		if p.tlsSrv != nil && !lean {
 			gopts = append(gopts, grpc.Creds(credentials.NewTLS(p.tlsSrv.Config("h2"))))
 		}
 		p.grpcSrv = grpc.NewServer(gopts...)
-		registerGRPCFront(p.grpcSrv, &grpcFront{p: p})
+		front.RegisterGRPCFront(p.grpcSrv, p.pl)
 		reflection.Register(p.grpcSrv) // grpcurl and friends work without the proto files
 		if lean {
 			var tc *tls.Config
 			if p.tlsSrv != nil {
 				tc = p.tlsSrv.Config("h2")
 			}
-			p.h2Srv = newLeanGRPC(p, p.grpcSrv, tc)
+			p.h2Srv = front.NewLeanGRPC(p.pl, p.grpcSrv, tc)
 			p.goServe(func() error { return p.h2Srv.Serve(l) })
 		} else {
 			p.goServe(func() error { return p.grpcSrv.Serve(l) })
@@ -613,16 +526,16 @@ func (p *Proxy) drain(ctx context.Context) error {
 			return nil
 		})
 	}
-	// Past the bound, the calls still in flight upstream are cut: the
-	// requests they serve have lost their client connections already, and
-	// the drain must not wait for the versions' timeouts.
+	// Past the bound, the calls still in flight upstream are cut with the
+	// client connections (the servers' drains above wait for their
+	// handlers): the drain never waits for a version's own timeout.
 	drained := make(chan struct{})
 	cutDone := make(chan struct{})
 	go func() {
 		defer close(cutDone)
 		select {
 		case <-ctx.Done():
-			p.reg.cutAll()
+			p.pl.CutUpstreams()
 		case <-drained:
 		}
 	}()
@@ -630,8 +543,7 @@ func (p *Proxy) drain(ctx context.Context) error {
 	p.wg.Wait()
 	close(drained)
 	<-cutDone
-	p.reg.closeAll()
-	errs = append(errs, p.features.Close()) // the shadow mirrors drain
+	errs = append(errs, p.pl.Close()) // upstream connections; the shadow mirrors drain
 	return errors.Join(errs...)
 }
 

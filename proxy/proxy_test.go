@@ -19,6 +19,7 @@ import (
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+	"github.com/switchyard-dev/switchyard/proxy/front"
 )
 
 func TestMain(m *testing.M) {
@@ -208,7 +209,7 @@ func TestGRPCFrontEnd(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", v, err)
 		}
-		if got := hdr.Get(MetadataVariant); len(got) != 1 || got[0] != v {
+		if got := hdr.Get(front.MetadataVariant); len(got) != 1 || got[0] != v {
 			t.Fatalf("%s: variant metadata %v", v, got)
 		}
 		out, err := oip.InferResponseFromProto(resp)

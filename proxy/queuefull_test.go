@@ -112,7 +112,7 @@ func TestBackendQueueRejectionIsOverload(t *testing.T) {
 			t.Fatalf("%s's breaker is %s after %d queue rejections, want closed", v, st, n)
 		}
 		var st canary.Stats
-		p.stats.Slot("recommender", v).Snapshot(&st)
+		p.pl.Stats().Slot("recommender", v).Snapshot(&st)
 		if st.Requests != n || st.Errors[canary.ErrOverload] != n || st.FailureCount() != 0 || st.OwnFallbacks() != 0 {
 			t.Fatalf("%s canary stats %+v: want %d requests, all overload, no failures, no own fallbacks", v, st, n)
 		}

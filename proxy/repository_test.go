@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+	"github.com/switchyard-dev/switchyard/proxy/front"
 )
 
 // TestRepositoryExtensionRefusedWithReason: the repository calls get the
@@ -33,8 +34,8 @@ func TestRepositoryExtensionRefusedWithReason(t *testing.T) {
 	}
 	for name, call := range calls {
 		st := status.Convert(call())
-		if st.Code() != codes.Unimplemented || st.Message() != noRepository {
-			t.Errorf("%s: %v %q, want UNIMPLEMENTED %q", name, st.Code(), st.Message(), noRepository)
+		if st.Code() != codes.Unimplemented || st.Message() != front.NoRepository {
+			t.Errorf("%s: %v %q, want UNIMPLEMENTED %q", name, st.Code(), st.Message(), front.NoRepository)
 		}
 	}
 	resp, err := http.Post("http://"+p.HTTPAddr()+"/v2/repository/index", "application/json", strings.NewReader("{}"))
@@ -43,7 +44,7 @@ func TestRepositoryExtensionRefusedWithReason(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	var e struct{ Error string }
-	if resp.StatusCode != 404 || json.NewDecoder(resp.Body).Decode(&e) != nil || e.Error != noRepository {
-		t.Fatalf("REST repository index: %d %q, want 404 %q", resp.StatusCode, e.Error, noRepository)
+	if resp.StatusCode != 404 || json.NewDecoder(resp.Body).Decode(&e) != nil || e.Error != front.NoRepository {
+		t.Fatalf("REST repository index: %d %q, want 404 %q", resp.StatusCode, e.Error, front.NoRepository)
 	}
 }

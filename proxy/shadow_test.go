@@ -26,6 +26,7 @@ import (
 	"github.com/switchyard-dev/switchyard/inference-backend/demomodels"
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
+	"github.com/switchyard-dev/switchyard/proxy/pipeline"
 	"github.com/switchyard-dev/switchyard/shadow"
 	"github.com/switchyard-dev/switchyard/shadow/agent"
 )
@@ -67,9 +68,9 @@ func grpcInfer(t testing.TB, gc pb.GRPCInferenceServiceClient, model string, row
 	return resp
 }
 
-func shadowReport(t testing.TB, p *Proxy, model string) ShadowReportResponse {
+func shadowReport(t testing.TB, p *Proxy, model string) pipeline.ShadowReportResponse {
 	t.Helper()
-	var r ShadowReportResponse
+	var r pipeline.ShadowReportResponse
 	if code := getJSON(t, "http://"+p.AdminAddr()+"/shadow/report?model="+model+"&window=5m", &r); code != 200 {
 		t.Fatalf("admin shadow report: %d", code)
 	}
@@ -137,7 +138,7 @@ func testShadowV2TopKAgreement(t *testing.T, batch *api.ShadowBatch, process str
 	})
 	dir := t.TempDir()
 	p, reg := agentProxy(t, Config{Models: []api.Model{m}}, FeaturesConfig{ShadowDir: dir, ShadowRecordAgreements: 0.5, ShadowProcess: process})
-	ag := featuresOf(p).agent
+	ag := p.pl.ShadowAgent()
 	if (ag != nil) != (process != ShadowInline) {
 		t.Fatalf("shadow agent running: %v, process %q", ag != nil, process)
 	}
@@ -201,7 +202,7 @@ func testShadowV2TopKAgreement(t *testing.T, batch *api.ShadowBatch, process str
 	// the ring) against the offline figures of the same inputs. A shadow
 	// call may time out (its answer waited for a busy CPU): a pair with a
 	// shadow error, no figures, and a disagreement by definition.
-	var recs ShadowRecordsResponse
+	var recs pipeline.ShadowRecordsResponse
 	haveRecs := true
 	if code := getJSON(t, "http://"+p.AdminAddr()+"/shadow/records?model=recommender&window=5m", &recs); code != 200 {
 		if ag == nil {
@@ -252,7 +253,7 @@ func testShadowV2TopKAgreement(t *testing.T, batch *api.ShadowBatch, process str
 	// The report says the same (once the books are closed nothing more
 	// comes in), and so do the canary's shadow gate and the latency
 	// series.
-	var rep ShadowReportResponse
+	var rep pipeline.ShadowReportResponse
 	if closed && haveRecs {
 		if code := getJSON(t, "http://"+p.AdminAddr()+"/shadow/report?model=recommender&window=5m", &rep); code != 200 {
 			if ag == nil {
@@ -343,12 +344,9 @@ func testShadowV2TopKAgreement(t *testing.T, batch *api.ShadowBatch, process str
 // shadow gate: comparisons and disagreements of (model, version).
 func canaryShadowCounts(p *Proxy, model, version string) (compared, disagreed uint64) {
 	var st canary.Stats
-	p.stats.Slot(model, version).Snapshot(&st)
+	p.pl.Stats().Slot(model, version).Snapshot(&st)
 	return st.ShadowCompared, st.ShadowDisagreed
 }
-
-// featuresOf is the proxy's policies component.
-func featuresOf(p *Proxy) *features { return p.features }
 
 // inlineExact is the shadow process of the tests that count exactly
 // (every mirror compared, every NaN or error seen): the mirrors in the
@@ -559,7 +557,7 @@ func testShadowRecordsKeepTheirOwnData(t *testing.T, batch *api.ShadowBatch) {
 	waitFor(t, "every mirrored request compared", func() bool {
 		return metricSum(t, reg, "switchyard_shadow_compared_total", map[string]string{"model": "recommender"}) == n
 	})
-	var recs ShadowRecordsResponse
+	var recs pipeline.ShadowRecordsResponse
 	if code := getJSON(t, "http://"+p.AdminAddr()+"/shadow/records?model=recommender&window=5m", &recs); code != 200 {
 		t.Fatalf("admin shadow records: %d", code)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/inference-backend/backendtest"
+	"github.com/switchyard-dev/switchyard/proxy/pipeline"
 	"github.com/switchyard-dev/switchyard/shadow"
 	"github.com/switchyard-dev/switchyard/shadow/agent"
 )
@@ -47,8 +48,8 @@ func TestShadowAgentRestart(t *testing.T) {
 	// The default shadow process: the agent.
 	p, reg := agentProxy(t, Config{Models: []api.Model{m}},
 		FeaturesConfig{ShadowDir: dir, ShadowAgentRestartBackoff: 300 * time.Millisecond})
-	f := featuresOf(p)
-	if f.agent == nil {
+	ag := p.pl.ShadowAgent()
+	if ag == nil {
 		t.Fatal("shadow agent not running")
 	}
 	c := newHTTPClient()
@@ -71,9 +72,9 @@ func TestShadowAgentRestart(t *testing.T) {
 	for range n {
 		send()
 	}
-	waitHandoff(t, f.agent, reg, "recommender", n)
-	awaitAgent(t, f.agent, "the first agent compared or dropped every mirror", 15*time.Second, func() bool { return books().settled() == n })
-	pid := f.agent.PID()
+	waitHandoff(t, ag, reg, "recommender", n)
+	awaitAgent(t, ag, "the first agent compared or dropped every mirror", 15*time.Second, func() bool { return books().settled() == n })
+	pid := ag.PID()
 	if pid <= 0 || pid == os.Getpid() {
 		t.Fatalf("agent pid %d", pid)
 	}
@@ -91,7 +92,7 @@ func TestShadowAgentRestart(t *testing.T) {
 		}
 		send()
 	}
-	if got := f.agent.PID(); got == pid {
+	if got := ag.PID(); got == pid {
 		t.Fatalf("agent restarted with the same pid %d", got)
 	}
 	// The new agent got the configuration again: it compares (its own
@@ -100,9 +101,9 @@ func TestShadowAgentRestart(t *testing.T) {
 		send()
 	}
 	compared := func() float64 { return books().compared }
-	agentWorks := awaitAgent(t, f.agent, "the new agent compared the new mirrors", 15*time.Second, func() bool { return compared() >= n })
+	agentWorks := awaitAgent(t, ag, "the new agent compared the new mirrors", 15*time.Second, func() bool { return compared() >= n })
 	if agentWorks {
-		var rep ShadowReportResponse
+		var rep pipeline.ShadowReportResponse
 		switch code := getJSON(t, "http://"+p.AdminAddr()+"/shadow/report?model=recommender&window=5m", &rep); {
 		case code != 200:
 			t.Logf("the new agent did not answer for its report (HTTP %d; reports may time out by design)", code)
@@ -152,12 +153,7 @@ func TestShadowAgentStartsLazily(t *testing.T) {
 	dir := t.TempDir()
 	logs := &syncBuffer{}
 	p, reg := featuresProxy(t, Config{Models: []api.Model{plain}, Logger: slog.New(slog.NewJSONHandler(logs, nil))}, FeaturesConfig{ShadowDir: dir})
-	f := featuresOf(p)
-	agentRunning := func() *agent.Client {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.agent
-	}
+	agentRunning := p.pl.ShadowAgent
 	if agentRunning() != nil {
 		t.Fatal("a shadow agent runs for a proxy whose routes do not shadow")
 	}
@@ -179,7 +175,7 @@ func TestShadowAgentStartsLazily(t *testing.T) {
 	if got := metricSum(t, reg, "switchyard_shadow_agent_up", nil); got != 1 {
 		t.Fatalf("switchyard_shadow_agent_up %v", got)
 	}
-	var st FallbackStatus
+	var st pipeline.FallbackStatus
 	if code := getJSON(t, "http://"+p.AdminAddr()+"/fallback", &st); code != 200 || len(st.Models) != 1 || st.Models[0].Shadow == nil ||
 		st.Models[0].Shadow.RecordFile != filepath.Join(dir, "recommender.jsonl") {
 		t.Fatalf("/fallback: %d %+v", code, st)
@@ -217,7 +213,7 @@ func TestShadowAgentFallsBackInline(t *testing.T) {
 	})
 	p, reg := featuresProxy(t, Config{Models: []api.Model{m}}, FeaturesConfig{ShadowProcess: ShadowAgent,
 		ShadowAgentCommand: []string{filepath.Join(t.TempDir(), "no-such-agent")}})
-	if featuresOf(p).agent != nil {
+	if p.pl.ShadowAgent() != nil {
 		t.Fatal("an agent that cannot start is running")
 	}
 	c := newHTTPClient()
@@ -411,7 +407,7 @@ func agentProxy(t *testing.T, cfg Config, fc FeaturesConfig) (*Proxy, *prometheu
 	logs := &syncBuffer{}
 	cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 	p, reg := featuresProxy(t, cfg, fc)
-	if fc.ShadowProcess == ShadowInline || featuresOf(p).agent != nil {
+	if fc.ShadowProcess == ShadowInline || p.pl.ShadowAgent() != nil {
 		return p, reg
 	}
 	agentNotStarted(t, logs)

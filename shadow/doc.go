@@ -89,7 +89,7 @@
 //	                      enqueues as KindNoiseFloor jobs (the primary called a
 //	                      second time), as package api documents it.
 //
-// The proxy's side (proxy/shadow.go): Job.Payload carries the request and
+// The proxy's side (proxy/pipeline/shadow.go): Job.Payload carries the request and
 // the primary's answer as bytes and implements Preparer, so decoding runs in
 // the workers; MirrorConfig.OnCompared feeds the canary's stats.
 package shadow

@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// Proxy metric names read by describe --proxy-admin (proxy/metrics.go).
+// Proxy metric names read by describe --proxy-admin (proxy/pipeline/metrics.go).
 const (
 	metricRequests = "switchyard_proxy_requests_total"
 	metricDuration = "switchyard_proxy_request_duration_seconds"

@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"context"
@@ -81,7 +81,7 @@ func (f *features) policyLocked(r *Route, spec *api.Fallback) (*fallbackPolicy, 
 // fallBack walks the route's chain for an exchange whose primary outcome
 // (res.Trigger) falls; primaryErr is the primary's error. It returns the
 // error the client gets (nil when a step answered).
-func (p *Proxy) fallBack(ctx context.Context, rf *routePolicies, x *Exchange, v *Variant, res *Result, k reqKey, primaryErr error) error {
+func (p *Pipeline) fallBack(ctx context.Context, rf *routePolicies, x *Exchange, v *Variant, res *Result, k reqKey, primaryErr error) error {
 	pol := rf.fb
 	trig, err := res.Trigger, primaryErr
 	r := rf.route
@@ -169,13 +169,13 @@ func (p *Proxy) fallBack(ctx context.Context, rf *routePolicies, x *Exchange, v 
 // through its breaker; res.Trigger is the judged outcome. A request over
 // the limit is shed (trigger Overload: the chain answers it where there is
 // one); an adaptive limit learns from the call's latency.
-func (p *Proxy) primary(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
+func (p *Pipeline) primary(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
 	l := v.limiter
 	if l == nil {
 		return p.call(ctx, x, v, res)
 	}
 	if !l.TryAcquire() {
-		p.shed("concurrency")
+		p.Shed("concurrency")
 		res.Variant, res.Trigger = v, fallback.Overload
 		e := oip.Errorf(oip.Unavailable, "model %q version %q: %d requests in flight (spec.concurrency); shed, retry shortly", v.Route.Name, v.Name, l.Max())
 		e.RetryAfter = overloadRetryAfter
@@ -213,7 +213,7 @@ func (rf *routePolicies) remember(x *Exchange, v *Variant, res *Result, k reqKey
 // a backup that rejects the request disagrees with its form (a smaller
 // max_batch_size, another schema); the request is not at fault — so the
 // error says why, for the message naming every step.
-func (p *Proxy) backup(ctx context.Context, pol *fallbackPolicy, x *Exchange, res *Result) error {
+func (p *Pipeline) backup(ctx context.Context, pol *fallbackPolicy, x *Exchange, res *Result) error {
 	bv := pol.backup
 	saved := x.Deadline
 	x.Deadline = time.Now().Add(pol.backupTimeout)
@@ -234,8 +234,8 @@ func (p *Proxy) backup(ctx context.Context, pol *fallbackPolicy, x *Exchange, re
 
 // requestID is the request's id ("" when absent or undecodable).
 func requestID(x *Exchange) string {
-	if x.pbReq != nil {
-		return x.pbReq.GetId()
+	if x.PBReq != nil {
+		return x.PBReq.GetId()
 	}
 	if req, err := x.Request(); err == nil {
 		return req.ID
@@ -277,10 +277,10 @@ func (rf *routePolicies) bodylessAnswer() (resp *oip.InferResponse, step fallbac
 	return nil, 0, false
 }
 
-// bodylessFallback is the route's static or empty answer to a request the
+// BodylessFallback is the route's static or empty answer to a request the
 // buffered-bytes budget refused before its body was read (see
 // bodylessAnswer), counted as that step answering an overload.
-func (p *Proxy) bodylessFallback(model string) (*oip.InferResponse, string, bool) {
+func (p *Pipeline) BodylessFallback(model string) (*oip.InferResponse, string, bool) {
 	s := p.snap.Load()
 	if s == nil {
 		return nil, "", false

@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"context"
@@ -26,7 +26,7 @@ import (
 // latency. With the agent the proxy only hands the captured bytes over to
 // a child process of its own binary at SCHED_IDLE priority, which owns
 // everything after the hand-off — its own mirrors (this package's
-// in-process mirrors, in a headless Proxy), upstream pools to the shadow
+// in-process mirrors, in a headless Pipeline), upstream pools to the shadow
 // versions, comparisons, record files, the ring behind the report — and
 // sends comparison counts back for the canary's shadow-disagreement gate.
 // The process supervisor, the hand-off buffer, the frame protocol and the
@@ -169,11 +169,11 @@ func (pl *shadowPayload) WireJob(j *agent.Job, s *agent.Scratch) {
 	}
 }
 
-// agentEngine is what the agent process runs: a headless Proxy (no
+// agentEngine is what the agent process runs: a headless Pipeline (no
 // listeners, no xDS) whose features run the mirrors in process, fed by
 // the proxy's frames.
 type agentEngine struct {
-	p   *Proxy
+	p   *Pipeline
 	f   *features
 	reg *prometheus.Registry
 }
@@ -183,7 +183,7 @@ var _ agent.Engine = (*agentEngine)(nil)
 // newAgentEngine is the agent's agent.NewEngine.
 func newAgentEngine(in agent.Init, log *slog.Logger, onCompared func(model, version string, disagreed bool)) (agent.Engine, error) {
 	reg := prometheus.NewRegistry()
-	p, err := New(Config{Registry: reg, Logger: log, StatsInterval: -1, UpstreamTLS: in.UpstreamTLS, Features: FeaturesConfig{
+	p, err := New(Config{Registry: reg, Logger: log, LeanGRPC: true, UpstreamTLS: in.UpstreamTLS, Features: FeaturesConfig{
 		ShadowDir: in.ShadowDir, ShadowRecordMaxBytes: in.ShadowRecordMaxBytes, ShadowRecordKeep: in.ShadowRecordKeep,
 		ShadowRecordAgreements: in.ShadowRecordAgreements, ShadowRingSize: in.ShadowRingSize,
 		ShadowProcess: ShadowInline, // the agent's mirrors are in process (no agent of its own)

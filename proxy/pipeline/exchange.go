@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"fmt"
@@ -30,23 +30,25 @@ type Exchange struct {
 	// Retries counts retried attempts of this exchange.
 	Retries int
 
-	// REST form: body (JSON, or JSON header + binary tensors when
-	// headerLen > 0) and its content type.
-	body        []byte
-	headerLen   int
-	contentType string
-	// gRPC form: decoded (pbReq), or in wire form (pbRaw, its head read
-	// by pbwire: the pass-through, grpc.go infer). upRaw is pbRaw spliced
-	// for upRawFor's backend model and version.
-	pbReq    *pb.ModelInferRequest
-	pbRaw    []byte
-	head     *pbwire.Head
+	// The request, as the front-end filled it in. REST form: Body (JSON,
+	// or JSON header + binary tensors when HeaderLen > 0) and its content
+	// type.
+	Body        []byte
+	HeaderLen   int
+	ContentType string
+	// gRPC form: decoded (PBReq), or in wire form (PBRaw, its head read
+	// by pbwire: the pass-through, the gRPC front-end's infer; only on a
+	// route that PassesThrough).
+	PBReq  *pb.ModelInferRequest
+	PBRaw  []byte
+	PBHead *pbwire.Head
+	// NoCache: the request said Cache-Control: no-cache or no-store
+	// (the prediction cache is not read; the answer is still stored).
+	NoCache bool
+
+	// upRaw is PBRaw spliced for upRawFor's backend model and version.
 	upRaw    []byte
 	upRawFor *Variant
-
-	// noCache: the request said Cache-Control: no-cache or no-store
-	// (the prediction cache is not read; the answer is still stored).
-	noCache bool
 
 	parsed   *oip.InferRequest
 	parseErr error
@@ -76,7 +78,7 @@ func (x *Exchange) Request() (*oip.InferRequest, error) {
 			x.parsed, x.parseErr = oip.InferRequestFromProto(m)
 		}
 	default:
-		x.parsed, x.parseErr = oip.DecodeInferRequest(x.body, x.headerLen)
+		x.parsed, x.parseErr = oip.DecodeInferRequest(x.Body, x.HeaderLen)
 	}
 	if x.parseErr != nil {
 		x.parseErr = &oip.Error{Code: oip.InvalidArgument, Msg: fmt.Sprintf("model %q: %v", x.Route.Name, x.parseErr)}
@@ -100,7 +102,7 @@ func (x *Exchange) inputsHaveNaN() bool {
 
 // RawBody returns the REST body as received (nil for gRPC requests) and its
 // Inference-Header-Content-Length.
-func (x *Exchange) RawBody() ([]byte, int) { return x.body, x.headerLen }
+func (x *Exchange) RawBody() ([]byte, int) { return x.Body, x.HeaderLen }
 
 // GRPCRequest returns the gRPC request as received, decoded (nil for REST
 // requests and for a request in wire form that does not decode).
@@ -110,25 +112,26 @@ func (x *Exchange) GRPCRequest() *pb.ModelInferRequest {
 }
 
 // grpcClient reports whether the client sent a gRPC request.
-func (x *Exchange) grpcClient() bool { return x.pbReq != nil || x.pbRaw != nil }
+func (x *Exchange) grpcClient() bool { return x.PBReq != nil || x.PBRaw != nil }
 
 // decodedGRPC is the gRPC request decoded (a request in wire form is
 // decoded on first use; pbRaw stays what is sent upstream).
 func (x *Exchange) decodedGRPC() (*pb.ModelInferRequest, error) {
-	if x.pbReq != nil || x.pbRaw == nil {
-		return x.pbReq, nil
+	if x.PBReq != nil || x.PBRaw == nil {
+		return x.PBReq, nil
 	}
 	m := &pb.ModelInferRequest{}
-	if err := proto.Unmarshal(x.pbRaw, m); err != nil {
+	if err := proto.Unmarshal(x.PBRaw, m); err != nil {
 		return nil, err
 	}
-	x.pbReq = m
+	x.PBReq = m
 	return m, nil
 }
 
-func (x *Exchange) reset() {
-	body, rest := x.body[:0], x.restBuf[:0]
-	*x = Exchange{body: body, restBuf: rest}
+// Reset empties the exchange for reuse, keeping its buffers.
+func (x *Exchange) Reset() {
+	body, rest := x.Body[:0], x.restBuf[:0]
+	*x = Exchange{Body: body, restBuf: rest}
 }
 
 // Result is the answer to an exchange: either a REST response (Status,
@@ -162,6 +165,10 @@ type Result struct {
 
 	parsed *oip.InferResponse
 }
+
+// Decoded reports whether the result holds a parsed answer (from
+// Response or SetResponse).
+func (r *Result) Decoded() bool { return r.parsed != nil }
 
 // OK reports whether the result is a successful answer.
 func (r *Result) OK() bool {
@@ -200,7 +207,8 @@ func (r *Result) SetResponse(v *Variant, resp *oip.InferResponse) {
 	r.Status, r.ContentType, r.HeaderLen, r.Body = 200, "", 0, r.Body[:0]
 }
 
-func (r *Result) reset() {
+// Reset empties the result for reuse, keeping its body's buffer.
+func (r *Result) Reset() {
 	body := r.Body[:0]
 	*r = Result{Body: body}
 }

@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"bytes"
@@ -32,7 +32,7 @@ import (
 // the client would get: nil for a good answer and for the backend's own
 // REST answers passed through (a 4xx about the request, a 5xx), else an
 // *oip.Error naming the model, version and cause.
-func (p *Proxy) call(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
+func (p *Pipeline) call(ctx context.Context, x *Exchange, v *Variant, res *Result) error {
 	r := v.Route
 	res.Variant = v
 	ticket, ok := v.Breaker.Allow()
@@ -54,7 +54,7 @@ func (p *Proxy) call(ctx context.Context, x *Exchange, v *Variant, res *Result) 
 			break
 		}
 		e := upstream.PickP2C(v.Endpoints, rand.Uint64(), now.UnixNano(), prev)
-		res.reset()
+		res.Reset()
 		res.Variant = v
 		attempts++
 		trig, lastErr = p.attempt(ctx, x, v, e, attempts, res)
@@ -128,7 +128,7 @@ func upstreamError(x *Exchange, v *Variant, res *Result, trig fallback.Trigger, 
 // error message, or the call's error.
 func upstreamCause(res *Result, err error) string {
 	if res.Status != 0 {
-		if msg, ok := errorMessage(res.Body); ok {
+		if msg, ok := ErrorMessage(res.Body); ok {
 			if len(msg) > 300 {
 				msg = msg[:300] + "..."
 			}
@@ -139,9 +139,9 @@ func upstreamCause(res *Result, err error) string {
 	return errString(err)
 }
 
-// errorMessage is the message of an OIP REST error answer
+// ErrorMessage is the message of an OIP REST error answer
 // ({"error": "..."}); ok is false when body is not one.
-func errorMessage(body []byte) (string, bool) {
+func ErrorMessage(body []byte) (string, bool) {
 	var e struct {
 		Error string `json:"error"`
 	}
@@ -158,7 +158,7 @@ func errString(err error) string {
 	return err.Error()
 }
 
-func (p *Proxy) attempt(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, n int, res *Result) (fallback.Trigger, error) {
+func (p *Pipeline) attempt(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, n int, res *Result) (fallback.Trigger, error) {
 	traceParent := x.TraceParent
 	var span trace.Span
 	if p.tracing {
@@ -241,7 +241,7 @@ func requestRows(x *Exchange) int64 {
 }
 
 func attemptHTTP(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, traceParent string, res *Result) (fallback.Outcome, error) {
-	req := upstream.Request{Path: v.inferPath, ContentType: x.contentType, HeaderLen: x.headerLen, Body: x.body,
+	req := upstream.Request{Path: v.inferPath, ContentType: x.ContentType, HeaderLen: x.HeaderLen, Body: x.Body,
 		TraceParent: traceParent, TraceState: x.TraceState, Ctx: ctx}
 	if x.grpcClient() {
 		// A gRPC request to an HTTP version: encoded once in the binary
@@ -288,12 +288,12 @@ func attemptHTTP(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpo
 }
 
 func attemptGRPC(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, traceParent string, res *Result) (fallback.Outcome, error) {
-	if x.pbRaw != nil && e.RawInfer() {
+	if x.PBRaw != nil && e.RawInfer() {
 		return attemptGRPCRaw(ctx, x, v, e, traceParent, res)
 	}
 	req := x.GRPCRequest()
 	if req == nil {
-		// A REST request to a gRPC version: encoded once (x.pbReq stays
+		// A REST request to a gRPC version: encoded once (x.PBReq stays
 		// nil: it says the client speaks gRPC).
 		if x.upPB == nil {
 			parsed, err := x.Request()
@@ -323,8 +323,8 @@ func attemptGRPC(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpo
 func attemptGRPCRaw(ctx context.Context, x *Exchange, v *Variant, e *upstream.Endpoint, traceParent string, res *Result) (fallback.Outcome, error) {
 	if x.upRawFor != v {
 		// A new slice: grpc-go may still hold the previous one.
-		buf := make([]byte, 0, pbwire.RequestSize(x.pbRaw, x.head, v.BackendModel, v.BackendVersion))
-		x.upRaw, x.upRawFor = pbwire.AppendRequest(buf, x.pbRaw, x.head, v.BackendModel, v.BackendVersion), v
+		buf := make([]byte, 0, pbwire.RequestSize(x.PBRaw, x.PBHead, v.BackendModel, v.BackendVersion))
+		x.upRaw, x.upRawFor = pbwire.AppendRequest(buf, x.PBRaw, x.PBHead, v.BackendModel, v.BackendVersion), v
 	}
 	cctx, cancel := grpcCallContext(ctx, x, traceParent)
 	defer cancel()

@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"context"
@@ -16,17 +16,18 @@ import (
 	"github.com/switchyard-dev/switchyard/telemetry"
 )
 
-// The request pipeline. Every front-end (the lean REST server in
-// fastfront.go, gRPC in grpc.go) is a thin adapter around it:
+// The request pipeline. Every front-end (package proxy/front: the lean
+// REST server in fastfront.go, gRPC in grpc.go) is a thin adapter around
+// it:
 //
 //	wire → Exchange          the front-end: route, pick, body, headers
-//	begin                    the span and its trace context
-//	serve                    the steps below, one straight line
+//	Begin                    the span and its trace context
+//	Serve                    the steps below, one straight line
 //	Result → wire            the front-end writes the answer
-//	finish                   span, metrics, canary stats, log line
-//	handOff                  work after the answer (the shadow mirror)
+//	Finish                   span, metrics, canary stats, log line
+//	HandOff                  work after the answer (the shadow mirror)
 //
-// serve's steps, for a route with policies (spec.cache, spec.fallback,
+// Serve's steps, for a route with policies (spec.cache, spec.fallback,
 // spec.shadow; a route without them only calls its version):
 //
 //  1. cache: a prediction cache hit answers; identical requests in
@@ -36,7 +37,7 @@ import (
 //     attempts (retries within the budget), each judged by fallback.Judge
 //     into res.Trigger, the one failure vocabulary
 //  3. capture: a sampled request and the primary's own outcome, for the
-//     shadow mirror (given away in handOff, after the answer)
+//     shadow mirror (given away in HandOff, after the answer)
 //  4. chain: when the trigger falls (Trigger.Falls), the fallback chain
 //     (last good answer, backup version, static, empty)
 //  5. store: the version's own good answer in the prediction cache and
@@ -45,11 +46,11 @@ import (
 //
 // Work that is still to come hooks in at one of these places: load
 // shedding before step 2, the prediction log and drift sampling in
-// capture and handOff (one hand-off, off the request path).
+// capture and HandOff (one hand-off, off the request path).
 
-// begin starts the exchange's server span (when tracing) from the
+// Begin starts the exchange's server span (when tracing) from the
 // incoming trace context in carrier; x.TraceParent becomes the span's.
-func (p *Proxy) begin(ctx context.Context, x *Exchange, carrier propagation.TextMapCarrier) (context.Context, trace.Span) {
+func (p *Pipeline) Begin(ctx context.Context, x *Exchange, carrier propagation.TextMapCarrier) (context.Context, trace.Span) {
 	if !p.tracing {
 		return ctx, nil
 	}
@@ -60,10 +61,10 @@ func (p *Proxy) begin(ctx context.Context, x *Exchange, carrier propagation.Text
 	return ctx, span
 }
 
-// serve answers the exchange: res holds the answer, or the error says
+// Serve answers the exchange: res holds the answer, or the error says
 // why there is none (an *oip.Error). res.Trigger is the judged outcome of
 // the primary (or why the chain ran).
-func (p *Proxy) serve(ctx context.Context, x *Exchange, res *Result) error {
+func (p *Pipeline) Serve(ctx context.Context, x *Exchange, res *Result) error {
 	r := x.Route
 	v := r.Variants[x.Choice.Index]
 	r.Budget.Deposit()
@@ -82,7 +83,7 @@ func (p *Proxy) serve(ctx context.Context, x *Exchange, res *Result) error {
 	if pol.cache != nil {
 		k = pol.keyOf(x, v)
 	}
-	if k.ok && !x.noCache {
+	if k.ok && !x.NoCache {
 		if pol.hit(x, v, res, k) {
 			return nil
 		}
@@ -131,22 +132,22 @@ func (p *Proxy) serve(ctx context.Context, x *Exchange, res *Result) error {
 	return err
 }
 
-// handOff runs after the client's answer was written (or handed to
+// HandOff runs after the client's answer was written (or handed to
 // grpc-go): the only work done there is a non-blocking enqueue of what
-// serve captured (the shadow job of a sampled request).
-func (p *Proxy) handOff(x *Exchange) {
+// Serve captured (the shadow job of a sampled request).
+func (p *Pipeline) HandOff(x *Exchange) {
 	if c := x.captured; c != nil {
 		x.captured = nil
 		c.enqueue()
 	}
 }
 
-// finish closes one infer exchange after its answer is written: the span,
+// Finish closes one infer exchange after its answer is written: the span,
 // per-variant metrics (on the variant that answered, under code: the HTTP
 // status or the gRPC code's name), the canary's stats (on the variant
 // chosen, by the HTTP status or its equivalent) and the sampled log line.
 // latency is the exchange's, start to answer.
-func (p *Proxy) finish(ctx context.Context, span trace.Span, x *Exchange, res *Result, status int, code string, err error, latency time.Duration) {
+func (p *Pipeline) Finish(ctx context.Context, span trace.Span, x *Exchange, res *Result, status int, code string, err error, latency time.Duration) {
 	v := x.Route.Variants[x.Choice.Index]
 	if span != nil {
 		span.SetAttributes(attribute.String("switchyard.variant", variantName(res, v)), attribute.Int("http.response.status_code", status))
@@ -170,10 +171,10 @@ func (p *Proxy) finish(ctx context.Context, span trace.Span, x *Exchange, res *R
 	}
 }
 
-// answeredBy is the variant that produced the answer: the one called (the
+// AnsweredBy is the variant that produced the answer: the one called (the
 // backup, after a fallback to it), the one routed to for errors and cache
 // answers, and none for a static or empty answer (no version answered).
-func answeredBy(res *Result, v *Variant) *Variant {
+func AnsweredBy(res *Result, v *Variant) *Variant {
 	if res.Variant != nil || res.Fallback != "" {
 		return res.Variant
 	}
@@ -188,7 +189,7 @@ func variantName(res *Result, v *Variant) string {
 }
 
 // logExchange writes one structured line for a finished exchange.
-func (p *Proxy) logExchange(ctx context.Context, x *Exchange, res *Result, v *Variant, status int, err error) {
+func (p *Pipeline) logExchange(ctx context.Context, x *Exchange, res *Result, v *Variant, status int, err error) {
 	level := slog.LevelInfo
 	switch {
 	case res.Trigger == fallback.Cancelled:
@@ -219,9 +220,9 @@ func (p *Proxy) logExchange(ctx context.Context, x *Exchange, res *Result, v *Va
 	p.log.LogAttrs(ctx, level, "request", attrs...)
 }
 
-// logRequest logs a request refused before it became an exchange (no
+// LogRequest logs a request refused before it became an exchange (no
 // configuration, unknown model or version).
-func (p *Proxy) logRequest(ctx context.Context, model, variant string, status int, start time.Time, err error, traceParent string) {
+func (p *Pipeline) LogRequest(ctx context.Context, model, variant string, status int, start time.Time, err error, traceParent string) {
 	level := slog.LevelWarn
 	if status >= 500 {
 		level = slog.LevelError

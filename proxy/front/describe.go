@@ -1,4 +1,4 @@
-package proxy
+package front
 
 import (
 	"context"
@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"strings"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/proxy/pipeline"
 
 	"github.com/switchyard-dev/switchyard/oip"
 	pb "github.com/switchyard-dev/switchyard/oip/inferencepb"
@@ -35,18 +36,18 @@ import (
 // state, as with the override header (routing.Picker.Pick).
 
 // describeTarget is the version a describe request is answered from.
-func (p *Proxy) describeTarget(s *snapshot, model, version, override string) (*Route, *Variant, *oip.Error) {
+func describeTarget(s *pipeline.Snapshot, model, version, override string) (*pipeline.Route, *pipeline.Variant, *oip.Error) {
 	if s == nil {
 		return nil, nil, oip.Errorf(oip.Unavailable, "no configuration yet: the proxy has not reached its control plane and has no persisted configuration")
 	}
-	r := s.routes[model]
+	r := s.Route(model)
 	if r == nil {
-		return nil, nil, oip.Errorf(oip.NotFound, "unknown model %q; known models: %s", model, s.names)
+		return nil, nil, oip.Errorf(oip.NotFound, "unknown model %q; known models: %s", model, s.Names())
 	}
 	if version != "" {
 		v := r.Variant(version)
 		if v == nil {
-			return nil, nil, noSuchVersion(r, version)
+			return nil, nil, pipeline.NoSuchVersion(r, version)
 		}
 		return r, v, nil
 	}
@@ -58,14 +59,10 @@ func (p *Proxy) describeTarget(s *snapshot, model, version, override string) (*R
 	return r, r.Variants[r.Picker.Serving()], nil
 }
 
-func noSuchVersion(r *Route, version string) *oip.Error {
-	return oip.Errorf(oip.NotFound, "model %q has no version %q; versions: %s", r.Name, version, strings.Join(r.Model.VersionNames(), ", "))
-}
-
 // describeCall is one describe call to a version's backend, over the
 // version's protocol: viaHTTP gets path's JSON into out, viaGRPC calls the
 // gRPC client.
-func (p *Proxy) describeCall(ctx context.Context, v *Variant, path string, out any, viaGRPC func(context.Context, pb.GRPCInferenceServiceClient) error) error {
+func describeCall(ctx context.Context, v *pipeline.Variant, path string, out any, viaGRPC func(context.Context, pb.GRPCInferenceServiceClient) error) error {
 	ctx, cancel := context.WithTimeout(ctx, v.Route.Timeout)
 	defer cancel()
 	e := upstream.PickP2C(v.Endpoints, rand.Uint64(), time.Now().UnixNano(), nil)
@@ -82,7 +79,7 @@ func (p *Proxy) describeCall(ctx context.Context, v *Variant, path string, out a
 		return oip.Errorf(oip.Unavailable, "model %q version %q: %v", v.Route.Name, v.Name, err)
 	}
 	if resp.Status != http.StatusOK {
-		msg, ok := errorMessage(resp.Body)
+		msg, ok := pipeline.ErrorMessage(resp.Body)
 		if !ok {
 			msg = fmt.Sprintf("the backend answered %d", resp.Status)
 		}
@@ -98,9 +95,9 @@ func (p *Proxy) describeCall(ctx context.Context, v *Variant, path string, out a
 }
 
 // metadata is v's metadata under the virtual model's name and versions.
-func (p *Proxy) metadata(ctx context.Context, v *Variant) (*oip.ModelMetadata, error) {
+func modelMetadata(ctx context.Context, v *pipeline.Variant) (*oip.ModelMetadata, error) {
 	md := &oip.ModelMetadata{}
-	err := p.describeCall(ctx, v, v.metadataPath, md, func(ctx context.Context, c pb.GRPCInferenceServiceClient) error {
+	err := describeCall(ctx, v, v.MetadataPath, md, func(ctx context.Context, c pb.GRPCInferenceServiceClient) error {
 		resp, err := c.ModelMetadata(ctx, &pb.ModelMetadataRequest{Name: v.BackendModel, Version: v.BackendVersion})
 		if err == nil {
 			md = oip.ModelMetadataFromProto(resp)
@@ -118,7 +115,7 @@ func (p *Proxy) metadata(ctx context.Context, v *Variant) (*oip.ModelMetadata, e
 // REST answer other than 200, gRPC ready false or NOT_FOUND for a model it
 // does not know: Triton's answer) is not ready; a backend that cannot be
 // reached is an error.
-func (p *Proxy) ready(ctx context.Context, v *Variant) (bool, error) {
+func ready(ctx context.Context, v *pipeline.Variant) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, v.Route.Timeout)
 	defer cancel()
 	e := upstream.PickP2C(v.Endpoints, rand.Uint64(), time.Now().UnixNano(), nil)
@@ -135,16 +132,16 @@ func (p *Proxy) ready(ctx context.Context, v *Variant) (bool, error) {
 	}
 	deadline, _ := ctx.Deadline()
 	var resp upstream.Response
-	if err := e.HTTP.Do(deadline, &upstream.Request{Method: http.MethodGet, Path: v.readyPath, Ctx: ctx}, &resp); err != nil {
+	if err := e.HTTP.Do(deadline, &upstream.Request{Method: http.MethodGet, Path: v.ReadyPath, Ctx: ctx}, &resp); err != nil {
 		return false, oip.Errorf(oip.Unavailable, "model %q version %q: %v", v.Route.Name, v.Name, err)
 	}
 	return resp.Status == http.StatusOK, nil
 }
 
 // config is v's model configuration under the virtual model's name.
-func (p *Proxy) config(ctx context.Context, v *Variant) (*oip.ModelConfig, error) {
+func config(ctx context.Context, v *pipeline.Variant) (*oip.ModelConfig, error) {
 	c := &oip.ModelConfig{}
-	err := p.describeCall(ctx, v, v.configPath, c, func(ctx context.Context, cl pb.GRPCInferenceServiceClient) error {
+	err := describeCall(ctx, v, v.ConfigPath, c, func(ctx context.Context, cl pb.GRPCInferenceServiceClient) error {
 		resp, err := cl.ModelConfig(ctx, &pb.ModelConfigRequest{Name: v.BackendModel, Version: v.BackendVersion})
 		if err == nil {
 			c = oip.ModelConfigFromProto(resp.GetConfig())
@@ -160,11 +157,11 @@ func (p *Proxy) config(ctx context.Context, v *Variant) (*oip.ModelConfig, error
 
 // statistics are v's statistics under the virtual model's name and v's
 // version name.
-func (p *Proxy) statistics(ctx context.Context, v *Variant) ([]oip.ModelStatistics, error) {
+func statistics(ctx context.Context, v *pipeline.Variant) ([]oip.ModelStatistics, error) {
 	var body struct {
 		ModelStats []oip.ModelStatistics `json:"model_stats"`
 	}
-	err := p.describeCall(ctx, v, v.statsPath, &body, func(ctx context.Context, c pb.GRPCInferenceServiceClient) error {
+	err := describeCall(ctx, v, v.StatsPath, &body, func(ctx context.Context, c pb.GRPCInferenceServiceClient) error {
 		resp, err := c.ModelStatistics(ctx, &pb.ModelStatisticsRequest{Name: v.BackendModel, Version: v.BackendVersion})
 		if err == nil {
 			body.ModelStats = oip.ModelStatisticsFromProto(resp)
@@ -186,17 +183,17 @@ func (p *Proxy) statistics(ctx context.Context, v *Variant) ([]oip.ModelStatisti
 // allStatistics are every virtual model's statistics (its serving
 // version), in name order; a version that cannot answer is left out (and
 // named in the log), so one down backend does not hide the others.
-func (p *Proxy) allStatistics(ctx context.Context) []oip.ModelStatistics {
+func allStatistics(ctx context.Context, p *pipeline.Pipeline) []oip.ModelStatistics {
 	all := []oip.ModelStatistics{}
-	s := p.snap.Load()
+	s := p.Snapshot()
 	if s == nil {
 		return all
 	}
-	for _, m := range s.models {
-		r := s.routes[m.Metadata.Name]
-		st, err := p.statistics(ctx, r.Variants[r.Picker.Serving()])
+	for _, m := range s.Models() {
+		r := s.Route(m.Metadata.Name)
+		st, err := statistics(ctx, r.Variants[r.Picker.Serving()])
 		if err != nil {
-			p.log.Warn("statistics left out", "model", r.Name, "error", err)
+			p.Logger().Warn("statistics left out", "model", r.Name, "error", err)
 			continue
 		}
 		all = append(all, st...)

@@ -1,9 +1,9 @@
-package proxy
+package pipeline
 
 import (
 	"crypto/tls"
 	"fmt"
-	"net/http"
+	"math/rand/v2"
 	"net/textproto"
 	"net/url"
 	"slices"
@@ -19,6 +19,7 @@ import (
 	"github.com/switchyard-dev/switchyard/api"
 	"github.com/switchyard-dev/switchyard/fallback"
 	"github.com/switchyard-dev/switchyard/internal/tlsutil"
+	"github.com/switchyard-dev/switchyard/oip"
 	"github.com/switchyard-dev/switchyard/proxy/upstream"
 	"github.com/switchyard-dev/switchyard/routing"
 )
@@ -55,6 +56,13 @@ func (r *Route) Variant(name string) *Variant {
 	return nil
 }
 
+// PassesThrough reports whether a gRPC request in wire form stays bytes on
+// this route (no policies and no answer validation read its tensors).
+func (r *Route) PassesThrough() bool { return r.policies == nil && !r.validate }
+
+// Limiter is the version's concurrency limit (spec.concurrency; nil: none).
+func (v *Variant) Limiter() *fallback.Limiter { return v.limiter }
+
 // Variant is one version of a route.
 type Variant struct {
 	Route          *Route
@@ -68,15 +76,79 @@ type Variant struct {
 	// limiter caps the requests in flight (spec.concurrency; nil: none).
 	limiter *fallback.Limiter
 
-	inferPath, metadataPath, readyPath, configPath, statsPath string
-	headerValue                                               []string // for x-switchyard-variant
-	metrics                                                   *variantMetrics
+	// The backend's describe paths (OIP v2 REST: metadata, ready, config,
+	// statistics).
+	MetadataPath, ReadyPath, ConfigPath, StatsPath string
+
+	inferPath   string
+	headerValue []string // for x-switchyard-variant
+	metrics     *variantMetrics
 }
 
-// snapshot is one applied configuration. Requests load it once and use it
+// HeaderValue is the x-switchyard-variant header's value (shared: do not
+// modify).
+func (v *Variant) HeaderValue() []string { return v.headerValue }
+
+// CountRequest counts one answered request of this version under code (the
+// HTTP status's or the gRPC code's name) in the request metrics; the
+// pipeline's Finish does it for every exchange.
+func (v *Variant) CountRequest(code string, seconds float64) { v.metrics.request(code, seconds) }
+
+// OverrideHeader is the route's override header (canonical form; "" when
+// none); OverrideMetadata and StickyMetadata are the override and sticky
+// keys in lowercase (gRPC metadata, h1 header lookup).
+func (r *Route) OverrideHeader() string   { return r.overrideHTTP }
+func (r *Route) OverrideMetadata() string { return r.overrideMD }
+func (r *Route) StickyMetadata() string   { return r.stickyMD }
+
+// Route is the compiled route of model (nil: none, or no snapshot).
+func (s *Snapshot) Route(model string) *Route {
+	if s == nil {
+		return nil
+	}
+	return s.routes[model]
+}
+
+// RouteBytes is Route for a name held as bytes, without a copy.
+func (s *Snapshot) RouteBytes(model []byte) *Route {
+	if s == nil {
+		return nil
+	}
+	return s.routes[string(model)]
+}
+
+// Models are the snapshot's models, by name (do not modify).
+func (s *Snapshot) Models() []api.Model { return s.models }
+
+// Resolve finds the route and picks the variant of a request. A version in
+// the path (/v2/models/{name}/versions/{v}/...) pins that version.
+func (s *Snapshot) Resolve(model, pathVersion, override, key string) (*Route, routing.Choice, *oip.Error) {
+	if s == nil {
+		return nil, routing.Choice{}, oip.Errorf(oip.Unavailable, "no configuration yet: the proxy has not reached its control plane and has no persisted configuration")
+	}
+	r := s.Route(model)
+	if r == nil {
+		return nil, routing.Choice{}, oip.Errorf(oip.NotFound, "unknown model %q; known models: %s", model, s.Names())
+	}
+	if pathVersion != "" {
+		// Pinned: like the override header (any version, whatever its
+		// weight), counted as pinned.
+		i := r.Picker.Index(pathVersion)
+		if i < 0 {
+			return nil, routing.Choice{}, NoSuchVersion(r, pathVersion)
+		}
+		return r, routing.Choice{Index: i, Reason: routing.ReasonPinned}, nil
+	}
+	return r, r.Picker.Pick(override, key, rand.Uint64()), nil
+}
+
+// Names lists the snapshot's models ("a, b, c", for error messages).
+func (s *Snapshot) Names() string { return s.names }
+
+// Snapshot is one applied configuration. Requests load it once and use it
 // throughout, so a request sees the old or the new configuration, never a
 // mix.
-type snapshot struct {
+type Snapshot struct {
 	version string
 	source  string
 	applied time.Time
@@ -203,7 +275,7 @@ func (g *registry) endpoint(protocol, addr string, t *api.UpstreamTLS) (*upstrea
 
 // prune closes endpoints no route of s uses. Pools close idle connections
 // at once; connections in use close when their request finishes.
-func (g *registry) prune(s *snapshot) {
+func (g *registry) prune(s *Snapshot) {
 	used := map[*upstream.Endpoint]bool{}
 	for _, r := range s.routes {
 		for _, v := range r.Variants {
@@ -314,8 +386,8 @@ func (g *registry) budget(model string, percent float64) *upstream.RetryBudget {
 }
 
 // compile builds a snapshot from validated models.
-func (p *Proxy) compile(models []api.Model, version, source string) (*snapshot, error) {
-	s := &snapshot{version: version, source: source, applied: time.Now(), models: models, routes: map[string]*Route{}}
+func (p *Pipeline) compile(models []api.Model, version, source string) (*Snapshot, error) {
+	s := &Snapshot{version: version, source: source, applied: time.Now(), models: models, routes: map[string]*Route{}}
 	g := p.reg
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -375,8 +447,8 @@ func (p *Proxy) compile(models []api.Model, version, source string) (*snapshot, 
 			if v.BackendVersion != "" {
 				base += "/versions/" + url.PathEscape(v.BackendVersion)
 			}
-			v.inferPath, v.metadataPath, v.readyPath = base+"/infer", base, base+"/ready"
-			v.configPath, v.statsPath = base+"/config", base+"/stats"
+			v.inferPath, v.MetadataPath, v.ReadyPath = base+"/infer", base, base+"/ready"
+			v.ConfigPath, v.StatsPath = base+"/config", base+"/stats"
 			if len(ver.Endpoints) == 0 {
 				return nil, fmt.Errorf("model %q version %q: no endpoints", r.Name, v.Name)
 			}
@@ -412,4 +484,6 @@ func sortedModels(models []api.Model) []api.Model {
 	return out
 }
 
-var _ http.Handler = (*httpFront)(nil)
+func NoSuchVersion(r *Route, version string) *oip.Error {
+	return oip.Errorf(oip.NotFound, "model %q has no version %q; versions: %s", r.Name, version, strings.Join(r.Model.VersionNames(), ", "))
+}

@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"strconv"
@@ -143,9 +143,9 @@ func (v *variantMetrics) upstreamError(kind string) {
 	v.parent.UpstreamErrors.WithLabelValues(v.model, v.variant, kind).Inc()
 }
 
-// httpCode is the metrics label of an HTTP status without allocating for
+// HTTPCode is the metrics label of an HTTP status without allocating for
 // the common ones.
-func httpCode(status int) string {
+func HTTPCode(status int) string {
 	switch status {
 	case 200:
 		return "200"

@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"context"
@@ -102,7 +102,7 @@ func newFeatures(cfg FeaturesConfig) *features {
 // and its mirror; pieces no live route uses are closed after each apply.
 type features struct {
 	cfg       FeaturesConfig
-	p         *Proxy
+	p         *Pipeline
 	log       *slog.Logger
 	fbm       *fallback.Metrics
 	shm       *shadow.Metrics
@@ -126,7 +126,7 @@ type features struct {
 
 // attach binds the component to its proxy (metrics, logger, state dir);
 // in agent mode the agent starts with the first route that shadows.
-func (f *features) attach(p *Proxy) error {
+func (f *features) attach(p *Pipeline) error {
 	f.p, f.log = p, p.log.With("component", "features")
 	f.fbm = fallback.NewMetrics(p.cfg.Registry)
 	f.shm = shadow.NewMetrics(p.cfg.Registry)
@@ -242,7 +242,7 @@ func (f *features) lastGoodLocked(model string) *fallback.Cache {
 	return c
 }
 
-// applied is called by Proxy.Apply once a configuration is live: pieces no
+// applied is called by Pipeline.Apply once a configuration is live: pieces no
 // live route uses are closed (caches purged, mirrors drained in the
 // background, record files closed).
 func (f *features) applied(routes map[string]*Route) {
@@ -415,7 +415,7 @@ func (f *features) FallbackStatus() FallbackStatus {
 }
 
 func (f *features) serveFallback(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, f.FallbackStatus())
+	WriteJSON(w, http.StatusOK, f.FallbackStatus())
 }
 
 // shadowWindow reads ?window= (default 5m, at most 24h).
@@ -471,15 +471,15 @@ func (f *features) ShadowReport(model string, window time.Duration) (ShadowRepor
 func (f *features) serveShadowReport(w http.ResponseWriter, r *http.Request) {
 	window, err := shadowWindow(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	rep, err := f.ShadowReport(r.URL.Query().Get("model"), window)
 	if err != nil {
-		writeError(w, http.StatusNotFound, err.Error())
+		WriteError(w, http.StatusNotFound, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, rep)
+	WriteJSON(w, http.StatusOK, rep)
 }
 
 // ShadowRecordsResponse is the admin answer of /shadow/records: the ring's
@@ -496,13 +496,13 @@ type ShadowRecordsResponse struct {
 func (f *features) serveShadowRecords(w http.ResponseWriter, r *http.Request) {
 	window, err := shadowWindow(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	model := r.URL.Query().Get("model")
 	ms, err := f.liveMirror(model)
 	if err != nil {
-		writeError(w, http.StatusNotFound, err.Error())
+		WriteError(w, http.StatusNotFound, err.Error())
 		return
 	}
 	var b []byte
@@ -515,7 +515,7 @@ func (f *features) serveShadowRecords(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		WriteError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"bytes"
@@ -216,7 +216,7 @@ func (f *features) releaseSinkLocked(s *recordSink) error {
 
 // capture is the pipeline's step 3: for a sampled request, a copy of the
 // request and of the primary's own outcome (err is the primary's error),
-// handed to the mirror once the answer is written (Proxy.handOff).
+// handed to the mirror once the answer is written (Pipeline.HandOff).
 func (rf *routePolicies) capture(x *Exchange, v *Variant, res *Result, err error) {
 	ms := rf.mirror
 	if !ms.sampler.Sample(x.StickyKey, rand.Float64()) {
@@ -236,13 +236,13 @@ func (rf *routePolicies) capture(x *Exchange, v *Variant, res *Result, err error
 		return
 	}
 	pl := &shadowPayload{target: tv, primary: v, start: x.Start, latency: time.Since(x.Start), primaryErr: err}
-	if x.pbReq != nil {
-		pl.pbReq = x.pbReq // not reused by the gRPC front-end
+	if x.PBReq != nil {
+		pl.pbReq = x.PBReq // not reused by the gRPC front-end
 	} else {
 		// The exchange's buffer is pooled: copied into a pooled buffer of
 		// the mirror's own, given back once the worker decoded it.
-		pl.bodyBuf = copyShadowBuf(x.body)
-		pl.headerLen = x.headerLen
+		pl.bodyBuf = copyShadowBuf(x.Body)
+		pl.headerLen = x.HeaderLen
 	}
 	if err == nil {
 		switch {

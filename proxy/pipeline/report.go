@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 // What each answered request counts as on the stats stream (package
 // report counts and ships): its error kind and its version's own failure,
@@ -6,7 +6,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"math"
 	mrand "math/rand/v2"
@@ -23,7 +22,7 @@ import (
 // against it, as a fallback), status the HTTP status sent (gRPC: its HTTP
 // equivalent). Requests that never reached a variant, and requests the
 // client cancelled (nobody's failure), are not counted.
-func (p *Proxy) recordStats(v *Variant, x *Exchange, res *Result, status int, latency time.Duration) {
+func (p *Pipeline) recordStats(v *Variant, x *Exchange, res *Result, status int, latency time.Duration) {
 	if p.stats == nil || v == nil || res.Trigger == fallback.Cancelled {
 		return
 	}
@@ -155,34 +154,9 @@ func rawHasNaN(datatype string, b []byte) bool {
 
 // RecordShadow counts one shadow comparison of (model, version) as the
 // shadow, for the canary's shadow-disagreement gate.
-func (p *Proxy) RecordShadow(model, version string, disagreed bool) {
+func (p *Pipeline) RecordShadow(model, version string, disagreed bool) {
 	if p.stats == nil {
 		return
 	}
 	p.stats.Slot(model, version).RecordShadow(disagreed, mrand.Uint64())
-}
-
-// StatsReporterStatus returns the stats reporter's state (zero without
-// one).
-func (p *Proxy) StatsReporterStatus() report.Status {
-	if p.reporter == nil {
-		return report.Status{}
-	}
-	return p.reporter.Status()
-}
-
-// startReporter starts the stats reporter (Start calls it when the proxy has
-// a control plane and reporting is on).
-func (p *Proxy) startReporter(ctx context.Context) {
-	addr := p.cfg.StatsAddr
-	if addr == "" {
-		addr = p.cfg.XDSAddr
-	}
-	p.reporter = report.New(p.stats, report.Options{Addr: addr, Node: p.cfg.NodeID, Interval: p.cfg.StatsInterval,
-		BackoffMin: p.cfg.XDSBackoffMin, BackoffMax: p.cfg.XDSBackoffMax, Log: p.log, Dial: p.cpDial})
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		p.reporter.Run(ctx)
-	}()
 }

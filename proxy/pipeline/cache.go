@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"bytes"
@@ -108,10 +108,10 @@ func (rp *routePolicies) store(x *Exchange, v *Variant, res *Result, err error, 
 // decoding.
 func (rp *routePolicies) keyOf(x *Exchange, v *Variant) reqKey {
 	var h uint64
-	memo := rp.memo != nil && x.pbReq == nil
+	memo := rp.memo != nil && x.PBReq == nil
 	if memo {
-		h = rp.memo.hash(v.Index, x.headerLen, x.body)
-		if key, id, ok := rp.memo.get(h, v.Index, x.headerLen, x.body); ok {
+		h = rp.memo.hash(v.Index, x.HeaderLen, x.Body)
+		if key, id, ok := rp.memo.get(h, v.Index, x.HeaderLen, x.Body); ok {
 			return reqKey{key: key, ok: true, id: id, idOK: true}
 		}
 	}
@@ -120,7 +120,7 @@ func (rp *routePolicies) keyOf(x *Exchange, v *Variant) reqKey {
 		return reqKey{}
 	}
 	format := "json"
-	if x.pbReq != nil {
+	if x.PBReq != nil {
 		format = "grpc"
 	}
 	key, err := fallback.NewKey(rp.route.Name, rp.keyVersion[v.Index], format, req, nil)
@@ -128,7 +128,7 @@ func (rp *routePolicies) keyOf(x *Exchange, v *Variant) reqKey {
 		return reqKey{}
 	}
 	if memo {
-		rp.memo.put(h, v.Index, x.headerLen, x.body, key, req.ID)
+		rp.memo.put(h, v.Index, x.HeaderLen, x.Body, key, req.ID)
 	}
 	return reqKey{key: key, ok: true}
 }
@@ -188,7 +188,7 @@ func (m *rawMemo) put(h uint64, variant, headerLen int, body []byte, k fallback.
 // entry builds the cache entry of a good answer, in the client's form and
 // without the request id.
 func (rp *routePolicies) entry(x *Exchange, res *Result) (fallback.Entry, bool) {
-	if x.pbReq != nil {
+	if x.PBReq != nil {
 		m := res.PB
 		if m == nil {
 			resp, err := res.Response()
@@ -234,15 +234,15 @@ func (rp *routePolicies) entry(x *Exchange, res *Result) (fallback.Entry, bool) 
 func (rp *routePolicies) fill(x *Exchange, v *Variant, res *Result, e fallback.Entry, k reqKey) error {
 	if e.Value != nil {
 		m, ok := e.Value.(*pb.ModelInferResponse)
-		if !ok || x.pbReq == nil {
+		if !ok || x.PBReq == nil {
 			return fmt.Errorf("cache entry of the wrong form")
 		}
 		body := res.Body[:0]
 		*res = Result{Body: body, Variant: v, PB: &pb.ModelInferResponse{ModelName: m.ModelName, ModelVersion: m.ModelVersion,
-			Id: x.pbReq.GetId(), Parameters: m.Parameters, Outputs: m.Outputs, RawOutputContents: m.RawOutputContents}}
+			Id: x.PBReq.GetId(), Parameters: m.Parameters, Outputs: m.Outputs, RawOutputContents: m.RawOutputContents}}
 		return nil
 	}
-	if x.pbReq != nil {
+	if x.PBReq != nil {
 		return fmt.Errorf("cache entry of the wrong form")
 	}
 	body, hl := res.Body[:0], e.HeaderLen

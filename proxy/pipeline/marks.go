@@ -1,4 +1,4 @@
-package proxy
+package pipeline
 
 import (
 	"bufio"
@@ -18,8 +18,8 @@ import (
 // gRPC metadata key), so backends and logs can tell it apart.
 const HeaderShadow = "x-switchyard-shadow"
 
-// writeMarks writes the fallback and cache marks of res (REST).
-func writeMarks(bw *bufio.Writer, res *Result) {
+// WriteMarks writes the fallback and cache marks of res (REST).
+func WriteMarks(bw *bufio.Writer, res *Result) {
 	if res.Fallback != "" {
 		bw.WriteString("X-Switchyard-Fallback: ")
 		bw.WriteString(res.Fallback)
@@ -37,9 +37,9 @@ func writeMarks(bw *bufio.Writer, res *Result) {
 	}
 }
 
-// appendMarks adds the fallback and cache marks of res to gRPC header
+// AppendMarks adds the fallback and cache marks of res to gRPC header
 // metadata.
-func appendMarks(md metadata.MD, res *Result) {
+func AppendMarks(md metadata.MD, res *Result) {
 	if res.Fallback != "" {
 		md.Append(fallback.HeaderFallback, res.Fallback)
 	}
@@ -51,9 +51,9 @@ func appendMarks(md metadata.MD, res *Result) {
 	}
 }
 
-// hasNoCache reports whether a Cache-Control value holds the no-cache (or
+// HasNoCache reports whether a Cache-Control value holds the no-cache (or
 // no-store) directive.
-func hasNoCache[T string | []byte](v T) bool {
+func HasNoCache[T string | []byte](v T) bool {
 	if len(v) < 8 {
 		return false
 	}

@@ -1,4 +1,4 @@
-package proxy
+package front
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"slices"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/proxy/pipeline"
 
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
@@ -24,11 +26,11 @@ import (
 // grpcFront serves GRPCInferenceService for the virtual models.
 type grpcFront struct {
 	pb.UnimplementedGRPCInferenceServiceServer
-	p *Proxy
+	p *pipeline.Pipeline
 }
 
 // MetadataVariant is the gRPC header metadata key naming the variant that
-// answered (the fallback marks: marks.go).
+// answered (the fallback marks: proxy/pipeline/marks.go).
 const MetadataVariant = "x-switchyard-variant"
 
 func (g *grpcFront) ServerLive(context.Context, *pb.ServerLiveRequest) (*pb.ServerLiveResponse, error) {
@@ -36,7 +38,7 @@ func (g *grpcFront) ServerLive(context.Context, *pb.ServerLiveRequest) (*pb.Serv
 }
 
 func (g *grpcFront) ServerReady(context.Context, *pb.ServerReadyRequest) (*pb.ServerReadyResponse, error) {
-	return &pb.ServerReadyResponse{Ready: g.p.snap.Load() != nil}, nil
+	return &pb.ServerReadyResponse{Ready: g.p.Snapshot() != nil}, nil
 }
 
 func (g *grpcFront) ServerMetadata(context.Context, *pb.ServerMetadataRequest) (*pb.ServerMetadataResponse, error) {
@@ -54,15 +56,15 @@ func inValue(ctx context.Context, key string) string {
 
 // describeTarget is the version a describe RPC is answered from (the
 // virtual model rule, describe.go); it sets the variant header.
-func (g *grpcFront) describeTarget(ctx context.Context, model, version string) (*Variant, error) {
-	s := g.p.snap.Load()
+func (g *grpcFront) describeTarget(ctx context.Context, model, version string) (*pipeline.Variant, error) {
+	s := g.p.Snapshot()
 	override := ""
 	if s != nil {
-		if r := s.routes[model]; r != nil {
-			override = inValue(ctx, r.overrideMD)
+		if r := s.Route(model); r != nil {
+			override = inValue(ctx, r.OverrideMetadata())
 		}
 	}
-	_, v, oerr := g.p.describeTarget(s, model, version, override)
+	_, v, oerr := describeTarget(s, model, version, override)
 	if oerr != nil {
 		return nil, oerr
 	}
@@ -80,7 +82,7 @@ func (g *grpcFront) ModelReady(ctx context.Context, req *pb.ModelReadyRequest) (
 	if err != nil {
 		return nil, oip.GRPCError(err)
 	}
-	ok, err := g.p.ready(ctx, v)
+	ok, err := ready(ctx, v)
 	if err != nil {
 		return nil, oip.GRPCError(err)
 	}
@@ -92,7 +94,7 @@ func (g *grpcFront) ModelMetadata(ctx context.Context, req *pb.ModelMetadataRequ
 	if err != nil {
 		return nil, oip.GRPCError(err)
 	}
-	md, err := g.p.metadata(ctx, v)
+	md, err := modelMetadata(ctx, v)
 	if err != nil {
 		return nil, oip.GRPCError(err)
 	}
@@ -104,7 +106,7 @@ func (g *grpcFront) ModelConfig(ctx context.Context, req *pb.ModelConfigRequest)
 	if err != nil {
 		return nil, oip.GRPCError(err)
 	}
-	c, err := g.p.config(ctx, v)
+	c, err := config(ctx, v)
 	if err != nil {
 		return nil, oip.GRPCError(err)
 	}
@@ -113,14 +115,14 @@ func (g *grpcFront) ModelConfig(ctx context.Context, req *pb.ModelConfigRequest)
 
 func (g *grpcFront) ModelStatistics(ctx context.Context, req *pb.ModelStatisticsRequest) (*pb.ModelStatisticsResponse, error) {
 	if req.GetName() == "" {
-		all := g.p.allStatistics(ctx)
+		all := allStatistics(ctx, g.p)
 		return oip.ModelStatisticsToProto(all), nil
 	}
 	v, err := g.describeTarget(ctx, req.GetName(), req.GetVersion())
 	if err != nil {
 		return nil, oip.GRPCError(err)
 	}
-	st, err := g.p.statistics(ctx, v)
+	st, err := statistics(ctx, v)
 	if err != nil {
 		return nil, oip.GRPCError(err)
 	}
@@ -130,7 +132,7 @@ func (g *grpcFront) ModelStatistics(ctx context.Context, req *pb.ModelStatistics
 // httpErrorToGRPC turns an upstream REST error answer ({"error": "..."})
 // into a gRPC status with the matching code.
 func httpErrorToGRPC(statusCode int, body []byte) error {
-	msg, ok := errorMessage(body)
+	msg, ok := pipeline.ErrorMessage(body)
 	if !ok {
 		msg = string(body)
 	}
@@ -138,7 +140,7 @@ func httpErrorToGRPC(statusCode int, body []byte) error {
 }
 
 // ModelInfer serves a decoded request (the service interface's form; the
-// server registered by registerGRPCFront takes ModelInfer in its wire form:
+// server registered by RegisterGRPCFront takes ModelInfer in its wire form:
 // modelInferRaw).
 func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
 	hdr := metadata.MD{}
@@ -147,11 +149,12 @@ func (g *grpcFront) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (
 	return out, err
 }
 
-// registerGRPCFront registers GRPCInferenceService with ModelInfer taken
+// RegisterGRPCFront registers GRPCInferenceService with ModelInfer taken
 // in its wire form (modelInferRaw); the server must use
-// grpcServerOptions' codec. A unary interceptor, if one is ever added,
+// GRPCServerOptions' codec. A unary interceptor, if one is ever added,
 // sees ModelInfer's request as an *upstream.RawMessage.
-func registerGRPCFront(s *grpc.Server, g *grpcFront) {
+func RegisterGRPCFront(s *grpc.Server, p *pipeline.Pipeline) {
+	g := &grpcFront{p: p}
 	desc := pb.GRPCInferenceService_ServiceDesc
 	desc.Methods = slices.Clone(desc.Methods)
 	for i := range desc.Methods {
@@ -162,7 +165,7 @@ func registerGRPCFront(s *grpc.Server, g *grpcFront) {
 	s.RegisterService(&desc, g)
 }
 
-// grpcServerOptions are the gRPC front-end's server options: the codec
+// GRPCServerOptions are the gRPC front-end's server options: the codec
 // that receives ModelInfer requests as bytes (upstream.RawCodec: every
 // other message is decoded as usual); a pool of stream workers
 // (grpcStreamWorkers: a request does not start a goroutine and grow its
@@ -176,7 +179,7 @@ func registerGRPCFront(s *grpc.Server, g *grpcFront) {
 // workers); an idle worker costs its stack.
 const grpcStreamWorkers = 128
 
-func grpcServerOptions() []grpc.ServerOption {
+func GRPCServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ForceServerCodecV2(upstream.RawCodec{}),
 		grpc.NumStreamWorkers(grpcStreamWorkers),
@@ -219,7 +222,7 @@ func (g *grpcFront) modelInferRaw(ctx context.Context, m *upstream.RawMessage) (
 func (g *grpcFront) modelInferWire(ctx context.Context, raw []byte, hdr metadata.MD) (any, error) {
 	in := &grpcIn{raw: raw}
 	if err := pbwire.ReadRequest(in.raw, &in.head); err != nil {
-		g.p.logRequest(ctx, "", "", http.StatusBadRequest, time.Now(), err, inValue(ctx, "traceparent"))
+		g.p.LogRequest(ctx, "", "", http.StatusBadRequest, time.Now(), err, inValue(ctx, "traceparent"))
 		return nil, status.Error(oip.InvalidArgument.GRPCCode(), err.Error())
 	}
 	out, raw, err := g.infer(ctx, in, hdr)
@@ -233,7 +236,7 @@ func (g *grpcFront) modelInferWire(ctx context.Context, raw []byte, hdr metadata
 }
 
 // leanInfer is unary ModelInfer on the lean HTTP/2 server (internal/h2,
-// newLeanGRPC): modelInferWire with the answer marshalled here.
+// NewLeanGRPC): modelInferWire with the answer marshalled here.
 func (g *grpcFront) leanInfer(ctx context.Context, c *h2.Call) h2.Answer {
 	hdr := metadata.MD{}
 	out, err := g.modelInferWire(ctx, c.Msg, hdr)
@@ -258,11 +261,11 @@ const (
 	GRPCGo   = "grpc-go"
 )
 
-// newLeanGRPC is the gRPC listener's lean HTTP/2 server: unary ModelInfer
+// NewLeanGRPC is the gRPC listener's lean HTTP/2 server: unary ModelInfer
 // (uncompressed) on its own data path, every other stream (the other
 // methods, streaming, reflection, compressed messages) handed to srv,
 // grpc-go's server, through its ServeHTTP.
-func newLeanGRPC(p *Proxy, srv *grpc.Server, tlsCfg *tls.Config) *h2.Server {
+func NewLeanGRPC(p *pipeline.Pipeline, srv *grpc.Server, tlsCfg *tls.Config) *h2.Server {
 	g := &grpcFront{p: p}
 	fast := h2.FastFunc(g.leanInfer)
 	return &h2.Server{
@@ -273,7 +276,7 @@ func newLeanGRPC(p *Proxy, srv *grpc.Server, tlsCfg *tls.Config) *h2.Server {
 			return nil
 		},
 		Fallback:       srv,
-		MaxRecvMsgSize: int(p.cfg.MaxBodyBytes),
+		MaxRecvMsgSize: int(p.MaxBodyBytes()),
 		StreamWindow:   upstream.WindowSize, ConnWindow: upstream.WindowSize,
 		TLSConfig: tlsCfg,
 	}
@@ -339,7 +342,7 @@ type grpcIn struct {
 func (g *grpcFront) infer(ctx context.Context, in *grpcIn, hdr metadata.MD) (*pb.ModelInferResponse, []byte, error) {
 	p := g.p
 	start := time.Now()
-	// The buffered-bytes budget (overload.go): grpc-go has read the
+	// The buffered-bytes budget (proxy/pipeline/overload.go): grpc-go has read the
 	// message; holding it for the whole call is what is counted.
 	var held int64
 	var model, version string
@@ -350,58 +353,58 @@ func (g *grpcFront) infer(ctx context.Context, in *grpcIn, hdr metadata.MD) (*pb
 		held = int64(len(in.raw))
 		model, version = string(in.head.Model), string(in.head.Version)
 	}
-	if !p.budget.take(held) {
-		p.shed("buffer")
-		if resp, step, ok := p.bodylessFallback(model); ok {
+	if !p.Budget().Take(held) {
+		p.Shed("buffer")
+		if resp, step, ok := p.BodylessFallback(model); ok {
 			if hdr != nil {
 				hdr.Append(fallback.HeaderFallback, step)
 				hdr.Append(fallback.HeaderFallbackReason, fallback.Overload.String())
 			}
 			return oip.InferResponseToProto(resp), nil, nil
 		}
-		return nil, nil, oip.GRPCError(p.budget.overBudget(held))
+		return nil, nil, oip.GRPCError(p.Budget().OverBudget(held))
 	}
-	defer p.budget.give(held)
-	s := p.snap.Load()
+	defer p.Budget().Give(held)
+	s := p.Snapshot()
 	var override, key string
 	if s != nil {
-		if r := s.routes[model]; r != nil {
-			override, key = inValue(ctx, r.overrideMD), inValue(ctx, r.stickyMD)
+		if r := s.Route(model); r != nil {
+			override, key = inValue(ctx, r.OverrideMetadata()), inValue(ctx, r.StickyMetadata())
 		}
 	}
-	route, choice, oerr := p.resolve(s, model, version, override, key)
+	route, choice, oerr := s.Resolve(model, version, override, key)
 	if oerr != nil {
-		p.logRequest(ctx, model, "", oerr.HTTPStatus(), start, oerr, inValue(ctx, "traceparent"))
+		p.LogRequest(ctx, model, "", oerr.HTTPStatus(), start, oerr, inValue(ctx, "traceparent"))
 		return nil, nil, oip.GRPCError(oerr)
 	}
-	x := &Exchange{Route: route, Choice: choice, Start: start, Deadline: start.Add(route.Timeout), StickyKey: key, pbReq: in.req}
+	x := &pipeline.Exchange{Route: route, Choice: choice, Start: start, Deadline: start.Add(route.Timeout), StickyKey: key, PBReq: in.req}
 	if in.req == nil {
-		if route.policies == nil && !route.validate {
-			x.pbRaw, x.head = in.raw, &in.head
-		} else if x.pbReq = new(pb.ModelInferRequest); proto.Unmarshal(in.raw, x.pbReq) != nil {
+		if route.PassesThrough() {
+			x.PBRaw, x.PBHead = in.raw, &in.head
+		} else if x.PBReq = new(pb.ModelInferRequest); proto.Unmarshal(in.raw, x.PBReq) != nil {
 			// pbwire.ReadRequest took it: not expected.
 			return nil, nil, status.Errorf(oip.InvalidArgument.GRPCCode(), "model %q: the request cannot be decoded", model)
 		}
 	}
-	x.noCache = hasNoCache(inValue(ctx, "cache-control"))
+	x.NoCache = pipeline.HasNoCache(inValue(ctx, "cache-control"))
 	if dl, ok := ctx.Deadline(); ok && dl.Before(x.Deadline) {
 		x.Deadline = dl
 	}
 	x.TraceParent, x.TraceState = inValue(ctx, "traceparent"), inValue(ctx, "tracestate")
 	var carrier propagation.TextMapCarrier
-	if p.tracing {
+	if p.Tracing() {
 		md, _ := metadata.FromIncomingContext(ctx)
 		carrier = metadataCarrier(md)
 	}
-	ctx, span := p.begin(ctx, x, carrier)
-	res := &Result{}
-	err := p.serve(ctx, x, res)
+	ctx, span := p.Begin(ctx, x, carrier)
+	res := &pipeline.Result{}
+	err := p.Serve(ctx, x, res)
 	out, raw, err := g.toProto(x, res, err)
 	if hdr != nil {
-		if av := answeredBy(res, route.Variants[choice.Index]); av != nil {
+		if av := pipeline.AnsweredBy(res, route.Variants[choice.Index]); av != nil {
 			hdr.Append(MetadataVariant, av.Name)
 		}
-		appendMarks(hdr, res)
+		pipeline.AppendMarks(hdr, res)
 	}
 	code := "OK"
 	httpStatus := http.StatusOK
@@ -410,14 +413,14 @@ func (g *grpcFront) infer(ctx context.Context, in *grpcIn, hdr metadata.MD) (*pb
 		code = st.Code().String()
 		httpStatus = oip.CodeFromGRPC(st.Code()).HTTPStatus()
 	}
-	p.finish(ctx, span, x, res, httpStatus, code, err, time.Since(start))
-	p.handOff(x) // the shadow enqueue (grpc-go writes the answer after return)
+	p.Finish(ctx, span, x, res, httpStatus, code, err, time.Since(start))
+	p.HandOff(x) // the shadow enqueue (grpc-go writes the answer after return)
 	return out, raw, err
 }
 
 // toProto is the answer for a gRPC client: decoded, or the upstream's
 // bytes as they came (a request passed through).
-func (g *grpcFront) toProto(x *Exchange, res *Result, err error) (*pb.ModelInferResponse, []byte, error) {
+func (g *grpcFront) toProto(x *pipeline.Exchange, res *pipeline.Result, err error) (*pb.ModelInferResponse, []byte, error) {
 	if err != nil {
 		return nil, nil, oip.GRPCError(err)
 	}
@@ -427,7 +430,7 @@ func (g *grpcFront) toProto(x *Exchange, res *Result, err error) (*pb.ModelInfer
 	if res.PB != nil {
 		return res.PB, nil, nil
 	}
-	if !res.OK() && res.parsed == nil {
+	if !res.OK() && !res.Decoded() {
 		return nil, nil, httpErrorToGRPC(res.Status, res.Body)
 	}
 	resp, perr := res.Response()

@@ -1,4 +1,4 @@
-package proxy
+package front
 
 import (
 	"bufio"
@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchyard-dev/switchyard/proxy/pipeline"
+
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/switchyard-dev/switchyard/fallback"
@@ -21,26 +23,26 @@ import (
 	"github.com/switchyard-dev/switchyard/routing"
 )
 
-// fastServer is the REST front-end: the lean HTTP/1.1 server (internal/h1:
+// FastServer is the REST front-end: the lean HTTP/1.1 server (internal/h1:
 // one goroutine per connection, pooled buffers, request heads parsed in
 // place, raw-syscall I/O) with every POST .../infer (origin- or
 // absolute-form target) answered on its buffers without net/http (no
 // per-request goroutine, background read or header maps): the REST adapter
-// of the request pipeline (pipeline.go). Every other request (health,
+// of the request pipeline (proxy/pipeline). Every other request (health,
 // metadata, ready, errors) goes to the net/http handler (httpFront).
 // Measured: net/http's server cost most of the gap to nginx (see
 // docs/benchmarks-proxy.md).
-type fastServer struct {
+type FastServer struct {
 	h1.Server
-	p         *Proxy
+	p         *pipeline.Pipeline
 	exchanges sync.Pool // *exchangeState
 }
 
 // exchangeState is one request's pooled exchange, result and encoding
 // buffer.
 type exchangeState struct {
-	x   Exchange
-	res Result
+	x   pipeline.Exchange
+	res pipeline.Result
 	out []byte // encoded response when the transport had to encode one
 	// spare holds the other side of a Content-Encoding: the compressed
 	// request once inflated, then the gzip answer.
@@ -49,36 +51,36 @@ type exchangeState struct {
 	gzip bool
 }
 
-func (s *fastServer) get() *exchangeState {
+func (s *FastServer) get() *exchangeState {
 	if st, ok := s.exchanges.Get().(*exchangeState); ok {
 		return st
 	}
 	return &exchangeState{}
 }
 
-func (s *fastServer) put(st *exchangeState) {
-	if cap(st.x.body) > 1<<20 || cap(st.res.Body) > 1<<20 || cap(st.spare) > 1<<20 {
+func (s *FastServer) put(st *exchangeState) {
+	if cap(st.x.Body) > 1<<20 || cap(st.res.Body) > 1<<20 || cap(st.spare) > 1<<20 {
 		return // don't keep huge buffers
 	}
-	st.x.reset()
-	st.res.reset()
+	st.x.Reset()
+	st.res.Reset()
 	st.out, st.spare, st.gzip = st.out[:0], st.spare[:0], false
 	s.exchanges.Put(st)
 }
 
-// newFastServer serves p's REST front-end; zero timeouts are h1's
+// NewFastServer serves p's REST front-end; zero timeouts are h1's
 // defaults.
-func newFastServer(p *Proxy, head, body, idle time.Duration) *fastServer {
-	s := &fastServer{p: p}
+func NewFastServer(p *pipeline.Pipeline, head, body, idle time.Duration) *FastServer {
+	s := &FastServer{p: p}
 	s.Server.Fast = s.fast
-	s.Server.Handler = p.httpFront
-	s.Server.MaxBodyBytes = p.cfg.MaxBodyBytes
+	s.Server.Handler = &httpFront{p: p}
+	s.Server.MaxBodyBytes = p.MaxBodyBytes()
 	s.Server.HeadTimeout, s.Server.BodyTimeout, s.Server.IdleTimeout = head, body, idle
 	return s
 }
 
 // fast takes POST .../infer; everything else goes to the handler.
-func (s *fastServer) fast(c *h1.Conn, r *h1.Request) (served, keep bool, err error) {
+func (s *FastServer) fast(c *h1.Conn, r *h1.Request) (served, keep bool, err error) {
 	if !bytes.Equal(r.Method, []byte("POST")) {
 		return false, false, nil
 	}
@@ -132,48 +134,48 @@ func plainInferPath(path []byte) ([]byte, bool) {
 
 // infer is the fast path of POST /v2/models/{name}[/versions/{v}]/infer
 // (model: the unescaped name; version: "" unless the path names one).
-func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version string) (bool, error) {
+func (s *FastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version string) (bool, error) {
 	p := s.p
 	start := time.Now()
-	snap := p.snap.Load()
-	var route *Route
+	snap := p.Snapshot()
+	var route *pipeline.Route
 	var choice routing.Choice
 	var oerr *oip.Error
 	if snap != nil && version == "" {
-		if route = snap.routes[string(model)]; route != nil {
+		if route = snap.RouteBytes(model); route != nil {
 			key := ""
-			if route.stickyMD != "" {
-				key = r.HeaderString(route.stickyMD)
+			if route.StickyMetadata() != "" {
+				key = r.HeaderString(route.StickyMetadata())
 			}
-			choice = route.Picker.Pick(r.HeaderString(route.overrideMD), key, rand.Uint64())
+			choice = route.Picker.Pick(r.HeaderString(route.OverrideMetadata()), key, rand.Uint64())
 		}
 	}
 	if route == nil {
-		route, choice, oerr = p.resolve(snap, string(model), version, "", "")
+		route, choice, oerr = snap.Resolve(string(model), version, "", "")
 	}
-	// The buffered-bytes budget (overload.go): a body that does not fit
+	// The buffered-bytes budget (proxy/pipeline/overload.go): a body that does not fit
 	// is not read. (One over the body limit gets ReadBody's 413.)
 	held := r.ContentLength
-	if held < 0 || held > p.cfg.MaxBodyBytes {
+	if held < 0 || held > p.MaxBodyBytes() {
 		held = 0
 	}
-	if !p.budget.take(held) {
-		return s.refuse(c, r, model, start, p.budget.overBudget(held))
+	if !p.Budget().Take(held) {
+		return s.refuse(c, r, model, start, p.Budget().OverBudget(held))
 	}
-	defer func() { p.budget.give(held) }()
+	defer func() { p.Budget().Give(held) }()
 	st := s.get()
 	defer s.put(st)
 	x := &st.x
 	var err error
-	x.body, err = c.ReadBody(r, x.body)
+	x.Body, err = c.ReadBody(r, x.Body)
 	if err != nil {
 		c.AnswerError(err)
 		return false, err
 	}
 	if r.ContentLength < 0 { // chunked: counted once read
-		n := int64(len(x.body))
-		if !p.budget.take(n) {
-			return s.refuse(c, r, model, start, p.budget.overBudget(n))
+		n := int64(len(x.Body))
+		if !p.Budget().Take(n) {
+			return s.refuse(c, r, model, start, p.Budget().OverBudget(n))
 		}
 		held = n
 	}
@@ -184,68 +186,68 @@ func (s *fastServer) infer(c *h1.Conn, r *h1.Request, model []byte, version stri
 	ctx := context.Background()
 	if oerr != nil {
 		writeErrorTo(c.W, oerr.HTTPStatus(), oerr.Msg, nil, r.Close || c.Closing(), "")
-		p.logRequest(ctx, string(model), "", oerr.HTTPStatus(), start, oerr, r.HeaderString("traceparent"))
+		p.LogRequest(ctx, string(model), "", oerr.HTTPStatus(), start, oerr, r.HeaderString("traceparent"))
 		return !r.Close && !c.Closing(), c.Flush()
 	}
 	x.Route, x.Choice, x.Start = route, choice, start
 	x.Deadline = start.Add(route.Timeout)
-	if route.stickyMD != "" {
-		x.StickyKey = r.HeaderString(route.stickyMD)
+	if route.StickyMetadata() != "" {
+		x.StickyKey = r.HeaderString(route.StickyMetadata())
 	}
-	x.contentType = internCT(r.Header("content-type"))
-	x.noCache = hasNoCache(r.Header("cache-control"))
+	x.ContentType = internCT(r.Header("content-type"))
+	x.NoCache = pipeline.HasNoCache(r.Header("cache-control"))
 	v := route.Variants[choice.Index]
 	if ce := r.Header("content-encoding"); ce != nil {
 		// The pipeline, its limit and Inference-Header-Content-Length see
 		// the inflated body.
-		body, err := oip.DecodeBody(string(ce), x.body, p.cfg.MaxBodyBytes, &st.spare)
+		body, err := oip.DecodeBody(string(ce), x.Body, p.MaxBodyBytes(), &st.spare)
 		if err == nil {
-			if n := int64(len(body)); p.budget.take(n) {
+			if n := int64(len(body)); p.Budget().Take(n) {
 				held += n
 			} else {
-				return s.refuse(c, r, model, start, p.budget.overBudget(n))
+				return s.refuse(c, r, model, start, p.Budget().OverBudget(n))
 			}
 		}
 		if err != nil {
 			e := oip.AsError(err)
 			writeErrorTo(c.W, e.HTTPStatus(), e.Msg, v, r.Close || c.Closing(), "")
-			v.metrics.request(httpCode(e.HTTPStatus()), time.Since(start).Seconds())
+			v.CountRequest(pipeline.HTTPCode(e.HTTPStatus()), time.Since(start).Seconds())
 			return !r.Close && !c.Closing(), c.Flush()
 		}
-		st.spare, x.body = x.body, body
+		st.spare, x.Body = x.Body, body
 	}
 	if hl := r.Header("inference-header-content-length"); hl != nil {
 		n, err := strconv.Atoi(string(hl))
-		if err != nil || n < 0 || n > len(x.body) {
-			e := oip.Errorf(oip.InvalidArgument, "%s %q is not an integer in 0..%d (the body size)", hdrInferHeader, hl, len(x.body))
+		if err != nil || n < 0 || n > len(x.Body) {
+			e := oip.Errorf(oip.InvalidArgument, "%s %q is not an integer in 0..%d (the body size)", hdrInferHeader, hl, len(x.Body))
 			writeErrorTo(c.W, e.HTTPStatus(), e.Msg, v, r.Close || c.Closing(), "")
-			v.metrics.request(httpCode(e.HTTPStatus()), time.Since(start).Seconds())
+			v.CountRequest(pipeline.HTTPCode(e.HTTPStatus()), time.Since(start).Seconds())
 			return !r.Close && !c.Closing(), c.Flush()
 		}
-		x.headerLen = n
+		x.HeaderLen = n
 	}
 	st.gzip = compress.AcceptsGzip(string(r.Header("accept-encoding")))
 	x.TraceParent = r.HeaderString("traceparent")
 	x.TraceState = r.HeaderString("tracestate")
-	ctx, span := p.begin(ctx, x, headCarrier{r})
+	ctx, span := p.Begin(ctx, x, headCarrier{r})
 	res := &st.res
-	err = p.serve(ctx, x, res)
+	err = p.Serve(ctx, x, res)
 	closing := r.Close || c.Closing() // draining: the last answer on this connection
 	status := s.respond(c.W, st, err, closing)
 	end := time.Now()
 	c.RequestDone(end) // the base of the idle wait's and the write's deadlines
-	p.finish(ctx, span, x, res, status, httpCode(status), err, end.Sub(start))
+	p.Finish(ctx, span, x, res, status, pipeline.HTTPCode(status), err, end.Sub(start))
 	ferr := c.Flush()
-	p.handOff(x) // after the answer is written: the shadow enqueue
+	p.HandOff(x) // after the answer is written: the shadow enqueue
 	return !closing, ferr
 }
 
 // refuse answers a request shed before the pipeline (the buffered-bytes
 // budget): 503 with Retry-After, and the connection ends (lingering) since
 // the body may be unread.
-func (s *fastServer) refuse(c *h1.Conn, r *h1.Request, model []byte, start time.Time, e *oip.Error) (bool, error) {
-	s.p.shed("buffer")
-	if resp, step, ok := s.p.bodylessFallback(string(model)); ok {
+func (s *FastServer) refuse(c *h1.Conn, r *h1.Request, model []byte, start time.Time, e *oip.Error) (bool, error) {
+	s.p.Shed("buffer")
+	if resp, step, ok := s.p.BodylessFallback(string(model)); ok {
 		// The route's static or empty answer (the body, unread, is not
 		// needed for it); the connection still ends, lingering.
 		if body, _, err := oip.AppendInferResponse(nil, resp, nil); err == nil {
@@ -253,13 +255,13 @@ func (s *fastServer) refuse(c *h1.Conn, r *h1.Request, model []byte, start time.
 			writeHead(c.W, http.StatusOK, "application/json", nil, nil, 0, len(body), true, extra)
 			c.W.Write(body)
 			c.Refuse()
-			s.p.logRequest(context.Background(), string(model), "", http.StatusOK, start, nil, r.HeaderString("traceparent"))
+			s.p.LogRequest(context.Background(), string(model), "", http.StatusOK, start, nil, r.HeaderString("traceparent"))
 			return false, c.Flush()
 		}
 	}
-	writeErrorTo(c.W, e.HTTPStatus(), e.Msg, nil, true, retryAfterHeader)
+	writeErrorTo(c.W, e.HTTPStatus(), e.Msg, nil, true, pipeline.RetryAfterHeader)
 	c.Refuse()
-	s.p.logRequest(context.Background(), string(model), "", e.HTTPStatus(), start, e, r.HeaderString("traceparent"))
+	s.p.LogRequest(context.Background(), string(model), "", e.HTTPStatus(), start, e, r.HeaderString("traceparent"))
 	return false, c.Flush()
 }
 
@@ -277,7 +279,7 @@ func internCT(v []byte) string {
 
 // writeHead writes an answer's head; extra holds further header lines
 // (each ending in CRLF), e.g. Content-Encoding or Retry-After.
-func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, res *Result, headerLen, n int, close bool, extra string) {
+func writeHead(bw *bufio.Writer, status int, ct string, v *pipeline.Variant, res *pipeline.Result, headerLen, n int, close bool, extra string) {
 	h1.StartHead(bw, status, ct)
 	bw.WriteString(extra)
 	if v != nil {
@@ -286,7 +288,7 @@ func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, res *Result,
 		bw.WriteString("\r\n")
 	}
 	if res != nil {
-		writeMarks(bw, res) // fallback / cache marks (marks.go)
+		pipeline.WriteMarks(bw, res) // fallback / cache marks (proxy/pipeline/marks.go)
 	}
 	if headerLen > 0 {
 		bw.WriteString("Inference-Header-Content-Length: ")
@@ -296,28 +298,28 @@ func writeHead(bw *bufio.Writer, status int, ct string, v *Variant, res *Result,
 	h1.EndHead(bw, n, close)
 }
 
-func writeErrorTo(bw *bufio.Writer, status int, msg string, v *Variant, close bool, extra string) {
+func writeErrorTo(bw *bufio.Writer, status int, msg string, v *pipeline.Variant, close bool, extra string) {
 	body := h1.ErrorJSON(msg)
 	writeHead(bw, status, "application/json", v, nil, 0, len(body), close, extra)
 	bw.Write(body)
 }
 
 // respond writes the result (or error) and returns the status sent.
-func (s *fastServer) respond(bw *bufio.Writer, st *exchangeState, err error, close bool) int {
+func (s *FastServer) respond(bw *bufio.Writer, st *exchangeState, err error, close bool) int {
 	res := &st.res
 	if err != nil {
 		e := oip.AsError(err)
 		body := h1.ErrorJSON(e.Msg)
 		extra := ""
 		if res.Trigger == fallback.Overload {
-			extra = retryAfterHeader // shed: come back in a second
+			extra = pipeline.RetryAfterHeader // shed: come back in a second
 		}
 		writeHead(bw, e.HTTPStatus(), "application/json", res.Variant, res, 0, len(body), close, extra)
 		bw.Write(body)
 		return e.HTTPStatus()
 	}
 	body, status, ct, headerLen := res.Body, res.Status, res.ContentType, res.HeaderLen
-	if res.PB != nil || (res.parsed != nil && len(res.Body) == 0) {
+	if res.PB != nil || (res.Decoded() && len(res.Body) == 0) {
 		resp, perr := res.Response()
 		var req *oip.InferRequest
 		if perr == nil {

@@ -1,4 +1,4 @@
-package proxy
+package front
 
 import (
 	"context"
@@ -13,9 +13,10 @@ import (
 // plane's, which decides what each virtual model routes to): the proxy
 // refuses it on both transports with the same explanation, REST with 404,
 // gRPC with UNIMPLEMENTED, instead of a bare "unknown method".
-const noRepository = "the proxy does not serve the model repository extension; manage models through the control plane (syctl, or the backend's own repository API)"
+// NoRepository is that explanation.
+const NoRepository = "the proxy does not serve the model repository extension; manage models through the control plane (syctl, or the backend's own repository API)"
 
-var errNoRepository = status.Error(codes.Unimplemented, noRepository)
+var errNoRepository = status.Error(codes.Unimplemented, NoRepository)
 
 func (g *grpcFront) RepositoryIndex(context.Context, *pb.RepositoryIndexRequest) (*pb.RepositoryIndexResponse, error) {
 	return nil, errNoRepository
