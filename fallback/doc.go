@@ -30,7 +30,7 @@
 //
 //   - Trigger, the failure vocabulary (None, Timeout, ConnectError,
 //     Upstream5xx, Unavailable, Internal, NaNOutput, BreakerOpen, Overload,
-//     NotServing, BadAnswer, Refused, Rejected, Cancelled) with String for
+//     NotServing, BadAnswer, Refused, Rejected, Cancelled, ShuttingDown) with String for
 //     labels; Fault (request / version / overload / client),
 //     CountsForBreaker, EjectsEndpoint, Retryable, Falls(Link); Judge(Outcome),
 //     the one rule for whose fault an outcome is.

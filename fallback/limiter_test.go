@@ -84,7 +84,7 @@ func TestFixedLimiterIgnoresSamples(t *testing.T) {
 func TestSampleOf(t *testing.T) {
 	for trig, want := range map[Trigger]Sample{
 		None: SampleLatency, Upstream5xx: SampleLatency, Timeout: SampleDropped, Overload: SampleDropped,
-		Rejected: SampleIgnore, Cancelled: SampleIgnore, BreakerOpen: SampleIgnore,
+		Rejected: SampleIgnore, Cancelled: SampleIgnore, ShuttingDown: SampleIgnore, BreakerOpen: SampleIgnore,
 	} {
 		if got := SampleOf(trig); got != want {
 			t.Errorf("SampleOf(%s) = %d, want %d", trig, got, want)

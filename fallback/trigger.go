@@ -27,6 +27,7 @@ const (
 	Refused                     // the version refused the call for reasons not about the request (401, 403, 405, UNIMPLEMENTED, ...)
 	Rejected                    // 400 / 413 / 422 / INVALID_ARGUMENT: the version says the request is bad
 	Cancelled                   // the client cancelled the request or went away
+	ShuttingDown                // the proxy cut the call: its shutdown's drain ran out of time
 	numTriggers
 )
 
@@ -49,6 +50,7 @@ var triggerNames = [numTriggers]string{
 	Refused:      "refused",
 	Rejected:     "rejected",
 	Cancelled:    "cancelled",
+	ShuttingDown: "shutting_down",
 }
 
 // String is the trigger's label ("timeout", "nan_output", ...).
@@ -100,9 +102,11 @@ const (
 	// FaultOverload: too busy to answer. It triggers the chain but opens
 	// no breaker, ejects no endpoint and fails no canary error gate.
 	FaultOverload
-	// FaultClient: the client cancelled or went away. Nobody's upstream
-	// failure: no breaker, no ejection, no chain, no canary count; logged
-	// as cancelled (499).
+	// FaultClient: the client cancelled or went away, or the proxy cut
+	// the call itself (ShuttingDown: a drain past its bound). Nobody's
+	// upstream failure: no breaker, no ejection, no chain, no canary
+	// count. A cancelled request is logged as 499; a cut one is answered
+	// 503 (retry elsewhere) if its connection is still there.
 	FaultClient
 )
 
@@ -115,7 +119,7 @@ func (t Trigger) Fault() Fault {
 		return FaultRequest
 	case Overload:
 		return FaultOverload
-	case Cancelled:
+	case Cancelled, ShuttingDown:
 		return FaultClient
 	}
 	return FaultVersion
@@ -191,7 +195,10 @@ type Outcome struct {
 	// ClientGone: the client's context ended (cancelled, disconnected)
 	// while the attempt ran. It decides before everything else.
 	ClientGone bool
-	Transport  Transport
+	// Cut: the proxy cut the call (its drain ran out of time: the
+	// endpoint's calls were ended at once). It decides next.
+	Cut       bool
+	Transport Transport
 	// GRPC says the attempt was a gRPC call: GRPCCode is its status code;
 	// otherwise HTTPStatus is the REST status.
 	GRPC       bool
@@ -217,6 +224,9 @@ type Outcome struct {
 func Judge(o Outcome) Trigger {
 	if o.ClientGone {
 		return Cancelled
+	}
+	if o.Cut {
+		return ShuttingDown
 	}
 	switch o.Transport {
 	case TransportConnect, TransportReset:

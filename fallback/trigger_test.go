@@ -96,6 +96,9 @@ func TestJudge(t *testing.T) {
 		{"client gone, grpc cancelled", Outcome{ClientGone: true, GRPC: true, GRPCCode: codes.Canceled}, Cancelled},
 		{"client gone, transport cut", Outcome{ClientGone: true, Transport: TransportTimeout}, Cancelled},
 		{"client gone after a 200", Outcome{ClientGone: true, HTTPStatus: 200}, Cancelled},
+		{"cut by the drain: not the version's timeout", Outcome{Cut: true, Transport: TransportTimeout}, ShuttingDown},
+		{"cut by the drain, gRPC connection closed", Outcome{Cut: true, GRPC: true, GRPCCode: codes.Unavailable}, ShuttingDown},
+		{"client gone beats the cut", Outcome{ClientGone: true, Cut: true}, Cancelled},
 	}
 	for _, c := range cases {
 		if got := Judge(c.o); got != c.want {
@@ -117,6 +120,7 @@ func TestTriggerConsequences(t *testing.T) {
 		None:         {FaultNone, false, false, false, false, false, Succeeded},
 		Rejected:     {FaultRequest, false, false, false, false, true, Succeeded},
 		Cancelled:    {FaultClient, false, false, false, false, false, Neutral},
+		ShuttingDown: {FaultClient, false, false, false, false, false, Neutral},
 		Overload:     {FaultOverload, false, false, false, true, true, Neutral},
 		BreakerOpen:  {FaultVersion, false, false, false, true, true, Neutral},
 		Timeout:      {FaultVersion, true, true, false, true, true, Failed},

@@ -37,7 +37,7 @@ type PromQueries struct {
 	LatencyBuckets string
 }
 
-// DefaultPromQueries read the proxy's own metrics (proxy/metrics.go) and
+// DefaultPromQueries read the proxy's own metrics (proxy/pipeline/metrics.go) and
 // the fallback package's (fallback/metrics.go). The proxy labels requests
 // by the variant that answered; a fallback answered by a backup counts
 // there, and as a fallback trigger of the version that failed.

@@ -101,7 +101,8 @@ func (p *Pipeline) fallBack(ctx context.Context, rf *routePolicies, x *Exchange,
 		Backup:   pol.backup != nil && pol.backup != v,
 		Static:   pol.static != nil,
 	}
-	var gone error // the client went away during the chain: stop
+	var gone error // the client went away during the chain (or the drain cut it): stop
+	goneTrig := fallback.Cancelled
 	step, werr := fallback.Walk(pol.chain, avail, trig, func(s fallback.Step) error {
 		if gone != nil {
 			return errors.New("skipped: the client went away")
@@ -119,8 +120,8 @@ func (p *Pipeline) fallBack(ctx context.Context, rf *routePolicies, x *Exchange,
 			return rf.fill(x, v, res, e, k)
 		case fallback.StepBackup:
 			err := p.backup(ctx, pol, x, res)
-			if res.Trigger == fallback.Cancelled {
-				gone = err
+			if res.Trigger.Fault() == fallback.FaultClient {
+				gone, goneTrig = err, res.Trigger
 			}
 			return err
 		case fallback.StepStatic:
@@ -143,7 +144,7 @@ func (p *Pipeline) fallBack(ctx context.Context, rf *routePolicies, x *Exchange,
 		return fmt.Errorf("unknown step %v", s)
 	})
 	if gone != nil {
-		res.Variant, res.Trigger = v, fallback.Cancelled
+		res.Variant, res.Trigger = v, goneTrig
 		return gone
 	}
 	if werr != nil {
@@ -220,11 +221,11 @@ func (p *Pipeline) backup(ctx context.Context, pol *fallbackPolicy, x *Exchange,
 	err := p.primary(ctx, x, bv, res) // the backup's own limit too
 	x.Deadline = saved
 	t := res.Trigger
-	if !t.Falls(fallback.Backup) && t != fallback.Cancelled && err == nil && res.OK() {
+	if !t.Falls(fallback.Backup) && t.Fault() != fallback.FaultClient && err == nil && res.OK() {
 		return nil
 	}
 	switch {
-	case t == fallback.Cancelled:
+	case t.Fault() == fallback.FaultClient:
 		return err
 	case err != nil:
 		return fmt.Errorf("version %q: %s: %v", bv.Name, t, err)

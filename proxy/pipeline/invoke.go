@@ -64,7 +64,7 @@ func (p *Pipeline) call(ctx context.Context, x *Exchange, v *Variant, res *Resul
 				p.log.Warn("upstream endpoint ejected", "model", r.Name, "variant", v.Name, "endpoint", e.Addr, "ejections", e.Ejections(), "error", errString(lastErr))
 			}
 		}
-		if trig == fallback.None || trig.Fault() == fallback.FaultRequest || trig == fallback.Cancelled {
+		if f := trig.Fault(); f == fallback.FaultNone || f == fallback.FaultRequest || f == fallback.FaultClient {
 			break
 		}
 		v.metrics.upstreamError(trig.String())
@@ -100,6 +100,8 @@ func upstreamError(x *Exchange, v *Variant, res *Result, trig fallback.Trigger, 
 		return err // the backend's gRPC verdict (InvalidArgument, ...)
 	case fallback.Cancelled:
 		return oip.Errorf(oip.Canceled, "model %q version %q: the client cancelled the request", r.Name, v.Name)
+	case fallback.ShuttingDown:
+		return oip.Errorf(oip.Unavailable, "model %q version %q: the proxy is shutting down: the call upstream was cut when its drain ran out of time (retry on another proxy)", r.Name, v.Name)
 	case fallback.Timeout:
 		return oip.Errorf(oip.DeadlineExceeded, "model %q version %q: no answer within the %v latency budget (%d attempts)", r.Name, v.Name, r.Timeout, attempts)
 	case fallback.NotServing:
@@ -178,6 +180,9 @@ func (p *Pipeline) attempt(ctx context.Context, x *Exchange, v *Variant, e *upst
 	// The client cancelled or went away (its own deadline passing is a
 	// timeout: the version did not answer within the time it was given).
 	o.ClientGone = errors.Is(ctx.Err(), context.Canceled)
+	// A drain past its bound cut the endpoint's calls (Pipeline.CutUpstreams):
+	// the proxy's doing, not the version's timeout or broken connection.
+	o.Cut = err != nil && e.IsCut()
 	if o.Transport == fallback.TransportOK && v.Route.validate && !o.ClientGone {
 		o.NaN, o.RowsMismatch, err = validateAnswer(x, res, err)
 	}

@@ -20,10 +20,11 @@ import (
 // recordStats counts one finished inference request for the canary: v is
 // the variant the request was routed to (a fallback's answer still counts
 // against it, as a fallback), status the HTTP status sent (gRPC: its HTTP
-// equivalent). Requests that never reached a variant, and requests the
-// client cancelled (nobody's failure), are not counted.
+// equivalent). Requests that never reached a variant, requests the
+// client cancelled and calls the proxy's drain cut (nobody's failure) are
+// not counted.
 func (p *Pipeline) recordStats(v *Variant, x *Exchange, res *Result, status int, latency time.Duration) {
-	if p.stats == nil || v == nil || res.Trigger == fallback.Cancelled {
+	if p.stats == nil || v == nil || res.Trigger.Fault() == fallback.FaultClient {
 		return
 	}
 	o := report.Outcome{Latency: latency, Fallback: res.Fallback != "" && res.Trigger != fallback.Overload}

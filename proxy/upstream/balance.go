@@ -27,6 +27,7 @@ type Endpoint struct {
 	ejections    atomic.Int32
 	total        atomic.Int64
 	failures     atomic.Int64
+	cut          atomic.Bool // Cut was called
 }
 
 // NewHTTPEndpoint returns an HTTP/1.1 endpoint.
@@ -68,6 +69,7 @@ func (e *Endpoint) Close() {
 // (a shutdown past its drain bound): HTTP connections in use are cut,
 // gRPC connections closed (their calls fail).
 func (e *Endpoint) Cut() {
+	e.cut.Store(true)
 	if e.HTTP != nil {
 		e.HTTP.Cut()
 	}
@@ -78,6 +80,9 @@ func (e *Endpoint) Cut() {
 		e.lean.Close()
 	}
 }
+
+// IsCut reports whether Cut was called: a call that failed since was cut.
+func (e *Endpoint) IsCut() bool { return e.cut.Load() }
 
 // Begin and End bracket one attempt (the least-request count).
 func (e *Endpoint) Begin() { e.inFlight.Add(1) }
